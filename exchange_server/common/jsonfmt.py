@@ -1,0 +1,28 @@
+"""Reply bodies in the original's JSON text style.
+
+The backends dump with jansson: single line with ``", "`` and ``": "`` separators (the stdlib
+encoder's defaults), or a 4-space indent when the service runs with ``debug``.  Keys keep
+insertion order, which the result builders set to the documented order.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
+_pretty = json.JSONEncoder(ensure_ascii=False, indent=4)
+
+
+def dumps(value: Any, debug: bool = False) -> str:
+    return (_pretty if debug else _compact).encode(value)
+
+
+def reply_body(result: Any, req_id: int | None, debug: bool = False) -> bytes:
+    """``{"error": null, "result": ..., "id": ...}`` as UTF-8 bytes."""
+    return dumps({"error": None, "result": result, "id": req_id}, debug).encode()
+
+
+def error_body(code: int, message: str, req_id: int | None, debug: bool = False) -> bytes:
+    body = {"error": {"code": code, "message": message}, "result": None, "id": req_id}
+    return dumps(body, debug).encode()

@@ -1,0 +1,301 @@
+"""One market: its order book and the matching of limit and market orders.
+
+The book keeps, per side, a sorted map price -> FIFO of orders (an OrderedDict keyed by order
+id), so the best price is one lookup away and time priority inside a price is insertion order.
+Asks iterate from the lowest price, bids from the highest.  Arithmetic follows the original
+operation by operation (engine.md sections 7 and 8), so amounts, fees and their decimal
+exponents come out the same.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
+
+from sortedcontainers import SortedDict
+
+from exchange_server.common.config import MarketConfig
+from exchange_server.common.decimals import ZERO, fmt, quantum
+from exchange_server.matchengine.balance import Balances
+from exchange_server.matchengine.model import (
+    ASK,
+    BID,
+    EVENT_FINISH,
+    EVENT_UPDATE,
+    LIMIT,
+    MAKER,
+    MARKET,
+    TAKER,
+    BalanceChanged,
+    Deal,
+    Event,
+    Order,
+    OrderChanged,
+    OrderFinished,
+    TradeDetail,
+)
+
+Level = OrderedDict[int, Order]
+
+
+class Market:
+    def __init__(self, config: MarketConfig, balances: Balances, events: list[Event]) -> None:
+        self.config = config
+        self.name = config.name
+        self.stock = config.stock
+        self.money = config.money
+        self.stock_prec = config.stock_prec
+        self.money_prec = config.money_prec
+        self.fee_prec = config.fee_prec
+        self.min_amount = config.min_amount
+        self.balances = balances
+        self.events = events
+        self.asks: SortedDict = SortedDict()
+        self.bids: SortedDict = SortedDict()
+        self.orders: dict[int, Order] = {}
+        self.users: dict[int, dict[int, Order]] = {}
+        self.ask_count = 0
+        self.bid_count = 0
+        self.ask_amount = ZERO
+        self.bid_amount = ZERO
+        self._stock_step = quantum(config.stock_prec)
+
+    # -- the book ---------------------------------------------------------------------------------
+
+    def best_ask(self) -> Order | None:
+        if not self.asks:
+            return None
+        level: Level = self.asks.peekitem(0)[1]
+        return next(iter(level.values()))
+
+    def best_bid(self) -> Order | None:
+        if not self.bids:
+            return None
+        level: Level = self.bids.peekitem(-1)[1]
+        return next(iter(level.values()))
+
+    def insert(self, order: Order) -> None:
+        """Put a resting limit order on the book without touching balances (also slice load)."""
+        book = self.asks if order.side == ASK else self.bids
+        level = book.get(order.price)
+        if level is None:
+            level = book[order.price] = OrderedDict()
+        level[order.id] = order
+        self.orders[order.id] = order
+        user_orders = self.users.get(order.user)
+        if user_orders is None:
+            user_orders = self.users[order.user] = {}
+        user_orders[order.id] = order
+        if order.side == ASK:
+            self.ask_count += 1
+            self.ask_amount += order.left
+        else:
+            self.bid_count += 1
+            self.bid_amount += order.left
+
+    def put(self, order: Order) -> None:
+        """Rest a limit order: freeze its funds (ask: stock = left, bid: money = price x left)."""
+        if order.side == ASK:
+            order.freeze = order.left
+            self.balances.freeze(order.user, self.stock, order.left)
+        else:
+            order.freeze = order.price * order.left
+            self.balances.freeze(order.user, self.money, order.freeze)
+        self.insert(order)
+
+    def remove(self, order: Order) -> None:
+        """Take an order off the book, release what is still frozen for it, record history."""
+        book = self.asks if order.side == ASK else self.bids
+        level: Level = book[order.price]
+        del level[order.id]
+        if not level:
+            del book[order.price]
+        del self.orders[order.id]
+        user_orders = self.users[order.user]
+        del user_orders[order.id]
+        if not user_orders:
+            del self.users[order.user]
+        if order.side == ASK:
+            self.ask_count -= 1
+            self.ask_amount -= order.left
+            if order.freeze > 0:
+                self.balances.unfreeze(order.user, self.stock, order.freeze)
+        else:
+            self.bid_count -= 1
+            self.bid_amount -= order.left
+            if order.freeze > 0:
+                self.balances.unfreeze(order.user, self.money, order.freeze)
+        if order.deal_stock > 0:
+            self.events.append(OrderFinished(order.snapshot()))
+
+    def side_orders(self, side: int) -> Iterator[Order]:
+        """Orders of one side in matching priority."""
+        if side == ASK:
+            for level in self.asks.values():
+                yield from level.values()
+        else:
+            for level in reversed(self.bids.values()):
+                yield from level.values()
+
+    def side_levels(self, side: int) -> Iterator[tuple[Decimal, Level]]:
+        if side == ASK:
+            yield from self.asks.items()
+        else:
+            bids = self.bids
+            for price in reversed(bids.keys()):
+                yield price, bids[price]
+
+    def depth(self, side: int, limit: int, interval: Decimal) -> list[list[str]]:
+        """Price levels of one side, best first, optionally merged to multiples of interval."""
+        rows: list[list[str]] = []
+        if limit == 0:
+            return rows
+        if not interval:
+            for price, level in self.side_levels(side):
+                total = ZERO
+                for o in level.values():
+                    total += o.left
+                rows.append([fmt(price), fmt(total)])
+                if len(rows) >= limit:
+                    break
+            return rows
+        bucket: Decimal | None = None
+        amount = ZERO
+        for price, level in self.side_levels(side):
+            if bucket is not None and (price <= bucket if side == ASK else price >= bucket):
+                for o in level.values():
+                    amount += o.left
+                continue
+            if bucket is not None:
+                rows.append([fmt(bucket), fmt(amount)])
+                if len(rows) >= limit:
+                    return rows
+            rounding = ROUND_CEILING if side == ASK else ROUND_FLOOR
+            bucket = (price / interval).to_integral_value(rounding) * interval
+            amount = ZERO
+            for o in level.values():
+                amount += o.left
+        if bucket is not None:
+            rows.append([fmt(bucket), fmt(amount)])
+        return rows
+
+    # -- matching ---------------------------------------------------------------------------------
+
+    def execute(self, taker: Order, now: float, next_deal_id: int) -> int:
+        """Match a new order against the book; returns the last deal id used."""
+        if taker.side == ASK:
+            book = self.bids
+            best = -1
+        else:
+            book = self.asks
+            best = 0
+        limit_price = taker.price if taker.type == LIMIT else None
+        market_bid = taker.type == MARKET and taker.side == BID
+        deal_id = next_deal_id
+        while taker.left and book:
+            price, level = book.peekitem(best)
+            if limit_price is not None and (
+                limit_price > price if taker.side == ASK else limit_price < price
+            ):
+                break
+            while level and taker.left:
+                maker: Order = next(iter(level.values()))
+                if market_bid:
+                    amount = (taker.left / price).quantize(self._stock_step, ROUND_DOWN)
+                    while amount * price > taker.left:
+                        amount -= self._stock_step
+                    if amount > maker.left:
+                        amount = maker.left
+                    if not amount:
+                        return deal_id
+                else:
+                    amount = taker.left if taker.left < maker.left else maker.left
+                deal_id += 1
+                self._deal(taker, maker, price, amount, now, deal_id)
+                if not maker.left:
+                    self.events.append(OrderChanged(EVENT_FINISH, maker.snapshot(), self.stock,
+                                                    self.money))
+                    self.remove(maker)
+                else:
+                    self.events.append(OrderChanged(EVENT_UPDATE, maker.snapshot(), self.stock,
+                                                    self.money))
+            # ``remove`` drops an emptied level from the book, so peekitem sees the next one.
+        return deal_id
+
+    def _deal(self, taker: Order, maker: Order, price: Decimal, amount: Decimal, now: float,
+              deal_id: int) -> None:
+        deal = price * amount
+        balances = self.balances
+        events = self.events
+        stock = self.stock
+        money = self.money
+        name = self.name
+        taker.mtime = maker.mtime = now
+        if taker.side == ASK:
+            ask, bid = taker, maker
+            ask_rate, bid_rate = taker.taker_fee, maker.maker_fee
+        else:
+            ask, bid = maker, taker
+            ask_rate, bid_rate = maker.maker_fee, taker.taker_fee
+        ask_fee = deal * ask_rate
+        bid_fee = amount * bid_rate
+        events.append(Deal(
+            now, name, deal_id, price, amount, deal, ask_fee, bid_fee, taker.side,
+            ask.id, ask.user, TAKER if ask is taker else MAKER,
+            bid.id, bid.user, TAKER if bid is taker else MAKER, stock, money,
+        ))
+
+        # The taker first, then the maker, each: give, receive, pay the fee (engine.md 7).
+        for order in (taker, maker):
+            is_taker = order is taker
+            order.deal_stock += amount
+            order.deal_money += deal
+            user = order.user
+            if order.side == ASK:
+                order.left -= amount
+                order.deal_fee += ask_fee
+                if is_taker:
+                    balances.sub(user, stock, amount)
+                else:
+                    order.freeze -= amount
+                    balances.sub_frozen(user, stock, amount)
+                events.append(BalanceChanged(now, user, stock, "trade", -amount,
+                                             balances.total(user, stock),
+                                             TradeDetail(name, order.id, price, amount, None)))
+                balances.add(user, money, deal)
+                events.append(BalanceChanged(now, user, money, "trade", deal,
+                                             balances.total(user, money),
+                                             TradeDetail(name, order.id, price, amount, None)))
+                if ask_fee:
+                    balances.sub(user, money, ask_fee)
+                    events.append(BalanceChanged(now, user, money, "trade", -ask_fee,
+                                                 balances.total(user, money),
+                                                 TradeDetail(name, order.id, price, amount, ask_rate)))
+                if not is_taker:
+                    self.ask_amount -= amount
+            else:
+                if is_taker and order.type == MARKET:
+                    order.left -= deal
+                else:
+                    order.left -= amount
+                order.deal_fee += bid_fee
+                if is_taker:
+                    balances.sub(user, money, deal)
+                else:
+                    order.freeze -= deal
+                    balances.sub_frozen(user, money, deal)
+                events.append(BalanceChanged(now, user, money, "trade", -deal,
+                                             balances.total(user, money),
+                                             TradeDetail(name, order.id, price, amount, None)))
+                balances.add(user, stock, amount)
+                events.append(BalanceChanged(now, user, stock, "trade", amount,
+                                             balances.total(user, stock),
+                                             TradeDetail(name, order.id, price, amount, None)))
+                if bid_fee:
+                    balances.sub(user, stock, bid_fee)
+                    events.append(BalanceChanged(now, user, stock, "trade", -bid_fee,
+                                                 balances.total(user, stock),
+                                                 TradeDetail(name, order.id, price, amount, bid_rate)))
+                if not is_taker:
+                    self.bid_amount -= amount
