@@ -1,0 +1,50 @@
+# The two set-up commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TSTAMP := $(VENV)/.installed-test
+ARGS   ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test install install-test services services-down lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(TSTAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+install-test: $(TSTAMP)
+
+## make run: install into .venv and start every service in one process (ARGS="--http-port 9000")
+run: $(STAMP)
+	$(BIN)/exchange-server run $(ARGS)
+
+## make services: install and start MariaDB, Redis and Kafka on 127.0.0.1
+services:
+	bash scripts/services.sh up
+
+services-down:
+	bash scripts/services.sh down
+
+lint: $(TSTAMP)
+	$(BIN)/ruff check exchange_server tests bench
+	$(BIN)/mypy
+
+## make test: test dependencies, the servers, lint, then the whole suite
+test: $(TSTAMP) services lint
+	eval "$$(bash scripts/services.sh env)" && $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make bench: every benchmark, figures printed (see bench/README.md)
+bench: $(STAMP)
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
