@@ -242,6 +242,8 @@ def read_asset(node: Node) -> AssetConfig:
         raise ConfigError(f"{node.where('name')}: must be 1 to 15 characters")
     prec_save = node.int("prec_save", minimum=0, maximum=MAX_PREC)
     prec_show = node.int("prec_show", prec_save, 0, MAX_PREC)
+    if prec_show > prec_save:
+        raise ConfigError(f"{node.where('prec_show')}: must be <= prec_save")
     return AssetConfig(name, prec_save, prec_show)
 
 

@@ -60,6 +60,12 @@ class Market:
         self.ask_amount = ZERO
         self.bid_amount = ZERO
         self._stock_step = quantum(config.stock_prec)
+        # price x amount x fee rate can have more decimals than the money asset stores (the
+        # original's config checks do not cover it).  Then the fee is truncated to what the
+        # balance can hold, so the recorded fee is exactly what left the user's balance.
+        money_save = balances.assets[config.money].prec_save
+        exact = config.money_prec + config.stock_prec + config.fee_prec <= money_save
+        self._ask_fee_quant = None if exact else quantum(money_save)
 
     # -- the book ---------------------------------------------------------------------------------
 
@@ -239,6 +245,8 @@ class Market:
             ask, bid = maker, taker
             ask_rate, bid_rate = maker.maker_fee, taker.taker_fee
         ask_fee = deal * ask_rate
+        if self._ask_fee_quant is not None:
+            ask_fee = ask_fee.quantize(self._ask_fee_quant, ROUND_DOWN)
         bid_fee = amount * bid_rate
         events.append(Deal(
             now, name, deal_id, price, amount, deal, ask_fee, bid_fee, taker.side,

@@ -1,0 +1,253 @@
+"""accesshttp: the public JSON-RPC over HTTP gateway (rpc.md 1.1).
+
+A small HTTP/1.1 server on an asyncio Protocol with the httptools parser, because the original's
+wire details matter to existing clients and a framework would add its own: malformed requests
+get 400 with an empty body and the connection is closed, a backend that is down gives 500 with
+an empty body, and a backend reply is passed through byte for byte.
+
+Extensions (docs/compatibility.md): a JSON array of requests is answered with an array of
+replies, and responses carry ``Content-Type: application/json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import httptools
+import orjson
+
+from exchange_server.accesshttp.routes import ROUTES
+from exchange_server.common import jsonfmt
+from exchange_server.common.backend import Backend
+from exchange_server.common.errors import (
+    METHOD_NOT_FOUND,
+    SERVICE_TIMEOUT,
+    SERVICE_UNAVAILABLE,
+)
+
+log = logging.getLogger("exchange_server.accesshttp")
+
+REASONS = {
+    200: b"OK",
+    400: b"Bad Request",
+    404: b"Not Found",
+    413: b"Payload Too Large",
+    500: b"Internal Server Error",
+    504: b"Gateway Timeout",
+}
+
+#: Most requests one batch may carry.
+BATCH_MAX = 1000
+
+_DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December"]
+
+
+class _DateCache:
+    """``Date:`` in the original's style (full month name), rebuilt once a second."""
+
+    second = -1
+    value = b""
+
+    def get(self) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            t = time.gmtime(now)
+            self.value = (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+                          f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT").encode()
+            self.second = now
+        return self.value
+
+
+_date = _DateCache()
+
+
+class BadRequest(Exception):
+    """The body is not a valid request: answer 400 with no body and close."""
+
+
+def parse_request(item: Any) -> tuple[str, list[Any], int]:
+    if not isinstance(item, dict):
+        raise BadRequest
+    method = item.get("method")
+    params = item.get("params")
+    req_id = item.get("id")
+    if type(method) is not str or type(params) is not list or type(req_id) is not int:
+        raise BadRequest
+    return method, params, req_id
+
+
+class AccessHttp:
+    """The gateway: routes each method to its backend and applies the timeout."""
+
+    def __init__(self, backends: dict[str, Backend], timeout: float = 1.0,
+                 max_body: int = 102400) -> None:
+        self.backends = backends
+        self.timeout = timeout
+        self.max_body = max_body
+        self.requests = 0
+        self._server: asyncio.base_events.Server | None = None
+
+    async def dispatch(self, body: bytes) -> tuple[int, bytes]:
+        """Answer one HTTP request body: (status, response body)."""
+        self.requests += 1
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise BadRequest from None
+        if isinstance(data, list):
+            return await self._batch(data)
+        method, params, req_id = parse_request(data)
+        return await self._call(method, params, req_id)
+
+    async def _call(self, method: str, params: list[Any], req_id: int) -> tuple[int, bytes]:
+        route = ROUTES.get(method)
+        if route is None:
+            return 404, jsonfmt.error_body(METHOD_NOT_FOUND, "method not found", req_id)
+        backend = self.backends.get(route[0])
+        if backend is None or not backend.connected():
+            return 500, b""
+        try:
+            reply = await asyncio.wait_for(backend.call(method, params, req_id), self.timeout)
+        except asyncio.TimeoutError:
+            return 504, jsonfmt.error_body(SERVICE_TIMEOUT, "service timeout", req_id)
+        except ConnectionError:
+            return 500, b""
+        return 200, reply
+
+    async def _batch(self, items: list[Any]) -> tuple[int, bytes]:
+        if not items or len(items) > BATCH_MAX:
+            raise BadRequest
+        requests = [parse_request(item) for item in items]
+        replies = await asyncio.gather(*(self._call(m, p, i) for m, p, i in requests))
+        bodies = []
+        for (status, body), (_, _, req_id) in zip(replies, requests, strict=True):
+            if status == 500:
+                body = jsonfmt.error_body(SERVICE_UNAVAILABLE, "service unavailable", req_id)
+            bodies.append(body)
+        return 200, b"[" + b", ".join(bodies) + b"]"
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: HttpProtocol(self), host, port,
+                                                reuse_address=True, backlog=1024)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection.  Requests are answered in order (pipelining allowed)."""
+
+    def __init__(self, app: AccessHttp) -> None:
+        self.app = app
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self._body: list[bytes] = []
+        self._size = 0
+        self._too_large = False
+        #: complete requests not answered yet: (status to answer without dispatching or 0,
+        #: body, keep-alive)
+        self._queue: deque[tuple[int, bytes, bool]] = deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._worker is not None:
+            self._worker.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._respond(400, b"", close=True)
+        except httptools.HttpParserError:
+            self._respond(400, b"", close=True)
+
+    # -- httptools callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._body = []
+        self._size = 0
+        self._too_large = False
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self.app.max_body:
+            self._too_large = True
+            self._body = []
+        elif not self._too_large:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        body = b"".join(self._body)
+        if self._too_large:
+            status = 413
+        elif self.parser.get_method() != b"POST" or not body:
+            status = 400
+        else:
+            status = 0
+        self._enqueue(status, body, self.parser.should_keep_alive())
+
+    # -- answering --------------------------------------------------------------------------------
+
+    def _enqueue(self, status: int, body: bytes, keep_alive: bool) -> None:
+        self._queue.append((status, body, keep_alive))
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def _work(self) -> None:
+        try:
+            while self._queue and not self._closing:
+                status, body, keep_alive = self._queue.popleft()
+                if status:
+                    self._respond(status, b"", close=True)
+                    return
+                try:
+                    status, reply = await self.app.dispatch(body)
+                except BadRequest:
+                    self._respond(400, b"", close=True)
+                    return
+                except Exception:
+                    log.exception("request failed")
+                    self._respond(500, b"", close=True)
+                    return
+                self._respond(status, reply, close=not keep_alive)
+        finally:
+            self._worker = None
+
+    def _respond(self, status: int, body: bytes, close: bool) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        head = b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: %d\r\n" % (
+            status, REASONS[status], _date.get(), len(body))
+        if body:
+            head += b"Content-Type: application/json\r\n"
+        if close:
+            head += b"Connection: close\r\n"
+        transport.write(head + b"\r\n" + body)
+        if close:
+            self._closing = True
+            self._queue.clear()
+            transport.close()

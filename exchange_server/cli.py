@@ -1,0 +1,80 @@
+"""The ``exchange-server`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from exchange_server.common import logs
+from exchange_server.common.config import (
+    ConfigError,
+    MatchEngineConfig,
+    default_matchengine_data,
+    load_matchengine,
+    read_json,
+)
+
+
+def load_embedded_config(path: str | None) -> MatchEngineConfig:
+    data = read_json(path) if path else default_matchengine_data()
+    return load_matchengine(data, embedded=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from exchange_server.embedded import DataDirLocked, EmbeddedOptions, EmbeddedSystem
+
+    config = load_embedded_config(args.config)
+    options = EmbeddedOptions(
+        data_dir=Path(args.data_dir),
+        http_host=args.host,
+        http_port=args.http_port,
+    )
+    system = EmbeddedSystem(config, options)
+    try:
+        _run_async(system.run_until_signalled())
+    except DataDirLocked as e:
+        print(f"exchange-server: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_async(coro: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="exchange-server", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run every service in one process (embedded mode)")
+    run.add_argument("--config", "-c", help="matchengine config in the original's format "
+                     "(default: the original's sample assets and markets)")
+    run.add_argument("--data-dir", default="./data", help="where the SQLite files live")
+    run.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    run.add_argument("--http-port", type=int, default=8080, help="JSON-RPC HTTP port")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.setup(args.log_level.upper())
+    try:
+        result: int = args.func(args)
+        return result
+    except ConfigError as e:
+        print(f"exchange-server: invalid config: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

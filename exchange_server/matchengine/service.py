@@ -1,0 +1,349 @@
+"""The matchengine service: the engine in an event loop, with a durable operation log.
+
+Journal before effect.  A write is applied to the in-memory engine at once (so the next command
+sees it), its log record joins the batch being collected, and its reply is held back until the
+batch is committed.  Replies to reads wait likewise when they were computed after a write that
+is not yet durable, so no client can observe an effect that a crash could take back.  Only one
+commit is in flight at a time: whatever arrives meanwhile forms the next batch, so the commit
+cost is shared by every operation that arrived during the previous one (group commit).
+
+Events produced by each operation are handed to the registered sinks (history writer, bus) in
+log order once the operation is durable, tagged with its operation id.  On start-up the latest
+slice is loaded and the log after it is replayed; replayed operations produce their events
+again, and each sink skips the ids it has already processed.
+
+Slices are written by a forked child (copy-on-write gives it a consistent view without stopping
+the engine); the child publishes the slice only after every operation it covers is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from exchange_server.common import jsonfmt
+from exchange_server.common.config import MatchEngineConfig
+from exchange_server.common.errors import (
+    INVALID_ARGUMENT,
+    RpcError,
+    internal_error,
+    method_not_found,
+    service_unavailable,
+)
+from exchange_server.matchengine.engine import Engine
+from exchange_server.matchengine.methods import MatchEngineMethods
+from exchange_server.matchengine.model import Event
+from exchange_server.matchengine.sink import EventSink
+from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
+
+log = logging.getLogger("exchange_server.matchengine")
+
+#: How long a slice child waits for its operations to become durable before giving up.
+SLICE_DURABLE_TIMEOUT = 600.0
+#: Seconds between retries of a failed log commit.
+COMMIT_RETRY_DELAY = 1.0
+
+
+class MatchEngineService:
+    def __init__(self, config: MatchEngineConfig, store: EngineStore,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.engine = Engine.from_config(config)
+        self.methods = MatchEngineMethods(self.engine)
+        self.debug = config.debug
+        self.sinks: list[EventSink] = []
+        #: id of the last operation applied to the engine / known durable in the log.
+        self.oper_id = 0
+        self.durable_id = 0
+        self._pending: list[OperRecord] = []
+        self._pending_events: deque[tuple[int, list[Event]]] = deque()
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._flushing = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="operlog")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slice_requested = False
+        self._slice_children: set[int] = set()
+        self._last_slice_time = 0
+        self._timer: asyncio.Task[None] | None = None
+        self._idle: asyncio.Event | None = None
+        self.commit_count = 0
+        self.restored_from: SliceInfo | None = None
+        self.replayed = 0
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def add_sink(self, sink: EventSink) -> None:
+        self.sinks.append(sink)
+
+    def restore(self) -> None:
+        """Load a slice, then replay the log after it (engine.md 12).
+
+        The slice is the newest one that every sink has fully processed: a sink that was behind
+        when the engine stopped (history database down, bus unreachable) gets the events of
+        the operations it missed from the replay, since their events can only be rebuilt from
+        the state before them.
+        """
+        store = self.store
+        marks = [sink.durable_mark() for sink in self.sinks]
+        info = store.latest_slice()
+        if marks and info is not None and info.end_oper_id > min(marks):
+            usable = [s for s in store.list_slices() if s.end_oper_id <= min(marks)]
+            if usable:
+                info = usable[-1]
+            else:
+                log.warning("sinks are behind every slice (mark %d): replaying the whole log",
+                            min(marks))
+                info = None
+        if info is not None:
+            state = store.read_slice(info)
+            for warning in self.engine.load_state(state):
+                log.warning("slice %d: %s", info.time, warning)
+            self.oper_id = info.end_oper_id
+            self._last_slice_time = info.time
+            self.restored_from = info
+        replayed = 0
+        for record in store.read_operlog(self.oper_id):
+            if record.id != self.oper_id + 1:
+                raise StoreError(f"operation log gap: expected id {self.oper_id + 1}, found {record.id}")
+            self._replay(record)
+            self.oper_id = record.id
+            replayed += 1
+        self.durable_id = self.oper_id
+        self.replayed = replayed
+        log.info("restored: slice %s, %d operations replayed, last operation id %d",
+                 info.time if info else "none", replayed, self.oper_id)
+
+    def _replay(self, record: OperRecord) -> None:
+        write = self.methods.by_log_name.get(record.method)
+        if write is None:
+            raise StoreError(f"operation {record.id}: unknown method {record.method!r}")
+        try:
+            write.run(record.time, record.params)
+        except RpcError as e:
+            if e.code != INVALID_ARGUMENT:
+                raise StoreError(f"operation {record.id} ({record.method}) failed on replay: "
+                                 f"{e.code} {e.message}") from e
+            # A market or asset that is no longer configured: skipped, as the original does.
+            log.warning("operation %d (%s) skipped on replay: invalid argument", record.id,
+                        record.method)
+            self.engine.take_events()
+            return
+        self._deliver(record.id, self.engine.take_events())
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._timer = asyncio.create_task(self._tick())
+
+    async def stop(self, final_slice: bool = True) -> None:
+        """Flush the log, then write a slice in-process so the next start replays nothing."""
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+        await self.flush()
+        self._reap_children(wait=True)
+        if final_slice and self.oper_id:
+            latest = self.store.latest_slice()
+            if latest is None or latest.end_oper_id < self.oper_id:
+                info = self._slice_info()
+                await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._write_slice_inline, info)
+        self._executor.shutdown(wait=True)
+
+    async def flush(self) -> None:
+        """Wait until every applied operation is durable."""
+        while self.durable_id < self.oper_id:
+            await self._wait_durable(self.oper_id)
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    async def call(self, method: str, params: list[Any], req_id: int | None) -> bytes:
+        """Run one RPC and give its reply body, once the state it shows is durable."""
+        try:
+            result = self.execute(method, params)
+            body = jsonfmt.reply_body(result, req_id, self.debug)
+        except RpcError as e:
+            body = jsonfmt.error_body(e.code, e.message, req_id, self.debug)
+        if self.durable_id < self.oper_id:
+            await self._wait_durable(self.oper_id)
+        return body
+
+    def execute(self, method: str, params: list[Any]) -> Any:
+        """Apply one command to the engine now; writes are queued for the log."""
+        read = self.methods.reads.get(method)
+        if read is not None:
+            return read(params)
+        write = self.methods.writes.get(method)
+        if write is None:
+            raise method_not_found()
+        if len(self._pending) >= self.config.operlog_max_pending or any(
+                sink.overloaded() for sink in self.sinks):
+            raise service_unavailable()
+        now = self.clock()
+        try:
+            result = write.run(now, params)
+        except RpcError:
+            self.engine.take_events()
+            raise
+        except Exception:
+            log.exception("%s failed: params %r", method, params)
+            self.engine.take_events()
+            raise internal_error() from None
+        self.oper_id += 1
+        self._pending.append(OperRecord(self.oper_id, now, write.log_name, params))
+        self._pending_events.append((self.oper_id, self.engine.take_events()))
+        self._kick()
+        return result
+
+    # -- group commit -----------------------------------------------------------------------------
+
+    def _kick(self) -> None:
+        if self._flushing or not self._pending or self._loop is None:
+            return
+        batch = self._pending
+        self._pending = []
+        self._flushing = True
+        assert self._idle is not None
+        self._idle.clear()
+        future = self._loop.run_in_executor(self._executor, self.store.append, batch)
+        future.add_done_callback(lambda f: self._committed(batch, f))
+
+    def _committed(self, batch: list[OperRecord], future: asyncio.Future[None]) -> None:
+        error = future.exception()
+        if error is not None:
+            log.error("operation log commit of %d records failed, retrying: %s", len(batch), error)
+            self._pending = batch + self._pending
+            assert self._loop is not None
+            self._loop.call_later(COMMIT_RETRY_DELAY, self._retry)
+            return
+        self._flushing = False
+        self.commit_count += 1
+        self.durable_id = batch[-1].id
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= self.durable_id:
+            fut = waiters.popleft()[1]
+            if not fut.done():
+                fut.set_result(None)
+        pending_events = self._pending_events
+        while pending_events and pending_events[0][0] <= self.durable_id:
+            oper_id, events = pending_events.popleft()
+            self._deliver(oper_id, events)
+        if self._slice_requested:
+            self._slice_requested = False
+            self._fork_slice()
+        if self._pending:
+            self._kick()
+        else:
+            assert self._idle is not None
+            self._idle.set()
+
+    def _retry(self) -> None:
+        self._flushing = False
+        self._kick()
+
+    async def _wait_durable(self, oper_id: int) -> None:
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._waiters.append((oper_id, fut))
+        self._kick()
+        await fut
+
+    def _deliver(self, oper_id: int, events: list[Event]) -> None:
+        for sink in self.sinks:
+            try:
+                sink.on_events(oper_id, events)
+            except Exception:
+                log.exception("event sink failed at operation %d", oper_id)
+
+    # -- slices -----------------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        """Once a second: reap slice children, and take a slice when one is due."""
+        interval = self.config.slice_interval
+        while True:
+            await asyncio.sleep(1.0)
+            self._reap_children()
+            now = int(self.clock())
+            if now - self._last_slice_time >= interval and now % interval <= 5:
+                self._last_slice_time = now
+                self.request_slice()
+
+    def request_slice(self) -> None:
+        """Take a slice as soon as no commit is in flight (so the forked child inherits no
+        half-used database connection)."""
+        if self._flushing:
+            self._slice_requested = True
+        else:
+            self._fork_slice()
+
+    def _slice_info(self) -> SliceInfo:
+        return SliceInfo(int(self.clock()), self.oper_id, self.engine.order_id,
+                         self.engine.deal_id)
+
+    def _fork_slice(self) -> None:
+        info = self._slice_info()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                self._child_write_slice(info)
+                code = 0
+            except BaseException:
+                log.exception("slice %d failed", info.time)
+            finally:
+                os._exit(code)
+        self._slice_children.add(pid)
+        log.info("slice %d: child %d dumping up to operation %d", info.time, pid, info.end_oper_id)
+
+    def _child_write_slice(self, info: SliceInfo) -> None:  # pragma: no cover - forked child
+        parent = os.getppid()
+        store = self.store.clone()
+        store.open()
+        try:
+            store.write_slice_data(info, self.engine.dump_state())
+            deadline = time.monotonic() + SLICE_DURABLE_TIMEOUT
+            while store.last_oper_id() < info.end_oper_id:
+                if os.getppid() != parent or time.monotonic() > deadline:
+                    store.delete_slice(info)
+                    raise StoreError("operations of the slice never became durable")
+                time.sleep(0.02)
+            store.publish_slice(info)
+            store.delete_old_slices(info.time, self.config.slice_keeptime)
+        finally:
+            store.close()
+
+    def _write_slice_inline(self, info: SliceInfo) -> None:
+        self.store.write_slice_data(info, self.engine.dump_state())
+        self.store.publish_slice(info)
+        self.store.delete_old_slices(info.time, self.config.slice_keeptime)
+        log.info("slice %d written (operation %d)", info.time, info.end_oper_id)
+
+    def _reap_children(self, wait: bool = False) -> None:
+        for pid in list(self._slice_children):
+            try:
+                done, status = os.waitpid(pid, 0 if wait else os.WNOHANG)
+            except ChildProcessError:
+                self._slice_children.discard(pid)
+                continue
+            if done:
+                self._slice_children.discard(pid)
+                if os.waitstatus_to_exitcode(status) != 0:
+                    log.error("slice child %d failed with status %d", pid, status)
+
+    async def make_slice_now(self) -> None:
+        """Take a slice and wait until it is published (CLI ``makeslice``, tests)."""
+        self.request_slice()
+        while self._slice_requested or self._slice_children:
+            await asyncio.sleep(0.02)
+            self._reap_children()
