@@ -30,6 +30,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         http_host=args.host,
         http_port=args.http_port,
+        storage=args.storage,
     )
     system = EmbeddedSystem(config, options)
     try:
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", default="./data", help="where the SQLite files live")
     run.add_argument("--host", default="127.0.0.1", help="address to listen on")
     run.add_argument("--http-port", type=int, default=8080, help="JSON-RPC HTTP port")
+    run.add_argument("--storage", choices=["sqlite", "mysql"], default="sqlite",
+                     help="operation log and slices: SQLite under --data-dir, or MySQL/MariaDB "
+                     "at the config's db_log")
     run.set_defaults(func=cmd_run)
     return parser
 

@@ -18,8 +18,10 @@ from typing import IO
 
 from exchange_server.accesshttp.server import AccessHttp
 from exchange_server.common.backend import Backend, LocalBackend
-from exchange_server.common.config import MatchEngineConfig
+from exchange_server.common.config import ConfigError, MatchEngineConfig
 from exchange_server.matchengine.service import MatchEngineService
+from exchange_server.matchengine.store import EngineStore
+from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 
 log = logging.getLogger("exchange_server")
@@ -31,6 +33,8 @@ class EmbeddedOptions:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     http_timeout: float = 1.0
+    #: "sqlite" (files under data_dir) or "mysql" (the config's ``db_log``).
+    storage: str = "sqlite"
 
 
 class DataDirLocked(RuntimeError):
@@ -53,11 +57,21 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
     return handle
 
 
+def make_engine_store(config: MatchEngineConfig, options: EmbeddedOptions) -> EngineStore:
+    if options.storage == "sqlite":
+        return SqliteEngineStore(options.data_dir)
+    if options.storage == "mysql":
+        if config.db_log is None:
+            raise ConfigError("db_log: required field is missing (needed by --storage mysql)")
+        return MysqlEngineStore(config.db_log)
+    raise ConfigError(f"unknown storage {options.storage!r}")
+
+
 class EmbeddedSystem:
     def __init__(self, config: MatchEngineConfig, options: EmbeddedOptions) -> None:
         self.config = config
         self.options = options
-        self.store = SqliteEngineStore(options.data_dir)
+        self.store = make_engine_store(config, options)
         self.matchengine = MatchEngineService(config, self.store)
         backends: dict[str, Backend] = {"matchengine": LocalBackend(self.matchengine)}
         self.http = AccessHttp(backends, timeout=options.http_timeout)
