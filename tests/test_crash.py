@@ -72,7 +72,8 @@ class Worker(threading.Thread):
             amount = "0.05" if side == 1 else "5"
             return "order.put_market", [self.user, "BTCBCH", side, amount, "0.002", "m"]
         if r < 0.9 and self.orders:
-            return "order.cancel", [self.user, "BTCBCH", self.orders.pop(self.rng.randrange(len(self.orders)))]
+            victim = self.orders.pop(self.rng.randrange(len(self.orders)))
+            return "order.cancel", [self.user, "BTCBCH", victim]
         self.business_id += 1
         return "balance.update", [self.user, "BTC", "deposit", self.business_id, "0.01", {"w": 1}]
 

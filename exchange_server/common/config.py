@@ -49,13 +49,13 @@ class Node:
     def has(self, key: str) -> bool:
         return key in self.data
 
-    def str(self, key: str, default: Any = _MISSING) -> Any:
+    def string(self, key: str, default: Any = _MISSING) -> Any:
         value = self._get(key, default)
         if value is not default and not isinstance(value, str):
             raise ConfigError(f"{self.where(key)}: must be a string")
         return value
 
-    def int(self, key: str, default: Any = _MISSING, minimum: int | None = None,
+    def integer(self, key: str, default: Any = _MISSING, minimum: int | None = None,
             maximum: int | None = None) -> Any:
         value = self._get(key, default)
         if value is default:
@@ -78,7 +78,7 @@ class Node:
             raise ConfigError(f"{self.where(key)}: must be >= {minimum}")
         return float(value)
 
-    def bool(self, key: str, default: Any = _MISSING) -> Any:
+    def boolean(self, key: str, default: Any = _MISSING) -> Any:
         value = self._get(key, default)
         if value is not default and not isinstance(value, bool):
             raise ConfigError(f"{self.where(key)}: must be true or false")
@@ -90,7 +90,7 @@ class Node:
             return value
         return Node(value, self.where(key))
 
-    def list(self, key: str, default: Any = _MISSING) -> Any:
+    def array(self, key: str, default: Any = _MISSING) -> Any:
         value = self._get(key, default)
         if value is not default and not isinstance(value, list):
             raise ConfigError(f"{self.where(key)}: must be an array")
@@ -108,9 +108,9 @@ class Node:
         raise ConfigError(f"{self.where(key)}: must be a string or a non-empty array of strings")
 
     def items(self, key: str, read: Callable[[Node], T], default: Any = _MISSING) -> list[T]:
-        values = self.list(key, default)
+        values = self.array(key, default)
         if values is default:
-            return values  # type: ignore[no-any-return]
+            return values
         return [read(Node(v, f"{self.where(key)}[{i}]")) for i, v in enumerate(values)]
 
     def decimal(self, key: str, default: Any = _MISSING) -> Any:
@@ -148,12 +148,12 @@ class MysqlConfig:
 
 def read_mysql(node: Node) -> MysqlConfig:
     return MysqlConfig(
-        host=node.str("host"),
-        user=node.str("user"),
-        password=node.str("pass"),
-        name=node.str("name"),
-        port=node.int("port", 3306, 1, 65535),
-        charset=node.str("charset", "utf8mb4"),
+        host=node.string("host"),
+        user=node.string("user"),
+        password=node.string("pass"),
+        name=node.string("name"),
+        port=node.integer("port", 3306, 1, 65535),
+        charset=node.string("charset", "utf8mb4"),
     )
 
 
@@ -169,12 +169,12 @@ class LogConfig:
 
 def read_log(node: Node) -> LogConfig:
     return LogConfig(
-        path=node.str("path"),
-        flag=node.str("flag"),
-        shift=node.str("shift", "size"),
-        max=node.int("max", 100_000_000, 1),
-        num=node.int("num", 100, 1),
-        keep=node.int("keep", 7, 0),
+        path=node.string("path"),
+        flag=node.string("flag"),
+        shift=node.string("shift", "size"),
+        max=node.integer("max", 100_000_000, 1),
+        num=node.integer("num", 100, 1),
+        keep=node.integer("keep", 7, 0),
     )
 
 
@@ -188,8 +188,8 @@ class SvrConfig:
 def read_svr(node: Node) -> SvrConfig:
     return SvrConfig(
         bind=node.str_or_list("bind"),
-        max_pkg_size=node.int("max_pkg_size", 10240, 1),
-        heartbeat_check=node.bool("heartbeat_check", True),
+        max_pkg_size=node.integer("max_pkg_size", 10240, 1),
+        heartbeat_check=node.boolean("heartbeat_check", True),
     )
 
 
@@ -237,18 +237,18 @@ class MatchEngineConfig:
 
 
 def read_asset(node: Node) -> AssetConfig:
-    name = node.str("name")
+    name = node.string("name")
     if not 0 < len(name) <= 15:
         raise ConfigError(f"{node.where('name')}: must be 1 to 15 characters")
-    prec_save = node.int("prec_save", minimum=0, maximum=MAX_PREC)
-    prec_show = node.int("prec_show", prec_save, 0, MAX_PREC)
+    prec_save = node.integer("prec_save", minimum=0, maximum=MAX_PREC)
+    prec_show = node.integer("prec_show", prec_save, 0, MAX_PREC)
     if prec_show > prec_save:
         raise ConfigError(f"{node.where('prec_show')}: must be <= prec_save")
     return AssetConfig(name, prec_save, prec_show)
 
 
 def read_market(node: Node) -> MarketConfig:
-    name = node.str("name")
+    name = node.string("name")
     if not 0 < len(name) <= 30:
         raise ConfigError(f"{node.where('name')}: must be 1 to 30 characters")
     stock = node.obj("stock")
@@ -258,11 +258,11 @@ def read_market(node: Node) -> MarketConfig:
         raise ConfigError(f"{node.where('min_amount')}: must not be negative")
     return MarketConfig(
         name=name,
-        stock=stock.str("name"),
-        money=money.str("name"),
-        stock_prec=stock.int("prec", minimum=0, maximum=MAX_PREC),
-        money_prec=money.int("prec", minimum=0, maximum=MAX_PREC),
-        fee_prec=node.int("fee_prec", 4, 0, MAX_PREC),
+        stock=stock.string("name"),
+        money=money.string("name"),
+        stock_prec=stock.integer("prec", minimum=0, maximum=MAX_PREC),
+        money_prec=money.integer("prec", minimum=0, maximum=MAX_PREC),
+        fee_prec=node.integer("fee_prec", 4, 0, MAX_PREC),
         min_amount=min_amount,
     )
 
@@ -310,18 +310,18 @@ def load_matchengine(data: Any, *, embedded: bool = False) -> MatchEngineConfig:
     return MatchEngineConfig(
         assets=assets,
         markets=markets,
-        debug=root.bool("debug", False),
-        slice_interval=root.int("slice_interval", 86400, 1),
-        slice_keeptime=root.int("slice_keeptime", 259200, 1),
+        debug=root.boolean("debug", False),
+        slice_interval=root.integer("slice_interval", 86400, 1),
+        slice_keeptime=root.integer("slice_keeptime", 259200, 1),
         cache_timeout=root.real("cache_timeout", 0.45, 0.0),
-        history_thread=root.int("history_thread", 10, 1),
-        brokers=root.str("brokers", required),
+        history_thread=root.integer("history_thread", 10, 1),
+        brokers=root.string("brokers", required),
         db_log=read_mysql(db_log) if db_log else None,
         db_history=read_mysql(db_history) if db_history else None,
         svr=read_svr(svr) if svr else None,
-        cli=root.str("cli", required),
+        cli=root.string("cli", required),
         log=read_log(log) if log else None,
-        operlog_max_pending=root.int("operlog_max_pending", 100_000, 1),
+        operlog_max_pending=root.integer("operlog_max_pending", 100_000, 1),
         raw=data,
     )
 

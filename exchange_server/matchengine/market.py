@@ -38,6 +38,8 @@ from exchange_server.matchengine.model import (
 
 Level = OrderedDict[int, Order]
 
+_new = tuple.__new__
+
 
 class Market:
     def __init__(self, config: MarketConfig, balances: Balances, events: list[Event]) -> None:
@@ -248,18 +250,22 @@ class Market:
         if self._ask_fee_quant is not None:
             ask_fee = ask_fee.quantize(self._ask_fee_quant, ROUND_DOWN)
         bid_fee = amount * bid_rate
-        events.append(Deal(
+        events.append(_new(Deal, (
             now, name, deal_id, price, amount, deal, ask_fee, bid_fee, taker.side,
             ask.id, ask.user, TAKER if ask is taker else MAKER,
             bid.id, bid.user, TAKER if bid is taker else MAKER, stock, money,
-        ))
+        )))
 
         # The taker first, then the maker, each: give, receive, pay the fee (engine.md 7).
+        # Events are built with tuple.__new__: a NamedTuple's own __new__ is a Python function
+        # and this is the hottest loop of the engine.
+        total = balances.total
         for order in (taker, maker):
             is_taker = order is taker
             order.deal_stock += amount
             order.deal_money += deal
             user = order.user
+            detail = _new(TradeDetail, (name, order.id, price, amount, None))
             if order.side == ASK:
                 order.left -= amount
                 order.deal_fee += ask_fee
@@ -268,20 +274,17 @@ class Market:
                 else:
                     order.freeze -= amount
                     balances.sub_frozen(user, stock, amount)
-                events.append(BalanceChanged(now, user, stock, "trade", -amount,
-                                             balances.total(user, stock),
-                                             TradeDetail(name, order.id, price, amount, None)))
+                    self.ask_amount -= amount
+                events.append(_new(BalanceChanged, (now, user, stock, "trade", -amount,
+                                                    total(user, stock), detail)))
                 balances.add(user, money, deal)
-                events.append(BalanceChanged(now, user, money, "trade", deal,
-                                             balances.total(user, money),
-                                             TradeDetail(name, order.id, price, amount, None)))
+                events.append(_new(BalanceChanged, (now, user, money, "trade", deal,
+                                                    total(user, money), detail)))
                 if ask_fee:
                     balances.sub(user, money, ask_fee)
-                    events.append(BalanceChanged(now, user, money, "trade", -ask_fee,
-                                                 balances.total(user, money),
-                                                 TradeDetail(name, order.id, price, amount, ask_rate)))
-                if not is_taker:
-                    self.ask_amount -= amount
+                    events.append(_new(BalanceChanged, (
+                        now, user, money, "trade", -ask_fee, total(user, money),
+                        _new(TradeDetail, (name, order.id, price, amount, ask_rate)))))
             else:
                 if is_taker and order.type == MARKET:
                     order.left -= deal
@@ -293,17 +296,14 @@ class Market:
                 else:
                     order.freeze -= deal
                     balances.sub_frozen(user, money, deal)
-                events.append(BalanceChanged(now, user, money, "trade", -deal,
-                                             balances.total(user, money),
-                                             TradeDetail(name, order.id, price, amount, None)))
+                    self.bid_amount -= amount
+                events.append(_new(BalanceChanged, (now, user, money, "trade", -deal,
+                                                    total(user, money), detail)))
                 balances.add(user, stock, amount)
-                events.append(BalanceChanged(now, user, stock, "trade", amount,
-                                             balances.total(user, stock),
-                                             TradeDetail(name, order.id, price, amount, None)))
+                events.append(_new(BalanceChanged, (now, user, stock, "trade", amount,
+                                                    total(user, stock), detail)))
                 if bid_fee:
                     balances.sub(user, stock, bid_fee)
-                    events.append(BalanceChanged(now, user, stock, "trade", -bid_fee,
-                                                 balances.total(user, stock),
-                                                 TradeDetail(name, order.id, price, amount, bid_rate)))
-                if not is_taker:
-                    self.bid_amount -= amount
+                    events.append(_new(BalanceChanged, (
+                        now, user, stock, "trade", -bid_fee, total(user, stock),
+                        _new(TradeDetail, (name, order.id, price, amount, bid_rate)))))

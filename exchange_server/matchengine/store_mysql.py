@@ -1,0 +1,467 @@
+"""The production backend of :class:`EngineStore`: MySQL/MariaDB with the original's ``trade_log``
+layout (storage.md section 1).
+
+Operation log: template ``operlog_example`` and one table ``operlog_YYYYMMDD`` per local day,
+created with ``CREATE TABLE IF NOT EXISTS ... LIKE operlog_example`` when a day first appears.
+The day of a record is the local date of its ``time`` (a batch spanning midnight is split between
+the two days' tables).  ``append`` is one transaction of multi-row INSERTs (1000 rows per
+statement) and returns after ``COMMIT``.  If the commit's outcome was lost (connection dropped),
+retrying the batch is safe: records already stored identically are skipped.  ``read_operlog``
+reads every day table that holds newer ids (not only today's as the original did), 1000 rows per
+query, merged in id order.  ``detail`` is MEDIUMTEXT rather than the original's TEXT: a
+balance.update detail is client-supplied, and a row over 64 KiB would otherwise make every retry
+of the append fail.
+
+Slices: ``slice_history`` as in the original; ``slice_order_T``, ``slice_balance_T`` and
+``slice_update_T`` (the balance.update dedup window, new) created ``LIKE`` their ``*_example``
+templates.  Two deliberate differences from the original's tables:
+
+* ``slice_order`` has a ``source VARCHAR(64) NULL`` column: restored orders keep their source.
+* Every decimal column is DECIMAL(50,24) instead of the original's DECIMAL(30,8), (30,4),
+  (30,12) and (30,16), so that operators' SQL sees the values with at most 1e-24 truncated.  But
+  a DECIMAL column cannot give back the value the engine had: it returns every value with 24
+  decimals (``0.50000000`` comes back as ``0.500000000000000000000000``, a different exponent
+  and so a different text in replies), and it cannot hold more than 24 decimals or 26 integer
+  digits at all.  So each row also has an ``exact`` TEXT column with the exact ``str()`` of its
+  decimal values, space-separated in column order, and restart reads ONLY that column: the
+  restored Decimals are identical to the dumped ones, exponent included.  The DECIMAL columns
+  are a convenience for queries (truncated toward zero to 24 decimals; NULL for a value with 26
+  or more integer digits); editing them by hand has no effect on a restart.
+
+Times (order create/update times, operlog times, dedup times) are DOUBLE, which MariaDB gives
+back bit-exact.  A store keeps one connection and ends every operation with COMMIT or ROLLBACK,
+so it never holds InnoDB snapshots or metadata locks between calls (a forked child dropping an
+old slice's tables would otherwise wait for the parent).  Connection errors become
+:class:`StoreError` and the next call reconnects.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+import time
+from collections.abc import Iterator, Sequence
+from decimal import ROUND_DOWN, Context, Decimal
+from typing import Any
+
+import pymysql
+
+from exchange_server.common.config import MysqlConfig
+from exchange_server.matchengine.engine import EngineState
+from exchange_server.matchengine.model import Order
+from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
+from exchange_server.matchengine.store_sqlite import (
+    ORDER_DECIMALS,
+    decode_detail,
+    encode_detail,
+    slice_time,
+)
+from exchange_server.storage import mysql as mysql_db
+
+#: Rows per INSERT statement and per SELECT page.
+CHUNK = 1000
+
+_OPERLOG_TABLE = re.compile(r"operlog_(\d{8})\Z")
+
+DECIMAL_TYPE = "DECIMAL(50,24)"
+_DEC_QUANTUM = Decimal(1).scaleb(-24)
+_DEC_LIMIT = 26  # integer digits of DECIMAL(50,24)
+_DEC_CONTEXT = Context(prec=200, rounding=ROUND_DOWN)
+
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS operlog_example ("
+    " id BIGINT UNSIGNED NOT NULL PRIMARY KEY,"
+    " time DOUBLE NOT NULL,"
+    " detail MEDIUMTEXT"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    "CREATE TABLE IF NOT EXISTS slice_history ("
+    " id INT UNSIGNED NOT NULL PRIMARY KEY AUTO_INCREMENT,"
+    " time BIGINT NOT NULL,"
+    " end_oper_id BIGINT UNSIGNED NOT NULL,"
+    " end_order_id BIGINT UNSIGNED NOT NULL,"
+    " end_deals_id BIGINT UNSIGNED NOT NULL"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    "CREATE TABLE IF NOT EXISTS slice_order_example ("
+    " id BIGINT UNSIGNED NOT NULL PRIMARY KEY,"
+    " t TINYINT UNSIGNED NOT NULL,"
+    " side TINYINT UNSIGNED NOT NULL,"
+    " create_time DOUBLE NOT NULL,"
+    " update_time DOUBLE NOT NULL,"
+    " user_id INT UNSIGNED NOT NULL,"
+    " market VARCHAR(30) NOT NULL,"
+    " source VARCHAR(64) NULL,"
+    + "".join(f" `{name}` {DECIMAL_TYPE} NULL," for name in ORDER_DECIMALS)
+    + " exact TEXT NOT NULL"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    "CREATE TABLE IF NOT EXISTS slice_balance_example ("
+    " id INT UNSIGNED NOT NULL PRIMARY KEY AUTO_INCREMENT,"
+    " user_id INT UNSIGNED NOT NULL,"
+    " asset VARCHAR(30) NOT NULL,"
+    " t TINYINT UNSIGNED NOT NULL,"
+    f" balance {DECIMAL_TYPE} NULL,"
+    " exact TEXT NOT NULL"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    "CREATE TABLE IF NOT EXISTS slice_update_example ("
+    " id INT UNSIGNED NOT NULL PRIMARY KEY AUTO_INCREMENT,"
+    " user_id INT UNSIGNED NOT NULL,"
+    " asset VARCHAR(30) NOT NULL,"
+    " business VARCHAR(64) NOT NULL,"
+    " business_id BIGINT UNSIGNED NOT NULL,"
+    " time DOUBLE NOT NULL"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+]
+
+#: Columns a template must have (an older layout, e.g. the original's, is refused).
+REQUIRED_COLUMNS = {
+    "slice_order_example": {"source", "exact"},
+    "slice_balance_example": {"exact"},
+}
+
+_ORDER_COLUMNS = ("id, t, side, create_time, update_time, user_id, market, source, "
+                  + ", ".join(f"`{name}`" for name in ORDER_DECIMALS) + ", exact")
+
+
+def _sql_decimal(value: Decimal) -> Decimal | None:
+    """The value for a DECIMAL(50,24) column: truncated to 24 decimals, NULL if too large."""
+    if not value.is_finite() or (value and value.adjusted() >= _DEC_LIMIT):
+        return None
+    if value.as_tuple().exponent < -24:  # type: ignore[operator]
+        return value.quantize(_DEC_QUANTUM, rounding=ROUND_DOWN, context=_DEC_CONTEXT)
+    return value
+
+
+def _exact_text(values: Sequence[Decimal]) -> str:
+    return " ".join(str(v) for v in values)
+
+
+def _exact_values(text: str | None, count: int, where: str) -> list[Decimal]:
+    parts = text.split(" ") if text else []
+    if len(parts) != count:
+        raise StoreError(f"{where}: exact column holds {len(parts)} values, {count} expected")
+    try:
+        return [Decimal(p) for p in parts]
+    except ArithmeticError as e:
+        raise StoreError(f"{where}: bad exact value in {text!r}") from e
+
+
+def _local_day(t: float) -> str:
+    return time.strftime("%Y%m%d", time.localtime(t))
+
+
+class MysqlEngineStore(EngineStore):
+    def __init__(self, cfg: MysqlConfig) -> None:
+        self.cfg = cfg
+        self._conn: pymysql.Connection | None = None
+        self._operlog_tables: set[str] | None = None
+        self._last_id: int | None = None
+
+    def __repr__(self) -> str:
+        return f"MysqlEngineStore({self.cfg.host}:{self.cfg.port}/{self.cfg.name})"
+
+    # -- connection --------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        try:
+            mysql_db.ensure_database(self.cfg)
+            conn = self._connection()
+            with conn.cursor() as cur:
+                for ddl in SCHEMA:
+                    cur.execute(ddl)
+                for table, needed in REQUIRED_COLUMNS.items():
+                    cur.execute(f"SHOW COLUMNS FROM {table}")
+                    have = {row[0] for row in cur.fetchall()}
+                    if not needed <= have:
+                        raise StoreError(
+                            f"{self!r}: table {table} lacks column(s)"
+                            f" {', '.join(sorted(needed - have))} (made by an older layout?)")
+            conn.commit()
+            self._load_operlog_tables()
+        except pymysql.MySQLError as e:
+            self._fail()
+            raise StoreError(f"{self!r}: cannot open: {e}") from e
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        self._operlog_tables = None
+        self._last_id = None
+        if conn is not None:
+            try:
+                conn.close()
+            except pymysql.MySQLError:
+                pass
+
+    def clone(self) -> MysqlEngineStore:
+        return MysqlEngineStore(self.cfg)
+
+    def _connection(self) -> pymysql.Connection:
+        if self._conn is None:
+            self._conn = mysql_db.connect(self.cfg)
+        return self._conn
+
+    def _fail(self) -> None:
+        """Forget the connection after an error: the next call reconnects."""
+        conn, self._conn = self._conn, None
+        self._operlog_tables = None
+        self._last_id = None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def _error(self, what: str, e: pymysql.MySQLError) -> StoreError:
+        self._fail()
+        return StoreError(f"{self!r}: {what}: {e}")
+
+    def _query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+        """One read, ending its transaction (no snapshot or metadata lock is kept)."""
+        conn = self._connection()
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            rows = list(cur.fetchall())
+        conn.rollback()
+        return rows
+
+    # -- operation log -----------------------------------------------------------------------------
+
+    def _load_operlog_tables(self) -> set[str]:
+        if self._operlog_tables is None:
+            rows = self._query("SHOW TABLES LIKE 'operlog\\_%'")
+            self._operlog_tables = {r[0] for r in rows if _OPERLOG_TABLE.match(r[0])}
+        return self._operlog_tables
+
+    def _table_max_ids(self) -> dict[str, int]:
+        """MAX(id) of every operlog day table (empty tables left out), one query."""
+        tables = sorted(self._load_operlog_tables())
+        if not tables:
+            return {}
+        sql = " UNION ALL ".join(f"SELECT '{t}', MAX(id) FROM `{t}`" for t in tables)
+        return {name: int(m) for name, m in self._query(sql) if m is not None}
+
+    def append(self, records: Sequence[OperRecord]) -> None:
+        if not records:
+            return
+        rows = [(r.id, r.time, encode_detail(r.method, r.params)) for r in records]
+        try:
+            try:
+                self._insert(rows)
+            except pymysql.err.IntegrityError as e:
+                if e.args[0] != 1062:  # duplicate key
+                    raise
+                # A retried batch that did commit (partly, if the writer added records to it)
+                # is fine; anything else logged under the same ids is not.
+                missing = self._unlogged(rows)
+                if missing:
+                    self._insert(missing)
+        except pymysql.MySQLError as e:
+            raise self._error("append failed", e) from e
+        top = max(r[0] for r in rows)
+        if self._last_id is not None and top > self._last_id:
+            self._last_id = top
+
+    def _by_table(self, rows: list[tuple[int, float, str]]) -> dict[str, list[tuple[int, float, str]]]:
+        groups: dict[str, list[tuple[int, float, str]]] = {}
+        for row in rows:
+            groups.setdefault(f"operlog_{_local_day(row[1])}", []).append(row)
+        return groups
+
+    def _insert(self, rows: list[tuple[int, float, str]]) -> None:
+        groups = self._by_table(rows)
+        conn = self._connection()
+        tables = self._load_operlog_tables()
+        with conn.cursor() as cur:
+            for table in groups:
+                if table not in tables:
+                    # DDL commits implicitly: done before the batch's transaction starts.
+                    cur.execute(f"CREATE TABLE IF NOT EXISTS `{table}` LIKE operlog_example")
+                    tables.add(table)
+            conn.begin()
+            try:
+                for table, group in groups.items():
+                    sql = f"INSERT INTO `{table}` (id, time, detail) VALUES (%s, %s, %s)"
+                    for start in range(0, len(group), CHUNK):
+                        cur.executemany(sql, group[start:start + CHUNK])
+                conn.commit()
+            except BaseException:
+                try:
+                    conn.rollback()
+                except pymysql.MySQLError:
+                    pass
+                raise
+
+    def _unlogged(self, rows: list[tuple[int, float, str]]) -> list[tuple[int, float, str]]:
+        """The rows not in the log yet; StoreError if an id holds a different record."""
+        missing = []
+        for table, group in self._by_table(rows).items():
+            for start in range(0, len(group), CHUNK):
+                chunk = group[start:start + CHUNK]
+                marks = ",".join(["%s"] * len(chunk))
+                stored = {r[0]: (int(r[0]), float(r[1]), r[2]) for r in self._query(
+                    f"SELECT id, time, detail FROM `{table}` WHERE id IN ({marks})",
+                    [r[0] for r in chunk])}
+                for row in chunk:
+                    old = stored.get(row[0])
+                    if old is None:
+                        missing.append(row)
+                    elif old != row:
+                        raise StoreError(f"operlog id {row[0]} already holds a different record")
+        return missing
+
+    def last_oper_id(self) -> int:
+        if self._last_id is None:
+            try:
+                self._last_id = max(self._table_max_ids().values(), default=0)
+            except pymysql.MySQLError as e:
+                raise self._error("cannot read the operlog", e) from e
+        return self._last_id
+
+    def read_operlog(self, after_id: int) -> Iterator[OperRecord]:
+        try:
+            tables = [t for t, top in sorted(self._table_max_ids().items()) if top > after_id]
+        except pymysql.MySQLError as e:
+            raise self._error("cannot read the operlog", e) from e
+        if len(tables) == 1:
+            yield from self._read_table(tables[0], after_id)
+        else:
+            # Tables in date order, merged by id: right even if the clock once went backwards.
+            yield from heapq.merge(*(self._read_table(t, after_id) for t in tables),
+                                   key=lambda r: r.id)
+
+    def _read_table(self, table: str, after_id: int) -> Iterator[OperRecord]:
+        last = after_id
+        while True:
+            try:
+                rows = self._query(
+                    f"SELECT id, time, detail FROM `{table}` WHERE id > %s ORDER BY id LIMIT %s",
+                    (last, CHUNK))
+            except pymysql.MySQLError as e:
+                raise self._error(f"cannot read {table}", e) from e
+            for oper_id, t, detail in rows:
+                method, params = decode_detail(detail, oper_id)
+                yield OperRecord(int(oper_id), float(t), method, params)
+            if len(rows) < CHUNK:
+                return
+            last = rows[-1][0]
+
+    # -- slices ------------------------------------------------------------------------------------
+
+    def latest_slice(self) -> SliceInfo | None:
+        try:
+            rows = self._query("SELECT time, end_oper_id, end_order_id, end_deals_id"
+                               " FROM slice_history ORDER BY id DESC LIMIT 1")
+        except pymysql.MySQLError as e:
+            raise self._error("cannot read slice_history", e) from e
+        return SliceInfo(*map(int, rows[0])) if rows else None
+
+    def list_slices(self) -> list[SliceInfo]:
+        try:
+            rows = self._query("SELECT time, end_oper_id, end_order_id, end_deals_id"
+                               " FROM slice_history ORDER BY id")
+        except pymysql.MySQLError as e:
+            raise self._error("cannot read slice_history", e) from e
+        return [SliceInfo(*map(int, row)) for row in rows]
+
+    def _read_pages(self, table: str, columns: str) -> Iterator[tuple[Any, ...]]:
+        """Every row of a slice table in id order, CHUNK rows per query."""
+        last = -1
+        while True:
+            rows = self._query(
+                f"SELECT id, {columns} FROM `{table}` WHERE id > %s ORDER BY id LIMIT %s",
+                (last, CHUNK))
+            yield from rows
+            if len(rows) < CHUNK:
+                return
+            last = rows[-1][0]
+
+    def read_slice(self, info: SliceInfo) -> EngineState:
+        t = slice_time(info)
+        names = (f"slice_order_{t}", f"slice_balance_{t}", f"slice_update_{t}")
+        state = EngineState(order_id=info.end_order_id, deal_id=info.end_deals_id)
+        try:
+            found = {r[0] for r in self._query(f"SHOW TABLES LIKE 'slice\\_%\\_{t}'")}
+            missing = [n for n in names if n not in found]
+            if missing:
+                raise StoreError(f"{self!r}: slice {t} lacks table(s) {', '.join(missing)}")
+            n = len(ORDER_DECIMALS)
+            for row in self._read_pages(
+                    names[0], "t, side, create_time, update_time, user_id, market, source, exact"):
+                oid, kind, side, ctime, mtime, user, market, source, exact = row
+                state.orders.append(Order(
+                    int(oid), market, source, int(kind), int(side), int(user), float(ctime),
+                    float(mtime), *_exact_values(exact, n, f"{names[0]} id {oid}")))
+            for bid, user, asset, kind, exact in self._read_pages(
+                    names[1], "user_id, asset, t, exact"):
+                (value,) = _exact_values(exact, 1, f"{names[1]} id {bid}")
+                state.balances.append((int(user), asset, int(kind), value))
+            for _, user, asset, business, business_id, when in self._read_pages(
+                    names[2], "user_id, asset, business, business_id, time"):
+                state.updates.append((int(user), asset, business, int(business_id), float(when)))
+        except pymysql.MySQLError as e:
+            raise self._error(f"cannot read slice {t}", e) from e
+        return state
+
+    def write_slice_data(self, info: SliceInfo, state: EngineState) -> None:
+        t = slice_time(info)
+        order_rows = []
+        for o in state.orders:
+            values = [o.price, o.amount, o.taker_fee, o.maker_fee, o.left, o.freeze,
+                      o.deal_stock, o.deal_money, o.deal_fee]
+            order_rows.append((o.id, o.type, o.side, o.ctime, o.mtime, o.user, o.market, o.source,
+                               *[_sql_decimal(v) for v in values], _exact_text(values)))
+        balance_rows = [(user, asset, kind, _sql_decimal(value), str(value))
+                        for user, asset, kind, value in state.balances]
+        update_rows = list(state.updates)
+        inserts: list[tuple[str, str, Sequence[Sequence[Any]]]] = [
+            (f"slice_order_{t}", _ORDER_COLUMNS, order_rows),
+            (f"slice_balance_{t}", "user_id, asset, t, balance, exact", balance_rows),
+            (f"slice_update_{t}", "user_id, asset, business, business_id, time", update_rows),
+        ]
+        conn = None
+        try:
+            conn = self._connection()
+            with conn.cursor() as cur:
+                # A published slice of the same time stops being visible before its tables go.
+                cur.execute("DELETE FROM slice_history WHERE time = %s", (t,))
+                conn.commit()
+                for table, _, _ in inserts:
+                    template = table[:table.rindex("_")] + "_example"
+                    cur.execute(f"DROP TABLE IF EXISTS `{table}`")
+                    cur.execute(f"CREATE TABLE `{table}` LIKE {template}")
+                for table, columns, rows in inserts:
+                    if not rows:
+                        continue
+                    marks = ", ".join(["%s"] * (columns.count(",") + 1))
+                    sql = f"INSERT INTO `{table}` ({columns}) VALUES ({marks})"
+                    conn.begin()
+                    for start in range(0, len(rows), CHUNK):
+                        cur.executemany(sql, rows[start:start + CHUNK])
+                    conn.commit()
+        except pymysql.MySQLError as e:
+            raise self._error(f"cannot write slice {t}", e) from e
+
+    def publish_slice(self, info: SliceInfo) -> None:
+        t = slice_time(info)
+        try:
+            conn = self._connection()
+            with conn.cursor() as cur:
+                conn.begin()
+                cur.execute("DELETE FROM slice_history WHERE time = %s", (t,))
+                cur.execute(
+                    "INSERT INTO slice_history (time, end_oper_id, end_order_id, end_deals_id)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (t, info.end_oper_id, info.end_order_id, info.end_deals_id))
+                conn.commit()
+        except pymysql.MySQLError as e:
+            raise self._error(f"cannot publish slice {t}", e) from e
+
+    def delete_slice(self, info: SliceInfo) -> None:
+        t = slice_time(info)
+        try:
+            conn = self._connection()
+            with conn.cursor() as cur:
+                cur.execute("DELETE FROM slice_history WHERE time = %s", (t,))
+                conn.commit()
+                for kind in ("order", "balance", "update"):
+                    cur.execute(f"DROP TABLE IF EXISTS `slice_{kind}_{t}`")
+        except pymysql.MySQLError as e:
+            raise self._error(f"cannot delete slice {t}", e) from e

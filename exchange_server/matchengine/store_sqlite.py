@@ -1,0 +1,390 @@
+"""The embedded backend of :class:`EngineStore`: SQLite files in the data directory.
+
+``<dir>/trade_log.sqlite`` holds the operation log, table ``operlog(id, time, detail)`` with the
+original's columns (detail is the JSON text ``{"method": ..., "params": [...]}`` with sorted
+keys).  ``append`` is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` under ``synchronous=FULL``, so a
+batch is durable when it returns.
+
+``<dir>/slices.sqlite`` holds the slices, in a separate file so that a forked child writing a
+big slice never holds a lock the log writer needs: ``slice_history`` as in MySQL and, per slice
+time T, ``slice_order_T``, ``slice_balance_T`` and ``slice_update_T`` (the balance.update dedup
+window).  Decimals are stored as TEXT (``str(Decimal)``), which is exact and keeps the exponent,
+times as REAL (IEEE doubles, exact), business ids as TEXT (they are unsigned 64-bit, beyond
+SQLite's signed INTEGER).  Orders keep their ``source``.
+
+Fork safety: the slice file is opened for each operation and closed after it, so a parent never
+holds a connection to it when it forks, and a clone (see :meth:`SqliteEngineStore.clone`) only
+opens the log file if the child really uses the log.  SQLite must not be in use by another
+thread of the parent at the moment of ``fork()`` (its internal mutexes would be copied locked).
+
+The operlog detail codec (:func:`encode_detail`, :func:`decode_detail`) is shared with the MySQL
+backend.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from exchange_server.matchengine.engine import EngineState
+from exchange_server.matchengine.model import Order
+from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
+from exchange_server.storage import sqlite as sqlite_db
+
+LOG_FILE = "trade_log.sqlite"
+SLICE_FILE = "slices.sqlite"
+
+#: Rows per query when reading the operation log.
+PAGE = 1000
+
+# -- operlog detail codec (shared with store_mysql) -----------------------------------------------
+
+# orjson reads integers beyond 64 bits as floats; texts with such long digit runs are parsed by
+# the standard library instead (a 20-digit run may also be a u64 or sit inside a string: that
+# only costs the slower parser, never exactness).
+_LONG_DIGITS = re.compile(r"\d{20}")
+
+
+def encode_detail(method: str, params: list[Any]) -> str:
+    """The operlog ``detail`` text: compact JSON with sorted keys.
+
+    Raises TypeError when ``params`` holds something that is not a JSON value."""
+    obj = {"method": method, "params": params}
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        # orjson refuses integers beyond 64 bits; the standard library writes them exactly.
+        return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                          allow_nan=False)
+
+
+def decode_detail(text: str | bytes | None, oper_id: int) -> tuple[str, list[Any]]:
+    """``(method, params)`` of a stored detail; StoreError if it is not a valid one."""
+    if text is None:
+        raise StoreError(f"operlog id {oper_id}: detail is NULL")
+    try:
+        if isinstance(text, bytes):
+            text = text.decode()
+        obj = json.loads(text) if _LONG_DIGITS.search(text) else orjson.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise StoreError(f"operlog id {oper_id}: detail is not valid JSON: {e}") from e
+    if (not isinstance(obj, dict) or not isinstance(obj.get("method"), str)
+            or not isinstance(obj.get("params"), list)):
+        raise StoreError(f"operlog id {oper_id}: detail lacks a method name or params array")
+    return obj["method"], obj["params"]
+
+
+# -- slice rows ---------------------------------------------------------------------------------
+
+#: The decimal fields of an order, in column order.
+ORDER_DECIMALS = ("price", "amount", "taker_fee", "maker_fee", "left", "freeze", "deal_stock",
+                  "deal_money", "deal_fee")
+
+
+def slice_time(info: SliceInfo) -> int:
+    """The table suffix of a slice (validated: it is pasted into table names)."""
+    t = info.time
+    if type(t) is not int or t < 0:
+        raise StoreError(f"invalid slice time {t!r}")
+    return t
+
+
+def _decimals_of(order: Order) -> list[Decimal]:
+    return [order.price, order.amount, order.taker_fee, order.maker_fee, order.left, order.freeze,
+            order.deal_stock, order.deal_money, order.deal_fee]
+
+
+class SqliteEngineStore(EngineStore):
+    def __init__(self, directory: str | Path, *, _clone: bool = False) -> None:
+        self.directory = Path(directory)
+        self.log_path = self.directory / LOG_FILE
+        self.slice_path = self.directory / SLICE_FILE
+        self._clone = _clone
+        self._log: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteEngineStore({str(self.directory)!r})"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create data directory {self.directory}: {e}") from e
+        if not self._clone:
+            self._log_conn()
+        with self._slice_db() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS slice_history ("
+                " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " time INTEGER NOT NULL,"
+                " end_oper_id INTEGER NOT NULL,"
+                " end_order_id INTEGER NOT NULL,"
+                " end_deals_id INTEGER NOT NULL)"
+            )
+
+    def close(self) -> None:
+        if self._log is not None:
+            conn, self._log = self._log, None
+            try:
+                conn.close()
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.log_path}: {e}") from e
+
+    def clone(self) -> SqliteEngineStore:
+        """A fresh store on the same directory.  It does not connect to the log file in
+        ``open()`` (a forked child writing a slice must not touch it); it would on first use of
+        the log."""
+        return SqliteEngineStore(self.directory, _clone=True)
+
+    def _log_conn(self) -> sqlite3.Connection:
+        if self._log is None:
+            try:
+                conn = sqlite_db.connect(self.log_path)
+                try:
+                    conn.execute(
+                        "CREATE TABLE IF NOT EXISTS operlog ("
+                        " id INTEGER PRIMARY KEY,"
+                        " time REAL NOT NULL,"
+                        " detail TEXT NOT NULL)"
+                    )
+                except BaseException:
+                    conn.close()
+                    raise
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.log_path}: {e}") from e
+            self._log = conn
+        return self._log
+
+    @contextmanager
+    def _slice_db(self) -> Iterator[sqlite3.Connection]:
+        """A connection to the slice file for one operation; errors become StoreError."""
+        try:
+            conn = sqlite_db.connect(self.slice_path)
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.slice_path}: {e}") from e
+        try:
+            yield conn
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.slice_path}: {e}") from e
+        finally:
+            conn.close()  # rolls back whatever is left open
+
+    # -- operation log ---------------------------------------------------------------------------
+
+    def append(self, records: Sequence[OperRecord]) -> None:
+        if not records:
+            return
+        rows = [(r.id, r.time, encode_detail(r.method, r.params)) for r in records]
+        try:
+            try:
+                self._insert(rows)
+            except sqlite3.IntegrityError:
+                # A retried batch that did commit (partly, if the writer added records to it)
+                # is fine; anything else logged under the same ids is not.
+                missing = self._unlogged(rows)
+                if missing:
+                    self._insert(missing)
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.log_path}: append failed: {e}") from e
+
+    def _insert(self, rows: list[tuple[int, float, str]]) -> None:
+        conn = self._log_conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT INTO operlog (id, time, detail) VALUES (?, ?, ?)", rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _unlogged(self, rows: list[tuple[int, float, str]]) -> list[tuple[int, float, str]]:
+        """The rows not in the log yet; StoreError if an id holds a different record."""
+        conn = self._log_conn()
+        missing = []
+        for start in range(0, len(rows), 500):
+            chunk = rows[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            stored = {
+                r[0]: r for r in conn.execute(
+                    f"SELECT id, time, detail FROM operlog WHERE id IN ({marks})",
+                    [r[0] for r in chunk])
+            }
+            for row in chunk:
+                old = stored.get(row[0])
+                if old is None:
+                    missing.append(row)
+                elif old != row:
+                    raise StoreError(f"operlog id {row[0]} already holds a different record")
+        return missing
+
+    def last_oper_id(self) -> int:
+        try:
+            row = self._log_conn().execute("SELECT MAX(id) FROM operlog").fetchone()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.log_path}: {e}") from e
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def read_operlog(self, after_id: int) -> Iterator[OperRecord]:
+        conn = self._log_conn()
+        last = after_id
+        while True:
+            try:
+                rows = conn.execute(
+                    "SELECT id, time, detail FROM operlog WHERE id > ? ORDER BY id LIMIT ?",
+                    (last, PAGE),
+                ).fetchall()
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.log_path}: {e}") from e
+            for oper_id, t, detail in rows:
+                method, params = decode_detail(detail, oper_id)
+                yield OperRecord(oper_id, float(t), method, params)
+            if len(rows) < PAGE:
+                return
+            last = rows[-1][0]
+
+    # -- slices ------------------------------------------------------------------------------------
+
+    def latest_slice(self) -> SliceInfo | None:
+        with self._slice_db() as db:
+            row = db.execute(
+                "SELECT time, end_oper_id, end_order_id, end_deals_id FROM slice_history"
+                " ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        return SliceInfo(*row) if row else None
+
+    def list_slices(self) -> list[SliceInfo]:
+        with self._slice_db() as db:
+            rows = db.execute(
+                "SELECT time, end_oper_id, end_order_id, end_deals_id FROM slice_history"
+                " ORDER BY id"
+            ).fetchall()
+        return [SliceInfo(*row) for row in rows]
+
+    def read_slice(self, info: SliceInfo) -> EngineState:
+        t = slice_time(info)
+        names = (f"slice_order_{t}", f"slice_balance_{t}", f"slice_update_{t}")
+        state = EngineState(order_id=info.end_order_id, deal_id=info.end_deals_id)
+        with self._slice_db() as db:
+            db.execute("BEGIN")  # one consistent view of the three tables
+            found = {r[0] for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?)", names)}
+            missing = [n for n in names if n not in found]
+            if missing:
+                raise StoreError(f"{self.slice_path}: slice {t} lacks table(s) {', '.join(missing)}")
+            for row in db.execute(
+                "SELECT id, t, side, create_time, update_time, user_id, market, source, price,"
+                " amount, taker_fee, maker_fee, \"left\", freeze, deal_stock, deal_money, deal_fee"
+                f" FROM \"{names[0]}\" ORDER BY id"
+            ):
+                state.orders.append(Order(
+                    row[0], row[6], row[7], row[1], row[2], row[5], float(row[3]), float(row[4]),
+                    *[Decimal(v) for v in row[8:17]],
+                ))
+            for user, asset, kind, balance in db.execute(
+                f"SELECT user_id, asset, t, balance FROM \"{names[1]}\" ORDER BY id"
+            ):
+                state.balances.append((user, asset, kind, Decimal(balance)))
+            for user, asset, business, business_id, when in db.execute(
+                "SELECT user_id, asset, business, business_id, time"
+                f" FROM \"{names[2]}\" ORDER BY id"
+            ):
+                state.updates.append((user, asset, business, int(business_id), float(when)))
+            db.execute("COMMIT")
+        return state
+
+    def write_slice_data(self, info: SliceInfo, state: EngineState) -> None:
+        t = slice_time(info)
+        order_rows = [
+            (o.id, o.type, o.side, o.ctime, o.mtime, o.user, o.market, o.source,
+             *[str(d) for d in _decimals_of(o)])
+            for o in state.orders
+        ]
+        balance_rows = [(user, asset, kind, str(value))
+                        for user, asset, kind, value in state.balances]
+        update_rows = [(user, asset, business, str(business_id), when)
+                       for user, asset, business, business_id, when in state.updates]
+        with self._slice_db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            # A published slice of the same time stops being visible before its tables go.
+            db.execute("DELETE FROM slice_history WHERE time = ?", (t,))
+            for ddl in _slice_ddl(t):
+                db.execute(ddl)
+            db.execute("COMMIT")
+            for sql, rows in (
+                (f"INSERT INTO slice_order_{t} (id, t, side, create_time, update_time, user_id,"
+                 " market, source, price, amount, taker_fee, maker_fee, \"left\", freeze,"
+                 " deal_stock, deal_money, deal_fee)"
+                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", order_rows),
+                (f"INSERT INTO slice_balance_{t} (user_id, asset, t, balance) VALUES (?, ?, ?, ?)",
+                 balance_rows),
+                (f"INSERT INTO slice_update_{t} (user_id, asset, business, business_id, time)"
+                 " VALUES (?, ?, ?, ?, ?)", update_rows),
+            ):
+                if rows:
+                    db.execute("BEGIN IMMEDIATE")
+                    db.executemany(sql, rows)
+                    db.execute("COMMIT")
+
+    def publish_slice(self, info: SliceInfo) -> None:
+        t = slice_time(info)
+        with self._slice_db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM slice_history WHERE time = ?", (t,))
+            db.execute(
+                "INSERT INTO slice_history (time, end_oper_id, end_order_id, end_deals_id)"
+                " VALUES (?, ?, ?, ?)",
+                (t, info.end_oper_id, info.end_order_id, info.end_deals_id),
+            )
+            db.execute("COMMIT")
+
+    def delete_slice(self, info: SliceInfo) -> None:
+        t = slice_time(info)
+        with self._slice_db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM slice_history WHERE time = ?", (t,))
+            for kind in ("order", "balance", "update"):
+                db.execute(f"DROP TABLE IF EXISTS slice_{kind}_{t}")
+            db.execute("COMMIT")
+
+
+def _slice_ddl(t: int) -> list[str]:
+    return [
+        f"DROP TABLE IF EXISTS slice_order_{t}",
+        f"CREATE TABLE slice_order_{t} ("
+        " id INTEGER PRIMARY KEY,"
+        " t INTEGER NOT NULL,"
+        " side INTEGER NOT NULL,"
+        " create_time REAL NOT NULL,"
+        " update_time REAL NOT NULL,"
+        " user_id INTEGER NOT NULL,"
+        " market TEXT NOT NULL,"
+        " source TEXT,"
+        + "".join(f" \"{name}\" TEXT NOT NULL," for name in ORDER_DECIMALS)[:-1]
+        + ")",
+        f"DROP TABLE IF EXISTS slice_balance_{t}",
+        f"CREATE TABLE slice_balance_{t} ("
+        " id INTEGER PRIMARY KEY,"
+        " user_id INTEGER NOT NULL,"
+        " asset TEXT NOT NULL,"
+        " t INTEGER NOT NULL,"
+        " balance TEXT NOT NULL)",
+        f"DROP TABLE IF EXISTS slice_update_{t}",
+        f"CREATE TABLE slice_update_{t} ("
+        " id INTEGER PRIMARY KEY,"
+        " user_id INTEGER NOT NULL,"
+        " asset TEXT NOT NULL,"
+        " business TEXT NOT NULL,"
+        " business_id TEXT NOT NULL,"
+        " time REAL NOT NULL)",
+    ]

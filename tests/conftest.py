@@ -1,0 +1,88 @@
+"""Shared fixtures.
+
+MySQL/MariaDB: tests marked ``mysql`` (or using a fixture param marked so) run against the real
+server started by ``scripts/services.sh up``; settings come from EXCHANGE_MYSQL_HOST / _PORT /
+_USER / _PASSWORD.  An unreachable server makes those tests FAIL, so a missing server is never
+mistaken for a green run; set EXCHANGE_TEST_NO_MYSQL=1 to deselect them instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pymysql
+import pytest
+
+from exchange_server.common.config import MysqlConfig
+from exchange_server.storage import mysql as mysql_db
+
+
+def _no_mysql() -> bool:
+    return os.environ.get("EXCHANGE_TEST_NO_MYSQL", "") not in ("", "0")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not _no_mysql():
+        return
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        (drop if item.get_closest_marker("mysql") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def mysql_server_config() -> MysqlConfig:
+    """The test server's settings, without a database name."""
+    return MysqlConfig(
+        host=os.environ.get("EXCHANGE_MYSQL_HOST", "127.0.0.1"),
+        port=int(os.environ.get("EXCHANGE_MYSQL_PORT", "3306")),
+        user=os.environ.get("EXCHANGE_MYSQL_USER", "exchange"),
+        password=os.environ.get("EXCHANGE_MYSQL_PASSWORD", "exchange"),
+        name="",
+    )
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> MysqlConfig:
+    """The reachable test server (fails the test with instructions if it is not)."""
+    cfg = mysql_server_config()
+    try:
+        conn = mysql_db.connect(cfg, database=False, connect_timeout=5)
+        conn.close()
+    except pymysql.MySQLError as e:
+        pytest.fail(
+            f"MariaDB is not reachable at {cfg.user}@{cfg.host}:{cfg.port} ({e}).\n"
+            "Start it with `scripts/services.sh up` (or set EXCHANGE_TEST_NO_MYSQL=1 to deselect"
+            " the MySQL tests).",
+            pytrace=False,
+        )
+    return cfg
+
+
+@pytest.fixture
+def mysql_config(mysql_server: MysqlConfig) -> Iterator[Callable[..., MysqlConfig]]:
+    """Factory: ``mysql_config(prefix="test")`` gives a MysqlConfig naming a fresh, uniquely
+    named database (created by whoever opens it); every one is dropped at teardown."""
+    names: list[str] = []
+
+    def make(prefix: str = "test") -> MysqlConfig:
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        names.append(name)
+        return MysqlConfig(host=mysql_server.host, port=mysql_server.port,
+                           user=mysql_server.user, password=mysql_server.password, name=name)
+
+    yield make
+
+    if names:
+        conn = mysql_db.connect(mysql_server, database=False)
+        try:
+            with conn.cursor() as cur:
+                for name in names:
+                    cur.execute(f"DROP DATABASE IF EXISTS {mysql_db.quote_name(name)}")
+            conn.commit()
+        finally:
+            conn.close()
