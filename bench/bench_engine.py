@@ -13,7 +13,7 @@ import time
 from bench.common import bench_config, mixed_orders, percentile, report, rss_mb
 from exchange_server.common.errors import RpcError
 from exchange_server.matchengine.engine import Engine
-from exchange_server.matchengine.methods import MatchEngineMethods
+from exchange_server.matchengine.methods import MatchEngineMethods, present
 from exchange_server.matchengine.model import Deal
 
 
@@ -38,7 +38,7 @@ def main(n: int = 200_000) -> dict[str, float]:
     for params in orders:
         t0 = clock()
         try:
-            put(now, params)
+            present(put(now, params))
         except RpcError:
             errors += 1
         events = take()

@@ -22,7 +22,7 @@ import pytest
 from exchange_server.common.config import MysqlConfig, default_matchengine_data, load_matchengine
 from exchange_server.common.errors import RpcError
 from exchange_server.matchengine.engine import Engine
-from exchange_server.matchengine.methods import MatchEngineMethods
+from exchange_server.matchengine.methods import MatchEngineMethods, present
 from exchange_server.matchengine.store import EngineStore
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
@@ -98,7 +98,7 @@ def replay(store: EngineStore) -> tuple[Engine, MatchEngineMethods, list[tuple[s
     results = []
     for record in store.read_operlog(0):
         write = methods.by_log_name[record.method]
-        results.append((write.name, record.params, write.run(record.time, record.params)))
+        results.append((write.name, record.params, present(write.run(record.time, record.params))))
         engine.take_events()
     return engine, methods, results
 

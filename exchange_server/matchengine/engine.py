@@ -31,7 +31,7 @@ from exchange_server.matchengine.model import (
     Order,
     OrderChanged,
     OrderFinished,
-    order_info,
+    OrderSnapshot,
 )
 
 #: balance.update business ids are remembered this long (seconds of command time).
@@ -112,7 +112,7 @@ class Engine:
 
     def put_limit(self, now: float, market: Market, user: int, side: int, amount: Decimal,
                   price: Decimal, taker_fee: Decimal, maker_fee: Decimal,
-                  source: str) -> dict[str, Any]:
+                  source: str) -> OrderSnapshot:
         """order.put_limit after parameter validation (engine.md 7)."""
         balances = self.balances
         if side == ASK:
@@ -134,10 +134,10 @@ class Engine:
         else:
             self.events.append(OrderChanged(EVENT_PUT, snapshot, market.stock, market.money))
             market.put(order)
-        return order_info(snapshot)
+        return snapshot
 
     def put_market(self, now: float, market: Market, user: int, side: int, amount: Decimal,
-                   taker_fee: Decimal, source: str) -> dict[str, Any]:
+                   taker_fee: Decimal, source: str) -> OrderSnapshot:
         """order.put_market after parameter validation (engine.md 8)."""
         balances = self.balances
         if side == ASK:
@@ -163,9 +163,9 @@ class Engine:
         snapshot = order.snapshot()
         self.events.append(OrderFinished(snapshot))
         self.events.append(OrderChanged(EVENT_FINISH, snapshot, market.stock, market.money))
-        return order_info(snapshot)
+        return snapshot
 
-    def cancel(self, now: float, market: Market, user: int, order_id: int) -> dict[str, Any]:
+    def cancel(self, now: float, market: Market, user: int, order_id: int) -> OrderSnapshot:
         """order.cancel: the order as it was, then off the book with its funds released."""
         order = market.orders.get(order_id)
         if order is None:
@@ -175,7 +175,7 @@ class Engine:
         snapshot = order.snapshot()
         self.events.append(OrderChanged(EVENT_FINISH, snapshot, market.stock, market.money))
         market.remove(order)
-        return order_info(snapshot)
+        return snapshot
 
     # -- snapshots --------------------------------------------------------------------------------
 

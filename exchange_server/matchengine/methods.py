@@ -14,10 +14,10 @@ from decimal import Decimal
 from typing import Any
 
 from exchange_server.common.decimals import ONE, ZERO, fmt, parse, truncate
-from exchange_server.common.errors import RpcError, invalid_argument
+from exchange_server.common.errors import invalid_argument
 from exchange_server.matchengine.engine import Engine
 from exchange_server.matchengine.market import Market
-from exchange_server.matchengine.model import ASK, BID, order_info
+from exchange_server.matchengine.model import ASK, BID, OrderSnapshot, order_info
 
 #: order.book / order.depth / order.pending page size limit.
 LIST_MAX = 101
@@ -92,6 +92,14 @@ def _source(value: Any) -> str:
 def _count(params: Params, n: int) -> None:
     if len(params) != n:
         raise invalid_argument()
+
+
+def present(result: Any) -> Any:
+    """A write's result as the reply shows it.  Writes return order snapshots unformatted so
+    that replay, which discards replies, does not pay for formatting them."""
+    if type(result) is OrderSnapshot:
+        return order_info(result)
+    return result
 
 
 @dataclass(frozen=True)

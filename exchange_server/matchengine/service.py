@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from exchange_server.common.errors import (
     service_unavailable,
 )
 from exchange_server.matchengine.engine import Engine
-from exchange_server.matchengine.methods import MatchEngineMethods
+from exchange_server.matchengine.methods import MatchEngineMethods, present
 from exchange_server.matchengine.model import Event
 from exchange_server.matchengine.sink import EventSink
 from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
@@ -204,7 +205,7 @@ class MatchEngineService:
         self._pending.append(OperRecord(self.oper_id, now, write.log_name, params))
         self._pending_events.append((self.oper_id, self.engine.take_events()))
         self._kick()
-        return result
+        return present(result)
 
     # -- group commit -----------------------------------------------------------------------------
 
@@ -307,6 +308,8 @@ class MatchEngineService:
         log.info("slice %d: child %d dumping up to operation %d", info.time, pid, info.end_oper_id)
 
     def _child_write_slice(self, info: SliceInfo) -> None:  # pragma: no cover - forked child
+        # A child that hangs for any reason dies by SIGALRM instead of living on.
+        signal.alarm(int(SLICE_DURABLE_TIMEOUT) + 600)
         parent = os.getppid()
         store = self.store.clone()
         store.open()
@@ -329,10 +332,18 @@ class MatchEngineService:
         self.store.delete_old_slices(info.time, self.config.slice_keeptime)
         log.info("slice %d written (operation %d)", info.time, info.end_oper_id)
 
-    def _reap_children(self, wait: bool = False) -> None:
+    def _reap_children(self, wait: bool = False, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
         for pid in list(self._slice_children):
             try:
-                done, status = os.waitpid(pid, 0 if wait else os.WNOHANG)
+                done, status = os.waitpid(pid, os.WNOHANG)
+                while wait and not done and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                if wait and not done:
+                    log.error("slice child %d did not finish in %ss: killed", pid, timeout)
+                    os.kill(pid, signal.SIGKILL)
+                    done, status = os.waitpid(pid, 0)
             except ChildProcessError:
                 self._slice_children.discard(pid)
                 continue

@@ -38,6 +38,7 @@ from exchange_server.matchengine.engine import EngineState
 from exchange_server.matchengine.model import Order
 from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
 from exchange_server.storage import sqlite as sqlite_db
+from exchange_server.storage.forkguard import FORK_GUARD
 
 LOG_FILE = "trade_log.sqlite"
 SLICE_FILE = "slices.sqlite"
@@ -186,16 +187,20 @@ class SqliteEngineStore(EngineStore):
             return
         rows = [(r.id, r.time, encode_detail(r.method, r.params)) for r in records]
         try:
-            try:
-                self._insert(rows)
-            except sqlite3.IntegrityError:
-                # A retried batch that did commit (partly, if the writer added records to it)
-                # is fine; anything else logged under the same ids is not.
-                missing = self._unlogged(rows)
-                if missing:
-                    self._insert(missing)
+            with FORK_GUARD.using():
+                self._append(rows)
         except sqlite3.Error as e:
             raise StoreError(f"{self.log_path}: append failed: {e}") from e
+
+    def _append(self, rows: list[tuple[int, float, str]]) -> None:
+        try:
+            self._insert(rows)
+        except sqlite3.IntegrityError:
+            # A retried batch that did commit (partly, if the writer added records to it)
+            # is fine; anything else logged under the same ids is not.
+            missing = self._unlogged(rows)
+            if missing:
+                self._insert(missing)
 
     def _insert(self, rows: list[tuple[int, float, str]]) -> None:
         conn = self._log_conn()
