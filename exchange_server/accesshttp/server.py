@@ -114,7 +114,7 @@ class AccessHttp:
             return 500, b""
         try:
             reply = await asyncio.wait_for(backend.call(method, params, req_id), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return 504, jsonfmt.error_body(SERVICE_TIMEOUT, "service timeout", req_id)
         except ConnectionError:
             return 500, b""
