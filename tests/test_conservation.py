@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from exchange_server.common.config import load_matchengine
 from exchange_server.common.errors import RpcError
+from exchange_server.matchengine.balance import FREEZE
 from exchange_server.matchengine.engine import Engine
 from exchange_server.matchengine.methods import MatchEngineMethods
 from exchange_server.matchengine.model import ASK, BalanceUpdated, Deal
@@ -63,12 +64,14 @@ operation = st.one_of(deposit, withdraw, limit, limit, limit, limit, market, can
 
 def check_invariants(engine: Engine, flows: dict[str, Decimal], fees_paid: dict[str, Decimal]) -> None:
     held: dict[str, Decimal] = defaultdict(Decimal)
-    for (_, asset), value in engine.balances.available.items():
+    frozen: dict[tuple[int, str], Decimal] = {}
+    for user, asset, kind, value in engine.balances.items():
         assert value > 0
         held[asset] += value
-    for (_, asset), value in engine.balances.frozen.items():
-        assert value > 0
-        held[asset] += value
+        if kind == FREEZE:
+            frozen[(user, asset)] = value
+    for account in engine.balances.accounts.values():
+        assert account[0] >= 0 and account[1] >= 0 and (account[0] or account[1])
     for asset in ASSETS:
         assert held[asset] + fees_paid[asset] == flows[asset], asset
 
@@ -83,8 +86,8 @@ def check_invariants(engine: Engine, flows: dict[str, Decimal], fees_paid: dict[
             assert best_bid.price < best_ask.price
         assert m.ask_count + m.bid_count == len(m.orders)
     for key, value in frozen_by_orders.items():
-        assert engine.balances.frozen.get(key, Decimal(0)) == value, key
-    assert set(engine.balances.frozen) <= set(frozen_by_orders)
+        assert frozen.get(key, Decimal(0)) == value, key
+    assert set(frozen) <= set(frozen_by_orders)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,7 +1,9 @@
 """Per-user balances: available and frozen amounts of each asset.
 
-Like the original, a balance that becomes exactly zero is removed (absent means zero) and every
-stored value is truncated to the asset's ``prec_save``.
+An account (user, asset) holds ``[available, frozen]`` in one list, so the matching loop finds
+both with a single lookup.  Like the original, every stored value is truncated to the asset's
+``prec_save`` and a balance that becomes zero counts as absent: an account whose two values
+are both zero is removed, and zero values are never reported (queries, summaries, slices).
 """
 
 from __future__ import annotations
@@ -24,77 +26,86 @@ class Balances:
     def __init__(self, assets: list[AssetConfig]) -> None:
         self.assets = {a.name: a for a in assets}
         self._quant = {a.name: quantum(a.prec_save) for a in assets}
-        self.available: dict[tuple[int, str], Decimal] = {}
-        self.frozen: dict[tuple[int, str], Decimal] = {}
+        self.accounts: dict[tuple[int, str], list[Decimal]] = {}
 
     def add_asset(self, asset: AssetConfig) -> None:
         self.assets[asset.name] = asset
         self._quant[asset.name] = quantum(asset.prec_save)
 
     def get_available(self, user: int, asset: str) -> Decimal:
-        return self.available.get((user, asset), ZERO)
+        account = self.accounts.get((user, asset))
+        return account[0] if account is not None else ZERO
 
     def get_frozen(self, user: int, asset: str) -> Decimal:
-        return self.frozen.get((user, asset), ZERO)
+        account = self.accounts.get((user, asset))
+        return account[1] if account is not None else ZERO
 
     def total(self, user: int, asset: str) -> Decimal:
-        key = (user, asset)
-        return self.available.get(key, ZERO) + self.frozen.get(key, ZERO)
+        account = self.accounts.get((user, asset))
+        return account[0] + account[1] if account is not None else ZERO
 
     def add(self, user: int, asset: str, amount: Decimal) -> None:
         """available += amount (amount >= 0)."""
         key = (user, asset)
-        table = self.available
-        value = table.get(key)
-        value = amount if value is None else value + amount
-        if value:
-            table[key] = value.quantize(self._quant[asset], ROUND_DOWN)
+        account = self.accounts.get(key)
+        if account is None:
+            if amount:
+                self.accounts[key] = [amount.quantize(self._quant[asset], ROUND_DOWN), ZERO]
         else:
-            table.pop(key, None)
+            account[0] = (account[0] + amount).quantize(self._quant[asset], ROUND_DOWN)
 
     def sub(self, user: int, asset: str, amount: Decimal) -> None:
         """available -= amount; the caller has checked that it is enough."""
-        self._sub(self.available, user, asset, amount)
+        self._sub(0, user, asset, amount)
 
     def sub_frozen(self, user: int, asset: str, amount: Decimal) -> None:
-        self._sub(self.frozen, user, asset, amount)
+        self._sub(1, user, asset, amount)
 
-    def _sub(self, table: dict[tuple[int, str], Decimal], user: int, asset: str,
-             amount: Decimal) -> None:
+    def _sub(self, index: int, user: int, asset: str, amount: Decimal) -> None:
         key = (user, asset)
-        value = table.get(key, ZERO) - amount
+        account = self.accounts.get(key)
+        value = (account[index] if account is not None else ZERO) - amount
         if value > 0:
-            table[key] = value.quantize(self._quant[asset], ROUND_DOWN)
+            account[index] = value.quantize(self._quant[asset], ROUND_DOWN)  # type: ignore[index]
         elif value == 0:
-            table.pop(key, None)
+            if account is not None:
+                account[index] = ZERO
+                if not account[1 - index]:
+                    del self.accounts[key]
         else:
             raise BalanceError(f"balance of user {user} {asset} would go negative")
 
     def freeze(self, user: int, asset: str, amount: Decimal) -> None:
         """Move ``amount`` from available to frozen."""
-        self._sub(self.available, user, asset, amount)
+        self._sub(0, user, asset, amount)
         key = (user, asset)
-        value = self.frozen.get(key)
-        value = amount if value is None else value + amount
-        if value:
-            self.frozen[key] = value.quantize(self._quant[asset], ROUND_DOWN)
+        account = self.accounts.get(key)
+        if account is None:
+            if amount:
+                self.accounts[key] = [ZERO, amount.quantize(self._quant[asset], ROUND_DOWN)]
+        else:
+            account[1] = (account[1] + amount).quantize(self._quant[asset], ROUND_DOWN)
 
     def unfreeze(self, user: int, asset: str, amount: Decimal) -> None:
         """Move ``amount`` from frozen back to available."""
-        self._sub(self.frozen, user, asset, amount)
+        self._sub(1, user, asset, amount)
         self.add(user, asset, amount)
 
     def set(self, user: int, asset: str, kind: int, amount: Decimal) -> None:
         """Load a value from a snapshot."""
-        table = self.available if kind == AVAILABLE else self.frozen
-        if amount:
-            table[(user, asset)] = amount.quantize(self._quant[asset], ROUND_DOWN)
-        else:
-            table.pop((user, asset), None)
+        key = (user, asset)
+        account = self.accounts.get(key)
+        if account is None:
+            account = self.accounts[key] = [ZERO, ZERO]
+        account[kind - 1] = amount.quantize(self._quant[asset], ROUND_DOWN) if amount else ZERO
+        if not account[0] and not account[1]:
+            del self.accounts[key]
 
     def items(self) -> Iterator[tuple[int, str, int, Decimal]]:
-        """Every non-zero balance as (user, asset, kind, amount)."""
-        for (user, asset), value in self.available.items():
-            yield user, asset, AVAILABLE, value
-        for (user, asset), value in self.frozen.items():
-            yield user, asset, FREEZE, value
+        """Every non-zero balance as (user, asset, kind, amount): available ones first."""
+        for (user, asset), account in self.accounts.items():
+            if account[0]:
+                yield user, asset, AVAILABLE, account[0]
+        for (user, asset), account in self.accounts.items():
+            if account[1]:
+                yield user, asset, FREEZE, account[1]

@@ -15,6 +15,7 @@ from typing import Any
 
 from exchange_server.common.decimals import ONE, ZERO, fmt, parse, truncate
 from exchange_server.common.errors import invalid_argument
+from exchange_server.matchengine.balance import AVAILABLE
 from exchange_server.matchengine.engine import Engine
 from exchange_server.matchengine.market import Market
 from exchange_server.matchengine.model import ASK, BID, OrderSnapshot, order_info
@@ -208,8 +209,9 @@ class MatchEngineMethods:
         result: dict[str, Any] = {}
         for name in names:
             asset = self.engine.assets[name]
-            available = balances.available.get((user, name))
-            frozen = balances.frozen.get((user, name))
+            account = balances.accounts.get((user, name))
+            available = account[0] if account is not None else None
+            frozen = account[1] if account is not None else None
             result[name] = {
                 "available": self._show(available, asset.prec_save, asset.prec_show),
                 "freeze": self._show(frozen, asset.prec_save, asset.prec_show),
@@ -218,7 +220,7 @@ class MatchEngineMethods:
 
     @staticmethod
     def _show(value: Decimal | None, prec_save: int, prec_show: int) -> str:
-        if value is None:
+        if not value:
             return "0"
         if prec_save != prec_show:
             value = truncate(value, prec_show)
@@ -232,18 +234,16 @@ class MatchEngineMethods:
         wanted = set(names)
         stats: dict[str, list[Any]] = {name: [ZERO, 0, ZERO, 0, ZERO] for name in wanted}
         balances = self.engine.balances
-        for (_, asset), value in balances.available.items():
+        for _, asset, kind, value in balances.items():
             if asset in wanted:
                 s = stats[asset]
                 s[0] += value
-                s[1] += 1
-                s[2] += value
-        for (_, asset), value in balances.frozen.items():
-            if asset in wanted:
-                s = stats[asset]
-                s[0] += value
-                s[3] += 1
-                s[4] += value
+                if kind == AVAILABLE:
+                    s[1] += 1
+                    s[2] += value
+                else:
+                    s[3] += 1
+                    s[4] += value
         return [
             {
                 "name": name,
