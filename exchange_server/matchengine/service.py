@@ -32,6 +32,7 @@ from typing import Any
 from exchange_server.common import jsonfmt
 from exchange_server.common.config import MatchEngineConfig
 from exchange_server.common.errors import (
+    INTERNAL_ERROR,
     INVALID_ARGUMENT,
     RpcError,
     internal_error,
@@ -75,7 +76,6 @@ class MatchEngineService:
         self._slice_children: set[int] = set()
         self._last_slice_time = 0
         self._timer: asyncio.Task[None] | None = None
-        self._idle: asyncio.Event | None = None
         self.commit_count = 0
         self.restored_from: SliceInfo | None = None
         self.replayed = 0
@@ -142,8 +142,6 @@ class MatchEngineService:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._timer = asyncio.create_task(self._tick())
 
     async def stop(self, final_slice: bool = True) -> None:
@@ -176,6 +174,9 @@ class MatchEngineService:
             body = jsonfmt.reply_body(result, req_id, self.debug)
         except RpcError as e:
             body = jsonfmt.error_body(e.code, e.message, req_id, self.debug)
+        except Exception:
+            log.exception("%s failed: params %r", method, params)
+            body = jsonfmt.error_body(INTERNAL_ERROR, "internal error", req_id, self.debug)
         if self.durable_id < self.oper_id:
             await self._wait_durable(self.oper_id)
         return body
@@ -215,8 +216,6 @@ class MatchEngineService:
         batch = self._pending
         self._pending = []
         self._flushing = True
-        assert self._idle is not None
-        self._idle.clear()
         future = self._loop.run_in_executor(self._executor, self.store.append, batch)
         future.add_done_callback(lambda f: self._committed(batch, f))
 
@@ -243,11 +242,7 @@ class MatchEngineService:
         if self._slice_requested:
             self._slice_requested = False
             self._fork_slice()
-        if self._pending:
-            self._kick()
-        else:
-            assert self._idle is not None
-            self._idle.set()
+        self._kick()
 
     def _retry(self) -> None:
         self._flushing = False
