@@ -31,6 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         http_host=args.host,
         http_port=args.http_port,
         storage=args.storage,
+        disabled=set(args.disable or []),
     )
     system = EmbeddedSystem(config, options)
     try:
@@ -38,6 +39,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     except DataDirLocked as e:
         print(f"exchange-server: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_db_init(args: argparse.Namespace) -> int:
+    from exchange_server.history.store_mysql import init_schema
+    from exchange_server.matchengine.store_mysql import MysqlEngineStore
+
+    config = load_matchengine(read_json(args.config))
+    assert config.db_log is not None and config.db_history is not None
+    store = MysqlEngineStore(config.db_log)
+    store.open()
+    store.close()
+    init_schema(config.db_history)
+    print(f"exchange-server: {config.db_log.name} and {config.db_history.name} are ready")
     return 0
 
 
@@ -64,7 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", choices=["sqlite", "mysql"], default="sqlite",
                      help="operation log and slices: SQLite under --data-dir, or MySQL/MariaDB "
                      "at the config's db_log")
+    run.add_argument("--disable", action="append", metavar="SERVICE",
+                     help="leave a service out (readhistory); repeatable")
     run.set_defaults(func=cmd_run)
+
+    db = sub.add_parser("db", help="database administration")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    init = db_sub.add_parser("init", help="create the trade_log and trade_history databases and "
+                             "tables of a matchengine config (idempotent)")
+    init.add_argument("--config", "-c", required=True, help="matchengine config (db_log, db_history)")
+    init.set_defaults(func=cmd_db_init)
     return parser
 
 

@@ -2,7 +2,7 @@
 
 This is what ``exchange-server run`` starts.  The services are the same objects that run alone
 in production; only the adapters differ (SQLite instead of MySQL, in-process calls instead of
-the binary RPC).
+the binary RPC, an in-process bus instead of Kafka).
 """
 
 from __future__ import annotations
@@ -12,19 +12,28 @@ import fcntl
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from exchange_server.accesshttp.server import AccessHttp
 from exchange_server.common.backend import Backend, LocalBackend
-from exchange_server.common.config import ConfigError, MatchEngineConfig
+from exchange_server.common.config import ConfigError, MatchEngineConfig, MysqlConfig
+from exchange_server.history.store import HistoryStore
+from exchange_server.history.store_mysql import MysqlHistoryStore
+from exchange_server.history.store_sqlite import SqliteHistoryStore
+from exchange_server.history.writer import HistoryWriter
 from exchange_server.matchengine.service import MatchEngineService
 from exchange_server.matchengine.store import EngineStore
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
+from exchange_server.readhistory.reader import HistoryReader, MysqlHistoryReader, SqliteHistoryReader
+from exchange_server.readhistory.service import ReadHistoryService
 
 log = logging.getLogger("exchange_server")
+
+#: Services that can be left out of an embedded run (matchengine and accesshttp always run).
+OPTIONAL_SERVICES = ("readhistory",)
 
 
 @dataclass
@@ -33,8 +42,9 @@ class EmbeddedOptions:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     http_timeout: float = 1.0
-    #: "sqlite" (files under data_dir) or "mysql" (the config's ``db_log``).
+    #: "sqlite" (files under data_dir) or "mysql" (the config's ``db_log`` and ``db_history``).
     storage: str = "sqlite"
+    disabled: set[str] = field(default_factory=set)
 
 
 class DataDirLocked(RuntimeError):
@@ -57,23 +67,48 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
     return handle
 
 
+def _mysql(config: MatchEngineConfig, name: str) -> MysqlConfig:
+    value: MysqlConfig | None = getattr(config, name)
+    if value is None:
+        raise ConfigError(f"{name}: required field is missing (needed by --storage mysql)")
+    return value
+
+
 def make_engine_store(config: MatchEngineConfig, options: EmbeddedOptions) -> EngineStore:
     if options.storage == "sqlite":
         return SqliteEngineStore(options.data_dir)
     if options.storage == "mysql":
-        if config.db_log is None:
-            raise ConfigError("db_log: required field is missing (needed by --storage mysql)")
-        return MysqlEngineStore(config.db_log)
+        return MysqlEngineStore(_mysql(config, "db_log"))
     raise ConfigError(f"unknown storage {options.storage!r}")
+
+
+def make_history(config: MatchEngineConfig, options: EmbeddedOptions
+                 ) -> tuple[HistoryStore, HistoryReader]:
+    if options.storage == "mysql":
+        cfg = _mysql(config, "db_history")
+        return MysqlHistoryStore(cfg), MysqlHistoryReader(cfg)
+    return SqliteHistoryStore(options.data_dir), SqliteHistoryReader(options.data_dir)
 
 
 class EmbeddedSystem:
     def __init__(self, config: MatchEngineConfig, options: EmbeddedOptions) -> None:
+        unknown = options.disabled - set(OPTIONAL_SERVICES)
+        if unknown:
+            raise ConfigError(f"cannot disable {', '.join(sorted(unknown))}: only "
+                              f"{', '.join(OPTIONAL_SERVICES)} are optional")
         self.config = config
         self.options = options
         self.store = make_engine_store(config, options)
         self.matchengine = MatchEngineService(config, self.store)
+        history_store, reader = make_history(config, options)
+        # History rows are written even when readhistory is disabled: they are the record.
+        self.history = HistoryWriter(history_store, max_pending_rows=config.history_max_pending)
+        self.matchengine.add_sink(self.history)
         backends: dict[str, Backend] = {"matchengine": LocalBackend(self.matchengine)}
+        self.readhistory: ReadHistoryService | None = None
+        if "readhistory" not in options.disabled:
+            self.readhistory = ReadHistoryService(reader, debug=config.debug)
+            backends["readhistory"] = LocalBackend(self.readhistory)
         self.http = AccessHttp(backends, timeout=options.http_timeout)
         self._lock: IO[str] | None = None
 
@@ -81,6 +116,7 @@ class EmbeddedSystem:
         self._lock = lock_data_dir(self.options.data_dir)
         self.store.open()
         self.matchengine.restore()
+        self.history.start()
         await self.matchengine.start()
         await self.http.start(self.options.http_host, self.options.http_port)
         log.info("accesshttp listening on http://%s:%d/", self.options.http_host, self.http.port)
@@ -88,6 +124,9 @@ class EmbeddedSystem:
     async def stop(self) -> None:
         await self.http.stop()
         await self.matchengine.stop()
+        await self.history.aclose(timeout=10)
+        if self.readhistory is not None:
+            self.readhistory.close()
         self.store.close()
         if self._lock is not None:
             self._lock.close()

@@ -100,3 +100,102 @@ def history_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     backend = HistoryBackend(request.param, tmp_path, make)
     yield backend
     backend.close()
+
+
+# -- Kafka, Redis and Redis Sentinel (bus and marketprice tests) ----------------------------------
+# Real servers from `scripts/services.sh up`; settings from `scripts/services.sh env`.  An
+# unreachable server FAILS the tests that need it (never skips them).
+
+_SERVICES_HINT = "Start the test servers with `bash scripts/services.sh up`."
+
+
+@pytest.fixture(scope="session")
+def kafka_brokers() -> str:
+    """Bootstrap servers of the reachable test Kafka broker."""
+    from confluent_kafka.admin import AdminClient
+
+    brokers = os.environ.get("EXCHANGE_KAFKA_BROKERS", "127.0.0.1:9092")
+    admin = AdminClient({"bootstrap.servers": brokers, "socket.timeout.ms": 5000})
+    try:
+        admin.list_topics(timeout=10)
+    except Exception as e:
+        pytest.fail(f"Kafka is not reachable at {brokers} ({e}).\n{_SERVICES_HINT}", pytrace=False)
+    return brokers
+
+
+@pytest.fixture
+def kafka_topics(kafka_brokers: str) -> Iterator[Callable[[], str]]:
+    """Factory: ``kafka_topics()`` creates fresh ``<prefix>deals|orders|balances`` topics (one
+    partition each) and returns the prefix; they are deleted at teardown."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka_brokers})
+    created: list[str] = []
+
+    def make() -> str:
+        prefix = f"test-{uuid.uuid4().hex[:12]}-"
+        names = [prefix + t for t in ("deals", "orders", "balances")]
+        futures = admin.create_topics([NewTopic(n, num_partitions=1, replication_factor=1)
+                                       for n in names])
+        for future in futures.values():
+            future.result(timeout=30)
+        created.extend(names)
+        return prefix
+
+    yield make
+
+    if created:
+        for future in admin.delete_topics(created, operation_timeout=30).values():
+            try:
+                future.result(timeout=30)
+            except Exception:
+                pass
+
+
+def redis_server_addr() -> tuple[str, int]:
+    return (os.environ.get("EXCHANGE_REDIS_HOST", "127.0.0.1"),
+            int(os.environ.get("EXCHANGE_REDIS_PORT", "6379")))
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> tuple[str, int]:
+    """(host, port) of the reachable test Redis server."""
+    import redis
+
+    host, port = redis_server_addr()
+    try:
+        redis.Redis(host=host, port=port, socket_timeout=5).ping()
+    except Exception as e:
+        pytest.fail(f"Redis is not reachable at {host}:{port} ({e}).\n{_SERVICES_HINT}",
+                    pytrace=False)
+    return host, port
+
+
+@pytest.fixture(scope="session")
+def sentinel_server(redis_server: tuple[str, int]) -> tuple[list[str], str]:
+    """(sentinel "host:port" list, master name) of the reachable test Redis Sentinel."""
+    from redis.sentinel import Sentinel
+
+    addr = os.environ.get("EXCHANGE_SENTINEL_ADDR", "127.0.0.1:26379")
+    name = os.environ.get("EXCHANGE_SENTINEL_MASTER", "mymaster")
+    host, _, port = addr.rpartition(":")
+    try:
+        master = Sentinel([(host, int(port))], socket_timeout=5).discover_master(name)
+    except Exception as e:
+        pytest.fail(f"Redis Sentinel is not reachable at {addr} (master {name}: {e}).\n"
+                    f"{_SERVICES_HINT}", pytrace=False)
+    assert master
+    return [addr], name
+
+
+@pytest.fixture
+def redis_prefix(redis_server: tuple[str, int]) -> Iterator[str]:
+    """A fresh key prefix in the test Redis; every key under it is deleted at teardown."""
+    import redis
+
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis(host=redis_server[0], port=redis_server[1])
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)

@@ -4,7 +4,9 @@ A real server process takes orders, cancels and balance updates from 8 concurren
 clients and is killed with SIGKILL mid-load.  After a restart:
 * every operation that got a reply is in the operation log, and replaying the log in a fresh
   engine gives, for that operation, exactly the reply the client got (ids, amounts, times);
-* the restarted server's balances and order books equal that replay's.
+* the restarted server's balances and order books equal that replay's;
+* the history tables hold exactly one row per logged event: the same rows, in the same order,
+  as a history database written from the replay's events.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from exchange_server.matchengine.store import EngineStore
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 from tests.server import ServerProcess
+from tests.test_history_support import HistoryBackend
+from tests.test_history_writer import reference_dump
 
 USERS = list(range(1, 9))
 Acked = tuple[str, list[Any], Any]
@@ -92,15 +96,19 @@ def state_of(server: ServerProcess) -> dict[str, Any]:
     return json.loads(json.dumps({"balances": balances, "books": books}))
 
 
-def replay(store: EngineStore) -> tuple[Engine, MatchEngineMethods, list[tuple[str, list[Any], Any]]]:
+Replayed = tuple[MatchEngineMethods, list[tuple[str, list[Any], Any]], list[tuple[int, list[Any]]]]
+
+
+def replay(store: EngineStore) -> Replayed:
     engine = Engine.from_config(load_matchengine(default_matchengine_data(), embedded=True))
     methods = MatchEngineMethods(engine)
     results = []
+    events = []
     for record in store.read_operlog(0):
         write = methods.by_log_name[record.method]
         results.append((write.name, record.params, present(write.run(record.time, record.params))))
-        engine.take_events()
-    return engine, methods, results
+        events.append((record.id, engine.take_events()))
+    return methods, results, events
 
 
 def replay_state(methods: MatchEngineMethods) -> dict[str, Any]:
@@ -121,10 +129,15 @@ def test_sigkill_during_load(tmp_path: Path, storage: str, request: pytest.Fixtu
     config = default_matchengine_data()
     config["slice_interval"] = 86400
     mysql: MysqlConfig | None = None
+    history_location: Any = tmp_path / "data"
+    make_mysql = None
     if storage == "mysql":
-        mysql = request.getfixturevalue("mysql_config")("test_crash_log")
-        config["db_log"] = {"host": mysql.host, "port": mysql.port, "user": mysql.user,
-                            "pass": mysql.password, "name": mysql.name}
+        make_mysql = request.getfixturevalue("mysql_config")
+        mysql = make_mysql("test_crash_log")
+        history_location = make_mysql("test_crash_history")
+        for key, cfg in (("db_log", mysql), ("db_history", history_location)):
+            config[key] = {"host": cfg.host, "port": cfg.port, "user": cfg.user,
+                           "pass": cfg.password, "name": cfg.name}
     config_path = tmp_path / "matchengine.json"
     config_path.write_text(json.dumps(config))
     data = tmp_path / "data"
@@ -150,7 +163,7 @@ def test_sigkill_during_load(tmp_path: Path, storage: str, request: pytest.Fixtu
     store: EngineStore = SqliteEngineStore(data) if mysql is None else MysqlEngineStore(mysql)
     store.open()
     try:
-        engine, methods, results = replay(store)
+        methods, results, events = replay(store)
     finally:
         store.close()
 
@@ -169,3 +182,10 @@ def test_sigkill_during_load(tmp_path: Path, storage: str, request: pytest.Fixtu
     assert len(results) >= len(acked) + 2 * len(USERS)
     with pytest.raises(RpcError):
         methods.balance_update(time.time(), [1, "BTC", "deposit", 1, "1000", {}])
+
+    backend = HistoryBackend(storage, tmp_path, make_mysql)
+    try:
+        assert backend.dump(history_location) == reference_dump(backend, events)
+        assert backend.mark(history_location) == len(results)
+    finally:
+        backend.close()

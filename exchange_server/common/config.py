@@ -233,6 +233,8 @@ class MatchEngineConfig:
     log: LogConfig | None = None
     #: Extension: writes are refused with code 3 when this many operations wait for the log.
     operlog_max_pending: int = 100_000
+    #: Extension: writes are refused with code 3 while this many history rows wait to be stored.
+    history_max_pending: int = 100_000
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -322,6 +324,7 @@ def load_matchengine(data: Any, *, embedded: bool = False) -> MatchEngineConfig:
         cli=root.string("cli", required),
         log=read_log(log) if log else None,
         operlog_max_pending=root.integer("operlog_max_pending", 100_000, 1),
+        history_max_pending=root.integer("history_max_pending", 100_000, 1),
         raw=data,
     )
 

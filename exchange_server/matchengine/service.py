@@ -95,6 +95,12 @@ class MatchEngineService:
         """
         store = self.store
         marks = [sink.durable_mark() for sink in self.sinks]
+        last = store.last_oper_id()
+        if marks and max(marks) > last:
+            # A sink that has seen operations the log does not hold: the log was reset or
+            # belongs to another system.  Everything new would be dropped as a duplicate.
+            raise StoreError(f"a sink has processed operations up to {max(marks)} but the "
+                             f"operation log ends at {last}: wrong or reset database")
         info = store.latest_slice()
         if marks and info is not None and info.end_oper_id > min(marks):
             usable = [s for s in store.list_slices() if s.end_oper_id <= min(marks)]

@@ -1,0 +1,1 @@
+"""Trade history: matchengine events -> the ``trade_history`` tables (SQLite or MySQL)."""

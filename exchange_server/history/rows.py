@@ -1,0 +1,409 @@
+"""Matchengine events -> rows of the original's ``trade_history`` tables (storage.md section 2).
+
+Pure functions, no I/O.  :func:`rows_of` maps the events of one operation to rows, in event
+order, each tagged with the table kind it goes to:
+
+* every :class:`BalanceChanged` -> one ``balance_history`` row;
+* every :class:`OrderFinished` -> one ``order_history`` and one ``order_detail`` row (identical
+  values; ``finish_time`` = the snapshot's ``mtime``);
+* every :class:`Deal` -> two ``deal_history`` rows (ask order's, then bid order's) and two
+  ``user_deal_history`` rows (same order);
+* other events (bus messages only) -> nothing.
+
+Row values are raw Python values (Decimals, floats, ints, str); turning them into column values
+(rounding a decimal to the column's scale, microsecond times) is :func:`column_converters`' job,
+shared by both stores so SQLite and MySQL hold identical values.
+
+:data:`TABLES` describes each table's columns with the original's SQL types; the MySQL DDL, the
+SQLite DDL, the INSERT statements and the column conversions are all derived from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from decimal import ROUND_HALF_UP, Context, Decimal
+from typing import Any, NamedTuple
+
+from exchange_server.common.decimals import fmt
+from exchange_server.matchengine.model import (
+    ASK,
+    BID,
+    BalanceChanged,
+    Deal,
+    Event,
+    OrderFinished,
+    TradeDetail,
+)
+
+log = logging.getLogger("exchange_server.history")
+
+BALANCE = "balance_history"
+ORDER = "order_history"
+DETAIL = "order_detail"
+DEAL = "deal_history"
+USER_DEAL = "user_deal_history"
+
+KINDS = (BALANCE, ORDER, DETAIL, DEAL, USER_DEAL)
+
+#: What a history row for an order restored without a source shows (the C server printed a
+#: NULL ``char *`` with glibc's printf, which gives "(null)").
+NULL_SOURCE = "(null)"
+
+
+class BalanceRow(NamedTuple):
+    time: float
+    user_id: int
+    asset: str
+    business: str
+    change: Decimal
+    balance: Decimal
+    detail: str
+
+
+class OrderRow(NamedTuple):
+    id: int
+    create_time: float
+    finish_time: float
+    user_id: int
+    market: str
+    source: str
+    t: int
+    side: int
+    price: Decimal
+    amount: Decimal
+    taker_fee: Decimal
+    maker_fee: Decimal
+    deal_stock: Decimal
+    deal_money: Decimal
+    deal_fee: Decimal
+
+
+class DealRow(NamedTuple):
+    time: float
+    user_id: int
+    deal_id: int
+    order_id: int
+    deal_order_id: int
+    role: int
+    price: Decimal
+    amount: Decimal
+    deal: Decimal
+    fee: Decimal
+    deal_fee: Decimal
+
+
+class UserDealRow(NamedTuple):
+    time: float
+    user_id: int
+    market: str
+    deal_id: int
+    order_id: int
+    deal_order_id: int
+    side: int
+    role: int
+    price: Decimal
+    amount: Decimal
+    deal: Decimal
+    fee: Decimal
+    deal_fee: Decimal
+
+
+AnyRow = BalanceRow | OrderRow | DealRow | UserDealRow
+#: (table kind, row)
+Row = tuple[str, AnyRow]
+
+
+# -- table descriptions ---------------------------------------------------------------------------
+
+#: Per table: the (column, original SQL type) pairs that rows fill, in row-tuple order.  The
+#: AUTO_INCREMENT ``id`` of balance/deal tables is not part of the row.
+TABLES: dict[str, tuple[tuple[str, str], ...]] = {
+    BALANCE: (
+        ("time", "DOUBLE"),
+        ("user_id", "INT UNSIGNED"),
+        ("asset", "VARCHAR(30)"),
+        ("business", "VARCHAR(30)"),
+        ("change", "DECIMAL(30,8)"),
+        ("balance", "DECIMAL(30,16)"),
+        ("detail", "TEXT"),
+    ),
+    ORDER: (
+        ("id", "BIGINT UNSIGNED"),
+        ("create_time", "DOUBLE"),
+        ("finish_time", "DOUBLE"),
+        ("user_id", "INT UNSIGNED"),
+        ("market", "VARCHAR(30)"),
+        ("source", "VARCHAR(30)"),
+        ("t", "TINYINT UNSIGNED"),
+        ("side", "TINYINT UNSIGNED"),
+        ("price", "DECIMAL(30,8)"),
+        ("amount", "DECIMAL(30,8)"),
+        ("taker_fee", "DECIMAL(30,4)"),
+        ("maker_fee", "DECIMAL(30,4)"),
+        ("deal_stock", "DECIMAL(30,8)"),
+        ("deal_money", "DECIMAL(30,16)"),
+        ("deal_fee", "DECIMAL(30,16)"),
+    ),
+    DEAL: (
+        ("time", "DOUBLE"),
+        ("user_id", "INT UNSIGNED"),
+        ("deal_id", "BIGINT UNSIGNED"),
+        ("order_id", "BIGINT UNSIGNED"),
+        ("deal_order_id", "BIGINT UNSIGNED"),
+        ("role", "TINYINT UNSIGNED"),
+        ("price", "DECIMAL(30,8)"),
+        ("amount", "DECIMAL(30,8)"),
+        ("deal", "DECIMAL(30,16)"),
+        ("fee", "DECIMAL(30,16)"),
+        ("deal_fee", "DECIMAL(30,16)"),
+    ),
+    USER_DEAL: (
+        ("time", "DOUBLE"),
+        ("user_id", "INT UNSIGNED"),
+        ("market", "VARCHAR(30)"),
+        ("deal_id", "BIGINT UNSIGNED"),
+        ("order_id", "BIGINT UNSIGNED"),
+        ("deal_order_id", "BIGINT UNSIGNED"),
+        ("side", "TINYINT UNSIGNED"),
+        ("role", "TINYINT UNSIGNED"),
+        ("price", "DECIMAL(30,8)"),
+        ("amount", "DECIMAL(30,8)"),
+        ("deal", "DECIMAL(30,16)"),
+        ("fee", "DECIMAL(30,16)"),
+        ("deal_fee", "DECIMAL(30,16)"),
+    ),
+}
+TABLES[DETAIL] = TABLES[ORDER]
+
+#: Tables whose ``id`` is an AUTO_INCREMENT column not carried by the row.
+AUTO_ID = frozenset((BALANCE, DEAL, USER_DEAL))
+
+#: Index in the row of the value whose ``% 100`` picks the MySQL shard (storage.md section 2).
+SHARD_FIELD = {
+    BALANCE: BalanceRow._fields.index("user_id"),
+    ORDER: OrderRow._fields.index("user_id"),
+    DETAIL: OrderRow._fields.index("id"),
+    DEAL: DealRow._fields.index("order_id"),
+    USER_DEAL: UserDealRow._fields.index("user_id"),
+}
+
+#: Number of ``X_N`` shards per table in MySQL.
+SHARDS = 100
+
+_DECIMAL_TYPE = re.compile(r"DECIMAL\((\d+),(\d+)\)\Z")
+_VARCHAR_TYPE = re.compile(r"VARCHAR\((\d+)\)\Z")
+
+
+# -- events -> rows -------------------------------------------------------------------------------
+
+_json_str: dict[str, str] = {}
+
+
+def _quoted(text: str) -> str:
+    quoted = _json_str.get(text)
+    if quoted is None:
+        quoted = json.dumps(text, ensure_ascii=False)
+        if len(_json_str) < 10_000:
+            _json_str[text] = quoted
+    return quoted
+
+
+def trade_detail_json(d: TradeDetail) -> str:
+    """``{"a": amount, "f": fee_rate?, "i": order_id, "m": market, "p": price}`` (sorted keys,
+    jansson's default separators)."""
+    if d.fee_rate is None:
+        return (f'{{"a": "{fmt(d.amount)}", "i": {d.order_id}, "m": {_quoted(d.market)}, '
+                f'"p": "{fmt(d.price)}"}}')
+    return (f'{{"a": "{fmt(d.amount)}", "f": "{fmt(d.fee_rate)}", "i": {d.order_id}, '
+            f'"m": {_quoted(d.market)}, "p": "{fmt(d.price)}"}}')
+
+
+def detail_json(detail: dict[str, Any] | TradeDetail) -> str:
+    """The ``detail`` column text.  A balance.update detail is the client's JSON object (with
+    ``"id"`` appended by the engine), in its own key order.  Something that cannot be written as
+    JSON (never produced by the engine) is stored as ``{}``, which is also what readhistory
+    answers for a detail it cannot parse."""
+    if isinstance(detail, TradeDetail):
+        return trade_detail_json(detail)
+    try:
+        text = json.dumps(detail, ensure_ascii=False, allow_nan=False)
+        text.encode()  # lone surrogates cannot be stored
+    except (TypeError, ValueError) as e:
+        log.warning("balance history detail cannot be stored as JSON (%s): stored as {}", e)
+        return "{}"
+    return text
+
+
+def balance_row(e: BalanceChanged) -> BalanceRow:
+    return BalanceRow(e.time, e.user, e.asset, e.business, e.change, e.balance,
+                      detail_json(e.detail))
+
+
+def order_row(e: OrderFinished) -> OrderRow:
+    o = e.order
+    return OrderRow(
+        o.id, o.ctime, o.mtime, o.user, o.market, NULL_SOURCE if o.source is None else o.source,
+        o.type, o.side, o.price, o.amount, o.taker_fee, o.maker_fee, o.deal_stock, o.deal_money,
+        o.deal_fee,
+    )
+
+
+def deal_rows(e: Deal) -> tuple[DealRow, DealRow, UserDealRow, UserDealRow]:
+    """The ask order's and the bid order's deal_history rows, then the two users' rows."""
+    ask = DealRow(e.time, e.ask_user, e.deal_id, e.ask_order_id, e.bid_order_id, e.ask_side_role,
+                  e.price, e.amount, e.deal, e.ask_fee, e.bid_fee)
+    bid = DealRow(e.time, e.bid_user, e.deal_id, e.bid_order_id, e.ask_order_id, e.bid_side_role,
+                  e.price, e.amount, e.deal, e.bid_fee, e.ask_fee)
+    user_ask = UserDealRow(e.time, e.ask_user, e.market, e.deal_id, e.ask_order_id,
+                           e.bid_order_id, ASK, e.ask_side_role, e.price, e.amount, e.deal,
+                           e.ask_fee, e.bid_fee)
+    user_bid = UserDealRow(e.time, e.bid_user, e.market, e.deal_id, e.bid_order_id,
+                           e.ask_order_id, BID, e.bid_side_role, e.price, e.amount, e.deal,
+                           e.bid_fee, e.ask_fee)
+    return ask, bid, user_ask, user_bid
+
+
+def rows_of(events: Iterable[Event]) -> list[Row]:
+    """All history rows of one operation's events, in event order."""
+    rows: list[Row] = []
+    append = rows.append
+    for e in events:
+        if type(e) is BalanceChanged:
+            append((BALANCE, balance_row(e)))
+        elif type(e) is Deal:
+            ask, bid, user_ask, user_bid = deal_rows(e)
+            append((DEAL, ask))
+            append((DEAL, bid))
+            append((USER_DEAL, user_ask))
+            append((USER_DEAL, user_bid))
+        elif type(e) is OrderFinished:
+            row = order_row(e)
+            append((ORDER, row))
+            append((DETAIL, row))
+    return rows
+
+
+def shard_of(kind: str, row: Sequence[Any]) -> int:
+    return int(row[SHARD_FIELD[kind]]) % SHARDS
+
+
+# -- rows -> column values ------------------------------------------------------------------------
+
+_CONTEXT = Context(prec=80, rounding=ROUND_HALF_UP, Emax=999_999, Emin=-999_999)
+#: Bytes a MySQL TEXT column holds.
+TEXT_MAX_BYTES = 65_535
+
+Converter = Callable[[Any], Any]
+
+
+def decimal_converter(precision: int, scale: int) -> Callable[[Decimal], str]:
+    """What a DECIMAL(precision, scale) column stores for a value, as fixed-point text.
+
+    Rounded half away from zero to ``scale`` places (MySQL's rounding when storing DECIMAL), a
+    negative zero made positive, and a value beyond the column's range clamped to its largest
+    value (what the original's non-strict MySQL stored; with strict mode, which our connections
+    use, the row would fail forever instead, blocking all history behind it).
+    """
+    quant = Decimal(1).scaleb(-scale)
+    largest = Decimal(10) ** (precision - scale) - quant
+
+    def convert(value: Decimal) -> str:
+        if value > largest or value < -largest:
+            log.warning("history value %s is out of range of DECIMAL(%d,%d): clamped",
+                        value, precision, scale)
+            value = largest if value > 0 else -largest
+        stored = value.quantize(quant, ROUND_HALF_UP, _CONTEXT)
+        if not stored:
+            stored = abs(stored)
+        return format(stored, "f")
+
+    return convert
+
+
+def time_value(value: float) -> float:
+    """The original wrote times with printf ``%f``: microsecond precision."""
+    return float(f"{value:.6f}")
+
+
+def varchar_converter(length: int) -> Callable[[str], str]:
+    def convert(value: str) -> str:
+        if len(value) > length:
+            log.warning("history value %r is longer than VARCHAR(%d): truncated", value, length)
+            return value[:length]
+        return value
+
+    return convert
+
+
+def text_value(value: str) -> str:
+    """A TEXT column holds 64 KiB.  The original's MySQL truncated longer JSON, which its
+    readhistory then answered as ``{}``; we store ``{}`` directly (same answer, valid JSON)."""
+    if len(value) > TEXT_MAX_BYTES // 4 and len(value.encode()) > TEXT_MAX_BYTES:
+        log.warning("history detail of %d bytes does not fit TEXT: stored as {}",
+                    len(value.encode()))
+        return "{}"
+    return value
+
+
+def column_converters(kind: str) -> list[Converter | None]:
+    """Per column of ``kind``'s rows: the function giving the stored value (None: as is)."""
+    converters: list[Converter | None] = []
+    for _name, sql_type in TABLES[kind]:
+        dec = _DECIMAL_TYPE.match(sql_type)
+        var = _VARCHAR_TYPE.match(sql_type)
+        if dec:
+            converters.append(decimal_converter(int(dec.group(1)), int(dec.group(2))))
+        elif var:
+            converters.append(varchar_converter(int(var.group(1))))
+        elif sql_type == "DOUBLE":
+            converters.append(time_value)
+        elif sql_type == "TEXT":
+            converters.append(text_value)
+        else:
+            converters.append(None)
+    return converters
+
+
+def row_converter(kind: str) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A function turning one row of ``kind`` into its stored column values."""
+    convs = column_converters(kind)
+    pairs = [(i, c) for i, c in enumerate(convs) if c is not None]
+
+    def convert(row: Sequence[Any]) -> tuple[Any, ...]:
+        values = list(row)
+        for i, c in pairs:
+            values[i] = c(values[i])
+        return tuple(values)
+
+    return convert
+
+
+ROW_CONVERTERS: dict[str, Callable[[Sequence[Any]], tuple[Any, ...]]] = {
+    kind: row_converter(kind) for kind in KINDS
+}
+
+
+# -- stored text -> reply text --------------------------------------------------------------------
+
+
+def strip_zeros(text: str) -> str:
+    """The original readhistory's ``rstripzero`` on MySQL's DECIMAL text: trailing zeros after
+    the point removed, then a dangling point ("1.50000000" -> "1.5", "2.000" -> "2")."""
+    if "." not in text:
+        return text
+    text = text.rstrip("0")
+    if text[-1] == ".":
+        text = text[:-1]
+    if text == "-0":
+        return "0"
+    return text
+
+
+def decimal_text(value: Any) -> str:
+    """A DECIMAL column value as read (MySQL: Decimal; SQLite: the stored text) -> reply text."""
+    if isinstance(value, Decimal):
+        return strip_zeros(format(value, "f"))
+    return strip_zeros(str(value))

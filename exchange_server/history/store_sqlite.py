@@ -1,0 +1,185 @@
+"""History backend for embedded mode: one SQLite file ``<data_dir>/trade_history.sqlite``.
+
+One table per kind (no sharding), with the original's column names; decimals are TEXT holding
+exactly what the original's DECIMAL column would hold (rounded to the column's scale, see
+``rows.column_converters``), so readers format both backends the same way.  ``id`` is the
+rowid: AUTO_INCREMENT-like for balance/deal rows (never reused: rows are never deleted), the
+order id for order rows.
+
+WAL with ``synchronous=NORMAL``: a power cut can lose the last transactions, rows and mark
+together, and the operation log (fully synchronous) replays them.
+
+Indexes serve the readhistory queries (storage.md section 2), each ending implicitly in the
+rowid so ``ORDER BY id DESC`` walks the index backwards:
+balance_history (user_id), (user_id, asset), (user_id, asset, business); order_history
+(user_id, market); deal_history (order_id); user_deal_history (user_id, market).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from exchange_server.history.rows import (
+    AUTO_ID,
+    BALANCE,
+    DEAL,
+    DETAIL,
+    KINDS,
+    ORDER,
+    ROW_CONVERTERS,
+    TABLES,
+    USER_DEAL,
+)
+from exchange_server.history.store import HistoryStoreError, Operation, skip_stored
+from exchange_server.storage import sqlite as sqlite_db
+from exchange_server.storage.forkguard import FORK_GUARD
+
+FILENAME = "trade_history.sqlite"
+
+_SQL_TYPES = {"DOUBLE": "REAL", "TEXT": "TEXT"}
+
+INDEXES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
+    BALANCE: [
+        ("idx_user", ("user_id",)),
+        ("idx_user_asset", ("user_id", "asset")),
+        ("idx_user_asset_business", ("user_id", "asset", "business")),
+    ],
+    ORDER: [("idx_user_market", ("user_id", "market"))],
+    DETAIL: [],
+    DEAL: [("idx_order_id", ("order_id",))],
+    USER_DEAL: [("idx_user_market", ("user_id", "market"))],
+}
+
+
+def _sqlite_type(sql_type: str) -> str:
+    if sql_type.startswith(("DECIMAL", "VARCHAR")):
+        return "TEXT"
+    if sql_type.endswith("INT UNSIGNED"):
+        return "INTEGER"
+    return _SQL_TYPES[sql_type]
+
+
+def schema() -> list[str]:
+    ddl: list[str] = []
+    for kind in KINDS:
+        cols = []
+        if kind in AUTO_ID:
+            cols.append('"id" INTEGER PRIMARY KEY')
+        for name, sql_type in TABLES[kind]:
+            if name == "id":
+                cols.append('"id" INTEGER PRIMARY KEY')
+            else:
+                cols.append(f'"{name}" {_sqlite_type(sql_type)} NOT NULL')
+        ddl.append(f'CREATE TABLE IF NOT EXISTS "{kind}" ({", ".join(cols)})')
+        for index, columns in INDEXES[kind]:
+            column_list = ", ".join(f'"{c}"' for c in columns)
+            ddl.append(f'CREATE INDEX IF NOT EXISTS "{kind}_{index}" ON "{kind}" ({column_list})')
+    ddl.append('CREATE TABLE IF NOT EXISTS "history_offset" '
+               '("id" INTEGER PRIMARY KEY, "oper_id" INTEGER NOT NULL)')
+    ddl.append('INSERT OR IGNORE INTO "history_offset" ("id", "oper_id") VALUES (1, 0)')
+    return ddl
+
+
+def insert_sql(kind: str) -> str:
+    names = [name for name, _ in TABLES[kind]]
+    columns = ", ".join(f'"{n}"' for n in names)
+    marks = ", ".join("?" for _ in names)
+    # order rows: a second write of an order id (never expected) keeps the first, as the
+    # original ignored MySQL's duplicate-key error.
+    verb = "INSERT OR IGNORE" if kind in (ORDER, DETAIL) else "INSERT"
+    return f'{verb} INTO "{kind}" ({columns}) VALUES ({marks})'
+
+
+_INSERTS = {kind: insert_sql(kind) for kind in KINDS}
+
+
+class SqliteHistoryStore:
+    def __init__(self, data_dir: str | Path) -> None:
+        self.path = Path(data_dir) / FILENAME
+        self._conn: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteHistoryStore({str(self.path)!r})"
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite_db.connect(self.path)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connect()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in schema():
+                    conn.execute(statement)
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+        except (sqlite3.Error, OSError) as e:
+            raise HistoryStoreError(f"{self.path}: {e}") from e
+
+    def read_mark(self) -> int:
+        try:
+            conn = self._connect()
+            try:
+                row = conn.execute('SELECT "oper_id" FROM "history_offset" WHERE "id" = 1').fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error as e:
+            raise HistoryStoreError(f"{self.path}: {e}") from e
+        return int(row[0]) if row else 0
+
+    def write(self, batch: Sequence[Operation]) -> int:
+        if not batch:
+            return 0
+        with FORK_GUARD.using():
+            return self._write(batch)
+
+    def _write(self, batch: Sequence[Operation]) -> int:
+        try:
+            conn = self._conn
+            if conn is None:
+                conn = self._conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute('SELECT "oper_id" FROM "history_offset" WHERE "id" = 1').fetchone()
+                mark = int(row[0]) if row else 0
+                todo = skip_stored(batch, mark)
+                if not todo:
+                    conn.execute("ROLLBACK")
+                    return 0
+                grouped: dict[str, list[tuple[object, ...]]] = {}
+                for _oper_id, rows in todo:
+                    for kind, values in rows:
+                        group = grouped.get(kind)
+                        if group is None:
+                            group = grouped[kind] = []
+                        group.append(values)
+                count = 0
+                for kind, group in grouped.items():
+                    convert = ROW_CONVERTERS[kind]
+                    conn.executemany(_INSERTS[kind], [convert(v) for v in group])
+                    count += len(group)
+                conn.execute('INSERT OR REPLACE INTO "history_offset" ("id", "oper_id") '
+                             'VALUES (1, ?)', (todo[-1][0],))
+                conn.execute("COMMIT")
+                return count
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            self.close()
+            raise HistoryStoreError(f"{self.path}: {e}") from e
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass

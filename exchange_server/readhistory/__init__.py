@@ -1,0 +1,1 @@
+"""readhistory: the read-only history query service (rpc.md section 5)."""
