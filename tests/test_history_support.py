@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -207,7 +208,8 @@ class HistoryBackend:
             cols = ", ".join(f"`{name}`" for name, _ in TABLES[kind])
             sqls = [f"SELECT {cols} FROM `{t}` ORDER BY `id`" for t in self._tables(kind)]
             rows = [r for part in self.query_many(location, sqls) for r in part]
-            out[kind] = [tuple(_text(v) for v in r) for r in rows]
+            scales = [_scale(sql_type) for _, sql_type in TABLES[kind]]
+            out[kind] = [tuple(_text(v, sc) for v, sc in zip(r, scales, strict=True)) for r in rows]
         return out
 
     def ids(self, location: Any, kind: str) -> list[int]:
@@ -225,12 +227,19 @@ class HistoryBackend:
             reader.close()
 
 
-def _text(value: Any) -> Any:
-    from decimal import Decimal
+def _scale(sql_type: str) -> int | None:
+    match = re.match(r"DECIMAL\((\d+),(\d+)\)", sql_type)
+    return int(match.group(2)) if match else None
 
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    return value
+
+def _text(value: Any, scale: int | None) -> Any:
+    """A stored value as its DECIMAL column holds it: MySQL gives a Decimal at the scale, the
+    SQLite store keeps the exact text that readers round the same way."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    if scale is None:
+        return value
+    return format(Decimal(value).quantize(Decimal(1).scaleb(-scale), ROUND_HALF_UP), "f")
 
 
 def mysql_drop(cfg: MysqlConfig) -> None:

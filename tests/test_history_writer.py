@@ -12,7 +12,16 @@ from typing import Any
 import pytest
 
 from exchange_server.common.config import MysqlConfig
-from exchange_server.history.rows import BALANCE, DEAL, DETAIL, KINDS, ORDER, USER_DEAL, rows_of
+from exchange_server.history.rows import (
+    BALANCE,
+    DEAL,
+    DETAIL,
+    KINDS,
+    ORDER,
+    USER_DEAL,
+    decimal_text,
+    rows_of,
+)
 from exchange_server.history.store import HistoryStoreError
 from exchange_server.history.store_mysql import MysqlHistoryStore, init_schema
 from exchange_server.history.writer import HistoryWriter
@@ -120,8 +129,8 @@ def test_ids_follow_event_order(history_backend: HistoryBackend) -> None:
     else:
         rows = history_backend.query(location, "SELECT `change`, `time` FROM `balance_history_1` "
                                                "WHERE `user_id` = 1 ORDER BY `id`")
-    assert [str(r[0]) for r in rows] == ["10.00000000", "-1.50000000", "150.00000000", "-0.15000000",
-                                         "-0.40000000", "36.00000000", "-0.07200000"]
+    assert [decimal_text(r[0], 8) for r in rows] == ["10", "-1.5", "150", "-0.15", "-0.4", "36",
+                                                     "-0.072"]
 
 
 # -- exactly once ---------------------------------------------------------------------------------

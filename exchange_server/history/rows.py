@@ -300,25 +300,29 @@ Converter = Callable[[Any], Any]
 
 
 def decimal_converter(precision: int, scale: int) -> Callable[[Decimal], str]:
-    """What a DECIMAL(precision, scale) column stores for a value, as fixed-point text.
+    """What we hand to a DECIMAL(precision, scale) column for a value.
 
-    Rounded half away from zero to ``scale`` places (MySQL's rounding when storing DECIMAL), a
-    negative zero made positive, and a value beyond the column's range clamped to its largest
-    value (what the original's non-strict MySQL stored; with strict mode, which our connections
-    use, the row would fail forever instead, blocking all history behind it).
+    The exact decimal text: MySQL rounds it half away from zero to ``scale`` places when
+    storing it (as the original's did), and the SQLite store keeps it exact and lets readers
+    round it (``decimal_text``), so both answer the same.  Only a value near or beyond the
+    column's range is rounded here and clamped to the largest value (what the original's
+    non-strict MySQL stored; in strict mode, which our connections use, the row would fail
+    forever instead, blocking all history behind it).  Formatting every value to the scale
+    here cost most of the history writer's time.
     """
     quant = Decimal(1).scaleb(-scale)
     largest = Decimal(10) ** (precision - scale) - quant
+    limit = precision - scale - 1
 
     def convert(value: Decimal) -> str:
-        if value > largest or value < -largest:
-            log.warning("history value %s is out of range of DECIMAL(%d,%d): clamped",
-                        value, precision, scale)
-            value = largest if value > 0 else -largest
-        stored = value.quantize(quant, ROUND_HALF_UP, _CONTEXT)
-        if not stored:
-            stored = abs(stored)
-        return format(stored, "f")
+        if value and value.adjusted() >= limit:
+            stored = value.quantize(quant, ROUND_HALF_UP, _CONTEXT)
+            if stored > largest or stored < -largest:
+                log.warning("history value %s is out of range of DECIMAL(%d,%d): clamped",
+                            value, precision, scale)
+                stored = largest if value > 0 else -largest
+            return format(stored, "f")
+        return str(value)
 
     return convert
 
@@ -402,8 +406,16 @@ def strip_zeros(text: str) -> str:
     return text
 
 
-def decimal_text(value: Any) -> str:
-    """A DECIMAL column value as read (MySQL: Decimal; SQLite: the stored text) -> reply text."""
-    if isinstance(value, Decimal):
-        return strip_zeros(format(value, "f"))
-    return strip_zeros(str(value))
+_SCALES = [Decimal(1).scaleb(-scale) for scale in range(31)]
+
+
+def decimal_text(value: Any, scale: int) -> str:
+    """A DECIMAL(_, scale) column value as read -> reply text: the column's fixed-point text
+    with trailing zeros stripped.  MySQL gives a Decimal already at the scale; SQLite gives the
+    exact text we stored, rounded here as MySQL would have rounded it."""
+    if not isinstance(value, Decimal):
+        value = Decimal(value)
+    value = value.quantize(_SCALES[scale], ROUND_HALF_UP, _CONTEXT)
+    if not value:
+        return "0"
+    return strip_zeros(format(value, "f"))

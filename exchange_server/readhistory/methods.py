@@ -91,8 +91,8 @@ def balance_record(row: Record) -> dict[str, Any]:
         "time": float(row[0]),
         "asset": row[1],
         "business": row[2],
-        "change": decimal_text(row[3]),
-        "balance": decimal_text(row[4]),
+        "change": decimal_text(row[3], 8),
+        "balance": decimal_text(row[4], 16),
         "detail": _detail(row[5]),
     }
 
@@ -107,13 +107,13 @@ def finished_order(row: Record) -> dict[str, Any]:
         "source": row[5],
         "type": int(row[6]),
         "side": int(row[7]),
-        "price": decimal_text(row[8]),
-        "amount": decimal_text(row[9]),
-        "taker_fee": decimal_text(row[10]),
-        "maker_fee": decimal_text(row[11]),
-        "deal_stock": decimal_text(row[12]),
-        "deal_money": decimal_text(row[13]),
-        "deal_fee": decimal_text(row[14]),
+        "price": decimal_text(row[8], 8),
+        "amount": decimal_text(row[9], 8),
+        "taker_fee": decimal_text(row[10], 4),
+        "maker_fee": decimal_text(row[11], 4),
+        "deal_stock": decimal_text(row[12], 8),
+        "deal_money": decimal_text(row[13], 16),
+        "deal_fee": decimal_text(row[14], 16),
     }
 
 
@@ -123,10 +123,10 @@ def order_deal(row: Record) -> dict[str, Any]:
         "user": int(row[1]),
         "id": int(row[2]),
         "role": int(row[3]),
-        "price": decimal_text(row[4]),
-        "amount": decimal_text(row[5]),
-        "deal": decimal_text(row[6]),
-        "fee": decimal_text(row[7]),
+        "price": decimal_text(row[4], 8),
+        "amount": decimal_text(row[5], 8),
+        "deal": decimal_text(row[6], 16),
+        "fee": decimal_text(row[7], 16),
         "deal_order_id": int(row[8]),
     }
 
@@ -138,10 +138,10 @@ def user_deal(row: Record) -> dict[str, Any]:
         "id": int(row[2]),
         "side": int(row[3]),
         "role": int(row[4]),
-        "price": decimal_text(row[5]),
-        "amount": decimal_text(row[6]),
-        "deal": decimal_text(row[7]),
-        "fee": decimal_text(row[8]),
+        "price": decimal_text(row[5], 8),
+        "amount": decimal_text(row[6], 8),
+        "deal": decimal_text(row[7], 16),
+        "fee": decimal_text(row[8], 16),
         "deal_order_id": int(row[9]),
         "market": row[10],
     }
