@@ -1,0 +1,14 @@
+"""Process behaviour shared by every service (config.md 2).
+
+* :mod:`.runner`: :func:`run_service`, the whole life of a service process
+* :mod:`.daemon`: detaching and the watchdog that restarts a worker killed by a signal
+* :mod:`.lock`: one instance per host and service (``/tmp/<name>.lock``)
+* :mod:`.signals`: SIGTERM/SIGQUIT stop, SIGTTIN/SIGTTOU log level, SIGUSR1 reload flag
+* :mod:`.logsetup`: the original's log files and flags; FATAL alerts by UDP
+* :mod:`.monitor`: the health-probe listener
+* :mod:`.settings`: the ``process``, ``log``, ``alert`` and ``monitor`` config blocks
+"""
+
+from exchange_server.process.runner import ManagedService, run_service
+
+__all__ = ["ManagedService", "run_service"]

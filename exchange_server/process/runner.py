@@ -1,0 +1,156 @@
+"""Running one service as its own process, the way the original's ``*_main.c`` do.
+
+``run_service(name, config_path, build)``:
+
+1. read the JSON config and its ``process`` / ``log`` / ``alert`` / ``monitor`` blocks (and
+   run ``validate(config)`` if given) while the terminal is still attached: a bad config is
+   reported on stderr with exit status 2;
+2. take the single-instance lock ``/tmp/<name>.lock`` -> "process: <name> exist", status 1;
+3. apply ``process.file_limit`` / ``core_limit``; open the log files (and the alert sender);
+4. with ``daemon``: detach; with ``watchdog`` (default: same as ``daemon``): fork the worker
+   under the watchdog, which restarts it when it dies by a signal;
+5. in the worker: an event loop (uvloop), the signal handlers, ``service = await build(config)``,
+   ``await service.start()``, the ``monitor`` listener if configured; then wait for SIGTERM /
+   SIGQUIT (or ``service.finished()`` returning, if the service has that method) and
+   ``await service.stop()``.
+
+The exit status is 0 after a graceful stop, 1 when the service failed to start or stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import IO, Any, Protocol
+
+from exchange_server.common.config import ConfigError, read_json
+from exchange_server.process.daemon import RESTART_DELAY, daemonize, watchdog
+from exchange_server.process.limits import apply_limits
+from exchange_server.process.lock import ProcessExists, acquire_process_lock, write_pid
+from exchange_server.process.logsetup import LoggingSetup, setup_logging
+from exchange_server.process.monitor import MonitorServer
+from exchange_server.process.settings import ProcessSettings, read_process_settings
+from exchange_server.process.signals import ProcessSignals
+
+log = logging.getLogger("exchange_server.process")
+
+
+class ManagedService(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+Build = Callable[[dict[str, Any]], Awaitable[ManagedService]]
+
+
+def run_service(name: str, config_path: str, build: Build, *, daemon: bool = False,
+                watchdog_enabled: bool | None = None, lock_dir: str | None = None,
+                alert_required: bool | None = None,
+                validate: Callable[[dict[str, Any]], object] | None = None,
+                restart_delay: float = RESTART_DELAY, log_stderr: bool = False,
+                stop_timeout: float = 120.0) -> int:
+    """Run service ``name`` from ``config_path``; returns the process exit status."""
+    try:
+        data = read_json(config_path)
+        if alert_required is None:
+            alert_required = name != "alertcenter"
+        settings = read_process_settings(data, alert_required=alert_required)
+        if validate is not None:
+            validate(data)
+    except ConfigError as e:
+        print(f"{name}: invalid config: {e}", file=sys.stderr)
+        return 2
+    try:
+        lock = acquire_process_lock(name, lock_dir)
+    except ProcessExists:
+        print(f"process: {name} exist", flush=True)
+        return 1
+    try:
+        apply_limits(settings.process)
+    except (OSError, ValueError) as e:
+        print(f"{name}: init process fail: {e}", file=sys.stderr)
+        return 1
+    try:
+        logging_setup = setup_logging(settings.log, settings.alert, stderr=log_stderr and not daemon)
+    except OSError as e:
+        print(f"{name}: init log fail: {e}", file=sys.stderr)
+        return 1
+    return _run(name, data, build, settings, logging_setup, lock, daemon,
+                daemon if watchdog_enabled is None else watchdog_enabled, restart_delay,
+                stop_timeout)
+
+
+def _run(name: str, data: dict[str, Any], build: Build, settings: ProcessSettings,
+         logging_setup: LoggingSetup, lock: IO[str], daemon: bool, use_watchdog: bool,
+         restart_delay: float, stop_timeout: float) -> int:
+    if daemon:
+        daemonize()
+    write_pid(lock)
+    if use_watchdog:
+        code = watchdog(name, restart_delay, daemon=daemon,
+                        on_fork=lambda is_worker: logging_setup.after_fork(shared=not is_worker))
+        if code is not None:
+            log.warning("watchdog: %s stopped (status %d)", name, code)
+            return code
+    code = run_loop(_worker(name, data, build, settings, logging_setup, daemon, stop_timeout))
+    logging.shutdown()
+    return code
+
+
+def run_loop(coro: Awaitable[int]) -> int:
+    """Run ``coro`` on a fresh event loop (uvloop when installed)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    return int(uvloop.run(coro))  # type: ignore[arg-type]
+
+
+async def _worker(name: str, data: dict[str, Any], build: Build, settings: ProcessSettings,
+                  logging_setup: LoggingSetup, daemon: bool, stop_timeout: float) -> int:
+    signals = ProcessSignals(logging_setup.levels, daemon).install()
+    try:
+        service = await build(data)
+        await service.start()
+    except Exception as e:
+        log.critical("%s: init server fail: %s", name, e, exc_info=True)
+        if not daemon:
+            print(f"{name}: init server fail: {e}", file=sys.stderr)
+        return 1
+    monitor: MonitorServer | None = None
+    code = 0
+    try:
+        if settings.monitor is not None:
+            monitor = MonitorServer()
+            await monitor.start(settings.monitor.bind)
+        log.warning("server start: %s (pid %d)", name, os.getpid())
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(signals.stop.wait())]
+        finished = getattr(service, "finished", None)
+        if callable(finished):
+            waiters.append(asyncio.ensure_future(finished()))
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        if not signals.stop.is_set():
+            log.critical("%s: service ended by itself", name)
+            code = 1
+    except Exception as e:
+        log.critical("%s: %s", name, e, exc_info=True)
+        code = 1
+    finally:
+        log.warning("server stop: %s", name)
+        if monitor is not None:
+            with contextlib.suppress(Exception):
+                await monitor.stop()
+        try:
+            await asyncio.wait_for(service.stop(), stop_timeout)
+        except Exception as e:
+            log.critical("%s: stop failed: %s", name, e, exc_info=True)
+            code = 1
+        signals.uninstall()
+    return code

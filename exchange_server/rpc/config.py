@@ -1,0 +1,63 @@
+"""The original's rpc client and rpc server config blocks (config.md 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exchange_server.common.config import ConfigError, Node, SvrConfig, read_svr
+from exchange_server.rpc.addr import parse_sock_addr
+from exchange_server.rpc.client import RpcClient
+
+
+@dataclass(frozen=True)
+class RpcClientConfig:
+    name: str
+    addr: list[str]
+    max_pkg_size: int
+    buf_limit: int = 0
+    read_mem: int = 0
+    write_mem: int = 0
+    reconnect_timeout: float = 0.0
+    heartbeat_timeout: float = 0.0
+
+
+def _check_addrs(node: Node, key: str, values: list[str], kinds: tuple[str, ...]) -> None:
+    for i, text in enumerate(values):
+        where = node.where(key) if len(values) == 1 else f"{node.where(key)}[{i}]"
+        try:
+            addr = parse_sock_addr(text)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        if addr.kind not in kinds:
+            raise ConfigError(f"{where}: {addr.kind}@ is not supported here (use "
+                              f"{', '.join(k + '@' for k in kinds)})")
+
+
+def read_rpc_client(node: Node) -> RpcClientConfig:
+    """An rpc client block: ``{"name", "addr" (string or array), "max_pkg_size", ...}``."""
+    addrs = node.str_or_list("addr")
+    _check_addrs(node, "addr", addrs, ("tcp", "stream"))
+    return RpcClientConfig(
+        name=node.string("name"),
+        addr=addrs,
+        max_pkg_size=node.integer("max_pkg_size", minimum=64),
+        buf_limit=node.integer("buf_limit", 0, 0),
+        read_mem=node.integer("read_mem", 0, 0),
+        write_mem=node.integer("write_mem", 0, 0),
+        reconnect_timeout=node.real("reconnect_timeout", 0.0, 0.0),
+        heartbeat_timeout=node.real("heartbeat_timeout", 0.0, 0.0),
+    )
+
+
+def read_rpc_server(node: Node) -> SvrConfig:
+    """An rpc server block (``svr``), with every bind address checked."""
+    cfg = read_svr(node)
+    _check_addrs(node, "bind", cfg.bind, ("tcp", "udp", "stream"))
+    return cfg
+
+
+def make_client(cfg: RpcClientConfig, timeout: float | None = None) -> RpcClient:
+    """An (unstarted) client for the block; ``timeout`` applies to every request if set."""
+    return RpcClient(cfg.name, cfg.addr, max_pkg_size=cfg.max_pkg_size, timeout=timeout,
+                     heartbeat_timeout=cfg.heartbeat_timeout,
+                     reconnect_timeout=cfg.reconnect_timeout)
