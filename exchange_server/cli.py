@@ -65,6 +65,27 @@ def _run_async(coro: object) -> None:
         asyncio.run(coro)  # type: ignore[arg-type]
 
 
+#: ``exchange-server SERVICE -c CONFIG``: the module of each service's stand-alone process (it
+#: exposes ``build(config_data)`` and ``validate(config_data)``).
+SERVICE_MODULES = {
+    "matchengine": "exchange_server.matchengine.standalone",
+    "readhistory": "exchange_server.readhistory.standalone",
+    "accesshttp": "exchange_server.accesshttp.standalone",
+    "alertcenter": "exchange_server.alertcenter",
+}
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    import importlib
+
+    from exchange_server.process import run_service
+
+    module = importlib.import_module(SERVICE_MODULES[args.command])
+    return run_service(args.command, args.config, module.build, daemon=args.daemon,
+                       validate=getattr(module, "validate", None), lock_dir=args.lock_dir,
+                       log_stderr=args.log_stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exchange-server", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
@@ -82,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--disable", action="append", metavar="SERVICE",
                      help="leave a service out (readhistory); repeatable")
     run.set_defaults(func=cmd_run)
+
+    for name in SERVICE_MODULES:
+        svc = sub.add_parser(name, help=f"run {name} as its own process (production)")
+        svc.add_argument("--config", "-c", required=True, help=f"{name} config (original format)")
+        svc.add_argument("--daemon", "-d", action="store_true",
+                         help="detach and run under a watchdog that restarts it if it dies")
+        svc.add_argument("--lock-dir", default=None,
+                         help="where the single-instance lock lives (default /tmp)")
+        svc.add_argument("--log-stderr", action="store_true",
+                         help="also log to stderr (e.g. under systemd)")
+        svc.set_defaults(func=cmd_service)
 
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", required=True)

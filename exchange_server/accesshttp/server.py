@@ -91,7 +91,7 @@ class AccessHttp:
         self.timeout = timeout
         self.max_body = max_body
         self.requests = 0
-        self._server: asyncio.base_events.Server | None = None
+        self._servers: list[asyncio.base_events.Server] = []
 
     async def dispatch(self, body: bytes) -> tuple[int, bytes]:
         """Answer one HTTP request body: (status, response body)."""
@@ -132,20 +132,24 @@ class AccessHttp:
             bodies.append(body)
         return 200, b"[" + b", ".join(bodies) + b"]"
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
+        """Listen on one more address (``reuse_port``: several processes share the port)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: HttpProtocol(self), host, port,
-                                                reuse_address=True, backlog=1024)
+        server = await loop.create_server(lambda: HttpProtocol(self), host, port,
+                                          reuse_address=True, reuse_port=reuse_port or None,
+                                          backlog=1024)
+        self._servers.append(server)
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(self._servers[0].sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()
+        for server in servers:
+            await server.wait_closed()
 
 
 class HttpProtocol(asyncio.Protocol):

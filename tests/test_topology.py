@@ -1,0 +1,97 @@
+"""The production topology: every service its own daemonised process on MariaDB and Redis.
+
+A trading session goes through accesshttp; then each service's worker is killed with SIGKILL in
+turn: its watchdog starts a new one within 1 s, nothing acknowledged is lost, clients recover,
+and the watchdog's fatal log line reaches the alert list in Redis through the alertcenter.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.topology import Topology
+
+pytestmark = [pytest.mark.mysql, pytest.mark.slow]
+
+REDIS_DB = 7
+
+
+def call(port: int, method: str, *params: Any, timeout: float = 15.0) -> Any:
+    """Call through accesshttp, retrying while a restarted backend reconnects."""
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("POST", "/", json.dumps({"method": method, "params": list(params), "id": 1}))
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status == 200:
+                reply = json.loads(body)
+                assert reply["error"] is None, reply
+                return reply["result"]
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        assert time.monotonic() < deadline, f"{method}: no answer"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def topology(tmp_path: Path, mysql_config: Any) -> Iterator[Topology]:
+    topo = Topology(tmp_path, mysql_config("test_topo_log"), mysql_config("test_topo_history"),
+                    REDIS_DB)
+    redis.Redis(db=REDIS_DB).delete("alert:message")
+    try:
+        for name in ("alertcenter", "matchengine", "readhistory", "accesshttp"):
+            topo.start(name)
+        yield topo
+    finally:
+        for name in ("accesshttp", "readhistory", "matchengine", "alertcenter"):
+            topo.stop(name)
+
+
+def test_topology_survives_sigkill_of_each_service(topology: Topology) -> None:
+    port = topology.http_port
+    call(port, "balance.update", 1, "BTC", "deposit", 1, "10", {})
+    call(port, "balance.update", 2, "BCH", "deposit", 2, "10000", {})
+    call(port, "order.put_limit", 1, "BTCBCH", 1, "2", "100", "0.002", "0.001", "e2e")
+    deal = call(port, "order.put_limit", 2, "BTCBCH", 2, "0.5", "100", "0.002", "0.001", "e2e")
+    assert deal["deal_stock"] == "0.5"
+
+    for name in ("matchengine", "readhistory", "accesshttp"):
+        old, new, seconds = topology.kill_worker(name)
+        assert seconds < 1.0, f"{name}: restarted after {seconds:.2f}s"
+        assert new != old
+        # clients recover: every call works again, and nothing acknowledged was lost
+        balances = call(port, "balance.query", 1, "BTC", "BCH")
+        assert balances == {"BTC": {"available": "8", "freeze": "1.5"},
+                            "BCH": {"available": "49.95", "freeze": "0"}}
+        history = call(port, "balance.history", 1, "BTC", "", 0, 0, 0, 10)
+        assert [r["change"] for r in history["records"]] == ["-0.5", "10"]
+        book = call(port, "order.book", "BTCBCH", 1, 0, 10)
+        assert [o["left"] for o in book["orders"]] == ["1.5"]
+
+    # a write after the last restart still works and is remembered
+    call(port, "order.cancel", 1, "BTCBCH", 1)
+    assert call(port, "order.book", "BTCBCH", 1, 0, 10)["total"] == 0
+
+    # the watchdogs' fatal lines reached the alert list through the alertcenter
+    deadline = time.monotonic() + 10
+    alerts: list[bytes] = []
+    while time.monotonic() < deadline:
+        alerts = redis.Redis(db=REDIS_DB).lrange("alert:message", 0, -1)
+        if len(alerts) >= 3:
+            break
+        time.sleep(0.1)
+    text = b"\n".join(alerts).decode()
+    for name in ("matchengine", "readhistory", "accesshttp"):
+        assert f"{name}: " in text and "signal" in text, text
