@@ -11,6 +11,7 @@ import sys
 import time
 
 from bench.common import bench_config, mixed_orders, percentile, report, rss_mb
+from exchange_server.common import gctune
 from exchange_server.common.errors import RpcError
 from exchange_server.matchengine.engine import Engine
 from exchange_server.matchengine.methods import MatchEngineMethods, present
@@ -18,6 +19,7 @@ from exchange_server.matchengine.model import Deal
 
 
 def main(n: int = 200_000) -> dict[str, float]:
+    gctune.tune()  # as the services run
     users = 1000
     engine = Engine.from_config(bench_config())
     methods = MatchEngineMethods(engine)

@@ -16,10 +16,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from bench.common import report
-from tests.server import ServerProcess
+from tests.server import CallError, ServerProcess
 
 LUA = r"""
 math.randomseed(42)
@@ -90,14 +91,31 @@ def run(seconds: int = 10, connections: int = 64, extra: list[str] | None = None
                 [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s",
                  str(script), f"http://127.0.0.1:{server.port}/"],
                 check=True, capture_output=True, text=True).stdout
+            # wrk counts every HTTP 200; count the orders really accepted (not refused with
+            # code 3 because the history follower fell too far behind), and how long the
+            # follower took to catch up after the load.
+            t0 = time.monotonic()
+            while True:
+                try:
+                    last = server.call("order.put_limit", 1, "BTCBCH", 1, "0.01", "1000", "0",
+                                       "0", "x")
+                    break
+                except CallError:
+                    time.sleep(0.1)
+            catch_up = time.monotonic() - t0
+            accepted = int(last["id"]) - 1
         finally:
             server.stop()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     lat = re.search(r"LATENCY ([\d.]+) ([\d.]+) ([\d.]+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     figures = {
         "connections": connections,
         "orders/s": rps,
+        "accepted orders/s": accepted / seconds,
+        "orders accepted / answered": f"{accepted:,} / {total:,}",
+        "history backlog drained after (s)": catch_up,
         "p50 latency (ms)": float(lat.group(1)) / 1000 if lat else 0.0,
         "p99 latency (ms)": float(lat.group(2)) / 1000 if lat else 0.0,
         "p99.9 latency (ms)": float(lat.group(3)) / 1000 if lat else 0.0,

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import IO
 
 from exchange_server.accesshttp.server import AccessHttp
+from exchange_server.common import gctune
 from exchange_server.common.backend import Backend, LocalBackend
 from exchange_server.common.config import ConfigError, MatchEngineConfig, MysqlConfig
 from exchange_server.history.store import HistoryStore
 from exchange_server.history.store_mysql import MysqlHistoryStore
 from exchange_server.history.store_sqlite import SqliteHistoryStore
-from exchange_server.history.writer import HistoryWriter
+from exchange_server.matchengine.follower import FollowerProcess, FollowerSpec
 from exchange_server.matchengine.service import MatchEngineService
 from exchange_server.matchengine.store import EngineStore
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
@@ -82,12 +83,21 @@ def make_engine_store(config: MatchEngineConfig, options: EmbeddedOptions) -> En
     raise ConfigError(f"unknown storage {options.storage!r}")
 
 
-def make_history(config: MatchEngineConfig, options: EmbeddedOptions
-                 ) -> tuple[HistoryStore, HistoryReader]:
+def create_history_schema(config: MatchEngineConfig, options: EmbeddedOptions) -> None:
+    """The follower creates its tables too, but readhistory may be asked before it has run."""
+    store: HistoryStore
     if options.storage == "mysql":
-        cfg = _mysql(config, "db_history")
-        return MysqlHistoryStore(cfg), MysqlHistoryReader(cfg)
-    return SqliteHistoryStore(options.data_dir), SqliteHistoryReader(options.data_dir)
+        store = MysqlHistoryStore(_mysql(config, "db_history"))
+    else:
+        store = SqliteHistoryStore(options.data_dir)
+    store.open()
+    store.close()
+
+
+def make_history_reader(config: MatchEngineConfig, options: EmbeddedOptions) -> HistoryReader:
+    if options.storage == "mysql":
+        return MysqlHistoryReader(_mysql(config, "db_history"))
+    return SqliteHistoryReader(options.data_dir)
 
 
 class EmbeddedSystem:
@@ -100,10 +110,15 @@ class EmbeddedSystem:
         self.options = options
         self.store = make_engine_store(config, options)
         self.matchengine = MatchEngineService(config, self.store)
-        history_store, reader = make_history(config, options)
-        # History rows are written even when readhistory is disabled: they are the record.
-        self.history = HistoryWriter(history_store, max_pending_rows=config.history_max_pending)
-        self.matchengine.add_sink(self.history)
+        reader = make_history_reader(config, options)
+        # History rows are written by a follower process that tails the operation log (even
+        # when readhistory is disabled: they are the record).
+        self.follower = FollowerProcess(
+            FollowerSpec(config.raw, True, str(options.data_dir), options.storage,
+                         logging.getLogger().level),
+            max_pending_rows=config.history_max_pending)
+        self.matchengine.pressure.append(lambda: self.follower.overloaded(self.matchengine.oper_id))
+        self._watch: asyncio.Task[None] | None = None
         backends: dict[str, Backend] = {"matchengine": LocalBackend(self.matchengine)}
         self.readhistory: ReadHistoryService | None = None
         if "readhistory" not in options.disabled:
@@ -115,8 +130,12 @@ class EmbeddedSystem:
     async def start(self) -> None:
         self._lock = lock_data_dir(self.options.data_dir)
         self.store.open()
+        gctune.tune()
         self.matchengine.restore()
-        self.history.start()
+        gctune.freeze_startup_state()
+        create_history_schema(self.config, self.options)
+        self.follower.start()
+        self._watch = asyncio.create_task(self._watch_follower())
         await self.matchengine.start()
         await self.http.start(self.options.http_host, self.options.http_port)
         log.info("accesshttp listening on http://%s:%d/", self.options.http_host, self.http.port)
@@ -124,13 +143,20 @@ class EmbeddedSystem:
     async def stop(self) -> None:
         await self.http.stop()
         await self.matchengine.stop()
-        await self.history.aclose(timeout=10)
+        if self._watch is not None:
+            self._watch.cancel()
+        await asyncio.get_running_loop().run_in_executor(None, self.follower.stop)
         if self.readhistory is not None:
             self.readhistory.close()
         self.store.close()
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+    async def _watch_follower(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.follower.check()
 
     async def run_until_signalled(self) -> None:
         stop = asyncio.Event()

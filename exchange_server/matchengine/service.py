@@ -63,6 +63,8 @@ class MatchEngineService:
         self.methods = MatchEngineMethods(self.engine)
         self.debug = config.debug
         self.sinks: list[EventSink] = []
+        #: More reasons to refuse writes with code 3 (e.g. a follower that lags too far).
+        self.pressure: list[Callable[[], bool]] = []
         #: id of the last operation applied to the engine / known durable in the log.
         self.oper_id = 0
         self.durable_id = 0
@@ -196,7 +198,7 @@ class MatchEngineService:
         if write is None:
             raise method_not_found()
         if len(self._pending) >= self.config.operlog_max_pending or any(
-                sink.overloaded() for sink in self.sinks):
+                sink.overloaded() for sink in self.sinks) or any(p() for p in self.pressure):
             raise service_unavailable()
         now = self.clock()
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from exchange_server.common import gctune
 from exchange_server.common.config import MatchEngineConfig, load_matchengine
 from exchange_server.history.store_mysql import MysqlHistoryStore
 from exchange_server.history.writer import HistoryWriter
@@ -30,7 +31,9 @@ class StandaloneMatchEngine:
 
     async def start(self) -> None:
         self.store.open()
+        gctune.tune()
         self.service.restore()
+        gctune.freeze_startup_state()
         self.history.start()
         await self.service.start()
         assert self.config.svr is not None

@@ -1,0 +1,165 @@
+"""The follower: trade history written by a second process that tails the operation log.
+
+The engine is deterministic, so a replica fed the same log produces exactly the events the
+matching engine produced.  The follower is such a replica: a process of its own that restores
+from the newest slice its history has caught up with, replays the log, and from then on reads
+each newly committed operation, re-executes it and hands its events to the history writer.
+Building and inserting history rows then costs the matching process nothing (it used to take
+about as long as matching itself, under the same GIL), and the rows are still derived from the
+durable log only, so a crash of either process loses or doubles nothing.
+
+The matching process watches the follower through two shared counters (its last applied
+operation and its unwritten history rows) for backpressure, and restarts it if it dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.synchronize
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from exchange_server.common import gctune, logs
+from exchange_server.common.config import load_matchengine
+
+log = logging.getLogger("exchange_server.follower")
+
+#: Seconds between looks at the log when nothing new was there.
+POLL_INTERVAL = 0.002
+#: Operations the follower may lag behind before the engine refuses writes (code 3).
+DEFAULT_MAX_LAG = 200_000
+
+
+@dataclass(frozen=True)
+class FollowerSpec:
+    """What the follower process needs to build its replica (picklable)."""
+
+    config: dict[str, Any]
+    embedded: bool
+    data_dir: str
+    storage: str
+    log_level: int = logging.INFO
+
+
+def _build(spec: FollowerSpec) -> tuple[Any, Any, Any]:
+    # Imported here: the follower is started with "spawn" and builds everything itself.
+    from exchange_server.history.store_mysql import MysqlHistoryStore
+    from exchange_server.history.store_sqlite import SqliteHistoryStore
+    from exchange_server.history.writer import HistoryWriter
+    from exchange_server.matchengine.service import MatchEngineService
+    from exchange_server.matchengine.store import EngineStore
+    from exchange_server.matchengine.store_mysql import MysqlEngineStore
+    from exchange_server.matchengine.store_sqlite import SqliteEngineStore
+
+    config = load_matchengine(spec.config, embedded=spec.embedded)
+    store: EngineStore
+    if spec.storage == "mysql":
+        assert config.db_log is not None and config.db_history is not None
+        store = MysqlEngineStore(config.db_log)
+        history = HistoryWriter(MysqlHistoryStore(config.db_history),
+                                max_pending_rows=config.history_max_pending)
+    else:
+        store = SqliteEngineStore(Path(spec.data_dir))
+        history = HistoryWriter(SqliteHistoryStore(Path(spec.data_dir)),
+                                max_pending_rows=config.history_max_pending)
+    service = MatchEngineService(config, store)
+    service.add_sink(history)
+    return store, service, history
+
+
+def follower_main(spec: FollowerSpec, applied: Any, pending: Any,
+                  stop: multiprocessing.synchronize.Event) -> None:
+    """The follower process: restore, then apply every new log record until told to stop;
+    on stop, apply what is left and write all history before exiting."""
+    logs.setup(spec.log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+    store, service, history = _build(spec)
+    store.open()
+    gctune.tune()
+    service.restore()
+    gctune.freeze_startup_state()
+    history.start()
+    applied.value = service.oper_id
+    try:
+        while True:
+            # A parent killed without a word (SIGKILL) leaves us orphaned: finish and go; the
+            # next matching process starts its own follower from the history mark.
+            stopping = stop.is_set() or os.getppid() != parent
+            count = 0
+            for record in store.read_operlog(service.oper_id):
+                if record.id != service.oper_id + 1:
+                    raise RuntimeError(f"operation log gap at {record.id}")
+                service._replay(record)
+                service.oper_id = record.id
+                count += 1
+                if count % 1000 == 0:
+                    applied.value = service.oper_id
+                    pending.value = history.pending_rows
+            applied.value = service.oper_id
+            pending.value = history.pending_rows
+            if stopping:
+                break
+            if not count:
+                time.sleep(POLL_INTERVAL)
+    finally:
+        history.stop(timeout=30)
+        pending.value = history.pending_rows
+        store.close()
+
+
+class FollowerProcess:
+    """The matching process's handle on its follower."""
+
+    def __init__(self, spec: FollowerSpec, max_lag: int = DEFAULT_MAX_LAG,
+                 max_pending_rows: int | None = None) -> None:
+        self.spec = spec
+        self.max_lag = max_lag
+        self.max_pending_rows = max_pending_rows
+        self._ctx = multiprocessing.get_context("spawn")
+        self.applied = self._ctx.Value("q", 0, lock=False)
+        self.pending = self._ctx.Value("q", 0, lock=False)
+        self._stop = self._ctx.Event()
+        self._process: Any = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._process = self._ctx.Process(
+            target=follower_main, name="exchange-server-follower", daemon=True,
+            args=(self.spec, self.applied, self.pending, self._stop))
+        self._process.start()
+
+    def check(self) -> None:
+        """Restart the follower if it died (it resumes from its own history mark)."""
+        if self._process is not None and not self._process.is_alive():
+            log.error("history follower exited with %s: restarting", self._process.exitcode)
+            self.restarts += 1
+            self.start()
+
+    def overloaded(self, oper_id: int) -> bool:
+        """Backpressure for the engine: too far behind, or too much history unwritten."""
+        if oper_id - self.applied.value > self.max_lag:
+            return True
+        return self.max_pending_rows is not None and self.pending.value >= self.max_pending_rows
+
+    def caught_up(self, oper_id: int) -> bool:
+        return self.applied.value >= oper_id and self.pending.value == 0
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Let the follower apply the rest of the log and write its history, then end it."""
+        process = self._process
+        if process is None:
+            return
+        self._stop.set()
+        process.join(timeout)
+        if process.is_alive():
+            log.error("history follower did not stop in %ss: killed", timeout)
+            process.kill()
+            process.join()
+        self._process = None
