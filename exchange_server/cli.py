@@ -23,6 +23,7 @@ def load_embedded_config(path: str | None) -> MatchEngineConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from exchange_server.accessws.config import load_accessws
     from exchange_server.embedded import DataDirLocked, EmbeddedOptions, EmbeddedSystem
 
     config = load_embedded_config(args.config)
@@ -32,6 +33,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         storage=args.storage,
         disabled=set(args.disable or []),
+        ws_host=args.host,
+        ws_port=args.ws_port,
+        ws_config=load_accessws(read_json(args.ws_config), embedded=True) if args.ws_config else None,
     )
     system = EmbeddedSystem(config, options)
     try:
@@ -100,8 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", choices=["sqlite", "mysql"], default="sqlite",
                      help="operation log and slices: SQLite under --data-dir, or MySQL/MariaDB "
                      "at the config's db_log")
+    run.add_argument("--ws-port", type=int, default=8090, help="WebSocket port")
+    run.add_argument("--ws-config", help="accessws config (original format) for auth_url, "
+                     "sign_url, push intervals, depth limits")
     run.add_argument("--disable", action="append", metavar="SERVICE",
-                     help="leave a service out (readhistory); repeatable")
+                     choices=["readhistory", "marketprice", "accessws"],
+                     help="leave a service out (readhistory, marketprice, accessws); repeatable")
     run.set_defaults(func=cmd_run)
 
     for name in SERVICE_MODULES:

@@ -8,6 +8,7 @@ the binary RPC, an in-process bus instead of Kafka).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -17,12 +18,19 @@ from pathlib import Path
 from typing import IO
 
 from exchange_server.accesshttp.server import AccessHttp
+from exchange_server.accessws.config import AccessWsConfig, load_accessws
+from exchange_server.accessws.server import AccessWs
+from exchange_server.bus.mark import MarkFile
+from exchange_server.bus.memory import InProcessBus
+from exchange_server.bus.publisher import BusPublisher
 from exchange_server.common import gctune
 from exchange_server.common.backend import Backend, LocalBackend
 from exchange_server.common.config import ConfigError, MatchEngineConfig, MysqlConfig
 from exchange_server.history.store import HistoryStore
 from exchange_server.history.store_mysql import MysqlHistoryStore
 from exchange_server.history.store_sqlite import SqliteHistoryStore
+from exchange_server.marketprice.service import MarketPriceService
+from exchange_server.marketprice.store_sqlite import SqliteStore as MarketSqliteStore
 from exchange_server.matchengine.follower import FollowerProcess, FollowerSpec
 from exchange_server.matchengine.service import MatchEngineService
 from exchange_server.matchengine.store import EngineStore
@@ -34,7 +42,7 @@ from exchange_server.readhistory.service import ReadHistoryService
 log = logging.getLogger("exchange_server")
 
 #: Services that can be left out of an embedded run (matchengine and accesshttp always run).
-OPTIONAL_SERVICES = ("readhistory",)
+OPTIONAL_SERVICES = ("readhistory", "marketprice", "accessws")
 
 
 @dataclass
@@ -46,6 +54,9 @@ class EmbeddedOptions:
     #: "sqlite" (files under data_dir) or "mysql" (the config's ``db_log`` and ``db_history``).
     storage: str = "sqlite"
     disabled: set[str] = field(default_factory=set)
+    ws_host: str = "127.0.0.1"
+    ws_port: int = 8090
+    ws_config: AccessWsConfig | None = None
 
 
 class DataDirLocked(RuntimeError):
@@ -119,30 +130,61 @@ class EmbeddedSystem:
             max_pending_rows=config.history_max_pending)
         self.matchengine.pressure.append(lambda: self.follower.overloaded(self.matchengine.oper_id))
         self._watch: asyncio.Task[None] | None = None
+        # The in-process bus: the publisher turns durable operations into the original's
+        # deals/orders/balances messages; marketprice and accessws consume them.
+        mark = MarkFile(options.data_dir / "bus.mark")
+        self.bus = InProcessBus(mark)
+        self.publisher = BusPublisher(self.bus, mark)
+        self.matchengine.add_sink(self.publisher)
         backends: dict[str, Backend] = {"matchengine": LocalBackend(self.matchengine)}
         self.readhistory: ReadHistoryService | None = None
         if "readhistory" not in options.disabled:
             self.readhistory = ReadHistoryService(reader, debug=config.debug)
             backends["readhistory"] = LocalBackend(self.readhistory)
+        self.marketprice: MarketPriceService | None = None
+        if "marketprice" not in options.disabled:
+            engine = self.matchengine.engine
+            self.marketprice = MarketPriceService(
+                self.bus, MarketSqliteStore(options.data_dir),
+                markets=lambda: list(engine.markets), debug=config.debug)
+            backends["marketprice"] = LocalBackend(self.marketprice)
         self.http = AccessHttp(backends, timeout=options.http_timeout)
+        self.ws: AccessWs | None = None
+        if "accessws" not in options.disabled:
+            self.ws = AccessWs(options.ws_config or load_accessws({}, embedded=True), backends,
+                               self.bus)
         self._lock: IO[str] | None = None
 
     async def start(self) -> None:
         self._lock = lock_data_dir(self.options.data_dir)
         self.store.open()
         gctune.tune()
+        if self.marketprice is not None:
+            # first: it registers as a durable consumer of the deals it has not stored yet
+            await self.marketprice.start()
         self.matchengine.restore()
         gctune.freeze_startup_state()
         create_history_schema(self.config, self.options)
         self.follower.start()
         self._watch = asyncio.create_task(self._watch_follower())
+        await self.publisher.start()
         await self.matchengine.start()
         await self.http.start(self.options.http_host, self.options.http_port)
         log.info("accesshttp listening on http://%s:%d/", self.options.http_host, self.http.port)
+        if self.ws is not None:
+            await self.ws.start(self.options.ws_host, self.options.ws_port)
+            log.info("accessws listening on ws://%s:%d/", self.options.ws_host, self.ws.port)
 
     async def stop(self) -> None:
+        if self.ws is not None:
+            await self.ws.stop()
         await self.http.stop()
         await self.matchengine.stop()
+        if self.marketprice is not None:
+            with contextlib.suppress(TimeoutError):
+                await self.marketprice.wait_offset(self.bus.end_offset("deals") - 1, 5)
+            await self.marketprice.stop()
+        await self.publisher.stop()
         if self._watch is not None:
             self._watch.cancel()
         await asyncio.get_running_loop().run_in_executor(None, self.follower.stop)
@@ -164,8 +206,9 @@ class EmbeddedSystem:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
-        print(f"exchange-server: HTTP JSON-RPC on http://{self.options.http_host}:{self.http.port}/ "
-              f"(data in {self.options.data_dir})", flush=True)
+        ws = f", WebSocket on ws://{self.options.ws_host}:{self.ws.port}/" if self.ws else ""
+        print(f"exchange-server: HTTP JSON-RPC on http://{self.options.http_host}:{self.http.port}/"
+              f"{ws} (data in {self.options.data_dir})", flush=True)
         await stop.wait()
         log.info("stopping")
         await self.stop()

@@ -31,12 +31,13 @@ class ServerProcess:
         self.config = config
         self.extra = extra or []
         self.port = free_port()
+        self.ws_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         args = [sys.executable, "-m", "exchange_server", "run", "--data-dir", str(self.data_dir),
-                "--http-port", str(self.port)]
+                "--http-port", str(self.port), "--ws-port", str(self.ws_port)]
         if self.config is not None:
             args += ["--config", str(self.config)]
         args += self.extra

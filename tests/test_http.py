@@ -76,8 +76,15 @@ def test_unknown_method_404(server: ServerProcess) -> None:
     assert body == b'{"error": {"code": 4, "message": "method not found"}, "result": null, "id": 3}'
 
 
-def test_backend_not_running_is_500(server: ServerProcess) -> None:
-    assert server.raw('{"method": "market.last", "params": ["BTCBCH"], "id": 3}') == (500, b"")
+def test_backend_not_running_is_500(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path / "data", extra=["--disable", "marketprice"]).start()
+    try:
+        assert srv.raw('{"method": "market.last", "params": ["BTCBCH"], "id": 3}') == (500, b"")
+        batch = json.dumps([{"method": "market.last", "params": ["BTCBCH"], "id": 4}])
+        assert json.loads(srv.raw(batch)[1])[0]["error"] == {"code": 3,
+                                                             "message": "service unavailable"}
+    finally:
+        assert srv.stop() == 0
 
 
 def test_oversized_body(server: ServerProcess) -> None:
@@ -124,7 +131,7 @@ def test_batch_extension(server: ServerProcess) -> None:
     assert replies[0]["error"] is None
     assert replies[1]["error"] == {"code": 4, "message": "method not found"}
     assert replies[2]["error"] == {"code": 1, "message": "invalid argument"}
-    assert replies[3]["error"] == {"code": 3, "message": "service unavailable"}
+    assert replies[3] == {"error": None, "result": "0", "id": 4}  # marketprice: never traded
     assert server.raw(json.dumps([{"method": "asset.list", "params": [], "id": 1}] * 1001))[0] == 400
 
 

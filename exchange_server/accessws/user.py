@@ -1,0 +1,237 @@
+"""User pushes from the bus: ``order.update`` and ``asset.update`` (websocket.md 6).
+
+Both topics are read from their end (only what happens after start-up), as the original does
+with Kafka.
+
+* ``orders`` message ``{"event", "order", "stock", "money"}``: ``order.update [event, order]``
+  goes to every connection of ``order.user`` subscribed to the order's market; then, for the
+  order's stock and money, if a connection of that user subscribes the asset, its balance is
+  asked of the matchengine (``balance.query [user, asset]``) and pushed as
+  ``asset.update [{asset: {"available", "freeze"}}]`` to those connections.  Every order
+  involved in a trade (taker and makers) has a message, so both sides of a trade get their
+  asset updates.
+* ``balances`` message ``[time, user, asset, business, change]``: the same balance push.
+
+Balance queries are coalesced: the (user, asset) pairs of one batch of messages are asked once,
+and a pair that changes again while its query is in flight is asked again when it returns, so
+the last push always shows the balance after the last message.
+
+A connection is indexed under the user it authenticated as, and only while it has order or
+asset subscriptions; pushes are looked up by the message's user, so no connection ever gets
+another user's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from exchange_server.accessws.protocol import notify_frame, parse_reply
+from exchange_server.accessws.session import Connection
+from exchange_server.bus.base import BALANCES, ORDERS, BusReader, Message, Subscription
+
+if TYPE_CHECKING:
+    from exchange_server.accessws.server import AccessWs
+
+log = logging.getLogger("exchange_server.accessws.user")
+
+#: Seconds before reading a topic again after its subscription failed.
+RETRY_DELAY = 1.0
+
+
+class UserFeeds:
+    def __init__(self, server: AccessWs) -> None:
+        self.server = server
+        #: user id -> that user's connections with order or asset subscriptions
+        self.users: dict[int, set[Connection]] = {}
+        #: (user, asset) being queried -> asked again when the query returns
+        self._inflight: dict[tuple[int, str], bool] = {}
+        self._subscriptions: list[Subscription] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._queries: set[asyncio.Task[None]] = set()
+        self.orders_seen = 0
+        self.balances_seen = 0
+
+    # -- subscriptions ----------------------------------------------------------------------------
+
+    def set_orders(self, conn: Connection, markets: set[str] | None) -> None:
+        conn.orders = markets or None
+        self._index(conn)
+
+    def set_assets(self, conn: Connection, assets: dict[str, None] | None) -> None:
+        conn.assets = assets or None
+        self._index(conn)
+
+    def clear(self, conn: Connection) -> None:
+        """Drop the connection's order and asset subscriptions (close, re-auth as another user)."""
+        conn.orders = None
+        conn.assets = None
+        self._index(conn)
+
+    def _index(self, conn: Connection) -> None:
+        user = conn.user_id
+        if not user:
+            return
+        conns = self.users.get(user)
+        if conn.orders or conn.assets:
+            if conns is None:
+                conns = self.users[user] = set()
+            conns.add(conn)
+        elif conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.users[user]
+
+    # -- bus --------------------------------------------------------------------------------------
+
+    def start(self, bus: BusReader) -> None:
+        """Read both topics from their end (names from the config's Kafka blocks if any)."""
+        config = self.server.config
+        orders = bus.subscribe(config.orders.topic if config.orders else ORDERS)
+        balances = bus.subscribe(config.balances.topic if config.balances else BALANCES)
+        self._subscriptions = [orders, balances]
+        self._tasks = [
+            asyncio.create_task(self._consume(orders, self.on_orders)),
+            asyncio.create_task(self._consume(balances, self.on_balances)),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in list(self._queries):
+            task.cancel()
+        for task in self._tasks + list(self._queries):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        for sub in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await sub.close()
+        self._subscriptions = []
+
+    async def _consume(self, sub: Subscription, handle: Any) -> None:
+        while True:
+            try:
+                batch = await sub.next_batch(1000)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.error("bus read failed (retrying in %.0f s): %s", RETRY_DELAY, e)
+                await asyncio.sleep(RETRY_DELAY)
+                continue
+            if not batch:
+                return
+            try:
+                handle(batch)
+            except Exception:
+                log.exception("bus batch failed")
+
+    def on_orders(self, batch: list[Message]) -> None:
+        wanted: dict[tuple[int, str], None] = {}
+        users = self.users
+        for msg in batch:
+            self.orders_seen += 1
+            try:
+                data = orjson.loads(msg.value)
+                event = data["event"]
+                order = data["order"]
+                user = order["user"]
+                market = order["market"]
+                stock = data["stock"]
+                money = data["money"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                log.error("orders message at offset %d is malformed: %r", msg.offset,
+                          msg.value[:200])
+                continue
+            conns = users.get(user)
+            if not conns:
+                continue
+            frame: bytes | None = None
+            for conn in conns:
+                if conn.orders is not None and market in conn.orders and conn.user_id == user:
+                    if frame is None:
+                        frame = notify_frame("order.update", [event, order])
+                    conn.send_frame(frame)
+            for asset in (stock, money):
+                if any(c.assets is not None and asset in c.assets for c in conns):
+                    wanted[(user, asset)] = None
+        for user, asset in wanted:
+            self.refresh_asset(user, asset)
+
+    def on_balances(self, batch: list[Message]) -> None:
+        wanted: dict[tuple[int, str], None] = {}
+        users = self.users
+        for msg in batch:
+            self.balances_seen += 1
+            try:
+                data = orjson.loads(msg.value)
+                user = data[1]
+                asset = data[2]
+            except (orjson.JSONDecodeError, IndexError, TypeError, KeyError):
+                log.error("balances message at offset %d is malformed: %r", msg.offset,
+                          msg.value[:200])
+                continue
+            conns = users.get(user)
+            if conns and any(c.assets is not None and asset in c.assets for c in conns):
+                wanted[(user, asset)] = None
+        for user, asset in wanted:
+            self.refresh_asset(user, asset)
+
+    # -- balance pushes ---------------------------------------------------------------------------
+
+    def refresh_asset(self, user: int, asset: str) -> None:
+        key = (user, asset)
+        if key in self._inflight:
+            self._inflight[key] = True  # ask again when the current query returns
+            return
+        self._inflight[key] = False
+        task = asyncio.get_running_loop().create_task(self._push_asset(user, asset))
+        self._queries.add(task)
+        task.add_done_callback(self._queries.discard)
+
+    async def _push_asset(self, user: int, asset: str) -> None:
+        key = (user, asset)
+        try:
+            while True:
+                self._inflight[key] = False
+                result = await self._query_balance(user, asset)
+                if result is not None:
+                    self._send_asset(user, asset, result)
+                if not self._inflight.get(key):
+                    return
+        finally:
+            self._inflight.pop(key, None)
+
+    async def _query_balance(self, user: int, asset: str) -> Any:
+        backend = self.server.backends.get("matchengine")
+        if backend is None or not backend.connected():
+            return None
+        try:
+            async with asyncio.timeout(self.server.config.backend_timeout):
+                body = await backend.call("balance.query", [user, asset], None)
+            error, result = parse_reply(body)
+        except TimeoutError:
+            log.error("balance.query [%d, %r] timed out", user, asset)
+            return None
+        except Exception as e:
+            log.error("balance.query [%d, %r] failed: %s", user, asset, e)
+            return None
+        if error is not None or type(result) is not dict:
+            log.error("balance.query [%d, %r] answered %s", user, asset, error)
+            return None
+        return result
+
+    def _send_asset(self, user: int, asset: str, result: dict[str, Any]) -> None:
+        conns = self.users.get(user)
+        if not conns:
+            return
+        frame: bytes | None = None
+        for conn in conns:
+            if conn.assets is not None and asset in conn.assets and conn.user_id == user:
+                if frame is None:
+                    frame = notify_frame("asset.update", [result])
+                conn.send_frame(frame)

@@ -1,0 +1,48 @@
+"""The original's Kafka message bodies (engine.md 14), built from engine events.
+
+All three are ``json_dumps(x, 0)`` in the C code: one line, ``", "`` and ``": "`` separators,
+decimals as to-sci-string *without* zero stripping (the order object inside ``orders`` is the
+usual order info, which is stripped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from exchange_server.bus.base import BALANCES, DEALS, ORDERS
+from exchange_server.common.decimals import fmt_raw
+from exchange_server.common.jsonfmt import dumps
+from exchange_server.matchengine.model import BalanceUpdated, Deal, Event, OrderChanged, order_info
+
+
+def deal_message(d: Deal) -> bytes:
+    """``[time, market, ask_order_id, bid_order_id, ask_user_id, bid_user_id, price, amount,
+    ask_fee, bid_fee, taker_side, deal_id, stock, money]``."""
+    return dumps([
+        d.time, d.market, d.ask_order_id, d.bid_order_id, d.ask_user, d.bid_user,
+        fmt_raw(d.price), fmt_raw(d.amount), fmt_raw(d.ask_fee), fmt_raw(d.bid_fee),
+        d.taker_side, d.deal_id, d.stock, d.money,
+    ]).encode()
+
+
+def order_message(e: OrderChanged) -> bytes:
+    """``{"event": n, "order": <order info>, "stock": asset, "money": asset}``."""
+    return dumps({"event": e.event, "order": order_info(e.order), "stock": e.stock,
+                  "money": e.money}).encode()
+
+
+def balance_message(e: BalanceUpdated) -> bytes:
+    """``[time, user_id, asset, business, change]``."""
+    return dumps([e.time, e.user, e.asset, e.business, fmt_raw(e.change)]).encode()
+
+
+def encode_events(events: list[Event]) -> Iterator[tuple[str, bytes]]:
+    """(topic, body) for every event of one operation that the original publishes, in event
+    order (so per topic in the order the original pushed them)."""
+    for e in events:
+        if isinstance(e, Deal):
+            yield DEALS, deal_message(e)
+        elif isinstance(e, OrderChanged):
+            yield ORDERS, order_message(e)
+        elif isinstance(e, BalanceUpdated):
+            yield BALANCES, balance_message(e)

@@ -1,0 +1,281 @@
+"""The marketprice service: k-lines, last price, status and recent deals from ``deals``.
+
+Life cycle (``start``): open the store, take the market list (a callable: accesshttp
+``market.list`` in production, the matchengine's markets in embedded mode) plus the markets
+the store has seen in deals, load their state, then consume ``deals`` from the stored offset
++ 1.  Every ``flush_interval`` (1 s; the original: 10 s) the changes and the offset of the
+last consumed message are committed in one store transaction, then the offset is committed to
+the bus (which, in embedded mode, lets the publisher's durable mark advance).  After a crash
+the state therefore matches the stored offset exactly; deals that the publisher sent twice
+(at-least-once after its own restart) carry a deal id not above the last one applied and are
+skipped.
+
+Retention (sec_max / min_max / hour_max): buckets past it are dropped from memory every
+hour (and at load) and deleted from the store in the next flush, in the same transaction;
+day buckets are kept forever.
+
+``call(method, params, req_id)`` answers the five methods of rpc.md 6 with the reply body, as
+MatchEngineService.call does.  kline / status / status_today answers are cached for
+``cache_timeout`` seconds (0.45) per (method, params), like the original.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import tzinfo
+from typing import Any
+
+from exchange_server.bus.base import DEALS, BusReader, Subscription
+from exchange_server.common import jsonfmt
+from exchange_server.common.decimals import fmt_raw, use_engine_context
+from exchange_server.common.errors import RpcError, internal_error, invalid_argument, method_not_found
+from exchange_server.marketprice import query
+from exchange_server.marketprice.localtime import LocalTime
+from exchange_server.marketprice.markets import MarketSource, get_markets
+from exchange_server.marketprice.state import DEALS_MAX, MarketData, MarketState, Retention
+from exchange_server.marketprice.store import MarketStore
+
+log = logging.getLogger("exchange_server.marketprice")
+
+U64 = 2**64
+#: Whole reply cache dropped this often (seconds), as the original.
+CACHE_CLEAR_INTERVAL = 60.0
+
+Params = list[Any]
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int:
+        raise invalid_argument()
+    return value
+
+
+class MarketPriceService:
+    def __init__(self, reader: BusReader, store: MarketStore, markets: MarketSource, *,
+                 retention: Retention | None = None, cache_timeout: float = 0.45,
+                 debug: bool = False, flush_interval: float = 1.0,
+                 cleanup_interval: float = 3600.0, tz: tzinfo | None = None,
+                 clock: Callable[[], float] = time.time, topic: str = DEALS,
+                 durable_name: str = "marketprice") -> None:
+        use_engine_context()
+        self.reader = reader
+        self.store = store
+        self.market_source = markets
+        self.retention = retention or Retention()
+        self.cache_timeout = cache_timeout
+        self.debug = debug
+        self.flush_interval = flush_interval
+        self.cleanup_interval = cleanup_interval
+        self.local = LocalTime(tz)
+        self.clock = clock
+        self.topic = topic
+        self.durable_name = durable_name
+        self.data = MarketData(self.local, self.retention)
+        self._subscription: Subscription | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._flush_lock = asyncio.Lock()
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._cache_cleared = time.monotonic()
+        self._progress = asyncio.Event()
+        self.flushes = 0
+        self.methods: dict[str, Callable[[Params], Any]] = {
+            "market.status": self.market_status,
+            "market.kline": self.market_kline,
+            "market.deals": self.market_deals,
+            "market.last": self.market_last,
+            "market.status_today": self.market_status_today,
+        }
+        self._cached = {"market.status", "market.kline", "market.status_today"}
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.open()
+        names = await get_markets(self.market_source)
+        seen = await self.store.load_market_names()
+        now = int(self.clock())
+        for name in dict.fromkeys(names + seen):
+            self.data.load_market(name, await self.store.load_market(name), now)
+        self.data.offset = await self.store.load_offset()
+        log.info("marketprice: %d markets loaded, consuming %s from offset %d",
+                 len(self.data.markets), self.topic, self.data.offset + 1)
+        self._subscription = self.reader.subscribe(self.topic, self.data.offset + 1,
+                                                   durable=self.durable_name)
+        self._tasks = [
+            asyncio.create_task(self._consume()),
+            asyncio.create_task(self._flush_loop()),
+            asyncio.create_task(self._cleanup_loop()),
+        ]
+
+    async def stop(self, flush: bool = True) -> None:
+        """Stop consuming; ``flush=False`` leaves unflushed changes unstored (a crash)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if flush:
+            await self.flush()
+        if self._subscription is not None:
+            await self._subscription.close()
+            self._subscription = None
+        await self.store.close()
+
+    async def flush(self) -> bool:
+        """Commit what changed since the last flush; False if the store failed (retried)."""
+        async with self._flush_lock:
+            changes = self.data.take_changes()
+            if changes is None:
+                return True
+            try:
+                await self.store.write(changes)
+            except Exception as e:
+                log.error("marketprice flush failed (retried in %.1f s): %s", self.flush_interval, e)
+                self.data.put_back(changes)
+                return False
+            self.flushes += 1
+            if changes.offset >= 0 and self._subscription is not None:
+                self._subscription.commit(changes.offset)
+            return True
+
+    async def wait_offset(self, offset: int, timeout: float = 10.0) -> None:
+        """Wait until the message at ``offset`` has been consumed (tests, tools)."""
+        deadline = time.monotonic() + timeout
+        while self.data.offset < offset:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"marketprice at offset {self.data.offset}, waiting for {offset}")
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
+
+    async def _consume(self) -> None:
+        assert self._subscription is not None
+        subscription = self._subscription
+        apply = self.data.apply
+        while True:
+            batch = await subscription.next_batch(1000)
+            if not batch:
+                return
+            for msg in batch:
+                try:
+                    apply(msg)
+                except Exception:
+                    log.exception("deals message at offset %d failed", msg.offset)
+            self._progress.set()
+            await asyncio.sleep(0)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            await self.flush()
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cleanup_interval)
+            dropped = self.data.cleanup(int(self.clock()))
+            if dropped:
+                log.info("marketprice: %d buckets past retention dropped", dropped)
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    async def call(self, method: str, params: Params, req_id: int | None) -> bytes:
+        try:
+            result = self.execute(method, params)
+            return jsonfmt.reply_body(result, req_id, self.debug)
+        except RpcError as e:
+            return jsonfmt.error_body(e.code, e.message, req_id, self.debug)
+
+    def execute(self, method: str, params: Params) -> Any:
+        handler = self.methods.get(method)
+        if handler is None:
+            raise method_not_found()
+        if method not in self._cached or self.cache_timeout <= 0:
+            return self._run(handler, params)
+        now = time.monotonic()
+        if now - self._cache_cleared >= CACHE_CLEAR_INTERVAL:
+            self._cache.clear()
+            self._cache_cleared = now
+        key = method + "\0" + jsonfmt.dumps(params)
+        hit = self._cache.get(key)
+        if hit is not None and now - hit[0] <= self.cache_timeout:
+            return hit[1]
+        result = self._run(handler, params)
+        self._cache[key] = (now, result)
+        return result
+
+    @staticmethod
+    def _run(handler: Callable[[Params], Any], params: Params) -> Any:
+        try:
+            return handler(params)
+        except RpcError:
+            raise
+        except Exception:
+            log.exception("marketprice request failed: params %r", params)
+            raise internal_error() from None
+
+    def _market(self, value: Any) -> MarketState:
+        if type(value) is not str:
+            raise invalid_argument()
+        state = self.data.markets.get(value)
+        if state is None:
+            raise invalid_argument()
+        return state
+
+    def _now(self) -> int:
+        return int(self.clock())
+
+    def market_last(self, params: Params) -> Any:
+        if len(params) != 1:
+            raise invalid_argument()
+        return fmt_raw(self._market(params[0]).last)
+
+    def market_deals(self, params: Params) -> Any:
+        if len(params) != 3:
+            raise invalid_argument()
+        state = self._market(params[0])
+        limit = _int(params[1])
+        if limit <= 0 or limit > DEALS_MAX:
+            raise invalid_argument()
+        last_id = _int(params[2])
+        if last_id < 0:
+            last_id += U64  # the original reads it as uint64
+        return query.deals(state, limit, last_id)
+
+    def market_kline(self, params: Params) -> Any:
+        if len(params) != 4:
+            raise invalid_argument()
+        state = self._market(params[0])
+        start = _int(params[1])
+        if start <= 0:
+            raise invalid_argument()
+        end = _int(params[2])
+        now = self._now()
+        if end > now:
+            end = now
+        if end <= 0 or start > end:
+            raise invalid_argument()
+        interval = _int(params[3])
+        if not query.valid_interval(interval):
+            raise invalid_argument()
+        return query.kline(state, start, end, interval, now, self.retention, self.local)
+
+    def market_status(self, params: Params) -> Any:
+        if len(params) != 2:
+            raise invalid_argument()
+        state = self._market(params[0])
+        period = _int(params[1])
+        if period <= 0 or period > self.retention.sec_max:
+            raise invalid_argument()
+        return query.status(state, period, self._now())
+
+    def market_status_today(self, params: Params) -> Any:
+        if len(params) != 1:
+            raise invalid_argument()
+        state = self._market(params[0])
+        return query.status_today(state, self._now(), self.local)

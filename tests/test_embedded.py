@@ -1,0 +1,103 @@
+"""`exchange-server run` with every service: trades flow to marketprice and to WebSocket pushes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.server import ServerProcess
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path / "data").start()
+    yield srv
+    assert srv.stop() == 0
+
+
+def trade(server: ServerProcess, price: str, amount: str, n: int) -> None:
+    server.call("order.put_limit", 1, "BTCBCH", 1, amount, price, "0.002", "0.001", "e2e")
+    server.call("order.put_limit", 2, "BTCBCH", 2, amount, price, "0.002", "0.001", "e2e")
+
+
+def wait_for(check: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_trades_reach_marketprice_and_websocket(server: ServerProcess) -> None:
+    server.call("balance.update", 1, "BTC", "deposit", 1, "100", {})
+    server.call("balance.update", 2, "BCH", "deposit", 2, "100000", {})
+    assert server.call("market.last", "BTCBCH") == "0"
+
+    async def session() -> list[Any]:
+        pushes: list[Any] = []
+        async with aiohttp.ClientSession() as http, http.ws_connect(
+                f"http://127.0.0.1:{server.ws_port}/") as ws:
+            await ws.send_json({"method": "deals.subscribe", "params": ["BTCBCH"], "id": 1})
+            reply = await ws.receive_json(timeout=5)
+            assert reply == {"error": None, "result": {"status": "success"}, "id": 1}
+            await asyncio.to_thread(trade, server, "101", "0.5", 1)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                msg = await ws.receive_json(timeout=5)
+                if msg.get("method") == "deals.update" and msg["params"][1]:
+                    pushes.append(msg)
+                    if any(d["price"] == "101" for d in msg["params"][1]):
+                        break
+            await ws.send_json({"method": "server.ping", "params": [], "id": 2})
+            while True:
+                msg = await ws.receive_json(timeout=5)
+                if msg.get("id") == 2:
+                    assert msg["result"] == "pong"
+                    break
+        return pushes
+
+    pushes = asyncio.run(session())
+    deals = [d for p in pushes for d in p["params"][1]]
+    assert any(d["price"] == "101" and d["amount"] == "0.5" and d["type"] == "buy" for d in deals)
+
+    last = wait_for(lambda: server.call("market.last", "BTCBCH") != "0"
+                    and server.call("market.last", "BTCBCH"))
+    assert last == "101.00000000"  # market.last is not zero-stripped (rpc.md 6)
+    recent = server.call("market.deals", "BTCBCH", 10, 0)
+    assert [(d["price"], d["amount"], d["type"]) for d in recent] == [("101", "0.5", "buy")]
+    now = int(time.time())
+    kline = server.call("market.kline", "BTCBCH", now - 3600, now, 60)
+    assert kline and kline[-1][5] == "0.5" and kline[-1][7] == "BTCBCH"
+    status = server.call("market.status", "BTCBCH", 86400)
+    assert status["last"] == "101" and status["volume"] == "0.5"
+    assert json.loads(json.dumps(server.call("market.status_today", "BTCBCH")))["last"] == "101"
+
+
+def test_market_data_survives_restart(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path / "data").start()
+    srv.call("balance.update", 1, "BTC", "deposit", 1, "100", {})
+    srv.call("balance.update", 2, "BCH", "deposit", 2, "100000", {})
+    for price in ("100", "102", "99"):
+        trade(srv, price, "1", 1)
+    wait_for(lambda: len(srv.call("market.deals", "BTCBCH", 10, 0)) == 3)
+    before = srv.call("market.deals", "BTCBCH", 10, 0)
+    assert srv.stop() == 0
+    srv2 = ServerProcess(tmp_path / "data").start()
+    try:
+        assert srv2.call("market.deals", "BTCBCH", 10, 0) == before
+        assert srv2.call("market.last", "BTCBCH") == "99.00000000"
+        trade(srv2, "105", "1", 1)
+        after = wait_for(lambda: (d := srv2.call("market.deals", "BTCBCH", 10, 0)) and len(d) == 4 and d)
+        assert [d["price"] for d in after] == ["105", "99", "102", "100"]
+        assert len({d["id"] for d in after}) == 4  # no deal counted twice
+    finally:
+        assert srv2.stop() == 0
