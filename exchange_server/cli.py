@@ -73,8 +73,10 @@ def _run_async(coro: object) -> None:
 #: exposes ``build(config_data)`` and ``validate(config_data)``).
 SERVICE_MODULES = {
     "matchengine": "exchange_server.matchengine.standalone",
+    "marketprice": "exchange_server.marketprice.standalone",
     "readhistory": "exchange_server.readhistory.standalone",
     "accesshttp": "exchange_server.accesshttp.standalone",
+    "accessws": "exchange_server.accessws.standalone",
     "alertcenter": "exchange_server.alertcenter",
 }
 

@@ -7,13 +7,16 @@ and the watchdog's fatal log line reaches the alert list in Redis through the al
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import redis
 
@@ -22,6 +25,8 @@ from tests.topology import Topology
 pytestmark = [pytest.mark.mysql, pytest.mark.slow]
 
 REDIS_DB = 7
+#: start order: marketprice reads market.list from accesshttp at start-up
+SERVICES = ("alertcenter", "matchengine", "readhistory", "accesshttp", "marketprice", "accessws")
 
 
 def call(port: int, method: str, *params: Any, timeout: float = 15.0) -> Any:
@@ -48,14 +53,16 @@ def call(port: int, method: str, *params: Any, timeout: float = 15.0) -> Any:
 @pytest.fixture
 def topology(tmp_path: Path, mysql_config: Any) -> Iterator[Topology]:
     topo = Topology(tmp_path, mysql_config("test_topo_log"), mysql_config("test_topo_history"),
-                    REDIS_DB)
-    redis.Redis(db=REDIS_DB).delete("alert:message")
+                    REDIS_DB, topic_prefix=f"topo{uuid.uuid4().hex[:8]}_")
+    redis.Redis(db=REDIS_DB).flushdb()
     try:
-        for name in ("alertcenter", "matchengine", "readhistory", "accesshttp"):
+        for name in SERVICES:
             topo.start(name)
+            if name == "accesshttp":  # marketprice asks it for market.list at start-up
+                call(topo.http_port, "market.list")
         yield topo
     finally:
-        for name in ("accesshttp", "readhistory", "matchengine", "alertcenter"):
+        for name in reversed(SERVICES):
             topo.stop(name)
 
 
@@ -67,7 +74,26 @@ def test_topology_survives_sigkill_of_each_service(topology: Topology) -> None:
     deal = call(port, "order.put_limit", 2, "BTCBCH", 2, "0.5", "100", "0.002", "0.001", "e2e")
     assert deal["deal_stock"] == "0.5"
 
-    for name in ("matchengine", "readhistory", "accesshttp"):
+    async def ws_deals() -> list[Any]:
+        """A WebSocket client through accessws: the public deals of BTCBCH."""
+        async with aiohttp.ClientSession() as http, http.ws_connect(
+                f"http://127.0.0.1:{topology.ports['accessws']}/") as ws:
+            await ws.send_json({"method": "deals.query", "params": ["BTCBCH", 10, 0], "id": 1})
+            reply = await ws.receive_json(timeout=5)
+            assert reply["error"] is None, reply
+            return list(reply["result"])
+
+    def market_data_ok() -> bool:
+        last = call(port, "market.last", "BTCBCH")
+        deals = asyncio.run(ws_deals())
+        return last == "100.00000000" and [d["amount"] for d in deals] == ["0.5"]
+
+    deadline = time.monotonic() + 20
+    while not market_data_ok():
+        assert time.monotonic() < deadline, "the deal never reached marketprice / accessws"
+        time.sleep(0.2)
+
+    for name in ("matchengine", "readhistory", "accesshttp", "marketprice", "accessws"):
         old, new, seconds = topology.kill_worker(name)
         assert seconds < 1.0, f"{name}: restarted after {seconds:.2f}s"
         assert new != old
@@ -79,6 +105,15 @@ def test_topology_survives_sigkill_of_each_service(topology: Topology) -> None:
         assert [r["change"] for r in history["records"]] == ["-0.5", "10"]
         book = call(port, "order.book", "BTCBCH", 1, 0, 10)
         assert [o["left"] for o in book["orders"]] == ["1.5"]
+        deadline = time.monotonic() + 20
+        while True:  # market data and WebSocket clients recover too
+            try:
+                if market_data_ok():
+                    break
+            except (AssertionError, OSError, aiohttp.ClientError, TimeoutError):
+                pass
+            assert time.monotonic() < deadline, f"market data lost after killing {name}"
+            time.sleep(0.2)
 
     # a write after the last restart still works and is remembered
     call(port, "order.cancel", 1, "BTCBCH", 1)
@@ -89,9 +124,9 @@ def test_topology_survives_sigkill_of_each_service(topology: Topology) -> None:
     alerts: list[bytes] = []
     while time.monotonic() < deadline:
         alerts = redis.Redis(db=REDIS_DB).lrange("alert:message", 0, -1)
-        if len(alerts) >= 3:
+        if len(alerts) >= 5:
             break
         time.sleep(0.1)
     text = b"\n".join(alerts).decode()
-    for name in ("matchengine", "readhistory", "accesshttp"):
+    for name in ("matchengine", "readhistory", "accesshttp", "marketprice", "accessws"):
         assert f"{name}: " in text and "signal" in text, text

@@ -25,7 +25,8 @@ class Topology:
     """Writes one config per service into ``root/conf`` and runs them with ``--daemon``."""
 
     def __init__(self, root: Path, db_log: MysqlConfig, db_history: MysqlConfig,
-                 redis_db: int, sentinel: str = "127.0.0.1:26379") -> None:
+                 redis_db: int, sentinel: str = "127.0.0.1:26379",
+                 brokers: str = "127.0.0.1:9092", topic_prefix: str = "") -> None:
         self.root = root
         self.conf = root / "conf"
         self.conf.mkdir(parents=True)
@@ -33,7 +34,7 @@ class Topology:
         self.lock_dir = root / "locks"
         self.ports = {name: free_port() for name in
                       ("matchengine", "readhistory", "marketprice", "accesshttp", "http_monitor",
-                       "alertcenter", "cli")}
+                       "accessws", "ws_monitor", "alertcenter", "cli")}
         self.redis_db = redis_db
         common = {
             "process": {"file_limit": 10000, "core_limit": 0},
@@ -60,7 +61,31 @@ class Topology:
                 "cli": f"tcp@127.0.0.1:{self.ports['cli']}",
                 "db_log": _db(db_log), "db_history": _db(db_history),
                 "assets": golden["assets"], "markets": golden["markets"],
-                "brokers": "127.0.0.1:9092", "slice_interval": 3600, "slice_keeptime": 259200,
+                "brokers": brokers, "slice_interval": 3600, "slice_keeptime": 259200,
+                "kafka_topic_prefix": topic_prefix, "bus_mark_file": str(root / "bus.mark"),
+            }),
+            "marketprice": config("marketprice", {
+                "svr": {"bind": [f"tcp@127.0.0.1:{self.ports['marketprice']}"],
+                        "max_pkg_size": 10240, "heartbeat_check": False},
+                "deals": {"brokers": brokers, "topic": f"{topic_prefix}deals", "partition": 0},
+                "redis": {"name": "mymaster", "addr": [sentinel], "db": redis_db},
+                "accesshttp": f"http://127.0.0.1:{self.ports['accesshttp']}/",
+            }),
+            "accessws": config("accessws", {
+                "svr": {"bind": [f"tcp@127.0.0.1:{self.ports['accessws']}"],
+                        "max_pkg_size": 10240, "protocol": "chat"},
+                "monitor": {"bind": f"tcp@127.0.0.1:{self.ports['ws_monitor']}",
+                            "max_pkg_size": 1000},
+                "matchengine": client("matchengine"), "marketprice": client("marketprice"),
+                "readhistory": client("readhistory"),
+                "orders": {"brokers": brokers, "topic": f"{topic_prefix}orders"},
+                "balances": {"brokers": brokers, "topic": f"{topic_prefix}balances"},
+                "auth_url": "http://127.0.0.1:1/auth", "sign_url": "http://127.0.0.1:1/sign",
+                "backend_timeout": 2.0, "cache_timeout": 0.1,
+                "deals_interval": 0.1, "price_interval": 0.1, "state_interval": 0.1,
+                "today_interval": 0.1, "kline_interval": 0.1, "depth_interval": 0.1,
+                "depth_limit": [1, 5, 10, 20, 30, 50, 100],
+                "depth_merge": ["0", "0.00000001", "0.0001", "0.01", "1"],
             }),
             "readhistory": config("readhistory", {
                 "svr": {"bind": [f"tcp@127.0.0.1:{self.ports['readhistory']}"],

@@ -325,7 +325,12 @@ class KafkaSubscription:
         if self._consumer is None:
             self._consumer = self._open()
         batch: list[Message] = []
-        for msg in self._consumer.consume(max_messages, timeout):
+        # librdkafka's consume(n, timeout) waits the whole timeout unless n messages arrive:
+        # wait for the first one only, then take whatever else is already there.
+        messages = self._consumer.consume(1, timeout)
+        if messages and max_messages > 1:
+            messages += self._consumer.consume(max_messages - 1, 0)
+        for msg in messages:
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF and str(err) != self._last_error:

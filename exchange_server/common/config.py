@@ -235,6 +235,12 @@ class MatchEngineConfig:
     operlog_max_pending: int = 100_000
     #: Extension: writes are refused with code 3 while this many history rows wait to be stored.
     history_max_pending: int = 100_000
+    #: Extension: where the bus publisher keeps its durable mark (last published operation).
+    bus_mark_file: str = "bus.mark"
+    #: Extension: writes are refused with code 3 while this many messages wait for Kafka.
+    kafka_max_pending: int = 100_000
+    #: Extension: prefix of the Kafka topic names (several systems on one cluster).
+    kafka_topic_prefix: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -325,6 +331,9 @@ def load_matchengine(data: Any, *, embedded: bool = False) -> MatchEngineConfig:
         log=read_log(log) if log else None,
         operlog_max_pending=root.integer("operlog_max_pending", 100_000, 1),
         history_max_pending=root.integer("history_max_pending", 100_000, 1),
+        bus_mark_file=root.string("bus_mark_file", "bus.mark"),
+        kafka_max_pending=root.integer("kafka_max_pending", 100_000, 1),
+        kafka_topic_prefix=root.string("kafka_topic_prefix", ""),
         raw=data,
     )
 

@@ -1,14 +1,19 @@
-"""The matchengine as its own process (production): MySQL operation log and history, the
-binary RPC server for the gateways.  Run by ``exchange-server matchengine -c CONFIG``."""
+"""The matchengine as its own process (production): MySQL operation log, history written by the
+follower process, deals/orders/balances published to Kafka, the binary RPC server for the
+gateways.  Run by ``exchange-server matchengine -c CONFIG``."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
+from exchange_server.bus.kafka import KafkaTransport
+from exchange_server.bus.publisher import BusPublisher
 from exchange_server.common import gctune
 from exchange_server.common.config import MatchEngineConfig, load_matchengine
 from exchange_server.history.store_mysql import MysqlHistoryStore
-from exchange_server.history.writer import HistoryWriter
+from exchange_server.matchengine.follower import FollowerProcess, FollowerSpec
 from exchange_server.matchengine.service import MatchEngineService
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.rpc.commands import service_commands
@@ -19,30 +24,50 @@ NAME = "matchengine"
 
 class StandaloneMatchEngine:
     def __init__(self, config: MatchEngineConfig) -> None:
-        assert config.db_log and config.db_history and config.svr
+        assert config.db_log and config.db_history and config.svr and config.brokers
         self.config = config
         self.store = MysqlEngineStore(config.db_log)
         self.service = MatchEngineService(config, self.store)
-        self.history = HistoryWriter(MysqlHistoryStore(config.db_history),
-                                     max_pending_rows=config.history_max_pending)
-        self.service.add_sink(self.history)
+        self.publisher = BusPublisher(KafkaTransport(config.brokers, config.kafka_topic_prefix),
+                                      config.bus_mark_file,
+                                      max_pending=config.kafka_max_pending)
+        self.service.add_sink(self.publisher)
+        self.follower = FollowerProcess(
+            FollowerSpec(config.raw, False, "", "mysql", logging.getLogger().level),
+            max_pending_rows=config.history_max_pending)
+        self.service.pressure.append(lambda: self.follower.overloaded(self.service.oper_id))
         self.rpc = RpcServer(self.service, service_commands(NAME), config.svr.max_pkg_size,
                              config.svr.heartbeat_check, name=NAME)
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.store.open()
         gctune.tune()
         self.service.restore()
         gctune.freeze_startup_state()
-        self.history.start()
+        assert self.config.db_history is not None
+        history = MysqlHistoryStore(self.config.db_history)
+        history.open()
+        history.close()
+        self.follower.start()
+        self._watch = asyncio.create_task(self._watch_follower())
+        await self.publisher.start()
         await self.service.start()
         assert self.config.svr is not None
         await self.rpc.start(self.config.svr.bind)
 
+    async def _watch_follower(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.follower.check()
+
     async def stop(self) -> None:
         await self.rpc.stop()
         await self.service.stop()
-        await self.history.aclose(timeout=30)
+        await self.publisher.stop(timeout=5)
+        if self._watch is not None:
+            self._watch.cancel()
+        await asyncio.get_running_loop().run_in_executor(None, self.follower.stop)
         self.store.close()
 
 

@@ -148,12 +148,18 @@ def _local_day(t: float) -> str:
     return time.strftime("%Y%m%d", time.localtime(t))
 
 
+#: Seconds a reader trusts its list of operlog tables (a writer elsewhere may add a day).
+TABLES_MAX_AGE = 1.0
+
+
 class MysqlEngineStore(EngineStore):
     def __init__(self, cfg: MysqlConfig) -> None:
         self.cfg = cfg
         self._conn: pymysql.Connection | None = None
         self._operlog_tables: set[str] | None = None
-        self._last_id: int | None = None
+        self._tables_read_at = 0.0
+        #: MAX(id) of day tables that no longer grow
+        self._closed_max: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"MysqlEngineStore({self.cfg.host}:{self.cfg.port}/{self.cfg.name})"
@@ -183,7 +189,6 @@ class MysqlEngineStore(EngineStore):
     def close(self) -> None:
         conn, self._conn = self._conn, None
         self._operlog_tables = None
-        self._last_id = None
         if conn is not None:
             try:
                 conn.close()
@@ -202,7 +207,6 @@ class MysqlEngineStore(EngineStore):
         """Forget the connection after an error: the next call reconnects."""
         conn, self._conn = self._conn, None
         self._operlog_tables = None
-        self._last_id = None
         if conn is not None:
             try:
                 conn.close()
@@ -224,19 +228,33 @@ class MysqlEngineStore(EngineStore):
 
     # -- operation log -----------------------------------------------------------------------------
 
-    def _load_operlog_tables(self) -> set[str]:
+    def _load_operlog_tables(self, max_age: float | None = None) -> set[str]:
+        """The operlog day tables.  The list is cached (our own appends keep it up to date);
+        ``max_age`` re-reads it when older, for readers that follow another process's log."""
+        if self._operlog_tables is not None and max_age is not None and \
+                time.monotonic() - self._tables_read_at > max_age:
+            self._operlog_tables = None
         if self._operlog_tables is None:
             rows = self._query("SHOW TABLES LIKE 'operlog\\_%'")
             self._operlog_tables = {r[0] for r in rows if _OPERLOG_TABLE.match(r[0])}
+            self._tables_read_at = time.monotonic()
         return self._operlog_tables
 
-    def _table_max_ids(self) -> dict[str, int]:
-        """MAX(id) of every operlog day table (empty tables left out), one query."""
-        tables = sorted(self._load_operlog_tables())
+    def _table_max_ids(self, max_age: float | None = None) -> dict[str, int]:
+        """MAX(id) of every operlog day table (empty tables left out).  Only the two newest
+        tables can still grow (a batch may span midnight): older ones are asked once."""
+        tables = sorted(self._load_operlog_tables(max_age))
         if not tables:
             return {}
-        sql = " UNION ALL ".join(f"SELECT '{t}', MAX(id) FROM `{t}`" for t in tables)
-        return {name: int(m) for name, m in self._query(sql) if m is not None}
+        ask = [t for t in tables[:-2] if t not in self._closed_max] + tables[-2:]
+        sql = " UNION ALL ".join(f"SELECT '{t}', MAX(id) FROM `{t}`" for t in ask)
+        found = {name: int(m) for name, m in self._query(sql) if m is not None}
+        for t in tables[:-2]:
+            if t not in self._closed_max:
+                self._closed_max[t] = found.get(t, 0)
+        result = {t: m for t, m in self._closed_max.items() if m and t in tables}
+        result.update({t: found[t] for t in tables[-2:] if t in found})
+        return result
 
     def append(self, records: Sequence[OperRecord]) -> None:
         if not records:
@@ -255,9 +273,6 @@ class MysqlEngineStore(EngineStore):
                     self._insert(missing)
         except pymysql.MySQLError as e:
             raise self._error("append failed", e) from e
-        top = max(r[0] for r in rows)
-        if self._last_id is not None and top > self._last_id:
-            self._last_id = top
 
     def _by_table(self, rows: list[tuple[int, float, str]]) -> dict[str, list[tuple[int, float, str]]]:
         groups: dict[str, list[tuple[int, float, str]]] = {}
@@ -308,16 +323,17 @@ class MysqlEngineStore(EngineStore):
         return missing
 
     def last_oper_id(self) -> int:
-        if self._last_id is None:
-            try:
-                self._last_id = max(self._table_max_ids().values(), default=0)
-            except pymysql.MySQLError as e:
-                raise self._error("cannot read the operlog", e) from e
-        return self._last_id
+        """Read from the database every time: another process (a slice child waiting for
+        durability, a follower) may be asking about the writer's progress."""
+        try:
+            return max(self._table_max_ids(TABLES_MAX_AGE).values(), default=0)
+        except pymysql.MySQLError as e:
+            raise self._error("cannot read the operlog", e) from e
 
     def read_operlog(self, after_id: int) -> Iterator[OperRecord]:
         try:
-            tables = [t for t, top in sorted(self._table_max_ids().items()) if top > after_id]
+            tables = [t for t, top in sorted(self._table_max_ids(TABLES_MAX_AGE).items())
+                      if top > after_id]
         except pymysql.MySQLError as e:
             raise self._error("cannot read the operlog", e) from e
         if len(tables) == 1:
