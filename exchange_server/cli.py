@@ -35,6 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         disabled=set(args.disable or []),
         ws_host=args.host,
         ws_port=args.ws_port,
+        metrics_port=args.metrics_port,
         ws_config=load_accessws(read_json(args.ws_config), embedded=True) if args.ws_config else None,
     )
     system = EmbeddedSystem(config, options)
@@ -107,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="operation log and slices: SQLite under --data-dir, or MySQL/MariaDB "
                      "at the config's db_log")
     run.add_argument("--ws-port", type=int, default=8090, help="WebSocket port")
+    run.add_argument("--metrics-port", type=int, default=0,
+                     help="serve Prometheus metrics on GET /metrics at this port (0: off)")
     run.add_argument("--ws-config", help="accessws config (original format) for auth_url, "
                      "sign_url, push intervals, depth limits")
     run.add_argument("--disable", action="append", metavar="SERVICE",

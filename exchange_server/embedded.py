@@ -26,12 +26,14 @@ from exchange_server.bus.publisher import BusPublisher
 from exchange_server.common import gctune
 from exchange_server.common.backend import Backend, LocalBackend
 from exchange_server.common.config import ConfigError, MatchEngineConfig, MysqlConfig
+from exchange_server.common.metrics import MetricsServer
 from exchange_server.history.store import HistoryStore
 from exchange_server.history.store_mysql import MysqlHistoryStore
 from exchange_server.history.store_sqlite import SqliteHistoryStore
 from exchange_server.marketprice.service import MarketPriceService
 from exchange_server.marketprice.store_sqlite import SqliteStore as MarketSqliteStore
 from exchange_server.matchengine.follower import FollowerProcess, FollowerSpec
+from exchange_server.matchengine.observe import register_gauges
 from exchange_server.matchengine.service import MatchEngineService
 from exchange_server.matchengine.store import EngineStore
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
@@ -57,6 +59,8 @@ class EmbeddedOptions:
     ws_host: str = "127.0.0.1"
     ws_port: int = 8090
     ws_config: AccessWsConfig | None = None
+    #: Prometheus ``GET /metrics`` on this port (0: off).
+    metrics_port: int = 0
 
 
 class DataDirLocked(RuntimeError):
@@ -154,6 +158,8 @@ class EmbeddedSystem:
             self.ws = AccessWs(options.ws_config or load_accessws({}, embedded=True), backends,
                                self.bus)
         self._lock: IO[str] | None = None
+        self.metrics = MetricsServer()
+        register_gauges(self.matchengine, self.follower, self.publisher)
 
     async def start(self) -> None:
         self._lock = lock_data_dir(self.options.data_dir)
@@ -174,8 +180,11 @@ class EmbeddedSystem:
         if self.ws is not None:
             await self.ws.start(self.options.ws_host, self.options.ws_port)
             log.info("accessws listening on ws://%s:%d/", self.options.ws_host, self.ws.port)
+        if self.options.metrics_port:
+            await self.metrics.start(self.options.http_host, self.options.metrics_port)
 
     async def stop(self) -> None:
+        await self.metrics.stop()
         if self.ws is not None:
             await self.ws.stop()
         await self.http.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.server import ServerProcess
+from tests.server import ServerProcess, free_port
 
 
 @pytest.fixture
@@ -80,6 +81,34 @@ def test_trades_reach_marketprice_and_websocket(server: ServerProcess) -> None:
     status = server.call("market.status", "BTCBCH", 86400)
     assert status["last"] == "101" and status["volume"] == "0.5"
     assert json.loads(json.dumps(server.call("market.status_today", "BTCBCH")))["last"] == "101"
+
+
+def test_prometheus_metrics(tmp_path: Path) -> None:
+    metrics_port = free_port()
+    srv = ServerProcess(tmp_path / "data", extra=["--metrics-port", str(metrics_port)]).start()
+    try:
+        srv.call("balance.update", 1, "BTC", "deposit", 1, "100", {})
+        srv.call("order.put_limit", 1, "BTCBCH", 1, "1", "100", "0.002", "0.001", "m")
+        text = wait_for(lambda: _scrape(metrics_port))
+        samples = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                       if line and not line.startswith("#"))
+        assert float(samples['exchange_operations{service="matchengine"}']) == 2
+        assert float(samples['exchange_open_orders{service="matchengine"}']) == 1
+        assert float(samples['exchange_operlog_commit_lag{service="matchengine"}']) == 0
+        assert float(samples['exchange_requests_total{method="order.put_limit",'
+                             'service="accesshttp",status="200"}']) == 1
+        assert 'exchange_history_follower_lag{service="matchengine"}' in samples
+        assert "process_resident_memory_bytes" in samples
+    finally:
+        assert srv.stop() == 0
+
+
+def _scrape(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+    except OSError:
+        return None
 
 
 def test_market_data_survives_restart(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import http.client
 import json
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,6 +115,13 @@ def test_topology_survives_sigkill_of_each_service(topology: Topology) -> None:
                 pass
             assert time.monotonic() < deadline, f"market data lost after killing {name}"
             time.sleep(0.2)
+
+    # Prometheus metrics of the matchengine and accesshttp processes
+    me = urllib.request.urlopen(f"http://127.0.0.1:{topology.ports['me_metrics']}/metrics").read()
+    assert b'exchange_bus_pending_messages{service="matchengine"}' in me
+    assert b'exchange_history_follower_lag{service="matchengine"}' in me
+    web = urllib.request.urlopen(f"http://127.0.0.1:{topology.ports['http_metrics']}/metrics").read()
+    assert b'exchange_requests_total{method="balance.query",service="accesshttp",status="200"}' in web
 
     # a write after the last restart still works and is remembered
     call(port, "order.cancel", 1, "BTCBCH", 1)

@@ -34,7 +34,8 @@ class Topology:
         self.lock_dir = root / "locks"
         self.ports = {name: free_port() for name in
                       ("matchengine", "readhistory", "marketprice", "accesshttp", "http_monitor",
-                       "accessws", "ws_monitor", "alertcenter", "cli")}
+                       "accessws", "ws_monitor", "alertcenter", "cli", "me_metrics",
+                       "http_metrics")}
         self.redis_db = redis_db
         common = {
             "process": {"file_limit": 10000, "core_limit": 0},
@@ -63,6 +64,7 @@ class Topology:
                 "assets": golden["assets"], "markets": golden["markets"],
                 "brokers": brokers, "slice_interval": 3600, "slice_keeptime": 259200,
                 "kafka_topic_prefix": topic_prefix, "bus_mark_file": str(root / "bus.mark"),
+                "metrics": {"bind": f"tcp@127.0.0.1:{self.ports['me_metrics']}"},
             }),
             "marketprice": config("marketprice", {
                 "svr": {"bind": [f"tcp@127.0.0.1:{self.ports['marketprice']}"],
@@ -99,6 +101,7 @@ class Topology:
                             "max_pkg_size": 1000},
                 "matchengine": client("matchengine"), "marketprice": client("marketprice"),
                 "readhistory": client("readhistory"), "timeout": 2.0, "worker_num": 1,
+                "metrics": {"bind": f"tcp@127.0.0.1:{self.ports['http_metrics']}"},
             }),
             "alertcenter": config("alertcenter", {
                 "svr": {"bind": [f"udp@127.0.0.1:{self.ports['alertcenter']}",

@@ -21,7 +21,7 @@ import httptools
 import orjson
 
 from exchange_server.accesshttp.routes import ROUTES
-from exchange_server.common import jsonfmt
+from exchange_server.common import jsonfmt, metrics
 from exchange_server.common.backend import Backend
 from exchange_server.common.errors import (
     METHOD_NOT_FOUND,
@@ -106,6 +106,13 @@ class AccessHttp:
         return await self._call(method, params, req_id)
 
     async def _call(self, method: str, params: list[Any], req_id: int) -> tuple[int, bytes]:
+        started = time.perf_counter()
+        status, body = await self._route(method, params, req_id)
+        metrics.observe("accesshttp", method if status != 404 else "(unknown)", status,
+                        time.perf_counter() - started)
+        return status, body
+
+    async def _route(self, method: str, params: list[Any], req_id: int) -> tuple[int, bytes]:
         route = ROUTES.get(method)
         if route is None:
             return 404, jsonfmt.error_body(METHOD_NOT_FOUND, "method not found", req_id)

@@ -14,6 +14,7 @@ from exchange_server.common import gctune
 from exchange_server.common.config import MatchEngineConfig, load_matchengine
 from exchange_server.history.store_mysql import MysqlHistoryStore
 from exchange_server.matchengine.follower import FollowerProcess, FollowerSpec
+from exchange_server.matchengine.observe import register_gauges
 from exchange_server.matchengine.service import MatchEngineService
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.rpc.commands import service_commands
@@ -39,6 +40,7 @@ class StandaloneMatchEngine:
         self.rpc = RpcServer(self.service, service_commands(NAME), config.svr.max_pkg_size,
                              config.svr.heartbeat_check, name=NAME)
         self._watch: asyncio.Task[None] | None = None
+        register_gauges(self.service, self.follower, self.publisher)
 
     async def start(self) -> None:
         self.store.open()

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import IO, Any, Protocol
 
 from exchange_server.common.config import ConfigError, read_json
+from exchange_server.common.metrics import MetricsServer
 from exchange_server.process.daemon import RESTART_DELAY, daemonize, watchdog
 from exchange_server.process.limits import apply_limits
 from exchange_server.process.lock import ProcessExists, acquire_process_lock, write_pid
@@ -35,6 +36,7 @@ from exchange_server.process.logsetup import LoggingSetup, setup_logging
 from exchange_server.process.monitor import MonitorServer
 from exchange_server.process.settings import ProcessSettings, read_process_settings
 from exchange_server.process.signals import ProcessSignals
+from exchange_server.rpc.addr import parse_sock_addr
 
 log = logging.getLogger("exchange_server.process")
 
@@ -123,11 +125,18 @@ async def _worker(name: str, data: dict[str, Any], build: Build, settings: Proce
             print(f"{name}: init server fail: {e}", file=sys.stderr)
         return 1
     monitor: MonitorServer | None = None
+    metrics: list[MetricsServer] = []
     code = 0
     try:
         if settings.monitor is not None:
             monitor = MonitorServer()
             await monitor.start(settings.monitor.bind)
+        if settings.metrics is not None:
+            for text in settings.metrics.bind:
+                addr = parse_sock_addr(text)
+                server = MetricsServer()
+                await server.start(addr.host, addr.port)
+                metrics.append(server)
         log.warning("server start: %s (pid %d)", name, os.getpid())
         waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(signals.stop.wait())]
         finished = getattr(service, "finished", None)
@@ -147,6 +156,9 @@ async def _worker(name: str, data: dict[str, Any], build: Build, settings: Proce
         if monitor is not None:
             with contextlib.suppress(Exception):
                 await monitor.stop()
+        for server in metrics:
+            with contextlib.suppress(Exception):
+                await server.stop()
         try:
             await asyncio.wait_for(service.stop(), stop_timeout)
         except Exception as e:

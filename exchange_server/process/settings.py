@@ -45,6 +45,8 @@ class ProcessSettings:
     alert: AlertConfig | None
     monitor: SvrConfig | None
     debug: bool = False
+    #: Extension: ``"metrics": {"bind": "tcp@ip:port"}`` serves Prometheus ``GET /metrics``.
+    metrics: SvrConfig | None = None
 
 
 def read_process(node: Node | None) -> ProcessConfig:
@@ -102,11 +104,25 @@ def read_process_settings(data: Any, alert_required: bool = True) -> ProcessSett
     process = root.obj("process", None)
     alert = root.obj("alert") if alert_required else root.obj("alert", None)
     monitor = root.obj("monitor", None)
+    metrics = root.obj("metrics", None)
     return ProcessSettings(
         process=read_process(process),
         log=read_log_settings(root.obj("log")),
         alert=read_alert(alert) if alert is not None else None,
         monitor=read_monitor(monitor) if monitor is not None else None,
         debug=root.boolean("debug", False),
+        metrics=read_metrics(metrics) if metrics is not None else None,
     )
+
+
+def read_metrics(node: Node) -> SvrConfig:
+    cfg = read_svr(Node({"max_pkg_size": 1024, **node.data}, node.path))
+    for i, text in enumerate(cfg.bind):
+        try:
+            addr = parse_sock_addr(text)
+        except ValueError as e:
+            raise ConfigError(f"{node.where('bind')}[{i}]: {e}") from None
+        if addr.kind != "tcp":
+            raise ConfigError(f"{node.where('bind')}[{i}]: metrics are served on tcp@ip:port")
+    return cfg
 
