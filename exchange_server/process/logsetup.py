@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import logging
 import logging.handlers
 import os
@@ -137,6 +138,23 @@ class DlogFormatter(logging.Formatter):
         if record.stack_info:
             line = f"{line}\n{self.formatStack(record.stack_info)}"
         return line
+
+
+class JsonFormatter(logging.Formatter):
+    """Structured logs: one JSON object a line (``log.format: "json"``), for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": record.created,
+            "level": _LEVEL_TAGS.get(record.levelno) or FLAG_NAMES[level_bit(record.levelno)],
+            "pid": record.process,
+            "logger": record.name,
+            "where": f"{record.filename}:{record.lineno}",
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
 
 
 _PERIODS = {"min": 60, "hour": 3600, "day": 86400}
@@ -328,7 +346,11 @@ def setup_logging(log: LogSettings | None, alert: AlertConfig | None = None,
                   stderr: bool = False) -> LoggingSetup:
     """Replace the root logger's handlers with the original's log file (and alerts)."""
     levels = LevelControl(read_flag(log.flag) if log is not None else read_flag("fatal,error,warn,info"))
-    formatter = DlogFormatter(pid=log.pid if log is not None else True)
+    formatter: logging.Formatter
+    if log is not None and log.format == "json":
+        formatter = JsonFormatter()
+    else:
+        formatter = DlogFormatter(pid=log.pid if log is not None else True)
     handlers: list[logging.Handler] = []
     if log is not None:
         handlers.append(DlogFileHandler(log.path, log.shift, log.max, log.num, log.keep))

@@ -30,6 +30,8 @@ class LogSettings:
     max: int = 100_000_000
     num: int = 100
     keep: int = 7
+    #: Extension: "text" (the original's line format) or "json" (one JSON object a line).
+    format: str = "text"
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,15 @@ def read_log_settings(node: Node) -> LogSettings:
         max=node.integer("max", 100_000_000, 0),
         num=node.integer("num", 100, 0),
         keep=node.integer("keep", 7, 0),
+        format=_log_format(node),
     )
+
+
+def _log_format(node: Node) -> str:
+    value = str(node.string("format", "text"))
+    if value not in ("text", "json"):
+        raise ConfigError(f"{node.where('format')}: must be \"text\" or \"json\"")
+    return value
 
 
 def read_alert(node: Node) -> AlertConfig:
