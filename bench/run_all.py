@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import inspect
 import sys
 
 BENCHMARKS = [
@@ -10,6 +12,11 @@ BENCHMARKS = [
     ("bench.bench_http", "run"),
     ("bench.bench_restart", "main"),
     ("bench.bench_memory", "main"),
+    ("bench.bench_history", "main"),
+    ("bench.bench_bus", "main"),
+    ("bench.bench_rpc", "main"),
+    ("bench.bench_ws", "main"),
+    ("bench.bench_topology", "run"),
 ]
 
 
@@ -20,7 +27,9 @@ def main() -> int:
         except ImportError as e:
             print(f"== {module_name}: not available ({e})")
             continue
-        getattr(module, func)()
+        result = getattr(module, func)()
+        if inspect.iscoroutine(result):
+            asyncio.run(result)
         sys.stdout.flush()
     return 0
 
