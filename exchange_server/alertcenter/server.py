@@ -34,7 +34,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from exchange_server.alertcenter.config import AlertCenterConfig, RedisConfig
-from exchange_server.rpc.addr import SockAddr, parse_sock_addr
+from exchange_server.rpc.addr import SockAddr, bound_addresses, parse_sock_addr
 
 log = logging.getLogger("exchange_server.alertcenter")
 
@@ -212,18 +212,7 @@ class AlertCenter:
     @property
     def addresses(self) -> list[str]:
         """Bound addresses with real ports (tests bind port 0)."""
-        result = []
-        for addr, server in self._servers:
-            sockets = getattr(server, "sockets", None)
-            if addr.kind == "tcp" and sockets:
-                host, port = sockets[0].getsockname()[:2]
-                result.append(str(SockAddr("tcp", host, port)))
-            else:
-                result.append(str(addr))
-        for _, transport in self._endpoints:
-            host, port = transport.get_extra_info("sockname")[:2]
-            result.append(str(SockAddr("udp", host, port)))
-        return result
+        return bound_addresses(self._servers, self._endpoints)
 
     async def _close_listeners(self) -> None:
         for _, server in self._servers:

@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import Iterable
 
-from exchange_server.rpc.addr import SockAddr, parse_sock_addr
+from exchange_server.rpc.addr import SockAddr, bound_addresses, parse_sock_addr
 
 log = logging.getLogger("exchange_server.process")
 
@@ -54,15 +54,8 @@ class MonitorServer:
 
     @property
     def addresses(self) -> list[str]:
-        result = []
-        for addr, server in self._servers:
-            sockets = getattr(server, "sockets", None)
-            if addr.kind == "tcp" and sockets:
-                host, port = sockets[0].getsockname()[:2]
-                result.append(str(SockAddr("tcp", host, port)))
-            else:
-                result.append(str(addr))
-        return result
+        """Bound addresses with real ports (tests bind port 0)."""
+        return bound_addresses(self._servers)
 
     async def stop(self) -> None:
         for _, server in self._servers:

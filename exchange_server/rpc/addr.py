@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 #: kind -> (family, socket type)
 KINDS = {
@@ -69,3 +71,21 @@ def parse_host_port(rest: str, text: str | None = None) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ValueError(f"{shown!r}: port out of range")
     return host, port
+
+
+def bound_addresses(servers: Iterable[tuple[SockAddr, Any]],
+                    endpoints: Iterable[tuple[SockAddr, Any]] = ()) -> list[str]:
+    """The addresses listeners are bound to, with the real port where the config said 0
+    (``servers``: (addr, asyncio Server); ``endpoints``: (addr, datagram transport))."""
+    result = []
+    for addr, server in servers:
+        sockets = getattr(server, "sockets", None)
+        if addr.kind == "tcp" and sockets:
+            host, port = sockets[0].getsockname()[:2]
+            result.append(str(SockAddr("tcp", host, port)))
+        else:
+            result.append(str(addr))
+    for _, transport in endpoints:
+        host, port = transport.get_extra_info("sockname")[:2]
+        result.append(str(SockAddr("udp", host, port)))
+    return result

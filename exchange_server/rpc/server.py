@@ -30,7 +30,7 @@ import orjson
 
 from exchange_server.common import jsonfmt
 from exchange_server.common.errors import INTERNAL_ERROR, METHOD_NOT_FOUND
-from exchange_server.rpc.addr import SockAddr, parse_sock_addr
+from exchange_server.rpc.addr import SockAddr, bound_addresses, parse_sock_addr
 from exchange_server.rpc.protocol import (
     CMD_HEARTBEAT,
     HEARTBEAT_INTERVAL,
@@ -255,19 +255,8 @@ class RpcServer:
 
     @property
     def addresses(self) -> list[str]:
-        """The bound addresses, with the real port where the config said 0."""
-        result = []
-        for addr, server in self._servers:
-            sockets = getattr(server, "sockets", None)
-            if addr.kind == "tcp" and sockets:
-                host, port = sockets[0].getsockname()[:2]
-                result.append(str(SockAddr("tcp", host, port)))
-            else:
-                result.append(str(addr))
-        for _, transport in self._endpoints:
-            host, port = transport.get_extra_info("sockname")[:2]
-            result.append(str(SockAddr("udp", host, port)))
-        return result
+        """Bound addresses with real ports (tests bind port 0)."""
+        return bound_addresses(self._servers, self._endpoints)
 
     @property
     def connection_count(self) -> int:
