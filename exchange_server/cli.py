@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "tables of a matchengine config (idempotent)")
     init.add_argument("--config", "-c", required=True, help="matchengine config (db_log, db_history)")
     init.set_defaults(func=cmd_db_init)
+
+    from exchange_server import deploy
+
+    deploy.add_parser(sub)
     return parser
 
 

@@ -60,6 +60,12 @@ DEFAULT_PORTS: dict[str, int] = {
     "accessws": 8090,
     "accessws_monitor": 8091,
 }
+#: Extension: each process's Prometheus ``GET /metrics`` port (the ``metrics`` block) is its
+#: main port + METRICS_OFFSET (matchengine 27316, accesshttp 28080, ...).
+METRICS_OFFSET = 20000
+for _service in ("alertcenter", "matchengine", "marketprice", "readhistory", "accesshttp",
+                 "accessws"):
+    DEFAULT_PORTS[f"{_service}_metrics"] = DEFAULT_PORTS[_service] + METRICS_OFFSET
 #: Instance N (1-based) of a service listens on the base port + (N - 1) * PORT_STEP.
 PORT_STEP = 100
 #: Seconds a graceful stop may take: the matchengine flushes the operation log, history and
@@ -223,10 +229,12 @@ def _port_roles(service: str) -> dict[str, str]:
     return roles
 
 
-def _instance_ports(service: str, count: int,
-                    ports: Mapping[str, int | Sequence[int]]) -> list[dict[str, int]]:
+def _instance_ports(service: str, count: int, ports: Mapping[str, int | Sequence[int]],
+                    metrics: bool = True) -> list[dict[str, int]]:
     result: list[dict[str, int]] = [{} for _ in range(count)]
     for key, role in _port_roles(service).items():
+        if role == "metrics" and not metrics:
+            continue
         value = ports.get(key, DEFAULT_PORTS[key])
         if isinstance(value, int):
             values = [value + PORT_STEP * i for i in range(count)]
@@ -278,6 +286,7 @@ def generate(target_dir: str | os.PathLike[str], *,
              sign_url: str = DEFAULT_SIGN_URL,
              log_flag: str = "fatal,error,warn,info",
              file_limit: int | None = None,
+             metrics: bool = True,
              server_name: str = "_",
              http_listen: str = "127.0.0.1:8000",
              https_listen: str = "443",
@@ -332,7 +341,8 @@ def generate(target_dir: str | os.PathLike[str], *,
     all_instances: list[Instance] = []
     for service in SERVICES:
         count = counts[service]
-        for i, inst_ports in enumerate(_instance_ports(service, count, ports), start=1):
+        for i, inst_ports in enumerate(_instance_ports(service, count, ports, metrics),
+                                       start=1):
             name = service if i == 1 else f"{service}-{i}"
             address = hosts.get(name, hosts.get(service, host))
             directory = root / name
@@ -554,6 +564,8 @@ class _ConfigBuilder:
             "log": {"path": str(inst.dir / "log" / inst.service), "flag": self.log_flag,
                     "shift": "size", "max": 100_000_000, "num": 10},
         }
+        if "metrics" in inst.ports:
+            data["metrics"] = {"bind": [f"tcp@{inst.bind}:{inst.ports['metrics']}"]}
         if inst.service != "alertcenter":
             alert = self._one("alertcenter")
             data["alert"] = {"host": inst.name, "addr": f"{alert.address}:{alert.port}"}
@@ -718,6 +730,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="accessws instance for nginx; repeatable (default: the generated ones)")
     p.add_argument("--nginx-user", default=None, help="`user` of the stand-alone nginx.conf")
     p.add_argument("--systemd-user", default=None, help="User= of the systemd units")
+    p.add_argument("--no-metrics", action="store_true",
+                   help="no Prometheus metrics block (default: main port + 20000)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(func=cmd_deploy)
     return p
@@ -744,7 +758,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             redis_db=args.redis_db, kafka=args.kafka, topic_prefix=args.topic_prefix,
             ports=ports, instances=counts, lock_dir=args.lock_dir, command=args.command,
             assets=assets, markets=markets, auth_url=args.auth_url, sign_url=args.sign_url,
-            log_flag=args.log_flag, file_limit=args.file_limit, server_name=args.server_name,
+            log_flag=args.log_flag, file_limit=args.file_limit,
+            metrics=not args.no_metrics, server_name=args.server_name,
             http_listen=args.http_listen, https_listen=args.https_listen,
             ssl_certificate=args.ssl_certificate, ssl_certificate_key=args.ssl_certificate_key,
             http_upstreams=args.http_upstream, ws_upstreams=args.ws_upstream,

@@ -199,3 +199,69 @@ def redis_prefix(redis_server: tuple[str, int]) -> Iterator[str]:
     keys = list(client.scan_iter(match=prefix + "*", count=1000))
     if keys:
         client.delete(*keys)
+
+
+# -- Debian tools the deployment tests run for real (nginx, openssl) ------------------------------
+
+
+def ensure_debian_command(command: str, packages: tuple[str, ...]) -> str:
+    """The path of ``command``, installing the first Debian package of ``packages`` that
+    installs if it is missing (as root, without letting the package start its own server).
+    FAILS the test when it cannot be had."""
+    import shutil
+    import subprocess
+
+    def find() -> str | None:
+        found = shutil.which(command)
+        if found:
+            return found
+        for directory in ("/usr/sbin", "/usr/bin", "/sbin"):
+            candidate = Path(directory) / command
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
+        return None
+
+    path = find()
+    if path:
+        return path
+    if os.geteuid() != 0:
+        pytest.fail(f"{command} is missing and only root can install it "
+                    f"(apt-get install {packages[0]})", pytrace=False)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    policy = Path("/usr/sbin/policy-rc.d")
+    own_policy = not policy.exists()
+    if own_policy:  # keep the package's maintainer scripts from starting a server
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    output = ""
+    try:
+        for attempt in ("install", "update"):
+            if attempt == "update":
+                result = subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True,
+                                        text=True, timeout=600)
+                output += result.stdout[-2000:] + result.stderr[-2000:]
+            for package in packages:
+                result = subprocess.run(
+                    ["apt-get", "install", "-y", "-q", "--no-install-recommends", package],
+                    env=env, capture_output=True, text=True, timeout=600)
+                output += result.stdout[-2000:] + result.stderr[-2000:]
+                path = find()
+                if result.returncode == 0 and path:
+                    return path
+    finally:
+        if own_policy:
+            policy.unlink(missing_ok=True)
+    pytest.fail(f"{command} could not be installed (apt-get install {' or '.join(packages)}):\n"
+                f"{output}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def nginx_binary() -> str:
+    """nginx from Debian's packages (installed if missing)."""
+    return ensure_debian_command("nginx", ("nginx", "nginx-light"))
+
+
+@pytest.fixture(scope="session")
+def openssl_binary() -> str:
+    """openssl from Debian's packages (installed if missing)."""
+    return ensure_debian_command("openssl", ("openssl",))
