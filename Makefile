@@ -7,7 +7,7 @@ TSTAMP := $(VENV)/.installed-test
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-test services services-down lint bench clean
+.PHONY: run test install install-test services services-down test-deps lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,12 +34,16 @@ services:
 services-down:
 	bash scripts/services.sh down
 
+## make test-deps: Debian tools the tests drive for real (chromium, nginx, openssl, wrk)
+test-deps:
+	bash scripts/test-deps.sh
+
 lint: $(TSTAMP)
 	$(BIN)/ruff check exchange_server tests bench
 	$(BIN)/mypy
 
 ## make test: test dependencies, the servers, lint, then the whole suite
-test: $(TSTAMP) services lint
+test: $(TSTAMP) services test-deps lint
 	eval "$$(bash scripts/services.sh env)" && $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make bench: every benchmark, figures printed (see bench/README.md)
