@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import json
 import os
@@ -15,6 +16,18 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EXCHANGE_SHARED_DIR", REPO.parent / "shared"))
+
+
+#: Every server a test started: whatever a failing test left running is killed at exit.
+_STARTED: list[ServerProcess] = []
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for server in _STARTED:
+        if server.proc is not None and server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait(10)
 
 
 def free_port() -> int:
@@ -43,6 +56,7 @@ class ServerProcess:
         args += self.extra
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        _STARTED.append(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -74,47 +74,52 @@ def test_history_database_outage(tmp_path: Path, outage_db: OutageDatabase,
     config_path.write_text(json.dumps(config))
     server = ServerProcess(tmp_path / "data", config=config_path,
                            extra=["--storage", "mysql"]).start()
-    server.call("balance.update", 1, "BTC", "deposit", 1, "1000", {})
-    server.call("balance.update", 2, "BCH", "deposit", 2, "1000000", {})
+    try:
+        server.call("balance.update", 1, "BTC", "deposit", 1, "1000", {})
+        server.call("balance.update", 2, "BCH", "deposit", 2, "1000000", {})
 
-    def trade() -> None:
-        server.call("order.put_limit", 1, "BTCBCH", 1, "0.1", "100", "0.002", "0.001", "t")
-        server.call("order.put_limit", 2, "BTCBCH", 2, "0.1", "100", "0.002", "0.001", "t")
+        def trade() -> None:
+            server.call("order.put_limit", 1, "BTCBCH", 1, "0.1", "100", "0.002", "0.001", "t")
+            server.call("order.put_limit", 2, "BTCBCH", 2, "0.1", "100", "0.002", "0.001", "t")
 
-    trade()
-    deadline = time.monotonic() + 10
-    while not server.call("balance.history", 1, "BTC", "", 0, 0, 0, 10)["records"]:
-        assert time.monotonic() < deadline, "history never arrived"
-        time.sleep(0.1)
+        trade()
+        deadline = time.monotonic() + 10
+        while not server.call("balance.history", 1, "BTC", "", 0, 0, 0, 10)["records"]:
+            assert time.monotonic() < deadline, "history never arrived"
+            time.sleep(0.1)
 
-    outage_db.down()
-    accepted = 0
-    refused = None
-    for _ in range(200):
-        try:
-            trade()
-            accepted += 1
-        except CallError as e:
-            refused = e.code
-            break
-    assert accepted > 0, "matching must go on while the backlog is under its bound"
-    assert refused == 3, "writes must be refused with service unavailable once the backlog is full"
-    assert server.call("balance.query", 1, "BTC")["BTC"]["freeze"] in ("0", "0.1")  # reads answer
-    # readhistory cannot reach its database either: internal error
-    with pytest.raises(CallError) as e:
-        server.call("balance.history", 1, "BTC", "", 0, 0, 0, 10)
-    assert e.value.code == 2
+        outage_db.down()
+        accepted = 0
+        refused = None
+        for _ in range(200):
+            try:
+                trade()
+                accepted += 1
+            except CallError as e:
+                refused = e.code
+                break
+        assert accepted > 0, "matching must go on while the backlog is under its bound"
+        assert refused == 3, "writes must be refused with service unavailable once the backlog is full"
+        assert server.call("balance.query", 1, "BTC")["BTC"]["freeze"] in ("0", "0.1")  # reads answer
+        # readhistory cannot reach its database either: internal error
+        with pytest.raises(CallError) as e:
+            server.call("balance.history", 1, "BTC", "", 0, 0, 0, 10)
+        assert e.value.code == 2
 
-    outage_db.up()
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            trade()
-            break
-        except CallError as e:
-            assert e.code == 3 and time.monotonic() < deadline, "never recovered"
-            time.sleep(0.5)
-    assert server.stop() == 0
+        outage_db.up()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                trade()
+                break
+            except CallError as e:
+                assert e.code == 3 and time.monotonic() < deadline, "never recovered"
+                time.sleep(0.5)
+        stopped = server.stop()
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+    assert stopped == 0
 
     store = MysqlEngineStore(log_cfg)
     store.open()
