@@ -9,6 +9,7 @@ import sys
 
 BENCHMARKS = [
     ("bench.bench_engine", "main"),
+    ("bench.bench_engine_ext", "main"),
     ("bench.bench_http", "run"),
     ("bench.bench_restart", "main"),
     ("bench.bench_memory", "main"),

@@ -638,6 +638,7 @@ class _ConfigBuilder:
             "deals": self._kafka("deals"),
             "orders": self._kafka("orders"),
             "balances": self._kafka("balances"),
+            "stops": self._kafka("stops"),
             "auth_url": self.auth_url,
             "sign_url": self.sign_url,
             "backend_timeout": 1.0,

@@ -53,6 +53,8 @@ class EmbeddedOptions:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     http_timeout: float = 1.0
+    #: Bearer token unlocking accesshttp's admin methods (``config.*``); None: always refused.
+    admin_token: str | None = None
     #: "sqlite" (files under data_dir) or "mysql" (the config's ``db_log`` and ``db_history``).
     storage: str = "sqlite"
     disabled: set[str] = field(default_factory=set)
@@ -152,7 +154,8 @@ class EmbeddedSystem:
                 self.bus, MarketSqliteStore(options.data_dir),
                 markets=lambda: list(engine.markets), debug=config.debug)
             backends["marketprice"] = LocalBackend(self.marketprice)
-        self.http = AccessHttp(backends, timeout=options.http_timeout)
+        self.http = AccessHttp(backends, timeout=options.http_timeout,
+                               admin_token=options.admin_token)
         self.ws: AccessWs | None = None
         if "accessws" not in options.disabled:
             self.ws = AccessWs(options.ws_config or load_accessws({}, embedded=True), backends,
@@ -180,6 +183,7 @@ class EmbeddedSystem:
         if self.ws is not None:
             await self.ws.start(self.options.ws_host, self.options.ws_port)
             log.info("accessws listening on ws://%s:%d/", self.options.ws_host, self.ws.port)
+            self.http.ws_port = self.ws.port  # the market page finds the WebSocket here
         if self.options.metrics_port:
             await self.metrics.start(self.options.http_host, self.options.metrics_port)
 

@@ -82,6 +82,7 @@ class Topology:
                 "readhistory": client("readhistory"),
                 "orders": {"brokers": brokers, "topic": f"{topic_prefix}orders"},
                 "balances": {"brokers": brokers, "topic": f"{topic_prefix}balances"},
+                "stops": {"brokers": brokers, "topic": f"{topic_prefix}stops"},
                 "auth_url": "http://127.0.0.1:1/auth", "sign_url": "http://127.0.0.1:1/sign",
                 "backend_timeout": 2.0, "cache_timeout": 0.1,
                 "deals_interval": 0.1, "price_interval": 0.1, "state_interval": 0.1,

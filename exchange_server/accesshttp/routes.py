@@ -1,4 +1,7 @@
-"""accesshttp's routing table: which service owns each public method (rpc.md 1.2)."""
+"""accesshttp's routing table: which service owns each public method (rpc.md 1.2).
+
+The CoinEx fork's methods (extensions.md) follow the original's, with the fork's command
+numbers (they do not collide with the original's); ``config.*`` are the admin methods."""
 
 from __future__ import annotations
 
@@ -31,4 +34,23 @@ ROUTES: dict[str, tuple[str, int]] = {
     "market.user_deals": (READHISTORY, 306),
     "market.list": (MATCHENGINE, 307),
     "market.summary": (MATCHENGINE, 308),
+    # the CoinEx fork's methods (docs/compatibility.md, "Extensions from the CoinEx fork")
+    "order.put_stop_limit": (MATCHENGINE, 211),
+    "order.put_stop_market": (MATCHENGINE, 212),
+    "order.cancel_stop": (MATCHENGINE, 213),
+    "order.pending_stop": (MATCHENGINE, 214),
+    "order.finished_stop": (READHISTORY, 215),
+    "order.stop_book": (MATCHENGINE, 216),
+    "order.cancel_all": (MATCHENGINE, 218),
+    "order.cancel_stop_all": (MATCHENGINE, 219),
+    "order.cancel_batch": (MATCHENGINE, 222),
+    "market.detail": (MATCHENGINE, 311),
+    # admin: refused without the admin token
+    "config.update_asset": (MATCHENGINE, 401),
+    "config.update_market": (MATCHENGINE, 402),
+    "config.suspend_market": (MATCHENGINE, 404),
+    "config.resume_market": (MATCHENGINE, 405),
 }
+
+#: Methods accesshttp refuses (HTTP 403, error 6) unless the request carries the admin token.
+ADMIN_METHODS = frozenset(m for m in ROUTES if m.startswith("config."))

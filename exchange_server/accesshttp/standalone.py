@@ -23,6 +23,9 @@ class AccessHttpConfig:
     svr: SvrConfig
     backends: dict[str, RpcClientConfig]
     timeout: float = 1.0
+    #: Extension: the bearer token that unlocks the admin methods (``config.*``); none = they
+    #: are always refused.
+    admin_token: str | None = None
 
 
 def load_accesshttp(data: Any) -> AccessHttpConfig:
@@ -38,6 +41,7 @@ def load_accesshttp(data: Any) -> AccessHttpConfig:
         svr=svr,
         backends={name: read_rpc_client(root.obj(name)) for name in BACKENDS},
         timeout=root.real("timeout", 1.0, 0.001),
+        admin_token=root.string("admin_token", None) or None,
     )
 
 
@@ -48,7 +52,7 @@ class StandaloneAccessHttp:
             name: make_client(cfg) for name, cfg in config.backends.items()}
         backends: dict[str, Backend] = dict(self.clients)
         self.http = AccessHttp(backends, timeout=config.timeout,
-                               max_body=config.svr.max_pkg_size)
+                               max_body=config.svr.max_pkg_size, admin_token=config.admin_token)
 
     async def start(self) -> None:
         for client in self.clients.values():

@@ -92,6 +92,9 @@ class AccessWsConfig:
     readhistory: RpcClientConfig | None = None
     orders: KafkaConsumerConfig | None = None
     balances: KafkaConsumerConfig | None = None
+    #: Extension (the CoinEx fork's stop orders): the ``stops`` topic, optional (default: topic
+    #: "stops" on the brokers of ``orders``).
+    stops: KafkaConsumerConfig | None = None
     worker_num: int = 1
     auth_url: str | None = None
     sign_url: str | None = None
@@ -247,6 +250,7 @@ def load_accessws(data: Any, *, embedded: bool = False) -> AccessWsConfig:
         readhistory=_client(clients["readhistory"]),
         orders=_read_kafka_consumer(orders) if orders is not None else None,
         balances=_read_kafka_consumer(balances) if balances is not None else None,
+        stops=_read_kafka_consumer(root.obj("stops")) if root.has("stops") else None,
         worker_num=root.integer("worker_num", 1, minimum=1),
         auth_url=auth_url,
         sign_url=sign_url,

@@ -503,6 +503,7 @@ class AccessWs:
             "deals.subscribe": self._list_subscribe(self.deals),
             "deals.unsubscribe": self._list_unsubscribe(self.deals),
             "order.query": self.order_query,
+            "order.query_stop": self.order_query_stop,
             "order.history": self.order_history,
             "order.subscribe": self.order_subscribe,
             "order.unsubscribe": self.order_unsubscribe,
@@ -679,6 +680,21 @@ class AccessWs:
         if type(market) is not str or type(offset) is not int or type(limit) is not int:
             raise RpcError(*ERR_INVALID)
         return self._forward(conn, req_id, backend, "order.pending", [user, market, offset, limit])
+
+    def order_query_stop(self, conn: Connection, req_id: int,
+                         params: list[Any]) -> Awaitable[None] | None:
+        """The CoinEx fork's ``[market (null = all), side (0 = both), offset, limit]`` ->
+        order.pending_stop ``[user_id, market, side, offset, limit]``."""
+        backend = self._backend(MATCHENGINE)
+        user = self._user(conn)
+        if len(params) != 4:
+            raise RpcError(*ERR_INVALID)
+        market, side, offset, limit = params
+        if (market is not None and type(market) is not str) or type(side) is not int or \
+                type(offset) is not int or type(limit) is not int:
+            raise RpcError(*ERR_INVALID)
+        return self._forward(conn, req_id, backend, "order.pending_stop",
+                             [user, market, side, offset, limit])
 
     def order_history(self, conn: Connection, req_id: int,
                       params: list[Any]) -> Awaitable[None] | None:

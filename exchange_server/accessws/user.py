@@ -11,6 +11,10 @@ with Kafka.
   involved in a trade (taker and makers) has a message, so both sides of a trade get their
   asset updates.
 * ``balances`` message ``[time, user, asset, business, change]``: the same balance push.
+* ``stops`` message (the CoinEx fork's stop orders) ``{"event", "order", "order_id", "stock",
+  "money"}``: ``order.update_stop [event, stop]`` to the user's connections subscribed to the
+  stop's market (``order.subscribe``), then the stock and money balance pushes (a stop freezes
+  funds while it waits).
 
 Balance queries are coalesced: the (user, asset) pairs of one batch of messages are asked once,
 and a pair that changes again while its query is in flight is asked again when it returns, so
@@ -32,7 +36,7 @@ import orjson
 
 from exchange_server.accessws.protocol import notify_frame, parse_reply
 from exchange_server.accessws.session import Connection
-from exchange_server.bus.base import BALANCES, ORDERS, BusReader, Message, Subscription
+from exchange_server.bus.base import BALANCES, ORDERS, STOPS, BusReader, Message, Subscription
 
 if TYPE_CHECKING:
     from exchange_server.accessws.server import AccessWs
@@ -41,6 +45,17 @@ log = logging.getLogger("exchange_server.accessws.user")
 
 #: Seconds before reading a topic again after its subscription failed.
 RETRY_DELAY = 1.0
+
+
+def stops_topic(config: Any) -> str:
+    """The ``stops`` topic: the config's ``stops`` block, else ``stops`` with the prefix of the
+    ``orders`` topic (``<prefix>orders`` -> ``<prefix>stops``, the matchengine's
+    ``kafka_topic_prefix``)."""
+    if config.stops is not None:
+        return str(config.stops.topic)
+    if config.orders is not None and config.orders.topic.endswith(ORDERS):
+        return config.orders.topic[:-len(ORDERS)] + STOPS
+    return STOPS
 
 
 class UserFeeds:
@@ -54,6 +69,7 @@ class UserFeeds:
         self._tasks: list[asyncio.Task[None]] = []
         self._queries: set[asyncio.Task[None]] = set()
         self.orders_seen = 0
+        self.stops_seen = 0
         self.balances_seen = 0
 
     # -- subscriptions ----------------------------------------------------------------------------
@@ -93,10 +109,12 @@ class UserFeeds:
         config = self.server.config
         orders = bus.subscribe(config.orders.topic if config.orders else ORDERS)
         balances = bus.subscribe(config.balances.topic if config.balances else BALANCES)
-        self._subscriptions = [orders, balances]
+        stops = bus.subscribe(stops_topic(config))
+        self._subscriptions = [orders, balances, stops]
         self._tasks = [
             asyncio.create_task(self._consume(orders, self.on_orders)),
             asyncio.create_task(self._consume(balances, self.on_balances)),
+            asyncio.create_task(self._consume(stops, self.on_stops)),
         ]
 
     async def stop(self) -> None:
@@ -131,10 +149,14 @@ class UserFeeds:
                 log.exception("bus batch failed")
 
     def on_orders(self, batch: list[Message]) -> None:
+        self.orders_seen += len(batch)
+        self._order_messages(batch, "order.update")
+
+    def _order_messages(self, batch: list[Message], notify: str) -> None:
+        """``orders`` messages, or ``stops`` messages, which have the same shape."""
         wanted: dict[tuple[int, str], None] = {}
         users = self.users
         for msg in batch:
-            self.orders_seen += 1
             try:
                 data = orjson.loads(msg.value)
                 event = data["event"]
@@ -154,13 +176,17 @@ class UserFeeds:
             for conn in conns:
                 if conn.orders is not None and market in conn.orders and conn.user_id == user:
                     if frame is None:
-                        frame = notify_frame("order.update", [event, order])
+                        frame = notify_frame(notify, [event, order])
                     conn.send_frame(frame)
             for asset in (stock, money):
                 if any(c.assets is not None and asset in c.assets for c in conns):
                     wanted[(user, asset)] = None
         for user, asset in wanted:
             self.refresh_asset(user, asset)
+
+    def on_stops(self, batch: list[Message]) -> None:
+        self.stops_seen += len(batch)
+        self._order_messages(batch, "order.update_stop")
 
     def on_balances(self, batch: list[Message]) -> None:
         wanted: dict[tuple[int, str], None] = {}

@@ -17,8 +17,12 @@ from typing import NamedTuple, Protocol
 DEALS = "deals"
 ORDERS = "orders"
 BALANCES = "balances"
-#: The original's three topics, in a fixed order (index = position in per-topic tuples).
+#: The original's three topics.
 TOPICS: tuple[str, str, str] = (DEALS, ORDERS, BALANCES)
+#: The CoinEx fork's topic of stop orders placed, fired and cancelled (bus/messages.py).
+STOPS = "stops"
+#: Every topic the publisher writes, in a fixed order (index = position in per-topic tuples).
+ALL_TOPICS: tuple[str, ...] = (*TOPICS, STOPS)
 
 #: Kafka message header carrying the matchengine operation id (ASCII decimal).  Message bodies
 #: stay byte-identical to the original's; consumers that care about duplicates read the header.

@@ -27,7 +27,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-from exchange_server.bus.base import TOPICS, AckCallback, Message, ResetCallback
+from exchange_server.bus.base import ALL_TOPICS, AckCallback, Message, ResetCallback
 from exchange_server.bus.mark import MarkFile
 
 log = logging.getLogger("exchange_server.bus")
@@ -80,7 +80,7 @@ class InProcessBus:
     def __init__(self, mark_file: MarkFile | None = None, retain: int = DEFAULT_RETAIN,
                  max_behind: int = DEFAULT_MAX_BEHIND) -> None:
         base = mark_file.load().offsets if mark_file is not None else {}
-        self.topics: dict[str, _Topic] = {t: _Topic(t, base.get(t, 0)) for t in TOPICS}
+        self.topics: dict[str, _Topic] = {t: _Topic(t, base.get(t, 0)) for t in ALL_TOPICS}
         self.retain = retain
         self.max_behind = max_behind
         self._on_acked: AckCallback | None = None

@@ -3,16 +3,29 @@
 All three are ``json_dumps(x, 0)`` in the C code: one line, ``", "`` and ``": "`` separators,
 decimals as to-sci-string *without* zero stripping (the order object inside ``orders`` is the
 usual order info, which is stripped).
+
+The CoinEx fork's ``stops`` topic (extensions.md 1.5) is written the same way:
+``{"event": 1 put / 2 fired / 3 cancelled, "order": <stop object> + "status", "order_id": id of
+the order a fired stop spawned (0: none), "stock": asset, "money": asset}``; ``status`` is 0 for
+put and cancel, 1 (order placed) or 2 (order refused) for fired.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from exchange_server.bus.base import BALANCES, DEALS, ORDERS
+from exchange_server.bus.base import BALANCES, DEALS, ORDERS, STOPS
 from exchange_server.common.decimals import fmt_raw
 from exchange_server.common.jsonfmt import dumps
-from exchange_server.matchengine.model import BalanceUpdated, Deal, Event, OrderChanged, order_info
+from exchange_server.matchengine.model import (
+    BalanceUpdated,
+    Deal,
+    Event,
+    OrderChanged,
+    StopChanged,
+    order_info,
+    stop_info,
+)
 
 
 def deal_message(d: Deal) -> bytes:
@@ -36,6 +49,14 @@ def balance_message(e: BalanceUpdated) -> bytes:
     return dumps([e.time, e.user, e.asset, e.business, fmt_raw(e.change)]).encode()
 
 
+def stop_message(e: StopChanged) -> bytes:
+    """``{"event": n, "order": <stop object> + "status", "order_id": n, "stock", "money"}``."""
+    stop = stop_info(e.stop)
+    stop["status"] = e.status
+    return dumps({"event": e.event, "order": stop, "order_id": e.order_id, "stock": e.stock,
+                  "money": e.money}).encode()
+
+
 def encode_events(events: list[Event]) -> Iterator[tuple[str, bytes]]:
     """(topic, body) for every event of one operation that the original publishes, in event
     order (so per topic in the order the original pushed them)."""
@@ -46,3 +67,5 @@ def encode_events(events: list[Event]) -> Iterator[tuple[str, bytes]]:
             yield ORDERS, order_message(e)
         elif isinstance(e, BalanceUpdated):
             yield BALANCES, balance_message(e)
+        elif isinstance(e, StopChanged):
+            yield STOPS, stop_message(e)

@@ -36,7 +36,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from exchange_server.bus.base import TOPICS, Transport
+from exchange_server.bus.base import ALL_TOPICS, Transport
 from exchange_server.bus.mark import Mark, MarkFile
 from exchange_server.bus.messages import encode_events
 from exchange_server.matchengine.model import Event
@@ -50,7 +50,7 @@ MARK_INTERVAL = 0.5
 #: Seconds before retrying a send the transport could not take.
 RETRY_DELAY = 0.1
 
-_INDEX = {t: i for i, t in enumerate(TOPICS)}
+_INDEX = {t: i for i, t in enumerate(ALL_TOPICS)}
 
 
 class _Oper:
@@ -61,7 +61,7 @@ class _Oper:
     def __init__(self, oper_id: int, remaining: int, counts: tuple[int, ...]) -> None:
         self.oper_id = oper_id
         self.remaining = remaining
-        #: messages published on each topic (TOPICS order) before this operation's.
+        #: messages published on each topic (ALL_TOPICS order) before this operation's.
         self.counts = counts
 
 
@@ -75,14 +75,14 @@ class BusPublisher:
         self.mark_interval = mark_interval
         loaded = self.mark_file.load()
         self._loaded = loaded
-        self._base = tuple(loaded.offsets.get(t, 0) for t in TOPICS)
+        self._base = tuple(loaded.offsets.get(t, 0) for t in ALL_TOPICS)
         #: last operation id handed to on_events (or covered by the loaded mark).
         self._last_oper_id = loaded.oper_id
         #: per topic: messages with the transport, awaiting acknowledgement (oldest first)...
-        self._inflight: dict[str, deque[tuple[int, bytes]]] = {t: deque() for t in TOPICS}
+        self._inflight: dict[str, deque[tuple[int, bytes]]] = {t: deque() for t in ALL_TOPICS}
         #: ...and messages not handed to the transport yet.
-        self._waiting: dict[str, deque[tuple[int, bytes]]] = {t: deque() for t in TOPICS}
-        self._published = [0] * len(TOPICS)
+        self._waiting: dict[str, deque[tuple[int, bytes]]] = {t: deque() for t in ALL_TOPICS}
+        self._published = [0] * len(ALL_TOPICS)
         self._opers: deque[_Oper] = deque()
         self._by_id: dict[int, _Oper] = {}
         self._saved = loaded
@@ -122,7 +122,7 @@ class BusPublisher:
 
     def overloaded(self) -> bool:
         limit = self.max_pending
-        return any(len(self._inflight[t]) + len(self._waiting[t]) >= limit for t in TOPICS)
+        return any(len(self._inflight[t]) + len(self._waiting[t]) >= limit for t in ALL_TOPICS)
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -131,7 +131,7 @@ class BusPublisher:
         return len(self._inflight[topic]) + len(self._waiting[topic])
 
     def pending_total(self) -> int:
-        return sum(self.pending(t) for t in TOPICS)
+        return sum(self.pending(t) for t in ALL_TOPICS)
 
     def current_mark(self) -> Mark:
         """The durable mark as of now (what the next write of the mark file will hold)."""
@@ -142,7 +142,7 @@ class BusPublisher:
             oper_id, counts = self._last_oper_id, tuple(self._published)
         offsets: dict[str, int] = {}
         if self.transport.stable_offsets:
-            offsets = {t: self._base[i] + counts[i] for i, t in enumerate(TOPICS)}
+            offsets = {t: self._base[i] + counts[i] for i, t in enumerate(ALL_TOPICS)}
         return Mark(oper_id, offsets)
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ class BusPublisher:
 
     def _pump(self) -> None:
         send = self.transport.send
-        for topic in TOPICS:
+        for topic in ALL_TOPICS:
             waiting = self._waiting[topic]
             inflight = self._inflight[topic]
             while waiting:
@@ -237,7 +237,7 @@ class BusPublisher:
 
     def _on_reset(self) -> None:
         """The transport lost what was in flight: send it all again, in order."""
-        for topic in TOPICS:
+        for topic in ALL_TOPICS:
             inflight = self._inflight[topic]
             if inflight:
                 self.resent_total += len(inflight)

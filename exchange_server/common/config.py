@@ -286,20 +286,25 @@ def check_markets(assets: list[AssetConfig], markets: list[MarketConfig]) -> Non
         if m.name in seen:
             raise ConfigError(f"{where}.name: duplicate market {m.name!r}")
         seen.add(m.name)
-        if m.stock not in by_name:
-            raise ConfigError(f"{where}.stock.name: unknown asset {m.stock!r}")
-        if m.money not in by_name:
-            raise ConfigError(f"{where}.money.name: unknown asset {m.money!r}")
-        if m.stock == m.money:
-            raise ConfigError(f"{where}: stock and money must differ")
-        money_save = by_name[m.money].prec_save
-        stock_save = by_name[m.stock].prec_save
-        if m.stock_prec + m.money_prec > money_save:
-            raise ConfigError(f"{where}: stock.prec + money.prec must be <= prec_save of {m.money}")
-        if m.stock_prec + m.fee_prec > stock_save:
-            raise ConfigError(f"{where}: stock.prec + fee_prec must be <= prec_save of {m.stock}")
-        if m.money_prec + m.fee_prec > money_save:
-            raise ConfigError(f"{where}: money.prec + fee_prec must be <= prec_save of {m.money}")
+        check_market(by_name, m, where)
+
+
+def check_market(assets: dict[str, AssetConfig], m: MarketConfig, where: str = "market") -> None:
+    """One market's checks against the assets (start-up, and markets added at run time)."""
+    if m.stock not in assets:
+        raise ConfigError(f"{where}.stock.name: unknown asset {m.stock!r}")
+    if m.money not in assets:
+        raise ConfigError(f"{where}.money.name: unknown asset {m.money!r}")
+    if m.stock == m.money:
+        raise ConfigError(f"{where}: stock and money must differ")
+    money_save = assets[m.money].prec_save
+    stock_save = assets[m.stock].prec_save
+    if m.stock_prec + m.money_prec > money_save:
+        raise ConfigError(f"{where}: stock.prec + money.prec must be <= prec_save of {m.money}")
+    if m.stock_prec + m.fee_prec > stock_save:
+        raise ConfigError(f"{where}: stock.prec + fee_prec must be <= prec_save of {m.stock}")
+    if m.money_prec + m.fee_prec > money_save:
+        raise ConfigError(f"{where}: money.prec + fee_prec must be <= prec_save of {m.money}")
 
 
 def load_matchengine(data: Any, *, embedded: bool = False) -> MatchEngineConfig:

@@ -8,6 +8,8 @@ order, each tagged with the table kind it goes to:
   values; ``finish_time`` = the snapshot's ``mtime``);
 * every :class:`Deal` -> two ``deal_history`` rows (ask order's, then bid order's) and two
   ``user_deal_history`` rows (same order);
+* every :class:`StopChanged` of a stop that fired or was cancelled -> one ``stop_history``
+  row (the CoinEx fork's table, plus cancelled stops and the id of the order a stop spawned);
 * other events (bus messages only) -> nothing.
 
 Row values are raw Python values (Decimals, floats, ints, str); turning them into column values
@@ -31,10 +33,14 @@ from exchange_server.common.decimals import fmt
 from exchange_server.matchengine.model import (
     ASK,
     BID,
+    STOP_EVENT_ACTIVE,
+    STOP_EVENT_CANCEL,
+    STOP_STATUS_CANCEL,
     BalanceChanged,
     Deal,
     Event,
     OrderFinished,
+    StopChanged,
     TradeDetail,
 )
 
@@ -45,8 +51,12 @@ ORDER = "order_history"
 DETAIL = "order_detail"
 DEAL = "deal_history"
 USER_DEAL = "user_deal_history"
+STOP = "stop_history"
 
+#: The original's tables.
 KINDS = (BALANCE, ORDER, DETAIL, DEAL, USER_DEAL)
+#: Every table written: the original's and the CoinEx fork's stop_history.
+ALL_KINDS = (*KINDS, STOP)
 
 #: What a history row for an order restored without a source shows (the C server printed a
 #: NULL ``char *`` with glibc's printf, which gives "(null)").
@@ -111,7 +121,27 @@ class UserDealRow(NamedTuple):
     deal_fee: Decimal
 
 
-AnyRow = BalanceRow | OrderRow | DealRow | UserDealRow
+class StopRow(NamedTuple):
+    id: int
+    create_time: float
+    finish_time: float
+    user_id: int
+    market: str
+    source: str
+    t: int
+    side: int
+    option: int
+    stop_price: Decimal
+    price: Decimal
+    amount: Decimal
+    taker_fee: Decimal
+    maker_fee: Decimal
+    status: int
+    client_id: str
+    order_id: int
+
+
+AnyRow = BalanceRow | OrderRow | DealRow | UserDealRow | StopRow
 #: (table kind, row)
 Row = tuple[str, AnyRow]
 
@@ -175,6 +205,25 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("fee", "DECIMAL(30,16)"),
         ("deal_fee", "DECIMAL(30,16)"),
     ),
+    STOP: (
+        ("id", "BIGINT UNSIGNED"),
+        ("create_time", "DOUBLE"),
+        ("finish_time", "DOUBLE"),
+        ("user_id", "INT UNSIGNED"),
+        ("market", "VARCHAR(30)"),
+        ("source", "VARCHAR(30)"),
+        ("t", "TINYINT UNSIGNED"),
+        ("side", "TINYINT UNSIGNED"),
+        ("option", "INT UNSIGNED"),
+        ("stop_price", "DECIMAL(30,8)"),
+        ("price", "DECIMAL(30,8)"),
+        ("amount", "DECIMAL(30,8)"),
+        ("taker_fee", "DECIMAL(30,4)"),
+        ("maker_fee", "DECIMAL(30,4)"),
+        ("status", "TINYINT UNSIGNED"),
+        ("client_id", "VARCHAR(32)"),
+        ("order_id", "BIGINT UNSIGNED"),
+    ),
 }
 TABLES[DETAIL] = TABLES[ORDER]
 
@@ -188,6 +237,7 @@ SHARD_FIELD = {
     DETAIL: OrderRow._fields.index("id"),
     DEAL: DealRow._fields.index("order_id"),
     USER_DEAL: UserDealRow._fields.index("user_id"),
+    STOP: StopRow._fields.index("user_id"),
 }
 
 #: Number of ``X_N`` shards per table in MySQL.
@@ -266,6 +316,15 @@ def deal_rows(e: Deal) -> tuple[DealRow, DealRow, UserDealRow, UserDealRow]:
     return ask, bid, user_ask, user_bid
 
 
+def stop_row(e: StopChanged) -> StopRow:
+    """The stop_history row of a stop that fired (status 1 / 2) or was cancelled (3)."""
+    s = e.stop
+    status = STOP_STATUS_CANCEL if e.event == STOP_EVENT_CANCEL else e.status
+    return StopRow(s.id, s.ctime, s.mtime, s.user, s.market, s.source, s.type, s.side, s.option,
+                   s.stop_price, s.price, s.amount, s.taker_fee, s.maker_fee, status, s.client_id,
+                   e.order_id)
+
+
 def rows_of(events: Iterable[Event]) -> list[Row]:
     """All history rows of one operation's events, in event order."""
     rows: list[Row] = []
@@ -283,6 +342,8 @@ def rows_of(events: Iterable[Event]) -> list[Row]:
             row = order_row(e)
             append((ORDER, row))
             append((DETAIL, row))
+        elif type(e) is StopChanged and e.event in (STOP_EVENT_ACTIVE, STOP_EVENT_CANCEL):
+            append((STOP, stop_row(e)))
     return rows
 
 
@@ -386,7 +447,7 @@ def row_converter(kind: str) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
 
 
 ROW_CONVERTERS: dict[str, Callable[[Sequence[Any]], tuple[Any, ...]]] = {
-    kind: row_converter(kind) for kind in KINDS
+    kind: row_converter(kind) for kind in ALL_KINDS
 }
 
 

@@ -35,14 +35,15 @@ from pymysql.constants import CLIENT
 
 from exchange_server.common.config import MysqlConfig
 from exchange_server.history.rows import (
+    ALL_KINDS,
     AUTO_ID,
     BALANCE,
     DEAL,
     DETAIL,
-    KINDS,
     ORDER,
     SHARD_FIELD,
     SHARDS,
+    STOP,
     TABLES,
     USER_DEAL,
     column_converters,
@@ -68,6 +69,7 @@ INDEXES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     DETAIL: [("idx_user_market", ("user_id", "market"))],
     DEAL: [("idx_order_id", ("order_id",))],
     USER_DEAL: [("idx_user_market", ("user_id", "market"))],
+    STOP: [("idx_user", ("user_id",)), ("idx_user_market", ("user_id", "market"))],
 }
 
 OFFSET_TABLE = "history_offset"
@@ -99,8 +101,8 @@ def template_ddl(kind: str) -> str:
 
 def schema() -> list[str]:
     """Every statement of the schema, all idempotent."""
-    ddl = [template_ddl(kind) for kind in KINDS]
-    for kind in KINDS:
+    ddl = [template_ddl(kind) for kind in ALL_KINDS]
+    for kind in ALL_KINDS:
         for shard in range(SHARDS):
             ddl.append(f"CREATE TABLE IF NOT EXISTS {_q(table_name(kind, shard))} "
                        f"LIKE {_q(kind + '_example')}")
@@ -196,7 +198,7 @@ def row_literal_function(kind: str) -> Callable[[Sequence[Any]], str]:
     return literal
 
 
-_ROW_LITERAL = {kind: row_literal_function(kind) for kind in KINDS}
+_ROW_LITERAL = {kind: row_literal_function(kind) for kind in ALL_KINDS}
 
 
 def insert_prefix(kind: str, shard: int) -> str:
@@ -210,8 +212,8 @@ def insert_suffix(kind: str) -> str:
     return " ON DUPLICATE KEY UPDATE `id` = `id`" if kind in (ORDER, DETAIL) else ""
 
 
-_PREFIX = {(kind, shard): insert_prefix(kind, shard) for kind in KINDS for shard in range(SHARDS)}
-_SUFFIX = {kind: insert_suffix(kind) for kind in KINDS}
+_PREFIX = {(kind, shard): insert_prefix(kind, shard) for kind in ALL_KINDS for shard in range(SHARDS)}
+_SUFFIX = {kind: insert_suffix(kind) for kind in ALL_KINDS}
 
 
 def insert_statements(kind: str, shard: int, rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -284,15 +286,18 @@ class MysqlHistoryStore:
         return f"MysqlHistoryStore({self.cfg.user}@{self.cfg.host}:{self.cfg.port}/{self.cfg.name})"
 
     def _schema_present(self) -> bool:
+        """Whether every table exists (a database made before a kind was added, e.g.
+        stop_history, gets the new tables: the schema statements are idempotent)."""
         conn = mysql_db.connect(self.cfg)
         try:
             with conn.cursor() as cur:
-                cur.execute("SHOW TABLES LIKE %s", (OFFSET_TABLE,))
-                present = cur.fetchone() is not None
+                cur.execute("SHOW TABLES")
+                tables = {row[0] for row in cur.fetchall()}
             conn.commit()
-            return present
         finally:
             conn.close()
+        needed = {OFFSET_TABLE} | {table_name(kind, SHARDS - 1) for kind in ALL_KINDS}
+        return needed <= tables
 
     def open(self) -> None:
         try:

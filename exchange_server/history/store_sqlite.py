@@ -22,13 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from exchange_server.history.rows import (
+    ALL_KINDS,
     AUTO_ID,
     BALANCE,
     DEAL,
     DETAIL,
-    KINDS,
     ORDER,
     ROW_CONVERTERS,
+    STOP,
     TABLES,
     USER_DEAL,
 )
@@ -50,6 +51,7 @@ INDEXES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     DETAIL: [],
     DEAL: [("idx_order_id", ("order_id",))],
     USER_DEAL: [("idx_user_market", ("user_id", "market"))],
+    STOP: [("idx_user", ("user_id",)), ("idx_user_market", ("user_id", "market"))],
 }
 
 
@@ -63,7 +65,7 @@ def _sqlite_type(sql_type: str) -> str:
 
 def schema() -> list[str]:
     ddl: list[str] = []
-    for kind in KINDS:
+    for kind in ALL_KINDS:
         cols = []
         if kind in AUTO_ID:
             cols.append('"id" INTEGER PRIMARY KEY')
@@ -92,7 +94,7 @@ def insert_sql(kind: str) -> str:
     return f'{verb} INTO "{kind}" ({columns}) VALUES ({marks})'
 
 
-_INSERTS = {kind: insert_sql(kind) for kind in KINDS}
+_INSERTS = {kind: insert_sql(kind) for kind in ALL_KINDS}
 
 
 class SqliteHistoryStore:

@@ -29,7 +29,7 @@ from collections import deque
 
 from exchange_server.history.rows import Row, rows_of
 from exchange_server.history.store import HistoryStore, HistoryStoreError, Operation
-from exchange_server.matchengine.model import BalanceChanged, Deal, Event, OrderFinished
+from exchange_server.matchengine.model import BalanceChanged, Deal, Event, OrderFinished, StopChanged
 
 log = logging.getLogger("exchange_server.history")
 
@@ -42,7 +42,8 @@ ERROR_LOG_INTERVAL = 30.0
 
 
 #: Rows each event becomes (rows.rows_of): counted in on_events, built by the flusher.
-ROWS_PER_EVENT: dict[type, int] = {BalanceChanged: 1, Deal: 4, OrderFinished: 2}
+#: (StopChanged: at most one; a PUT makes none, counted anyway: it only weighs backpressure)
+ROWS_PER_EVENT: dict[type, int] = {BalanceChanged: 1, Deal: 4, OrderFinished: 2, StopChanged: 1}
 
 
 class _Op:

@@ -10,6 +10,10 @@ the state therefore matches the stored offset exactly; deals that the publisher 
 (at-least-once after its own restart) carry a deal id not above the last one applied and are
 skipped.
 
+Markets added to the matchengine at run time (config.update_market) are picked up from the
+market list, asked again every ``market_refresh_interval`` seconds (60), or with their first
+deal, whichever comes first.
+
 Retention (sec_max / min_max / hour_max): buckets past it are dropped from memory every
 hour (and at load) and deleted from the store in the next flush, in the same transaction;
 day buckets are kept forever.
@@ -60,7 +64,8 @@ class MarketPriceService:
                  debug: bool = False, flush_interval: float = 1.0,
                  cleanup_interval: float = 3600.0, tz: tzinfo | None = None,
                  clock: Callable[[], float] = time.time, topic: str = DEALS,
-                 durable_name: str = "marketprice") -> None:
+                 durable_name: str = "marketprice",
+                 market_refresh_interval: float = 60.0) -> None:
         use_engine_context()
         self.reader = reader
         self.store = store
@@ -74,6 +79,7 @@ class MarketPriceService:
         self.clock = clock
         self.topic = topic
         self.durable_name = durable_name
+        self.market_refresh_interval = market_refresh_interval
         self.data = MarketData(self.local, self.retention)
         self._subscription: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -109,6 +115,7 @@ class MarketPriceService:
             asyncio.create_task(self._consume()),
             asyncio.create_task(self._flush_loop()),
             asyncio.create_task(self._cleanup_loop()),
+            asyncio.create_task(self._refresh_markets_loop()),
         ]
 
     async def stop(self, flush: bool = True) -> None:
@@ -181,6 +188,26 @@ class MarketPriceService:
             dropped = self.data.cleanup(int(self.clock()))
             if dropped:
                 log.info("marketprice: %d buckets past retention dropped", dropped)
+
+    async def _refresh_markets_loop(self) -> None:
+        """Markets added at run time: known before their first deal."""
+        while True:
+            await asyncio.sleep(self.market_refresh_interval)
+            await self.refresh_markets()
+
+    async def refresh_markets(self) -> int:
+        """Ask the market list again; new markets are added (empty).  Returns how many."""
+        try:
+            names = await get_markets(self.market_source)
+        except Exception as e:
+            log.warning("marketprice: market list refresh failed: %s", e)
+            return 0
+        added = [n for n in names if n not in self.data.markets]
+        for name in added:
+            self.data.add_market(name, record=True)
+        if added:
+            log.info("marketprice: new markets %s", ", ".join(added))
+        return len(added)
 
     # -- requests ---------------------------------------------------------------------------------
 

@@ -13,9 +13,18 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from exchange_server.common.config import AssetConfig, MarketConfig, MatchEngineConfig
-from exchange_server.common.decimals import ZERO, use_engine_context
-from exchange_server.common.errors import RpcError
+from exchange_server.common.config import (
+    AssetConfig,
+    ConfigError,
+    MarketConfig,
+    MatchEngineConfig,
+    Node,
+    check_market,
+    read_asset,
+    read_market,
+)
+from exchange_server.common.decimals import ZERO, fmt, use_engine_context
+from exchange_server.common.errors import INVALID_ARGUMENT, RpcError
 from exchange_server.matchengine.balance import Balances
 from exchange_server.matchengine.market import Market
 from exchange_server.matchengine.model import (
@@ -25,6 +34,18 @@ from exchange_server.matchengine.model import (
     EVENT_PUT,
     LIMIT,
     MARKET,
+    OPTION_FOK,
+    OPTION_IOC,
+    OPTION_MAKER_ONLY,
+    OPTION_STOP,
+    OPTION_UNLIMITED_MIN_AMOUNT,
+    STOP_EVENT_ACTIVE,
+    STOP_EVENT_CANCEL,
+    STOP_EVENT_PUT,
+    STOP_STATE_HIGH,
+    STOP_STATE_LOW,
+    STOP_STATUS_ACTIVE,
+    STOP_STATUS_FAIL,
     BalanceChanged,
     BalanceUpdated,
     Event,
@@ -32,6 +53,9 @@ from exchange_server.matchengine.model import (
     OrderChanged,
     OrderFinished,
     OrderSnapshot,
+    Stop,
+    StopChanged,
+    StopSnapshot,
 )
 
 #: balance.update business ids are remembered this long (seconds of command time).
@@ -39,6 +63,32 @@ DEDUP_WINDOW = 86400.0
 DEDUP_SWEEP_INTERVAL = 60.0
 
 DedupKey = tuple[int, str, str, int]
+
+#: Events are built with tuple.__new__ on the order path (see market.py).
+_new = tuple.__new__
+
+#: Error of every order placement in a suspended market (an extension: the fork has none).
+MARKET_SUSPENDED = RpcError(30, "market suspended")
+
+#: Per-order result of order.cancel_batch: (code, message, the order as it was or None).
+CancelResult = tuple[int, str, OrderSnapshot | None]
+
+
+def admin_error(reason: str) -> RpcError:
+    """An admin command that cannot be applied: code 1 with the reason (skipped on replay like
+    any invalid argument)."""
+    return RpcError(INVALID_ARGUMENT, f"invalid argument: {reason}")
+
+
+def asset_detail(a: AssetConfig) -> dict[str, Any]:
+    return {"name": a.name, "prec_save": a.prec_save, "prec_show": a.prec_show}
+
+
+def market_detail(m: MarketConfig) -> dict[str, Any]:
+    """A market config in the config file's shape (what config.update_market takes)."""
+    return {"name": m.name, "stock": {"name": m.stock, "prec": m.stock_prec},
+            "money": {"name": m.money, "prec": m.money_prec}, "fee_prec": m.fee_prec,
+            "min_amount": fmt(m.min_amount)}
 
 
 @dataclass
@@ -50,6 +100,12 @@ class EngineState:
     orders: list[Order] = field(default_factory=list)
     balances: list[tuple[int, str, int, Decimal]] = field(default_factory=list)
     updates: list[tuple[int, str, str, int, float]] = field(default_factory=list)
+    #: pending stop orders (their funds are frozen: the balances above include them)
+    stops: list[Stop] = field(default_factory=list)
+    #: runtime configuration as (kind, name, detail): kind "asset" / "market" = the config an
+    #: admin command left (config file shape), kind "state" = a market's
+    #: ``{"last": text, "suspended": bool}``.
+    config: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
 
 class Engine:
@@ -65,6 +121,9 @@ class Engine:
         self.deal_id = 0
         self.updates: dict[DedupKey, float] = {}
         self._last_sweep = 0.0
+        #: assets and markets as the admin commands left them (restored over the config file)
+        self.asset_overrides: dict[str, AssetConfig] = {}
+        self.market_overrides: dict[str, MarketConfig] = {}
 
     @classmethod
     def from_config(cls, config: MatchEngineConfig) -> Engine:
@@ -111,41 +170,77 @@ class Engine:
     # -- orders -----------------------------------------------------------------------------------
 
     def put_limit(self, now: float, market: Market, user: int, side: int, amount: Decimal,
-                  price: Decimal, taker_fee: Decimal, maker_fee: Decimal,
-                  source: str) -> OrderSnapshot:
-        """order.put_limit after parameter validation (engine.md 7)."""
+                  price: Decimal, taker_fee: Decimal, maker_fee: Decimal, source: str,
+                  option: int = 0, client_id: str | None = None,
+                  trigger: bool = True) -> OrderSnapshot:
+        """order.put_limit after parameter validation (engine.md 7), then the stops the new
+        last price reaches (``trigger``: False for the orders stops spawn, see _trigger)."""
+        if market.suspended:
+            raise MARKET_SUSPENDED
         balances = self.balances
         if side == ASK:
             if balances.get_available(user, market.stock) < amount:
                 raise RpcError(10, "balance not enough")
         elif balances.get_available(user, market.money) < amount * price:
             raise RpcError(10, "balance not enough")
-        if amount < market.min_amount:
+        if amount < market.min_amount and not option & OPTION_UNLIMITED_MIN_AMOUNT:
             raise RpcError(11, "amount too small")
+        if option:
+            if option & OPTION_FOK and not market.fillable(side, LIMIT, price, amount, user,
+                                                           option):
+                raise RpcError(12, "can't be completely executed, kill the order")
+            if option & OPTION_MAKER_ONLY and market.crosses(side, price):
+                raise RpcError(13, "the order may be executed, kill the order")
 
         self.order_id += 1
         order = Order(self.order_id, market.name, source, LIMIT, side, user, now, now, price,
-                      amount, taker_fee, maker_fee, amount, ZERO, ZERO, ZERO, ZERO)
+                      amount, taker_fee, maker_fee, amount, ZERO, ZERO, ZERO, ZERO, option,
+                      client_id)
+        before = market.last
         self.deal_id = market.execute(order, now, self.deal_id)
         snapshot = order.snapshot()
         if not order.left:
-            self.events.append(OrderFinished(snapshot))
-            self.events.append(OrderChanged(EVENT_FINISH, snapshot, market.stock, market.money))
+            self.events.append(_new(OrderFinished, (snapshot,)))
+            self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
+        elif market.stp_stopped or option & OPTION_IOC:
+            # the remainder is cancelled: finished like a cancelled order (history only if
+            # something was dealt)
+            market.stp_stopped = False
+            if order.deal_stock:
+                self.events.append(_new(OrderFinished, (snapshot,)))
+            self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
         else:
-            self.events.append(OrderChanged(EVENT_PUT, snapshot, market.stock, market.money))
+            self.events.append(_new(OrderChanged, (EVENT_PUT, snapshot, market.stock, market.money)))
             market.put(order)
+        if market.stops and trigger and market.last != before:
+            self._trigger(now, market, before)
         return snapshot
 
     def put_market(self, now: float, market: Market, user: int, side: int, amount: Decimal,
-                   taker_fee: Decimal, source: str) -> OrderSnapshot:
-        """order.put_market after parameter validation (engine.md 8)."""
+                   taker_fee: Decimal, source: str, option: int = 0,
+                   client_id: str | None = None) -> OrderSnapshot:
+        """order.put_market after parameter validation (engine.md 8), then the stops the new
+        last price reaches."""
+        before = market.last
+        snapshot = self._market(now, market, user, side, amount, taker_fee, source, option,
+                                client_id)
+        if market.stops and market.last != before:
+            self._trigger(now, market, before)
+        return snapshot
+
+    def _market(self, now: float, market: Market, user: int, side: int, amount: Decimal,
+                taker_fee: Decimal, source: str, option: int,
+                client_id: str | None) -> OrderSnapshot:
+        if market.suspended:
+            raise MARKET_SUSPENDED
         balances = self.balances
+        check_min = not option & OPTION_UNLIMITED_MIN_AMOUNT
         if side == ASK:
             if balances.get_available(user, market.stock) < amount:
                 raise RpcError(10, "balance not enough")
             if not market.bids:
                 raise RpcError(12, "no enough trader")
-            if amount < market.min_amount:
+            if amount < market.min_amount and check_min:
                 raise RpcError(11, "amount too small")
         else:
             if balances.get_available(user, market.money) < amount:
@@ -153,16 +248,19 @@ class Engine:
             best = market.best_ask()
             if best is None:
                 raise RpcError(12, "no enough trader")
-            if amount < best.price * market.min_amount:
+            if amount < best.price * market.min_amount and check_min:
                 raise RpcError(11, "amount too small")
+        if option & OPTION_FOK and not market.fillable(side, MARKET, ZERO, amount, user, option):
+            raise RpcError(13, "can't be completely executed, kill the order")
 
         self.order_id += 1
         order = Order(self.order_id, market.name, source, MARKET, side, user, now, now, ZERO,
-                      amount, taker_fee, ZERO, amount, ZERO, ZERO, ZERO, ZERO)
+                      amount, taker_fee, ZERO, amount, ZERO, ZERO, ZERO, ZERO, option, client_id)
         self.deal_id = market.execute(order, now, self.deal_id)
+        market.stp_stopped = False
         snapshot = order.snapshot()
-        self.events.append(OrderFinished(snapshot))
-        self.events.append(OrderChanged(EVENT_FINISH, snapshot, market.stock, market.money))
+        self.events.append(_new(OrderFinished, (snapshot,)))
+        self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
         return snapshot
 
     def cancel(self, now: float, market: Market, user: int, order_id: int) -> OrderSnapshot:
@@ -172,40 +270,247 @@ class Engine:
             raise RpcError(10, "order not found")
         if order.user != user:
             raise RpcError(11, "user not match")
+        return self._cancel(market, order)
+
+    def _cancel(self, market: Market, order: Order) -> OrderSnapshot:
         snapshot = order.snapshot()
         self.events.append(OrderChanged(EVENT_FINISH, snapshot, market.stock, market.money))
         market.remove(order)
         return snapshot
 
+    def cancel_all(self, now: float, market: Market, user: int, side: int) -> int:
+        """order.cancel_all: every open order of the user in the market (one side, or both for
+        side 0), oldest first.  Returns how many were cancelled."""
+        user_orders = market.users.get(user)
+        if not user_orders:
+            return 0
+        todo = [o for o in user_orders.values() if not side or o.side == side]
+        for order in todo:
+            self._cancel(market, order)
+        return len(todo)
+
+    def cancel_batch(self, now: float, market: Market, user: int,
+                     order_ids: list[int]) -> list[CancelResult]:
+        """order.cancel_batch: each id in turn, with its own result."""
+        results: list[CancelResult] = []
+        for order_id in order_ids:
+            order = market.orders.get(order_id)
+            if order is None:
+                results.append((10, "order not found", None))
+            elif order.user != user:
+                results.append((11, "user not match", None))
+            else:
+                results.append((0, "", self._cancel(market, order)))
+        return results
+
+    # -- stop orders ------------------------------------------------------------------------------
+
+    def put_stop(self, now: float, market: Market, user: int, type: int, side: int,
+                 amount: Decimal, stop_price: Decimal, price: Decimal, taker_fee: Decimal,
+                 maker_fee: Decimal, source: str, option: int, client_id: str) -> StopSnapshot:
+        """order.put_stop_limit / order.put_stop_market: file a stop and freeze what the order
+        it will spawn needs, so that order never fails for lack of funds (the fork froze
+        nothing).  ``price`` and ``maker_fee`` are 0 for a stop-market order; a stop-market
+        bid's amount is money."""
+        if market.suspended:
+            raise MARKET_SUSPENDED
+        last = market.last
+        if not last or stop_price == last:
+            raise RpcError(11, "invalid stop price")
+        if not option & OPTION_UNLIMITED_MIN_AMOUNT:
+            minimum = market.min_amount
+            if type == MARKET and side == BID:
+                minimum = stop_price * minimum
+            if amount < minimum:
+                raise RpcError(12, "amount too small")
+        if side == ASK:
+            asset, freeze = market.stock, amount
+        else:
+            asset, freeze = market.money, (amount * price if type == LIMIT else amount)
+        if self.balances.get_available(user, asset) < freeze:
+            raise RpcError(10, "balance not enough")
+        self.order_id += 1
+        stop = Stop(self.order_id, market.name, source, type, side, user, now, now, stop_price,
+                    price, amount, taker_fee, maker_fee,
+                    option | OPTION_STOP | OPTION_UNLIMITED_MIN_AMOUNT, client_id,
+                    STOP_STATE_HIGH if stop_price > last else STOP_STATE_LOW, freeze)
+        self.balances.freeze(user, asset, freeze)
+        market.add_stop(stop)
+        snapshot = stop.snapshot()
+        self.events.append(StopChanged(STOP_EVENT_PUT, snapshot, 0, 0, market.stock,
+                                       market.money))
+        return snapshot
+
+    def cancel_stop(self, now: float, market: Market, user: int, stop_id: int) -> StopSnapshot:
+        """order.cancel_stop: the stop as it was; its funds are released."""
+        stop = market.stops.get(stop_id)
+        if stop is None:
+            raise RpcError(10, "order not found")
+        if stop.user != user:
+            raise RpcError(11, "user not match")
+        return self._cancel_stop(now, market, stop)
+
+    def _cancel_stop(self, now: float, market: Market, stop: Stop) -> StopSnapshot:
+        stop.mtime = now
+        snapshot = stop.snapshot()
+        market.remove_stop(stop)
+        self.events.append(StopChanged(STOP_EVENT_CANCEL, snapshot, 0, 0, market.stock,
+                                       market.money))
+        return snapshot
+
+    def cancel_stop_all(self, now: float, market: Market, user: int, side: int) -> int:
+        """order.cancel_stop_all: every stop of the user in the market (one side or both)."""
+        user_stops = market.stop_users.get(user)
+        if not user_stops:
+            return 0
+        todo = [s for s in user_stops.values() if not side or s.side == side]
+        for stop in todo:
+            self._cancel_stop(now, market, stop)
+        return len(todo)
+
+    def _trigger(self, now: float, market: Market, before: Decimal) -> None:
+        """Fire the stops the last price has reached, one at a time, until none is due.
+
+        The next one is the due stop of the list of the latest move (LOW when the price fell:
+        highest stop price first; HIGH when it rose: lowest first; equal prices oldest first);
+        each fired stop becomes a new order, which may move the price again (then its move
+        decides the list looked at first).  Every stop fires at most once, so this ends.
+        """
+        falling = market.last < before
+        events = self.events
+        while market.stops:
+            stop = market.due_stop(falling)
+            if stop is None:
+                return
+            previous = market.last
+            market.remove_stop(stop)  # releases its frozen funds for the order it spawns
+            stop.mtime = now
+            at = len(events)
+            try:
+                if stop.type == LIMIT:
+                    order = self.put_limit(now, market, stop.user, stop.side, stop.amount,
+                                           stop.price, stop.taker_fee, stop.maker_fee,
+                                           stop.source, stop.option, stop.client_id, False)
+                else:
+                    order = self._market(now, market, stop.user, stop.side, stop.amount,
+                                         stop.taker_fee, stop.source, stop.option,
+                                         stop.client_id)
+                status, order_id = STOP_STATUS_ACTIVE, order.id
+            except RpcError:
+                status, order_id = STOP_STATUS_FAIL, 0
+            # the ACTIVE event comes before the events of the order it spawned
+            events.insert(at, StopChanged(STOP_EVENT_ACTIVE, stop.snapshot(), status, order_id,
+                                          market.stock, market.money))
+            if market.last != previous:
+                falling = market.last < previous
+
+    # -- runtime configuration (admin) ------------------------------------------------------------
+
+    def update_asset(self, asset: AssetConfig) -> None:
+        """config.update_asset: add an asset, or change an existing one's ``prec_show``
+        (``prec_save`` may only grow: stored balances keep their value)."""
+        old = self.assets.get(asset.name)
+        if old is not None and asset.prec_save < old.prec_save:
+            raise admin_error(f"prec_save of {asset.name} cannot be lowered "
+                              f"({old.prec_save} -> {asset.prec_save})")
+        self.assets[asset.name] = asset
+        self.balances.add_asset(asset)
+        self.asset_overrides[asset.name] = asset
+        if old is not None and asset.prec_save != old.prec_save:
+            for market in self.markets.values():
+                if market.money == asset.name:
+                    market.apply_config(market.config)
+
+    def update_market(self, config: MarketConfig) -> None:
+        """config.update_market: add a market, or change an existing one's ``fee_prec`` and
+        ``min_amount`` (stock, money and their precisions cannot change)."""
+        try:
+            check_market(self.assets, config)
+        except ConfigError as e:
+            raise admin_error(str(e)) from None
+        market = self.markets.get(config.name)
+        if market is None:
+            self.markets[config.name] = Market(config, self.balances, self.events)
+        else:
+            old = market.config
+            if (old.stock, old.money, old.stock_prec, old.money_prec) != (
+                    config.stock, config.money, config.stock_prec, config.money_prec):
+                raise admin_error(f"market {config.name} exists with other stock or money "
+                                  "settings (only fee_prec and min_amount can change)")
+            market.apply_config(config)
+        self.market_overrides[config.name] = config
+
+    def suspend(self, market: Market, suspended: bool) -> None:
+        """config.suspend_market / config.resume_market."""
+        market.suspended = suspended
+
     # -- snapshots --------------------------------------------------------------------------------
 
     def dump_state(self) -> EngineState:
         """The engine's state for a slice: open orders (per market, asks then bids), balances,
-        and the business-id dedup window."""
+        the business-id dedup window, pending stops and the runtime configuration."""
         orders: list[Order] = []
+        stops: list[Stop] = []
+        config: list[tuple[str, str, dict[str, Any]]] = []
+        for asset in self.asset_overrides.values():
+            config.append(("asset", asset.name, asset_detail(asset)))
+        for mc in self.market_overrides.values():
+            config.append(("market", mc.name, market_detail(mc)))
         for market in self.markets.values():
             orders.extend(market.side_orders(ASK))
             orders.extend(market.side_orders(BID))
+            stops.extend(market.stops.values())
+            if market.last or market.suspended:
+                config.append(("state", market.name,
+                               {"last": str(market.last), "suspended": market.suspended}))
         return EngineState(
             order_id=self.order_id,
             deal_id=self.deal_id,
             orders=orders,
             balances=list(self.balances.items()),
             updates=[(k[0], k[1], k[2], k[3], t) for k, t in self.updates.items()],
+            stops=stops,
+            config=config,
         )
 
     def load_state(self, state: EngineState) -> list[str]:
         """Restore a slice into a fresh engine.  Returns warnings for skipped rows (orders of
-        unknown markets, balances of unknown assets), which the original also skips."""
+        unknown markets, balances of unknown assets), which the original also skips.
+
+        The runtime configuration goes first, applied over the config file exactly as the
+        admin commands applied it (so a market added at run time is there for its orders)."""
         warnings: list[str] = []
         self.order_id = state.order_id
         self.deal_id = state.deal_id
+        for what, name, detail in state.config:
+            try:
+                if what == "asset":
+                    self.update_asset(read_asset_detail(detail))
+                elif what == "market":
+                    self.update_market(read_market_detail(detail))
+            except (RpcError, ConfigError) as e:
+                warnings.append(f"runtime {what} {name}: {e}, skipped")
+        for what, name, detail in state.config:
+            if what != "state":
+                continue
+            market = self.markets.get(name)
+            if market is None:
+                warnings.append(f"state of unknown market {name}, skipped")
+                continue
+            market.last = Decimal(detail["last"])
+            market.suspended = bool(detail["suspended"])
         for order in sorted(state.orders, key=lambda o: o.id):
             market = self.markets.get(order.market)
             if market is None:
                 warnings.append(f"order {order.id}: unknown market {order.market}, skipped")
                 continue
             market.insert(order)
+        for stop in sorted(state.stops, key=lambda s: s.id):
+            market = self.markets.get(stop.market)
+            if market is None:
+                warnings.append(f"stop {stop.id}: unknown market {stop.market}, skipped")
+                continue
+            market.add_stop(stop)
         for user, asset, kind, amount in state.balances:
             if asset not in self.assets:
                 warnings.append(f"balance of user {user}: unknown asset {asset}, skipped")
@@ -217,3 +522,13 @@ class Engine:
 
     def asset_names(self) -> Iterable[str]:
         return self.assets.keys()
+
+
+def read_asset_detail(detail: Any) -> AssetConfig:
+    """An asset in the config file's shape (config.update_asset's param, slices)."""
+    return read_asset(Node(detail, "asset"))
+
+
+def read_market_detail(detail: Any) -> MarketConfig:
+    """A market in the config file's shape (config.update_market's param, slices)."""
+    return read_market(Node(detail, "market"))

@@ -26,6 +26,10 @@ from exchange_server.matchengine.model import (
     LIMIT,
     MAKER,
     MARKET,
+    OPTION_STP_MASK,
+    STOP_STATE_LOW,
+    STP_CANCEL_BOTH,
+    STP_CANCEL_MAKER,
     TAKER,
     BalanceChanged,
     Deal,
@@ -33,6 +37,7 @@ from exchange_server.matchengine.model import (
     Order,
     OrderChanged,
     OrderFinished,
+    Stop,
     TradeDetail,
 )
 
@@ -43,16 +48,25 @@ _new = tuple.__new__
 
 class Market:
     def __init__(self, config: MarketConfig, balances: Balances, events: list[Event]) -> None:
-        self.config = config
         self.name = config.name
         self.stock = config.stock
         self.money = config.money
         self.stock_prec = config.stock_prec
         self.money_prec = config.money_prec
-        self.fee_prec = config.fee_prec
-        self.min_amount = config.min_amount
         self.balances = balances
         self.events = events
+        #: price of the market's last deal (0 before the first): what stop orders watch.
+        self.last = ZERO
+        #: trading suspended by an admin command: new orders and stops are refused.
+        self.suspended = False
+        #: set by ``execute`` when self-trade prevention cancelled the taker's remainder.
+        self.stp_stopped = False
+        #: stop orders: by id, by user (placement order), and the two trigger lists keyed by
+        #: ``Stop.sort_key()`` (first = next to fire).
+        self.stops: dict[int, Stop] = {}
+        self.stop_users: dict[int, dict[int, Stop]] = {}
+        self.stops_low: SortedDict = SortedDict()
+        self.stops_high: SortedDict = SortedDict()
         self.asks: SortedDict = SortedDict()
         self.bids: SortedDict = SortedDict()
         self.orders: dict[int, Order] = {}
@@ -62,10 +76,17 @@ class Market:
         self.ask_amount = ZERO
         self.bid_amount = ZERO
         self._stock_step = quantum(config.stock_prec)
+        self.apply_config(config)
+
+    def apply_config(self, config: MarketConfig) -> None:
+        """Take a (new) config: fee precision and minimum amount may change at run time."""
+        self.config = config
+        self.fee_prec = config.fee_prec
+        self.min_amount = config.min_amount
         # price x amount x fee rate can have more decimals than the money asset stores (the
         # original's config checks do not cover it).  Then the fee is truncated to what the
         # balance can hold, so the recorded fee is exactly what left the user's balance.
-        money_save = balances.assets[config.money].prec_save
+        money_save = self.balances.assets[config.money].prec_save
         exact = config.money_prec + config.stock_prec + config.fee_prec <= money_save
         self._ask_fee_quant = None if exact else quantum(money_save)
 
@@ -135,7 +156,7 @@ class Market:
             if order.freeze > 0:
                 self.balances.unfreeze(order.user, self.money, order.freeze)
         if order.deal_stock > 0:
-            self.events.append(OrderFinished(order.snapshot()))
+            self.events.append(_new(OrderFinished, (order.snapshot(),)))
 
     def side_orders(self, side: int) -> Iterator[Order]:
         """Orders of one side in matching priority."""
@@ -191,7 +212,11 @@ class Market:
     # -- matching ---------------------------------------------------------------------------------
 
     def execute(self, taker: Order, now: float, next_deal_id: int) -> int:
-        """Match a new order against the book; returns the last deal id used."""
+        """Match a new order against the book; returns the last deal id used.
+
+        A maker of the taker's own user is never dealt with (self-trade prevention): by the
+        taker's STP mode the maker is cancelled and matching goes on, or matching stops and
+        ``stp_stopped`` tells the caller to cancel the taker's remainder (or both)."""
         if taker.side == ASK:
             book = self.bids
             best = -1
@@ -200,6 +225,7 @@ class Market:
             best = 0
         limit_price = taker.price if taker.type == LIMIT else None
         market_bid = taker.type == MARKET and taker.side == BID
+        user = taker.user
         deal_id = next_deal_id
         while taker.left and book:
             price, level = book.peekitem(best)
@@ -209,6 +235,10 @@ class Market:
                 break
             while level and taker.left:
                 maker: Order = next(iter(level.values()))
+                if maker.user == user:
+                    if self._self_trade(taker, maker):
+                        return deal_id
+                    continue
                 if market_bid:
                     amount = (taker.left / price).quantize(self._stock_step, ROUND_DOWN)
                     while amount * price > taker.left:
@@ -221,15 +251,110 @@ class Market:
                     amount = taker.left if taker.left < maker.left else maker.left
                 deal_id += 1
                 self._deal(taker, maker, price, amount, now, deal_id)
+                self.last = price
                 if not maker.left:
-                    self.events.append(OrderChanged(EVENT_FINISH, maker.snapshot(), self.stock,
-                                                    self.money))
+                    self.events.append(_new(OrderChanged, (EVENT_FINISH, maker.snapshot(),
+                                                           self.stock, self.money)))
                     self.remove(maker)
                 else:
-                    self.events.append(OrderChanged(EVENT_UPDATE, maker.snapshot(), self.stock,
-                                                    self.money))
+                    self.events.append(_new(OrderChanged, (EVENT_UPDATE, maker.snapshot(),
+                                                           self.stock, self.money)))
             # ``remove`` drops an emptied level from the book, so peekitem sees the next one.
         return deal_id
+
+    def _self_trade(self, taker: Order, maker: Order) -> bool:
+        """The taker meets an order of its own user.  Cancel the maker (STP_CANCEL_MAKER,
+        STP_CANCEL_BOTH); stop the taker (default, STP_CANCEL_TAKER, STP_CANCEL_BOTH).  True
+        when matching must stop."""
+        mode = taker.option & OPTION_STP_MASK
+        if mode in (STP_CANCEL_MAKER, STP_CANCEL_BOTH):
+            self.events.append(OrderChanged(EVENT_FINISH, maker.snapshot(), self.stock,
+                                            self.money))
+            self.remove(maker)
+            if mode == STP_CANCEL_MAKER:
+                return False
+        self.stp_stopped = True
+        return True
+
+    def fillable(self, side: int, type: int, price: Decimal, amount: Decimal, user: int,
+                 option: int) -> bool:
+        """Whether an order would fill completely at once (the fill-or-kill check): a dry run
+        of ``execute`` over the book, self-trade prevention included.  A market bid counts as
+        filled when what is left of its money cannot buy one more stock unit."""
+        book = self.bids if side == ASK else self.asks
+        prices = reversed(book.keys()) if side == ASK else iter(book.keys())
+        limited = type == LIMIT
+        market_bid = type == MARKET and side == BID
+        cancel_maker = option & OPTION_STP_MASK == STP_CANCEL_MAKER
+        left = amount
+        for level_price in prices:
+            if limited and (price > level_price if side == ASK else price < level_price):
+                return False
+            for maker in book[level_price].values():
+                if maker.user == user:
+                    if cancel_maker:
+                        continue
+                    return False
+                if market_bid:
+                    take = (left / level_price).quantize(self._stock_step, ROUND_DOWN)
+                    while take * level_price > left:
+                        take -= self._stock_step
+                    if not take or take < maker.left:
+                        # what is left cannot buy one more unit here: the real loop stops
+                        return True
+                    left -= maker.left * level_price
+                else:
+                    left -= maker.left
+                if left <= 0:
+                    return True
+        return False
+
+    def crosses(self, side: int, price: Decimal) -> bool:
+        """Whether a limit order at ``price`` would take (the post-only check)."""
+        if side == ASK:
+            return bool(self.bids) and self.bids.peekitem(-1)[0] >= price
+        return bool(self.asks) and self.asks.peekitem(0)[0] <= price
+
+    # -- stop orders ------------------------------------------------------------------------------
+
+    def add_stop(self, stop: Stop) -> None:
+        """File a stop in its trigger list (funds are frozen by the caller, or not at all when
+        loading a slice)."""
+        self.stops[stop.id] = stop
+        user_stops = self.stop_users.get(stop.user)
+        if user_stops is None:
+            user_stops = self.stop_users[stop.user] = {}
+        user_stops[stop.id] = stop
+        (self.stops_low if stop.state == STOP_STATE_LOW else self.stops_high)[stop.sort_key()] = stop
+
+    def remove_stop(self, stop: Stop) -> None:
+        """Take a stop out of its list and release what is frozen for it."""
+        del self.stops[stop.id]
+        user_stops = self.stop_users[stop.user]
+        del user_stops[stop.id]
+        if not user_stops:
+            del self.stop_users[stop.user]
+        del (self.stops_low if stop.state == STOP_STATE_LOW else self.stops_high)[stop.sort_key()]
+        if stop.freeze > 0:
+            self.balances.unfreeze(stop.user, self.stock if stop.side == ASK else self.money,
+                                   stop.freeze)
+
+    def due_stop(self, falling: bool) -> Stop | None:
+        """The next stop the last price has reached: a LOW stop at or above it, or a HIGH stop
+        at or below it, the list of the latest move (``falling``) first."""
+        last = self.last
+        low = self.stops_low
+        high = self.stops_high
+        for lst in ((low, high) if falling else (high, low)):
+            if lst:
+                stop: Stop = lst.peekitem(0)[1]
+                if (stop.stop_price >= last) if lst is low else (stop.stop_price <= last):
+                    return stop
+        return None
+
+    def stop_list(self, state: int) -> Iterator[Stop]:
+        """One trigger list in firing order."""
+        yield from (self.stops_low if state == STOP_STATE_LOW else self.stops_high).values()
 
     def _deal(self, taker: Order, maker: Order, price: Decimal, amount: Decimal, now: float,
               deal_id: int) -> None:

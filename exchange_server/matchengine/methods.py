@@ -4,21 +4,48 @@ Validation order and error codes follow rpc.md section 4.  Write methods are reg
 the name the operation log stores them under (the original's ``update_balance``,
 ``limit_order``, ``market_order``, ``cancel_order``), and replay runs exactly the same function
 with the logged params and time, so a restored state cannot differ from the live one.
+
+The CoinEx fork's methods (extensions.md) are added with its names and its v1 parameter
+layouts without ``account``; order.put_limit / order.put_market also take the fork's trailing
+parameters ``fee_asset, fee_discount[, option[, client_id]]`` (with the original's 8 / 6
+parameters nothing changes).  See docs/compatibility.md, "Extensions from the CoinEx fork".
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from exchange_server.common.config import ConfigError
 from exchange_server.common.decimals import ONE, ZERO, fmt, parse, truncate
 from exchange_server.common.errors import invalid_argument
 from exchange_server.matchengine.balance import AVAILABLE
-from exchange_server.matchengine.engine import Engine
+from exchange_server.matchengine.engine import (
+    CancelResult,
+    Engine,
+    admin_error,
+    read_asset_detail,
+    read_market_detail,
+)
 from exchange_server.matchengine.market import Market
-from exchange_server.matchengine.model import ASK, BID, OrderSnapshot, order_info
+from exchange_server.matchengine.model import (
+    ASK,
+    BID,
+    LIMIT,
+    MARKET,
+    OPTION_FOK,
+    OPTION_MAKER_ONLY,
+    OPTION_SUPPORTED,
+    STOP_STATE_HIGH,
+    STOP_STATE_LOW,
+    OrderSnapshot,
+    StopSnapshot,
+    order_info,
+    stop_info,
+)
 
 #: order.book / order.depth / order.pending page size limit.
 LIST_MAX = 101
@@ -29,6 +56,12 @@ BUSINESS_MAX = 30
 
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
+#: client_id: at most 32 bytes of these characters (the fork's rule); "" = none.
+CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{0,32}\Z")
+#: order.cancel_batch takes 1 to this many order ids.
+BATCH_MAX = 101
+
+SUCCESS = {"status": "success"}
 
 Params = list[Any]
 
@@ -95,11 +128,76 @@ def _count(params: Params, n: int) -> None:
         raise invalid_argument()
 
 
+def _side_or_both(value: Any) -> int:
+    """0 (both sides), 1 or 2."""
+    if type(value) is not int or value not in (0, ASK, BID):
+        raise invalid_argument()
+    return value
+
+
+def _option(value: Any) -> int:
+    """The fork's ``option``: a JSON integer of supported bits, anything else reads as 0."""
+    if type(value) is not int:
+        return 0
+    if value < 0 or value & ~OPTION_SUPPORTED:
+        raise invalid_argument()
+    return value
+
+
+def _client_id(value: Any) -> str:
+    """The fork's ``client_id``: a non-string reads as none (""), a string must be at most 32
+    bytes of ``A-Z a-z 0-9 - _``."""
+    if type(value) is not str:
+        return ""
+    if not CLIENT_ID.match(value):
+        raise invalid_argument()
+    return value
+
+
+def _fee_asset(value: Any) -> None:
+    """The fork's ``fee_asset``: paying fees in another asset is not supported, so only "none"
+    (null, "" or any non-string) is accepted."""
+    if type(value) is str and value:
+        raise invalid_argument()
+
+
+def _fee_discount(value: Any) -> None:
+    """The fork's ``fee_discount`` (only used with a fee asset): null, "" or 0 ... 1."""
+    if value is None or value == "":
+        return
+    parsed = parse(value)
+    if parsed is None or parsed < 0 or parsed > ONE:
+        raise invalid_argument()
+
+
+def _extension(params: Params, at: int) -> tuple[int, str]:
+    """The fork's trailing ``fee_asset, fee_discount[, option[, client_id]]`` from ``at``."""
+    _fee_asset(params[at])
+    _fee_discount(params[at + 1])
+    option = _option(params[at + 2]) if len(params) > at + 2 else 0
+    client_id = _client_id(params[at + 3]) if len(params) > at + 3 else ""
+    return option, client_id
+
+
+class Lazy:
+    """A write's result that is only built when a reply needs it (never during replay)."""
+
+    __slots__ = ("render",)
+
+    def __init__(self, render: Callable[[], Any]) -> None:
+        self.render = render
+
+
 def present(result: Any) -> Any:
     """A write's result as the reply shows it.  Writes return order snapshots unformatted so
     that replay, which discards replies, does not pay for formatting them."""
-    if type(result) is OrderSnapshot:
+    kind = type(result)
+    if kind is OrderSnapshot:
         return order_info(result)
+    if kind is StopSnapshot:
+        return stop_info(result)
+    if kind is Lazy:
+        return result.render()
     return result
 
 
@@ -127,12 +225,28 @@ class MatchEngineMethods:
             "order.pending_detail": self.order_pending_detail,
             "market.list": self.market_list,
             "market.summary": self.market_summary,
+            # the fork's
+            "order.pending_stop": self.order_pending_stop,
+            "order.stop_book": self.order_stop_book,
+            "market.detail": self.market_detail,
         }
         writes = [
             WriteMethod("balance.update", "update_balance", self.balance_update),
             WriteMethod("order.put_limit", "limit_order", self.order_put_limit),
             WriteMethod("order.put_market", "market_order", self.order_put_market),
             WriteMethod("order.cancel", "cancel_order", self.order_cancel),
+            # the fork's (extensions.md), with its operation log names where it has one
+            WriteMethod("order.put_stop_limit", "stop_limit", self.order_put_stop_limit),
+            WriteMethod("order.put_stop_market", "stop_market", self.order_put_stop_market),
+            WriteMethod("order.cancel_stop", "cancel_stop", self.order_cancel_stop),
+            WriteMethod("order.cancel_stop_all", "cancel_stop_all", self.order_cancel_stop_all),
+            WriteMethod("order.cancel_all", "cancel_order_all", self.order_cancel_all),
+            WriteMethod("order.cancel_batch", "cancel_order_batch", self.order_cancel_batch),
+            # runtime configuration (admin: accesshttp asks for the admin token)
+            WriteMethod("config.update_asset", "update_asset", self.config_update_asset),
+            WriteMethod("config.update_market", "update_market", self.config_update_market),
+            WriteMethod("config.suspend_market", "suspend_market", self.config_suspend_market),
+            WriteMethod("config.resume_market", "resume_market", self.config_resume_market),
         ]
         self.writes: dict[str, WriteMethod] = {w.name: w for w in writes}
         self.by_log_name: dict[str, WriteMethod] = {w.log_name: w for w in writes}
@@ -168,7 +282,8 @@ class MatchEngineMethods:
         return {"status": "success"}
 
     def order_put_limit(self, now: float, params: Params) -> Any:
-        _count(params, 8)
+        if len(params) != 8:
+            return self._put_limit_ext(now, params)
         user = _user(params[0])
         market = self._market(params[1])
         side = _side(params[2])
@@ -180,8 +295,26 @@ class MatchEngineMethods:
         return self.engine.put_limit(now, market, user, side, amount, price, taker_fee, maker_fee,
                                      source)
 
+    def _put_limit_ext(self, now: float, params: Params) -> Any:
+        """[user_id, market, side, amount, price, taker_fee, maker_fee, source, fee_asset,
+        fee_discount, option?, client_id?] (the fork's v1 layout, HEAD without ``account``)."""
+        if not 10 <= len(params) <= 12:
+            raise invalid_argument()
+        user = _user(params[0])
+        market = self._market(params[1])
+        side = _side(params[2])
+        amount = _positive(params[3], market.stock_prec)
+        price = _positive(params[4], market.money_prec)
+        taker_fee = _fee(params[5], market.fee_prec)
+        maker_fee = _fee(params[6], market.fee_prec)
+        source = _source(params[7])
+        option, client_id = _extension(params, 8)
+        return self.engine.put_limit(now, market, user, side, amount, price, taker_fee, maker_fee,
+                                     source, option, client_id)
+
     def order_put_market(self, now: float, params: Params) -> Any:
-        _count(params, 6)
+        if len(params) != 6:
+            return self._put_market_ext(now, params)
         user = _user(params[0])
         market = self._market(params[1])
         side = _side(params[2])
@@ -191,12 +324,143 @@ class MatchEngineMethods:
         source = _source(params[5])
         return self.engine.put_market(now, market, user, side, amount, taker_fee, source)
 
+    def _put_market_ext(self, now: float, params: Params) -> Any:
+        """[user_id, market, side, amount, taker_fee, source, fee_asset, fee_discount, option?,
+        client_id?]"""
+        if not 8 <= len(params) <= 10:
+            raise invalid_argument()
+        user = _user(params[0])
+        market = self._market(params[1])
+        side = _side(params[2])
+        amount = _positive(params[3], market.stock_prec if side == ASK else market.money_prec)
+        taker_fee = _fee(params[4], market.fee_prec)
+        source = _source(params[5])
+        option, client_id = _extension(params, 6)
+        return self.engine.put_market(now, market, user, side, amount, taker_fee, source, option,
+                                      client_id)
+
     def order_cancel(self, now: float, params: Params) -> Any:
         _count(params, 3)
         user = _user(params[0])
         market = self._market(params[1])
         order_id = _int(params[2])
         return self.engine.cancel(now, market, user, order_id)
+
+    def order_cancel_all(self, now: float, params: Params) -> Any:
+        """[user_id, market, side?] (side 0 = both)"""
+        if not 2 <= len(params) <= 3:
+            raise invalid_argument()
+        user = _user(params[0])
+        market = self._market(params[1])
+        side = _side_or_both(params[2]) if len(params) == 3 else 0
+        self.engine.cancel_all(now, market, user, side)
+        return SUCCESS
+
+    def order_cancel_batch(self, now: float, params: Params) -> Any:
+        """[user_id, market, [order_id, ...]] -> one {"code", "message", "order"} per id"""
+        _count(params, 3)
+        user = _user(params[0])
+        market = self._market(params[1])
+        ids = params[2]
+        if type(ids) is not list or not 1 <= len(ids) <= BATCH_MAX:
+            raise invalid_argument()
+        # an id that is not a valid order id reads as 0: "order not found" (as the fork)
+        order_ids = [i if type(i) is int and 0 <= i <= U64_MAX else 0 for i in ids]
+        results = self.engine.cancel_batch(now, market, user, order_ids)
+        return Lazy(lambda: [_cancel_result(r) for r in results])
+
+    # -- stop orders --
+
+    def order_put_stop_limit(self, now: float, params: Params) -> Any:
+        """[user_id, market, side, amount, stop_price, price, taker_fee, maker_fee, source,
+        fee_asset, fee_discount, option?, client_id?]"""
+        if not 11 <= len(params) <= 13:
+            raise invalid_argument()
+        user = _user(params[0])
+        market = self._market(params[1])
+        side = _side(params[2])
+        amount = _positive(params[3], market.stock_prec)
+        stop_price = _positive(params[4], market.money_prec)
+        price = _positive(params[5], market.money_prec)
+        taker_fee = _fee(params[6], market.fee_prec)
+        maker_fee = _fee(params[7], market.fee_prec)
+        source = _source(params[8])
+        option, client_id = _extension(params, 9)
+        if option & (OPTION_FOK | OPTION_MAKER_ONLY):
+            raise invalid_argument()
+        return self.engine.put_stop(now, market, user, LIMIT, side, amount, stop_price, price,
+                                    taker_fee, maker_fee, source, option, client_id)
+
+    def order_put_stop_market(self, now: float, params: Params) -> Any:
+        """[user_id, market, side, amount, stop_price, taker_fee, source, fee_asset,
+        fee_discount, option?, client_id?] (a bid's amount is money)"""
+        if not 9 <= len(params) <= 11:
+            raise invalid_argument()
+        user = _user(params[0])
+        market = self._market(params[1])
+        side = _side(params[2])
+        amount = _positive(params[3], market.stock_prec if side == ASK else market.money_prec)
+        stop_price = _positive(params[4], market.money_prec)
+        taker_fee = _fee(params[5], market.fee_prec)
+        source = _source(params[6])
+        option, client_id = _extension(params, 7)
+        if option & (OPTION_FOK | OPTION_MAKER_ONLY):
+            raise invalid_argument()
+        return self.engine.put_stop(now, market, user, MARKET, side, amount, stop_price, ZERO,
+                                    taker_fee, ZERO, source, option, client_id)
+
+    def order_cancel_stop(self, now: float, params: Params) -> Any:
+        """[user_id, market, order_id] -> the stop as it was"""
+        _count(params, 3)
+        user = _user(params[0])
+        market = self._market(params[1])
+        stop_id = _int(params[2])
+        return self.engine.cancel_stop(now, market, user, stop_id)
+
+    def order_cancel_stop_all(self, now: float, params: Params) -> Any:
+        """[user_id, market, side?]"""
+        if not 2 <= len(params) <= 3:
+            raise invalid_argument()
+        user = _user(params[0])
+        market = self._market(params[1])
+        side = _side_or_both(params[2]) if len(params) == 3 else 0
+        self.engine.cancel_stop_all(now, market, user, side)
+        return SUCCESS
+
+    # -- runtime configuration --
+
+    def config_update_asset(self, now: float, params: Params) -> Any:
+        """[{"name", "prec_save", "prec_show"}] (an asset as in the config file)"""
+        _count(params, 1)
+        try:
+            asset = read_asset_detail(params[0])
+        except ConfigError as e:
+            raise admin_error(str(e)) from None
+        self.engine.update_asset(asset)
+        return SUCCESS
+
+    def config_update_market(self, now: float, params: Params) -> Any:
+        """[{"name", "stock": {"name", "prec"}, "money": {"name", "prec"}, "fee_prec",
+        "min_amount"}] (a market as in the config file)"""
+        _count(params, 1)
+        try:
+            config = read_market_detail(params[0])
+        except ConfigError as e:
+            raise admin_error(str(e)) from None
+        self.engine.update_market(config)
+        return SUCCESS
+
+    def config_suspend_market(self, now: float, params: Params) -> Any:
+        """[market]: new orders and stops are refused (code 30) until resumed."""
+        _count(params, 1)
+        self.engine.suspend(self._market(params[0]), True)
+        return SUCCESS
+
+    def config_resume_market(self, now: float, params: Params) -> Any:
+        """[market]"""
+        _count(params, 1)
+        self.engine.suspend(self._market(params[0]), False)
+        return SUCCESS
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -331,6 +595,61 @@ class MatchEngineMethods:
             for m in self.engine.markets.values()
         ]
 
+    def order_pending_stop(self, params: Params) -> Any:
+        """[user_id, market (null = every market), side (0 = both), offset, limit]: the user's
+        stops, newest first."""
+        _count(params, 5)
+        user = _user(params[0])
+        markets = (list(self.engine.markets.values()) if params[1] is None
+                   else [self._market(params[1])])
+        side = _side_or_both(params[2])
+        offset = _int(params[3])
+        limit = _int(params[4], LIST_MAX)
+        stops = [s for m in markets for s in m.stop_users.get(user, {}).values()
+                 if not side or s.side == side]
+        if len(markets) > 1:
+            stops.sort(key=lambda s: s.id)
+        stops.reverse()
+        records = [stop_info(s) for s in stops[offset:offset + limit]] if limit else []
+        return {"limit": limit, "offset": offset, "total": len(stops), "records": records}
+
+    def order_stop_book(self, params: Params) -> Any:
+        """[market, state (1 = low: fires when the price falls to it, 2 = high), offset,
+        limit]: one trigger list in firing order."""
+        _count(params, 4)
+        market = self._market(params[0])
+        state = params[1]
+        if type(state) is not int or state not in (STOP_STATE_LOW, STOP_STATE_HIGH):
+            raise invalid_argument()
+        offset = _int(params[2])
+        limit = _int(params[3], LIST_MAX)
+        lst = market.stops_low if state == STOP_STATE_LOW else market.stops_high
+        orders = []
+        if limit and offset < len(lst):
+            for i, stop in enumerate(lst.values()):
+                if i < offset:
+                    continue
+                orders.append(stop_info(stop))
+                if len(orders) >= limit:
+                    break
+        return {"offset": offset, "limit": limit, "total": len(lst), "orders": orders}
+
+    def market_detail(self, params: Params) -> Any:
+        """[market] -> its config, last price and whether trading is suspended"""
+        _count(params, 1)
+        m = self._market(params[0])
+        return {
+            "name": m.name,
+            "stock": m.stock,
+            "money": m.money,
+            "fee_prec": m.fee_prec,
+            "stock_prec": m.stock_prec,
+            "money_prec": m.money_prec,
+            "min_amount": fmt(m.min_amount),
+            "last": fmt(m.last),
+            "suspended": m.suspended,
+        }
+
     def market_summary(self, params: Params) -> Any:
         markets = [self._market(p) for p in params] if params else list(self.engine.markets.values())
         return [
@@ -343,3 +662,9 @@ class MatchEngineMethods:
             }
             for m in markets
         ]
+
+
+def _cancel_result(result: CancelResult) -> dict[str, Any]:
+    code, message, order = result
+    return {"code": code, "message": message,
+            "order": order_info(order) if order is not None else None}

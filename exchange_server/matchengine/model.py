@@ -23,6 +23,44 @@ EVENT_PUT = 1
 EVENT_UPDATE = 2
 EVENT_FINISH = 3
 
+_new = tuple.__new__
+
+# -- order options (the CoinEx fork's ``option`` bits, extensions.md 2.1, plus ours) ----------------
+
+#: Skip the minimum amount check (set on stops so the order they spawn is never refused for it).
+OPTION_UNLIMITED_MIN_AMOUNT = 0x04
+#: Immediate-or-cancel: whatever does not fill at once is cancelled, never rests.
+OPTION_IOC = 0x08
+#: Fill-or-kill: filled completely at once, or refused with nothing changed.
+OPTION_FOK = 0x10
+#: Set on stop orders and inherited by the order a stop spawns.
+OPTION_STOP = 0x40
+#: Post-only (maker-only): refused if it would take.
+OPTION_MAKER_ONLY = 0x80
+#: Ours: self-trade prevention mode, bits 8-9.  0 = the default (cancel the taker).
+OPTION_STP_MASK = 0x300
+STP_CANCEL_TAKER = 0x100
+STP_CANCEL_MAKER = 0x200
+STP_CANCEL_BOTH = 0x300
+#: Every bit a client may set.  The fork's fee bits 0x01/0x02 (fee paid in another asset) and
+#: 0x20 (hidden) are not supported and refused with code 1.
+OPTION_SUPPORTED = (OPTION_UNLIMITED_MIN_AMOUNT | OPTION_IOC | OPTION_FOK | OPTION_STOP
+                    | OPTION_MAKER_ONLY | OPTION_STP_MASK)
+
+# -- stop orders (extensions.md 1.1) ---------------------------------------------------------------
+
+STOP_EVENT_PUT = 1
+STOP_EVENT_ACTIVE = 2
+STOP_EVENT_CANCEL = 3
+#: ``status`` of an ACTIVE stop event / a stop history row.
+STOP_STATUS_ACTIVE = 1
+STOP_STATUS_FAIL = 2
+STOP_STATUS_CANCEL = 3
+#: Which trigger list a stop waits in: LOW fires when the last price falls to its stop price,
+#: HIGH when it rises to it.
+STOP_STATE_LOW = 1
+STOP_STATE_HIGH = 2
+
 
 class Order:
     """One order.  ``freeze`` is what is still frozen for it (ask: stock, bid: money)."""
@@ -30,13 +68,14 @@ class Order:
     __slots__ = (
         "id", "market", "source", "type", "side", "user", "ctime", "mtime", "price", "amount",
         "taker_fee", "maker_fee", "left", "freeze", "deal_stock", "deal_money", "deal_fee",
+        "option", "client_id",
     )
 
     def __init__(
         self, id: int, market: str, source: str | None, type: int, side: int, user: int,
         ctime: float, mtime: float, price: Decimal, amount: Decimal, taker_fee: Decimal,
         maker_fee: Decimal, left: Decimal, freeze: Decimal, deal_stock: Decimal,
-        deal_money: Decimal, deal_fee: Decimal,
+        deal_money: Decimal, deal_fee: Decimal, option: int = 0, client_id: str | None = None,
     ) -> None:
         self.id = id
         self.market = market
@@ -55,13 +94,20 @@ class Order:
         self.deal_stock = deal_stock
         self.deal_money = deal_money
         self.deal_fee = deal_fee
+        #: option bits (0 for orders placed with the original's parameters)
+        self.option = option
+        #: None: placed with the original's parameters (its order object has no ``option`` /
+        #: ``client_id`` keys); a string ("" = none): placed with the fork's extended layout.
+        self.client_id = client_id
 
     def snapshot(self) -> OrderSnapshot:
-        return OrderSnapshot(
+        # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function, and a
+        # snapshot is taken for every order placed and every maker a deal touches
+        return _new(OrderSnapshot, (
             self.id, self.market, self.source, self.type, self.side, self.user, self.ctime,
             self.mtime, self.price, self.amount, self.taker_fee, self.maker_fee, self.left,
-            self.deal_stock, self.deal_money, self.deal_fee,
-        )
+            self.deal_stock, self.deal_money, self.deal_fee, self.option, self.client_id,
+        ))
 
     def info(self) -> dict[str, Any]:
         return order_info(self)
@@ -86,6 +132,8 @@ class OrderSnapshot(NamedTuple):
     deal_stock: Decimal
     deal_money: Decimal
     deal_fee: Decimal
+    option: int = 0
+    client_id: str | None = None
 
 
 def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
@@ -106,7 +154,100 @@ def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
     info["deal_stock"] = fmt(o.deal_stock)
     info["deal_money"] = fmt(o.deal_money)
     info["deal_fee"] = fmt(o.deal_fee)
+    if o.client_id is not None:
+        info["option"] = o.option
+        info["client_id"] = o.client_id
     return info
+
+
+class Stop:
+    """A stop order waiting for the market's last price to reach ``stop_price``.  ``freeze`` is
+    what is frozen for it (ask: stock = amount; limit bid: money = amount x price; market bid:
+    money = amount)."""
+
+    __slots__ = (
+        "id", "market", "source", "type", "side", "user", "ctime", "mtime", "stop_price",
+        "price", "amount", "taker_fee", "maker_fee", "option", "client_id", "state", "freeze",
+    )
+
+    def __init__(
+        self, id: int, market: str, source: str, type: int, side: int, user: int, ctime: float,
+        mtime: float, stop_price: Decimal, price: Decimal, amount: Decimal, taker_fee: Decimal,
+        maker_fee: Decimal, option: int, client_id: str, state: int, freeze: Decimal,
+    ) -> None:
+        self.id = id
+        self.market = market
+        self.source = source
+        self.type = type
+        self.side = side
+        self.user = user
+        self.ctime = ctime
+        self.mtime = mtime
+        self.stop_price = stop_price
+        self.price = price
+        self.amount = amount
+        self.taker_fee = taker_fee
+        self.maker_fee = maker_fee
+        self.option = option
+        self.client_id = client_id
+        self.state = state
+        self.freeze = freeze
+
+    def snapshot(self) -> StopSnapshot:
+        return StopSnapshot(
+            self.id, self.market, self.source, self.type, self.side, self.user, self.ctime,
+            self.mtime, self.stop_price, self.price, self.amount, self.taker_fee, self.maker_fee,
+            self.option, self.client_id, self.state,
+        )
+
+    def sort_key(self) -> tuple[Decimal, int]:
+        """Key in its trigger list: LOW fires highest stop price first, HIGH lowest first,
+        equal prices oldest first."""
+        return (-self.stop_price if self.state == STOP_STATE_LOW else self.stop_price, self.id)
+
+
+class StopSnapshot(NamedTuple):
+    id: int
+    market: str
+    source: str
+    type: int
+    side: int
+    user: int
+    ctime: float
+    mtime: float
+    stop_price: Decimal
+    price: Decimal
+    amount: Decimal
+    taker_fee: Decimal
+    maker_fee: Decimal
+    option: int
+    client_id: str
+    state: int
+
+
+def stop_info(s: Stop | StopSnapshot) -> dict[str, Any]:
+    """The fork's stop object (extensions.md 1.5, without ``account``).  We do not support fee
+    payment in another asset: ``fee_discount`` is always "1" and ``fee_asset`` null."""
+    return {
+        "id": s.id,
+        "type": s.type,
+        "side": s.side,
+        "user": s.user,
+        "option": s.option,
+        "state": s.state,
+        "ctime": s.ctime,
+        "mtime": s.mtime,
+        "market": s.market,
+        "source": s.source,
+        "client_id": s.client_id,
+        "stop_price": fmt(s.stop_price),
+        "price": fmt(s.price),
+        "amount": fmt(s.amount),
+        "taker_fee": fmt(s.taker_fee),
+        "maker_fee": fmt(s.maker_fee),
+        "fee_discount": "1",
+        "fee_asset": None,
+    }
 
 
 # -- events --------------------------------------------------------------------------------------
@@ -181,4 +322,18 @@ class Deal(NamedTuple):
     money: str
 
 
-Event = BalanceChanged | BalanceUpdated | OrderChanged | OrderFinished | Deal
+class StopChanged(NamedTuple):
+    """A stop order placed (PUT), triggered (ACTIVE) or cancelled (CANCEL): the ``stops``
+    message; ACTIVE and CANCEL also make a stop_history row.  ``status`` is 0 for PUT and
+    CANCEL, STOP_STATUS_ACTIVE / STOP_STATUS_FAIL for ACTIVE; ``order_id`` is the id of the
+    order an ACTIVE stop spawned (0 if it was refused)."""
+
+    event: int
+    stop: StopSnapshot
+    status: int
+    order_id: int
+    stock: str
+    money: str
+
+
+Event = BalanceChanged | BalanceUpdated | OrderChanged | OrderFinished | Deal | StopChanged

@@ -13,10 +13,13 @@ balance.update detail is client-supplied, and a row over 64 KiB would otherwise 
 of the append fail.
 
 Slices: ``slice_history`` as in the original; ``slice_order_T``, ``slice_balance_T`` and
-``slice_update_T`` (the balance.update dedup window, new) created ``LIKE`` their ``*_example``
-templates.  Two deliberate differences from the original's tables:
+``slice_update_T`` (the balance.update dedup window, new), ``slice_stop_T`` (pending stop
+orders) and ``slice_config_T`` (runtime configuration, JSON details) created ``LIKE`` their
+``*_example`` templates.  Slices older than the last two tables still load.  Deliberate
+differences from the original's tables:
 
-* ``slice_order`` has a ``source VARCHAR(64) NULL`` column: restored orders keep their source.
+* ``slice_order`` has a ``source VARCHAR(64) NULL`` column: restored orders keep their source;
+  and ``option`` / ``client_id`` columns (added to an existing template by ``open()``).
 * Every decimal column is DECIMAL(50,24) instead of the original's DECIMAL(30,8), (30,4),
   (30,12) and (30,16), so that operators' SQL sees the values with at most 1e-24 truncated.  But
   a DECIMAL column cannot give back the value the engine had: it returns every value with 24
@@ -48,13 +51,19 @@ import pymysql
 
 from exchange_server.common.config import MysqlConfig
 from exchange_server.matchengine.engine import EngineState
-from exchange_server.matchengine.model import Order
 from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
 from exchange_server.matchengine.store_sqlite import (
     ORDER_DECIMALS,
+    SLICE_KINDS,
+    STOP_DECIMALS,
+    decode_config_detail,
     decode_detail,
+    encode_config_detail,
     encode_detail,
+    order_from_row,
     slice_time,
+    stop_decimals,
+    stop_from_row,
 )
 from exchange_server.storage import mysql as mysql_db
 
@@ -91,7 +100,30 @@ SCHEMA = [
     " market VARCHAR(30) NOT NULL,"
     " source VARCHAR(64) NULL,"
     + "".join(f" `{name}` {DECIMAL_TYPE} NULL," for name in ORDER_DECIMALS)
+    + " exact TEXT NOT NULL,"
+    " `option` INT UNSIGNED NOT NULL DEFAULT 0,"
+    " client_id VARCHAR(64) NULL"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    "CREATE TABLE IF NOT EXISTS slice_stop_example ("
+    " id BIGINT UNSIGNED NOT NULL PRIMARY KEY,"
+    " t TINYINT UNSIGNED NOT NULL,"
+    " side TINYINT UNSIGNED NOT NULL,"
+    " create_time DOUBLE NOT NULL,"
+    " update_time DOUBLE NOT NULL,"
+    " user_id INT UNSIGNED NOT NULL,"
+    " market VARCHAR(30) NOT NULL,"
+    " source VARCHAR(64) NOT NULL,"
+    " `option` INT UNSIGNED NOT NULL,"
+    " client_id VARCHAR(64) NOT NULL,"
+    " state TINYINT UNSIGNED NOT NULL,"
+    + "".join(f" `{name}` {DECIMAL_TYPE} NULL," for name in STOP_DECIMALS)
     + " exact TEXT NOT NULL"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    "CREATE TABLE IF NOT EXISTS slice_config_example ("
+    " id INT UNSIGNED NOT NULL PRIMARY KEY AUTO_INCREMENT,"
+    " kind VARCHAR(16) NOT NULL,"
+    " name VARCHAR(64) NOT NULL,"
+    " detail TEXT NOT NULL"
     ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     "CREATE TABLE IF NOT EXISTS slice_balance_example ("
     " id INT UNSIGNED NOT NULL PRIMARY KEY AUTO_INCREMENT,"
@@ -117,8 +149,17 @@ REQUIRED_COLUMNS = {
     "slice_balance_example": {"exact"},
 }
 
+#: Columns added to an existing slice_order_example (made before the fork's extensions).
+ADDED_COLUMNS = {
+    "slice_order_example": [("option", "`option` INT UNSIGNED NOT NULL DEFAULT 0"),
+                            ("client_id", "client_id VARCHAR(64) NULL")],
+}
+
 _ORDER_COLUMNS = ("id, t, side, create_time, update_time, user_id, market, source, "
-                  + ", ".join(f"`{name}`" for name in ORDER_DECIMALS) + ", exact")
+                  + ", ".join(f"`{name}`" for name in ORDER_DECIMALS) + ", exact, `option`, client_id")
+_STOP_COLUMNS = ("id, t, side, create_time, update_time, user_id, market, source, `option`, "
+                 "client_id, state, " + ", ".join(f"`{name}`" for name in STOP_DECIMALS)
+                 + ", exact")
 
 
 def _sql_decimal(value: Decimal) -> Decimal | None:
@@ -173,6 +214,12 @@ class MysqlEngineStore(EngineStore):
             with conn.cursor() as cur:
                 for ddl in SCHEMA:
                     cur.execute(ddl)
+                for table, added in ADDED_COLUMNS.items():
+                    cur.execute(f"SHOW COLUMNS FROM {table}")
+                    have = {row[0] for row in cur.fetchall()}
+                    for name, ddl in added:
+                        if name not in have:
+                            cur.execute(f"ALTER TABLE {table} ADD COLUMN {ddl}")
                 for table, needed in REQUIRED_COLUMNS.items():
                     cur.execute(f"SHOW COLUMNS FROM {table}")
                     have = {row[0] for row in cur.fetchall()}
@@ -392,6 +439,7 @@ class MysqlEngineStore(EngineStore):
     def read_slice(self, info: SliceInfo) -> EngineState:
         t = slice_time(info)
         names = (f"slice_order_{t}", f"slice_balance_{t}", f"slice_update_{t}")
+        stop_table, config_table = f"slice_stop_{t}", f"slice_config_{t}"
         state = EngineState(order_id=info.end_order_id, deal_id=info.end_deals_id)
         try:
             found = {r[0] for r in self._query(f"SHOW TABLES LIKE 'slice\\_%\\_{t}'")}
@@ -399,12 +447,15 @@ class MysqlEngineStore(EngineStore):
             if missing:
                 raise StoreError(f"{self!r}: slice {t} lacks table(s) {', '.join(missing)}")
             n = len(ORDER_DECIMALS)
+            columns = {r[0] for r in self._query(f"SHOW COLUMNS FROM `{names[0]}`")}
+            extra = ", `option`, client_id" if "client_id" in columns else ", 0, NULL"
             for row in self._read_pages(
-                    names[0], "t, side, create_time, update_time, user_id, market, source, exact"):
-                oid, kind, side, ctime, mtime, user, market, source, exact = row
-                state.orders.append(Order(
-                    int(oid), market, source, int(kind), int(side), int(user), float(ctime),
-                    float(mtime), *_exact_values(exact, n, f"{names[0]} id {oid}")))
+                    names[0],
+                    f"t, side, create_time, update_time, user_id, market, source, exact{extra}"):
+                oid, kind, side, ctime, mtime, user, market, source, exact, option, client = row
+                state.orders.append(order_from_row(
+                    oid, market, source, kind, side, user, ctime, mtime,
+                    _exact_values(exact, n, f"{names[0]} id {oid}"), option, client))
             for bid, user, asset, kind, exact in self._read_pages(
                     names[1], "user_id, asset, t, exact"):
                 (value,) = _exact_values(exact, 1, f"{names[1]} id {bid}")
@@ -412,6 +463,17 @@ class MysqlEngineStore(EngineStore):
             for _, user, asset, business, business_id, when in self._read_pages(
                     names[2], "user_id, asset, business, business_id, time"):
                 state.updates.append((int(user), asset, business, int(business_id), float(when)))
+            if stop_table in found:
+                for row in self._read_pages(
+                        stop_table, "t, side, create_time, update_time, user_id, market, source,"
+                                    " `option`, client_id, state, exact"):
+                    state.stops.append(stop_from_row(row[:11], _exact_values(
+                        row[11], len(STOP_DECIMALS), f"{stop_table} id {row[0]}")))
+            if config_table in found:
+                for rid, kind, name, detail in self._read_pages(config_table,
+                                                                "kind, name, detail"):
+                    state.config.append(
+                        (kind, name, decode_config_detail(detail, f"{config_table} id {rid}")))
         except pymysql.MySQLError as e:
             raise self._error(f"cannot read slice {t}", e) from e
         return state
@@ -423,7 +485,16 @@ class MysqlEngineStore(EngineStore):
             values = [o.price, o.amount, o.taker_fee, o.maker_fee, o.left, o.freeze,
                       o.deal_stock, o.deal_money, o.deal_fee]
             order_rows.append((o.id, o.type, o.side, o.ctime, o.mtime, o.user, o.market, o.source,
-                               *[_sql_decimal(v) for v in values], _exact_text(values)))
+                               *[_sql_decimal(v) for v in values], _exact_text(values),
+                               o.option, o.client_id))
+        stop_rows = []
+        for st in state.stops:
+            values = stop_decimals(st)
+            stop_rows.append((st.id, st.type, st.side, st.ctime, st.mtime, st.user, st.market,
+                              st.source, st.option, st.client_id, st.state,
+                              *[_sql_decimal(v) for v in values], _exact_text(values)))
+        config_rows = [(kind, name, encode_config_detail(detail))
+                       for kind, name, detail in state.config]
         balance_rows = [(user, asset, kind, _sql_decimal(value), str(value))
                         for user, asset, kind, value in state.balances]
         update_rows = list(state.updates)
@@ -431,6 +502,8 @@ class MysqlEngineStore(EngineStore):
             (f"slice_order_{t}", _ORDER_COLUMNS, order_rows),
             (f"slice_balance_{t}", "user_id, asset, t, balance, exact", balance_rows),
             (f"slice_update_{t}", "user_id, asset, business, business_id, time", update_rows),
+            (f"slice_stop_{t}", _STOP_COLUMNS, stop_rows),
+            (f"slice_config_{t}", "kind, name, detail", config_rows),
         ]
         conn = None
         try:
@@ -477,7 +550,7 @@ class MysqlEngineStore(EngineStore):
             with conn.cursor() as cur:
                 cur.execute("DELETE FROM slice_history WHERE time = %s", (t,))
                 conn.commit()
-                for kind in ("order", "balance", "update"):
+                for kind in SLICE_KINDS:
                     cur.execute(f"DROP TABLE IF EXISTS `slice_{kind}_{t}`")
         except pymysql.MySQLError as e:
             raise self._error(f"cannot delete slice {t}", e) from e

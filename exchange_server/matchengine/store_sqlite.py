@@ -8,9 +8,13 @@ batch is durable when it returns.
 ``<dir>/slices.sqlite`` holds the slices, in a separate file so that a forked child writing a
 big slice never holds a lock the log writer needs: ``slice_history`` as in MySQL and, per slice
 time T, ``slice_order_T``, ``slice_balance_T`` and ``slice_update_T`` (the balance.update dedup
-window).  Decimals are stored as TEXT (``str(Decimal)``), which is exact and keeps the exponent,
-times as REAL (IEEE doubles, exact), business ids as TEXT (they are unsigned 64-bit, beyond
-SQLite's signed INTEGER).  Orders keep their ``source``.
+window), and since the fork's extensions ``slice_stop_T`` (pending stop orders) and
+``slice_config_T`` (runtime configuration: assets and markets as admin commands left them, and
+each market's last price and suspension, as JSON).  Slices written before these tables (and
+before ``slice_order_T`` had its ``option`` and ``client_id`` columns) still load.  Decimals
+are stored as TEXT (``str(Decimal)``), which is exact and keeps the exponent, times as REAL
+(IEEE doubles, exact), business ids as TEXT (they are unsigned 64-bit, beyond SQLite's signed
+INTEGER).  Orders keep their ``source``.
 
 Fork safety: the slice file is opened for each operation and closed after it, so a parent never
 holds a connection to it when it forks, and a clone (see :meth:`SqliteEngineStore.clone`) only
@@ -35,7 +39,7 @@ from typing import Any
 import orjson
 
 from exchange_server.matchengine.engine import EngineState
-from exchange_server.matchengine.model import Order
+from exchange_server.matchengine.model import Order, Stop
 from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
 from exchange_server.storage import sqlite as sqlite_db
 from exchange_server.storage.forkguard import FORK_GUARD
@@ -101,6 +105,48 @@ def slice_time(info: SliceInfo) -> int:
 def _decimals_of(order: Order) -> list[Decimal]:
     return [order.price, order.amount, order.taker_fee, order.maker_fee, order.left, order.freeze,
             order.deal_stock, order.deal_money, order.deal_fee]
+
+
+def order_from_row(oid: Any, market: str, source: str | None, kind: Any, side: Any, user: Any,
+                   ctime: Any, mtime: Any, decimals: Sequence[Decimal], option: Any,
+                   client_id: str | None) -> Order:
+    """An Order from slice columns and its decimals in ORDER_DECIMALS order."""
+    price, amount, taker_fee, maker_fee, left, freeze, deal_stock, deal_money, deal_fee = decimals
+    return Order(int(oid), market, source, int(kind), int(side), int(user), float(ctime),
+                 float(mtime), price, amount, taker_fee, maker_fee, left, freeze, deal_stock,
+                 deal_money, deal_fee, int(option), client_id)
+
+
+#: The decimal fields of a stop order, in column order.
+STOP_DECIMALS = ("stop_price", "price", "amount", "taker_fee", "maker_fee", "freeze")
+
+
+def stop_decimals(stop: Stop) -> list[Decimal]:
+    return [stop.stop_price, stop.price, stop.amount, stop.taker_fee, stop.maker_fee, stop.freeze]
+
+
+def stop_from_row(row: Sequence[Any], decimals: Sequence[Decimal]) -> Stop:
+    """A Stop from (id, t, side, create_time, update_time, user_id, market, source, option,
+    client_id, state) and its decimals in STOP_DECIMALS order."""
+    (sid, kind, side, ctime, mtime, user, market, source, option, client_id, state) = row
+    stop_price, price, amount, taker_fee, maker_fee, freeze = decimals
+    return Stop(int(sid), market, source, int(kind), int(side), int(user), float(ctime),
+                float(mtime), stop_price, price, amount, taker_fee, maker_fee, int(option),
+                client_id, int(state), freeze)
+
+
+def encode_config_detail(detail: dict[str, Any]) -> str:
+    return json.dumps(detail, sort_keys=True, separators=(",", ":"))
+
+
+def decode_config_detail(text: str, where: str) -> dict[str, Any]:
+    try:
+        detail = json.loads(text)
+    except ValueError as e:
+        raise StoreError(f"{where}: bad detail {text!r}") from e
+    if not isinstance(detail, dict):
+        raise StoreError(f"{where}: bad detail {text!r}")
+    return detail
 
 
 class SqliteEngineStore(EngineStore):
@@ -279,23 +325,26 @@ class SqliteEngineStore(EngineStore):
     def read_slice(self, info: SliceInfo) -> EngineState:
         t = slice_time(info)
         names = (f"slice_order_{t}", f"slice_balance_{t}", f"slice_update_{t}")
+        stop_table, config_table = f"slice_stop_{t}", f"slice_config_{t}"
         state = EngineState(order_id=info.end_order_id, deal_id=info.end_deals_id)
         with self._slice_db() as db:
-            db.execute("BEGIN")  # one consistent view of the three tables
+            db.execute("BEGIN")  # one consistent view of the tables
             found = {r[0] for r in db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?)", names)}
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?, ?, ?)",
+                (*names, stop_table, config_table))}
             missing = [n for n in names if n not in found]
             if missing:
                 raise StoreError(f"{self.slice_path}: slice {t} lacks table(s) {', '.join(missing)}")
+            columns = {r[1] for r in db.execute(f"PRAGMA table_info(\"{names[0]}\")")}
+            extra = ", option, client_id" if "client_id" in columns else ", 0, NULL"
             for row in db.execute(
                 "SELECT id, t, side, create_time, update_time, user_id, market, source, price,"
                 " amount, taker_fee, maker_fee, \"left\", freeze, deal_stock, deal_money, deal_fee"
-                f" FROM \"{names[0]}\" ORDER BY id"
+                f"{extra} FROM \"{names[0]}\" ORDER BY id"
             ):
-                state.orders.append(Order(
-                    row[0], row[6], row[7], row[1], row[2], row[5], float(row[3]), float(row[4]),
-                    *[Decimal(v) for v in row[8:17]],
-                ))
+                state.orders.append(order_from_row(
+                    row[0], row[6], row[7], row[1], row[2], row[5], row[3], row[4],
+                    [Decimal(v) for v in row[8:17]], row[17], row[18]))
             for user, asset, kind, balance in db.execute(
                 f"SELECT user_id, asset, t, balance FROM \"{names[1]}\" ORDER BY id"
             ):
@@ -305,6 +354,19 @@ class SqliteEngineStore(EngineStore):
                 f" FROM \"{names[2]}\" ORDER BY id"
             ):
                 state.updates.append((user, asset, business, int(business_id), float(when)))
+            if stop_table in found:
+                decimals = ", ".join(f'"{d}"' for d in STOP_DECIMALS)
+                for row in db.execute(
+                    "SELECT id, t, side, create_time, update_time, user_id, market, source,"
+                    f" option, client_id, state, {decimals} FROM \"{stop_table}\" ORDER BY id"
+                ):
+                    state.stops.append(stop_from_row(row[:11], [Decimal(v) for v in row[11:]]))
+            if config_table in found:
+                for rid, kind, name, detail in db.execute(
+                    f"SELECT id, kind, name, detail FROM \"{config_table}\" ORDER BY id"
+                ):
+                    state.config.append(
+                        (kind, name, decode_config_detail(detail, f"{config_table} id {rid}")))
             db.execute("COMMIT")
         return state
 
@@ -312,9 +374,16 @@ class SqliteEngineStore(EngineStore):
         t = slice_time(info)
         order_rows = [
             (o.id, o.type, o.side, o.ctime, o.mtime, o.user, o.market, o.source,
-             *[str(d) for d in _decimals_of(o)])
+             *[str(d) for d in _decimals_of(o)], o.option, o.client_id)
             for o in state.orders
         ]
+        stop_rows = [
+            (s.id, s.type, s.side, s.ctime, s.mtime, s.user, s.market, s.source, s.option,
+             s.client_id, s.state, *[str(d) for d in stop_decimals(s)])
+            for s in state.stops
+        ]
+        config_rows = [(kind, name, encode_config_detail(detail))
+                       for kind, name, detail in state.config]
         balance_rows = [(user, asset, kind, str(value))
                         for user, asset, kind, value in state.balances]
         update_rows = [(user, asset, business, str(business_id), when)
@@ -329,8 +398,14 @@ class SqliteEngineStore(EngineStore):
             for sql, rows in (
                 (f"INSERT INTO slice_order_{t} (id, t, side, create_time, update_time, user_id,"
                  " market, source, price, amount, taker_fee, maker_fee, \"left\", freeze,"
-                 " deal_stock, deal_money, deal_fee)"
-                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", order_rows),
+                 " deal_stock, deal_money, deal_fee, option, client_id)"
+                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", order_rows),
+                (f"INSERT INTO slice_stop_{t} (id, t, side, create_time, update_time, user_id,"
+                 " market, source, option, client_id, state, "
+                 + ", ".join(f'"{d}"' for d in STOP_DECIMALS) + ")"
+                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", stop_rows),
+                (f"INSERT INTO slice_config_{t} (kind, name, detail) VALUES (?, ?, ?)",
+                 config_rows),
                 (f"INSERT INTO slice_balance_{t} (user_id, asset, t, balance) VALUES (?, ?, ?, ?)",
                  balance_rows),
                 (f"INSERT INTO slice_update_{t} (user_id, asset, business, business_id, time)"
@@ -358,9 +433,13 @@ class SqliteEngineStore(EngineStore):
         with self._slice_db() as db:
             db.execute("BEGIN IMMEDIATE")
             db.execute("DELETE FROM slice_history WHERE time = ?", (t,))
-            for kind in ("order", "balance", "update"):
+            for kind in SLICE_KINDS:
                 db.execute(f"DROP TABLE IF EXISTS slice_{kind}_{t}")
             db.execute("COMMIT")
+
+
+#: The tables of one slice: slice_<kind>_<time>.
+SLICE_KINDS = ("order", "balance", "update", "stop", "config")
 
 
 def _slice_ddl(t: int) -> list[str]:
@@ -375,8 +454,9 @@ def _slice_ddl(t: int) -> list[str]:
         " user_id INTEGER NOT NULL,"
         " market TEXT NOT NULL,"
         " source TEXT,"
-        + "".join(f" \"{name}\" TEXT NOT NULL," for name in ORDER_DECIMALS)[:-1]
-        + ")",
+        + "".join(f" \"{name}\" TEXT NOT NULL," for name in ORDER_DECIMALS)
+        + " option INTEGER NOT NULL DEFAULT 0,"
+        " client_id TEXT)",
         f"DROP TABLE IF EXISTS slice_balance_{t}",
         f"CREATE TABLE slice_balance_{t} ("
         " id INTEGER PRIMARY KEY,"
@@ -392,4 +472,25 @@ def _slice_ddl(t: int) -> list[str]:
         " business TEXT NOT NULL,"
         " business_id TEXT NOT NULL,"
         " time REAL NOT NULL)",
+        f"DROP TABLE IF EXISTS slice_stop_{t}",
+        f"CREATE TABLE slice_stop_{t} ("
+        " id INTEGER PRIMARY KEY,"
+        " t INTEGER NOT NULL,"
+        " side INTEGER NOT NULL,"
+        " create_time REAL NOT NULL,"
+        " update_time REAL NOT NULL,"
+        " user_id INTEGER NOT NULL,"
+        " market TEXT NOT NULL,"
+        " source TEXT NOT NULL,"
+        " option INTEGER NOT NULL,"
+        " client_id TEXT NOT NULL,"
+        " state INTEGER NOT NULL,"
+        + "".join(f" \"{name}\" TEXT NOT NULL," for name in STOP_DECIMALS)[:-1]
+        + ")",
+        f"DROP TABLE IF EXISTS slice_config_{t}",
+        f"CREATE TABLE slice_config_{t} ("
+        " id INTEGER PRIMARY KEY,"
+        " kind TEXT NOT NULL,"
+        " name TEXT NOT NULL,"
+        " detail TEXT NOT NULL)",
     ]

@@ -147,6 +147,33 @@ def user_deal(row: Record) -> dict[str, Any]:
     }
 
 
+def finished_stop(row: Record) -> dict[str, Any]:
+    """The fork's order.finished_stop record (without ``account``; we do not support fees in
+    another asset: ``fee_asset`` null, ``fee_discount`` "1"), plus ``order_id``: the order the
+    stop spawned (0: refused, or the stop was cancelled)."""
+    return {
+        "id": int(row[0]),
+        "ctime": float(row[1]),
+        "ftime": float(row[2]),
+        "user": int(row[3]),
+        "option": int(row[4]),
+        "market": row[5],
+        "source": row[6],
+        "type": int(row[7]),
+        "side": int(row[8]),
+        "stop_price": decimal_text(row[9], 8),
+        "price": decimal_text(row[10], 8),
+        "amount": decimal_text(row[11], 8),
+        "taker_fee": decimal_text(row[12], 4),
+        "maker_fee": decimal_text(row[13], 4),
+        "fee_asset": None,
+        "fee_discount": "1",
+        "status": int(row[14]),
+        "client_id": row[15],
+        "order_id": int(row[16]),
+    }
+
+
 def _paged(offset: int, limit: int, records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"offset": offset, "limit": limit, "records": records}
 
@@ -160,6 +187,7 @@ class ReadHistoryMethods:
             "order.finished_detail": self.order_finished_detail,
             "order.deals": self.order_deals,
             "market.user_deals": self.market_user_deals,
+            "order.finished_stop": self.order_finished_stop,
         }
 
     def balance_history(self, params: Params) -> Job:
@@ -235,5 +263,25 @@ class ReadHistoryMethods:
         def job() -> Any:
             rows = self.reader.user_deals(user, market, offset, limit)
             return _paged(offset, limit, [user_deal(r) for r in rows])
+
+        return job
+
+    def order_finished_stop(self, params: Params) -> Job:
+        """[user_id, market ("" = all), side (0 = both), start_time, end_time, offset, limit]:
+        stops that fired (status 1: order placed, 2: order refused) or were cancelled (3),
+        newest first (the CoinEx fork's v1 layout)."""
+        if len(params) != 7:
+            raise invalid_argument()
+        user = _user(params, 0)
+        market = _str(params, 1)
+        side = _int(params, 2)
+        if side not in (0, 1, 2):
+            raise invalid_argument()
+        start, end = _time_range(params, 3)
+        offset, limit = _page(params, 5)
+
+        def job() -> Any:
+            rows = self.reader.stop_history(user, market, side, start, end, offset, limit)
+            return _paged(offset, limit, [finished_stop(r) for r in rows])
 
         return job

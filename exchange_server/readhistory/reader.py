@@ -37,6 +37,9 @@ DEAL_COLUMNS = ("`time`, `user_id`, `deal_id`, `role`, `price`, `amount`, `deal`
                 "`deal_order_id`")
 USER_DEAL_COLUMNS = ("`time`, `user_id`, `deal_id`, `side`, `role`, `price`, `amount`, `deal`, "
                      "`fee`, `deal_order_id`, `market`")
+STOP_COLUMNS = ("`id`, `create_time`, `finish_time`, `user_id`, `option`, `market`, `source`, `t`, "
+                "`side`, `stop_price`, `price`, `amount`, `taker_fee`, `maker_fee`, `status`, "
+                "`client_id`, `order_id`")
 
 #: SQLite integers are signed 64-bit: a larger OFFSET is the same (empty) page.
 SQLITE_INT_MAX = 2**63 - 1
@@ -67,8 +70,23 @@ class HistoryReader(Protocol):
         market"""
         ...
 
+    def stop_history(self, user_id: int, market: str, side: int, start_time: int,
+                     end_time: int, offset: int, limit: int) -> list[Record]:
+        """id, create_time, finish_time, user_id, option, market, source, t, side, stop_price,
+        price, amount, taker_fee, maker_fee, status, client_id, order_id (market "" = all)"""
+        ...
+
     def close(self) -> None:
         ...
+
+
+def _stop_where(market: str, side: int, start_time: float, end_time: float,
+                params: list[Any]) -> str:
+    where = ""
+    if market:
+        where += " AND `market` = ?"
+        params.append(market)
+    return where + _order_where(side, start_time, end_time, params)
 
 
 def _balance_where(asset: str, business: str, start_time: float, end_time: float,
@@ -215,6 +233,14 @@ class SqliteHistoryReader:
                "`market` = ?" + self._page(offset, limit, params))
         return self._query(sql, params)
 
+    def stop_history(self, user_id: int, market: str, side: int, start_time: int,
+                     end_time: int, offset: int, limit: int) -> list[Record]:
+        params: list[Any] = [user_id]
+        where = _stop_where(market, side, float(start_time), float(end_time), params)
+        sql = (f"SELECT {STOP_COLUMNS} FROM `stop_history` WHERE `user_id` = ?{where}"
+               + self._page(offset, limit, params))
+        return self._query(sql, params)
+
     def close(self) -> None:
         self._conns.close_all()
 
@@ -292,6 +318,14 @@ class MysqlHistoryReader:
         params: list[Any] = [user_id, market]
         sql = (f"SELECT {USER_DEAL_COLUMNS} FROM `user_deal_history_{user_id % SHARDS}` "
                "WHERE `user_id` = ? AND `market` = ?" + self._page(offset, limit, params))
+        return self._query(sql, params)
+
+    def stop_history(self, user_id: int, market: str, side: int, start_time: int,
+                     end_time: int, offset: int, limit: int) -> list[Record]:
+        params: list[Any] = [user_id]
+        where = _stop_where(market, side, start_time, end_time, params)
+        sql = (f"SELECT {STOP_COLUMNS} FROM `stop_history_{user_id % SHARDS}` "
+               f"WHERE `user_id` = ?{where}" + self._page(offset, limit, params))
         return self._query(sql, params)
 
     def close(self) -> None:
