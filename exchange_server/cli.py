@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         http_host=args.host,
         http_port=args.http_port,
+        admin_token=args.admin_token or os.environ.get("EXCHANGE_ADMIN_TOKEN") or None,
         storage=args.storage,
         disabled=set(args.disable or []),
         ws_host=args.host,
@@ -104,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", default="./data", help="where the SQLite files live")
     run.add_argument("--host", default="127.0.0.1", help="address to listen on")
     run.add_argument("--http-port", type=int, default=8080, help="JSON-RPC HTTP port")
+    run.add_argument("--admin-token", default=None,
+                     help="bearer token that unlocks the admin methods (config.*) on the HTTP "
+                          "port (default: $EXCHANGE_ADMIN_TOKEN; none: they are refused)")
     run.add_argument("--storage", choices=["sqlite", "mysql"], default="sqlite",
                      help="operation log and slices: SQLite under --data-dir, or MySQL/MariaDB "
                      "at the config's db_log")
@@ -138,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     from exchange_server import deploy
 
     deploy.add_parser(sub)
+
+    from exchange_server.client.cli import add_call_parser
+
+    add_call_parser(sub)
     return parser
 
 

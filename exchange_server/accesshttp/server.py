@@ -7,11 +7,16 @@ an empty body, and a backend reply is passed through byte for byte.
 
 Extensions (docs/compatibility.md): a JSON array of requests is answered with an array of
 replies, and responses carry ``Content-Type: application/json``.
+
+Admin methods (``config.*``: runtime assets and markets) are refused with HTTP 403 and error 6
+"require authentication" unless the request carries ``Authorization: Bearer <admin token>`` and
+an admin token is configured (accesshttp config ``admin_token``, ``run --admin-token``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections import deque
@@ -20,11 +25,13 @@ from typing import Any
 import httptools
 import orjson
 
-from exchange_server.accesshttp.routes import ROUTES
+from exchange_server.accesshttp import pages
+from exchange_server.accesshttp.routes import ADMIN_METHODS, ROUTES
 from exchange_server.common import jsonfmt, metrics
 from exchange_server.common.backend import Backend
 from exchange_server.common.errors import (
     METHOD_NOT_FOUND,
+    REQUIRE_AUTH,
     SERVICE_TIMEOUT,
     SERVICE_UNAVAILABLE,
 )
@@ -34,6 +41,7 @@ log = logging.getLogger("exchange_server.accesshttp")
 REASONS = {
     200: b"OK",
     400: b"Bad Request",
+    403: b"Forbidden",
     404: b"Not Found",
     413: b"Payload Too Large",
     500: b"Internal Server Error",
@@ -86,36 +94,55 @@ class AccessHttp:
     """The gateway: routes each method to its backend and applies the timeout."""
 
     def __init__(self, backends: dict[str, Backend], timeout: float = 1.0,
-                 max_body: int = 102400) -> None:
+                 max_body: int = 102400, admin_token: str | None = None) -> None:
         self.backends = backends
+        #: the ``Authorization: Bearer`` value that unlocks the admin methods (None: never)
+        self.admin_token = admin_token.encode() if admin_token else None
         self.timeout = timeout
         self.max_body = max_body
         self.requests = 0
+        #: where the market page finds the WebSocket API (pages.py, GET /market-config.json):
+        #: a full URL, or accessws' port on the page's host; None: not known here
+        self.ws_url: str | None = None
+        self.ws_port: int | None = None
         self._servers: list[asyncio.base_events.Server] = []
 
-    async def dispatch(self, body: bytes) -> tuple[int, bytes]:
-        """Answer one HTTP request body: (status, response body)."""
+    def is_admin(self, authorization: bytes | None) -> bool:
+        """Whether an ``Authorization`` header value carries the admin token."""
+        token = self.admin_token
+        if token is None or authorization is None:
+            return False
+        scheme, _, value = authorization.strip().partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), token)
+
+    async def dispatch(self, body: bytes, admin: bool = False) -> tuple[int, bytes]:
+        """Answer one HTTP request body: (status, response body).  ``admin``: the request
+        carried the admin token."""
         self.requests += 1
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise BadRequest from None
         if isinstance(data, list):
-            return await self._batch(data)
+            return await self._batch(data, admin)
         method, params, req_id = parse_request(data)
-        return await self._call(method, params, req_id)
+        return await self._call(method, params, req_id, admin)
 
-    async def _call(self, method: str, params: list[Any], req_id: int) -> tuple[int, bytes]:
+    async def _call(self, method: str, params: list[Any], req_id: int,
+                    admin: bool = False) -> tuple[int, bytes]:
         started = time.perf_counter()
-        status, body = await self._route(method, params, req_id)
+        status, body = await self._route(method, params, req_id, admin)
         metrics.observe("accesshttp", method if status != 404 else "(unknown)", status,
                         time.perf_counter() - started)
         return status, body
 
-    async def _route(self, method: str, params: list[Any], req_id: int) -> tuple[int, bytes]:
+    async def _route(self, method: str, params: list[Any], req_id: int,
+                     admin: bool = False) -> tuple[int, bytes]:
         route = ROUTES.get(method)
         if route is None:
             return 404, jsonfmt.error_body(METHOD_NOT_FOUND, "method not found", req_id)
+        if method in ADMIN_METHODS and not admin:
+            return 403, jsonfmt.error_body(REQUIRE_AUTH, "require authentication", req_id)
         backend = self.backends.get(route[0])
         if backend is None or not backend.connected():
             return 500, b""
@@ -127,11 +154,11 @@ class AccessHttp:
             return 500, b""
         return 200, reply
 
-    async def _batch(self, items: list[Any]) -> tuple[int, bytes]:
+    async def _batch(self, items: list[Any], admin: bool = False) -> tuple[int, bytes]:
         if not items or len(items) > BATCH_MAX:
             raise BadRequest
         requests = [parse_request(item) for item in items]
-        replies = await asyncio.gather(*(self._call(m, p, i) for m, p, i in requests))
+        replies = await asyncio.gather(*(self._call(m, p, i, admin) for m, p, i in requests))
         bodies = []
         for (status, body), (_, _, req_id) in zip(replies, requests, strict=True):
             if status == 500:
@@ -142,7 +169,8 @@ class AccessHttp:
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
         """Listen on one more address (``reuse_port``: several processes share the port)."""
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: HttpProtocol(self), host, port,
+        protocol = AdminHttpProtocol if self.admin_token else HttpProtocol
+        server = await loop.create_server(lambda: protocol(self), host, port,
                                           reuse_address=True, reuse_port=reuse_port or None,
                                           backlog=1024)
         self._servers.append(server)
@@ -162,16 +190,21 @@ class AccessHttp:
 class HttpProtocol(asyncio.Protocol):
     """One client connection.  Requests are answered in order (pipelining allowed)."""
 
+    #: the request being read carries the admin token (only AdminHttpProtocol reads headers)
+    _admin = False
+
     def __init__(self, app: AccessHttp) -> None:
         self.app = app
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self._body: list[bytes] = []
+        self._url = b""
         self._size = 0
         self._too_large = False
         #: complete requests not answered yet: (status to answer without dispatching or 0,
-        #: body, keep-alive)
-        self._queue: deque[tuple[int, bytes, bool]] = deque()
+        #: body, keep-alive, content type of a ready GET response (pages.py) or b"", carries
+        #: the admin token)
+        self._queue: deque[tuple[int, bytes, bool, bytes, bool]] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -199,8 +232,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._body = []
+        self._url = b""
         self._size = 0
         self._too_large = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
@@ -212,30 +249,41 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         body = b"".join(self._body)
+        keep_alive = self.parser.should_keep_alive()
+        if not self._too_large and self.parser.get_method() == b"GET":
+            # GET /openrpc.json, the market page and its assets (pages.py); others: 400
+            page = pages.handle_get(self._url, self.app)
+            if page is not None:
+                self._enqueue(page[0], page[1], keep_alive, page[2])
+                return
         if self._too_large:
             status = 413
         elif self.parser.get_method() != b"POST" or not body:
             status = 400
         else:
             status = 0
-        self._enqueue(status, body, self.parser.should_keep_alive())
+        self._enqueue(status, body, keep_alive)
 
     # -- answering --------------------------------------------------------------------------------
 
-    def _enqueue(self, status: int, body: bytes, keep_alive: bool) -> None:
-        self._queue.append((status, body, keep_alive))
+    def _enqueue(self, status: int, body: bytes, keep_alive: bool,
+                 content_type: bytes = b"") -> None:
+        self._queue.append((status, body, keep_alive, content_type, self._admin))
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._work())
 
     async def _work(self) -> None:
         try:
             while self._queue and not self._closing:
-                status, body, keep_alive = self._queue.popleft()
+                status, body, keep_alive, content_type, admin = self._queue.popleft()
+                if content_type:
+                    self._respond(status, body, close=not keep_alive, content_type=content_type)
+                    continue
                 if status:
                     self._respond(status, b"", close=True)
                     return
                 try:
-                    status, reply = await self.app.dispatch(body)
+                    status, reply = await self.app.dispatch(body, admin)
                 except BadRequest:
                     self._respond(400, b"", close=True)
                     return
@@ -247,14 +295,15 @@ class HttpProtocol(asyncio.Protocol):
         finally:
             self._worker = None
 
-    def _respond(self, status: int, body: bytes, close: bool) -> None:
+    def _respond(self, status: int, body: bytes, close: bool,
+                 content_type: bytes = b"application/json") -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         head = b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: %d\r\n" % (
             status, REASONS[status], _date.get(), len(body))
         if body:
-            head += b"Content-Type: application/json\r\n"
+            head += b"Content-Type: %s\r\n" % content_type
         if close:
             head += b"Connection: close\r\n"
         transport.write(head + b"\r\n" + body)
@@ -262,3 +311,16 @@ class HttpProtocol(asyncio.Protocol):
             self._closing = True
             self._queue.clear()
             transport.close()
+
+
+class AdminHttpProtocol(HttpProtocol):
+    """A connection to a gateway with an admin token: also reads ``Authorization`` (headers
+    cost a Python call each, so the plain protocol does not ask for them)."""
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._admin = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) == 13 and name.lower() == b"authorization":
+            self._admin = self.app.is_admin(value)

@@ -112,6 +112,8 @@ class Push:
 
     @property
     def schema(self) -> Schema:
+        if len(self.params) == 1 and self.params[0].variadic:
+            return {"type": "array", "items": self.params[0].schema, "minItems": 1}
         return {"type": "array", "items": [p.schema for p in self.params],
                 "minItems": len(self.params), "maxItems": len(self.params)}
 
@@ -160,12 +162,26 @@ def served_ws_methods() -> list[str]:
 
 
 def served_ws_pushes() -> list[str]:
-    """The notifications accessws sends: one per polling feed, plus the user pushes."""
+    """The notifications accessws sends: one per polling feed, plus every ``"<kind>.update"``
+    or ``"<kind>.update_<what>"`` name written in accessws' source (the bus-driven user pushes
+    such as order.update and asset.update), so a new push cannot go undocumented."""
+    import re
+    from pathlib import Path
+
     from exchange_server.accessws.config import AccessWsConfig
     from exchange_server.accessws.server import AccessWs
 
     server = AccessWs(AccessWsConfig(), {})
-    return [feed.name + ".update" for feed in server.feeds] + ["order.update", "asset.update"]
+    names = [feed.name + ".update" for feed in server.feeds]
+    import exchange_server.accessws as package
+
+    source_dir = Path(package.__file__ or ".").parent
+    pattern = re.compile(r"""["']([a-z]+\.update(?:_[a-z]+)?)["']""")
+    for path in sorted(source_dir.glob("*.py")):
+        for name in pattern.findall(path.read_text()):
+            if name not in names:
+                names.append(name)
+    return names
 
 
 @dataclass

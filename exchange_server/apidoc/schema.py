@@ -188,9 +188,14 @@ ORDER = obj(
         "deal_stock": dec("stock filled so far"),
         "deal_money": dec("money filled so far (sum of price x amount)"),
         "deal_fee": dec("fees paid so far (ask: in money, bid: in stock)"),
+        "option": integer("the fork's option bits given at placement (only on orders placed "
+                          "with the fork's trailing params, and on orders a stop spawned)"),
+        "client_id": string("the client's id given at placement (\"\" = none; only with "
+                            "`option`)"),
     },
-    "an order (rpc.md 3.1)",
-    optional=("source",),
+    "an order (rpc.md 3.1); `option` and `client_id` only on orders placed with the CoinEx "
+    "fork's trailing params (or spawned by a stop)",
+    optional=("source", "option", "client_id"),
 )
 
 FINISHED_ORDER = obj(
@@ -212,6 +217,59 @@ FINISHED_ORDER = obj(
         "deal_fee": dec("fees paid"),
     },
     "a finished order from the trade history (no `left`, no `mtime`)",
+)
+
+STOP = obj(
+    {
+        "id": integer("stop id (from the order id sequence)", minimum=1),
+        "type": integer("1 = stop-limit, 2 = stop-market", enum=[1, 2]),
+        "side": integer("1 = ask (sell), 2 = bid (buy)", enum=[1, 2]),
+        "user": integer("user id", minimum=1),
+        "option": integer("option bits as stored (the given bits | 0x40 stop | 0x04 unlimited "
+                          "min amount)"),
+        "state": integer("1 = LOW list (fires when the last price falls to stop_price), 2 = "
+                         "HIGH list (fires when it rises to it)", enum=[1, 2]),
+        "ctime": time_real("creation time (Unix seconds with microseconds)"),
+        "mtime": time_real("last update time"),
+        "market": string("market name"),
+        "source": string("the client's tag"),
+        "client_id": string("the client's id (\"\" = none)"),
+        "stop_price": dec("the trigger price"),
+        "price": dec("limit price of the order it will spawn (\"0\" for stop-market)"),
+        "amount": dec("amount in stock (stop-market bid: in money)"),
+        "taker_fee": dec("taker fee rate"),
+        "maker_fee": dec("maker fee rate (\"0\" for stop-market)"),
+        "fee_discount": const("1", "always \"1\" (fees in another asset are not supported)"),
+        "fee_asset": {"type": "null", "description": "always null (fees in another asset are "
+                      "not supported)"},
+    },
+    "a stop order (the CoinEx fork's stop object without `account`)",
+)
+
+FINISHED_STOP = obj(
+    {
+        "id": integer("stop id", minimum=1),
+        "ctime": time_real("creation time"),
+        "ftime": time_real("finish time (fired or cancelled)"),
+        "user": integer("user id", minimum=1),
+        "option": integer("option bits as stored"),
+        "market": string("market name"),
+        "source": string("the client's tag"),
+        "type": integer("1 = stop-limit, 2 = stop-market", enum=[1, 2]),
+        "side": integer("1 = ask, 2 = bid", enum=[1, 2]),
+        "stop_price": dec("the trigger price"),
+        "price": dec("limit price (\"0\" for stop-market)"),
+        "amount": dec("amount"),
+        "taker_fee": dec("taker fee rate"),
+        "maker_fee": dec("maker fee rate"),
+        "fee_asset": {"type": "null", "description": "always null"},
+        "fee_discount": const("1", "always \"1\""),
+        "status": integer("1 = fired, order placed; 2 = fired, order refused; 3 = cancelled",
+                          enum=[1, 2, 3]),
+        "client_id": string("the client's id (\"\" = none)"),
+        "order_id": integer("the order the stop spawned (0: none: refused or cancelled)"),
+    },
+    "a finished stop from the stop history",
 )
 
 BALANCE = obj({"available": dec("available balance"), "freeze": dec("frozen by open orders")})

@@ -1,0 +1,135 @@
+"""The market page in headless Chromium: orders placed through HTTP show up on the page
+(order book / depth, recent trades, candles, 24 h status) through the WebSocket API.
+
+Needs Debian's chromium (``apt-get install -y chromium``); without it the test is skipped, or
+fails when ``CI`` is set.  The screenshot is kept as ``test-artifacts/market-page.png``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exchange_server.apidoc.liveserver import LiveServer
+from exchange_server.client import AsyncHttpClient
+from tests.browser import Browser, chromium_path
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+MARKET = "BTCBCH"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    srv = LiveServer(tmp_path_factory.mktemp("page") / "data").start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _get(port: int, path: str) -> tuple[int, str | None, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Content-Type"), resp.read()
+    finally:
+        conn.close()
+
+
+def test_page_and_assets_are_served(server: LiveServer) -> None:
+    status, ctype, body = _get(server.port, f"/market/{MARKET}?interval=300")
+    assert status == 200 and ctype == "text/html; charset=utf-8"
+    assert b'data-market="BTCBCH"' in body and b"{{MARKET}}" not in body
+    status, ctype, body = _get(server.port, "/static/lightweight-charts.standalone.production.js")
+    assert status == 200 and ctype.startswith("application/javascript")
+    assert b"Lightweight Charts" in body[:300]
+    for name in ("market.js", "market.css", "lightweight-charts.LICENSE.txt"):
+        assert _get(server.port, f"/static/{name}")[0] == 200
+    status, _, body = _get(server.port, "/market-config.json")
+    assert status == 200 and b"ws_url" in body
+    # names that are not market names, and files that are not assets: the usual 400
+    for path in ("/market/", "/market/<script>", "/static/", "/static/..%2Fpages.py",
+                 "/static/nope.js"):
+        assert _get(server.port, path)[:3:2] == (400, b""), path
+
+
+async def test_page_follows_orders(server: LiveServer) -> None:
+    if chromium_path() is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: apt-get install -y chromium")
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    async with AsyncHttpClient(server.url) as api:
+        await api.balance_update(1, "BTC", "deposit", 1, "100", {})
+        await api.balance_update(2, "BCH", "deposit", 2, "100000", {})
+        for i, price in enumerate(("101", "102", "103.5", "105", "108")):
+            await api.order_put_limit(1, MARKET, 1, str(1 + i * 0.5), price, "0.002", "0.001",
+                                      "page")
+        for i, price in enumerate(("99", "98.5", "97", "95")):
+            await api.order_put_limit(2, MARKET, 2, str(2 + i), price, "0.002", "0.001", "page")
+        await api.order_put_limit(2, MARKET, 2, "0.4", "101", "0.002", "0.001", "page")
+
+        browser = await Browser().start()
+        try:
+            # 1-second candles, so that a few seconds of trading draw several of them
+            await browser.goto(f"http://127.0.0.1:{server.port}/market/{MARKET}"
+                               f"?ws=ws://127.0.0.1:{server.ws_port}/&interval=1")
+            state = "window.marketPage.state"
+            await browser.wait_for(f"{state}.connected && {state}.asks.size === 5 "
+                                   f"&& {state}.bids.size === 4")
+            await browser.wait_for(f"{state}.trades.length === 1")
+            assert await browser.evaluate("document.querySelectorAll('#asks tr').length") == 5
+            assert await browser.evaluate("document.querySelectorAll('#bids tr').length") == 4
+
+            # a bid that takes the two best asks: new trades, levels gone, a new best bid
+            await api.order_put_limit(2, MARKET, 2, "3", "102.5", "0.002", "0.001", "page")
+            trades = await browser.wait_for(
+                f"{state}.trades.length >= 3 && {state}.trades.map(t => t.price)")
+            assert {"101", "102"} <= set(trades)
+            await browser.wait_for(f"!{state}.asks.has('101') && !{state}.asks.has('102') "
+                                   f"&& {state}.bids.has('102.5')")
+            await browser.wait_for("document.querySelector('#trades tr').children[1]"
+                                   ".textContent === '102'")
+            await browser.wait_for("document.querySelector('#bids tr td').textContent "
+                                   "=== '102.5'")
+            await browser.wait_for("document.getElementById('last-price').textContent === '102'")
+            await browser.wait_for(f"{state}.status && {state}.status.volume !== '0'")
+            # more trading, one trade a second: candles appear one by one
+            for price, side in (("103.5", 2), ("99", 1), ("102.5", 1), ("105", 2)):
+                await asyncio.sleep(1.05)
+                await api.order_put_limit(1 if side == 1 else 2, MARKET, side, "0.5", price,
+                                          "0.002", "0.001", "page")
+            await browser.wait_for(f"{state}.trades.length >= 7")
+            await browser.wait_for(f"{state}.candles >= 4 && {state}.updates.kline >= 3")
+            await browser.evaluate("new Promise(r => setTimeout(r, 700))")
+            await browser.screenshot(ARTIFACTS / "market-page.png")
+            # switching the candle interval reloads and resubscribes
+            await browser.evaluate("(() => { const s = document.getElementById('interval');"
+                                   " s.value = '300'; s.dispatchEvent(new Event('change'));"
+                                   " return true; })()")
+            await browser.wait_for(f"{state}.interval === 300 && location.search.includes("
+                                   "'interval=300')")
+            await browser.wait_for(f"{state}.candles === 1")
+            errors = await browser.evaluate(f"{state}.errors")
+            assert not errors and not browser.errors, (errors, browser.errors, browser.console)
+        finally:
+            await browser.close()
+    assert (ARTIFACTS / "market-page.png").stat().st_size > 10000
+
+
+def test_market_config_tells_where_the_websocket_is() -> None:
+    from types import SimpleNamespace
+
+    from exchange_server.accesshttp import pages
+
+    page = pages.handle_get(b"/market-config.json?x=1", SimpleNamespace(ws_url=None, ws_port=9001))
+    assert page is not None and page[0] == 200
+    assert json.loads(page[1]) == {"ws_url": None, "ws_port": 9001}
+    page = pages.handle_get(b"/market-config.json", SimpleNamespace(ws_url="wss://x/ws"))
+    assert page is not None and json.loads(page[1])["ws_url"] == "wss://x/ws"
