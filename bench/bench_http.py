@@ -9,7 +9,6 @@ reply is sent only after its operation is durable.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -17,9 +16,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from decimal import Decimal
 from pathlib import Path
 
 from bench.common import report
+from exchange_server.client import HttpClient
 from tests.server import CallError, ServerProcess
 
 LUA = r"""
@@ -63,19 +64,17 @@ def ensure_wrk() -> str:
     return path
 
 
-def fund(server: ServerProcess, users: int) -> None:
-    batch = []
+def fund(url: str, users: int) -> None:
+    """Deposit for every user, 500 updates per batch request, with the project's client."""
+    calls = []
     for u in range(1, users + 1):
-        batch.append({"method": "balance.update", "params": [u, "BTC", "deposit", u, "1000000", {}],
-                      "id": u})
-        batch.append({"method": "balance.update",
-                      "params": [u, "BCH", "deposit", u, "100000000", {}], "id": u})
-        if len(batch) >= 500:
-            status, _ = server.raw(json.dumps(batch))
-            assert status == 200
-            batch = []
-    if batch:
-        server.raw(json.dumps(batch))
+        calls.append(("balance.update", [u, "BTC", "deposit", u, Decimal("1000000"), {}]))
+        calls.append(("balance.update", [u, "BCH", "deposit", u, Decimal("100000000"), {}]))
+    with HttpClient(url) as client:
+        for i in range(0, len(calls), 500):
+            for result in client.batch(calls[i:i + 500]):
+                if isinstance(result, Exception):
+                    raise result
 
 
 def run(seconds: int = 10, connections: int = 64, extra: list[str] | None = None,
@@ -84,7 +83,7 @@ def run(seconds: int = 10, connections: int = 64, extra: list[str] | None = None
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp) / "data", extra=extra).start()
         try:
-            fund(server, 1000)
+            fund(f"http://127.0.0.1:{server.port}/", 1000)
             script = Path(tmp) / "orders.lua"
             script.write_text(LUA)
             out = subprocess.run(

@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.bench_http import LUA, ensure_wrk
+from bench.bench_http import LUA, ensure_wrk, fund
 from bench.common import report
 from exchange_server.common.config import MysqlConfig
 from exchange_server.storage import mysql as mysql_db
@@ -66,13 +66,7 @@ def run(seconds: int = 10, connections: int = 64) -> dict[str, object]:
                         if time.monotonic() > deadline:
                             raise SystemExit("accesshttp did not come up")
                         time.sleep(0.2)
-            batch = []
-            for u in range(1, 1001):
-                for asset, amount in (("BTC", "1000000"), ("BCH", "100000000")):
-                    batch.append({"method": "balance.update",
-                                  "params": [u, asset, "deposit", u, amount, {}], "id": u})
-            for i in range(0, len(batch), 500):
-                _post(topo.http_port, batch[i:i + 500])
+            fund(f"http://127.0.0.1:{topo.http_port}/", 1000)
             script = Path(tmp) / "orders.lua"
             script.write_text(LUA)
             out = subprocess.run(

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 import urllib.request
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
+from exchange_server.client import HttpClient, SyncWsClient
 from tests.server import ServerProcess, free_port
 
 
@@ -39,48 +38,39 @@ def wait_for(check: Any, timeout: float = 10.0) -> Any:
 
 
 def test_trades_reach_marketprice_and_websocket(server: ServerProcess) -> None:
-    server.call("balance.update", 1, "BTC", "deposit", 1, "100", {})
-    server.call("balance.update", 2, "BCH", "deposit", 2, "100000", {})
-    assert server.call("market.last", "BTCBCH") == "0"
+    """Through the project's own clients: blocking HTTP and WebSocket, Decimals in and out."""
+    http = HttpClient(f"http://127.0.0.1:{server.port}/")
+    http.balance_update(1, "BTC", "deposit", 1, Decimal("100"), {})
+    http.balance_update(2, "BCH", "deposit", 2, Decimal("100000"), {})
+    assert http.market_last("BTCBCH") == Decimal(0)
 
-    async def session() -> list[Any]:
-        pushes: list[Any] = []
-        async with aiohttp.ClientSession() as http, http.ws_connect(
-                f"http://127.0.0.1:{server.ws_port}/") as ws:
-            await ws.send_json({"method": "deals.subscribe", "params": ["BTCBCH"], "id": 1})
-            reply = await ws.receive_json(timeout=5)
-            assert reply == {"error": None, "result": {"status": "success"}, "id": 1}
-            await asyncio.to_thread(trade, server, "101", "0.5", 1)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                msg = await ws.receive_json(timeout=5)
-                if msg.get("method") == "deals.update" and msg["params"][1]:
-                    pushes.append(msg)
-                    if any(d["price"] == "101" for d in msg["params"][1]):
-                        break
-            await ws.send_json({"method": "server.ping", "params": [], "id": 2})
-            while True:
-                msg = await ws.receive_json(timeout=5)
-                if msg.get("id") == 2:
-                    assert msg["result"] == "pong"
-                    break
-        return pushes
+    with SyncWsClient(f"ws://127.0.0.1:{server.ws_port}/") as ws:
+        deals = ws.subscribe("deals", "BTCBCH")
+        trade(server, "101", "0.5", 1)
+        seen: list[Any] = []
+        deadline = time.monotonic() + 10
+        while not any(d["price"] == Decimal("101") for d in seen):
+            assert time.monotonic() < deadline, f"no deal pushed: {seen}"
+            market, batch = deals.get(timeout=5)[:2]
+            assert market == "BTCBCH"
+            seen += batch
+        assert ws.call("server.ping") == "pong"
+    assert any(d["price"] == Decimal("101") and d["amount"] == Decimal("0.5")
+               and d["type"] == "buy" for d in seen)
 
-    pushes = asyncio.run(session())
-    deals = [d for p in pushes for d in p["params"][1]]
-    assert any(d["price"] == "101" and d["amount"] == "0.5" and d["type"] == "buy" for d in deals)
-
-    last = wait_for(lambda: server.call("market.last", "BTCBCH") != "0"
-                    and server.call("market.last", "BTCBCH"))
-    assert last == "101.00000000"  # market.last is not zero-stripped (rpc.md 6)
-    recent = server.call("market.deals", "BTCBCH", 10, 0)
-    assert [(d["price"], d["amount"], d["type"]) for d in recent] == [("101", "0.5", "buy")]
+    last = wait_for(lambda: (v := http.market_last("BTCBCH")) and v)
+    assert last == Decimal("101")  # the text is "101.00000000": not zero-stripped (rpc.md 6)
+    assert server.call("market.last", "BTCBCH") == "101.00000000"
+    recent = http.market_deals("BTCBCH", 10, 0)
+    assert [(d["price"], d["amount"], d["type"]) for d in recent] == [
+        (Decimal("101"), Decimal("0.5"), "buy")]
     now = int(time.time())
-    kline = server.call("market.kline", "BTCBCH", now - 3600, now, 60)
-    assert kline and kline[-1][5] == "0.5" and kline[-1][7] == "BTCBCH"
-    status = server.call("market.status", "BTCBCH", 86400)
-    assert status["last"] == "101" and status["volume"] == "0.5"
-    assert json.loads(json.dumps(server.call("market.status_today", "BTCBCH")))["last"] == "101"
+    kline = http.market_kline("BTCBCH", now - 3600, now, 60)
+    assert kline and Decimal(kline[-1][5]) == Decimal("0.5") and kline[-1][7] == "BTCBCH"
+    status = http.market_status("BTCBCH", 86400)
+    assert status["last"] == Decimal("101") and status["volume"] == Decimal("0.5")
+    assert http.market_status_today("BTCBCH")["last"] == Decimal("101")
+    http.close()
 
 
 def test_prometheus_metrics(tmp_path: Path) -> None:

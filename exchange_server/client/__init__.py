@@ -3,7 +3,8 @@
 * :class:`HttpClient` / :class:`AsyncHttpClient`: JSON-RPC over HTTP, one typed method per API
   method (``order_put_limit``, ``market_kline``...) plus ``call(method, *params)`` and
   ``batch``;
-* :class:`WsClient`: the WebSocket API with subscriptions that survive reconnects;
+* :class:`WsClient` (async) / :class:`SyncWsClient` (blocking): the WebSocket API with
+  subscriptions that survive reconnects;
 * errors: :class:`ApiError` subclasses per code family, :class:`TransportError` when no
   answer came.
 
@@ -25,6 +26,7 @@ from exchange_server.client.errors import (
 )
 from exchange_server.client.http_client import AsyncHttpClient, HttpClient
 from exchange_server.client.ws_client import Subscription, WsClient
+from exchange_server.client.ws_sync import SyncSubscription, SyncWsClient
 
 __all__ = [
     "ApiError",
@@ -39,6 +41,8 @@ __all__ = [
     "ServiceTimeout",
     "ServiceUnavailable",
     "Subscription",
+    "SyncSubscription",
+    "SyncWsClient",
     "TransportError",
     "WsClient",
 ]
