@@ -102,8 +102,15 @@ def test_topology_survives_sigkill_of_each_service(topology: Topology) -> None:
         balances = call(port, "balance.query", 1, "BTC", "BCH")
         assert balances == {"BTC": {"available": "8", "freeze": "1.5"},
                             "BCH": {"available": "49.95", "freeze": "0"}}
-        history = call(port, "balance.history", 1, "BTC", "", 0, 0, 0, 10)
-        assert [r["change"] for r in history["records"]] == ["-0.5", "10"]
+        # history is written asynchronously (by the follower, restarted with the matchengine)
+        deadline = time.monotonic() + 20
+        while True:
+            history = call(port, "balance.history", 1, "BTC", "", 0, 0, 0, 10)
+            changes = [r["change"] for r in history["records"]]
+            if changes == ["-0.5", "10"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert changes == ["-0.5", "10"]
         book = call(port, "order.book", "BTCBCH", 1, 0, 10)
         assert [o["left"] for o in book["orders"]] == ["1.5"]
         deadline = time.monotonic() + 20

@@ -73,12 +73,11 @@ def _build(spec: FollowerSpec) -> tuple[Any, Any, Any]:
 
 
 def follower_main(spec: FollowerSpec, applied: Any, pending: Any,
-                  stop: multiprocessing.synchronize.Event) -> None:
+                  stop: multiprocessing.synchronize.Event, parent: int) -> None:
     """The follower process: restore, then apply every new log record until told to stop;
     on stop, apply what is left and write all history before exiting."""
     logs.setup(spec.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
     store, service, history = _build(spec)
     store.open()
     gctune.tune()
@@ -132,7 +131,8 @@ class FollowerProcess:
         self._stop.clear()
         self._process = self._ctx.Process(
             target=follower_main, name="exchange-server-follower", daemon=True,
-            args=(self.spec, self.applied, self.pending, self._stop))
+            # the parent's pid, not our getppid(): the parent may die before we look
+            args=(self.spec, self.applied, self.pending, self._stop, os.getpid()))
         self._process.start()
 
     def check(self) -> None:
