@@ -27,9 +27,6 @@ from exchange_server.common import gctune
 from exchange_server.common.backend import Backend, LocalBackend
 from exchange_server.common.config import ConfigError, MatchEngineConfig, MysqlConfig
 from exchange_server.common.metrics import MetricsServer
-from exchange_server.history.store import HistoryStore
-from exchange_server.history.store_mysql import MysqlHistoryStore
-from exchange_server.history.store_sqlite import SqliteHistoryStore
 from exchange_server.marketprice.service import MarketPriceService
 from exchange_server.marketprice.store_sqlite import SqliteStore as MarketSqliteStore
 from exchange_server.matchengine.follower import FollowerProcess, FollowerSpec
@@ -100,17 +97,6 @@ def make_engine_store(config: MatchEngineConfig, options: EmbeddedOptions) -> En
     raise ConfigError(f"unknown storage {options.storage!r}")
 
 
-def create_history_schema(config: MatchEngineConfig, options: EmbeddedOptions) -> None:
-    """The follower creates its tables too, but readhistory may be asked before it has run."""
-    store: HistoryStore
-    if options.storage == "mysql":
-        store = MysqlHistoryStore(_mysql(config, "db_history"))
-    else:
-        store = SqliteHistoryStore(options.data_dir)
-    store.open()
-    store.close()
-
-
 def make_history_reader(config: MatchEngineConfig, options: EmbeddedOptions) -> HistoryReader:
     if options.storage == "mysql":
         return MysqlHistoryReader(_mysql(config, "db_history"))
@@ -173,9 +159,9 @@ class EmbeddedSystem:
             await self.marketprice.start()
         self.matchengine.restore()
         gctune.freeze_startup_state()
-        create_history_schema(self.config, self.options)
+        self.follower.create_schema()
         self.follower.start()
-        self._watch = asyncio.create_task(self._watch_follower())
+        self._watch = asyncio.create_task(self.follower.watch())
         await self.publisher.start()
         await self.matchengine.start()
         await self.http.start(self.options.http_host, self.options.http_port)
@@ -207,11 +193,6 @@ class EmbeddedSystem:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
-
-    async def _watch_follower(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            self.follower.check()
 
     async def run_until_signalled(self) -> None:
         stop = asyncio.Event()

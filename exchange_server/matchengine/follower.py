@@ -14,6 +14,7 @@ operation and its unwritten history rows) for backpressure, and restarts it if i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import multiprocessing.synchronize
@@ -46,10 +47,21 @@ class FollowerSpec:
     log_level: int = logging.INFO
 
 
-def _build(spec: FollowerSpec) -> tuple[Any, Any, Any]:
+def history_store(spec: FollowerSpec) -> Any:
+    """The follower's history database (SQLite under the data dir, or the config's
+    ``db_history``)."""
     # Imported here: the follower is started with "spawn" and builds everything itself.
     from exchange_server.history.store_mysql import MysqlHistoryStore
     from exchange_server.history.store_sqlite import SqliteHistoryStore
+
+    if spec.storage == "mysql":
+        config = load_matchengine(spec.config, embedded=spec.embedded)
+        assert config.db_history is not None
+        return MysqlHistoryStore(config.db_history)
+    return SqliteHistoryStore(Path(spec.data_dir))
+
+
+def _build(spec: FollowerSpec) -> tuple[Any, Any, Any]:
     from exchange_server.history.writer import HistoryWriter
     from exchange_server.matchengine.service import MatchEngineService
     from exchange_server.matchengine.store import EngineStore
@@ -59,14 +71,11 @@ def _build(spec: FollowerSpec) -> tuple[Any, Any, Any]:
     config = load_matchengine(spec.config, embedded=spec.embedded)
     store: EngineStore
     if spec.storage == "mysql":
-        assert config.db_log is not None and config.db_history is not None
+        assert config.db_log is not None
         store = MysqlEngineStore(config.db_log)
-        history = HistoryWriter(MysqlHistoryStore(config.db_history),
-                                max_pending_rows=config.history_max_pending)
     else:
         store = SqliteEngineStore(Path(spec.data_dir))
-        history = HistoryWriter(SqliteHistoryStore(Path(spec.data_dir)),
-                                max_pending_rows=config.history_max_pending)
+    history = HistoryWriter(history_store(spec), max_pending_rows=config.history_max_pending)
     service = MatchEngineService(config, store)
     service.add_sink(history)
     return store, service, history
@@ -126,6 +135,19 @@ class FollowerProcess:
         self._stop = self._ctx.Event()
         self._process: Any = None
         self.restarts = 0
+
+    def create_schema(self) -> None:
+        """Create the history tables now: the follower does too, but readhistory may be asked
+        before it has run."""
+        store = history_store(self.spec)
+        store.open()
+        store.close()
+
+    async def watch(self) -> None:
+        """Run for the matching process's life: restart the follower whenever it dies."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.check()
 
     def start(self) -> None:
         self._stop.clear()

@@ -12,7 +12,6 @@ from exchange_server.bus.kafka import KafkaTransport
 from exchange_server.bus.publisher import BusPublisher
 from exchange_server.common import gctune
 from exchange_server.common.config import MatchEngineConfig, load_matchengine
-from exchange_server.history.store_mysql import MysqlHistoryStore
 from exchange_server.matchengine.follower import FollowerProcess, FollowerSpec
 from exchange_server.matchengine.observe import register_gauges
 from exchange_server.matchengine.service import MatchEngineService
@@ -47,21 +46,13 @@ class StandaloneMatchEngine:
         gctune.tune()
         self.service.restore()
         gctune.freeze_startup_state()
-        assert self.config.db_history is not None
-        history = MysqlHistoryStore(self.config.db_history)
-        history.open()
-        history.close()
+        self.follower.create_schema()
         self.follower.start()
-        self._watch = asyncio.create_task(self._watch_follower())
+        self._watch = asyncio.create_task(self.follower.watch())
         await self.publisher.start()
         await self.service.start()
         assert self.config.svr is not None
         await self.rpc.start(self.config.svr.bind)
-
-    async def _watch_follower(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            self.follower.check()
 
     async def stop(self) -> None:
         await self.rpc.stop()
