@@ -110,3 +110,26 @@ class BusReader(Protocol):
         ``durable`` names a consumer whose commits hold back acknowledgement (in-process
         adapter), so a message is never forgotten before that consumer stored its effect."""
         ...
+
+
+class BatchIterator:
+    """``async for`` over a subscription's ``next_batch`` (shared by both adapters)."""
+
+    _buffer: list[Message]
+    _index: int
+
+    async def next_batch(self, max_messages: int = 1000) -> list[Message]:
+        raise NotImplementedError
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        if self._index >= len(self._buffer):
+            self._buffer = await self.next_batch()
+            self._index = 0
+            if not self._buffer:
+                raise StopAsyncIteration
+        message = self._buffer[self._index]
+        self._index += 1
+        return message

@@ -22,7 +22,6 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -32,6 +31,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from exchange_server.bus.base import (
     OPER_ID_HEADER,
     AckCallback,
+    BatchIterator,
     Message,
     ResetCallback,
     decode_oper_id,
@@ -301,7 +301,7 @@ class KafkaBusReader:
             consumer.close()
 
 
-class KafkaSubscription:
+class KafkaSubscription(BatchIterator):
     def __init__(self, reader: KafkaBusReader, name: str, from_offset: int | None) -> None:
         self.reader = reader
         self.name = name
@@ -357,19 +357,6 @@ class KafkaSubscription:
             if batch:
                 return batch
         return []
-
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self
-
-    async def __anext__(self) -> Message:
-        if self._index >= len(self._buffer):
-            self._buffer = await self.next_batch()
-            self._index = 0
-            if not self._buffer:
-                raise StopAsyncIteration
-        message = self._buffer[self._index]
-        self._index += 1
-        return message
 
     def commit(self, offset: int) -> None:
         """Kafka consumers keep their offsets themselves (e.g. Redis ``k:offset``)."""

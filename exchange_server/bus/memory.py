@@ -25,9 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 
-from exchange_server.bus.base import ALL_TOPICS, AckCallback, Message, ResetCallback
+from exchange_server.bus.base import (
+    ALL_TOPICS,
+    AckCallback,
+    BatchIterator,
+    Message,
+    ResetCallback,
+)
 from exchange_server.bus.mark import MarkFile
 
 log = logging.getLogger("exchange_server.bus")
@@ -179,7 +184,7 @@ class InProcessBus:
         return self._topic(topic).end
 
 
-class InProcessSubscription:
+class InProcessSubscription(BatchIterator):
     def __init__(self, bus: InProcessBus, topic: _Topic, start: int, durable: str | None) -> None:
         self.bus = bus
         self.topic = topic
@@ -207,19 +212,6 @@ class InProcessSubscription:
             fut = asyncio.get_running_loop().create_future()
             t.waiters.append(fut)
             await fut
-
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self
-
-    async def __anext__(self) -> Message:
-        if self._index >= len(self._buffer):
-            self._buffer = await self.next_batch()
-            self._index = 0
-            if not self._buffer:
-                raise StopAsyncIteration
-        message = self._buffer[self._index]
-        self._index += 1
-        return message
 
     def commit(self, offset: int) -> None:
         if self.durable is not None:
