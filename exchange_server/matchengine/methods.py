@@ -346,13 +346,18 @@ class MatchEngineMethods:
         order_id = _int(params[2])
         return self.engine.cancel(now, market, user, order_id)
 
-    def order_cancel_all(self, now: float, params: Params) -> Any:
-        """[user_id, market, side?] (side 0 = both)"""
+    def _user_market_side(self, params: Params) -> tuple[int, Market, int]:
+        """The params of the cancel-all methods: ``[user_id, market, side?]``."""
         if not 2 <= len(params) <= 3:
             raise invalid_argument()
         user = _user(params[0])
         market = self._market(params[1])
         side = _side_or_both(params[2]) if len(params) == 3 else 0
+        return user, market, side
+
+    def order_cancel_all(self, now: float, params: Params) -> Any:
+        """[user_id, market, side?] (side 0 = both)"""
+        user, market, side = self._user_market_side(params)
         self.engine.cancel_all(now, market, user, side)
         return SUCCESS
 
@@ -418,12 +423,8 @@ class MatchEngineMethods:
         return self.engine.cancel_stop(now, market, user, stop_id)
 
     def order_cancel_stop_all(self, now: float, params: Params) -> Any:
-        """[user_id, market, side?]"""
-        if not 2 <= len(params) <= 3:
-            raise invalid_argument()
-        user = _user(params[0])
-        market = self._market(params[1])
-        side = _side_or_both(params[2]) if len(params) == 3 else 0
+        """[user_id, market, side?] (side 0 = both)"""
+        user, market, side = self._user_market_side(params)
         self.engine.cancel_stop_all(now, market, user, side)
         return SUCCESS
 
