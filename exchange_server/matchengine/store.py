@@ -7,13 +7,24 @@ MySQL/MariaDB with the original's ``trade_log`` layout (production).  The servic
 Threading: a store object is used by one thread at a time.  Appends run in the log writer's
 thread; start-up reads run before it starts.  After ``fork()`` the child must not touch the
 parent's connection: it calls :meth:`EngineStore.clone` and uses the fresh copy.
+
+Integrity: a byte changed on disk must not silently change balances at the next start.  Every
+operation log record this project writes carries ``checksum`` = :func:`record_checksum`, a
+CRC-32 over the stored text of its id, time and detail, and every slice this project publishes
+carries in ``slice_history.checksum`` a :func:`state_checksum` over its rows; both are verified
+when read.  A row whose checksum is NULL (written by the original ViaBTC server, or by this
+project before the column existed) is accepted unverified.  CRC-32 detects every change of one
+digit or a truncation; it is no defence against a deliberate forger with write access to the
+database, which nothing stored next to the data could be.
 """
 
 from __future__ import annotations
 
+import json
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from exchange_server.matchengine.engine import EngineState
@@ -43,10 +54,69 @@ class SliceInfo:
     end_oper_id: int
     end_order_id: int
     end_deals_id: int
+    #: :func:`state_checksum` of the slice's rows; None for a slice without one (the original's)
+    checksum: int | None = field(default=None, compare=False)
 
 
 class StoreError(Exception):
     """The store cannot be used (corrupt log, gap in ids, unreachable database)."""
+
+
+#: What an operator reads after a damaged-record error (docs/operations.md has the procedure).
+REPAIR_HINT = "see \"Damaged operation log or slice\" in docs/operations.md"
+
+
+def record_checksum(oper_id: int, time: float, detail: str) -> int:
+    """CRC-32 of an operation log record as stored: ``"<id> <repr(time)> <detail>"``.
+
+    ``detail`` is the stored text whatever encoder produced it; the time is a double, stored and
+    read back bit-exact, so ``repr`` gives the same text on both sides."""
+    head = f"{oper_id} {float(time)!r} ".encode()
+    return zlib.crc32(detail.encode(), zlib.crc32(head))
+
+
+def check_record(oper_id: int, time: float, detail: Any, stored: Any) -> None:
+    """StoreError unless a record read back matches its stored checksum (None: unchecked)."""
+    if stored is None:
+        return
+    if isinstance(detail, bytes):
+        detail = detail.decode("utf-8", "replace")
+    if not isinstance(detail, str) or record_checksum(oper_id, time, detail) != int(stored):
+        raise StoreError(f"operation log record id {oper_id} is damaged (checksum mismatch:"
+                         f" changed or truncated on disk); {REPAIR_HINT}")
+
+
+def state_checksum(state: Any) -> int:
+    """A checksum of a slice's content, independent of row order (tables are read back by id,
+    not in the order they were written): the sum mod 2**32 of the CRC-32 of each row's text."""
+    total = 0
+    crc = zlib.crc32
+    for o in state.orders:
+        total += crc(repr(("o", o.id, o.market, o.source, o.type, o.side, o.user, float(o.ctime),
+                           float(o.mtime), str(o.price), str(o.amount), str(o.taker_fee),
+                           str(o.maker_fee), str(o.left), str(o.freeze), str(o.deal_stock),
+                           str(o.deal_money), str(o.deal_fee), int(o.option),
+                           o.client_id)).encode())
+    for s in state.stops:
+        total += crc(repr(("s", s.id, s.market, s.source, s.type, s.side, s.user, float(s.ctime),
+                           float(s.mtime), str(s.stop_price), str(s.price), str(s.amount),
+                           str(s.taker_fee), str(s.maker_fee), int(s.option), s.client_id,
+                           int(s.state), str(s.freeze))).encode())
+    for user, asset, kind, value in state.balances:
+        total += crc(repr(("b", int(user), asset, int(kind), str(value))).encode())
+    for user, asset, business, business_id, when in state.updates:
+        total += crc(repr(("u", int(user), asset, business, int(business_id),
+                           float(when))).encode())
+    for kind, name, detail in state.config:
+        total += crc(repr(("c", kind, name, json.dumps(detail, sort_keys=True))).encode())
+    return (total + len(state.orders) + len(state.balances)) & 0xFFFFFFFF
+
+
+def check_slice(info: SliceInfo, state: Any) -> None:
+    """StoreError unless a loaded slice matches the checksum of its history row."""
+    if info.checksum is not None and state_checksum(state) != info.checksum:
+        raise StoreError(f"slice {info.time} (slice_history, end_oper_id {info.end_oper_id}) is"
+                         f" damaged (checksum mismatch); {REPAIR_HINT}")
 
 
 class EngineStore(ABC):
@@ -74,6 +144,15 @@ class EngineStore(ABC):
     @abstractmethod
     def read_operlog(self, after_id: int) -> Iterator[OperRecord]:
         """Every record with id > after_id in id order."""
+
+    @abstractmethod
+    def reset_to(self, oper_id: int) -> None:
+        """Make the store hold nothing beyond operation ``oper_id``, proving it can write.
+
+        Used when the storage answers again after a failed or timed-out commit: records
+        beyond the last acknowledged id (a timed-out commit may have landed after all) and the
+        slices that cover them are deleted, and a probe row is written (a full disk answers
+        reads but refuses this).  StoreError while the storage still fails."""
 
     # -- slices -----------------------------------------------------------------------------------
 

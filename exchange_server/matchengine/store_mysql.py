@@ -10,7 +10,10 @@ retrying the batch is safe: records already stored identically are skipped.  ``r
 reads every day table that holds newer ids (not only today's as the original did), 1000 rows per
 query, merged in id order.  ``detail`` is MEDIUMTEXT rather than the original's TEXT: a
 balance.update detail is client-supplied, and a row over 64 KiB would otherwise make every retry
-of the append fail.
+of the append fail.  Each record also carries ``checksum INT UNSIGNED NULL`` (CRC-32, see
+:func:`~exchange_server.matchengine.store.record_checksum`), verified on read; ``open()`` adds
+the column to day tables made before it, and a table or row without it (the original's) is read
+unverified.  ``slice_history.checksum`` likewise holds each published slice's checksum.
 
 Slices: ``slice_history`` as in the original; ``slice_order_T``, ``slice_balance_T`` and
 ``slice_update_T`` (the balance.update dedup window, new), ``slice_stop_T`` (pending stop
@@ -51,7 +54,16 @@ import pymysql
 
 from exchange_server.common.config import MysqlConfig
 from exchange_server.matchengine.engine import EngineState
-from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
+from exchange_server.matchengine.store import (
+    EngineStore,
+    OperRecord,
+    SliceInfo,
+    StoreError,
+    check_record,
+    check_slice,
+    record_checksum,
+    state_checksum,
+)
 from exchange_server.matchengine.store_sqlite import (
     ORDER_DECIMALS,
     SLICE_KINDS,
@@ -81,14 +93,16 @@ SCHEMA = [
     "CREATE TABLE IF NOT EXISTS operlog_example ("
     " id BIGINT UNSIGNED NOT NULL PRIMARY KEY,"
     " time DOUBLE NOT NULL,"
-    " detail MEDIUMTEXT"
+    " detail MEDIUMTEXT,"
+    " checksum INT UNSIGNED NULL"
     ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     "CREATE TABLE IF NOT EXISTS slice_history ("
     " id INT UNSIGNED NOT NULL PRIMARY KEY AUTO_INCREMENT,"
     " time BIGINT NOT NULL,"
     " end_oper_id BIGINT UNSIGNED NOT NULL,"
     " end_order_id BIGINT UNSIGNED NOT NULL,"
-    " end_deals_id BIGINT UNSIGNED NOT NULL"
+    " end_deals_id BIGINT UNSIGNED NOT NULL,"
+    " checksum INT UNSIGNED NULL"
     ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     "CREATE TABLE IF NOT EXISTS slice_order_example ("
     " id BIGINT UNSIGNED NOT NULL PRIMARY KEY,"
@@ -149,11 +163,14 @@ REQUIRED_COLUMNS = {
     "slice_balance_example": {"exact"},
 }
 
-#: Columns added to an existing slice_order_example (made before the fork's extensions).
+#: Columns added to an existing table (made before the fork's extensions, or by the original).
 ADDED_COLUMNS = {
     "slice_order_example": [("option", "`option` INT UNSIGNED NOT NULL DEFAULT 0"),
                             ("client_id", "client_id VARCHAR(64) NULL")],
+    "slice_history": [("checksum", "checksum INT UNSIGNED NULL")],
+    "operlog_example": [("checksum", "checksum INT UNSIGNED NULL")],
 }
+_CHECKSUM_COLUMN = "checksum INT UNSIGNED NULL"
 
 _ORDER_COLUMNS = ("id, t, side, create_time, update_time, user_id, market, source, "
                   + ", ".join(f"`{name}`" for name in ORDER_DECIMALS) + ", exact, `option`, client_id")
@@ -193,6 +210,12 @@ def _local_day(t: float) -> str:
 TABLES_MAX_AGE = 1.0
 
 
+def _slice_info(row: Sequence[Any]) -> SliceInfo:
+    checksum = row[4]
+    return SliceInfo(int(row[0]), int(row[1]), int(row[2]), int(row[3]),
+                     None if checksum is None else int(checksum))
+
+
 class MysqlEngineStore(EngineStore):
     def __init__(self, cfg: MysqlConfig) -> None:
         self.cfg = cfg
@@ -201,6 +224,10 @@ class MysqlEngineStore(EngineStore):
         self._tables_read_at = 0.0
         #: MAX(id) of day tables that no longer grow
         self._closed_max: dict[str, int] = {}
+        #: operlog day tables known to have the checksum column
+        self._summed: set[str] = set()
+        #: checksums of slices written by write_slice_data, for publish_slice
+        self._slice_sums: dict[int, int] = {}
 
     def __repr__(self) -> str:
         return f"MysqlEngineStore({self.cfg.host}:{self.cfg.port}/{self.cfg.name})"
@@ -228,7 +255,8 @@ class MysqlEngineStore(EngineStore):
                             f"{self!r}: table {table} lacks column(s)"
                             f" {', '.join(sorted(needed - have))} (made by an older layout?)")
             conn.commit()
-            self._load_operlog_tables()
+            for table in sorted(self._load_operlog_tables()):
+                self._ensure_checksum_column(table)
         except pymysql.MySQLError as e:
             self._fail()
             raise StoreError(f"{self!r}: cannot open: {e}") from e
@@ -244,6 +272,28 @@ class MysqlEngineStore(EngineStore):
 
     def clone(self) -> MysqlEngineStore:
         return MysqlEngineStore(self.cfg)
+
+    def _ensure_checksum_column(self, table: str) -> None:
+        """Add the checksum column to a day table that lacks it."""
+        if table in self._summed:
+            return
+        conn = self._connection()
+        with conn.cursor() as cur:
+            cur.execute(f"SHOW COLUMNS FROM `{table}` LIKE 'checksum'")
+            if not cur.fetchall():
+                cur.execute(f"ALTER TABLE `{table}` ADD COLUMN {_CHECKSUM_COLUMN}")
+        conn.commit()
+        self._summed.add(table)
+
+    def _has_checksum(self, table: str) -> bool:
+        """Whether a day table has the checksum column (one made by the original after our
+        open() may not: it is then read unverified)."""
+        if table not in self._summed:
+            rows = self._query(f"SHOW COLUMNS FROM `{table}` LIKE 'checksum'")
+            if not rows:
+                return False
+            self._summed.add(table)
+        return True
 
     def _connection(self) -> pymysql.Connection:
         if self._conn is None:
@@ -337,12 +387,16 @@ class MysqlEngineStore(EngineStore):
                     # DDL commits implicitly: done before the batch's transaction starts.
                     cur.execute(f"CREATE TABLE IF NOT EXISTS `{table}` LIKE operlog_example")
                     tables.add(table)
+                if table not in self._summed:
+                    self._ensure_checksum_column(table)
             conn.begin()
             try:
                 for table, group in groups.items():
-                    sql = f"INSERT INTO `{table}` (id, time, detail) VALUES (%s, %s, %s)"
-                    for start in range(0, len(group), CHUNK):
-                        cur.executemany(sql, group[start:start + CHUNK])
+                    sql = (f"INSERT INTO `{table}` (id, time, detail, checksum)"
+                           " VALUES (%s, %s, %s, %s)")
+                    summed = [(i, t, d, record_checksum(i, t, d)) for i, t, d in group]
+                    for start in range(0, len(summed), CHUNK):
+                        cur.executemany(sql, summed[start:start + CHUNK])
                 conn.commit()
             except BaseException:
                 try:
@@ -394,35 +448,56 @@ class MysqlEngineStore(EngineStore):
         last = after_id
         while True:
             try:
+                checksum = "checksum" if self._has_checksum(table) else "NULL"
                 rows = self._query(
-                    f"SELECT id, time, detail FROM `{table}` WHERE id > %s ORDER BY id LIMIT %s",
-                    (last, CHUNK))
+                    f"SELECT id, time, detail, {checksum} FROM `{table}` WHERE id > %s"
+                    " ORDER BY id LIMIT %s", (last, CHUNK))
             except pymysql.MySQLError as e:
                 raise self._error(f"cannot read {table}", e) from e
-            for oper_id, t, detail in rows:
+            for oper_id, t, detail, stored in rows:
+                check_record(int(oper_id), float(t), detail, stored)
                 method, params = decode_detail(detail, oper_id)
                 yield OperRecord(int(oper_id), float(t), method, params)
             if len(rows) < CHUNK:
                 return
             last = rows[-1][0]
 
+    def reset_to(self, oper_id: int) -> None:
+        for info in self.list_slices():
+            if info.end_oper_id > oper_id:
+                self.delete_slice(info)
+        try:
+            tables = sorted(self._load_operlog_tables())
+            conn = self._connection()
+            with conn.cursor() as cur:
+                cur.execute("CREATE TABLE IF NOT EXISTS store_probe (id INT UNSIGNED NOT NULL"
+                            " PRIMARY KEY, time DOUBLE NOT NULL) ENGINE=InnoDB")
+                conn.begin()
+                for table in tables[-2:]:  # only the newest day tables can hold recent ids
+                    cur.execute(f"DELETE FROM `{table}` WHERE id > %s", (oper_id,))
+                cur.execute("REPLACE INTO store_probe (id, time) VALUES (1, %s)", (time.time(),))
+                conn.commit()
+            self._closed_max.clear()
+        except pymysql.MySQLError as e:
+            raise self._error("cannot reset the operlog", e) from e
+
     # -- slices ------------------------------------------------------------------------------------
 
     def latest_slice(self) -> SliceInfo | None:
         try:
-            rows = self._query("SELECT time, end_oper_id, end_order_id, end_deals_id"
+            rows = self._query("SELECT time, end_oper_id, end_order_id, end_deals_id, checksum"
                                " FROM slice_history ORDER BY id DESC LIMIT 1")
         except pymysql.MySQLError as e:
             raise self._error("cannot read slice_history", e) from e
-        return SliceInfo(*map(int, rows[0])) if rows else None
+        return _slice_info(rows[0]) if rows else None
 
     def list_slices(self) -> list[SliceInfo]:
         try:
-            rows = self._query("SELECT time, end_oper_id, end_order_id, end_deals_id"
+            rows = self._query("SELECT time, end_oper_id, end_order_id, end_deals_id, checksum"
                                " FROM slice_history ORDER BY id")
         except pymysql.MySQLError as e:
             raise self._error("cannot read slice_history", e) from e
-        return [SliceInfo(*map(int, row)) for row in rows]
+        return [_slice_info(row) for row in rows]
 
     def _read_pages(self, table: str, columns: str) -> Iterator[tuple[Any, ...]]:
         """Every row of a slice table in id order, CHUNK rows per query."""
@@ -476,6 +551,7 @@ class MysqlEngineStore(EngineStore):
                         (kind, name, decode_config_detail(detail, f"{config_table} id {rid}")))
         except pymysql.MySQLError as e:
             raise self._error(f"cannot read slice {t}", e) from e
+        check_slice(info, state)
         return state
 
     def write_slice_data(self, info: SliceInfo, state: EngineState) -> None:
@@ -498,6 +574,7 @@ class MysqlEngineStore(EngineStore):
         balance_rows = [(user, asset, kind, _sql_decimal(value), str(value))
                         for user, asset, kind, value in state.balances]
         update_rows = list(state.updates)
+        self._slice_sums[t] = state_checksum(state)
         inserts: list[tuple[str, str, Sequence[Sequence[Any]]]] = [
             (f"slice_order_{t}", _ORDER_COLUMNS, order_rows),
             (f"slice_balance_{t}", "user_id, asset, t, balance, exact", balance_rows),
@@ -536,9 +613,10 @@ class MysqlEngineStore(EngineStore):
                 conn.begin()
                 cur.execute("DELETE FROM slice_history WHERE time = %s", (t,))
                 cur.execute(
-                    "INSERT INTO slice_history (time, end_oper_id, end_order_id, end_deals_id)"
-                    " VALUES (%s, %s, %s, %s)",
-                    (t, info.end_oper_id, info.end_order_id, info.end_deals_id))
+                    "INSERT INTO slice_history (time, end_oper_id, end_order_id, end_deals_id,"
+                    " checksum) VALUES (%s, %s, %s, %s, %s)",
+                    (t, info.end_oper_id, info.end_order_id, info.end_deals_id,
+                     self._slice_sums.pop(t, info.checksum)))
                 conn.commit()
         except pymysql.MySQLError as e:
             raise self._error(f"cannot publish slice {t}", e) from e

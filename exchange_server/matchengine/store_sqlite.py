@@ -1,17 +1,21 @@
 """The embedded backend of :class:`EngineStore`: SQLite files in the data directory.
 
-``<dir>/trade_log.sqlite`` holds the operation log, table ``operlog(id, time, detail)`` with the
-original's columns (detail is the JSON text ``{"method": ..., "params": [...]}`` with sorted
-keys).  ``append`` is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` under ``synchronous=FULL``, so a
-batch is durable when it returns.
+``<dir>/trade_log.sqlite`` holds the operation log, table ``operlog(id, time, detail, checksum)``:
+the original's columns (detail is the JSON text ``{"method": ..., "params": [...]}`` with sorted
+keys) and the record's CRC-32 (:func:`~exchange_server.matchengine.store.record_checksum`, added
+to older files on open; NULL = not checksummed), and a one-row ``probe`` table written to test
+that the disk takes writes again.  ``append`` is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` under
+``synchronous=FULL``, so a batch is durable when it returns.
 
 ``<dir>/slices.sqlite`` holds the slices, in a separate file so that a forked child writing a
 big slice never holds a lock the log writer needs: ``slice_history`` as in MySQL and, per slice
 time T, ``slice_order_T``, ``slice_balance_T`` and ``slice_update_T`` (the balance.update dedup
 window), and since the fork's extensions ``slice_stop_T`` (pending stop orders) and
 ``slice_config_T`` (runtime configuration: assets and markets as admin commands left them, and
-each market's last price and suspension, as JSON).  Slices written before these tables (and
-before ``slice_order_T`` had its ``option`` and ``client_id`` columns) still load.  Decimals
+each market's last price and suspension, as JSON).  ``slice_history.checksum`` holds the
+slice's :func:`~exchange_server.matchengine.store.state_checksum` (NULL: not checksummed).
+Slices written before these tables (and before ``slice_order_T`` had its ``option`` and
+``client_id`` columns) still load.  Decimals
 are stored as TEXT (``str(Decimal)``), which is exact and keeps the exponent, times as REAL
 (IEEE doubles, exact), business ids as TEXT (they are unsigned 64-bit, beyond SQLite's signed
 INTEGER).  Orders keep their ``source``.
@@ -28,8 +32,10 @@ backend.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -40,7 +46,16 @@ import orjson
 
 from exchange_server.matchengine.engine import EngineState
 from exchange_server.matchengine.model import Order, Stop
-from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
+from exchange_server.matchengine.store import (
+    EngineStore,
+    OperRecord,
+    SliceInfo,
+    StoreError,
+    check_record,
+    check_slice,
+    record_checksum,
+    state_checksum,
+)
 from exchange_server.storage import sqlite as sqlite_db
 from exchange_server.storage.forkguard import FORK_GUARD
 
@@ -156,6 +171,8 @@ class SqliteEngineStore(EngineStore):
         self.slice_path = self.directory / SLICE_FILE
         self._clone = _clone
         self._log: sqlite3.Connection | None = None
+        #: checksums of slices written by write_slice_data, for publish_slice
+        self._slice_sums: dict[int, int] = {}
 
     def __repr__(self) -> str:
         return f"SqliteEngineStore({str(self.directory)!r})"
@@ -176,8 +193,10 @@ class SqliteEngineStore(EngineStore):
                 " time INTEGER NOT NULL,"
                 " end_oper_id INTEGER NOT NULL,"
                 " end_order_id INTEGER NOT NULL,"
-                " end_deals_id INTEGER NOT NULL)"
+                " end_deals_id INTEGER NOT NULL,"
+                " checksum INTEGER)"
             )
+            _add_column(db, "slice_history", "checksum", "checksum INTEGER")
 
     def close(self) -> None:
         if self._log is not None:
@@ -202,8 +221,10 @@ class SqliteEngineStore(EngineStore):
                         "CREATE TABLE IF NOT EXISTS operlog ("
                         " id INTEGER PRIMARY KEY,"
                         " time REAL NOT NULL,"
-                        " detail TEXT NOT NULL)"
+                        " detail TEXT NOT NULL,"
+                        " checksum INTEGER)"
                     )
+                    _add_column(conn, "operlog", "checksum", "checksum INTEGER")
                 except BaseException:
                     conn.close()
                     raise
@@ -252,7 +273,8 @@ class SqliteEngineStore(EngineStore):
         conn = self._log_conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany("INSERT INTO operlog (id, time, detail) VALUES (?, ?, ?)", rows)
+            conn.executemany("INSERT INTO operlog (id, time, detail, checksum) VALUES (?, ?, ?, ?)",
+                             [(i, t, d, record_checksum(i, t, d)) for i, t, d in rows])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -292,24 +314,48 @@ class SqliteEngineStore(EngineStore):
         while True:
             try:
                 rows = conn.execute(
-                    "SELECT id, time, detail FROM operlog WHERE id > ? ORDER BY id LIMIT ?",
-                    (last, PAGE),
+                    "SELECT id, time, detail, checksum FROM operlog WHERE id > ? ORDER BY id"
+                    " LIMIT ?", (last, PAGE),
                 ).fetchall()
             except sqlite3.Error as e:
                 raise StoreError(f"{self.log_path}: {e}") from e
-            for oper_id, t, detail in rows:
+            for oper_id, t, detail, checksum in rows:
+                check_record(oper_id, t, detail, checksum)
                 method, params = decode_detail(detail, oper_id)
                 yield OperRecord(oper_id, float(t), method, params)
             if len(rows) < PAGE:
                 return
             last = rows[-1][0]
 
+    def reset_to(self, oper_id: int) -> None:
+        for info in self.list_slices():
+            if info.end_oper_id > oper_id:
+                self.delete_slice(info)
+        try:
+            with FORK_GUARD.using():
+                conn = self._log_conn()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute("DELETE FROM operlog WHERE id > ?", (oper_id,))
+                    conn.execute("CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY,"
+                                 " time REAL NOT NULL, pad TEXT NOT NULL)")
+                    # A page's worth of new bytes: a full disk cannot take it.
+                    conn.execute("INSERT OR REPLACE INTO probe (id, time, pad) VALUES (1, ?, ?)",
+                                 (time.time(), os.urandom(2048).hex()))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.log_path}: {e}") from e
+
     # -- slices ------------------------------------------------------------------------------------
 
     def latest_slice(self) -> SliceInfo | None:
         with self._slice_db() as db:
             row = db.execute(
-                "SELECT time, end_oper_id, end_order_id, end_deals_id FROM slice_history"
+                "SELECT time, end_oper_id, end_order_id, end_deals_id, checksum FROM slice_history"
                 " ORDER BY id DESC LIMIT 1"
             ).fetchone()
         return SliceInfo(*row) if row else None
@@ -317,7 +363,7 @@ class SqliteEngineStore(EngineStore):
     def list_slices(self) -> list[SliceInfo]:
         with self._slice_db() as db:
             rows = db.execute(
-                "SELECT time, end_oper_id, end_order_id, end_deals_id FROM slice_history"
+                "SELECT time, end_oper_id, end_order_id, end_deals_id, checksum FROM slice_history"
                 " ORDER BY id"
             ).fetchall()
         return [SliceInfo(*row) for row in rows]
@@ -368,6 +414,7 @@ class SqliteEngineStore(EngineStore):
                     state.config.append(
                         (kind, name, decode_config_detail(detail, f"{config_table} id {rid}")))
             db.execute("COMMIT")
+        check_slice(info, state)
         return state
 
     def write_slice_data(self, info: SliceInfo, state: EngineState) -> None:
@@ -388,6 +435,7 @@ class SqliteEngineStore(EngineStore):
                         for user, asset, kind, value in state.balances]
         update_rows = [(user, asset, business, str(business_id), when)
                        for user, asset, business, business_id, when in state.updates]
+        self._slice_sums[t] = state_checksum(state)
         with self._slice_db() as db:
             db.execute("BEGIN IMMEDIATE")
             # A published slice of the same time stops being visible before its tables go.
@@ -422,9 +470,10 @@ class SqliteEngineStore(EngineStore):
             db.execute("BEGIN IMMEDIATE")
             db.execute("DELETE FROM slice_history WHERE time = ?", (t,))
             db.execute(
-                "INSERT INTO slice_history (time, end_oper_id, end_order_id, end_deals_id)"
-                " VALUES (?, ?, ?, ?)",
-                (t, info.end_oper_id, info.end_order_id, info.end_deals_id),
+                "INSERT INTO slice_history (time, end_oper_id, end_order_id, end_deals_id,"
+                " checksum) VALUES (?, ?, ?, ?, ?)",
+                (t, info.end_oper_id, info.end_order_id, info.end_deals_id,
+                 self._slice_sums.pop(t, info.checksum)),
             )
             db.execute("COMMIT")
 
@@ -436,6 +485,12 @@ class SqliteEngineStore(EngineStore):
             for kind in SLICE_KINDS:
                 db.execute(f"DROP TABLE IF EXISTS slice_{kind}_{t}")
             db.execute("COMMIT")
+
+
+def _add_column(db: sqlite3.Connection, table: str, name: str, ddl: str) -> None:
+    """Add a column a file made by an older version lacks (existing rows get NULL)."""
+    if name not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {ddl}")
 
 
 #: The tables of one slice: slice_<kind>_<time>.
