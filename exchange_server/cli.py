@@ -26,6 +26,7 @@ def load_embedded_config(path: str | None) -> MatchEngineConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     from exchange_server.accessws.config import load_accessws
     from exchange_server.embedded import DataDirLocked, EmbeddedOptions, EmbeddedSystem
+    from exchange_server.process.runner import StartupFailed
 
     config = load_embedded_config(args.config)
     options = EmbeddedOptions(
@@ -43,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     system = EmbeddedSystem(config, options)
     try:
         _run_async(system.run_until_signalled())
-    except DataDirLocked as e:
+    except (DataDirLocked, StartupFailed) as e:
         print(f"exchange-server: {e}", file=sys.stderr)
         return 1
     return 0

@@ -13,6 +13,7 @@ import fcntl
 import logging
 import os
 import signal
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -32,9 +33,10 @@ from exchange_server.marketprice.store_sqlite import SqliteStore as MarketSqlite
 from exchange_server.matchengine.follower import FollowerProcess, FollowerSpec
 from exchange_server.matchengine.observe import register_gauges
 from exchange_server.matchengine.service import MatchEngineService
-from exchange_server.matchengine.store import EngineStore
+from exchange_server.matchengine.store import EngineStore, StoreError
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
+from exchange_server.process.runner import StartupFailed
 from exchange_server.readhistory.reader import HistoryReader, MysqlHistoryReader, SqliteHistoryReader
 from exchange_server.readhistory.service import ReadHistoryService
 
@@ -151,13 +153,19 @@ class EmbeddedSystem:
         register_gauges(self.matchengine, self.follower, self.publisher)
 
     async def start(self) -> None:
-        self._lock = lock_data_dir(self.options.data_dir)
-        self.store.open()
-        gctune.tune()
-        if self.marketprice is not None:
-            # first: it registers as a durable consumer of the deals it has not stored yet
-            await self.marketprice.start()
-        self.matchengine.restore()
+        try:
+            self._lock = lock_data_dir(self.options.data_dir)
+            self.store.open()
+            gctune.tune()
+            if self.marketprice is not None:
+                # first: it registers as a durable consumer of the deals it has not stored yet
+                await self.marketprice.start()
+            self.matchengine.restore()
+        except (StoreError, OSError, sqlite3.Error) as e:
+            if self.marketprice is not None:
+                with contextlib.suppress(Exception):
+                    await self.marketprice.stop()
+            raise StartupFailed(f"cannot start: {e}") from None
         gctune.freeze_startup_state()
         self.follower.create_schema()
         self.follower.start()

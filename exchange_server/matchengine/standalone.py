@@ -15,7 +15,9 @@ from exchange_server.common.config import MatchEngineConfig, load_matchengine
 from exchange_server.matchengine.follower import FollowerProcess, FollowerSpec
 from exchange_server.matchengine.observe import register_gauges
 from exchange_server.matchengine.service import MatchEngineService
+from exchange_server.matchengine.store import StoreError
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
+from exchange_server.process.runner import StartupFailed
 from exchange_server.rpc.commands import service_commands
 from exchange_server.rpc.server import RpcServer
 
@@ -42,9 +44,12 @@ class StandaloneMatchEngine:
         register_gauges(self.service, self.follower, self.publisher)
 
     async def start(self) -> None:
-        self.store.open()
-        gctune.tune()
-        self.service.restore()
+        try:
+            self.store.open()
+            gctune.tune()
+            self.service.restore()
+        except StoreError as e:
+            raise StartupFailed(f"cannot start: {e}") from None
         gctune.freeze_startup_state()
         self.follower.create_schema()
         self.follower.start()

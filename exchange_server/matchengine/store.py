@@ -77,6 +77,9 @@ def record_checksum(oper_id: int, time: float, detail: str) -> int:
 
 def check_record(oper_id: int, time: float, detail: Any, stored: Any) -> None:
     """StoreError unless a record read back matches its stored checksum (None: unchecked)."""
+    if not isinstance(time, (int, float)):
+        raise StoreError(f"operation log record id {oper_id} is damaged (time {time!r} is not a"
+                         f" number); {REPAIR_HINT}")
     if stored is None:
         return
     if isinstance(detail, bytes):

@@ -9,6 +9,6 @@
 * :mod:`.settings`: the ``process``, ``log``, ``alert`` and ``monitor`` config blocks
 """
 
-from exchange_server.process.runner import ManagedService, run_service
+from exchange_server.process.runner import ManagedService, StartupFailed, run_service
 
-__all__ = ["ManagedService", "run_service"]
+__all__ = ["ManagedService", "StartupFailed", "run_service"]

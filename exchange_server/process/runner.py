@@ -41,6 +41,11 @@ from exchange_server.rpc.addr import parse_sock_addr
 log = logging.getLogger("exchange_server.process")
 
 
+class StartupFailed(RuntimeError):
+    """A service cannot start for a reason the operator must fix (damaged operation log, full
+    disk, unreachable database): reported as one line, without a traceback."""
+
+
 class ManagedService(Protocol):
     async def start(self) -> None: ...
 
@@ -120,7 +125,7 @@ async def _worker(name: str, data: dict[str, Any], build: Build, settings: Proce
         service = await build(data)
         await service.start()
     except Exception as e:
-        log.critical("%s: init server fail: %s", name, e, exc_info=True)
+        log.critical("%s: init server fail: %s", name, e, exc_info=not isinstance(e, StartupFailed))
         if not daemon:
             print(f"{name}: init server fail: {e}", file=sys.stderr)
         return 1
