@@ -123,6 +123,7 @@ class EmbeddedSystem:
                          logging.getLogger().level),
             max_pending_rows=config.history_max_pending)
         self.matchengine.pressure.append(lambda: self.follower.overloaded(self.matchengine.oper_id))
+        self.matchengine.durable_hooks.append(self.follower.set_durable)
         self._watch: asyncio.Task[None] | None = None
         # The in-process bus: the publisher turns durable operations into the original's
         # deals/orders/balances messages; marketprice and accessws consume them.
@@ -137,10 +138,11 @@ class EmbeddedSystem:
             backends["readhistory"] = LocalBackend(self.readhistory)
         self.marketprice: MarketPriceService | None = None
         if "marketprice" not in options.disabled:
-            engine = self.matchengine.engine
+            # the engine is looked up each time: a storage failure's recovery replaces it
+            matchengine = self.matchengine
             self.marketprice = MarketPriceService(
                 self.bus, MarketSqliteStore(options.data_dir),
-                markets=lambda: list(engine.markets), debug=config.debug)
+                markets=lambda: list(matchengine.engine.markets), debug=config.debug)
             backends["marketprice"] = LocalBackend(self.marketprice)
         self.http = AccessHttp(backends, timeout=options.http_timeout,
                                admin_token=options.admin_token)

@@ -9,7 +9,10 @@ about as long as matching itself, under the same GIL), and the rows are still de
 durable log only, so a crash of either process loses or doubles nothing.
 
 The matching process watches the follower through two shared counters (its last applied
-operation and its unwritten history rows) for backpressure, and restarts it if it dies.
+operation and its unwritten history rows) for backpressure, and restarts it if it dies.  A third
+counter, set by the matching process, is the last operation acknowledged durable: the follower
+never applies a record beyond it, so a commit that was refused (timed out, then landed after
+all, and deleted again by the engine's recovery) never reaches the history.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ def _build(spec: FollowerSpec) -> tuple[Any, Any, Any]:
 
 
 def follower_main(spec: FollowerSpec, applied: Any, pending: Any,
-                  stop: multiprocessing.synchronize.Event, parent: int) -> None:
+                  stop: multiprocessing.synchronize.Event, parent: int, limit: Any) -> None:
     """The follower process: restore, then apply every new log record until told to stop;
     on stop, apply what is left and write all history before exiting."""
     logs.setup(spec.log_level)
@@ -101,6 +104,8 @@ def follower_main(spec: FollowerSpec, applied: Any, pending: Any,
             stopping = stop.is_set() or os.getppid() != parent
             count = 0
             for record in store.read_operlog(service.oper_id):
+                if record.id > limit.value:
+                    break
                 if record.id != service.oper_id + 1:
                     raise RuntimeError(f"operation log gap at {record.id}")
                 service._replay(record)
@@ -132,6 +137,8 @@ class FollowerProcess:
         self._ctx = multiprocessing.get_context("spawn")
         self.applied = self._ctx.Value("q", 0, lock=False)
         self.pending = self._ctx.Value("q", 0, lock=False)
+        #: the last operation the engine acknowledged durable: the follower reads no further
+        self.limit = self._ctx.Value("q", 0, lock=False)
         self._stop = self._ctx.Event()
         self._process: Any = None
         self.restarts = 0
@@ -154,7 +161,7 @@ class FollowerProcess:
         self._process = self._ctx.Process(
             target=follower_main, name="exchange-server-follower", daemon=True,
             # the parent's pid, not our getppid(): the parent may die before we look
-            args=(self.spec, self.applied, self.pending, self._stop, os.getpid()))
+            args=(self.spec, self.applied, self.pending, self._stop, os.getpid(), self.limit))
         self._process.start()
 
     def check(self) -> None:
@@ -163,6 +170,10 @@ class FollowerProcess:
             log.error("history follower exited with %s: restarting", self._process.exitcode)
             self.restarts += 1
             self.start()
+
+    def set_durable(self, oper_id: int) -> None:
+        """The engine's hook: operations up to ``oper_id`` are durable and acknowledged."""
+        self.limit.value = oper_id
 
     def overloaded(self, oper_id: int) -> bool:
         """Backpressure for the engine: too far behind, or too much history unwritten."""

@@ -14,6 +14,19 @@ again, and each sink skips the ids it has already processed.
 
 Slices are written by a forked child (copy-on-write gives it a consistent view without stopping
 the engine); the child publishes the slice only after every operation it covers is durable.
+
+Storage failures (full disk, database down or hanging).  A commit that fails, or does not finish
+within ``commit_timeout`` seconds, counts as refused: every operation not yet durable is answered
+code 3 "service unavailable" (as is every read that waited on them), their events are dropped (no
+sink ever sees them), slice children that cover them are killed, and the service enters the
+*degraded* state, which refuses writes at once with code 3.  The engine then still holds the
+refused operations' effects, so reads are refused with code 3 too until it is rebuilt: from the
+newest slice and the log up to the last acknowledged operation, which needs only reads (a full
+disk still answers them at once; a stopped database as soon as it is back).  From then on reads
+are answered again, from the durable state.  Once the storage takes a probe write (after log rows
+beyond the last acknowledged id are deleted, since a timed-out commit may have landed after all,
+and slices covering them), writes are accepted again.  Nothing acknowledged is lost and nothing
+refused ever takes effect.  Storage is probed every ``PROBE_INTERVAL`` seconds.
 """
 
 from __future__ import annotations
@@ -25,7 +38,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -39,7 +52,7 @@ from exchange_server.common.errors import (
     method_not_found,
     service_unavailable,
 )
-from exchange_server.matchengine.engine import Engine
+from exchange_server.matchengine.engine import Engine, EngineState
 from exchange_server.matchengine.methods import MatchEngineMethods, present
 from exchange_server.matchengine.model import Event
 from exchange_server.matchengine.sink import EventSink
@@ -49,8 +62,13 @@ log = logging.getLogger("exchange_server.matchengine")
 
 #: How long a slice child waits for its operations to become durable before giving up.
 SLICE_DURABLE_TIMEOUT = 600.0
-#: Seconds between retries of a failed log commit.
-COMMIT_RETRY_DELAY = 1.0
+#: Seconds a log commit may take before its operations are refused (code 3); below the
+#: gateways' default 1 s request timeout, so a client gets code 3 rather than a 504.
+COMMIT_TIMEOUT = 0.7
+#: Seconds between attempts to rebuild the engine / probe the storage while degraded.
+PROBE_INTERVAL = 1.0
+#: How long stop() waits for the last commit before giving up on it.
+STOP_FLUSH_TIMEOUT = 3.0
 
 
 class MatchEngineService:
@@ -75,12 +93,25 @@ class MatchEngineService:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="operlog")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slice_requested = False
-        self._slice_children: set[int] = set()
+        #: slice child pid -> the last operation its slice covers
+        self._slice_children: dict[int, int] = {}
         self._last_slice_time = 0
         self._timer: asyncio.Task[None] | None = None
         self.commit_count = 0
         self.restored_from: SliceInfo | None = None
         self.replayed = 0
+        #: seconds a commit may take before it counts as failed
+        self.commit_timeout = COMMIT_TIMEOUT
+        #: called with the new durable id whenever it advances (the follower's read limit)
+        self.durable_hooks: list[Callable[[int], None]] = []
+        #: writes refused: a commit failed and the storage has not taken a probe write since
+        self.degraded = False
+        #: the engine holds refused operations: reads refused until it is rebuilt
+        self.tainted = False
+        self._commit_gen = 0
+        self._commit_timer: asyncio.TimerHandle | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self.refused_commits = 0
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -127,6 +158,7 @@ class MatchEngineService:
             self.oper_id = record.id
             replayed += 1
         self.durable_id = self.oper_id
+        self._durable_advanced()
         self.replayed = replayed
         log.info("restored: slice %s, %d operations replayed, last operation id %d",
                  info.time if info else "none", replayed, self.oper_id)
@@ -153,23 +185,40 @@ class MatchEngineService:
         self._timer = asyncio.create_task(self._tick())
 
     async def stop(self, final_slice: bool = True) -> None:
-        """Flush the log, then write a slice in-process so the next start replays nothing."""
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
-        await self.flush()
+        """Flush the log, then write a slice in-process so the next start replays nothing.
+
+        Bounded whatever the storage does: a last commit that does not finish in
+        STOP_FLUSH_TIMEOUT is refused like any failed one, and a degraded service writes no
+        slice (its log holds every acknowledged operation)."""
+        for task in (self._timer, self._recovery):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        try:
+            await asyncio.wait_for(self.flush(), STOP_FLUSH_TIMEOUT)
+        except (TimeoutError, RpcError):
+            if not self.degraded:
+                self._fail(f"the last commit did not finish in {STOP_FLUSH_TIMEOUT}s at stop",
+                           recover=False)
+        if self.degraded:
+            self._kill_children(0)
         self._reap_children(wait=True)
-        if final_slice and self.oper_id:
-            latest = self.store.latest_slice()
-            if latest is None or latest.end_oper_id < self.oper_id:
-                info = self._slice_info()
-                await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._write_slice_inline, info)
-        self._executor.shutdown(wait=True)
+        if final_slice and self.oper_id and not self.degraded:
+            try:
+                latest = self.store.latest_slice()
+                if latest is None or latest.end_oper_id < self.oper_id:
+                    info = self._slice_info()
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._executor, self._write_slice_inline, info)
+            except StoreError as e:
+                log.error("no slice written at stop (the log holds every operation): %s", e)
+        # A commit still hanging in the writer thread (its outcome no longer matters: it was
+        # refused) must not keep the process alive.
+        self._executor.shutdown(wait=not self.degraded, cancel_futures=True)
 
     async def flush(self) -> None:
-        """Wait until every applied operation is durable."""
+        """Wait until every applied operation is durable (RpcError code 3 if refused)."""
         while self.durable_id < self.oper_id:
             await self._wait_durable(self.oper_id)
 
@@ -186,18 +235,23 @@ class MatchEngineService:
             log.exception("%s failed: params %r", method, params)
             body = jsonfmt.error_body(INTERNAL_ERROR, "internal error", req_id, self.debug)
         if self.durable_id < self.oper_id:
-            await self._wait_durable(self.oper_id)
+            try:
+                await self._wait_durable(self.oper_id)
+            except RpcError as e:  # the operations it was computed after were refused
+                body = jsonfmt.error_body(e.code, e.message, req_id, self.debug)
         return body
 
     def execute(self, method: str, params: list[Any]) -> Any:
         """Apply one command to the engine now; writes are queued for the log."""
         read = self.methods.reads.get(method)
         if read is not None:
+            if self.tainted:
+                raise service_unavailable()
             return read(params)
         write = self.methods.writes.get(method)
         if write is None:
             raise method_not_found()
-        if len(self._pending) >= self.config.operlog_max_pending or any(
+        if self.degraded or len(self._pending) >= self.config.operlog_max_pending or any(
                 sink.overloaded() for sink in self.sinks) or any(p() for p in self.pressure):
             raise service_unavailable()
         now = self.clock()
@@ -219,25 +273,40 @@ class MatchEngineService:
     # -- group commit -----------------------------------------------------------------------------
 
     def _kick(self) -> None:
-        if self._flushing or not self._pending or self._loop is None:
+        if self._flushing or not self._pending or self._loop is None or self.degraded:
             return
         batch = self._pending
         self._pending = []
         self._flushing = True
+        self._commit_gen += 1
+        gen = self._commit_gen
         future = self._loop.run_in_executor(self._executor, self.store.append, batch)
-        future.add_done_callback(lambda f: self._committed(batch, f))
+        future.add_done_callback(lambda f: self._committed(batch, f, gen))
+        self._commit_timer = self._loop.call_later(self.commit_timeout, self._commit_timed_out,
+                                                   gen)
 
-    def _committed(self, batch: list[OperRecord], future: asyncio.Future[None]) -> None:
+    def _commit_timed_out(self, gen: int) -> None:
+        if gen == self._commit_gen and self._flushing:
+            self._fail(f"commit did not finish in {self.commit_timeout}s")
+
+    def _committed(self, batch: list[OperRecord], future: asyncio.Future[None], gen: int) -> None:
         error = future.exception()
+        if gen != self._commit_gen or not self._flushing:
+            # Given up on already (timed out): its operations were refused; if it landed after
+            # all, the recovery deletes its rows before anything else is logged.
+            log.warning("a refused commit of operations %d..%d finished late (%s)",
+                        batch[0].id, batch[-1].id, error or "it landed")
+            return
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None
         if error is not None:
-            log.error("operation log commit of %d records failed, retrying: %s", len(batch), error)
-            self._pending = batch + self._pending
-            assert self._loop is not None
-            self._loop.call_later(COMMIT_RETRY_DELAY, self._retry)
+            self._fail(f"commit failed: {error}")
             return
         self._flushing = False
         self.commit_count += 1
         self.durable_id = batch[-1].id
+        self._durable_advanced()
         waiters = self._waiters
         while waiters and waiters[0][0] <= self.durable_id:
             fut = waiters.popleft()[1]
@@ -252,16 +321,123 @@ class MatchEngineService:
             self._fork_slice()
         self._kick()
 
-    def _retry(self) -> None:
-        self._flushing = False
-        self._kick()
+    def _durable_advanced(self) -> None:
+        for hook in self.durable_hooks:
+            hook(self.durable_id)
 
     async def _wait_durable(self, oper_id: int) -> None:
         assert self._loop is not None
+        if self.degraded:
+            raise service_unavailable()
         fut: asyncio.Future[None] = self._loop.create_future()
         self._waiters.append((oper_id, fut))
         self._kick()
         await fut
+
+    # -- storage failures -------------------------------------------------------------------------
+
+    def _fail(self, reason: str, recover: bool = True) -> None:
+        """Refuse every operation that is not durable, and refuse writes until the storage
+        answers again (see the module docstring)."""
+        first, last = self.durable_id + 1, self.oper_id
+        log.error("operation log %s: operations %d..%d refused (code 3); refusing writes until "
+                  "the storage takes writes again", reason, first, last)
+        self.refused_commits += 1
+        self._commit_gen += 1
+        self._flushing = False
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None
+        self.degraded = True
+        self.tainted = self.tainted or last >= first
+        self._pending = []
+        self._pending_events.clear()
+        self._slice_requested = False
+        self._kill_children(self.durable_id)
+        waiters, self._waiters = self._waiters, deque()
+        for _, fut in waiters:
+            if not fut.done():
+                fut.set_exception(service_unavailable())
+        if recover and self._loop is not None and (self._recovery is None
+                                                   or self._recovery.done()):
+            self._recovery = self._loop.create_task(self._recover())
+
+    def _kill_children(self, durable_id: int) -> None:
+        """Kill slice children whose slice covers refused operations: they would publish it
+        as soon as the log reaches its end id again, with other operations under those ids."""
+        for pid, end in list(self._slice_children.items()):
+            if end > durable_id:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    log.warning("slice child %d killed: its slice holds refused operations", pid)
+
+    async def _recover(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.tainted:
+                try:
+                    loaded = await loop.run_in_executor(self._executor, self._read_durable,
+                                                        self.durable_id)
+                    self._rebuild(*loaded)
+                except Exception as e:
+                    log.warning("engine not rebuilt yet (reads refused): %s", e)
+            if not self.tainted:
+                try:
+                    await loop.run_in_executor(self._executor, self.store.reset_to,
+                                               self.durable_id)
+                except Exception as e:
+                    log.warning("storage still refuses writes: %s", e)
+                else:
+                    self.degraded = False
+                    log.warning("storage takes writes again: accepting writes after operation %d",
+                                self.durable_id)
+                    return
+            await asyncio.sleep(PROBE_INTERVAL)
+
+    def _read_durable(self, limit: int) -> tuple[SliceInfo | None, EngineState | None,
+                                                 list[OperRecord]]:
+        """The newest slice and the log records up to ``limit`` (in the writer's thread)."""
+        slices = [s for s in self.store.list_slices() if s.end_oper_id <= limit]
+        info = slices[-1] if slices else None
+        state = self.store.read_slice(info) if info is not None else None
+        records = []
+        for record in self.store.read_operlog(info.end_oper_id if info else 0):
+            if record.id > limit:
+                break
+            records.append(record)
+        return info, state, records
+
+    def _rebuild(self, info: SliceInfo | None, state: EngineState | None,
+                 records: Iterable[OperRecord]) -> None:
+        """Replace the engine by one restored from a slice and durable records (no sink sees
+        their events again)."""
+        engine = Engine.from_config(self.config)
+        if info is not None and state is not None:
+            for warning in engine.load_state(state):
+                log.warning("slice %d: %s", info.time, warning)
+        old = self.engine, self.methods, self.oper_id, self.sinks
+        self.engine, self.methods = engine, MatchEngineMethods(engine)
+        self.oper_id = info.end_oper_id if info else 0
+        self.sinks = []
+        try:
+            for record in records:
+                if record.id != self.oper_id + 1:
+                    raise StoreError(f"operation log gap: expected id {self.oper_id + 1},"
+                                     f" found {record.id}")
+                self._replay(record)
+                self.oper_id = record.id
+        except BaseException:
+            self.engine, self.methods, self.oper_id, _ = old
+            raise
+        finally:
+            self.sinks = old[3]
+        if self.oper_id != self.durable_id:
+            self.engine, self.methods, self.oper_id, _ = old
+            raise StoreError(f"the log ends at {self.oper_id}, before the last acknowledged"
+                             f" operation {self.durable_id}")
+        self.tainted = False
+        log.warning("engine rebuilt from the durable state (operation %d): reads answered again",
+                    self.durable_id)
 
     def _deliver(self, oper_id: int, events: list[Event]) -> None:
         for sink in self.sinks:
@@ -278,6 +454,8 @@ class MatchEngineService:
         while True:
             await asyncio.sleep(1.0)
             self._reap_children()
+            if self.degraded:
+                continue
             now = int(self.clock())
             if now - self._last_slice_time >= interval and now % interval <= 5:
                 self._last_slice_time = now
@@ -286,6 +464,8 @@ class MatchEngineService:
     def request_slice(self) -> None:
         """Take a slice as soon as no commit is in flight (so the forked child inherits no
         half-used database connection)."""
+        if self.degraded:
+            return
         if self._flushing:
             self._slice_requested = True
         else:
@@ -307,7 +487,7 @@ class MatchEngineService:
                 log.exception("slice %d failed", info.time)
             finally:
                 os._exit(code)
-        self._slice_children.add(pid)
+        self._slice_children[pid] = info.end_oper_id
         log.info("slice %d: child %d dumping up to operation %d", info.time, pid, info.end_oper_id)
 
     def _child_write_slice(self, info: SliceInfo) -> None:  # pragma: no cover - forked child
@@ -348,10 +528,10 @@ class MatchEngineService:
                     os.kill(pid, signal.SIGKILL)
                     done, status = os.waitpid(pid, 0)
             except ChildProcessError:
-                self._slice_children.discard(pid)
+                self._slice_children.pop(pid, None)
                 continue
             if done:
-                self._slice_children.discard(pid)
+                self._slice_children.pop(pid, None)
                 if os.waitstatus_to_exitcode(status) != 0:
                     log.error("slice child %d failed with status %d", pid, status)
 

@@ -38,6 +38,7 @@ class StandaloneMatchEngine:
             FollowerSpec(config.raw, False, "", "mysql", logging.getLogger().level),
             max_pending_rows=config.history_max_pending)
         self.service.pressure.append(lambda: self.follower.overloaded(self.service.oper_id))
+        self.service.durable_hooks.append(self.follower.set_durable)
         self.rpc = RpcServer(self.service, service_commands(NAME), config.svr.max_pkg_size,
                              config.svr.heartbeat_check, name=NAME)
         self._watch: asyncio.Task[None] | None = None

@@ -206,6 +206,12 @@ def _local_day(t: float) -> str:
     return time.strftime("%Y%m%d", time.localtime(t))
 
 
+#: Socket timeouts of the engine's connection: short, so that a hanging server fails a commit
+#: (which the service then refuses) instead of holding the writer thread, and a stopping
+#: process exits within seconds whatever the database does.
+CONNECT_TIMEOUT = 3
+IO_TIMEOUT = 5
+
 #: Seconds a reader trusts its list of operlog tables (a writer elsewhere may add a day).
 TABLES_MAX_AGE = 1.0
 
@@ -297,7 +303,8 @@ class MysqlEngineStore(EngineStore):
 
     def _connection(self) -> pymysql.Connection:
         if self._conn is None:
-            self._conn = mysql_db.connect(self.cfg)
+            self._conn = mysql_db.connect(self.cfg, connect_timeout=CONNECT_TIMEOUT,
+                                          read_timeout=IO_TIMEOUT, write_timeout=IO_TIMEOUT)
         return self._conn
 
     def _fail(self) -> None:

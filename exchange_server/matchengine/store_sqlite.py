@@ -36,11 +36,11 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -58,6 +58,8 @@ from exchange_server.matchengine.store import (
 )
 from exchange_server.storage import sqlite as sqlite_db
 from exchange_server.storage.forkguard import FORK_GUARD
+
+T = TypeVar("T")
 
 LOG_FILE = "trade_log.sqlite"
 SLICE_FILE = "slices.sqlite"
@@ -247,6 +249,31 @@ class SqliteEngineStore(EngineStore):
         finally:
             conn.close()  # rolls back whatever is left open
 
+    def _slice_read(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """``read(connection)`` on the slice file.  When the normal connection fails (on a full
+        disk SQLite cannot create the file's shared-memory index), read again through a
+        connection in exclusive locking mode, which needs no shared memory: the engine can be
+        rebuilt from a slice while the disk is still full."""
+        try:
+            with self._slice_db() as db:
+                return read(db)
+        except StoreError as error:
+            if not isinstance(error.__cause__, sqlite3.Error):
+                raise
+            try:
+                conn = sqlite3.connect(str(self.slice_path),
+                                       timeout=sqlite_db.BUSY_TIMEOUT_MS / 1000,
+                                       isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as e:
+                raise StoreError(f"{error}; read-only: {e}") from e
+            try:
+                conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+                return read(conn)
+            except sqlite3.Error as e:
+                raise StoreError(f"{error}; read-only: {e}") from e
+            finally:
+                conn.close()
+
     # -- operation log ---------------------------------------------------------------------------
 
     def append(self, records: Sequence[OperRecord]) -> None:
@@ -353,68 +380,65 @@ class SqliteEngineStore(EngineStore):
     # -- slices ------------------------------------------------------------------------------------
 
     def latest_slice(self) -> SliceInfo | None:
-        with self._slice_db() as db:
-            row = db.execute(
-                "SELECT time, end_oper_id, end_order_id, end_deals_id, checksum FROM slice_history"
-                " ORDER BY id DESC LIMIT 1"
-            ).fetchone()
-        return SliceInfo(*row) if row else None
+        slices = self.list_slices()
+        return slices[-1] if slices else None
 
     def list_slices(self) -> list[SliceInfo]:
-        with self._slice_db() as db:
-            rows = db.execute(
-                "SELECT time, end_oper_id, end_order_id, end_deals_id, checksum FROM slice_history"
-                " ORDER BY id"
-            ).fetchall()
+        rows = self._slice_read(lambda db: db.execute(
+            "SELECT time, end_oper_id, end_order_id, end_deals_id, checksum FROM slice_history"
+            " ORDER BY id").fetchall())
         return [SliceInfo(*row) for row in rows]
 
     def read_slice(self, info: SliceInfo) -> EngineState:
+        state = self._slice_read(lambda db: self._read_slice(db, info))
+        check_slice(info, state)
+        return state
+
+    def _read_slice(self, db: sqlite3.Connection, info: SliceInfo) -> EngineState:
         t = slice_time(info)
         names = (f"slice_order_{t}", f"slice_balance_{t}", f"slice_update_{t}")
         stop_table, config_table = f"slice_stop_{t}", f"slice_config_{t}"
         state = EngineState(order_id=info.end_order_id, deal_id=info.end_deals_id)
-        with self._slice_db() as db:
-            db.execute("BEGIN")  # one consistent view of the tables
-            found = {r[0] for r in db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?, ?, ?)",
-                (*names, stop_table, config_table))}
-            missing = [n for n in names if n not in found]
-            if missing:
-                raise StoreError(f"{self.slice_path}: slice {t} lacks table(s) {', '.join(missing)}")
-            columns = {r[1] for r in db.execute(f"PRAGMA table_info(\"{names[0]}\")")}
-            extra = ", option, client_id" if "client_id" in columns else ", 0, NULL"
+        db.execute("BEGIN")  # one consistent view of the tables
+        found = {r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?, ?, ?)",
+            (*names, stop_table, config_table))}
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise StoreError(f"{self.slice_path}: slice {t} lacks table(s) {', '.join(missing)}")
+        columns = {r[1] for r in db.execute(f"PRAGMA table_info(\"{names[0]}\")")}
+        extra = ", option, client_id" if "client_id" in columns else ", 0, NULL"
+        for row in db.execute(
+            "SELECT id, t, side, create_time, update_time, user_id, market, source, price,"
+            " amount, taker_fee, maker_fee, \"left\", freeze, deal_stock, deal_money, deal_fee"
+            f"{extra} FROM \"{names[0]}\" ORDER BY id"
+        ):
+            state.orders.append(order_from_row(
+                row[0], row[6], row[7], row[1], row[2], row[5], row[3], row[4],
+                [Decimal(v) for v in row[8:17]], row[17], row[18]))
+        for user, asset, kind, balance in db.execute(
+            f"SELECT user_id, asset, t, balance FROM \"{names[1]}\" ORDER BY id"
+        ):
+            state.balances.append((user, asset, kind, Decimal(balance)))
+        for user, asset, business, business_id, when in db.execute(
+            "SELECT user_id, asset, business, business_id, time"
+            f" FROM \"{names[2]}\" ORDER BY id"
+        ):
+            state.updates.append((user, asset, business, int(business_id), float(when)))
+        if stop_table in found:
+            decimals = ", ".join(f'"{d}"' for d in STOP_DECIMALS)
             for row in db.execute(
-                "SELECT id, t, side, create_time, update_time, user_id, market, source, price,"
-                " amount, taker_fee, maker_fee, \"left\", freeze, deal_stock, deal_money, deal_fee"
-                f"{extra} FROM \"{names[0]}\" ORDER BY id"
+                "SELECT id, t, side, create_time, update_time, user_id, market, source,"
+                f" option, client_id, state, {decimals} FROM \"{stop_table}\" ORDER BY id"
             ):
-                state.orders.append(order_from_row(
-                    row[0], row[6], row[7], row[1], row[2], row[5], row[3], row[4],
-                    [Decimal(v) for v in row[8:17]], row[17], row[18]))
-            for user, asset, kind, balance in db.execute(
-                f"SELECT user_id, asset, t, balance FROM \"{names[1]}\" ORDER BY id"
+                state.stops.append(stop_from_row(row[:11], [Decimal(v) for v in row[11:]]))
+        if config_table in found:
+            for rid, kind, name, detail in db.execute(
+                f"SELECT id, kind, name, detail FROM \"{config_table}\" ORDER BY id"
             ):
-                state.balances.append((user, asset, kind, Decimal(balance)))
-            for user, asset, business, business_id, when in db.execute(
-                "SELECT user_id, asset, business, business_id, time"
-                f" FROM \"{names[2]}\" ORDER BY id"
-            ):
-                state.updates.append((user, asset, business, int(business_id), float(when)))
-            if stop_table in found:
-                decimals = ", ".join(f'"{d}"' for d in STOP_DECIMALS)
-                for row in db.execute(
-                    "SELECT id, t, side, create_time, update_time, user_id, market, source,"
-                    f" option, client_id, state, {decimals} FROM \"{stop_table}\" ORDER BY id"
-                ):
-                    state.stops.append(stop_from_row(row[:11], [Decimal(v) for v in row[11:]]))
-            if config_table in found:
-                for rid, kind, name, detail in db.execute(
-                    f"SELECT id, kind, name, detail FROM \"{config_table}\" ORDER BY id"
-                ):
-                    state.config.append(
-                        (kind, name, decode_config_detail(detail, f"{config_table} id {rid}")))
-            db.execute("COMMIT")
-        check_slice(info, state)
+                state.config.append(
+                    (kind, name, decode_config_detail(detail, f"{config_table} id {rid}")))
+        db.execute("COMMIT")
         return state
 
     def write_slice_data(self, info: SliceInfo, state: EngineState) -> None:
