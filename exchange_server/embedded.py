@@ -64,6 +64,10 @@ class EmbeddedOptions:
     metrics_port: int = 0
 
 
+#: Seconds the history follower gets to stop when the storage is failing.
+FAILING_STOP_TIMEOUT = 2.0
+
+
 class DataDirLocked(RuntimeError):
     """Another process already runs on this data directory."""
 
@@ -189,14 +193,19 @@ class EmbeddedSystem:
             await self.ws.stop()
         await self.http.stop()
         await self.matchengine.stop()
+        # A failing storage (full disk, database down) must not hold the exit up: the bus
+        # consumers and the history follower resume from their own marks at the next start.
+        failing = self.matchengine.degraded
         if self.marketprice is not None:
-            with contextlib.suppress(TimeoutError):
-                await self.marketprice.wait_offset(self.bus.end_offset("deals") - 1, 5)
+            if not failing:
+                with contextlib.suppress(TimeoutError):
+                    await self.marketprice.wait_offset(self.bus.end_offset("deals") - 1, 5)
             await self.marketprice.stop()
-        await self.publisher.stop()
+        await self.publisher.stop(timeout=1.0 if failing else 5.0)
         if self._watch is not None:
             self._watch.cancel()
-        await asyncio.get_running_loop().run_in_executor(None, self.follower.stop)
+        await asyncio.get_running_loop().run_in_executor(
+            None, self.follower.stop, FAILING_STOP_TIMEOUT if failing else 60.0)
         if self.readhistory is not None:
             self.readhistory.close()
         self.store.close()

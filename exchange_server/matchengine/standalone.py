@@ -63,10 +63,14 @@ class StandaloneMatchEngine:
     async def stop(self) -> None:
         await self.rpc.stop()
         await self.service.stop()
-        await self.publisher.stop(timeout=5)
+        # A failing log database must not hold the exit up: the bus and the history follower
+        # resume from their own marks at the next start.
+        failing = self.service.degraded
+        await self.publisher.stop(timeout=1.0 if failing else 5.0)
         if self._watch is not None:
             self._watch.cancel()
-        await asyncio.get_running_loop().run_in_executor(None, self.follower.stop)
+        await asyncio.get_running_loop().run_in_executor(
+            None, self.follower.stop, 2.0 if failing else 60.0)
         self.store.close()
 
 
