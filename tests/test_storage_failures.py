@@ -28,6 +28,7 @@ from exchange_server.common.config import MysqlConfig, default_matchengine_data
 from exchange_server.matchengine.store import EngineStore
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
+from exchange_server.storage import mysql as mysql_db
 from tests.server import CallError, ServerProcess
 from tests.test_history_outage import OutageDatabase
 
@@ -269,3 +270,50 @@ def test_mysql_log_server_down_refuses_writes_and_recovers(
     finally:
         assert server.stop(timeout=30) == 0
     assert logged_business_ids(MysqlEngineStore(log_cfg)) == acked_ids
+
+
+@pytest.mark.mysql
+def test_timed_out_commit_is_refused_even_if_it_lands_later(
+        tmp_path: Path, mysql_config: Callable[..., MysqlConfig]) -> None:
+    """A commit held up past the commit timeout (another session holds a lock on the log's day
+    table) is answered code 3; when the lock goes, the held INSERT may still land, and the
+    recovery deletes it again: it never takes effect, not even in the history."""
+    log_cfg = mysql_config("test_slow_oplog")
+    config = default_matchengine_data()
+    config.update(db_log=_db(log_cfg), db_history=_db(mysql_config("test_slow_oplog_hist")))
+    config_path = tmp_path / "matchengine.json"
+    config_path.write_text(json.dumps(config))
+    server = ServerProcess(tmp_path / "data", config=config_path,
+                           extra=["--storage", "mysql"]).start()
+    ledger = Ledger(server)
+    try:
+        for _ in range(3):
+            assert ledger.deposit("10", {"id": ledger.business_id + 1})
+        locker = mysql_db.connect(log_cfg)
+        try:
+            with locker.cursor() as cur:
+                cur.execute("SHOW TABLES LIKE 'operlog\\_2%'")
+                (table,), = cur.fetchall()
+                cur.execute(f"LOCK TABLES `{table}` READ")
+            assert not ledger.deposit("1000", {"id": ledger.business_id + 1})
+            assert not ledger.deposit("1000", {"id": ledger.business_id + 1})
+            # the engine is rebuilt from the durable log (readable under a READ lock)
+            assert wait_until(lambda: answered_balance(server), "reads to be answered") == \
+                ledger.balance()
+            with locker.cursor() as cur:
+                cur.execute("UNLOCK TABLES")
+        finally:
+            locker.close()
+        wait_until(lambda: ledger.deposit("2", {"id": ledger.business_id + 1}),
+                   "writes to be accepted again")
+        assert answered_balance(server) == ledger.balance()
+        acked_ids = [bid for bid, _ in ledger.acked]
+        assert history_ids(server, len(acked_ids)) == acked_ids
+    finally:
+        assert server.stop(timeout=30) == 0
+    assert logged_business_ids(MysqlEngineStore(log_cfg)) == acked_ids
+    server.start()
+    try:
+        assert answered_balance(server) == ledger.balance()
+    finally:
+        assert server.stop(timeout=30) == 0
