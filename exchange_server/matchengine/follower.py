@@ -23,6 +23,7 @@ import multiprocessing
 import multiprocessing.synchronize
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 
 from exchange_server.common import gctune, logs
 from exchange_server.common.config import load_matchengine
+from exchange_server.matchengine.store import StoreError
 
 log = logging.getLogger("exchange_server.follower")
 
@@ -91,9 +93,14 @@ def follower_main(spec: FollowerSpec, applied: Any, pending: Any,
     logs.setup(spec.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     store, service, history = _build(spec)
-    store.open()
-    gctune.tune()
-    service.restore()
+    try:
+        store.open()
+        gctune.tune()
+        service.restore()
+    except StoreError as e:
+        # e.g. a full disk: one line, and the parent restarts us a second later
+        log.error("history follower cannot start: %s", e)
+        sys.exit(1)
     gctune.freeze_startup_state()
     history.start()
     applied.value = service.oper_id

@@ -373,20 +373,26 @@ class MatchEngineService:
 
     async def _recover(self) -> None:
         loop = asyncio.get_running_loop()
+        attempt = 0
         while True:
+            # the first failure of each kind is logged, then one a minute
+            quiet = attempt % int(60 / PROBE_INTERVAL) != 0
+            attempt += 1
             if self.tainted:
                 try:
                     loaded = await loop.run_in_executor(self._executor, self._read_durable,
                                                         self.durable_id)
                     self._rebuild(*loaded)
                 except Exception as e:
-                    log.warning("engine not rebuilt yet (reads refused): %s", e)
+                    log.log(logging.DEBUG if quiet else logging.WARNING,
+                            "engine not rebuilt yet (reads refused): %s", e)
             if not self.tainted:
                 try:
                     await loop.run_in_executor(self._executor, self.store.reset_to,
                                                self.durable_id)
                 except Exception as e:
-                    log.warning("storage still refuses writes: %s", e)
+                    log.log(logging.DEBUG if quiet else logging.WARNING,
+                            "storage still refuses writes: %s", e)
                 else:
                     self.degraded = False
                     log.warning("storage takes writes again: accepting writes after operation %d",
