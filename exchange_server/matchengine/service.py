@@ -38,7 +38,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -52,7 +52,7 @@ from exchange_server.common.errors import (
     method_not_found,
     service_unavailable,
 )
-from exchange_server.matchengine.engine import Engine, EngineState
+from exchange_server.matchengine.engine import Engine
 from exchange_server.matchengine.methods import MatchEngineMethods, present
 from exchange_server.matchengine.model import Event
 from exchange_server.matchengine.sink import EventSink
@@ -380,9 +380,9 @@ class MatchEngineService:
             attempt += 1
             if self.tainted:
                 try:
-                    loaded = await loop.run_in_executor(self._executor, self._read_durable,
-                                                        self.durable_id)
-                    self._rebuild(*loaded)
+                    replica = await loop.run_in_executor(self._executor, self._load_durable,
+                                                         self.durable_id)
+                    self._adopt(replica)
                 except Exception as e:
                     log.log(logging.DEBUG if quiet else logging.WARNING,
                             "engine not rebuilt yet (reads refused): %s", e)
@@ -400,50 +400,38 @@ class MatchEngineService:
                     return
             await asyncio.sleep(PROBE_INTERVAL)
 
-    def _read_durable(self, limit: int) -> tuple[SliceInfo | None, EngineState | None,
-                                                 list[OperRecord]]:
-        """The newest slice and the log records up to ``limit`` (in the writer's thread)."""
+    def _load_durable(self, limit: int) -> MatchEngineService:
+        """A replica restored from the newest slice and the log up to ``limit``, built in the
+        writer's thread (the event loop goes on refusing requests meanwhile).  It has no sinks:
+        nothing sees these operations' events again."""
+        replica = MatchEngineService(self.config, self.store, self.clock)
+        replica._executor.shutdown()
         slices = [s for s in self.store.list_slices() if s.end_oper_id <= limit]
-        info = slices[-1] if slices else None
-        state = self.store.read_slice(info) if info is not None else None
-        records = []
-        for record in self.store.read_operlog(info.end_oper_id if info else 0):
+        if slices:
+            info = slices[-1]
+            for warning in replica.engine.load_state(self.store.read_slice(info)):
+                log.warning("slice %d: %s", info.time, warning)
+            replica.oper_id = info.end_oper_id
+        for record in self.store.read_operlog(replica.oper_id):
             if record.id > limit:
                 break
-            records.append(record)
-        return info, state, records
+            if record.id != replica.oper_id + 1:
+                raise StoreError(f"operation log gap: expected id {replica.oper_id + 1},"
+                                 f" found {record.id}")
+            replica._replay(record)
+            replica.oper_id = record.id
+        if replica.oper_id != limit:
+            raise StoreError(f"the log ends at {replica.oper_id}, before the last acknowledged"
+                             f" operation {limit}")
+        return replica
 
-    def _rebuild(self, info: SliceInfo | None, state: EngineState | None,
-                 records: Iterable[OperRecord]) -> None:
-        """Replace the engine by one restored from a slice and durable records (no sink sees
-        their events again)."""
-        engine = Engine.from_config(self.config)
-        if info is not None and state is not None:
-            for warning in engine.load_state(state):
-                log.warning("slice %d: %s", info.time, warning)
-        old = self.engine, self.methods, self.oper_id, self.sinks
-        self.engine, self.methods = engine, MatchEngineMethods(engine)
-        self.oper_id = info.end_oper_id if info else 0
-        self.sinks = []
-        try:
-            for record in records:
-                if record.id != self.oper_id + 1:
-                    raise StoreError(f"operation log gap: expected id {self.oper_id + 1},"
-                                     f" found {record.id}")
-                self._replay(record)
-                self.oper_id = record.id
-        except BaseException:
-            self.engine, self.methods, self.oper_id, _ = old
-            raise
-        finally:
-            self.sinks = old[3]
-        if self.oper_id != self.durable_id:
-            self.engine, self.methods, self.oper_id, _ = old
-            raise StoreError(f"the log ends at {self.oper_id}, before the last acknowledged"
-                             f" operation {self.durable_id}")
+    def _adopt(self, replica: MatchEngineService) -> None:
+        """Take the rebuilt engine over (on the event loop)."""
+        self.engine, self.methods = replica.engine, replica.methods
+        self.oper_id = replica.oper_id
         self.tainted = False
         log.warning("engine rebuilt from the durable state (operation %d): reads answered again",
-                    self.durable_id)
+                    self.oper_id)
 
     def _deliver(self, oper_id: int, events: list[Event]) -> None:
         for sink in self.sinks:
