@@ -20,9 +20,10 @@ within ``commit_timeout`` seconds, counts as refused: every operation not yet du
 code 3 "service unavailable" (as is every read that waited on them), their events are dropped (no
 sink ever sees them), slice children that cover them are killed, and the service enters the
 *degraded* state, which refuses writes at once with code 3.  The engine then still holds the
-refused operations' effects, so reads are refused with code 3 too until it is rebuilt: from the
-newest slice and the log up to the last acknowledged operation, which needs only reads (a full
-disk still answers them at once; a stopped database as soon as it is back).  From then on reads
+refused operations' effects, so reads are refused with code 3 too until it is rebuilt: a replica
+restored in the writer's thread from the newest slice and the log up to the last acknowledged
+operation, which needs only reads (a full disk still answers them at once; a stopped database
+as soon as it is back), replaces the engine.  From then on reads
 are answered again, from the durable state.  Once the storage takes a probe write (after log rows
 beyond the last acknowledged id are deleted, since a timed-out commit may have landed after all,
 and slices covering them), writes are accepted again.  Nothing acknowledged is lost and nothing
