@@ -264,6 +264,15 @@ def test_mysql_log_server_down_refuses_writes_and_recovers(
         with contextlib.suppress(Exception):
             server.kill()
 
+    # -- starting while it is down: one clear line, no traceback --------------------------------
+    starting = ServerProcess(tmp_path / "data", config=config_path, extra=["--storage", "mysql"])
+    starting.log_path = tmp_path / "start-while-down.log"
+    with pytest.raises(RuntimeError):
+        starting.start()
+    output = starting.log()
+    assert "Traceback" not in output, output
+    assert len([line for line in output.splitlines() if "cannot start" in line]) == 1, output
+
     # -- back again: a restart holds exactly the acknowledged operations -----------------------
     log_db.up()
     server.start()
