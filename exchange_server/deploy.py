@@ -387,7 +387,8 @@ def generate(target_dir: str | os.PathLike[str], *,
         kafka=kafka, topic_prefix=topic_prefix, log_flag=log_flag,
         assets=assets if assets is not None else samples["assets"],
         markets=markets if markets is not None else samples["markets"],
-        auth_url=auth_url, sign_url=sign_url)
+        auth_url=auth_url, sign_url=sign_url,
+        ws_url=public_ws_url(server_name, https_listen))
     for inst in all_instances:
         deployment.configs[inst.name] = builder.build(inst)
 
@@ -514,6 +515,16 @@ def check_internal_listen(listen: str) -> None:
                           "(127.0.0.1:8000, 10.0.0.5:8000)")
 
 
+def public_ws_url(server_name: str, https_listen: str) -> str | None:
+    """The WebSocket API's address through nginx's public server (``wss://NAME[:PORT]/ws``),
+    for the market page; None when nginx has no real server name (``_``)."""
+    name = server_name.split()[0] if server_name.split() else "_"
+    if name == "_" or "*" in name or name.startswith("~"):
+        return None
+    port = https_listen.rpartition(":")[2].split()[0]
+    return f"wss://{name}/ws" if port == "443" else f"wss://{name}:{port}/ws"
+
+
 def public_locations() -> str:
     """nginx locations for what accesshttp's public listener serves (routes.py)."""
     blocks = [f"location = {path} {{\n{_PUBLIC_PROXY}}}" for path in PUBLIC_PATHS]
@@ -599,6 +610,8 @@ class _ConfigBuilder:
     markets: list[dict[str, Any]]
     auth_url: str
     sign_url: str
+    #: the public ``wss://`` address of the WebSocket API (None: not known, no server name)
+    ws_url: str | None = None
 
     def _one(self, service: str) -> Instance:
         return self.deployment.of(service)[0]
@@ -674,6 +687,8 @@ class _ConfigBuilder:
             # extension: the listener nginx's public server reaches (public methods only)
             "public": {"bind": [f"tcp@{inst.bind}:{inst.ports['public']}"]},
         })
+        if self.ws_url is not None:
+            data["ws_url"] = self.ws_url  # the market page's WebSocket, through nginx
 
     def _marketprice(self, inst: Instance, data: dict[str, Any]) -> None:
         http = self._one("accesshttp")

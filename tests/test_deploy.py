@@ -167,6 +167,7 @@ def test_nginx_publishes_only_the_public_surface(tmp_path: Path) -> None:
                                                    ["tcp@127.0.0.1:8182"]]
     assert [load_accesshttp(h).public_bind for h in http] == [("tcp@127.0.0.1:8082",),
                                                               ("tcp@127.0.0.1:8182",)]
+    assert "ws_url" not in http[0]  # server_name "_": the public address is not known
     nginx = (dep.nginx_dir / "exchange.conf").read_text()
     public_server = nginx[nginx.index("listen 443 ssl;"):]
     internal_server = nginx[nginx.index("listen 127.0.0.1:8000;"):nginx.index("listen 443 ssl;")]
@@ -222,6 +223,8 @@ def test_options_reach_the_configs(tmp_path: Path) -> None:
     assert mp["redis"] == {"name": "m", "addr": ["10.1.0.7:26379", "10.1.0.8:26379"], "db": 2}
     assert mp["deals"]["topic"] == "x_deals" and ws["balances"]["topic"] == "x_balances"
     assert (ws["auth_url"], ws["sign_url"]) == ("http://auth/a", "http://auth/s")
+    # the market page finds the WebSocket API through nginx's public server
+    assert [h["ws_url"] for h in http] == ["wss://ex.example:8443/ws"] * 2
     nginx = (dep.nginx_dir / "exchange.conf").read_text()
     assert "server 10.1.0.1:9001 " in nginx and "server 10.1.0.12:9002 " in nginx
     assert "listen 8443 ssl;" in nginx and "server_name ex.example;" in nginx

@@ -483,15 +483,17 @@ def check_public_server(scaled: Scaled, expected: dict[str, Any], depth: Any) ->
     status, body = request(public, "GET", f"/market/{MARKET}", tls=tls)
     assert status == 200 and MARKET.encode() in body
     assert request(public, "GET", "/static/market.js", tls=tls)[0] == 200
-    assert request(public, "GET", "/market-config.json", tls=tls)[0] == 200
+    status, body = request(public, "GET", "/market-config.json", tls=tls)
+    assert status == 200
+    page_ws_url = json.loads(body)["ws_url"]  # the deploy kit's public wss:// address
+    assert page_ws_url == f"wss://localhost:{public}/ws"
     direct = request(scaled.inst("accesshttp").ports["public"], "GET", "/")
     assert request(public, "GET", "/", tls=tls) == direct
     # anything else is not public
     for path in ("/metrics", "/balance", "/x/market/BTCBCH", "/openrpc.json/x"):
         assert request(public, "GET", path, tls=tls)[0] == 404, path
-    # the WebSocket API is public
-    wss_url = f"wss://localhost:{public}/ws"
-    assert asyncio.run(ws_call(wss_url, "server.ping", tls=tls)) == "pong"
+    # the WebSocket API is public, where the market page looks for it
+    assert asyncio.run(ws_call(page_ws_url, "server.ping", tls=tls)) == "pong"
 
 
 def test_generated_config_passes_nginx_t(tmp_path: Path, nginx_binary: str,

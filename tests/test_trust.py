@@ -141,6 +141,8 @@ def test_standalone_config_keys() -> None:
         "t", ("tcp@0.0.0.0:8082",), False)
     assert load_accesshttp({**base, "public_only": True}).public_only is True
     assert load_accesshttp(base).public_bind == ()
+    assert load_accesshttp({**base, "ws_url": "wss://ex.example/ws"}).ws_url == (
+        "wss://ex.example/ws")
     for bad, where in (({"public": {"bind": ["udp@127.0.0.1:1"]}}, "public.bind[0]"),
                        ({"public": {}}, "public.bind"), ({"public_only": "yes"}, "public_only"),
                        ({"api_token": 5}, "api_token")):

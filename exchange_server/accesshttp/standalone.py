@@ -37,6 +37,9 @@ class AccessHttpConfig:
     public_only: bool = False
     #: Extension: extra listeners (``public.bind``) that answer only the public methods.
     public_bind: tuple[str, ...] = ()
+    #: Extension: where the market page finds the WebSocket API (GET /market-config.json),
+    #: e.g. the public ``wss://exchange.example/ws`` behind nginx; none = the page's default.
+    ws_url: str | None = None
 
 
 def load_accesshttp(data: Any) -> AccessHttpConfig:
@@ -54,6 +57,7 @@ def load_accesshttp(data: Any) -> AccessHttpConfig:
         api_token=root.string("api_token", None) or None,
         public_only=root.boolean("public_only", False),
         public_bind=tuple(public_bind),
+        ws_url=root.string("ws_url", None) or None,
     )
 
 
@@ -79,6 +83,9 @@ class StandaloneAccessHttp:
         self.public = AccessHttp(backends, timeout=config.timeout,
                                  max_body=config.svr.max_pkg_size, public_only=True
                                  ) if config.public_bind else None
+        for gateway in (self.http, self.public):
+            if gateway is not None:
+                gateway.ws_url = config.ws_url
 
     async def start(self) -> None:
         for client in self.clients.values():
