@@ -500,9 +500,10 @@ def generate(target_dir: str | os.PathLike[str], *,
 
 def check_internal_listen(listen: str) -> None:
     """nginx's internal server carries the full back-office API: refuse a ``listen`` that is
-    not a loopback or private address (a bare port listens on every address)."""
+    not a loopback or private address (a bare port listens on every address); a ``unix:``
+    socket is local."""
     host = listen.rpartition(":")[0].strip("[]") if ":" in listen else ""
-    if host == "localhost":
+    if host == "localhost" or listen.startswith("unix:"):
         return
     try:
         address = ipaddress.ip_address(host)

@@ -190,8 +190,10 @@ def test_nginx_publishes_only_the_public_surface(tmp_path: Path) -> None:
     for listen in ("8000", "0.0.0.0:8000", "8.8.8.8:8000", "[::]:8000", "example.com:8000"):
         with pytest.raises(DeployError, match="loopback or private address"):
             generate(tmp_path / "x", http_listen=listen)
-    for listen in ("10.0.0.5:8000", "192.168.1.2:8000", "[::1]:8000", "localhost:8000"):
-        generate(tmp_path / listen.replace(":", "_"), http_listen=listen)
+    for i, listen in enumerate(("10.0.0.5:8000", "192.168.1.2:8000", "[::1]:8000",
+                                "localhost:8000", "unix:/run/exchange-internal.sock")):
+        dep = generate(tmp_path / f"ok{i}", http_listen=listen)
+        assert f"listen {listen};" in (dep.nginx_dir / "exchange.conf").read_text()
 
 
 def test_options_reach_the_configs(tmp_path: Path) -> None:
