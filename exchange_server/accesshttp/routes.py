@@ -1,4 +1,4 @@
-"""accesshttp's routing table: which service owns each public method (rpc.md 1.2).
+"""accesshttp's routing table: which service owns each method (rpc.md 1.2), and which are public.
 
 The CoinEx fork's methods (extensions.md) follow the original's, with the fork's command
 numbers (they do not collide with the original's); ``config.*`` are the admin methods."""
