@@ -69,6 +69,8 @@ class Ex:
         write = self.methods.writes[method]
         logged = copy.deepcopy(list(params))
         try:
+            if write.check is not None:  # as MatchEngineService.execute does
+                write.check(list(params))
             result = write.run(self.now, list(params))
         except RpcError:
             assert not self.engine.take_events(), "a refused write must leave no events"

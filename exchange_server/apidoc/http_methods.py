@@ -150,7 +150,7 @@ SIDE_OR_BOTH = integer("0 = both sides, 1 = ask, 2 = bid", enum=[0, 1, 2], examp
 ASSET_DETAIL: Schema = {
     "type": "object",
     "properties": {
-        "name": string("asset name, 1 to 15 characters"),
+        "name": string("asset name, 1 to 15 characters; a new asset's at most 15 bytes"),
         "prec_save": integer("decimal places stored; may only grow for an existing asset",
                              maximum=None),
         "prec_show": integer("decimal places shown (<= prec_save; default prec_save)",
@@ -163,7 +163,9 @@ ASSET_DETAIL: Schema = {
 MARKET_DETAIL: Schema = {
     "type": "object",
     "properties": {
-        "name": string("market name, 1 to 30 characters"),
+        "name": string("market name: a new market's at most 15 bytes of letters, digits, "
+                       "`_`, `.`, `-` (an existing one may keep a config-file name of up to "
+                       "30 characters)"),
         "stock": obj({"name": string("stock asset"),
                       "prec": integer("decimal places of amounts", maximum=None)}),
         "money": obj({"name": string("money asset"),

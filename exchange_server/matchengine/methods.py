@@ -56,6 +56,12 @@ BUSINESS_MAX = 30
 
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
+#: Names of assets and markets added at run time: the original's accessws (ASSET_NAME_MAX_LEN,
+#: MARKET_NAME_MAX_LEN: 16 with the NUL) takes at most 15 bytes, so a longer one could never be
+#: subscribed.  Market names also keep to the characters of the market page's URL (pages.py).
+NAME_MAX_BYTES = 15
+MARKET_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
+
 #: client_id: at most 32 bytes of these characters (the fork's rule); "" = none.
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{0,32}\Z")
 #: order.cancel_batch takes 1 to this many order ids.
@@ -121,6 +127,22 @@ def _source(value: Any) -> str:
     if len(source.encode()) >= SOURCE_MAX_BYTES:
         raise invalid_argument()
     return source
+
+
+def _detail_name(params: Params) -> str | None:
+    """The ``name`` of an asset or market detail param (None: malformed, left to the method)."""
+    if len(params) == 1 and isinstance(params[0], dict):
+        name = params[0].get("name")
+        if isinstance(name, str) and name:
+            return name
+    return None
+
+
+def _check_name(what: str, name: str) -> None:
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > NAME_MAX_BYTES:
+        raise admin_error(f"{what}.name: {name!r} is {size} bytes, at most {NAME_MAX_BYTES} "
+                          "(the original's accessws could not subscribe to it)")
 
 
 def _count(params: Params, n: int) -> None:
@@ -208,6 +230,9 @@ class WriteMethod:
     name: str
     log_name: str
     run: Callable[[float, Params], Any]
+    #: Live requests only (never replay): refuses what the original's services would not
+    #: accept, while an older operation log replays as it was accepted.
+    check: Callable[[Params], None] | None = None
 
 
 class MatchEngineMethods:
@@ -243,8 +268,10 @@ class MatchEngineMethods:
             WriteMethod("order.cancel_all", "cancel_order_all", self.order_cancel_all),
             WriteMethod("order.cancel_batch", "cancel_order_batch", self.order_cancel_batch),
             # runtime configuration (admin: accesshttp asks for the admin token)
-            WriteMethod("config.update_asset", "update_asset", self.config_update_asset),
-            WriteMethod("config.update_market", "update_market", self.config_update_market),
+            WriteMethod("config.update_asset", "update_asset", self.config_update_asset,
+                        self.check_new_asset_name),
+            WriteMethod("config.update_market", "update_market", self.config_update_market,
+                        self.check_new_market_name),
             WriteMethod("config.suspend_market", "suspend_market", self.config_suspend_market),
             WriteMethod("config.resume_market", "resume_market", self.config_resume_market),
         ]
@@ -450,6 +477,22 @@ class MatchEngineMethods:
             raise admin_error(str(e)) from None
         self.engine.update_market(config)
         return SUCCESS
+
+    def check_new_asset_name(self, params: Params) -> None:
+        """A new asset's name: at most 15 bytes (existing ones may keep a longer name)."""
+        name = _detail_name(params)
+        if name is not None and name not in self.engine.assets:
+            _check_name("asset", name)
+
+    def check_new_market_name(self, params: Params) -> None:
+        """A new market's name: at most 15 bytes, letters, digits, ``_ . -``."""
+        name = _detail_name(params)
+        if name is None or name in self.engine.markets:
+            return
+        _check_name("market", name)
+        if not MARKET_NAME.match(name):
+            raise admin_error(f"market.name: {name!r} may only hold letters, digits, '_', '.' "
+                              "and '-'")
 
     def config_suspend_market(self, now: float, params: Params) -> Any:
         """[market]: new orders and stops are refused (code 30) until resumed."""
