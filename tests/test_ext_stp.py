@@ -81,8 +81,10 @@ def test_cancel_taker_config(ex: Ex, layout: str) -> None:
     else:
         taker = ex.limit_opt(1, 2, "2", "100", 0 if layout == "default" else STP_CANCEL_TAKER)
     assert D(taker["left"]) == 2 and D(taker["deal_stock"]) == 0
-    assert taker["stp_cancelled"] is True
+    assert taker["stp_cancelled"] is True and "stp_cancelled_orders" not in taker
     assert deals(ex) == [] and finished_ids(ex) == [taker["id"]]
+    # it is not pending but in the history (order.finished), though nothing was dealt
+    assert [e.order.id for e in ex.events if isinstance(e, OrderFinished)] == [taker["id"]]
     assert ex.balance(1, "BCH") == before  # nothing frozen for the cancelled taker
     assert depth(ex) == {"asks": [["100", "2"]], "bids": []}
     assert ex.call("order.pending_detail", "BTCBCH", own["id"])["left"] == "1"
@@ -117,7 +119,10 @@ def test_cancel_maker_then_rest(ex: Ex) -> None:
     own = ex.limit(1, 1, "1", "100")
     taker = ex.limit_opt(1, 2, "1", "100", STP_CANCEL_MAKER)
     assert taker["left"] == "1"
+    assert taker["stp_cancelled_orders"] == [own["id"]] and "stp_cancelled" not in taker
     assert finished_ids(ex) == [own["id"]]
+    # the resting taker's object does not keep the list (it was about its placement)
+    assert "stp_cancelled_orders" not in ex.call("order.pending_detail", "BTCBCH", taker["id"])
     assert depth(ex) == {"asks": [], "bids": [["100", "1"]]}
 
 
@@ -265,10 +270,15 @@ def test_cancelled_orders_say_so_in_the_reply_and_the_order_message(ex: Ex) -> N
     assert "stp_cancelled" not in own and "stp_cancelled" not in rests
     taker = ex.limit_opt(1, 2, "1", "100", STP_CANCEL_BOTH)
     assert taker["stp_cancelled"] is True
+    assert taker["stp_cancelled_orders"] == [own["id"]]
     messages = {e.order.id: orjson.loads(order_message(e)) for e in ex.events
                 if isinstance(e, OrderChanged)}
     assert messages[own["id"]]["order"]["stp_cancelled"] is True  # the maker
     assert messages[taker["id"]]["order"]["stp_cancelled"] is True
+    assert messages[taker["id"]]["order"]["stp_cancelled_orders"] == [own["id"]]
+    # both go to the history, deals or not (order.finished shows them)
+    assert sorted(e.order.id for e in ex.events if isinstance(e, OrderFinished)) == sorted(
+        [own["id"], taker["id"]])
     # an order prevention did not touch has no such key
     ex.limit(2, 1, "1", "95")
     deal = ex.limit(3, 2, "1", "95")

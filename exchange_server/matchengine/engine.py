@@ -204,7 +204,7 @@ class Engine:
         before = market.last
         self.deal_id = market.execute(order, now, self.deal_id)
         order.stp_cancelled = market.stp_stopped
-        snapshot = order.snapshot()
+        snapshot = _stp_snapshot(order, market)
         if not order.left:
             self.events.append(_new(OrderFinished, (snapshot,)))
             self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
@@ -212,7 +212,7 @@ class Engine:
             # the remainder is cancelled: finished like a cancelled order (history only if
             # something was dealt)
             market.stp_stopped = False
-            if order.deal_stock:
+            if order.deal_stock or order.stp_cancelled:
                 self.events.append(_new(OrderFinished, (snapshot,)))
             self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
         else:
@@ -265,7 +265,7 @@ class Engine:
         self.deal_id = market.execute(order, now, self.deal_id)
         order.stp_cancelled = market.stp_stopped
         market.stp_stopped = False
-        snapshot = order.snapshot()
+        snapshot = _stp_snapshot(order, market)
         self.events.append(_new(OrderFinished, (snapshot,)))
         self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
         return snapshot
@@ -529,6 +529,15 @@ class Engine:
 
     def asset_names(self) -> Iterable[str]:
         return self.assets.keys()
+
+
+def _stp_snapshot(order: Order, market: Market) -> OrderSnapshot:
+    """The new order's snapshot, with the makers self-trade prevention cancelled for it."""
+    snapshot = order.snapshot()
+    if market.stp_makers:
+        snapshot = snapshot._replace(stp_cancelled_orders=tuple(market.stp_makers))
+        market.stp_makers.clear()
+    return snapshot
 
 
 def read_asset_detail(detail: Any) -> AssetConfig:

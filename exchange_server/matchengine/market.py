@@ -59,8 +59,10 @@ class Market:
         self.last = ZERO
         #: trading suspended by an admin command: new orders and stops are refused.
         self.suspended = False
-        #: set by ``execute`` when self-trade prevention cancelled the taker's remainder.
+        #: set by ``execute`` when self-trade prevention cancelled the taker's remainder, and
+        #: the ids of the makers it cancelled (the caller reads and resets both).
         self.stp_stopped = False
+        self.stp_makers: list[int] = []
         #: stop orders: by id, by user (placement order), and the two trigger lists keyed by
         #: ``Stop.sort_key()`` (first = next to fire).
         self.stops: dict[int, Stop] = {}
@@ -134,7 +136,8 @@ class Market:
         self.insert(order)
 
     def remove(self, order: Order) -> None:
-        """Take an order off the book, release what is still frozen for it, record history."""
+        """Take an order off the book, release what is still frozen for it, record history
+        (an order with deals, or one that self-trade prevention cancelled)."""
         book = self.asks if order.side == ASK else self.bids
         level: Level = book[order.price]
         del level[order.id]
@@ -155,7 +158,7 @@ class Market:
             self.bid_amount -= order.left
             if order.freeze > 0:
                 self.balances.unfreeze(order.user, self.money, order.freeze)
-        if order.deal_stock > 0:
+        if order.deal_stock > 0 or order.stp_cancelled:
             self.events.append(_new(OrderFinished, (order.snapshot(),)))
 
     def side_orders(self, side: int) -> Iterator[Order]:
@@ -271,6 +274,7 @@ class Market:
         mode = taker.option & OPTION_STP_MASK
         if mode in (STP_CANCEL_MAKER, STP_CANCEL_BOTH):
             maker.stp_cancelled = True
+            self.stp_makers.append(maker.id)
             self.events.append(OrderChanged(EVENT_FINISH, maker.snapshot(), self.stock,
                                             self.money))
             self.remove(maker)

@@ -121,7 +121,7 @@ class Order:
             self.id, self.market, self.source, self.type, self.side, self.user, self.ctime,
             self.mtime, self.price, self.amount, self.taker_fee, self.maker_fee, self.left,
             self.deal_stock, self.deal_money, self.deal_fee, self.option, self.client_id,
-            self.stp_cancelled,
+            self.stp_cancelled, (),
         ))
 
     def info(self) -> dict[str, Any]:
@@ -150,6 +150,9 @@ class OrderSnapshot(NamedTuple):
     option: int = 0
     client_id: str | None = None
     stp_cancelled: bool = False
+    #: on the reply and messages of the order being placed: the ids of its user's resting
+    #: orders that self-trade prevention cancelled while it matched (not kept on the order)
+    stp_cancelled_orders: tuple[int, ...] = ()
 
 
 def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
@@ -175,6 +178,9 @@ def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
         info["client_id"] = o.client_id
     if o.stp_cancelled:
         info["stp_cancelled"] = True
+    stp_orders = getattr(o, "stp_cancelled_orders", ())
+    if stp_orders:
+        info["stp_cancelled_orders"] = list(stp_orders)
     return info
 
 
