@@ -80,6 +80,9 @@ def test_log_replays_the_same_after_the_config_changed(tmp_path: Path) -> None:
         server.call("order.put_limit", 2, "BTCBCH", 1, "1", "100", *FEES, "mm")
         taker = server.call("order.put_limit", 1, "BTCBCH", 2, "2", "100", *FEES, "mm")
         assert taker["stp_cancelled"] is True and D(taker["deal_stock"]) == 0
+        # not pending, but in the history although nothing was dealt
+        assert wait_for(lambda: [r["id"] for r in server.call(
+            "order.finished", 1, "BTCBCH", 0, 0, 0, 10)["records"]]) == [taker["id"]]
         server.call("order.put_limit", 1, "BTCBCH", 2, "0.5", "100", *FEES, "mm", None, None)
         before = state(server)
     finally:

@@ -319,7 +319,8 @@ HTTP_METHODS: list[Method] = [
         "balance (10), minimum amount (11), fill-or-kill (12), post-only (13). A user's orders "
         "trade with each other as in the original, unless self-trade prevention is on (the "
         "matchengine's self_trade_prevention config, or option bits 0x100-0x300): then an order "
-        "that prevention cancelled has `\"stp_cancelled\": true`. Pushes `order.update` "
+        "that prevention cancelled has `\"stp_cancelled\": true`, and the reply lists the own "
+        "resting orders it cancelled in `stp_cancelled_orders`. Pushes `order.update` "
         "(PUT, then UPDATE/FINISH as it fills) and `asset.update` to WebSocket subscribers. "
         + MATCHENGINE_INT_NOTE,
         service=ME, write=True,
