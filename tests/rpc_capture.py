@@ -20,8 +20,6 @@ from exchange_server.rpc import protocol as p
 DATA = Path(__file__).parent / "data" / "rpc"
 MATCHENGINE = DATA / "matchengine-transcript-1.jsonl"
 READHISTORY = DATA / "readhistory-transcript-1.jsonl"
-TRANSCRIPT = DATA / "transcript-1.jsonl"
-CONFIG = DATA / "matchengine.json"
 
 #: the reply the original served from its 0.45 s depth cache (README)
 STALE_DEPTH_REQ_ID = 45
