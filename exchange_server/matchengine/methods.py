@@ -9,14 +9,22 @@ The CoinEx fork's methods (extensions.md) are added with its names and its v1 pa
 layouts without ``account``; order.put_limit / order.put_market also take the fork's trailing
 parameters ``fee_asset, fee_discount[, option[, client_id]]`` (with the original's 8 / 6
 parameters nothing changes).  See docs/compatibility.md, "Extensions from the CoinEx fork".
+
+Self-trade prevention: an order that chooses no mode in its option gets the matchengine's
+``self_trade_prevention`` config.  The log must replay the same way whatever the config is when
+it is replayed, so a live order placement writes the mode it got from the config into its own
+params (the list the service then logs): into ``option`` for the fork's layouts, as one more
+(9th / 7th) parameter for the original's (a layout only replay accepts).  Replay never looks at
+the config: a logged order without a mode had none, the original's behaviour.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from exchange_server.common.config import ConfigError
@@ -38,6 +46,9 @@ from exchange_server.matchengine.model import (
     MARKET,
     OPTION_FOK,
     OPTION_MAKER_ONLY,
+    OPTION_STP_BITS,
+    OPTION_STP_MASK,
+    OPTION_STP_NONE,
     OPTION_SUPPORTED,
     STOP_STATE_HIGH,
     STOP_STATE_LOW,
@@ -192,13 +203,35 @@ def _fee_discount(value: Any) -> None:
         raise invalid_argument()
 
 
+def _stp_conflict(option: int) -> int:
+    """"none" (0x400) together with a prevention mode (0x300 bits) is refused."""
+    if option & OPTION_STP_NONE and option & OPTION_STP_MASK:
+        raise invalid_argument()
+    return option
+
+
+def _recorded_stp(value: Any) -> int:
+    """The mode a live placement recorded after the original's params (replay only)."""
+    if type(value) is not int or value & ~OPTION_STP_MASK or not value:
+        raise invalid_argument()
+    return value
+
+
+def _record_option(params: Params, at: int, option: int) -> None:
+    """Write the effective ``option`` into a fork-layout params list (index ``at``)."""
+    if len(params) > at:
+        params[at] = option
+    else:
+        params.append(option)
+
+
 def _extension(params: Params, at: int) -> tuple[int, str]:
     """The fork's trailing ``fee_asset, fee_discount[, option[, client_id]]`` from ``at``."""
     _fee_asset(params[at])
     _fee_discount(params[at + 1])
     option = _option(params[at + 2]) if len(params) > at + 2 else 0
     client_id = _client_id(params[at + 3]) if len(params) > at + 3 else ""
-    return option, client_id
+    return _stp_conflict(option), client_id
 
 
 class Lazy:
@@ -276,7 +309,16 @@ class MatchEngineMethods:
             WriteMethod("config.resume_market", "resume_market", self.config_resume_market),
         ]
         self.writes: dict[str, WriteMethod] = {w.name: w for w in writes}
-        self.by_log_name: dict[str, WriteMethod] = {w.log_name: w for w in writes}
+        # replay: the same functions, but the self-trade prevention config is not consulted
+        replays: dict[str, Callable[[float, Params], Any]] = {
+            "order.put_limit": partial(self.order_put_limit, live=False),
+            "order.put_market": partial(self.order_put_market, live=False),
+            "order.put_stop_limit": partial(self.order_put_stop_limit, live=False),
+            "order.put_stop_market": partial(self.order_put_stop_market, live=False),
+        }
+        self.by_log_name: dict[str, WriteMethod] = {
+            w.log_name: replace(w, run=replays[w.name]) if w.name in replays else w
+            for w in writes}
 
     def _market(self, value: Any) -> Market:
         if type(value) is not str:
@@ -285,6 +327,13 @@ class MatchEngineMethods:
         if market is None:
             raise invalid_argument()
         return market
+
+    def _stp(self, option: int, live: bool) -> int:
+        """The option with its self-trade prevention mode: the order's own, else (live) the
+        config's.  Replay takes the logged option as it is (see the module docstring)."""
+        if option & OPTION_STP_BITS or not live:
+            return option
+        return option | self.engine.self_trade_prevention
 
     def _asset(self, value: Any) -> str:
         if type(value) is not str or value not in self.engine.assets:
@@ -308,9 +357,19 @@ class MatchEngineMethods:
         self.engine.update_balance(now, user, asset, business, business_id, change, detail)
         return {"status": "success"}
 
-    def order_put_limit(self, now: float, params: Params) -> Any:
+    def order_put_limit(self, now: float, params: Params, live: bool = True) -> Any:
+        if len(params) == 9 and not live:
+            return self._put_limit(now, params, _recorded_stp(params[8]))
         if len(params) != 8:
-            return self._put_limit_ext(now, params)
+            return self._put_limit_ext(now, params, live)
+        stp = self._stp(0, live)
+        result = self._put_limit(now, params, stp)
+        if stp:
+            params.append(stp)
+        return result
+
+    def _put_limit(self, now: float, params: Params, option: int) -> Any:
+        """The original's 8 params; ``option``: the self-trade prevention mode only."""
         user = _user(params[0])
         market = self._market(params[1])
         side = _side(params[2])
@@ -320,9 +379,9 @@ class MatchEngineMethods:
         maker_fee = _fee(params[6], market.fee_prec)
         source = _source(params[7])
         return self.engine.put_limit(now, market, user, side, amount, price, taker_fee, maker_fee,
-                                     source)
+                                     source, option)
 
-    def _put_limit_ext(self, now: float, params: Params) -> Any:
+    def _put_limit_ext(self, now: float, params: Params, live: bool) -> Any:
         """[user_id, market, side, amount, price, taker_fee, maker_fee, source, fee_asset,
         fee_discount, option?, client_id?] (the fork's v1 layout, HEAD without ``account``)."""
         if not 10 <= len(params) <= 12:
@@ -335,13 +394,27 @@ class MatchEngineMethods:
         taker_fee = _fee(params[5], market.fee_prec)
         maker_fee = _fee(params[6], market.fee_prec)
         source = _source(params[7])
-        option, client_id = _extension(params, 8)
-        return self.engine.put_limit(now, market, user, side, amount, price, taker_fee, maker_fee,
-                                     source, option, client_id)
+        given, client_id = _extension(params, 8)
+        option = self._stp(given, live)
+        result = self.engine.put_limit(now, market, user, side, amount, price, taker_fee,
+                                       maker_fee, source, option, client_id)
+        if option != given:
+            _record_option(params, 10, option)
+        return result
 
-    def order_put_market(self, now: float, params: Params) -> Any:
+    def order_put_market(self, now: float, params: Params, live: bool = True) -> Any:
+        if len(params) == 7 and not live:
+            return self._put_market(now, params, _recorded_stp(params[6]))
         if len(params) != 6:
-            return self._put_market_ext(now, params)
+            return self._put_market_ext(now, params, live)
+        stp = self._stp(0, live)
+        result = self._put_market(now, params, stp)
+        if stp:
+            params.append(stp)
+        return result
+
+    def _put_market(self, now: float, params: Params, option: int) -> Any:
+        """The original's 6 params; ``option``: the self-trade prevention mode only."""
         user = _user(params[0])
         market = self._market(params[1])
         side = _side(params[2])
@@ -349,9 +422,9 @@ class MatchEngineMethods:
         amount = _positive(params[3], market.stock_prec if side == ASK else market.money_prec)
         taker_fee = _fee(params[4], market.fee_prec)
         source = _source(params[5])
-        return self.engine.put_market(now, market, user, side, amount, taker_fee, source)
+        return self.engine.put_market(now, market, user, side, amount, taker_fee, source, option)
 
-    def _put_market_ext(self, now: float, params: Params) -> Any:
+    def _put_market_ext(self, now: float, params: Params, live: bool) -> Any:
         """[user_id, market, side, amount, taker_fee, source, fee_asset, fee_discount, option?,
         client_id?]"""
         if not 8 <= len(params) <= 10:
@@ -362,9 +435,13 @@ class MatchEngineMethods:
         amount = _positive(params[3], market.stock_prec if side == ASK else market.money_prec)
         taker_fee = _fee(params[4], market.fee_prec)
         source = _source(params[5])
-        option, client_id = _extension(params, 6)
-        return self.engine.put_market(now, market, user, side, amount, taker_fee, source, option,
-                                      client_id)
+        given, client_id = _extension(params, 6)
+        option = self._stp(given, live)
+        result = self.engine.put_market(now, market, user, side, amount, taker_fee, source,
+                                        option, client_id)
+        if option != given:
+            _record_option(params, 8, option)
+        return result
 
     def order_cancel(self, now: float, params: Params) -> Any:
         _count(params, 3)
@@ -403,7 +480,7 @@ class MatchEngineMethods:
 
     # -- stop orders --
 
-    def order_put_stop_limit(self, now: float, params: Params) -> Any:
+    def order_put_stop_limit(self, now: float, params: Params, live: bool = True) -> Any:
         """[user_id, market, side, amount, stop_price, price, taker_fee, maker_fee, source,
         fee_asset, fee_discount, option?, client_id?]"""
         if not 11 <= len(params) <= 13:
@@ -417,13 +494,17 @@ class MatchEngineMethods:
         taker_fee = _fee(params[6], market.fee_prec)
         maker_fee = _fee(params[7], market.fee_prec)
         source = _source(params[8])
-        option, client_id = _extension(params, 9)
-        if option & (OPTION_FOK | OPTION_MAKER_ONLY):
+        given, client_id = _extension(params, 9)
+        if given & (OPTION_FOK | OPTION_MAKER_ONLY):
             raise invalid_argument()
-        return self.engine.put_stop(now, market, user, LIMIT, side, amount, stop_price, price,
-                                    taker_fee, maker_fee, source, option, client_id)
+        option = self._stp(given, live)
+        result = self.engine.put_stop(now, market, user, LIMIT, side, amount, stop_price, price,
+                                      taker_fee, maker_fee, source, option, client_id)
+        if option != given:
+            _record_option(params, 11, option)
+        return result
 
-    def order_put_stop_market(self, now: float, params: Params) -> Any:
+    def order_put_stop_market(self, now: float, params: Params, live: bool = True) -> Any:
         """[user_id, market, side, amount, stop_price, taker_fee, source, fee_asset,
         fee_discount, option?, client_id?] (a bid's amount is money)"""
         if not 9 <= len(params) <= 11:
@@ -435,11 +516,15 @@ class MatchEngineMethods:
         stop_price = _positive(params[4], market.money_prec)
         taker_fee = _fee(params[5], market.fee_prec)
         source = _source(params[6])
-        option, client_id = _extension(params, 7)
-        if option & (OPTION_FOK | OPTION_MAKER_ONLY):
+        given, client_id = _extension(params, 7)
+        if given & (OPTION_FOK | OPTION_MAKER_ONLY):
             raise invalid_argument()
-        return self.engine.put_stop(now, market, user, MARKET, side, amount, stop_price, ZERO,
-                                    taker_fee, ZERO, source, option, client_id)
+        option = self._stp(given, live)
+        result = self.engine.put_stop(now, market, user, MARKET, side, amount, stop_price, ZERO,
+                                      taker_fee, ZERO, source, option, client_id)
+        if option != given:
+            _record_option(params, 9, option)
+        return result
 
     def order_cancel_stop(self, now: float, params: Params) -> Any:
         """[user_id, market, order_id] -> the stop as it was"""
