@@ -140,6 +140,16 @@ def _read_reply(reader: Any) -> tuple[int, bytes, bytes]:
                   if line.lower().startswith(b"content-length:"))
     return int(head.split(b" ", 2)[1]), head, reader.read(length)
 
+def test_a_get_with_a_body_is_still_400(server: ServerProcess) -> None:
+    """A JSON-RPC request sent with GET gets the original's answer, not the index page."""
+    call = b'{"method": "market.list", "params": [], "id": 1}'
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(call), call))
+        status, head, body = _read_reply(sock.makefile("rb"))
+    assert (status, body) == (400, b"") and b"Connection: close" in head
+
+
 def _resolve(answer: pages.Answer | None) -> pages.Page:
     assert answer is not None
     return asyncio.run(pages.resolve(answer))

@@ -259,8 +259,9 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         body = b"".join(self._body)
         keep_alive = self.parser.should_keep_alive()
-        if not self._too_large and self.parser.get_method() == b"GET":
-            # GET /, /openrpc.json, the market pages and their assets (pages.py); others: 400
+        if not self._too_large and not body and self.parser.get_method() == b"GET":
+            # GET /, /openrpc.json, the market pages and their assets (pages.py); other GETs,
+            # and any GET with a body (a request sent the wrong way): the original's 400
             page = pages.handle_get(self._url, self.app, self._host, self._proto)
             if page is not None:
                 self._enqueue(0, b"", keep_alive, page)
