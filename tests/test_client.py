@@ -314,6 +314,13 @@ def test_call_checks_the_param_count(server: LiveServer) -> None:
     assert done.returncode == client_cli.EXIT_ERROR and b"error 4" in done.stderr
 
 
+def test_call_ws_that_cannot_connect_says_so_once(server: LiveServer) -> None:
+    done = _cli("--ws", f"ws://127.0.0.1:{closed_port()}/", "server.time")
+    assert done.returncode == client_cli.EXIT_TRANSPORT and done.stdout == b""
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("exchange-server call: cannot connect to ws://")
+
+
 def _closed_pipe() -> tuple[int, int]:
     """A pipe whose reader is already gone: every write to it fails with EPIPE."""
     read_end, write_end = os.pipe()
