@@ -56,6 +56,8 @@ _FILE_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}\Z")
 _HOST_RE = re.compile(rb"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])"
                       rb"(?::[0-9]{1,5})?\Z")
 
+_CODE_RE = re.compile(r"`([^`]+)`")
+
 #: (status, body, content type)
 Page = tuple[int, bytes, bytes]
 #: A page that needs a backend first: the connection awaits it.
@@ -136,8 +138,13 @@ def _method_rows() -> str:
     from exchange_server.apidoc.openrpc import document
 
     return "".join(f"<tr><td><code>{html.escape(m['name'])}</code></td>"
-                   f"<td>{html.escape(m.get('summary', ''))}</td></tr>"
+                   f"<td>{_inline_code(m.get('summary', ''))}</td></tr>"
                    for m in document()["methods"])
+
+
+def _inline_code(markdown: str) -> str:
+    """A summary's Markdown ``code`` spans as <code>, everything else as text."""
+    return _CODE_RE.sub(r"<code>\1</code>", html.escape(markdown))
 
 
 def _index_page(status: int, title: str, notice: str, names: list[str] | None) -> Page:
