@@ -200,10 +200,13 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._size = 0
         self._too_large = False
+        #: the request's Host and X-Forwarded-Proto headers (pages.py: the OpenRPC servers)
+        self._host: bytes | None = None
+        self._proto: bytes | None = None
         #: complete requests not answered yet: (status to answer without dispatching or 0,
-        #: body, keep-alive, content type of a ready GET response (pages.py) or b"", what its
-        #: ``Authorization`` unlocks)
-        self._queue: deque[tuple[int, bytes, bool, bytes, Grant]] = deque()
+        #: body, keep-alive, the answer to a GET (pages.py) or None, what its ``Authorization``
+        #: unlocks)
+        self._queue: deque[tuple[int, bytes, bool, pages.Answer | None, Grant]] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -234,6 +237,13 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._size = 0
         self._too_large = False
+        self._host = self._proto = None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) == 4 and name.lower() == b"host":
+            self._host = value
+        elif len(name) == 17 and name.lower() == b"x-forwarded-proto":
+            self._proto = value
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -249,11 +259,12 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         body = b"".join(self._body)
         keep_alive = self.parser.should_keep_alive()
-        if not self._too_large and self.parser.get_method() == b"GET":
-            # GET /openrpc.json, the market page and its assets (pages.py); others: 400
-            page = pages.handle_get(self._url, self.app)
+        if not self._too_large and not body and self.parser.get_method() == b"GET":
+            # GET /, /openrpc.json, the market pages and their assets (pages.py); other GETs,
+            # and any GET with a body (a request sent the wrong way): the original's 400
+            page = pages.handle_get(self._url, self.app, self._host, self._proto)
             if page is not None:
-                self._enqueue(page[0], page[1], keep_alive, page[2])
+                self._enqueue(0, b"", keep_alive, page)
                 return
         if self._too_large:
             status = 413
@@ -266,23 +277,24 @@ class HttpProtocol(asyncio.Protocol):
     # -- answering --------------------------------------------------------------------------------
 
     def _enqueue(self, status: int, body: bytes, keep_alive: bool,
-                 content_type: bytes = b"") -> None:
-        self._queue.append((status, body, keep_alive, content_type, self._grant))
+                 page: pages.Answer | None = None) -> None:
+        self._queue.append((status, body, keep_alive, page, self._grant))
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._work())
 
     async def _work(self) -> None:
         try:
             while self._queue and not self._closing:
-                status, body, keep_alive, content_type, grant = self._queue.popleft()
-                if content_type:
-                    self._respond(status, body, close=not keep_alive, content_type=content_type)
-                    continue
+                status, body, keep_alive, page, grant = self._queue.popleft()
                 if status:
                     self._respond(status, b"", close=True)
                     return
+                content_type = b"application/json"
                 try:
-                    status, reply = await self.app.dispatch(body, grant)
+                    if page is not None:
+                        status, reply, content_type = await pages.resolve(page)
+                    else:
+                        status, reply = await self.app.dispatch(body, grant)
                 except BadRequest:
                     self._respond(400, b"", close=True)
                     return
@@ -290,7 +302,7 @@ class HttpProtocol(asyncio.Protocol):
                     log.exception("request failed")
                     self._respond(500, b"", close=True)
                     return
-                self._respond(status, reply, close=not keep_alive)
+                self._respond(status, reply, close=not keep_alive, content_type=content_type)
         finally:
             self._worker = None
 
@@ -313,8 +325,7 @@ class HttpProtocol(asyncio.Protocol):
 
 
 class AdminHttpProtocol(HttpProtocol):
-    """A connection to a gateway with a token: also reads ``Authorization`` (headers cost a
-    Python call each, so the plain protocol does not ask for them)."""
+    """A connection to a gateway with a token: also reads ``Authorization``."""
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -323,3 +334,5 @@ class AdminHttpProtocol(HttpProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) == 13 and name.lower() == b"authorization":
             self._grant = self.app.grant(value)
+        else:
+            super().on_header(name, value)

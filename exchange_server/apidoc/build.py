@@ -339,8 +339,11 @@ replies, in order, with status 200. Inside a batch an unknown method gives the u
 error object, a service that is down gives code 3 "service unavailable" and a timeout code 5.
 An empty array, more than 1,000 requests or any malformed element makes the whole batch a 400.
 
-**GET.** `GET {OPENRPC_PATH}` returns the OpenRPC document; `GET /market/<MARKET>` the live
-market page ([index.md](index.md)). Any other GET is a 400 with an empty body.
+**GET.** `GET /` returns an index page (the markets, linked to their pages, and the API
+reference); `GET {OPENRPC_PATH}` the OpenRPC document, whose `servers` entry is this gateway as
+the client reached it (`Host`, and `X-Forwarded-Proto` from a proxy); `GET /market/<MARKET>` the
+live market page, or a 404 page listing the markets when there is no such market
+([index.md](index.md)). Any other GET is a 400 with an empty body, as in the original.
 
 ## Conventions
 
