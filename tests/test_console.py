@@ -298,6 +298,36 @@ def test_user_id_as_strtoul(text: str, user: int) -> None:
     assert user_id_arg(text) == user
 
 
+async def test_a_console_off_loopback_is_warned_about(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    config = load_matchengine(default_matchengine_data(), embedded=True)
+    console_ = Console(MatchEngineService(config, SqliteEngineStore(tmp_path)))
+    for host, warned in (("127.0.0.1", False), ("0.0.0.0", True)):
+        server = ConsoleServer(console_)
+        caplog.clear()
+        await server.start(SockAddr("tcp", host, 0))
+        await server.stop()
+        assert ("not a loopback address" in caplog.text) is warned, host
+
+
+async def test_console_on_a_unix_socket(tmp_path: Path) -> None:
+    config = load_matchengine(default_matchengine_data(), embedded=True)
+    server = ConsoleServer(Console(MatchEngineService(config, SqliteEngineStore(tmp_path))))
+    path = tmp_path / "me-cli.sock"
+    path.write_text("stale")  # a left-over file is replaced, as the original's listeners do
+    await server.start(parse_console_address(f"stream@{path}"))
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        writer.write(b"status\nnosuch\n")
+        writer.write_eof()
+        reply = await asyncio.wait_for(reader.read(), WAIT)
+        writer.close()
+    finally:
+        await server.stop()
+    assert reply.startswith(b"order last ID: 0\n") and reply.endswith(b"command not found\n")
+    assert not path.exists()
+
+
 def test_console_address_from_config() -> None:
     assert parse_console_address("tcp@127.0.0.1:7317") == SockAddr("tcp", "127.0.0.1", 7317)
     assert parse_console_address("stream@/tmp/x.sock").path == "/tmp/x.sock"

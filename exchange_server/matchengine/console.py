@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import re
@@ -305,6 +306,13 @@ def parse_console_address(text: str) -> SockAddr:
     return addr
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 class ConsoleServer:
     """Serves a :class:`Console` on one address with asyncio streams."""
 
@@ -324,6 +332,9 @@ class ConsoleServer:
         except OSError as e:
             raise OSError(e.errno, f"console: cannot listen on {addr}: {e.strerror or e}") from e
         log.info("console listening on %s", self.address)
+        if addr.kind == "tcp" and not _is_loopback(addr.host):
+            log.warning("console on %s, not a loopback address: whoever reaches it reads every "
+                        "balance and can trigger slices", self.address)
 
     async def _listen(self, addr: SockAddr) -> None:
         # limit: the longest line is MAX_LINE bytes with its "\n" (readuntil counts without)
