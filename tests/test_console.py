@@ -25,6 +25,9 @@ from typing import Any
 
 import pytest
 
+from exchange_server.bus.mark import MarkFile
+from exchange_server.bus.memory import InProcessBus
+from exchange_server.bus.publisher import BusPublisher
 from exchange_server.common.config import ConfigError, default_matchengine_data, load_matchengine
 from exchange_server.matchengine.console import (
     MAX_LINE,
@@ -34,6 +37,7 @@ from exchange_server.matchengine.console import (
     split_args,
     user_id_arg,
 )
+from exchange_server.matchengine.follower import FollowerProcess, FollowerSpec
 from exchange_server.matchengine.service import MatchEngineService
 from exchange_server.matchengine.store import EngineStore
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
@@ -308,6 +312,42 @@ async def test_a_console_off_loopback_is_warned_about(tmp_path: Path,
         await server.start(SockAddr("tcp", host, 0))
         await server.stop()
         assert ("not a loopback address" in caplog.text) is warned, host
+
+
+async def test_status_counts_the_real_backlogs(tmp_path: Path) -> None:
+    """Not zeros: the log's uncommitted operations, the follower's backlog, the bus's
+    unacknowledged messages."""
+    config = load_matchengine(default_matchengine_data(), embedded=True)
+    store = SqliteEngineStore(tmp_path)
+    store.open()
+    service = MatchEngineService(config, store)
+    mark = MarkFile(tmp_path / "bus.mark")
+    publisher = BusPublisher(InProcessBus(mark), mark)  # never started: nothing acknowledged
+    service.add_sink(publisher)
+    # never started either: it applies nothing
+    follower = FollowerProcess(FollowerSpec(config.raw, True, str(tmp_path), "sqlite"))
+    console_ = Console(service, follower, publisher)
+
+    async def status() -> dict[str, str]:
+        lines = (await console_.execute(b"status\n")).decode().splitlines()
+        return {line.rpartition(" ")[0].rstrip(":"): line.rpartition(" ")[2] for line in lines}
+
+    service.execute("balance.update", [1, "BTC", "deposit", 1, "10", {}])
+    assert (await status())["operlog pending"] == "1"  # not committed: the service is not running
+    await service.start()
+    try:
+        await service.flush()
+        counters = await status()
+        assert counters["operlog last ID"] == "1" and counters["operlog pending"] == "0"
+        assert counters["history pending"] == "1"  # the follower has not applied operation 1
+        assert counters["message balances pending"] == "1"
+        assert counters["message deals pending"] == counters["message orders pending"] == "0"
+        follower.applied.value = 1
+        follower.pending.value = 3  # three history rows not written yet
+        assert (await status())["history pending"] == "3"
+    finally:
+        await service.stop(final_slice=False)
+        store.close()
 
 
 async def test_console_on_a_unix_socket(tmp_path: Path) -> None:
