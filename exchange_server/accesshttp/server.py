@@ -23,11 +23,10 @@ from collections import deque
 from typing import Any
 
 import httptools
-import orjson
 
 from exchange_server.accesshttp import pages
 from exchange_server.accesshttp.routes import ADMIN_METHODS, ROUTES
-from exchange_server.common import jsonfmt, metrics
+from exchange_server.common import exactjson, jsonfmt, metrics
 from exchange_server.common.backend import Backend
 from exchange_server.common.errors import (
     METHOD_NOT_FOUND,
@@ -120,8 +119,9 @@ class AccessHttp:
         carried the admin token."""
         self.requests += 1
         try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            # exact: integers beyond 64 bits stay integers (they reach the log and history)
+            data = exactjson.loads(body, lenient_depth=True)
+        except ValueError:
             raise BadRequest from None
         if isinstance(data, list):
             return await self._batch(data, admin)
