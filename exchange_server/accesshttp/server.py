@@ -78,6 +78,11 @@ class BadRequest(Exception):
     """The body is not a valid request: answer 400 with no body and close."""
 
 
+#: Request ids the gateway takes: a signed or unsigned 64-bit integer.
+_ID_MIN = -2**63
+_ID_MAX = 2**64 - 1
+
+
 def parse_request(item: Any) -> tuple[str, list[Any], int]:
     if not isinstance(item, dict):
         raise BadRequest
@@ -85,6 +90,8 @@ def parse_request(item: Any) -> tuple[str, list[Any], int]:
     params = item.get("params")
     req_id = item.get("id")
     if type(method) is not str or type(params) is not list or type(req_id) is not int:
+        raise BadRequest
+    if not _ID_MIN <= req_id <= _ID_MAX:  # beyond what any JSON parser of ours ever took as an id
         raise BadRequest
     return method, params, req_id
 
