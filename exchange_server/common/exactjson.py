@@ -50,14 +50,19 @@ def loads(data: bytes | bytearray | memoryview | str, *, lenient_depth: bool = F
     ``lenient_depth``: then orjson's reading is given as it is (long integers as floats).
     Request readers use that, because such params are refused by the services' much lower depth
     limit anyway, and must be answered with code 1 rather than dropped."""
-    if isinstance(data, memoryview | bytearray):
-        data = bytes(data)
+    if type(data) is str:
+        pattern = _LONG_DIGITS_TEXT
+    else:
+        if type(data) is not bytes:
+            data = bytes(data)
+        pattern = _LONG_DIGITS_BYTES
     value = orjson.loads(data)  # orjson.JSONDecodeError is a ValueError
-    if _may_be_deep(data) and json_depth(value, EXACT_MAX_DEPTH) > EXACT_MAX_DEPTH:
+    # a text shorter than 2 * EXACT_MAX_DEPTH cannot nest deeper (the common case: no walk)
+    if (len(data) > 2 * EXACT_MAX_DEPTH and _may_be_deep(data)
+            and json_depth(value, EXACT_MAX_DEPTH) > EXACT_MAX_DEPTH):
         if lenient_depth:
             return value
         raise JsonTooDeep(f"JSON nested deeper than {EXACT_MAX_DEPTH}")
-    pattern = _LONG_DIGITS_TEXT if isinstance(data, str) else _LONG_DIGITS_BYTES
     if pattern.search(data) is None:  # type: ignore[arg-type]
         return value
     try:
