@@ -50,12 +50,8 @@ def loads(data: bytes | bytearray | memoryview | str, *, lenient_depth: bool = F
     ``lenient_depth``: then orjson's reading is given as it is (long integers as floats).
     Request readers use that, because such params are refused by the services' much lower depth
     limit anyway, and must be answered with code 1 rather than dropped."""
-    if type(data) is str:
-        pattern = _LONG_DIGITS_TEXT
-    else:
-        if type(data) is not bytes:
-            data = bytes(data)
-        pattern = _LONG_DIGITS_BYTES
+    if isinstance(data, memoryview | bytearray):
+        data = bytes(data)
     value = orjson.loads(data)  # orjson.JSONDecodeError is a ValueError
     # a text shorter than 2 * EXACT_MAX_DEPTH cannot nest deeper (the common case: no walk)
     if (len(data) > 2 * EXACT_MAX_DEPTH and _may_be_deep(data)
@@ -63,12 +59,18 @@ def loads(data: bytes | bytearray | memoryview | str, *, lenient_depth: bool = F
         if lenient_depth:
             return value
         raise JsonTooDeep(f"JSON nested deeper than {EXACT_MAX_DEPTH}")
-    if pattern.search(data) is None:  # type: ignore[arg-type]
+    if not _has_long_digits(data):
         return value
     try:
         return json.loads(data)
     except RecursionError as e:  # pragma: no cover - depth is bounded above
         raise JsonTooDeep(f"JSON nested too deeply: {e}") from None
+
+
+def _has_long_digits(data: bytes | str) -> bool:
+    if isinstance(data, str):
+        return _LONG_DIGITS_TEXT.search(data) is not None
+    return _LONG_DIGITS_BYTES.search(data) is not None
 
 
 def _may_be_deep(data: bytes | str) -> bool:
