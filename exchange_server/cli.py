@@ -35,6 +35,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         http_host=args.host,
         http_port=args.http_port,
         admin_token=args.admin_token or os.environ.get("EXCHANGE_ADMIN_TOKEN") or None,
+        api_token=args.api_token or os.environ.get("EXCHANGE_API_TOKEN") or None,
+        public_port=args.public_port,
         storage=args.storage,
         disabled=set(args.disable or []),
         ws_host=args.host,
@@ -115,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--admin-token", default=None,
                      help="bearer token that unlocks the admin methods (config.*) on the HTTP "
                           "port (default: $EXCHANGE_ADMIN_TOKEN; none: they are refused)")
+    run.add_argument("--api-token", default=None,
+                     help="bearer token that every non-public method needs on the HTTP port "
+                          "(default: $EXCHANGE_API_TOKEN; none: the port is trusted as is)")
+    run.add_argument("--public-port", type=int, default=None,
+                     help="also serve only the public market-data methods and pages on this "
+                          "port (what may face the internet)")
     run.add_argument("--storage", choices=["sqlite", "mysql"], default="sqlite",
                      help="operation log and slices: SQLite under --data-dir, or MySQL/MariaDB "
                      "at the config's db_log")
