@@ -304,3 +304,21 @@ def test_guard_follows_frames_in_any_chunking(chunk: int) -> None:
     assert reader.eof and unmasked == [1]
     assert transport.written == CLOSE_PROTOCOL_ERROR and transport.closing
     assert results[-1] == (True, b"")
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+
+def test_bounds_are_configurable_with_safe_defaults() -> None:
+    from exchange_server.accessws.config import AccessWsConfig, load_accessws
+    from exchange_server.common.config import ConfigError
+
+    default = load_accessws({}, embedded=True)
+    assert (default.handshake_timeout, default.max_connections) == (10.0, 10000)
+    assert (AccessWsConfig().handshake_timeout, AccessWsConfig().max_connections) == (10.0, 10000)
+    custom = load_accessws({"handshake_timeout": 2.5, "max_connections": 0}, embedded=True)
+    assert (custom.handshake_timeout, custom.max_connections) == (2.5, 0)
+    for bad in ({"handshake_timeout": -1}, {"handshake_timeout": "10"},
+                {"max_connections": -1}, {"max_connections": 1.5}):
+        with pytest.raises(ConfigError):
+            load_accessws(bad, embedded=True)
