@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,6 +48,11 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     st = await Stack(tmp_path, config=config, readhistory=False).start()
     yield st
     await st.stop()
+
+
+def _all_received(report: dict[str, Any], live: int) -> bool:
+    deals = report["deals"]
+    return len(deals) == 3 and all(f["received"] == live for f in deals.values())
 
 
 async def test_5000_subscribers_and_dead_clients(stack: Stack) -> None:
@@ -82,8 +88,13 @@ async def test_5000_subscribers_and_dead_clients(stack: Stack) -> None:
         for _ in range(3):
             await stack.me("order.put_market", taker, MARKET, 2, "1", "0.001", "load")
             await asyncio.sleep(0.3)
-        await asyncio.sleep(1.0)
+        # until every live subscriber got all three (or the deadline: the asserts below say who
+        # missed what)
         report = await swarm.report()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _all_received(report, N - DEAD):
+            await asyncio.sleep(0.1)
+            report = await swarm.report()
     finally:
         await swarm.stop()
 
