@@ -12,7 +12,16 @@ The matching process watches the follower through two shared counters (its last 
 operation and its unwritten history rows) for backpressure, and restarts it if it dies.  A third
 counter, set by the matching process, is the last operation acknowledged durable: the follower
 never applies a record beyond it, so a commit that was refused (timed out, then landed after
-all, and deleted again by the engine's recovery) never reaches the history.
+all, and deleted again by the engine's recovery) never reaches the history.  A store that
+cannot be opened (full disk, database down) is one error line and an ordinary exit: the
+matching process restarts the follower a second later.
+
+A log record the follower cannot decode or apply is fatal (docs/operations.md, "A log record
+that cannot be replayed"): retrying cannot help and skipping it would lose its history.  The
+follower logs one fatal line naming the operation id and exits with :data:`FATAL_EXIT`; the
+matching process logs the fatal alert and does NOT restart it.  History then stops at the
+operation before, and the engine refuses writes with code 3 once it is ``max_lag`` operations
+ahead (the ordinary backpressure), until an operator repairs the cause and restarts.
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ log = logging.getLogger("exchange_server.follower")
 POLL_INTERVAL = 0.002
 #: Operations the follower may lag behind before the engine refuses writes (code 3).
 DEFAULT_MAX_LAG = 200_000
+#: Exit status of a follower stopped by a log record it cannot decode or apply (not restarted).
+FATAL_EXIT = 75
 
 
 @dataclass(frozen=True)
@@ -89,18 +100,30 @@ def _build(spec: FollowerSpec) -> tuple[Any, Any, Any]:
 def follower_main(spec: FollowerSpec, applied: Any, pending: Any,
                   stop: multiprocessing.synchronize.Event, parent: int, limit: Any) -> None:
     """The follower process: restore, then apply every new log record until told to stop;
-    on stop, apply what is left and write all history before exiting."""
+    on stop, apply what is left and write all history before exiting.  A record that cannot
+    be decoded or applied ends it with FATAL_EXIT after one fatal log line."""
     logs.setup(spec.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _follow(spec, applied, pending, stop, parent, limit)
+    except StoreError as e:
+        log.critical("history follower stopped: %s; history stays at operation %d until this is "
+                     "repaired and the service restarted", e, applied.value)
+        logging.shutdown()
+        os._exit(FATAL_EXIT)
+
+
+def _follow(spec: FollowerSpec, applied: Any, pending: Any,
+            stop: multiprocessing.synchronize.Event, parent: int, limit: Any) -> None:
     store, service, history = _build(spec)
     try:
         store.open()
-        gctune.tune()
-        service.restore()
     except StoreError as e:
         # e.g. a full disk: one line, and the parent restarts us a second later
         log.error("history follower cannot start: %s", e)
         sys.exit(1)
+    gctune.tune()
+    service.restore()
     gctune.freeze_startup_state()
     history.start()
     applied.value = service.oper_id
@@ -123,11 +146,15 @@ def follower_main(spec: FollowerSpec, applied: Any, pending: Any,
                     pending.value = history.pending_rows
             applied.value = service.oper_id
             pending.value = history.pending_rows
+            if history.failure is not None:
+                raise StoreError(history.failure)
             if stopping:
                 break
             if not count:
                 time.sleep(POLL_INTERVAL)
     finally:
+        # what was applied before a bad record is still written
+        applied.value = service.oper_id
         history.stop(timeout=30)
         pending.value = history.pending_rows
         store.close()
@@ -149,6 +176,8 @@ class FollowerProcess:
         self._stop = self._ctx.Event()
         self._process: Any = None
         self.restarts = 0
+        #: Set when the follower stopped on a record it cannot apply (it is not restarted).
+        self.failed = False
 
     def create_schema(self) -> None:
         """Create the history tables now: the follower does too, but readhistory may be asked
@@ -172,11 +201,22 @@ class FollowerProcess:
         self._process.start()
 
     def check(self) -> None:
-        """Restart the follower if it died (it resumes from its own history mark)."""
-        if self._process is not None and not self._process.is_alive():
-            log.error("history follower exited with %s: restarting", self._process.exitcode)
-            self.restarts += 1
-            self.start()
+        """Restart the follower if it died (it resumes from its own history mark), unless it
+        stopped on a log record it cannot apply: that is alerted once and left stopped."""
+        if self.failed or self._process is None or self._process.is_alive():
+            return
+        code = self._process.exitcode
+        if code == FATAL_EXIT:
+            self.failed = True
+            log.critical("history follower stopped on operation %d, a log record it cannot "
+                         "decode or apply (its reason is logged above); history stays at "
+                         "operation %d and writes are refused with code 3 once %d operations "
+                         "behind; repair the cause and restart the service", self.applied.value + 1,
+                         self.applied.value, self.max_lag)
+            return
+        log.error("history follower exited with %s: restarting", code)
+        self.restarts += 1
+        self.start()
 
     def set_durable(self, oper_id: int) -> None:
         """The engine's hook: operations up to ``oper_id`` are durable and acknowledged."""

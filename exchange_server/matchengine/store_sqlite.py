@@ -1,10 +1,11 @@
 """The embedded backend of :class:`EngineStore`: SQLite files in the data directory.
 
 ``<dir>/trade_log.sqlite`` holds the operation log, table ``operlog(id, time, detail, checksum)``:
-the original's columns (detail is the JSON text ``{"method": ..., "params": [...]}`` with sorted
-keys) and the record's CRC-32 (:func:`~exchange_server.matchengine.store.record_checksum`, added
-to older files on open; NULL = not checksummed), and a one-row ``probe`` table written to test
-that the disk takes writes again.  ``append`` is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` under
+the original's columns (detail is the JSON text ``{"method": ..., "params": [...]}``, keys in the
+client's order: see logcodec) and the record's CRC-32
+(:func:`~exchange_server.matchengine.store.record_checksum`, added to older files on open; NULL =
+not checksummed), and a one-row ``probe`` table written to test that the disk takes writes
+again.  ``append`` is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` under
 ``synchronous=FULL``, so a batch is durable when it returns.
 
 ``<dir>/slices.sqlite`` holds the slices, in a separate file so that a forked child writing a
@@ -25,15 +26,14 @@ holds a connection to it when it forks, and a clone (see :meth:`SqliteEngineStor
 opens the log file if the child really uses the log.  SQLite must not be in use by another
 thread of the parent at the moment of ``fork()`` (its internal mutexes would be copied locked).
 
-The operlog detail codec (:func:`encode_detail`, :func:`decode_detail`) is shared with the MySQL
-backend.
+The operlog detail codec (:func:`encode_detail`, :func:`decode_detail`) lives in
+:mod:`exchange_server.matchengine.logcodec`, shared with the MySQL backend.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -42,9 +42,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
-
 from exchange_server.matchengine.engine import EngineState
+from exchange_server.matchengine.logcodec import decode_detail, encode_detail
 from exchange_server.matchengine.model import Order, Stop
 from exchange_server.matchengine.store import (
     EngineStore,
@@ -66,43 +65,6 @@ SLICE_FILE = "slices.sqlite"
 
 #: Rows per query when reading the operation log.
 PAGE = 1000
-
-# -- operlog detail codec (shared with store_mysql) -----------------------------------------------
-
-# orjson reads integers beyond 64 bits as floats; texts with such long digit runs are parsed by
-# the standard library instead (a 20-digit run may also be a u64 or sit inside a string: that
-# only costs the slower parser, never exactness).
-_LONG_DIGITS = re.compile(r"\d{20}")
-
-
-def encode_detail(method: str, params: list[Any]) -> str:
-    """The operlog ``detail`` text: compact JSON with sorted keys.
-
-    Raises TypeError when ``params`` holds something that is not a JSON value."""
-    obj = {"method": method, "params": params}
-    try:
-        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
-    except TypeError:
-        # orjson refuses integers beyond 64 bits; the standard library writes them exactly.
-        return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
-                          allow_nan=False)
-
-
-def decode_detail(text: str | bytes | None, oper_id: int) -> tuple[str, list[Any]]:
-    """``(method, params)`` of a stored detail; StoreError if it is not a valid one."""
-    if text is None:
-        raise StoreError(f"operlog id {oper_id}: detail is NULL")
-    try:
-        if isinstance(text, bytes):
-            text = text.decode()
-        obj = json.loads(text) if _LONG_DIGITS.search(text) else orjson.loads(text)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise StoreError(f"operlog id {oper_id}: detail is not valid JSON: {e}") from e
-    if (not isinstance(obj, dict) or not isinstance(obj.get("method"), str)
-            or not isinstance(obj.get("params"), list)):
-        raise StoreError(f"operlog id {oper_id}: detail lacks a method name or params array")
-    return obj["method"], obj["params"]
-
 
 # -- slice rows ---------------------------------------------------------------------------------
 
