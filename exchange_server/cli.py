@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from exchange_server.accesshttp.limits import HttpLimits
 from exchange_server.common import logs
 from exchange_server.common.config import (
     ConfigError,
@@ -33,6 +34,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         http_host=args.host,
         http_port=args.http_port,
         admin_token=args.admin_token or os.environ.get("EXCHANGE_ADMIN_TOKEN") or None,
+        http_limits=HttpLimits(
+            keep_alive=args.http_keep_alive, request_timeout=args.http_request_timeout,
+            max_connections=args.http_max_connections, max_pipeline=args.http_max_pipeline,
+            max_body_size=args.http_max_body),
         storage=args.storage,
         disabled=set(args.disable or []),
         ws_host=args.host,
@@ -109,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--admin-token", default=None,
                      help="bearer token that unlocks the admin methods (config.*) on the HTTP "
                           "port (default: $EXCHANGE_ADMIN_TOKEN; none: they are refused)")
+    limits = HttpLimits()
+    run.add_argument("--http-keep-alive", type=float, default=limits.keep_alive, metavar="SECONDS",
+                     help="close idle HTTP keep-alive connections after this long (svr.keep_alive)")
+    run.add_argument("--http-request-timeout", type=float, default=limits.request_timeout,
+                     metavar="SECONDS", help="close an HTTP connection that takes longer to send a "
+                     "request's headers and body, or to take a reply")
+    run.add_argument("--http-max-connections", type=int, default=limits.max_connections,
+                     help="open HTTP connections; more are closed at once")
+    run.add_argument("--http-max-pipeline", type=int, default=limits.max_pipeline,
+                     help="requests read ahead per HTTP connection (a batch counts as its size)")
+    run.add_argument("--http-max-body", type=int, default=limits.max_body_size, metavar="BYTES",
+                     help="largest HTTP request body (svr.max_pkg_size); larger: 413")
     run.add_argument("--storage", choices=["sqlite", "mysql"], default="sqlite",
                      help="operation log and slices: SQLite under --data-dir, or MySQL/MariaDB "
                      "at the config's db_log")

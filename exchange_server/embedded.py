@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from exchange_server.accesshttp.limits import HttpLimits
 from exchange_server.accesshttp.server import AccessHttp
 from exchange_server.accessws.config import AccessWsConfig, load_accessws
 from exchange_server.accessws.server import AccessWs
@@ -52,6 +53,8 @@ class EmbeddedOptions:
     http_timeout: float = 1.0
     #: Bearer token unlocking accesshttp's admin methods (``config.*``); None: always refused.
     admin_token: str | None = None
+    #: what one HTTP client may cost (keep-alive, request timeout, connections, pipeline, sizes)
+    http_limits: HttpLimits = field(default_factory=HttpLimits)
     #: "sqlite" (files under data_dir) or "mysql" (the config's ``db_log`` and ``db_history``).
     storage: str = "sqlite"
     disabled: set[str] = field(default_factory=set)
@@ -141,7 +144,7 @@ class EmbeddedSystem:
                 markets=lambda: list(engine.markets), debug=config.debug)
             backends["marketprice"] = LocalBackend(self.marketprice)
         self.http = AccessHttp(backends, timeout=options.http_timeout,
-                               admin_token=options.admin_token)
+                               admin_token=options.admin_token, limits=options.http_limits)
         self.ws: AccessWs | None = None
         if "accessws" not in options.disabled:
             self.ws = AccessWs(options.ws_config or load_accessws({}, embedded=True), backends,

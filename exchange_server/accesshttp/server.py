@@ -24,8 +24,10 @@ from typing import Any
 
 import httptools
 import orjson
+from prometheus_client import Counter
 
 from exchange_server.accesshttp import pages
+from exchange_server.accesshttp.limits import DEFAULT_MAX_BODY, HttpLimits
 from exchange_server.accesshttp.routes import ADMIN_METHODS, ROUTES
 from exchange_server.common import jsonfmt, metrics
 from exchange_server.common.backend import Backend
@@ -44,12 +46,22 @@ REASONS = {
     403: b"Forbidden",
     404: b"Not Found",
     413: b"Payload Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
     504: b"Gateway Timeout",
 }
 
 #: Most requests one batch may carry.
 BATCH_MAX = 1000
+#: A batch is worked through this many calls at a time, the event loop running in between.
+BATCH_CHUNK = 16
+#: A refused connection is logged at most this often (seconds); all are counted.
+REFUSED_LOG_INTERVAL = 10.0
+
+REFUSED = Counter("exchange_connections_refused_total",
+                  "Connections closed at once because the gateway had its maximum open",
+                  ["service"])
 
 _DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 _MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
@@ -79,6 +91,14 @@ class BadRequest(Exception):
     """The body is not a valid request: answer 400 with no body and close."""
 
 
+def parse_body(body: bytes) -> Any:
+    """A request body's JSON (one request or a batch); BadRequest if it is not JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest from None
+
+
 def parse_request(item: Any) -> tuple[str, list[Any], int]:
     if not isinstance(item, dict):
         raise BadRequest
@@ -94,12 +114,19 @@ class AccessHttp:
     """The gateway: routes each method to its backend and applies the timeout."""
 
     def __init__(self, backends: dict[str, Backend], timeout: float = 1.0,
-                 max_body: int = 102400, admin_token: str | None = None) -> None:
+                 max_body: int = DEFAULT_MAX_BODY, admin_token: str | None = None,
+                 limits: HttpLimits | None = None) -> None:
         self.backends = backends
+        #: what one client may cost (limits.py); ``max_body`` is its ``max_body_size``
+        self.limits = limits or HttpLimits(max_body_size=max_body)
+        self.connections: set[HttpProtocol] = set()
+        #: connections closed at once because ``max_connections`` were open
+        self.refused = 0
+        self._refused_logged = 0.0
         #: the ``Authorization: Bearer`` value that unlocks the admin methods (None: never)
         self.admin_token = admin_token.encode() if admin_token else None
         self.timeout = timeout
-        self.max_body = max_body
+        self.max_body = self.limits.max_body_size
         self.requests = 0
         #: where the market page finds the WebSocket API (pages.py, GET /market-config.json):
         #: a full URL, or accessws' port on the page's host; None: not known here
@@ -118,11 +145,11 @@ class AccessHttp:
     async def dispatch(self, body: bytes, admin: bool = False) -> tuple[int, bytes]:
         """Answer one HTTP request body: (status, response body).  ``admin``: the request
         carried the admin token."""
+        return await self.dispatch_data(parse_body(body), admin)
+
+    async def dispatch_data(self, data: Any, admin: bool = False) -> tuple[int, bytes]:
+        """Answer one request body already parsed (``parse_body``)."""
         self.requests += 1
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise BadRequest from None
         if isinstance(data, list):
             return await self._batch(data, admin)
         method, params, req_id = parse_request(data)
@@ -158,13 +185,32 @@ class AccessHttp:
         if not items or len(items) > BATCH_MAX:
             raise BadRequest
         requests = [parse_request(item) for item in items]
-        replies = await asyncio.gather(*(self._call(m, p, i, admin) for m, p, i in requests))
+        replies: list[tuple[int, bytes]] = []
+        for first in range(0, len(requests), BATCH_CHUNK):
+            if first:
+                await asyncio.sleep(0)  # the engine and other clients between chunks
+            chunk = requests[first:first + BATCH_CHUNK]
+            replies += await asyncio.gather(*(self._call(m, p, i, admin) for m, p, i in chunk))
         bodies = []
         for (status, body), (_, _, req_id) in zip(replies, requests, strict=True):
             if status == 500:
                 body = jsonfmt.error_body(SERVICE_UNAVAILABLE, "service unavailable", req_id)
             bodies.append(body)
         return 200, b"[" + b", ".join(bodies) + b"]"
+
+    def admit(self, connection: HttpProtocol) -> bool:
+        """Count a new connection in, or refuse it (False) when the maximum is open."""
+        if len(self.connections) < self.limits.max_connections:
+            self.connections.add(connection)
+            return True
+        self.refused += 1
+        REFUSED.labels("accesshttp").inc()
+        now = time.monotonic()
+        if now - self._refused_logged >= REFUSED_LOG_INTERVAL:
+            self._refused_logged = now
+            log.warning("accesshttp: %d connections open (max_connections): new ones are closed "
+                        "at once (%d so far)", len(self.connections), self.refused)
+        return False
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
         """Listen on one more address (``reuse_port``: several processes share the port)."""
@@ -187,113 +233,284 @@ class AccessHttp:
             await server.wait_closed()
 
 
-class HttpProtocol(asyncio.Protocol):
-    """One client connection.  Requests are answered in order (pipelining allowed)."""
+class _Refused(Exception):
+    """Raised from a parser callback to stop reading a request over a limit (``status``)."""
 
-    #: the request being read carries the admin token (only AdminHttpProtocol reads headers)
+
+class _Request:
+    """A request read in full and not answered yet: ``status`` to answer without dispatching
+    (0: dispatch ``data``), or a ready GET page (``content_type``)."""
+
+    __slots__ = ("status", "data", "keep_alive", "content_type", "admin", "weight")
+
+    def __init__(self, status: int, data: Any, keep_alive: bool, content_type: bytes = b"",
+                 admin: bool = False, weight: int = 1) -> None:
+        self.status = status
+        self.data = data
+        self.keep_alive = keep_alive
+        self.content_type = content_type
+        self.admin = admin
+        self.weight = weight
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection.  Requests are answered in order (pipelining allowed).
+
+    What a client may cost is bounded (limits.py): the request line, headers and body while
+    they are read (pieces kept in lists, refused as soon as a limit is passed, the body from its
+    Content-Length before it is read); the requests read ahead (``max_pipeline``, a batch counts
+    as its N requests: beyond it the socket is not read, ``pause_reading``); the replies waiting
+    to be sent (no request is worked on while the transport is above its high-water mark,
+    ``pause_writing``); and time (``keep_alive`` when idle, ``request_timeout`` to send a request
+    or to take a reply)."""
+
+    #: the request being read carries the admin token (set by AdminHttpProtocol)
     _admin = False
 
     def __init__(self, app: AccessHttp) -> None:
         self.app = app
+        self.limits = app.limits
+        self.loop = asyncio.get_running_loop()
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
+        self._url: list[bytes] = []
+        self._url_size = 0
+        self._head_size = 0
+        self._head_chunks = 0
+        self._in_head = False
+        self._began = False
+        self._in_message = False
+        self._limit_status = 0
         self._body: list[bytes] = []
-        self._url = b""
-        self._size = 0
-        self._too_large = False
-        #: complete requests not answered yet: (status to answer without dispatching or 0,
-        #: body, keep-alive, content type of a ready GET response (pages.py) or b"", carries
-        #: the admin token)
-        self._queue: deque[tuple[int, bytes, bool, bytes, bool]] = deque()
+        self._body_size = 0
+        self._queue: deque[_Request] = deque()
+        #: requests queued or being answered, a batch counting as its N requests
+        self._pending = 0
+        self._reading = True
+        self._refused = False
+        self._lingering = False
+        self._writable = asyncio.Event()
+        self._writable.set()
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if not self.app.admit(self):
+            self._closing = True
+            transport.close()
+            return
+        self._arm_read(self.limits.keep_alive)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self.app.connections.discard(self)
+        for timer in (self._read_timer, self._write_timer):
+            if timer is not None:
+                timer.cancel()
+        self._queue.clear()
+        self._body = []
+        self._url = []
+        self._writable.set()
         if self._worker is not None:
             self._worker.cancel()
 
+    def eof_received(self) -> bool:
+        if self._lingering and self.transport is not None:
+            self.transport.close()
+        return False
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+        self._write_timer = self.loop.call_later(self.limits.request_timeout, self._abort)
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
     def data_received(self, data: bytes) -> None:
-        if self._closing:
-            return
+        if self._closing or self._refused:
+            return  # dropped (lingering close, see _close)
+        self._began = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._respond(400, b"", close=True)
+            self._refuse(400)
+            return
         except httptools.HttpParserError:
-            self._respond(400, b"", close=True)
+            self._refuse(self._limit_status or 400)
+            return
+        if self._in_head and not self._began:
+            # the whole chunk belongs to a request line and headers not complete yet
+            self._head_chunks += len(data)
+            if self._head_chunks > self.limits.max_url_size + self.limits.max_header_size:
+                self._refuse(431)
+                return
+        if self._pending >= self.limits.max_pipeline and self._reading:
+            self._pause_reading()
 
     # -- httptools callbacks ----------------------------------------------------------------------
 
+    def _over(self, status: int) -> _Refused:
+        self._limit_status = status
+        return _Refused(status)
+
     def on_message_begin(self) -> None:
+        self._url = []
+        self._url_size = 0
+        self._head_size = 0
+        self._head_chunks = 0
+        self._in_head = True
+        self._in_message = True
+        self._began = True
         self._body = []
-        self._url = b""
-        self._size = 0
-        self._too_large = False
+        self._body_size = 0
+        if self._reading:
+            self._arm_read(self.limits.request_timeout)
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        self._url_size += len(url)
+        if self._url_size > self.limits.max_url_size:
+            raise self._over(414)
+        self._url.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if len(name) == 14 and name.lower() == b"content-length":
+            try:
+                too_large = int(value) > self.limits.max_body_size
+            except ValueError:
+                too_large = False  # the parser refuses it
+            if too_large:
+                raise self._over(413)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._head_size > self.limits.max_header_size:
+            raise self._over(431)
 
     def on_body(self, body: bytes) -> None:
-        self._size += len(body)
-        if self._size > self.app.max_body:
-            self._too_large = True
-            self._body = []
-        elif not self._too_large:
-            self._body.append(body)
+        self._body_size += len(body)
+        if self._body_size > self.limits.max_body_size:
+            raise self._over(413)
+        self._body.append(body)
 
     def on_message_complete(self) -> None:
         body = b"".join(self._body)
+        self._body = []
+        self._in_message = False
         keep_alive = self.parser.should_keep_alive()
-        if not self._too_large and self.parser.get_method() == b"GET":
+        method = self.parser.get_method()
+        self._cancel_read_timer()
+        if method == b"GET":
             # GET /openrpc.json, the market page and its assets (pages.py); others: 400
-            page = pages.handle_get(self._url, self.app)
+            page = pages.handle_get(b"".join(self._url), self.app)
             if page is not None:
-                self._enqueue(page[0], page[1], keep_alive, page[2])
+                self._enqueue(_Request(page[0], page[1], keep_alive, page[2]))
                 return
-        if self._too_large:
-            status = 413
-        elif self.parser.get_method() != b"POST" or not body:
-            status = 400
-        else:
-            status = 0
-        self._enqueue(status, body, keep_alive)
+        if method != b"POST" or not body:
+            self._enqueue(_Request(400, None, False))
+            return
+        try:
+            data = parse_body(body)
+        except BadRequest:
+            self._enqueue(_Request(400, None, False))
+            return
+        weight = len(data) if isinstance(data, list) and data else 1
+        self._enqueue(_Request(0, data, keep_alive, admin=self._admin, weight=weight))
+
+    # -- flow control and time limits -------------------------------------------------------------
+
+    def _refuse(self, status: int) -> None:
+        """Stop reading; answer ``status`` after the requests before it, then close."""
+        self._refused = True
+        self._pause_reading()
+        self._enqueue(_Request(status, None, False))
+
+    def _pause_reading(self) -> None:
+        if self._reading and self.transport is not None:
+            self._reading = False
+            self._cancel_read_timer()
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if not self._reading and not self._refused and self.transport is not None:
+            self._reading = True
+            self.transport.resume_reading()
+            if self._in_message:
+                self._arm_read(self.limits.request_timeout)
+
+    def _arm_read(self, seconds: float) -> None:
+        self._cancel_read_timer()
+        self._read_timer = self.loop.call_later(seconds, self._abort)
+
+    def _cancel_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _abort(self) -> None:
+        """Idle past keep_alive, too slow to send a request or to take a reply: close."""
+        transport = self.transport
+        if transport is not None and not self._closing:
+            self._closing = True
+            transport.abort()
 
     # -- answering --------------------------------------------------------------------------------
 
-    def _enqueue(self, status: int, body: bytes, keep_alive: bool,
-                 content_type: bytes = b"") -> None:
-        self._queue.append((status, body, keep_alive, content_type, self._admin))
-        if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._work())
+    def _enqueue(self, request: _Request) -> None:
+        self._queue.append(request)
+        self._pending += request.weight
+        if self._worker is None and not self._closing:
+            self._worker = self.loop.create_task(self._work())
 
     async def _work(self) -> None:
         try:
             while self._queue and not self._closing:
-                status, body, keep_alive, content_type, admin = self._queue.popleft()
-                if content_type:
-                    self._respond(status, body, close=not keep_alive, content_type=content_type)
+                if not self._writable.is_set():
+                    await self._writable.wait()
                     continue
-                if status:
-                    self._respond(status, b"", close=True)
+                request = self._queue[0]
+                if not await self._answer(request):
                     return
-                try:
-                    status, reply = await self.app.dispatch(body, admin)
-                except BadRequest:
-                    self._respond(400, b"", close=True)
-                    return
-                except Exception:
-                    log.exception("request failed")
-                    self._respond(500, b"", close=True)
-                    return
-                self._respond(status, reply, close=not keep_alive)
+                self._queue.popleft()
+                self._pending -= request.weight
+                if self._pending < self.limits.max_pipeline:
+                    self._resume_reading()
+                await asyncio.sleep(0)  # other connections and the engine between requests
         finally:
             self._worker = None
+            if not self._closing and not self._queue and self._reading and not self._in_message:
+                self._arm_read(self.limits.keep_alive)
+
+    async def _answer(self, request: _Request) -> bool:
+        """Answer one request; False when the connection was closed."""
+        if request.content_type:
+            self._respond(request.status, request.data, close=not request.keep_alive,
+                          content_type=request.content_type)
+            return request.keep_alive
+        if request.status:
+            self._respond(request.status, b"", close=True)
+            return False
+        try:
+            status, reply = await self.app.dispatch_data(request.data, request.admin)
+        except BadRequest:
+            self._respond(400, b"", close=True)
+            return False
+        except Exception:
+            log.exception("request failed")
+            self._respond(500, b"", close=True)
+            return False
+        self._respond(status, reply, close=not request.keep_alive)
+        return request.keep_alive
 
     def _respond(self, status: int, body: bytes, close: bool,
                  content_type: bytes = b"application/json") -> None:
@@ -308,19 +525,35 @@ class HttpProtocol(asyncio.Protocol):
             head += b"Connection: close\r\n"
         transport.write(head + b"\r\n" + body)
         if close:
-            self._closing = True
-            self._queue.clear()
+            self._close(transport)
+
+    def _close(self, transport: asyncio.Transport) -> None:
+        """Close after the last reply.  A request refused before it was read in full is
+        followed by more of it: closing at once would reset the connection and the client
+        could lose the reply, so (as nginx's lingering close) the write side is shut and what
+        still comes is read and dropped until the client closes or ``request_timeout``."""
+        self._closing = True
+        self._queue.clear()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+        # a client that does not take the last reply must not keep the socket forever
+        self._write_timer = self.loop.call_later(self.limits.request_timeout, transport.abort)
+        if self._refused and transport.can_write_eof():
+            self._lingering = True
+            transport.write_eof()
+            transport.resume_reading()
+        else:
             transport.close()
 
 
 class AdminHttpProtocol(HttpProtocol):
-    """A connection to a gateway with an admin token: also reads ``Authorization`` (headers
-    cost a Python call each, so the plain protocol does not ask for them)."""
+    """A connection to a gateway with an admin token: also checks ``Authorization``."""
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._admin = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
         if len(name) == 13 and name.lower() == b"authorization":
             self._admin = self.app.is_admin(value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from exchange_server.accesshttp.limits import HttpLimits, read_http_limits
 from exchange_server.accesshttp.server import AccessHttp
 from exchange_server.common.backend import Backend
 from exchange_server.common.config import ConfigError, Node, SvrConfig, read_svr
@@ -26,11 +27,15 @@ class AccessHttpConfig:
     #: Extension: the bearer token that unlocks the admin methods (``config.*``); none = they
     #: are always refused.
     admin_token: str | None = None
+    #: what one client may cost: the ``svr`` block's keep_alive, request_timeout,
+    #: max_connections, max_pipeline, max_url_size, max_header_size and max_pkg_size
+    limits: HttpLimits = HttpLimits()
 
 
 def load_accesshttp(data: Any) -> AccessHttpConfig:
     root = Node(data)
-    svr = read_svr(root.obj("svr"))
+    svr_node = root.obj("svr")
+    svr = read_svr(svr_node)
     for i, text in enumerate(svr.bind):
         try:
             if parse_sock_addr(text).kind != "tcp":
@@ -42,6 +47,7 @@ def load_accesshttp(data: Any) -> AccessHttpConfig:
         backends={name: read_rpc_client(root.obj(name)) for name in BACKENDS},
         timeout=root.real("timeout", 1.0, 0.001),
         admin_token=root.string("admin_token", None) or None,
+        limits=read_http_limits(svr_node, svr.max_pkg_size),
     )
 
 
@@ -51,8 +57,8 @@ class StandaloneAccessHttp:
         self.clients: dict[str, RpcClient] = {
             name: make_client(cfg) for name, cfg in config.backends.items()}
         backends: dict[str, Backend] = dict(self.clients)
-        self.http = AccessHttp(backends, timeout=config.timeout,
-                               max_body=config.svr.max_pkg_size, admin_token=config.admin_token)
+        self.http = AccessHttp(backends, timeout=config.timeout, admin_token=config.admin_token,
+                               limits=config.limits)
 
     async def start(self) -> None:
         for client in self.clients.values():
