@@ -27,6 +27,7 @@ from exchange_server.bus.publisher import BusPublisher
 from exchange_server.common import gctune
 from exchange_server.common.backend import Backend, LocalBackend
 from exchange_server.common.config import ConfigError, MatchEngineConfig, MysqlConfig
+from exchange_server.common.looplag import LoopLagProbe
 from exchange_server.common.metrics import MetricsServer
 from exchange_server.marketprice.service import MarketPriceService
 from exchange_server.marketprice.store_sqlite import SqliteStore as MarketSqliteStore
@@ -151,6 +152,7 @@ class EmbeddedSystem:
                                self.bus)
         self._lock: IO[str] | None = None
         self.metrics = MetricsServer()
+        self.loop_lag = LoopLagProbe()
         register_gauges(self.matchengine, self.follower, self.publisher)
 
     async def start(self) -> None:
@@ -174,10 +176,12 @@ class EmbeddedSystem:
             log.info("accessws listening on ws://%s:%d/", self.options.ws_host, self.ws.port)
             self.http.ws_port = self.ws.port  # the market page finds the WebSocket here
         if self.options.metrics_port:
+            self.loop_lag.start()
             await self.metrics.start(self.options.http_host, self.options.metrics_port)
 
     async def stop(self) -> None:
         await self.metrics.stop()
+        await self.loop_lag.stop()
         if self.ws is not None:
             await self.ws.stop()
         await self.http.stop()

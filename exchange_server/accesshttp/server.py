@@ -54,8 +54,13 @@ REASONS = {
 
 #: Most requests one batch may carry.
 BATCH_MAX = 1000
-#: A batch is worked through this many calls at a time, the event loop running in between.
-BATCH_CHUNK = 16
+#: A batch is worked through a chunk of calls at a time, the event loop running in between;
+#: the chunk is halved while one takes longer than BATCH_SLICE seconds (calls answered in
+#: this process: the loop is held) and doubled while they are quick, up to BATCH_CHUNK.
+BATCH_CHUNK = 32
+BATCH_SLICE = 0.004
+#: Most bytes read and dropped after a refused request before the connection is reset.
+LINGER_BYTES = 1 << 20
 #: A refused connection is logged at most this often (seconds); all are counted.
 REFUSED_LOG_INTERVAL = 10.0
 
@@ -186,11 +191,18 @@ class AccessHttp:
             raise BadRequest
         requests = [parse_request(item) for item in items]
         replies: list[tuple[int, bytes]] = []
-        for first in range(0, len(requests), BATCH_CHUNK):
-            if first:
+        size = BATCH_CHUNK
+        while len(replies) < len(requests):
+            if replies:
                 await asyncio.sleep(0)  # the engine and other clients between chunks
-            chunk = requests[first:first + BATCH_CHUNK]
+            chunk = requests[len(replies):len(replies) + size]
+            started = time.perf_counter()
             replies += await asyncio.gather(*(self._call(m, p, i, admin) for m, p, i in chunk))
+            took = time.perf_counter() - started
+            if took > BATCH_SLICE:
+                size = max(1, size // 2)
+            elif took < BATCH_SLICE / 4:
+                size = min(BATCH_CHUNK, size * 2)
         bodies = []
         for (status, body), (_, _, req_id) in zip(replies, requests, strict=True):
             if status == 500:
@@ -289,6 +301,7 @@ class HttpProtocol(asyncio.Protocol):
         self._reading = True
         self._refused = False
         self._lingering = False
+        self._lingered = 0
         self._writable = asyncio.Event()
         self._writable.set()
         self._worker: asyncio.Task[None] | None = None
@@ -319,6 +332,13 @@ class HttpProtocol(asyncio.Protocol):
         if self._worker is not None:
             self._worker.cancel()
 
+    def _linger(self, size: int) -> None:
+        """Data after a refused request is dropped, up to LINGER_BYTES (then: reset)."""
+        if self._lingering and self.transport is not None:
+            self._lingered += size
+            if self._lingered > LINGER_BYTES:
+                self.transport.abort()
+
     def eof_received(self) -> bool:
         if self._lingering and self.transport is not None:
             self.transport.close()
@@ -338,7 +358,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._closing or self._refused:
-            return  # dropped (lingering close, see _close)
+            self._linger(len(data))
+            return
         self._began = False
         try:
             self.parser.feed_data(data)
@@ -531,7 +552,8 @@ class HttpProtocol(asyncio.Protocol):
         """Close after the last reply.  A request refused before it was read in full is
         followed by more of it: closing at once would reset the connection and the client
         could lose the reply, so (as nginx's lingering close) the write side is shut and what
-        still comes is read and dropped until the client closes or ``request_timeout``."""
+        still comes is read and dropped until the client closes, ``request_timeout`` or
+        LINGER_BYTES."""
         self._closing = True
         self._queue.clear()
         if self._write_timer is not None:
