@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import resource
 import select
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -227,6 +229,34 @@ def test_connections_beyond_the_maximum_are_closed_at_once(small_server: ServerP
         for s in held:
             s.close()
     assert "max_connections" in small_server.log()
+
+
+def test_running_out_of_file_descriptors_does_not_stop_accepting(tmp_path: Path) -> None:
+    """With the open-file limit below max_connections, 400 idle sockets exhaust the server's
+    descriptors: connections beyond are dropped, and once they go it accepts again."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (200, hard))  # inherited by the server only
+    try:
+        srv = ServerProcess(tmp_path / "data", extra=["--http-max-connections", "1000"])
+        srv.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    held = []
+    try:
+        for _ in range(400):
+            with contextlib.suppress(OSError):
+                held.append(socket.create_connection(("127.0.0.1", srv.port), timeout=GENEROUS))
+        for s in held:
+            s.close()
+        held = []
+        deadline = time.monotonic() + GENEROUS
+        while not answered(srv.port):
+            assert time.monotonic() < deadline, "the server stopped accepting"
+        assert "open-file limit" in srv.log()
+    finally:
+        for s in held:
+            s.close()
+        assert srv.stop() == 0
 
 
 # -- pipelines and expensive requests ---------------------------------------------------------------

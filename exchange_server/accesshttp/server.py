@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import resource
 import time
 from collections import deque
 from typing import Any
@@ -59,6 +60,8 @@ BATCH_MAX = 1000
 #: this process: the loop is held) and doubled while they are quick, up to BATCH_CHUNK.
 BATCH_CHUNK = 32
 BATCH_SLICE = 0.004
+#: File descriptors kept for everything but HTTP connections (logs, databases, backends).
+FD_RESERVE = 256
 #: Most bytes read and dropped after a refused request before the connection is reset.
 LINGER_BYTES = 1 << 20
 #: A refused connection is logged at most this often (seconds); all are counted.
@@ -232,6 +235,17 @@ class AccessHttp:
                                           reuse_address=True, reuse_port=reuse_port or None,
                                           backlog=1024)
         self._servers.append(server)
+        self._check_fd_limit()
+
+    def _check_fd_limit(self) -> None:
+        """Past the file-descriptor limit new connections are accepted and dropped at once
+        (the event loop keeps accepting); say so when max_connections cannot be reached."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = self.limits.max_connections + FD_RESERVE
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            log.warning("accesshttp: the open-file limit (%d) is below max_connections + %d (%d):"
+                        " raise it (ulimit -n, LimitNOFILE=) or lower svr.max_connections",
+                        soft, FD_RESERVE, wanted)
 
     @property
     def port(self) -> int:
@@ -346,9 +360,22 @@ class HttpProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writable.clear()
+        self._watch_writes(-1)
+
+    def _watch_writes(self, last_size: int) -> None:
+        """While replies wait above the high-water mark, the client must take some of them
+        every ``request_timeout`` (as nginx's send_timeout), else the connection is closed."""
+        transport = self.transport
+        if self._writable.is_set() or transport is None or transport.is_closing():
+            return
+        size = transport.get_write_buffer_size()
+        if 0 <= last_size <= size:
+            self._abort()
+            return
         if self._write_timer is not None:
             self._write_timer.cancel()
-        self._write_timer = self.loop.call_later(self.limits.request_timeout, self._abort)
+        self._write_timer = self.loop.call_later(self.limits.request_timeout,
+                                                 self._watch_writes, size)
 
     def resume_writing(self) -> None:
         self._writable.set()
