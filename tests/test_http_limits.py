@@ -18,9 +18,13 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from exchange_server.accesshttp.limits import HttpLimits
+from exchange_server.accesshttp.standalone import load_accesshttp
+from exchange_server.common.config import ConfigError
 from exchange_server.marketprice.query import KLINE_MAX_ROWS
 from tests.server import ServerProcess
 
@@ -79,6 +83,31 @@ def status_of(reply: bytes) -> int:
 
 def assert_alive(server: ServerProcess) -> None:
     assert server.call("market.list") is not None
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+
+def accesshttp_config(**svr: Any) -> dict[str, Any]:
+    def client(name: str, port: int) -> dict[str, Any]:
+        return {"name": name, "addr": f"tcp@127.0.0.1:{port}", "max_pkg_size": 2000000}
+
+    return {"svr": {"bind": "tcp@0.0.0.0:8080", "max_pkg_size": 102400, **svr},
+            "matchengine": client("matchengine", 7316), "marketprice": client("marketprice", 7416),
+            "readhistory": client("readhistory", 7424)}
+
+
+def test_limits_come_from_the_svr_block() -> None:
+    assert load_accesshttp(accesshttp_config()).limits == HttpLimits()
+    config = load_accesshttp(accesshttp_config(
+        keep_alive=60, request_timeout=5.5, max_connections=100, max_pipeline=8,
+        max_url_size=4096, max_header_size=8192, max_pkg_size=5000))
+    assert config.limits == HttpLimits(max_url_size=4096, max_header_size=8192, max_body_size=5000,
+                                       keep_alive=60.0, request_timeout=5.5, max_connections=100,
+                                       max_pipeline=8)
+    for bad in ({"keep_alive": 0}, {"max_connections": 0}, {"max_pipeline": "x"}):
+        with pytest.raises(ConfigError):
+            load_accesshttp(accesshttp_config(**bad))
 
 
 # -- sizes ------------------------------------------------------------------------------------------
