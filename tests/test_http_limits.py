@@ -323,6 +323,8 @@ def test_unread_pipeline_keeps_memory_bounded_and_others_answered(server: Server
                 sent += attacker.send(pipeline[sent:sent + 65536])
             except BlockingIOError:
                 continue
+            except (ConnectionResetError, BrokenPipeError):
+                break  # closed: it took no reply for request_timeout
         assert sent < len(pipeline), "the server read 100,000 requests nobody takes answers to"
         print(f"sent {sent} of {len(pipeline)} bytes before the server stopped reading")
         assert_alive(server)

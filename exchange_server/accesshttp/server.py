@@ -498,7 +498,17 @@ class HttpProtocol(asyncio.Protocol):
 
     def _arm_read(self, seconds: float) -> None:
         self._cancel_read_timer()
-        self._read_timer = self.loop.call_later(seconds, self._abort)
+        self._read_timer = self.loop.call_later(seconds, self._read_timeout)
+
+    def _read_timeout(self) -> None:
+        """Idle past keep_alive (closed as the original does), or too slow to send a request
+        (reset: there is nothing to say to it)."""
+        transport = self.transport
+        if self._in_message or self._queue or transport is None:
+            self._abort()
+        elif not self._closing:
+            self._closing = True
+            transport.close()
 
     def _cancel_read_timer(self) -> None:
         if self._read_timer is not None:
@@ -506,7 +516,7 @@ class HttpProtocol(asyncio.Protocol):
             self._read_timer = None
 
     def _abort(self) -> None:
-        """Idle past keep_alive, too slow to send a request or to take a reply: close."""
+        """Too slow to send a request or to take a reply: close at once."""
         transport = self.transport
         if transport is not None and not self._closing:
             self._closing = True
