@@ -59,12 +59,13 @@ class Conn:
         self.sock.sendall(post(body))
         while b"\r\n\r\n" not in self.buf:
             self.buf += self._recv()
-        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        head, _, first = self.buf.partition(b"\r\n\r\n")
         length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        rest = bytearray(first)
         while len(rest) < length:
             rest += self._recv()
-        self.buf = rest[length:]
-        return rest[:length]
+        self.buf = bytes(rest[length:])
+        return bytes(rest[:length])
 
     def _recv(self) -> bytes:
         chunk = self.sock.recv(1 << 20)

@@ -53,13 +53,21 @@ REASONS = {
     504: b"Gateway Timeout",
 }
 
+#: A response body: bytes, or parts written one after the other (a batch's replies).
+Body = bytes | list[bytes]
+
 #: Most requests one batch may carry.
 BATCH_MAX = 1000
 #: A batch is worked through a chunk of calls at a time, the event loop running in between;
 #: the chunk is halved while one takes longer than BATCH_SLICE seconds (calls answered in
-#: this process: the loop is held) and doubled while they are quick, up to BATCH_CHUNK.
+#: this process: the loop is held) and doubled while they are quick, up to BATCH_CHUNK
+#: (from 4 for the first batch, then from where the previous batch ended).
 BATCH_CHUNK = 32
 BATCH_SLICE = 0.004
+#: Received data is parsed this many bytes at a time (the pipeline bound is checked between).
+FEED_SLICE = 16384
+#: Bytes of a request head beyond its target and headers (method, version, line ends).
+HEAD_SLACK = 256
 #: File descriptors kept for everything but HTTP connections (logs, databases, backends).
 FD_RESERVE = 256
 #: Most bytes read and dropped after a refused request before the connection is reset.
@@ -131,6 +139,8 @@ class AccessHttp:
         #: connections closed at once because ``max_connections`` were open
         self.refused = 0
         self._refused_logged = 0.0
+        #: calls of a batch worked at a time (adapted, see BATCH_SLICE)
+        self._batch_chunk = 4
         #: the ``Authorization: Bearer`` value that unlocks the admin methods (None: never)
         self.admin_token = admin_token.encode() if admin_token else None
         self.timeout = timeout
@@ -153,13 +163,15 @@ class AccessHttp:
     async def dispatch(self, body: bytes, admin: bool = False) -> tuple[int, bytes]:
         """Answer one HTTP request body: (status, response body).  ``admin``: the request
         carried the admin token."""
-        return await self.dispatch_data(parse_body(body), admin)
+        status, reply = await self.dispatch_data(parse_body(body), admin)
+        return status, reply if isinstance(reply, bytes) else b"".join(reply)
 
-    async def dispatch_data(self, data: Any, admin: bool = False) -> tuple[int, bytes]:
-        """Answer one request body already parsed (``parse_body``)."""
+    async def dispatch_data(self, data: Any, admin: bool = False) -> tuple[int, Body]:
+        """Answer one request body already parsed (``parse_body``); a batch's reply comes in
+        parts (a large one is never copied into one buffer: see _respond)."""
         self.requests += 1
         if isinstance(data, list):
-            return await self._batch(data, admin)
+            return 200, await self._batch_parts(data, admin)
         method, params, req_id = parse_request(data)
         return await self._call(method, params, req_id, admin)
 
@@ -189,12 +201,13 @@ class AccessHttp:
             return 500, b""
         return 200, reply
 
-    async def _batch(self, items: list[Any], admin: bool = False) -> tuple[int, bytes]:
+    async def _batch_parts(self, items: list[Any], admin: bool = False) -> list[bytes]:
+        """The replies of a batch, between ``[``, ``", "`` and ``]``."""
         if not items or len(items) > BATCH_MAX:
             raise BadRequest
         requests = [parse_request(item) for item in items]
         replies: list[tuple[int, bytes]] = []
-        size = BATCH_CHUNK
+        size = self._batch_chunk
         while len(replies) < len(requests):
             if replies:
                 await asyncio.sleep(0)  # the engine and other clients between chunks
@@ -206,12 +219,14 @@ class AccessHttp:
                 size = max(1, size // 2)
             elif took < BATCH_SLICE / 4:
                 size = min(BATCH_CHUNK, size * 2)
-        bodies = []
+        self._batch_chunk = size  # the next batch starts from what this one learned
+        parts = [b"["]
         for (status, body), (_, _, req_id) in zip(replies, requests, strict=True):
             if status == 500:
                 body = jsonfmt.error_body(SERVICE_UNAVAILABLE, "service unavailable", req_id)
-            bodies.append(body)
-        return 200, b"[" + b", ".join(bodies) + b"]"
+            parts += (body, b", ")
+        parts[-1] = b"]"
+        return parts
 
     def admit(self, connection: HttpProtocol) -> bool:
         """Count a new connection in, or refuse it (False) when the maximum is open."""
@@ -309,6 +324,8 @@ class HttpProtocol(asyncio.Protocol):
         self._limit_status = 0
         self._body: list[bytes] = []
         self._body_size = 0
+        #: received and not parsed yet: the pipeline was full
+        self._unparsed: memoryview | None = None
         self._queue: deque[_Request] = deque()
         #: requests queued or being answered, a batch counting as its N requests
         self._pending = 0
@@ -342,6 +359,7 @@ class HttpProtocol(asyncio.Protocol):
         self._queue.clear()
         self._body = []
         self._url = []
+        self._unparsed = None
         self._writable.set()
         if self._worker is not None:
             self._worker.cancel()
@@ -387,23 +405,41 @@ class HttpProtocol(asyncio.Protocol):
         if self._closing or self._refused:
             self._linger(len(data))
             return
+        self._feed(memoryview(data))
+
+    def _feed(self, data: memoryview) -> None:
+        """Parse ``data`` a slice at a time; once ``max_pipeline`` requests wait, keep the rest
+        (at most one read: the socket is not read meanwhile) for when replies have gone out."""
+        offset = 0
+        while offset < len(data):
+            if self._pending >= self.limits.max_pipeline:
+                self._unparsed = data[offset:]
+                self._pause_reading()
+                return
+            piece = data[offset:offset + FEED_SLICE]
+            offset += len(piece)
+            if not self._feed_piece(piece):
+                return
+
+    def _feed_piece(self, piece: memoryview) -> bool:
+        """Parse one slice; False when a request was refused."""
         self._began = False
         try:
-            self.parser.feed_data(data)
+            self.parser.feed_data(piece)
         except httptools.HttpParserUpgrade:
             self._refuse(400)
-            return
+            return False
         except httptools.HttpParserError:
             self._refuse(self._limit_status or 400)
-            return
+            return False
         if self._in_head and not self._began:
-            # the whole chunk belongs to a request line and headers not complete yet
-            self._head_chunks += len(data)
-            if self._head_chunks > self.limits.max_url_size + self.limits.max_header_size:
+            # the whole slice belongs to a request line and headers not complete yet
+            self._head_chunks += len(piece)
+            if self._head_chunks > (self.limits.max_url_size + self.limits.max_header_size
+                                    + HEAD_SLACK):
                 self._refuse(431)
-                return
-        if self._pending >= self.limits.max_pipeline and self._reading:
-            self._pause_reading()
+                return False
+        return True
 
     # -- httptools callbacks ----------------------------------------------------------------------
 
@@ -491,6 +527,11 @@ class HttpProtocol(asyncio.Protocol):
 
     def _resume_reading(self) -> None:
         if not self._reading and not self._refused and self.transport is not None:
+            unparsed, self._unparsed = self._unparsed, None
+            if unparsed is not None:
+                self._feed(unparsed)
+                if self._unparsed is not None or self._refused or self._closing:
+                    return
             self._reading = True
             self.transport.resume_reading()
             if self._in_message:
@@ -570,18 +611,22 @@ class HttpProtocol(asyncio.Protocol):
         self._respond(status, reply, close=not request.keep_alive)
         return request.keep_alive
 
-    def _respond(self, status: int, body: bytes, close: bool,
+    def _respond(self, status: int, body: Body, close: bool,
                  content_type: bytes = b"application/json") -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        size = len(body) if isinstance(body, bytes) else sum(map(len, body))
         head = b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: %d\r\n" % (
-            status, REASONS[status], _date.get(), len(body))
-        if body:
+            status, REASONS[status], _date.get(), size)
+        if size:
             head += b"Content-Type: %s\r\n" % content_type
         if close:
             head += b"Connection: close\r\n"
-        transport.write(head + b"\r\n" + body)
+        if isinstance(body, bytes):
+            transport.write(head + b"\r\n" + body)
+        else:  # the parts as they are: joining megabytes would hold the loop
+            transport.writelines([head + b"\r\n", *body])
         if close:
             self._close(transport)
 
