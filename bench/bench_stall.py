@@ -270,7 +270,7 @@ def main() -> None:
                     proc.kill()
         finally:
             server.stop()
-    figures: dict[str, Any] = {"1s buckets seeded": seeded}
+    figures: dict[str, Any] = {"1 s and 1 min buckets seeded": seeded}
     figures["probe, orders only: requests"] = len(quiet)
     figures["  p50 / p99 ms"] = f"{percentile(quiet, 50) * 1000:.2f} / {percentile(quiet, 99) * 1000:.2f}"
     figures["  worst ms"] = quiet[-1] * 1000

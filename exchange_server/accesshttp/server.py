@@ -584,7 +584,8 @@ class HttpProtocol(asyncio.Protocol):
                 self._pending -= request.weight
                 if self._pending < self.limits.max_pipeline:
                     self._resume_reading()
-                await asyncio.sleep(0)  # other connections and the engine between requests
+                if self._queue:
+                    await asyncio.sleep(0)  # other connections and the engine between requests
         finally:
             self._worker = None
             if not self._closing and not self._queue and self._reading and not self._in_message:
