@@ -139,7 +139,10 @@ def test_headers_over_16k_are_431(server: ServerProcess) -> None:
         assert status_of(read_until_closed(s)) == 200
 
 
-def test_one_endless_header_is_431_before_it_is_read(server: ServerProcess) -> None:
+@pytest.mark.parametrize("which", ["server", "small_server"])  # the second has an admin token
+def test_one_endless_header_is_431_before_it_is_read(request: pytest.FixtureRequest,
+                                                     which: str) -> None:
+    server: ServerProcess = request.getfixturevalue(which)
     head = b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
     with socket.create_connection(("127.0.0.1", server.port)) as s:
         reply, sent = stream_until_answered(s, head, b"t" * 65536, 100 * 1024 * 1024)
@@ -221,7 +224,7 @@ def test_slowloris_dripping_header_is_closed(server: ServerProcess) -> None:
 
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    extra = ["--http-max-connections", str(MAX_CONNECTIONS)]
+    extra = ["--http-max-connections", str(MAX_CONNECTIONS), "--admin-token", "secret"]
     srv = ServerProcess(tmp_path_factory.mktemp("conns") / "data", extra=extra).start()
     yield srv
     assert srv.stop() == 0
