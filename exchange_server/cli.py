@@ -38,6 +38,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             keep_alive=args.http_keep_alive, request_timeout=args.http_request_timeout,
             max_connections=args.http_max_connections, max_pipeline=args.http_max_pipeline,
             max_body_size=args.http_max_body),
+        api_token=args.api_token or os.environ.get("EXCHANGE_API_TOKEN") or None,
+        public_port=args.public_port,
         storage=args.storage,
         disabled=set(args.disable or []),
         ws_host=args.host,
@@ -126,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="requests read ahead per HTTP connection (a batch counts as its size)")
     run.add_argument("--http-max-body", type=int, default=limits.max_body_size, metavar="BYTES",
                      help="largest HTTP request body (svr.max_pkg_size); larger: 413")
+    run.add_argument("--api-token", default=None,
+                     help="bearer token that every non-public method needs on the HTTP port "
+                          "(default: $EXCHANGE_API_TOKEN; none: the port is trusted as is)")
+    run.add_argument("--public-port", type=int, default=None,
+                     help="also serve only the public market-data methods and pages on this "
+                          "port (what may face the internet)")
     run.add_argument("--storage", choices=["sqlite", "mysql"], default="sqlite",
                      help="operation log and slices: SQLite under --data-dir, or MySQL/MariaDB "
                      "at the config's db_log")

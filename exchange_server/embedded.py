@@ -56,6 +56,11 @@ class EmbeddedOptions:
     admin_token: str | None = None
     #: what one HTTP client may cost (keep-alive, request timeout, connections, pipeline, sizes)
     http_limits: HttpLimits = field(default_factory=HttpLimits)
+    #: Bearer token every non-public HTTP method needs (accesshttp/trust.py); None: none.
+    api_token: str | None = None
+    #: A second HTTP listener that answers only the public market-data methods and pages
+    #: (None: none; 0: any free port).
+    public_port: int | None = None
     #: "sqlite" (files under data_dir) or "mysql" (the config's ``db_log`` and ``db_history``).
     storage: str = "sqlite"
     disabled: set[str] = field(default_factory=set)
@@ -145,7 +150,13 @@ class EmbeddedSystem:
                 markets=lambda: list(engine.markets), debug=config.debug)
             backends["marketprice"] = LocalBackend(self.marketprice)
         self.http = AccessHttp(backends, timeout=options.http_timeout,
-                               admin_token=options.admin_token, limits=options.http_limits)
+                               admin_token=options.admin_token, api_token=options.api_token,
+                               limits=options.http_limits)
+        self.public_http = AccessHttp(backends, timeout=options.http_timeout, public_only=True,
+                                      limits=options.http_limits
+                                      ) if options.public_port is not None else None
+        if self.public_http is not None:  # one max_connections for both listeners
+            self.public_http.connections = self.http.connections
         self.ws: AccessWs | None = None
         if "accessws" not in options.disabled:
             self.ws = AccessWs(options.ws_config or load_accessws({}, embedded=True), backends,
@@ -175,6 +186,11 @@ class EmbeddedSystem:
             await self.ws.start(self.options.ws_host, self.options.ws_port)
             log.info("accessws listening on ws://%s:%d/", self.options.ws_host, self.ws.port)
             self.http.ws_port = self.ws.port  # the market page finds the WebSocket here
+        if self.public_http is not None and self.options.public_port is not None:
+            self.public_http.ws_port = self.http.ws_port
+            await self.public_http.start(self.options.http_host, self.options.public_port)
+            log.info("accesshttp (public methods only) listening on http://%s:%d/",
+                     self.options.http_host, self.public_http.port)
         if self.options.metrics_port:
             self.loop_lag.start()
             await self.metrics.start(self.options.http_host, self.options.metrics_port)
@@ -184,6 +200,8 @@ class EmbeddedSystem:
         await self.loop_lag.stop()
         if self.ws is not None:
             await self.ws.stop()
+        if self.public_http is not None:
+            await self.public_http.stop()
         await self.http.stop()
         await self.matchengine.stop()
         if self.marketprice is not None:

@@ -133,3 +133,73 @@ def test_market_config_tells_where_the_websocket_is() -> None:
     assert json.loads(page[1]) == {"ws_url": None, "ws_port": 9001}
     page = pages.handle_get(b"/market-config.json", SimpleNamespace(ws_url="wss://x/ws"))
     assert page is not None and json.loads(page[1])["ws_url"] == "wss://x/ws"
+
+
+# -- how the page shows numbers (the 24 h status' "0" prices, market.last's trailing zeros) -------
+
+
+def _chromium_or_skip() -> None:
+    if chromium_path() is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: apt-get install -y chromium")
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+
+
+async def _text(browser: Browser, element_id: str) -> str:
+    text: str = await browser.evaluate(f"document.getElementById('{element_id}').textContent")
+    return text
+
+
+async def test_page_formats_prices_like_the_api(server: LiveServer) -> None:
+    """LTCBCH's first deal at 91.59: price.update (like market.last) says "91.59000000", the
+    24 h status says open and low "0"; the page shows "91.59" and "—".  ETHBCH has no deal at
+    all: every price is "—", volume "0"."""
+    _chromium_or_skip()
+    market = "LTCBCH"
+    async with AsyncHttpClient(server.url) as api:
+        await api.balance_update(51, "LTC", "deposit", 1, "10", {})
+        await api.balance_update(52, "BCH", "deposit", 2, "10000", {})
+        await api.order_put_limit(51, market, 1, "1", "91.59", "0.002", "0.001", "page")
+        await api.order_put_limit(52, market, 2, "1", "91.59", "0.002", "0.001", "page")
+        async with asyncio.timeout(15):
+            while await api.market_last(market) == 0:  # marketprice has the deal
+                await asyncio.sleep(0.05)
+
+    browser = await Browser().start()
+    try:
+        ws = f"?ws=ws://127.0.0.1:{server.ws_port}/"
+        await browser.goto(f"http://127.0.0.1:{server.port}/market/{market}{ws}")
+        state = "window.marketPage.state"
+        await browser.wait_for(f"{state}.connected && {state}.updates.price >= 1 && "
+                               f"{state}.status && {state}.status.volume !== '0' "
+                               f"&& {state}.trades.length === 1")
+        assert await _text(browser, "last-price") == "91.59"
+        assert await _text(browser, "stat-high") == "91.59"
+        assert await _text(browser, "stat-low") == "—"
+        assert await _text(browser, "stat-open") == "—"
+        assert await _text(browser, "stat-volume") == "1"
+        assert await _text(browser, "stat-deal") == "91.59"
+        assert "first deal" in await browser.evaluate(
+            "document.getElementById('stat-low').title")
+        assert await browser.evaluate("document.querySelector('#trades tr').children[1]"
+                                      ".textContent") == "91.59"
+        # the formatting itself, on the texts the API sends
+        samples = {"91.59000000": "91.59", "100.00000000": "100", "0.5": "0.5", "7": "7",
+                   "-2.10": "-2.1", "1e-8": "1e-8", "5.0e-7": "5.0e-7"}
+        shown = await browser.evaluate(
+            f"{json.dumps(list(samples))}.map(window.marketPage.format.decimal)")
+        assert shown == list(samples.values())
+        assert await browser.evaluate("window.marketPage.format.price('0')") == "—"
+        # the way back to the index
+        assert await browser.evaluate("document.getElementById('home').getAttribute('href')") \
+            == "/"
+
+        await browser.goto(f"http://127.0.0.1:{server.port}/market/ETHBCH{ws}")
+        await browser.wait_for(f"{state}.connected && {state}.updates.state >= 1")
+        for element_id in ("last-price", "stat-high", "stat-low", "stat-open"):
+            assert await _text(browser, element_id) == "—", element_id
+        assert await _text(browser, "stat-volume") == "0"
+        errors = await browser.evaluate(f"{state}.errors")
+        assert not errors and not browser.errors, (errors, browser.errors, browser.console)
+    finally:
+        await browser.close()

@@ -8,15 +8,20 @@ an empty body, and a backend reply is passed through byte for byte.
 Extensions (docs/compatibility.md): a JSON array of requests is answered with an array of
 replies, and responses carry ``Content-Type: application/json``.
 
-Admin methods (``config.*``: runtime assets and markets) are refused with HTTP 403 and error 6
-"require authentication" unless the request carries ``Authorization: Bearer <admin token>`` and
-an admin token is configured (accesshttp config ``admin_token``, ``run --admin-token``).
+Who may call what (trust.py): the API is a trusted back-office API.  Admin methods (``config.*``)
+are refused with HTTP 403 and error 6 "require authentication" unless the request carries
+``Authorization: Bearer <admin token>`` (config ``admin_token``, ``run --admin-token``); with
+an ``api_token`` every non-public method needs that token; a public listener (``public_only``)
+answers only the public market-data methods (routes.PUBLIC_METHODS).
+
+Limits (limits.py, docs/operations.md "HTTP limits"): what one client may cost is bounded in
+bytes, requests read ahead, replies waiting, time and connections (HttpProtocol), and no
+request holds the event loop for long (batches are worked through in chunks).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import resource
 import time
@@ -29,7 +34,8 @@ from prometheus_client import Counter
 
 from exchange_server.accesshttp import pages
 from exchange_server.accesshttp.limits import DEFAULT_MAX_BODY, HttpLimits
-from exchange_server.accesshttp.routes import ADMIN_METHODS, ROUTES
+from exchange_server.accesshttp.routes import ROUTES
+from exchange_server.accesshttp.trust import Grant, TrustPolicy
 from exchange_server.common import jsonfmt, metrics
 from exchange_server.common.backend import Backend
 from exchange_server.common.errors import (
@@ -131,6 +137,7 @@ class AccessHttp:
 
     def __init__(self, backends: dict[str, Backend], timeout: float = 1.0,
                  max_body: int = DEFAULT_MAX_BODY, admin_token: str | None = None,
+                 api_token: str | None = None, public_only: bool = False,
                  limits: HttpLimits | None = None) -> None:
         self.backends = backends
         #: what one client may cost (limits.py); ``max_body`` is its ``max_body_size``
@@ -141,8 +148,8 @@ class AccessHttp:
         self._refused_logged = 0.0
         #: calls of a batch worked at a time (adapted, see BATCH_SLICE)
         self._batch_chunk = 4
-        #: the ``Authorization: Bearer`` value that unlocks the admin methods (None: never)
-        self.admin_token = admin_token.encode() if admin_token else None
+        #: which methods each request may call (trust.py)
+        self.trust = TrustPolicy.of(admin_token, api_token, public_only)
         self.timeout = timeout
         self.max_body = self.limits.max_body_size
         self.requests = 0
@@ -152,43 +159,39 @@ class AccessHttp:
         self.ws_port: int | None = None
         self._servers: list[asyncio.base_events.Server] = []
 
-    def is_admin(self, authorization: bytes | None) -> bool:
-        """Whether an ``Authorization`` header value carries the admin token."""
-        token = self.admin_token
-        if token is None or authorization is None:
-            return False
-        scheme, _, value = authorization.strip().partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), token)
+    def grant(self, authorization: bytes | None) -> Grant:
+        """What an ``Authorization`` header value unlocks."""
+        return self.trust.grant(authorization)
 
-    async def dispatch(self, body: bytes, admin: bool = False) -> tuple[int, bytes]:
-        """Answer one HTTP request body: (status, response body).  ``admin``: the request
-        carried the admin token."""
-        status, reply = await self.dispatch_data(parse_body(body), admin)
+    async def dispatch(self, body: bytes, grant: Grant = Grant.NONE) -> tuple[int, bytes]:
+        """Answer one HTTP request body: (status, response body).  ``grant``: what the
+        request's ``Authorization`` header unlocks."""
+        status, reply = await self.dispatch_data(parse_body(body), grant)
         return status, reply if isinstance(reply, bytes) else b"".join(reply)
 
-    async def dispatch_data(self, data: Any, admin: bool = False) -> tuple[int, Body]:
+    async def dispatch_data(self, data: Any, grant: Grant = Grant.NONE) -> tuple[int, Body]:
         """Answer one request body already parsed (``parse_body``); a batch's reply comes in
         parts (a large one is never copied into one buffer: see _respond)."""
         self.requests += 1
         if isinstance(data, list):
-            return 200, await self._batch_parts(data, admin)
+            return 200, await self._batch_parts(data, grant)
         method, params, req_id = parse_request(data)
-        return await self._call(method, params, req_id, admin)
+        return await self._call(method, params, req_id, grant)
 
     async def _call(self, method: str, params: list[Any], req_id: int,
-                    admin: bool = False) -> tuple[int, bytes]:
+                    grant: Grant = Grant.NONE) -> tuple[int, bytes]:
         started = time.perf_counter()
-        status, body = await self._route(method, params, req_id, admin)
+        status, body = await self._route(method, params, req_id, grant)
         metrics.observe("accesshttp", method if status != 404 else "(unknown)", status,
                         time.perf_counter() - started)
         return status, body
 
     async def _route(self, method: str, params: list[Any], req_id: int,
-                     admin: bool = False) -> tuple[int, bytes]:
+                     grant: Grant = Grant.NONE) -> tuple[int, bytes]:
         route = ROUTES.get(method)
         if route is None:
             return 404, jsonfmt.error_body(METHOD_NOT_FOUND, "method not found", req_id)
-        if method in ADMIN_METHODS and not admin:
+        if not self.trust.allows(method, grant):
             return 403, jsonfmt.error_body(REQUIRE_AUTH, "require authentication", req_id)
         backend = self.backends.get(route[0])
         if backend is None or not backend.connected():
@@ -201,7 +204,7 @@ class AccessHttp:
             return 500, b""
         return 200, reply
 
-    async def _batch_parts(self, items: list[Any], admin: bool = False) -> list[bytes]:
+    async def _batch_parts(self, items: list[Any], grant: Grant = Grant.NONE) -> list[bytes]:
         """The replies of a batch, between ``[``, ``", "`` and ``]``."""
         if not items or len(items) > BATCH_MAX:
             raise BadRequest
@@ -213,7 +216,7 @@ class AccessHttp:
                 await asyncio.sleep(0)  # the engine and other clients between chunks
             chunk = requests[len(replies):len(replies) + size]
             started = time.perf_counter()
-            replies += await asyncio.gather(*(self._call(m, p, i, admin) for m, p, i in chunk))
+            replies += await asyncio.gather(*(self._call(m, p, i, grant) for m, p, i in chunk))
             took = time.perf_counter() - started
             if took > BATCH_SLICE:
                 size = max(1, size // 2)
@@ -245,7 +248,7 @@ class AccessHttp:
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
         """Listen on one more address (``reuse_port``: several processes share the port)."""
         loop = asyncio.get_running_loop()
-        protocol = AdminHttpProtocol if self.admin_token else HttpProtocol
+        protocol = AdminHttpProtocol if self.trust.reads_headers else HttpProtocol
         server = await loop.create_server(lambda: protocol(self), host, port,
                                           reuse_address=True, reuse_port=reuse_port or None,
                                           backlog=1024)
@@ -280,17 +283,18 @@ class _Refused(Exception):
 
 class _Request:
     """A request read in full and not answered yet: ``status`` to answer without dispatching
-    (0: dispatch ``data``), or a ready GET page (``content_type``)."""
+    (0: dispatch ``data``, the parsed body), or the answer to a GET (``page``, pages.py)."""
 
-    __slots__ = ("status", "data", "keep_alive", "content_type", "admin", "weight")
+    __slots__ = ("status", "data", "keep_alive", "page", "grant", "weight")
 
-    def __init__(self, status: int, data: Any, keep_alive: bool, content_type: bytes = b"",
-                 admin: bool = False, weight: int = 1) -> None:
+    def __init__(self, status: int, data: Any, keep_alive: bool,
+                 page: pages.Answer | None = None, grant: Grant = Grant.NONE,
+                 weight: int = 1) -> None:
         self.status = status
         self.data = data
         self.keep_alive = keep_alive
-        self.content_type = content_type
-        self.admin = admin
+        self.page = page
+        self.grant = grant
         self.weight = weight
 
 
@@ -305,8 +309,8 @@ class HttpProtocol(asyncio.Protocol):
     ``pause_writing``); and time (``keep_alive`` when idle, ``request_timeout`` to send a request
     or to take a reply)."""
 
-    #: the request being read carries the admin token (set by AdminHttpProtocol)
-    _admin = False
+    #: what the request being read may call (set by AdminHttpProtocol)
+    _grant = Grant.NONE
 
     def __init__(self, app: AccessHttp) -> None:
         self.app = app
@@ -324,6 +328,9 @@ class HttpProtocol(asyncio.Protocol):
         self._limit_status = 0
         self._body: list[bytes] = []
         self._body_size = 0
+        #: the request's Host and X-Forwarded-Proto headers (pages.py: the OpenRPC servers)
+        self._host: bytes | None = None
+        self._proto: bytes | None = None
         #: received and not parsed yet: the pipeline was full
         self._unparsed: memoryview | None = None
         self._queue: deque[_Request] = deque()
@@ -457,6 +464,7 @@ class HttpProtocol(asyncio.Protocol):
         self._began = True
         self._body = []
         self._body_size = 0
+        self._host = self._proto = None
         if self._reading:
             self._arm_read(self.limits.request_timeout)
 
@@ -468,7 +476,11 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value) + 4
-        if len(name) == 14 and name.lower() == b"content-length":
+        if len(name) == 4 and name.lower() == b"host":
+            self._host = value
+        elif len(name) == 17 and name.lower() == b"x-forwarded-proto":
+            self._proto = value
+        elif len(name) == 14 and name.lower() == b"content-length":
             try:
                 too_large = int(value) > self.limits.max_body_size
             except ValueError:
@@ -494,11 +506,12 @@ class HttpProtocol(asyncio.Protocol):
         keep_alive = self.parser.should_keep_alive()
         method = self.parser.get_method()
         self._cancel_read_timer()
-        if method == b"GET":
-            # GET /openrpc.json, the market page and its assets (pages.py); others: 400
-            page = pages.handle_get(b"".join(self._url), self.app)
+        if not body and method == b"GET":
+            # GET /, /openrpc.json, the market pages and their assets (pages.py); other GETs,
+            # and any GET with a body (a request sent the wrong way): the original's 400
+            page = pages.handle_get(b"".join(self._url), self.app, self._host, self._proto)
             if page is not None:
-                self._enqueue(_Request(page[0], page[1], keep_alive, page[2]))
+                self._enqueue(_Request(0, None, keep_alive, page))
                 return
         if method != b"POST" or not body:
             self._enqueue(_Request(400, None, False))
@@ -509,7 +522,7 @@ class HttpProtocol(asyncio.Protocol):
             self._enqueue(_Request(400, None, False))
             return
         weight = len(data) if isinstance(data, list) and data else 1
-        self._enqueue(_Request(0, data, keep_alive, admin=self._admin, weight=weight))
+        self._enqueue(_Request(0, data, keep_alive, grant=self._grant, weight=weight))
 
     # -- flow control and time limits -------------------------------------------------------------
 
@@ -593,15 +606,16 @@ class HttpProtocol(asyncio.Protocol):
 
     async def _answer(self, request: _Request) -> bool:
         """Answer one request; False when the connection was closed."""
-        if request.content_type:
-            self._respond(request.status, request.data, close=not request.keep_alive,
-                          content_type=request.content_type)
-            return request.keep_alive
         if request.status:
             self._respond(request.status, b"", close=True)
             return False
+        content_type = b"application/json"
+        reply: Body
         try:
-            status, reply = await self.app.dispatch_data(request.data, request.admin)
+            if request.page is not None:
+                status, reply, content_type = await pages.resolve(request.page)
+            else:
+                status, reply = await self.app.dispatch_data(request.data, request.grant)
         except BadRequest:
             self._respond(400, b"", close=True)
             return False
@@ -609,7 +623,7 @@ class HttpProtocol(asyncio.Protocol):
             log.exception("request failed")
             self._respond(500, b"", close=True)
             return False
-        self._respond(status, reply, close=not request.keep_alive)
+        self._respond(status, reply, close=not request.keep_alive, content_type=content_type)
         return request.keep_alive
 
     def _respond(self, status: int, body: Body, close: bool,
@@ -652,13 +666,13 @@ class HttpProtocol(asyncio.Protocol):
 
 
 class AdminHttpProtocol(HttpProtocol):
-    """A connection to a gateway with an admin token: also checks ``Authorization``."""
+    """A connection to a gateway with a token: also reads ``Authorization``."""
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._admin = False
+        self._grant = Grant.NONE
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        super().on_header(name, value)
+        super().on_header(name, value)  # sizes: every header counts
         if len(name) == 13 and name.lower() == b"authorization":
-            self._admin = self.app.is_admin(value)
+            self._grant = self.app.grant(value)

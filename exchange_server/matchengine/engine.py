@@ -46,6 +46,7 @@ from exchange_server.matchengine.model import (
     STOP_STATE_LOW,
     STOP_STATUS_ACTIVE,
     STOP_STATUS_FAIL,
+    STP_MODES,
     BalanceChanged,
     BalanceUpdated,
     Event,
@@ -109,8 +110,12 @@ class EngineState:
 
 
 class Engine:
-    def __init__(self, assets: list[AssetConfig], markets: list[MarketConfig]) -> None:
+    def __init__(self, assets: list[AssetConfig], markets: list[MarketConfig],
+                 self_trade_prevention: int = 0) -> None:
         use_engine_context()
+        #: the option bits of the ``self_trade_prevention`` config (0: none, the original's
+        #: behaviour), for orders that choose no mode; the methods resolve and log it
+        self.self_trade_prevention = self_trade_prevention
         self.events: list[Event] = []
         self.assets: dict[str, AssetConfig] = {a.name: a for a in assets}
         self.balances = Balances(assets)
@@ -127,7 +132,7 @@ class Engine:
 
     @classmethod
     def from_config(cls, config: MatchEngineConfig) -> Engine:
-        return cls(config.assets, config.markets)
+        return cls(config.assets, config.markets, STP_MODES[config.self_trade_prevention])
 
     def take_events(self) -> list[Event]:
         """Hand over the events of the operations since the last call."""
@@ -198,7 +203,8 @@ class Engine:
                       client_id)
         before = market.last
         self.deal_id = market.execute(order, now, self.deal_id)
-        snapshot = order.snapshot()
+        order.stp_cancelled = market.stp_stopped
+        snapshot = _stp_snapshot(order, market)
         if not order.left:
             self.events.append(_new(OrderFinished, (snapshot,)))
             self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
@@ -206,7 +212,7 @@ class Engine:
             # the remainder is cancelled: finished like a cancelled order (history only if
             # something was dealt)
             market.stp_stopped = False
-            if order.deal_stock:
+            if order.deal_stock or order.stp_cancelled:
                 self.events.append(_new(OrderFinished, (snapshot,)))
             self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
         else:
@@ -257,8 +263,9 @@ class Engine:
         order = Order(self.order_id, market.name, source, MARKET, side, user, now, now, ZERO,
                       amount, taker_fee, ZERO, amount, ZERO, ZERO, ZERO, ZERO, option, client_id)
         self.deal_id = market.execute(order, now, self.deal_id)
+        order.stp_cancelled = market.stp_stopped
         market.stp_stopped = False
-        snapshot = order.snapshot()
+        snapshot = _stp_snapshot(order, market)
         self.events.append(_new(OrderFinished, (snapshot,)))
         self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
         return snapshot
@@ -522,6 +529,15 @@ class Engine:
 
     def asset_names(self) -> Iterable[str]:
         return self.assets.keys()
+
+
+def _stp_snapshot(order: Order, market: Market) -> OrderSnapshot:
+    """The new order's snapshot, with the makers self-trade prevention cancelled for it."""
+    snapshot = order.snapshot()
+    if market.stp_makers:
+        snapshot = snapshot._replace(stp_cancelled_orders=tuple(market.stp_makers))
+        market.stp_makers.clear()
+    return snapshot
 
 
 def read_asset_detail(detail: Any) -> AssetConfig:

@@ -200,6 +200,8 @@ class MatchEngineService:
         if len(self._pending) >= self.config.operlog_max_pending or any(
                 sink.overloaded() for sink in self.sinks) or any(p() for p in self.pressure):
             raise service_unavailable()
+        if write.check is not None:
+            write.check(params)
         now = self.clock()
         try:
             result = write.run(now, params)
