@@ -26,7 +26,7 @@ from exchange_server.accesshttp.limits import HttpLimits
 from exchange_server.accesshttp.standalone import load_accesshttp
 from exchange_server.common.config import ConfigError
 from exchange_server.marketprice.query import KLINE_MAX_ROWS
-from tests.server import ServerProcess
+from tests.server import ServerProcess, free_port
 
 #: the configured limits of the servers below (small, so that the tests wait little)
 KEEP_ALIVE = 1.0
@@ -224,7 +224,8 @@ def test_slowloris_dripping_header_is_closed(server: ServerProcess) -> None:
 
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    extra = ["--http-max-connections", str(MAX_CONNECTIONS), "--admin-token", "secret"]
+    extra = ["--http-max-connections", str(MAX_CONNECTIONS), "--admin-token", "secret",
+             "--public-port", str(free_port())]
     srv = ServerProcess(tmp_path_factory.mktemp("conns") / "data", extra=extra).start()
     yield srv
     assert srv.stop() == 0
@@ -242,18 +243,22 @@ def answered(port: int) -> bool:
 
 
 def test_connections_beyond_the_maximum_are_closed_at_once(small_server: ServerProcess) -> None:
+    """The maximum holds for the main and the public listener together."""
+    public = int(small_server.extra[small_server.extra.index("--public-port") + 1])
     held = []
     try:
-        # the server counts the connections it has accepted: wait until it holds the maximum
         while len(held) < MAX_CONNECTIONS:
-            held.append(socket.create_connection(("127.0.0.1", small_server.port)))
+            port = small_server.port if len(held) % 2 else public
+            held.append(socket.create_connection(("127.0.0.1", port)))
         # every one of them is served (each answers a request and stays open)
         for s in held:
             s.sendall(post(b'{"method": "market.list", "params": [], "id": 1}'))
             s.settimeout(GENEROUS)
             assert s.recv(65536).startswith(b"HTTP/1.1 200")
-        assert not answered(small_server.port)  # one more: closed without an answer
-        held.pop().close()
+        # one more on either: closed without an answer
+        assert not answered(small_server.port)
+        assert not answered(public)
+        held.pop(0).close()  # a public one
         deadline = time.monotonic() + GENEROUS
         while not answered(small_server.port):
             assert time.monotonic() < deadline, "a freed slot was never reused"
