@@ -45,6 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ws_host=args.host,
         ws_port=args.ws_port,
         metrics_port=args.metrics_port,
+        cli_port=args.cli_port,
         ws_config=load_accessws(read_json(args.ws_config), embedded=True) if args.ws_config else None,
     )
     system = EmbeddedSystem(config, options)
@@ -140,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ws-port", type=int, default=8090, help="WebSocket port")
     run.add_argument("--metrics-port", type=int, default=0,
                      help="serve Prometheus metrics on GET /metrics at this port (0: off)")
+    run.add_argument("--cli-port", type=int, default=7317,
+                     help="the operator console (the original's cli: status, balance, market, "
+                          "makeslice) on 127.0.0.1 at this port (0: off)")
     run.add_argument("--ws-config", help="accessws config (original format) for auth_url, "
                      "sign_url, push intervals, depth limits")
     run.add_argument("--disable", action="append", metavar="SERVICE",

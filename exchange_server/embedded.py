@@ -31,6 +31,8 @@ from exchange_server.common.looplag import LoopLagProbe
 from exchange_server.common.metrics import MetricsServer
 from exchange_server.marketprice.service import MarketPriceService
 from exchange_server.marketprice.store_sqlite import SqliteStore as MarketSqliteStore
+from exchange_server.matchengine.console import DEFAULT_PORT as CONSOLE_PORT
+from exchange_server.matchengine.console import Console, ConsoleServer
 from exchange_server.matchengine.follower import FollowerProcess, FollowerSpec
 from exchange_server.matchengine.observe import register_gauges
 from exchange_server.matchengine.service import MatchEngineService
@@ -39,6 +41,7 @@ from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 from exchange_server.readhistory.reader import HistoryReader, MysqlHistoryReader, SqliteHistoryReader
 from exchange_server.readhistory.service import ReadHistoryService
+from exchange_server.rpc.addr import SockAddr
 
 log = logging.getLogger("exchange_server")
 
@@ -69,6 +72,8 @@ class EmbeddedOptions:
     ws_config: AccessWsConfig | None = None
     #: Prometheus ``GET /metrics`` on this port (0: off).
     metrics_port: int = 0
+    #: The operator console (the original's ``cli``) on 127.0.0.1 at this port (0: off).
+    cli_port: int = CONSOLE_PORT
 
 
 class DataDirLocked(RuntimeError):
@@ -118,6 +123,8 @@ class EmbeddedSystem:
         if unknown:
             raise ConfigError(f"cannot disable {', '.join(sorted(unknown))}: only "
                               f"{', '.join(OPTIONAL_SERVICES)} are optional")
+        if not 0 <= options.cli_port <= 65535:
+            raise ConfigError(f"--cli-port {options.cli_port}: not a port (0: no console)")
         self.config = config
         self.options = options
         self.store = make_engine_store(config, options)
@@ -165,6 +172,7 @@ class EmbeddedSystem:
         self.metrics = MetricsServer()
         self.loop_lag = LoopLagProbe()
         register_gauges(self.matchengine, self.follower, self.publisher)
+        self.console = ConsoleServer(Console(self.matchengine, self.follower, self.publisher))
 
     async def start(self) -> None:
         self._lock = lock_data_dir(self.options.data_dir)
@@ -194,8 +202,11 @@ class EmbeddedSystem:
         if self.options.metrics_port:
             self.loop_lag.start()
             await self.metrics.start(self.options.http_host, self.options.metrics_port)
+        if self.options.cli_port:
+            await self.console.start(SockAddr("tcp", "127.0.0.1", self.options.cli_port))
 
     async def stop(self) -> None:
+        await self.console.stop()
         await self.metrics.stop()
         await self.loop_lag.stop()
         if self.ws is not None:
