@@ -343,6 +343,34 @@ def test_unread_pipeline_keeps_memory_bounded_and_others_answered(server: Server
     assert server_rss_kib(server) - before < 64 * 1024
 
 
+def test_pipeline_longer_than_the_bound_is_answered_in_order(server: ServerProcess) -> None:
+    """200 requests in one write to a server reading 16 ahead: the rest of what it received
+    waits unparsed, and every reply comes, in order."""
+    n = 200
+    data = b"".join(post(b'{"method": "market.last", "params": ["BTCBCH"], "id": %d}' % i)
+                    for i in range(n))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=GENEROUS) as s:
+        s.sendall(data)
+        received = b""
+        while received.count(b"HTTP/1.1 200 OK") < n or not received.endswith(b', "id": %d}' % (n - 1)):
+            chunk = s.recv(65536)
+            assert chunk, "connection closed early"
+            received += chunk
+    ids = [int(part.split(b"}", 1)[0]) for part in received.split(b'"id": ')[1:]]
+    assert ids == list(range(n))
+
+
+def test_chunked_body_under_the_limit_is_answered(server: ServerProcess) -> None:
+    body = b'{"method": "market.list", "params": [], "id": 9}'
+    request = (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+               + b"%x\r\n%s\r\n" % (10, body[:10]) + b"%x\r\n%s\r\n" % (len(body) - 10, body[10:])
+               + b"0\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(request)
+        reply = read_until_closed(s)
+    assert status_of(reply) == 200 and reply.endswith(b', "id": 9}')
+
+
 def test_batch_of_1000_is_answered_in_order(server: ServerProcess) -> None:
     batch = [{"method": "order.book", "params": ["BTCBCH", 1, 0, 10], "id": i} for i in range(1000)]
     status, body = server.raw(json.dumps(batch))
