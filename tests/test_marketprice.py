@@ -244,6 +244,11 @@ async def test_kline_reply_built_in_chunks_is_the_reply_body(mp: MarketPriceServ
         assert body == jsonfmt.reply_body(want, 7), (market, interval)
     bad = await mp.call("market.kline", ["BTCBCH", 1, NOW, 7], 8)
     assert json.loads(bad)["error"]["code"] == 1
+    deep: Any = 1
+    for _ in range(5000):
+        deep = [deep]
+    bad = await mp.call("market.kline", ["BTCBCH", 1, NOW, deep], 9)
+    assert json.loads(bad)["error"]["code"] == 1  # nesting checked before the cache key
 
 
 def test_kline_default_retention_clamps_seconds() -> None:

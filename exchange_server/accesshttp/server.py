@@ -29,14 +29,13 @@ from collections import deque
 from typing import Any
 
 import httptools
-import orjson
 from prometheus_client import Counter
 
 from exchange_server.accesshttp import pages
 from exchange_server.accesshttp.limits import DEFAULT_MAX_BODY, HttpLimits
 from exchange_server.accesshttp.routes import ROUTES
 from exchange_server.accesshttp.trust import Grant, TrustPolicy
-from exchange_server.common import jsonfmt, metrics
+from exchange_server.common import exactjson, jsonfmt, metrics
 from exchange_server.common.backend import Backend
 from exchange_server.common.errors import (
     METHOD_NOT_FOUND,
@@ -114,11 +113,17 @@ class BadRequest(Exception):
 
 
 def parse_body(body: bytes) -> Any:
-    """A request body's JSON (one request or a batch); BadRequest if it is not JSON."""
+    """A request body's JSON (one request or a batch); BadRequest if it is not JSON.  Exact:
+    integers beyond 64 bits stay integers (they reach the log and history)."""
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
+        return exactjson.loads(body, lenient_depth=True)
+    except ValueError:
         raise BadRequest from None
+
+
+#: Request ids the gateway takes: a signed or unsigned 64-bit integer.
+_ID_MIN = -2**63
+_ID_MAX = 2**64 - 1
 
 
 def parse_request(item: Any) -> tuple[str, list[Any], int]:
@@ -128,6 +133,8 @@ def parse_request(item: Any) -> tuple[str, list[Any], int]:
     params = item.get("params")
     req_id = item.get("id")
     if type(method) is not str or type(params) is not list or type(req_id) is not int:
+        raise BadRequest
+    if not _ID_MIN <= req_id <= _ID_MAX:  # beyond what any JSON parser of ours ever took as an id
         raise BadRequest
     return method, params, req_id
 

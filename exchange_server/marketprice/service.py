@@ -37,6 +37,7 @@ from exchange_server.bus.base import DEALS, BusReader, Subscription
 from exchange_server.common import jsonfmt
 from exchange_server.common.decimals import fmt_raw, use_engine_context
 from exchange_server.common.errors import RpcError, internal_error, invalid_argument, method_not_found
+from exchange_server.common.jsondepth import check_params_depth
 from exchange_server.marketprice import query
 from exchange_server.marketprice.localtime import LocalTime
 from exchange_server.marketprice.markets import MarketSource, get_markets
@@ -179,7 +180,9 @@ class MarketPriceService:
                 try:
                     apply(msg)
                 except Exception:
-                    log.exception("deals message at offset %d failed", msg.offset)
+                    # fatal level (alerted), once per message: never a silent skip
+                    log.critical("deals message at offset %d cannot be applied, skipped",
+                                 msg.offset, exc_info=True)
             self._progress.set()
             await asyncio.sleep(0)
 
@@ -230,6 +233,7 @@ class MarketPriceService:
         handler = self.methods.get(method)
         if handler is None:
             raise method_not_found()
+        check_params_depth(params)
         if method not in self._cached or self.cache_timeout <= 0:
             return self._run(handler, params)
         now = time.monotonic()
@@ -253,6 +257,7 @@ class MarketPriceService:
         """market.kline's reply, its rows built and encoded a chunk at a time with the event
         loop running in between (the same text as ``reply_body``); the encoded rows are cached
         ``cache_timeout`` seconds, at most KLINE_CACHE_BYTES of them."""
+        check_params_depth(params)  # before anything walks them (the cache key)
         now = time.monotonic()
         self._clear_cache_when_due(now)
         key = jsonfmt.dumps(params)
