@@ -110,6 +110,8 @@ class AccessHttp:
         self.timeout = timeout
         self.max_body = max_body
         self.requests = 0
+        #: open client connections (metrics)
+        self.connections = 0
         #: where the market page finds the WebSocket API (pages.py, GET /market-config.json):
         #: a full URL, or accessws' port on the page's host; None: not known here
         self.ws_url: str | None = None
@@ -221,8 +223,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.app.connections += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.app.connections -= 1
         self._closing = True
         if self._worker is not None:
             self._worker.cancel()
