@@ -29,6 +29,9 @@ def register_gauges(service: MatchEngineService, follower: FollowerProcess | Non
           lambda: len(service._pending))
     g.add("operlog_commits", "Commits of the operation log since start",
           lambda: service.commit_count)
+    g.counter("refused_writes", "Writes refused with code 3 (service unavailable: the log, "
+              "the history follower or the bus is too far behind)",
+              lambda: service.refused_writes)
     g.add("open_orders", "Orders on the books",
           lambda: sum(len(m.orders) for m in service.engine.markets.values()))
     _register_activity(g, service)

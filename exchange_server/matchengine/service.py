@@ -83,6 +83,7 @@ class MatchEngineService:
         #: metrics: when the commit in flight started; the newest published slice
         self._commit_started = 0.0
         self.commit_seconds_total = 0.0
+        self.refused_writes = 0
         self.last_slice: SliceInfo | None = None
         self._slice_pending: dict[int, SliceInfo] = {}
         self.restored_from: SliceInfo | None = None
@@ -208,6 +209,7 @@ class MatchEngineService:
         self._check_depth(params)
         if len(self._pending) >= self.config.operlog_max_pending or any(
                 sink.overloaded() for sink in self.sinks) or any(p() for p in self.pressure):
+            self.refused_writes += 1  # metrics: code 3 refusals
             raise service_unavailable()
         if write.check is not None:
             write.check(params)
