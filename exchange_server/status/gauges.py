@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from exchange_server.accesshttp.server import AccessHttp
-from exchange_server.accessws.server import AccessWs
 from exchange_server.common import metrics
-from exchange_server.marketprice.service import MarketPriceService
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # only types: the services import this module (no import cycle)
+    from exchange_server.accesshttp.server import AccessHttp
+    from exchange_server.accessws.server import AccessWs
     from exchange_server.embedded import EmbeddedSystem
+    from exchange_server.marketprice.service import MarketPriceService
 
 
 def register_marketprice(service: MarketPriceService) -> None:
