@@ -12,6 +12,9 @@
     nginx/exchange.conf, nginx/exchange-locations.conf, nginx/exchange-public-locations.conf,
     nginx/nginx.conf                                               the load balancer
     start_all.sh, stop_all.sh, README.md                           the whole tree on one machine
+    check_health.sh, monitoring/{thresholds.json,prometheus.yml,prometheus-rules.yml,
+    grafana-dashboard.json}       the whole exchange's health (``exchange-server status``),
+                                  Prometheus and Grafana (only with metrics, the default)
 
 The instances are the six services (matchengine, marketprice, readhistory, accesshttp, accessws,
 alertcenter) with the original's sample ports; readhistory, accesshttp and accessws may have

@@ -148,6 +148,37 @@ def test_status_json_needs_the_admin_token(server: ServerProcess) -> None:
     assert get("/metrics")[0] == 200  # Prometheus scrapes without the token, as before
 
 
+def test_serve_shows_the_endpoints_it_reads(server: ServerProcess, tmp_path: Path) -> None:
+    """``--serve``: the page and /status.json over the given endpoints (the production view);
+    one of them down makes it unhealthy."""
+    port, dead = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exchange_server", "status", "--serve", f"127.0.0.1:{port}",
+         "--url", f"http://127.0.0.1:{server.metrics_port}/metrics",
+         "--url", f"http://127.0.0.1:{dead}/metrics", "--timeout", "2"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        def fetch() -> dict[str, Any] | None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request("GET", "/status.json")
+                resp = conn.getresponse()
+                return json.loads(resp.read()) if resp.status == 200 else None
+            except OSError:
+                return None
+            finally:
+                conn.close()
+
+        status = wait_for(fetch)
+        assert [r["up"] for r in status["services"]] == [True, False]
+        assert status["services"][0]["pid"] == server.proc.pid  # type: ignore[union-attr]
+        assert status["problems"] == [f"url-2 is down (http://127.0.0.1:{dead}/metrics: "
+                                      "[Errno 111] Connection refused)"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def test_dashboard_and_rules_name_only_exported_metrics(server: ServerProcess) -> None:
     trade(server, 1)  # so that the labelled request histograms have samples
     names = named_metrics()
@@ -156,6 +187,27 @@ def test_dashboard_and_rules_name_only_exported_metrics(server: ServerProcess) -
             "exchange_service_up"} <= names
     exported = scrape_names(f"http://127.0.0.1:{server.metrics_port}/metrics")
     assert missing_metrics(exported) == set()
+
+
+def test_slice_after_restart(tmp_path: Path) -> None:
+    """A stop writes a final slice: after the restart the status shows it, with nothing to
+    replay, until new operations arrive."""
+    srv = ServerProcess(tmp_path / "data").start()
+    try:
+        trade(srv, 1)
+        before = time.time()
+        assert srv.stop() == 0
+        srv.start()
+        _, status = read_status(srv)
+        engine = status["matchengine"]
+        assert engine["last_slice_time"] >= int(before) - 1
+        assert engine["operations_since_slice"] == 0
+        assert engine["last_slice_age_seconds"] < 600
+        srv.call("balance.update", 3, "BTC", "deposit", 99, "1", {})
+        _, status = read_status(srv)
+        assert status["matchengine"]["operations_since_slice"] == 1
+    finally:
+        srv.stop()
 
 
 def test_down_when_nothing_answers() -> None:
