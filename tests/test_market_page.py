@@ -7,6 +7,7 @@ fails when ``CI`` is set.  The screenshot is kept as ``test-artifacts/market-pag
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
