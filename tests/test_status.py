@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -208,6 +209,24 @@ def test_slice_after_restart(tmp_path: Path) -> None:
         assert status["matchengine"]["operations_since_slice"] == 1
     finally:
         srv.stop()
+
+
+def test_slice_made_by_the_console(server: ServerProcess) -> None:
+    """A slice taken while running (forked child, the console's ``makeslice``) shows once it
+    is published: its time, and nothing to replay."""
+    trade(server, 1)
+    since = int(time.time())
+    with socket.create_connection(("127.0.0.1", server.cli_port), timeout=60) as sock:
+        sock.sendall(b"makeslice\n")
+        sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    assert reply == b"OK\n"  # answered once the slice is published
+    _, status = read_status(server)
+    engine = status["matchengine"]
+    assert engine["last_slice_time"] >= since
+    assert engine["operations_since_slice"] == 0
 
 
 def test_down_when_nothing_answers() -> None:

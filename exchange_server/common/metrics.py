@@ -118,16 +118,17 @@ def observe(service: str, method: str, status: int, seconds: float) -> None:
 
 # -- windows sampled once a second -----------------------------------------------------------------
 
-_TICKERS: list[Callable[[], None]] = []
+_TICKERS: dict[str, Callable[[], None]] = {}
 
 
-def on_tick(ticker: Callable[[], None]) -> None:
-    """Call ``ticker`` once a second while a metrics server runs in this process."""
-    _TICKERS.append(ticker)
+def on_tick(key: str, ticker: Callable[[], None]) -> None:
+    """Call ``ticker`` once a second while a metrics server runs in this process (a second
+    ticker with the same ``key`` replaces the first: a service built again in one process)."""
+    _TICKERS[key] = ticker
 
 
 def tick() -> None:
-    for ticker in list(_TICKERS):
+    for ticker in list(_TICKERS.values()):
         try:
             ticker()
         except Exception:

@@ -38,7 +38,7 @@ def register_gauges(service: MatchEngineService, follower: FollowerProcess | Non
     _register_commit_latency(g, service)
     _register_slice(g, service)
     durable = metrics.Timeline(lambda: service.durable_id)
-    metrics.on_tick(durable.sample)
+    metrics.on_tick("matchengine.durable", durable.sample)
     if follower is not None:
         g.add("history_follower_lag", "Operations the history follower has not applied yet",
               lambda: max(0, service.durable_id - follower.applied.value))
@@ -62,8 +62,8 @@ def _register_activity(g: metrics.ServiceGauges, service: MatchEngineService) ->
     engine = service.engine
     orders = metrics.RateWindow(lambda: engine.order_id)
     trades = metrics.RateWindow(lambda: engine.deal_id)
-    metrics.on_tick(orders.sample)
-    metrics.on_tick(trades.sample)
+    metrics.on_tick("matchengine.orders", orders.sample)
+    metrics.on_tick("matchengine.trades", trades.sample)
     g.counter("orders", "Orders accepted (the engine's order id)", lambda: engine.order_id)
     g.counter("trades", "Trades made (the engine's deal id)", lambda: engine.deal_id)
     g.add("orders_per_second", "Orders accepted per second over the last minute", orders.rate)
@@ -73,8 +73,8 @@ def _register_activity(g: metrics.ServiceGauges, service: MatchEngineService) ->
 def _register_commit_latency(g: metrics.ServiceGauges, service: MatchEngineService) -> None:
     commits = metrics.RateWindow(lambda: service.commit_count)
     seconds = metrics.RateWindow(lambda: service.commit_seconds_total)
-    metrics.on_tick(commits.sample)
-    metrics.on_tick(seconds.sample)
+    metrics.on_tick("matchengine.commits", commits.sample)
+    metrics.on_tick("matchengine.commit_seconds", seconds.sample)
 
     def average() -> float:
         rate = commits.rate()
