@@ -25,6 +25,16 @@ def load_embedded_config(path: str | None) -> MatchEngineConfig:
     return load_matchengine(data, embedded=True)
 
 
+def embedded_metrics_port(given: int | None, http_port: int) -> int:
+    """``--metrics-port``, by default the HTTP port + 20000 as in the deploy kit (0: off)."""
+    from exchange_server.status.collect import EMBEDDED_METRICS_OFFSET
+
+    if given is not None:
+        return given
+    port = http_port + EMBEDDED_METRICS_OFFSET
+    return port if http_port > 0 and port < 65536 else 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from exchange_server.accessws.config import load_accessws
     from exchange_server.embedded import DataDirLocked, EmbeddedOptions, EmbeddedSystem
@@ -46,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         disabled=set(args.disable or []),
         ws_host=args.host,
         ws_port=args.ws_port,
-        metrics_port=args.metrics_port,
+        metrics_port=embedded_metrics_port(args.metrics_port, args.http_port),
         cli_port=args.cli_port,
         ws_config=load_accessws(read_json(args.ws_config), embedded=True) if args.ws_config else None,
     )
@@ -145,8 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="operation log and slices: SQLite under --data-dir, or MySQL/MariaDB "
                      "at the config's db_log")
     run.add_argument("--ws-port", type=int, default=8090, help="WebSocket port")
-    run.add_argument("--metrics-port", type=int, default=0,
-                     help="serve Prometheus metrics on GET /metrics at this port (0: off)")
+    run.add_argument("--metrics-port", type=int, default=None,
+                     help="serve Prometheus metrics (GET /metrics) and the status page "
+                     "(GET /status) at this port (default: --http-port + 20000; 0: off)")
     run.add_argument("--cli-port", type=int, default=7317,
                      help="the operator console (the original's cli: status, balance, market, "
                           "makeslice) on 127.0.0.1 at this port (0: off)")
@@ -178,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     from exchange_server import deploy
 
     deploy.add_parser(sub)
+
+    from exchange_server.status.command import add_parser as add_status_parser
+
+    add_status_parser(sub)
 
     from exchange_server.client.cli import add_call_parser
 

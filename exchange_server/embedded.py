@@ -42,6 +42,9 @@ from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 from exchange_server.readhistory.reader import HistoryReader, MysqlHistoryReader, SqliteHistoryReader
 from exchange_server.readhistory.service import ReadHistoryService
 from exchange_server.rpc.addr import SockAddr
+from exchange_server.status.gauges import register_embedded as register_service_gauges
+from exchange_server.status.page import local_status
+from exchange_server.status.page import routes as status_routes
 
 log = logging.getLogger("exchange_server")
 
@@ -169,10 +172,12 @@ class EmbeddedSystem:
             self.ws = AccessWs(options.ws_config or load_accessws({}, embedded=True), backends,
                                self.bus)
         self._lock: IO[str] | None = None
-        self.metrics = MetricsServer()
+        self.metrics = MetricsServer("embedded", status_routes(local_status(),
+                                                              options.admin_token))
         self.loop_lag = LoopLagProbe()
         register_gauges(self.matchengine, self.follower, self.publisher)
         self.console = ConsoleServer(Console(self.matchengine, self.follower, self.publisher))
+        register_service_gauges(self)
 
     async def start(self) -> None:
         self._lock = lock_data_dir(self.options.data_dir)

@@ -19,6 +19,7 @@ from exchange_server.common.config import ConfigError, Node, SvrConfig, read_svr
 from exchange_server.rpc.addr import parse_sock_addr
 from exchange_server.rpc.client import RpcClient
 from exchange_server.rpc.config import RpcClientConfig, make_client, read_rpc_client
+from exchange_server.status.gauges import register_accesshttp
 
 NAME = "accesshttp"
 BACKENDS = ("matchengine", "marketprice", "readhistory")
@@ -94,6 +95,7 @@ class StandaloneAccessHttp:
         for gateway in (self.http, self.public):
             if gateway is not None:
                 gateway.ws_url = config.ws_url
+        register_accesshttp(*(g for g in (self.http, self.public) if g is not None))
 
     async def start(self) -> None:
         for client in self.clients.values():
