@@ -31,10 +31,12 @@ class LoopLagProbe:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        metrics.gauges("process").add(
+        # ServiceGauges, not metrics.gauges(): "process" is no service (no exchange_service_up)
+        process = metrics.ServiceGauges("process")
+        process.add(
             "event_loop_lag_worst_seconds",
             "Worst event-loop lag since this gauge was last read", self.take_worst)
-        metrics.gauges("process").add(
+        process.add(
             "event_loop_busy_lag_worst_seconds",
             "Worst event-loop lag spent on the CPU (not waiting to be scheduled) since this gauge "
             "was last read", self.take_worst_busy)
