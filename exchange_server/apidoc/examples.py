@@ -25,8 +25,8 @@ from typing import Any
 
 import aiohttp
 
+from exchange_server.api.registry import http_methods, ws_methods, ws_pushes
 from exchange_server.apidoc.liveserver import REPO, AuthStub, LiveServer
-from exchange_server.apidoc.registry import http_methods, ws_methods, ws_pushes
 
 DEFAULT_OUT = REPO / "docs" / "api" / "examples.json"
 MARKET = "BTCBCH"
