@@ -1,13 +1,15 @@
 """The API description (exchange_server/api) against the servers and the committed docs.
 
-No server needed: these fail when accesshttp routes, or accessws serves or pushes, something
-the registry does not document; when docs/api/*.md or exchange_server/client/methods.py are
-out of date (run ``python -m exchange_server.apidoc.build``); or when a recorded example does
-not match its documented schema.
+These fail when accesshttp routes, or accessws serves or pushes, something the registry does
+not document; when docs/api/*.md or exchange_server/client/methods.py are out of date (run
+``python -m exchange_server.apidoc.build``); or when a recorded example does not match its
+documented schema.  Only the push checks start a server: the example recorder's real session,
+which must receive nothing but the pushes the table (common/methods.py) declares.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from exchange_server.api import registry
 from exchange_server.api.model import GENERIC_ERRORS, Method
 from exchange_server.apidoc import build, examples
 from exchange_server.apidoc.coverage import coverage
+from exchange_server.common.methods import WS_PUSHES
 
 
 def test_every_served_method_and_push_is_documented() -> None:
@@ -101,3 +104,16 @@ def test_a_feed_push_missing_from_the_push_table_is_reported(monkeypatch: pytest
     problems = coverage_module.coverage().problems()
     assert "push of an accessws feed missing from common/methods.py WS_PUSHES: kline.update" in problems
     assert "documented push that accessws does not send: kline.update" in problems
+
+
+def test_every_push_a_real_session_receives_is_declared() -> None:
+    # record() runs a real server through a session that triggers every push, and fails on a
+    # notification that the push table does not declare
+    recorded = asyncio.run(examples.record())
+    assert set(recorded["pushes"]) == set(WS_PUSHES)
+
+
+def test_a_push_missing_from_the_table_fails_the_recording(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(examples, "WS_PUSHES", tuple(p for p in WS_PUSHES if p != "asset.update"))
+    with pytest.raises(RuntimeError, match=r"does not declare: asset\.update$"):
+        asyncio.run(examples.record())
