@@ -302,6 +302,34 @@ def test_known_cycles_are_still_there() -> None:
     assert not stale, "no longer on a cycle, delete from the allowlist:\n" + "\n".join(stale)
 
 
+def _reachable(start: str, edges: Iterable[Import]) -> set[str]:
+    graph: dict[str, set[str]] = {}
+    for edge in edges:
+        graph.setdefault(edge.source, set()).add(edge.target)
+    seen, todo = {start}, [start]
+    while todo:
+        for target in graph.get(todo.pop(), ()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def test_the_client_and_the_api_description_need_no_server_package() -> None:
+    # the runtime API description (api) and the client use only the protocol table (common):
+    # the documentation builder (apidoc) and the servers stay out of their imports
+    packages = package_imports(module_imports())
+    assert _reachable("api", packages) == {"api", "common"}
+    assert _reachable("client", packages) == {"client", "api", "common"}
+
+
+def test_the_method_table_is_below_the_gateways_and_the_rpc_layer() -> None:
+    packages = {(e.source, e.target) for e in package_imports(module_imports())}
+    assert {("accesshttp", "common"), ("accessws", "common"), ("rpc", "common")} <= packages
+    assert not {"accesshttp", "accessws", "api", "apidoc"} & _reachable("rpc", package_imports(
+        module_imports()))
+
+
 if __name__ == "__main__":
     all_edges = module_imports()
     print("modules:\n" + (describe(cycle_edges(all_edges)) or "    no cycles"))
