@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ def load_embedded_config(path: str | None) -> MatchEngineConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     from exchange_server.accessws.config import load_accessws
     from exchange_server.embedded import DataDirLocked, EmbeddedOptions, EmbeddedSystem
+    from exchange_server.matchengine.store import StoreError
 
     config = load_embedded_config(args.config)
     options = EmbeddedOptions(
@@ -49,6 +51,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except DataDirLocked as e:
         print(f"exchange-server: {e}", file=sys.stderr)
         return 1
+    except StoreError as e:
+        # a log that cannot be restored: one fatal line naming the operation, no traceback
+        logging.getLogger("exchange_server").critical("cannot start: %s", e)
+        return 3
     return 0
 
 

@@ -7,10 +7,9 @@ fails when ``CI`` is set.  The screenshot is kept as ``test-artifacts/market-pag
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
-import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from exchange_server.apidoc.liveserver import LiveServer
 from exchange_server.client import AsyncHttpClient
 from tests.browser import Browser, chromium_path
+from tests.waiting import wait_until_async
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 MARKET = "BTCBCH"
@@ -61,10 +61,8 @@ def test_page_and_assets_are_served(server: LiveServer) -> None:
 
 
 async def test_page_follows_orders(server: LiveServer) -> None:
-    if chromium_path() is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: apt-get install -y chromium")
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    if chromium_path() is None:  # `make test` installs it (scripts/test-deps.sh): never a skip
+        pytest.fail("chromium is missing: run `make test-deps` (apt-get install -y chromium)")
     async with AsyncHttpClient(server.url) as api:
         await api.balance_update(1, "BTC", "deposit", 1, "100", {})
         await api.balance_update(2, "BCH", "deposit", 2, "100000", {})
@@ -98,16 +96,26 @@ async def test_page_follows_orders(server: LiveServer) -> None:
                                    ".textContent === '102'")
             await browser.wait_for("document.querySelector('#bids tr td').textContent "
                                    "=== '102.5'")
-            await browser.wait_for("document.getElementById('last-price').textContent === '102'")
+            # numerically: price.update carries market.last's text ("102.00000000", trailing
+            # zeros kept) and state.update the status's ("102"); which of the two pushes comes
+            # last is a race between two polling feeds, and the page shows whichever came last
+            await browser.wait_for("Number(document.getElementById('last-price').textContent)"
+                                   " === 102")
             await browser.wait_for(f"{state}.status && {state}.status.volume !== '0'")
             # more trading, one trade a second: candles appear one by one
+            answered = time.time()
             for price, side in (("103.5", 2), ("99", 1), ("102.5", 1), ("105", 2)):
-                await asyncio.sleep(1.05)
+                # each trade in a later second than the one before (its own 1 s candle)
+                await wait_until_async(lambda after=int(answered): int(time.time()) > after,
+                                       interval=0.05, message="the next second")
                 await api.order_put_limit(1 if side == 1 else 2, MARKET, side, "0.5", price,
                                           "0.002", "0.001", "page")
+                answered = time.time()
             await browser.wait_for(f"{state}.trades.length >= 7")
             await browser.wait_for(f"{state}.candles >= 4 && {state}.updates.kline >= 3")
-            await browser.evaluate("new Promise(r => setTimeout(r, 700))")
+            # the chart draws on animation frames: let two pass before the screenshot
+            await browser.evaluate("new Promise(r => requestAnimationFrame("
+                                   "() => requestAnimationFrame(() => r(true))))")
             await browser.screenshot(ARTIFACTS / "market-page.png")
             # switching the candle interval reloads and resubscribes
             await browser.evaluate("(() => { const s = document.getElementById('interval');"
@@ -139,10 +147,8 @@ def test_market_config_tells_where_the_websocket_is() -> None:
 
 
 def _chromium_or_skip() -> None:
-    if chromium_path() is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: apt-get install -y chromium")
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    if chromium_path() is None:  # `make test` installs it (scripts/test-deps.sh): never a skip
+        pytest.fail("chromium is missing: run `make test-deps` (apt-get install -y chromium)")
 
 
 async def _text(browser: Browser, element_id: str) -> str:
@@ -161,9 +167,9 @@ async def test_page_formats_prices_like_the_api(server: LiveServer) -> None:
         await api.balance_update(52, "BCH", "deposit", 2, "10000", {})
         await api.order_put_limit(51, market, 1, "1", "91.59", "0.002", "0.001", "page")
         await api.order_put_limit(52, market, 2, "1", "91.59", "0.002", "0.001", "page")
-        async with asyncio.timeout(15):
-            while await api.market_last(market) == 0:  # marketprice has the deal
-                await asyncio.sleep(0.05)
+        async def traded() -> bool:  # marketprice has the deal
+            return bool(await api.market_last(market) != 0)
+        await wait_until_async(traded, message="marketprice never saw the deal")
 
     browser = await Browser().start()
     try:

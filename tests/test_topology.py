@@ -90,7 +90,7 @@ def test_topology_survives_sigkill_of_each_service(topology: Topology) -> None:
         deals = asyncio.run(ws_deals())
         return last == "100.00000000" and [d["amount"] for d in deals] == ["0.5"]
 
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while not market_data_ok():
         assert time.monotonic() < deadline, "the deal never reached marketprice / accessws"
         time.sleep(0.2)
@@ -105,7 +105,7 @@ def test_topology_survives_sigkill_of_each_service(topology: Topology) -> None:
         assert balances == {"BTC": {"available": "8", "freeze": "1.5"},
                             "BCH": {"available": "49.95", "freeze": "0"}}
         # history is written asynchronously (by the follower, restarted with the matchengine)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while True:
             history = call(port, "balance.history", 1, "BTC", "", 0, 0, 0, 10)
             changes = [r["change"] for r in history["records"]]
@@ -115,7 +115,7 @@ def test_topology_survives_sigkill_of_each_service(topology: Topology) -> None:
         assert changes == ["-0.5", "10"]
         book = call(port, "order.book", "BTCBCH", 1, 0, 10)
         assert [o["left"] for o in book["orders"]] == ["1.5"]
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while True:  # market data and WebSocket clients recover too
             try:
                 if market_data_ok():
@@ -137,7 +137,7 @@ def test_topology_survives_sigkill_of_each_service(topology: Topology) -> None:
     assert call(port, "order.book", "BTCBCH", 1, 0, 10)["total"] == 0
 
     # the watchdogs' fatal lines reached the alert list through the alertcenter
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     alerts: list[bytes] = []
     while time.monotonic() < deadline:
         alerts = redis.Redis(db=REDIS_DB).lrange("alert:message", 0, -1)

@@ -24,12 +24,11 @@ from collections import deque
 from typing import Any
 
 import httptools
-import orjson
 
 from exchange_server.accesshttp import pages
 from exchange_server.accesshttp.routes import ROUTES
 from exchange_server.accesshttp.trust import Grant, TrustPolicy
-from exchange_server.common import jsonfmt, metrics
+from exchange_server.common import exactjson, jsonfmt, metrics
 from exchange_server.common.backend import Backend
 from exchange_server.common.errors import (
     METHOD_NOT_FOUND,
@@ -81,6 +80,11 @@ class BadRequest(Exception):
     """The body is not a valid request: answer 400 with no body and close."""
 
 
+#: Request ids the gateway takes: a signed or unsigned 64-bit integer.
+_ID_MIN = -2**63
+_ID_MAX = 2**64 - 1
+
+
 def parse_request(item: Any) -> tuple[str, list[Any], int]:
     if not isinstance(item, dict):
         raise BadRequest
@@ -88,6 +92,8 @@ def parse_request(item: Any) -> tuple[str, list[Any], int]:
     params = item.get("params")
     req_id = item.get("id")
     if type(method) is not str or type(params) is not list or type(req_id) is not int:
+        raise BadRequest
+    if not _ID_MIN <= req_id <= _ID_MAX:  # beyond what any JSON parser of ours ever took as an id
         raise BadRequest
     return method, params, req_id
 
@@ -119,8 +125,9 @@ class AccessHttp:
         request's ``Authorization`` header unlocks."""
         self.requests += 1
         try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            # exact: integers beyond 64 bits stay integers (they reach the log and history)
+            data = exactjson.loads(body, lenient_depth=True)
+        except ValueError:
             raise BadRequest from None
         if isinstance(data, list):
             return await self._batch(data, grant)

@@ -68,8 +68,13 @@ DedupKey = tuple[int, str, str, int]
 #: Events are built with tuple.__new__ on the order path (see market.py).
 _new = tuple.__new__
 
-#: Error of every order placement in a suspended market (an extension: the fork has none).
-MARKET_SUSPENDED = RpcError(30, "market suspended")
+#: Code of every order placement in a suspended market (an extension: the fork has none).
+MARKET_SUSPENDED = 30
+
+
+def market_suspended() -> RpcError:
+    """A fresh error each time: a shared instance would keep every raise's traceback."""
+    return RpcError(MARKET_SUSPENDED, "market suspended")
 
 #: Per-order result of order.cancel_batch: (code, message, the order as it was or None).
 CancelResult = tuple[int, str, OrderSnapshot | None]
@@ -181,7 +186,7 @@ class Engine:
         """order.put_limit after parameter validation (engine.md 7), then the stops the new
         last price reaches (``trigger``: False for the orders stops spawn, see _trigger)."""
         if market.suspended:
-            raise MARKET_SUSPENDED
+            raise market_suspended()
         balances = self.balances
         if side == ASK:
             if balances.get_available(user, market.stock) < amount:
@@ -238,7 +243,7 @@ class Engine:
                 taker_fee: Decimal, source: str, option: int,
                 client_id: str | None) -> OrderSnapshot:
         if market.suspended:
-            raise MARKET_SUSPENDED
+            raise market_suspended()
         balances = self.balances
         check_min = not option & OPTION_UNLIMITED_MIN_AMOUNT
         if side == ASK:
@@ -320,7 +325,7 @@ class Engine:
         nothing).  ``price`` and ``maker_fee`` are 0 for a stop-market order; a stop-market
         bid's amount is money."""
         if market.suspended:
-            raise MARKET_SUSPENDED
+            raise market_suspended()
         last = market.last
         if not last or stop_price == last:
             raise RpcError(11, "invalid stop price")

@@ -34,10 +34,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, cast
 
-import orjson
-
-from exchange_server.common import jsonfmt
-from exchange_server.common.errors import METHOD_NOT_FOUND
+from exchange_server.common import exactjson, jsonfmt
+from exchange_server.common.errors import INVALID_ARGUMENT, METHOD_NOT_FOUND
 from exchange_server.rpc.addr import SockAddr, parse_sock_addr
 from exchange_server.rpc.commands import METHOD_COMMANDS
 from exchange_server.rpc.protocol import (
@@ -219,9 +217,10 @@ class RpcClient:
         if command is None:
             return jsonfmt.error_body(METHOD_NOT_FOUND, "method not found", req_id)
         try:
-            body = orjson.dumps(params)
-        except TypeError:
-            body = jsonfmt.dumps(params).encode()
+            body = exactjson.dumps(params)
+        except ValueError:
+            # nested deeper than any service accepts (or not JSON): refused like there
+            return jsonfmt.error_body(INVALID_ARGUMENT, "invalid argument", req_id)
         return await self.request(command, body, req_id or 0)
 
     async def request(self, command: int, body: bytes, req_id: int = 0,
