@@ -115,9 +115,10 @@ def module_imports(files: dict[str, Path] | None = None) -> list[Import]:
                 if name != ROOT_PACKAGE and not name.startswith(ROOT_PACKAGE + "."):
                     continue
                 found = _known(name, files)
-                for target in _with_packages(found or "", module) if found else ():
-                    if target != module:
-                        edges.append(Import(module, target, node.lineno))
+                if found is None:
+                    continue
+                edges += [Import(module, target, node.lineno)
+                          for target in _with_packages(found, module) if target != module]
     return edges
 
 
