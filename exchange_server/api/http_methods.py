@@ -1,4 +1,4 @@
-"""The HTTP JSON-RPC methods (accesshttp's ROUTES), documented.
+"""The HTTP JSON-RPC methods (the method table accesshttp routes, common/methods.py), documented.
 
 Facts follow ../shared/spec/rpc.md and docs/compatibility.md (where this implementation
 differs from the original on purpose).
@@ -6,8 +6,8 @@ differs from the original on purpose).
 
 from __future__ import annotations
 
-from exchange_server.apidoc.registry import Error, Method, Param
-from exchange_server.apidoc.schema import (
+from exchange_server.api.model import Error, Method, Param
+from exchange_server.api.schema import (
     ASSET_NAME,
     BALANCE,
     DECIMAL_IN_PATTERN,
