@@ -18,17 +18,20 @@ from pathlib import Path
 from typing import IO
 
 from exchange_server.accesshttp.limits import HttpLimits
+from exchange_server.accesshttp.observe import register_accesshttp
 from exchange_server.accesshttp.server import AccessHttp
 from exchange_server.accessws.config import AccessWsConfig, load_accessws
+from exchange_server.accessws.observe import register_accessws
 from exchange_server.accessws.server import AccessWs
 from exchange_server.bus.mark import MarkFile
 from exchange_server.bus.memory import InProcessBus
 from exchange_server.bus.publisher import BusPublisher
-from exchange_server.common import gctune
+from exchange_server.common import gctune, metrics
 from exchange_server.common.backend import Backend, LocalBackend
 from exchange_server.common.config import ConfigError, MatchEngineConfig, MysqlConfig
 from exchange_server.common.looplag import LoopLagProbe
 from exchange_server.common.metrics import MetricsServer
+from exchange_server.marketprice.observe import register_marketprice
 from exchange_server.marketprice.service import MarketPriceService
 from exchange_server.marketprice.store_sqlite import SqliteStore as MarketSqliteStore
 from exchange_server.matchengine.console import DEFAULT_PORT as CONSOLE_PORT
@@ -42,7 +45,6 @@ from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 from exchange_server.readhistory.reader import HistoryReader, MysqlHistoryReader, SqliteHistoryReader
 from exchange_server.readhistory.service import ReadHistoryService
 from exchange_server.rpc.addr import SockAddr
-from exchange_server.status.gauges import register_embedded as register_service_gauges
 from exchange_server.status.page import local_status
 from exchange_server.status.page import routes as status_routes
 
@@ -177,7 +179,17 @@ class EmbeddedSystem:
         self.loop_lag = LoopLagProbe()
         register_gauges(self.matchengine, self.follower, self.publisher)
         self.console = ConsoleServer(Console(self.matchengine, self.follower, self.publisher))
-        register_service_gauges(self)
+        self._register_gauges()
+
+    def _register_gauges(self) -> None:
+        """Every service of ``exchange-server run`` (the matchengine's are registered above)."""
+        if self.readhistory is not None:
+            metrics.gauges("readhistory")
+        if self.marketprice is not None:
+            register_marketprice(self.marketprice)
+        register_accesshttp(*(h for h in (self.http, self.public_http) if h is not None))
+        if self.ws is not None:
+            register_accessws(self.ws)
 
     async def start(self) -> None:
         self._lock = lock_data_dir(self.options.data_dir)

@@ -25,7 +25,7 @@ import pytest
 from exchange_server.accesshttp.limits import HttpLimits
 from exchange_server.accesshttp.standalone import load_accesshttp
 from exchange_server.common.config import ConfigError
-from exchange_server.marketprice.query import KLINE_MAX_ROWS
+from exchange_server.common.limits import KLINE_MAX_ROWS
 from tests.server import ServerProcess, free_port
 
 #: the configured limits of the servers below (small, so that the tests wait little)

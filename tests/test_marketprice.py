@@ -22,7 +22,7 @@ from exchange_server.bus.memory import InProcessBus
 from exchange_server.bus.messages import deal_message
 from exchange_server.common import jsonfmt
 from exchange_server.common.decimals import ZERO, fmt, fmt_raw
-from exchange_server.marketprice.query import KLINE_MAX_ROWS
+from exchange_server.common.limits import KLINE_MAX_ROWS
 from exchange_server.marketprice.service import MarketPriceService
 from exchange_server.marketprice.state import Retention
 from exchange_server.marketprice.store_sqlite import SqliteStore

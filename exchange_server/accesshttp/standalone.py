@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from exchange_server.accesshttp.limits import HttpLimits, read_http_limits
+from exchange_server.accesshttp.observe import register_accesshttp
 from exchange_server.accesshttp.server import AccessHttp
 from exchange_server.common.backend import Backend
 from exchange_server.common.config import ConfigError, Node, SvrConfig, read_svr
 from exchange_server.rpc.addr import parse_sock_addr
 from exchange_server.rpc.client import RpcClient
 from exchange_server.rpc.config import RpcClientConfig, make_client, read_rpc_client
-from exchange_server.status.gauges import register_accesshttp
 
 NAME = "accesshttp"
 BACKENDS = ("matchengine", "marketprice", "readhistory")

@@ -15,11 +15,11 @@ import logging
 from typing import Any
 
 from exchange_server.accessws.config import AccessWsConfig, RpcClientConfig, load_accessws
+from exchange_server.accessws.observe import register_accessws
 from exchange_server.accessws.server import AccessWs
 from exchange_server.bus.kafka import KafkaBusReader
 from exchange_server.common.backend import Backend
 from exchange_server.rpc.client import RpcClient
-from exchange_server.status.gauges import register_accessws
 
 log = logging.getLogger("exchange_server.accessws")
 

@@ -40,7 +40,7 @@ from exchange_server.api.schema import (
     string,
     time_real,
 )
-from exchange_server.marketprice.query import KLINE_MAX_ROWS
+from exchange_server.common.limits import KLINE_MAX_ROWS
 
 ME = "matchengine"
 RH = "readhistory"

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from sortedcontainers import SortedDict
 
 from exchange_server.common.decimals import fmt
+from exchange_server.common.limits import KLINE_MAX_ROWS
 from exchange_server.marketprice.kline import Kline
 from exchange_server.marketprice.localtime import LocalTime
 from exchange_server.marketprice.state import DAY, HOUR, MIN, SEC, MarketState, Retention
@@ -32,9 +33,6 @@ WEEK = 86400 * 7
 MONTH = 86400 * 30
 #: How far back the bar before a day / week / month range is searched.
 DAYS_BACK = 30
-#: Most rows one market.kline answers: the newest ones of the range (two weeks of one-minute
-#: candles; a week's, 10,081 rows with both partial ends, is answered whole).
-KLINE_MAX_ROWS = 20160
 #: Output buckets built at a time (the event loop runs between chunks).
 KLINE_CHUNK = 512
 #: day_index of a Monday (1970-01-05) modulo 7

@@ -10,13 +10,13 @@ from typing import Any
 from exchange_server.bus.kafka import KafkaBusReader
 from exchange_server.common.config import ConfigError, Node, SvrConfig
 from exchange_server.marketprice.markets import accesshttp_markets
+from exchange_server.marketprice.observe import register_marketprice
 from exchange_server.marketprice.service import MarketPriceService
 from exchange_server.marketprice.state import Retention
 from exchange_server.marketprice.store_redis import RedisStore
 from exchange_server.rpc.commands import service_commands
 from exchange_server.rpc.config import read_rpc_server
 from exchange_server.rpc.server import RpcServer
-from exchange_server.status.gauges import register_marketprice
 
 NAME = "marketprice"
 

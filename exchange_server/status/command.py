@@ -102,8 +102,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def serve(bind: str, targets: list[Target], unwatched: list[str],
           thresholds: Thresholds) -> int:
+    import uvloop
+
     from exchange_server.common.metrics import MetricsServer
-    from exchange_server.process.runner import run_loop
     from exchange_server.status.page import remote_status, routes
 
     host, _, port = bind.rpartition(":")
@@ -123,7 +124,7 @@ def serve(bind: str, targets: list[Target], unwatched: list[str],
         return 0
 
     try:
-        return run_loop(main())
+        return int(uvloop.run(main()))
     except KeyboardInterrupt:
         return 0
 
