@@ -1,24 +1,29 @@
-"""The API registry (exchange_server/apidoc) against the servers and the committed docs.
+"""The API description (exchange_server/api) against the servers and the committed docs.
 
-No server needed: these fail when accesshttp routes, or accessws serves or pushes, something
-the registry does not document; when docs/api/*.md or exchange_server/client/methods.py are
-out of date (run ``python -m exchange_server.apidoc.build``); or when a recorded example does
-not match its documented schema.
+These fail when accesshttp routes, or accessws serves or pushes, something the registry does
+not document; when docs/api/*.md or exchange_server/client/methods.py are out of date (run
+``python -m exchange_server.apidoc.build``); or when a recorded example does not match its
+documented schema.  Only the push checks start a server: the example recorder's real session,
+which must receive nothing but the pushes the table (common/methods.py) declares.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from jsonschema import Draft7Validator
 
-from exchange_server.apidoc import build, examples, registry
-from exchange_server.apidoc.registry import Method
+from exchange_server.api import registry
+from exchange_server.api.model import GENERIC_ERRORS, Method
+from exchange_server.apidoc import build, examples
+from exchange_server.apidoc.coverage import coverage
+from exchange_server.common.methods import WS_PUSHES
 
 
 def test_every_served_method_and_push_is_documented() -> None:
-    problems = registry.coverage().problems()
+    problems = coverage().problems()
     assert not problems, "\n".join(problems)
 
 
@@ -54,7 +59,7 @@ def test_schemas_are_valid_and_complete(where: str, method: Method) -> None:
         else:
             assert not seen_optional, "optional params must come last"
     for error in method.errors:
-        assert error.code in registry.GENERIC_ERRORS or error.code >= 10
+        assert error.code in GENERIC_ERRORS or error.code >= 10
 
 
 def _check(schema: dict[str, Any], value: Any, what: str) -> None:
@@ -89,3 +94,26 @@ def test_param_examples_match_their_schemas() -> None:
     for _, method in _all_methods():
         for param in method.params:
             _check(param.schema, param.schema["examples"][0], f"{method.name} {param.name}")
+
+
+def test_a_feed_push_missing_from_the_push_table_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exchange_server.apidoc import coverage as coverage_module
+
+    table = tuple(name for name in coverage_module.WS_PUSHES if name != "kline.update")
+    monkeypatch.setattr(coverage_module, "WS_PUSHES", table)
+    problems = coverage_module.coverage().problems()
+    assert "push of an accessws feed missing from common/methods.py WS_PUSHES: kline.update" in problems
+    assert "documented push that accessws does not send: kline.update" in problems
+
+
+def test_every_push_a_real_session_receives_is_declared() -> None:
+    # record() runs a real server through a session that triggers every push, and fails on a
+    # notification that the push table does not declare
+    recorded = asyncio.run(examples.record())
+    assert set(recorded["pushes"]) == set(WS_PUSHES)
+
+
+def test_a_push_missing_from_the_table_fails_the_recording(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(examples, "WS_PUSHES", tuple(p for p in WS_PUSHES if p != "asset.update"))
+    with pytest.raises(RuntimeError, match=r"does not declare: asset\.update$"):
+        asyncio.run(examples.record())

@@ -2,7 +2,7 @@
 ``exchange-server run``.
 
 Why: a gateway is attacked through its params.  Each method in the API registry
-(``exchange_server.apidoc.registry``) gets params drawn from plausible values (real market,
+(``exchange_server.api.registry``) gets params drawn from plausible values (real market,
 asset and user names, so the deeper checks are reached) mixed with hostile ones: wrong types,
 huge and negative integers, decimal edge cases, long and unicode strings, containers nested up
 to 100 deep, and wrong arity.  The HTTP side includes the trusted (back office) methods, since
@@ -28,7 +28,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exchange_server.apidoc.registry import Method, http_methods, ws_methods
+from exchange_server.api.model import Method
+from exchange_server.api.registry import http_methods, ws_methods
 from tests.server import REPO, ServerProcess
 from tests.test_accessws_support import AuthService, RawWs
 from tests.waiting import wait_until

@@ -27,7 +27,7 @@ from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from exchange_server.apidoc.openrpc import PATH, document
+from exchange_server.api.openrpc import PATH, document
 from exchange_server.client import ApiError, HttpClient
 from tests.server import ServerProcess
 
@@ -146,7 +146,7 @@ def test_servers_entry_without_host_is_relative(server: ServerProcess) -> None:
 
 
 def test_examples_name_the_methods_params() -> None:
-    from exchange_server.apidoc.registry import http_methods
+    from exchange_server.api.registry import http_methods
 
     registry = http_methods()
     named = 0
@@ -164,7 +164,7 @@ def test_examples_name_the_methods_params() -> None:
             named += bool(names)
     assert named > 20
     # balance.query's repeatable asset: every repetition is an "asset"
-    from exchange_server.apidoc.openrpc import example_param_names
+    from exchange_server.api.openrpc import example_param_names
 
     assert example_param_names(registry["balance.query"], 3) == ["user_id", "asset", "asset"]
 

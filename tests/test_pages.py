@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from exchange_server.accesshttp import pages
-from exchange_server.apidoc.openrpc import document
+from exchange_server.api.openrpc import document
 from tests.server import ServerProcess
 
 ADMIN_TOKEN = "pages-test-admin"

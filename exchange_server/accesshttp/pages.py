@@ -3,7 +3,7 @@
 
 * ``GET /``: an index page: the markets (links to their pages) and the API reference (a link to
   the OpenRPC document and a table of the HTTP methods);
-* ``GET /openrpc.json``: the OpenRPC document of the HTTP API (exchange_server.apidoc.openrpc),
+* ``GET /openrpc.json``: the OpenRPC document of the HTTP API (exchange_server.api.openrpc),
   whose ``servers`` entry is this gateway as the client reached it: the request's ``Host`` and
   scheme (``X-Forwarded-Proto`` when a proxy such as nginx sets it);
 * ``GET /market/<MARKET>``: the live market page (static/market.html with the market's name);
@@ -102,7 +102,7 @@ def server_url(host: bytes | None, forwarded_proto: bytes | None) -> str:
 
 
 def _openrpc(host: bytes | None, forwarded_proto: bytes | None) -> Page:
-    from exchange_server.apidoc.openrpc import document_bytes
+    from exchange_server.api.openrpc import document_bytes
 
     return 200, document_bytes(server_url(host, forwarded_proto)), b"application/json"
 
@@ -135,7 +135,7 @@ def _market_links(names: list[str] | None) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _method_rows() -> str:
-    from exchange_server.apidoc.openrpc import document
+    from exchange_server.api.openrpc import document
 
     return "".join(f"<tr><td><code>{html.escape(m['name'])}</code></td>"
                    f"<td>{_inline_code(m.get('summary', ''))}</td></tr>"

@@ -71,12 +71,9 @@ from exchange_server.common.errors import (
     RpcError,
 )
 from exchange_server.common.jsondepth import check_params_depth
+from exchange_server.common.methods import MARKETPRICE, MATCHENGINE, READHISTORY
 
 log = logging.getLogger("exchange_server.accessws")
-
-MATCHENGINE = "matchengine"
-MARKETPRICE = "marketprice"
-READHISTORY = "readhistory"
 
 #: The original's MARKET_NAME_MAX_LEN / ASSET_NAME_MAX_LEN / INTERVAL_MAX_LEN / SOURCE_MAX_LEN:
 #: names must be shorter (in bytes).

@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from exchange_server.accessws.config import AccessWsConfig, RpcClientConfig, load_accessws
+from exchange_server.accessws.observe import register_accessws
 from exchange_server.accessws.server import AccessWs
 from exchange_server.bus.kafka import KafkaBusReader
 from exchange_server.common.backend import Backend
@@ -48,6 +49,7 @@ class StandaloneAccessWs:
                             config.orders.brokers)
         backends: dict[str, Backend] = dict(self.clients)
         self.ws = AccessWs(config, backends, bus)
+        register_accessws(self.ws)
 
     async def start(self) -> None:
         for client in self.clients.values():

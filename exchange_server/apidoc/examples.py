@@ -4,7 +4,8 @@ Starts ``exchange-server run`` (fresh data directory, free ports, a stub auth se
 scripted session that calls every HTTP method, every WebSocket method and waits for every push,
 and writes each method's first recorded request and reply to ``docs/api/examples.json``
 (``--out`` to write elsewhere).  Fails (exit 1) when a documented method or push got no
-example: add a call for it to the session below.
+example: add a call for it to the session below; fails when accessws sent a push that the push
+table (``WS_PUSHES`` in common/methods.py) does not declare.
 
 Users: 1 (token ``token-of-user-1``, API key ``key-1``) sells BTC; 2 buys with BCH; 3 sells a
 little BTC to fire a stop.  The server runs with ``--admin-token`` (:data:`ADMIN_TOKEN`) for the
@@ -25,8 +26,9 @@ from typing import Any
 
 import aiohttp
 
+from exchange_server.api.registry import http_methods, ws_methods, ws_pushes
 from exchange_server.apidoc.liveserver import REPO, AuthStub, LiveServer
-from exchange_server.apidoc.registry import http_methods, ws_methods, ws_pushes
+from exchange_server.common.methods import WS_PUSHES
 
 DEFAULT_OUT = REPO / "docs" / "api" / "examples.json"
 MARKET = "BTCBCH"
@@ -42,6 +44,8 @@ class Recorder:
         self.http: dict[str, Any] = {}
         self.ws: dict[str, Any] = {}
         self.pushes: dict[str, Any] = {}
+        #: the name of every notification any connection received
+        self.push_names: set[str] = set()
         self.errors: list[dict[str, Any]] = []
         self._id = 0
 
@@ -87,6 +91,7 @@ class WsConn:
             data = json.loads(msg.data)
             if data.get("id") is None:
                 self.pushes.append(data)
+                self.rec.push_names.add(str(data.get("method")))
             else:
                 self._replies[data["id"]] = data
             self._event.set()
@@ -338,6 +343,10 @@ async def record() -> dict[str, Any]:
                 server.stop()
     finally:
         auth.stop()
+    undeclared = sorted(rec.push_names - set(WS_PUSHES))
+    if undeclared:
+        raise RuntimeError(f"accessws sent pushes that WS_PUSHES (common/methods.py) does not "
+                           f"declare: {', '.join(undeclared)}")
     return {
         "comment": "Recorded from a real run by python -m exchange_server.apidoc.examples; "
                    "times and ids are whatever that run produced.",

@@ -9,7 +9,7 @@
   answer came.
 
 Decimal params are sent as strings; decimal strings in results come back as Decimal wherever
-the API registry (exchange_server.apidoc) documents a decimal.
+the API registry (exchange_server.api) documents a decimal.
 """
 
 from exchange_server.client.errors import (

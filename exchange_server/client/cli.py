@@ -53,7 +53,7 @@ EXIT_OUTPUT_CLOSED = 141
 
 
 def _method_entry(name: str, ws: bool) -> Any:
-    from exchange_server.apidoc.registry import http_methods, ws_methods
+    from exchange_server.api.registry import http_methods, ws_methods
 
     table = ws_methods() if ws else http_methods()
     return table.get(name)
@@ -168,7 +168,7 @@ def _silence_stdout() -> None:
 
 
 def _describe(name: str, out: Any) -> int:
-    from exchange_server.apidoc.registry import http_methods, ws_methods
+    from exchange_server.api.registry import http_methods, ws_methods
 
     lines: list[str] = []
     for label, table in (("HTTP", http_methods()), ("WebSocket", ws_methods())):
@@ -195,7 +195,7 @@ def _describe(name: str, out: Any) -> int:
 
 
 def _list(out: Any) -> int:
-    from exchange_server.apidoc.registry import http_methods, ws_methods
+    from exchange_server.api.registry import http_methods, ws_methods
 
     lines = ["HTTP methods:"]
     lines += [f"  {name:24} {m.summary}" for name, m in http_methods().items()]

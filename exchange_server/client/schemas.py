@@ -1,4 +1,4 @@
-"""The registry's result and push schemas, looked up once (exchange_server.apidoc)."""
+"""The registry's result and push schemas, looked up once (exchange_server.api)."""
 
 from __future__ import annotations
 
@@ -10,21 +10,21 @@ Schema = dict[str, Any]
 
 @functools.lru_cache(maxsize=1)
 def _http() -> dict[str, Schema]:
-    from exchange_server.apidoc.registry import http_methods
+    from exchange_server.api.registry import http_methods
 
     return {name: m.result for name, m in http_methods().items()}
 
 
 @functools.lru_cache(maxsize=1)
 def _ws() -> dict[str, Schema]:
-    from exchange_server.apidoc.registry import ws_methods
+    from exchange_server.api.registry import ws_methods
 
     return {name: m.result for name, m in ws_methods().items()}
 
 
 @functools.lru_cache(maxsize=1)
 def _push() -> dict[str, Schema]:
-    from exchange_server.apidoc.registry import ws_pushes
+    from exchange_server.api.registry import ws_pushes
 
     return {name: p.schema for name, p in ws_pushes().items()}
 
@@ -43,7 +43,7 @@ def push_params(name: str) -> Schema | None:
 
 def is_write(method: str) -> bool:
     """True for methods that change state (never retried by the client)."""
-    from exchange_server.apidoc.registry import http_methods
+    from exchange_server.api.registry import http_methods
 
     entry = http_methods().get(method)
     return entry is None or entry.write

@@ -10,6 +10,7 @@ from typing import Any
 from exchange_server.bus.kafka import KafkaBusReader
 from exchange_server.common.config import ConfigError, Node, SvrConfig
 from exchange_server.marketprice.markets import accesshttp_markets
+from exchange_server.marketprice.observe import register_marketprice
 from exchange_server.marketprice.service import MarketPriceService
 from exchange_server.marketprice.state import Retention
 from exchange_server.marketprice.store_redis import RedisStore
@@ -73,6 +74,7 @@ class StandaloneMarketPrice:
             KafkaBusReader(config.brokers), store, accesshttp_markets(config.accesshttp),
             retention=config.retention, cache_timeout=config.cache_timeout, debug=config.debug,
             topic=config.topic)
+        register_marketprice(self.service)
         self.rpc = RpcServer(self.service, service_commands(NAME), config.svr.max_pkg_size,
                              config.svr.heartbeat_check, name=NAME)
 

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from exchange_server.common import jsonfmt
+from exchange_server.common import jsonfmt, metrics
 from exchange_server.common.config import MatchEngineConfig
 from exchange_server.common.errors import (
     INTERNAL_ERROR,
@@ -95,11 +95,16 @@ class MatchEngineService:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="operlog")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slice_requested = False
-        #: slice child pid -> the last operation its slice covers
-        self._slice_children: dict[int, int] = {}
+        self._slice_children: set[int] = set()
         self._last_slice_time = 0
         self._timer: asyncio.Task[None] | None = None
         self.commit_count = 0
+        #: metrics: when the commit in flight started; the newest published slice
+        self._commit_started = 0.0
+        self.commit_seconds_total = 0.0
+        self.refused_writes = 0
+        self.last_slice: SliceInfo | None = None
+        self._slice_pending: dict[int, SliceInfo] = {}
         self.restored_from: SliceInfo | None = None
         self.replayed = 0
         #: seconds a commit may take before it counts as failed
@@ -151,7 +156,7 @@ class MatchEngineService:
                 log.warning("slice %d: %s", info.time, warning)
             self.oper_id = info.end_oper_id
             self._last_slice_time = info.time
-            self.restored_from = info
+            self.restored_from = self.last_slice = info
         replayed = 0
         for record in store.read_operlog(self.oper_id):
             if record.id != self.oper_id + 1:
@@ -258,6 +263,7 @@ class MatchEngineService:
         self._check_depth(params)
         if self.degraded or len(self._pending) >= self.config.operlog_max_pending or any(
                 sink.overloaded() for sink in self.sinks) or any(p() for p in self.pressure):
+            self.refused_writes += 1  # metrics: code 3 refusals
             raise service_unavailable()
         if write.check is not None:
             write.check(params)
@@ -297,6 +303,7 @@ class MatchEngineService:
         self._flushing = True
         self._commit_gen += 1
         gen = self._commit_gen
+        self._commit_started = time.monotonic()
         future = self._loop.run_in_executor(self._executor, self.store.append, batch)
         future.add_done_callback(lambda f: self._committed(batch, f, gen))
         self._commit_timer = self._loop.call_later(self.commit_timeout, self._commit_timed_out,
@@ -322,6 +329,9 @@ class MatchEngineService:
             return
         self._flushing = False
         self.commit_count += 1
+        took = time.monotonic() - self._commit_started
+        self.commit_seconds_total += took
+        metrics.COMMIT_SECONDS.observe(took)
         self.durable_id = batch[-1].id
         self._durable_advanced()
         waiters = self._waiters
@@ -360,6 +370,7 @@ class MatchEngineService:
         log.error("operation log %s: operations %d..%d refused (code 3); refusing writes until "
                   "the storage takes writes again", reason, first, last)
         self.refused_commits += 1
+        self.refused_writes += max(0, last - first + 1)  # metrics: code 3 refusals
         self._commit_gen += 1
         self._flushing = False
         if self._commit_timer is not None:
@@ -382,8 +393,8 @@ class MatchEngineService:
     def _kill_children(self, durable_id: int) -> None:
         """Kill slice children whose slice covers refused operations: they would publish it
         as soon as the log reaches its end id again, with other operations under those ids."""
-        for pid, end in list(self._slice_children.items()):
-            if end > durable_id:
+        for pid, info in list(self._slice_pending.items()):
+            if info.end_oper_id > durable_id:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                     log.warning("slice child %d killed: its slice holds refused operations", pid)
@@ -498,7 +509,8 @@ class MatchEngineService:
                 log.exception("slice %d failed", info.time)
             finally:
                 os._exit(code)
-        self._slice_children[pid] = info.end_oper_id
+        self._slice_children.add(pid)
+        self._slice_pending[pid] = info
         log.info("slice %d: child %d dumping up to operation %d", info.time, pid, info.end_oper_id)
 
     def _child_write_slice(self, info: SliceInfo) -> None:  # pragma: no cover - forked child
@@ -524,6 +536,7 @@ class MatchEngineService:
         self.store.write_slice_data(info, self.engine.dump_state())
         self.store.publish_slice(info)
         self.store.delete_old_slices(info.time, self.config.slice_keeptime)
+        self.last_slice = info
         log.info("slice %d written (operation %d)", info.time, info.end_oper_id)
 
     def _reap_children(self, wait: bool = False, timeout: float = 120.0) -> None:
@@ -539,12 +552,16 @@ class MatchEngineService:
                     os.kill(pid, signal.SIGKILL)
                     done, status = os.waitpid(pid, 0)
             except ChildProcessError:
-                self._slice_children.pop(pid, None)
+                self._slice_children.discard(pid)
+                self._slice_pending.pop(pid, None)
                 continue
             if done:
-                self._slice_children.pop(pid, None)
+                self._slice_children.discard(pid)
+                info = self._slice_pending.pop(pid, None)
                 if os.waitstatus_to_exitcode(status) != 0:
                     log.error("slice child %d failed with status %d", pid, status)
+                elif info is not None:
+                    self.last_slice = info
 
     async def make_slice_now(self) -> None:
         """Take a slice and wait until it is published (CLI ``makeslice``, tests)."""

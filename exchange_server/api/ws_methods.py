@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from exchange_server.apidoc.http_methods import HTTP_METHODS
-from exchange_server.apidoc.registry import Error, Method, Param, Push
-from exchange_server.apidoc.schema import (
+from exchange_server.api.http_methods import HTTP_METHODS
+from exchange_server.api.model import Error, Method, Param, Push
+from exchange_server.api.schema import (
     ASSET_NAME,
     BALANCE,
     DEPTH,

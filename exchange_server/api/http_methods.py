@@ -1,4 +1,4 @@
-"""The HTTP JSON-RPC methods (accesshttp's ROUTES), documented.
+"""The HTTP JSON-RPC methods (the method table accesshttp routes, common/methods.py), documented.
 
 Facts follow ../shared/spec/rpc.md and docs/compatibility.md (where this implementation
 differs from the original on purpose).
@@ -6,8 +6,8 @@ differs from the original on purpose).
 
 from __future__ import annotations
 
-from exchange_server.apidoc.registry import Error, Method, Param
-from exchange_server.apidoc.schema import (
+from exchange_server.api.model import Error, Method, Param
+from exchange_server.api.schema import (
     ASSET_NAME,
     BALANCE,
     DECIMAL_IN_PATTERN,
@@ -40,6 +40,7 @@ from exchange_server.apidoc.schema import (
     string,
     time_real,
 )
+from exchange_server.common.limits import KLINE_MAX_ROWS
 
 ME = "matchengine"
 RH = "readhistory"
@@ -731,7 +732,9 @@ HTTP_METHODS: list[Method] = [
         notes="Exactly 4 params. Cached for 0.45 s. Day, week and month buckets follow the "
         "server's local time zone. As in the original (rpc.md 0.19), a new bucket's open, high "
         "and low start from the previous last price, so a market's very first bucket opens at "
-        "\"0\" (open and low \"0\").",
+        "\"0\" (open and low \"0\"). Extension: at most "
+        f"{KLINE_MAX_ROWS:,} rows (two weeks of one-minute candles), the newest buckets of the "
+        f"range (a longer range answers its last {KLINE_MAX_ROWS:,}).",
         service=MP, cached="0.45 s",
     ),
     Method(

@@ -1,12 +1,13 @@
-"""The OpenRPC document of the HTTP JSON-RPC API, generated from the registry.
+"""The OpenRPC document of the HTTP JSON-RPC API, generated from the API description.
 
 accesshttp serves it at ``GET /openrpc.json`` with the gateway as the client reached it in
 ``servers`` (pages.py builds the URL from the request's Host); ``python -m
-exchange_server.apidoc.openrpc`` prints it with the embedded default, http://127.0.0.1:8080/.
+exchange_server.api.openrpc`` prints it with the embedded default, http://127.0.0.1:8080/.
 
-Methods are listed in the order of accesshttp's ROUTES; a routed method without a registry entry
-is still listed (params unknown) with ``x-undocumented: true`` so the document
-never hides a method, while ``tests/test_apidoc.py`` fails until it is documented.
+Methods are listed in the order of the method table (exchange_server.common.methods, which
+accesshttp routes); a routed method without a registry entry is still listed (params unknown)
+with ``x-undocumented: true`` so the document never hides a method, while
+``tests/test_apidoc.py`` fails until it is documented.
 
 Extensions used (allowed by OpenRPC as ``x-`` fields):
 
@@ -28,7 +29,8 @@ from typing import Any
 
 import orjson
 
-from exchange_server.apidoc.registry import Method, http_methods, served_http_methods
+from exchange_server.api.model import Method
+from exchange_server.api.registry import http_methods, served_http_methods
 
 OPENRPC_VERSION = "1.3.2"
 API_VERSION = "0.1.0"
