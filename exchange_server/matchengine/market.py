@@ -61,6 +61,9 @@ class Market:
         self.suspended = False
         #: set by ``execute`` when self-trade prevention cancelled the taker's remainder.
         self.stp_stopped = False
+        #: the original's matching, without self-trade prevention: only while replaying records
+        #: an original ViaBTC wrote (matchengine/original.py), which it dealt and acknowledged.
+        self.self_trade = False
         #: stop orders: by id, by user (placement order), and the two trigger lists keyed by
         #: ``Stop.sort_key()`` (first = next to fire).
         self.stops: dict[int, Stop] = {}
@@ -235,7 +238,7 @@ class Market:
                 break
             while level and taker.left:
                 maker: Order = next(iter(level.values()))
-                if maker.user == user:
+                if maker.user == user and not self.self_trade:
                     if self._self_trade(taker, maker):
                         return deal_id
                     continue

@@ -42,6 +42,12 @@ from exchange_server.common.errors import (
 from exchange_server.matchengine.engine import Engine
 from exchange_server.matchengine.methods import MatchEngineMethods, present
 from exchange_server.matchengine.model import Event
+from exchange_server.matchengine.original import (
+    OriginalState,
+    apply_load_rules,
+    original_matching,
+    original_params,
+)
 from exchange_server.matchengine.sink import EventSink
 from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
 
@@ -80,6 +86,8 @@ class MatchEngineService:
         self._timer: asyncio.Task[None] | None = None
         self.commit_count = 0
         self.restored_from: SliceInfo | None = None
+        #: records at or below this id were written by an original ViaBTC (original.py)
+        self.original_end = 0
         self.replayed = 0
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -96,6 +104,11 @@ class MatchEngineService:
         the state before them.
         """
         store = self.store
+        self.original_end = store.takeover_point()
+        if self.original_end:
+            # the original wrote the history and published the messages up to there
+            for sink in self.sinks:
+                sink.start_after(self.original_end)
         marks = [sink.durable_mark() for sink in self.sinks]
         last = store.last_oper_id()
         if marks and max(marks) > last:
@@ -114,6 +127,8 @@ class MatchEngineService:
                 info = None
         if info is not None:
             state = store.read_slice(info)
+            if isinstance(state, OriginalState):
+                apply_load_rules(state, self.engine)
             for warning in self.engine.load_state(state):
                 log.warning("slice %d: %s", info.time, warning)
             self.oper_id = info.end_oper_id
@@ -135,8 +150,14 @@ class MatchEngineService:
         write = self.methods.by_log_name.get(record.method)
         if write is None:
             raise StoreError(f"operation {record.id}: unknown method {record.method!r}")
+        params = record.params
+        rules: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if record.id <= self.original_end:  # written by an original ViaBTC: its rules
+            params = original_params(record.method, params)
+            rules = original_matching(self.engine)
         try:
-            write.run(record.time, record.params)
+            with rules:
+                write.run(record.time, params)
         except RpcError as e:
             if e.code != INVALID_ARGUMENT:
                 raise StoreError(f"operation {record.id} ({record.method}) failed on replay: "
