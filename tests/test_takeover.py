@@ -12,6 +12,7 @@ original already did, and go on trading.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +26,8 @@ import pytest
 from pymysql.constants import CLIENT
 
 from exchange_server.common.config import MysqlConfig
+from exchange_server.matchengine.store import StoreError
+from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.storage import mysql as mysql_db
 from tests.test_topology import call
 from tests.topology import Topology
@@ -240,3 +243,49 @@ def test_new_requests_with_wrapped_integers_are_still_refused(
         assert reply["error"] is not None and reply["error"]["code"] == 1, reply
     assert call(topo.http_port, "balance.query", 4294967295, "ETH") == {
         "ETH": {"available": "5", "freeze": "0"}}
+
+
+def test_no_takeover_while_the_original_still_writes(
+        mysql_config: Callable[..., MysqlConfig]) -> None:
+    """Two writers of one log must never happen: while the original's operation log still
+    grows, the takeover is refused and nothing is changed; once it stands still, it is taken
+    over at its end."""
+    db_log = mysql_config("takeover_log")
+    load_dump(db_log, DATA / "trade_log.sql")
+    stop = threading.Event()
+    written: list[int] = []
+
+    def original_writer() -> None:  # the original, still logging operations
+        conn = mysql_db.connect(db_log)
+        try:
+            with conn.cursor() as cur:
+                oper_id = LAST_ORIGINAL_OPER
+                while not stop.is_set():
+                    oper_id += 1
+                    cur.execute("INSERT INTO operlog_20261201 VALUES (%s, %s, %s)",
+                                (oper_id, time.time(), json.dumps(
+                                    {"method": "cancel_order", "params": [1, "BTCBCH", 2]})))
+                    conn.commit()
+                    written.append(oper_id)
+        finally:
+            conn.close()
+
+    writer = threading.Thread(target=original_writer)
+    writer.start()
+    try:
+        wait_for("the original's first record", lambda: written)
+        store = MysqlEngineStore(db_log)
+        with pytest.raises(StoreError, match="still writing its operation log"):
+            store.open()
+        store.close()
+    finally:
+        stop.set()
+        writer.join()
+    assert not query(db_log, "SHOW TABLES LIKE 'takeover'")
+    assert query(db_log, "SHOW TABLES LIKE 'slice_order_example_viabtc'") == []
+    store = MysqlEngineStore(db_log)
+    store.open()
+    try:
+        assert store.takeover_point() == written[-1]
+    finally:
+        store.close()

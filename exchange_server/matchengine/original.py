@@ -63,6 +63,9 @@ ORDER_METHODS = ("limit_order", "market_order")
 #: Where each of them keeps the order's source.
 SOURCE_PARAM = {"limit_order": 7, "market_order": 5}
 
+#: Seconds the original's log must stand still before it is taken over.
+STILL_TIME = 1.0
+
 U32 = 2**32
 U64 = 2**64
 #: Per log name: (param index, modulus) of the integers the original read with a C cast.
@@ -119,12 +122,13 @@ def adopt(conn: Any) -> int:
             return 0
         tables = _operlog_tables(cur)
         if point is None:
+            point = _still_log_end(conn, cur)
             cur.execute(f"CREATE TABLE IF NOT EXISTS `{TAKEOVER_TABLE}` ("
                         " id INT UNSIGNED NOT NULL PRIMARY KEY,"
                         " time BIGINT NOT NULL,"
                         " end_oper_id BIGINT UNSIGNED NOT NULL"
                         ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
-            point = _last_oper_id(cur, tables)
+            tables = _operlog_tables(cur)
             cur.execute(f"INSERT IGNORE INTO `{TAKEOVER_TABLE}` (id, time, end_oper_id)"
                         " VALUES (1, %s, %s)", (int(time.time()), point))
             conn.commit()
@@ -140,6 +144,22 @@ def adopt(conn: Any) -> int:
                 _widen_operlog(cur, table)
         conn.commit()
         return point
+
+
+def _still_log_end(conn: Any, cur: Any) -> int:
+    """The end of the original's operation log, once it has stood still for STILL_TIME
+    seconds (the original flushes its log every 0.1 s): taking over a database the original
+    still writes would give two writers of one log."""
+    conn.commit()
+    first = _last_oper_id(cur, _operlog_tables(cur))
+    conn.commit()  # a fresh snapshot for the second look
+    time.sleep(STILL_TIME)
+    last = _last_oper_id(cur, _operlog_tables(cur))
+    conn.commit()
+    if last != first:
+        raise StoreError(f"the original matchengine is still writing its operation log (last id "
+                         f"{first}, then {last} {STILL_TIME} s later): stop it before the takeover")
+    return last
 
 
 def _widen_operlog(cur: Any, table: str) -> None:
