@@ -12,6 +12,7 @@ original already did, and go on trading.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -26,7 +27,8 @@ import pytest
 from pymysql.constants import CLIENT
 
 from exchange_server.common.config import MysqlConfig
-from exchange_server.matchengine.store import StoreError
+from exchange_server.matchengine.original import original_params, recover_sources
+from exchange_server.matchengine.store import SliceInfo, StoreError
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.storage import mysql as mysql_db
 from tests.test_topology import call
@@ -289,3 +291,48 @@ def test_no_takeover_while_the_original_still_writes(
         assert store.takeover_point() == written[-1]
     finally:
         store.close()
+
+
+# -- the original's rules, without servers ----------------------------------------------------
+
+
+def dumped_operlog() -> dict[int, str]:
+    """``{id: detail}`` of the operation log in trade_log.sql."""
+    text = (DATA / "trade_log.sql").read_text()
+    rows = re.findall(r"^\((\d+),[\d.]+,'(.*)'\)[,;]$", text, re.M)
+    return {int(i): detail.replace('\\"', '"') for i, detail in rows}
+
+
+#: The original's slice (end_oper_id 13, end_order_id 7): orders 2 and 6 as
+#: (id, t, side, create_time, update_time, user_id, market).
+SLICE = SliceInfo(1796096531, 13, 7, 4)
+SLICE_ORDERS = [(2, 1, 1, 0.0, 0.0, 1, "BTCBCH"), (6, 1, 2, 0.0, 0.0, 1, "BTCBCH")]
+
+
+def test_sources_are_recovered_while_the_log_holds_the_creating_operation() -> None:
+    log = dumped_operlog()
+    whole = [(i, log[i]) for i in range(13, 0, -1)]
+    assert recover_sources(SLICE, SLICE_ORDERS, iter(whole)) == {2: "api", 6: "api"}
+    # older operations gone (days dropped): order 2's creation is no longer there
+    assert recover_sources(SLICE, SLICE_ORDERS, iter(whole[:4])) == {6: "api"}
+    # a gap in the ids (operation 12 missing): the count is no longer reliable, nothing older
+    # is recovered
+    assert recover_sources(SLICE, SLICE_ORDERS, iter(whole[:1] + whole[2:])) == {}
+
+
+def test_sources_stop_at_an_operation_that_does_not_match_its_order() -> None:
+    log = dumped_operlog()
+    history = [(i, log[i]) for i in range(13, 0, -1)]
+    # operation 12 (order 6) claims another user: neither 6 nor anything older is trusted
+    history[1] = (12, log[12].replace("[1, ", "[3, "))
+    assert recover_sources(SLICE, SLICE_ORDERS, iter(history)) == {}
+
+
+def test_original_integer_rules() -> None:
+    assert original_params("update_balance", [-1, "ETH", "deposit", -5, "5", {}]) == [
+        4294967295, "ETH", "deposit", 2**64 - 5, "5", {}]
+    assert original_params("limit_order", [-2, "BTCBCH", 1]) == [2**32 - 2, "BTCBCH", 1]
+    assert original_params("cancel_order", [1, "BTCBCH", -1]) == [1, "BTCBCH", 2**64 - 1]
+    params = [11, "ETH", "deposit", 5, "5", {}]
+    assert original_params("update_balance", params) is params  # nothing to wrap
+    assert original_params("update_balance", [True, "ETH"]) == [True, "ETH"]  # not an integer
