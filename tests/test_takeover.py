@@ -98,7 +98,7 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
 
 
 def answer(port: int, method: str, params: list[Any]) -> dict[str, Any] | None:
-    """The whole JSON-RPC reply through accesshttp; None while the backend is not connected."""
+    """The whole JSON-RPC reply through accesshttp; None while it or its backend is not up."""
     body = json.dumps({"method": method, "params": params, "id": 1}).encode()
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", body, timeout=10) as r:
@@ -108,6 +108,8 @@ def answer(port: int, method: str, params: list[Any]) -> dict[str, Any] | None:
         if e.code == 500:
             return None
         raise
+    except OSError:  # accesshttp not listening yet
+        return None
 
 
 def consume(brokers: str, topic: str) -> list[bytes]:
@@ -233,6 +235,24 @@ def test_takeover_answers_as_the_original_and_trades_on(
     assert [(m["event"], m["order"]["id"]) for m in orders] == [(2, 2), (3, 23)]
     assert orders[0]["order"]["source"] == "api"  # recovered from the log (operation 7)
     assert consume(kafka_brokers, prefix + "balances") == []
+
+    # a restart of ours (from its own slice now): the same state, nothing written again
+    pending = call(port, "order.pending", 1, "BTCBCH", 0, 100)
+    counts = history_counts(db_history)
+    topo.stop("matchengine")
+    topo.start("matchengine")
+    assert call(port, "order.pending", 1, "BTCBCH", 0, 100) == pending
+    assert [(o["id"], o["source"], o["left"]) for o in pending["records"]] == [
+        (6, "api", "0.1"), (2, "api", "0.5")]
+    # restored from the final slice of ours (operation 45), in our layout
+    assert [r[0] for r in query(db_log, "SELECT end_oper_id FROM slice_history ORDER BY id")] \
+        == [13, 45]
+    order = call(port, "order.put_limit", 13, "BTCBCH", 1, "1", "500", "0.002", "0.001", "next")
+    assert order["id"] == 24
+    wait_for("the history of order 24", lambda: query(
+        db_history, "SELECT oper_id FROM history_offset")[0][0] == LAST_ORIGINAL_OPER + 2)
+    assert history_counts(db_history) == counts  # it rests: no history row yet
+    assert len(consume(kafka_brokers, prefix + "deals")) == 1
 
 
 def test_new_requests_with_wrapped_integers_are_still_refused(

@@ -76,9 +76,6 @@ WRAPPED_PARAMS: dict[str, tuple[tuple[int, int], ...]] = {
     "cancel_order": ((0, U32), (2, U64)),
 }
 
-Query = Callable[..., list[tuple[Any, ...]]]
-
-
 @dataclass
 class OriginalState(EngineState):
     """A slice read in the original's layout: its values are as stored, before the original's
@@ -201,6 +198,8 @@ def read_slice(pages: Callable[[str, str], Iterator[tuple[Any, ...]]], t: int,
     rows = list(pages(f"slice_order_{t}", ORDER_COLUMNS))
     sources = recover_sources(info, rows, history)
     for oid, kind, side, ctime, mtime, user, market, *values in rows:
+        if any(v is None for v in values):
+            raise StoreError(f"slice_order_{t} id {oid}: NULL value")
         state.orders.append(order_from_row(
             oid, market, sources.get(int(oid), ""), kind, side, user, ctime, mtime,
             [Decimal(str(v)) for v in values], 0, None))
@@ -228,7 +227,12 @@ def recover_sources(info: SliceInfo, orders: list[tuple[Any, ...]],
         if oper_id != expected or order_id < oldest:
             break
         expected -= 1
-        method, params = decode_detail(detail, oper_id)
+        try:
+            method, params = decode_detail(detail, oper_id)
+        except StoreError as e:
+            log.warning("sources of slice orders before operation %d not recovered: %s",
+                        oper_id, e)
+            break
         if method not in ORDER_METHODS:
             continue
         params = original_params(method, params)
