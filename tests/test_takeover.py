@@ -28,9 +28,12 @@ from pymysql.constants import CLIENT
 
 from exchange_server.common.config import MysqlConfig
 from exchange_server.matchengine.original import original_params, recover_sources
-from exchange_server.matchengine.store import SliceInfo, StoreError
+from exchange_server.matchengine.service import MatchEngineService
+from exchange_server.matchengine.store import OperRecord, SliceInfo, StoreError
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
+from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 from exchange_server.storage import mysql as mysql_db
+from tests.test_methods import config as engine_config
 from tests.test_topology import call
 from tests.topology import Topology
 
@@ -356,3 +359,32 @@ def test_original_integer_rules() -> None:
     params = [11, "ETH", "deposit", 5, "5", {}]
     assert original_params("update_balance", params) is params  # nothing to wrap
     assert original_params("update_balance", [True, "ETH"]) == [True, "ETH"]  # not an integer
+
+
+class TakenOverStore(SqliteEngineStore):
+    """A store whose first two records were written by an original ViaBTC."""
+
+    def takeover_point(self) -> int:
+        return 2
+
+
+def test_the_originals_records_replay_with_its_rules_and_are_never_skipped(
+        tmp_path: Path) -> None:
+    t = 1796096534.5
+    store = TakenOverStore(tmp_path / "wrapped")
+    store.open()
+    store.append([OperRecord(1, t, "update_balance", [-1, "BTC", "deposit", -5, "1", {}]),
+                  OperRecord(2, t, "update_balance", [2, "BTC", "deposit", -5, "2", {}])])
+    service = MatchEngineService(engine_config(), store)
+    service.restore()
+    assert service.engine.balances.get_available(4294967295, "BTC") == 1
+    assert service.engine.balances.get_available(2, "BTC") == 2
+    store.close()
+    # a record of the original that this project refuses (user 0, which the original let
+    # through) stops the restore with its id: acknowledged money is never dropped silently
+    store = TakenOverStore(tmp_path / "refused")
+    store.open()
+    store.append([OperRecord(1, t, "update_balance", [0, "BTC", "deposit", 1, "1", {}])])
+    with pytest.raises(StoreError, match="operation 1 "):
+        MatchEngineService(engine_config(), store).restore()
+    store.close()

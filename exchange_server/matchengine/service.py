@@ -159,7 +159,8 @@ class MatchEngineService:
             with rules:
                 write.run(record.time, params)
         except RpcError as e:
-            if e.code != INVALID_ARGUMENT:
+            if e.code != INVALID_ARGUMENT or record.id <= self.original_end:
+                # (the original acknowledged its records: one it accepted is never skipped)
                 raise StoreError(f"operation {record.id} ({record.method}) failed on replay: "
                                  f"{e.code} {e.message}") from e
             # A market or asset that is no longer configured: skipped, as the original does.
