@@ -160,7 +160,9 @@ def _still_log_end(conn: Any, cur: Any) -> int:
 
 
 def _widen_operlog(cur: Any, table: str) -> None:
-    """Our records fit: MEDIUMTEXT detail in utf8mb4 (the original's is TEXT in utf8)."""
+    """Our records fit: MEDIUMTEXT detail in utf8mb4 (the original's is TEXT in utf8).  Any
+    column our records need beyond the original's belongs here too (the day table already
+    exists, so ``CREATE TABLE ... LIKE operlog_example`` will not make it ours)."""
     if _columns(cur, table) is None:
         return  # operlog_example is made by our schema right after
     cur.execute(f"SHOW FULL COLUMNS FROM `{table}` WHERE Field = 'detail'")
