@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ def load_embedded_config(path: str | None) -> MatchEngineConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     from exchange_server.accessws.config import load_accessws
     from exchange_server.embedded import DataDirLocked, EmbeddedOptions, EmbeddedSystem
+    from exchange_server.matchengine.store import StoreError
 
     config = load_embedded_config(args.config)
     options = EmbeddedOptions(
@@ -33,11 +35,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         http_host=args.host,
         http_port=args.http_port,
         admin_token=args.admin_token or os.environ.get("EXCHANGE_ADMIN_TOKEN") or None,
+        api_token=args.api_token or os.environ.get("EXCHANGE_API_TOKEN") or None,
+        public_port=args.public_port,
         storage=args.storage,
         disabled=set(args.disable or []),
         ws_host=args.host,
         ws_port=args.ws_port,
         metrics_port=args.metrics_port,
+        cli_port=args.cli_port,
         ws_config=load_accessws(read_json(args.ws_config), embedded=True) if args.ws_config else None,
     )
     system = EmbeddedSystem(config, options)
@@ -46,6 +51,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except DataDirLocked as e:
         print(f"exchange-server: {e}", file=sys.stderr)
         return 1
+    except StoreError as e:
+        # a log that cannot be restored: one fatal line naming the operation, no traceback
+        logging.getLogger("exchange_server").critical("cannot start: %s", e)
+        return 3
     return 0
 
 
@@ -109,12 +118,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--admin-token", default=None,
                      help="bearer token that unlocks the admin methods (config.*) on the HTTP "
                           "port (default: $EXCHANGE_ADMIN_TOKEN; none: they are refused)")
+    run.add_argument("--api-token", default=None,
+                     help="bearer token that every non-public method needs on the HTTP port "
+                          "(default: $EXCHANGE_API_TOKEN; none: the port is trusted as is)")
+    run.add_argument("--public-port", type=int, default=None,
+                     help="also serve only the public market-data methods and pages on this "
+                          "port (what may face the internet)")
     run.add_argument("--storage", choices=["sqlite", "mysql"], default="sqlite",
                      help="operation log and slices: SQLite under --data-dir, or MySQL/MariaDB "
                      "at the config's db_log")
     run.add_argument("--ws-port", type=int, default=8090, help="WebSocket port")
     run.add_argument("--metrics-port", type=int, default=0,
                      help="serve Prometheus metrics on GET /metrics at this port (0: off)")
+    run.add_argument("--cli-port", type=int, default=7317,
+                     help="the operator console (the original's cli: status, balance, market, "
+                          "makeslice) on 127.0.0.1 at this port (0: off)")
     run.add_argument("--ws-config", help="accessws config (original format) for auth_url, "
                      "sign_url, push intervals, depth limits")
     run.add_argument("--disable", action="append", metavar="SERVICE",

@@ -9,7 +9,8 @@
     <instance>/shell/stop.sh          graceful stop (SIGQUIT to the pid in the lock file), waits
     <instance>/shell/check_alive.sh   start it if it is not running (for cron)
     systemd/exchange-<instance>.service, systemd/exchange.target   the systemd alternative
-    nginx/exchange.conf, nginx/exchange-locations.conf, nginx/nginx.conf   the load balancer
+    nginx/exchange.conf, nginx/exchange-locations.conf, nginx/exchange-public-locations.conf,
+    nginx/nginx.conf                                               the load balancer
     start_all.sh, stop_all.sh, README.md                           the whole tree on one machine
 
 The instances are the six services (matchengine, marketprice, readhistory, accesshttp, accessws,
@@ -21,6 +22,12 @@ by one), and each keeps its single-instance lock in its own ``<instance>/run/`` 
 over across the list, each gateway starting with a different instance), and nginx spreads
 clients over the accesshttp and accessws instances.
 
+Trust model (README.md): the JSON-RPC API is a trusted back-office API.  Each accesshttp instance
+also gets a public listener (``public.bind``, port ``accesshttp_public``) that answers only the
+public market-data methods (accesshttp/routes.py); nginx's public TLS server reaches only those
+listeners (and accessws), its internal plain-HTTP server (``http_listen``, loopback or private
+addresses only) the full API.
+
 The templates live in ``deploy/templates/`` of the source tree (``$EXCHANGE_DEPLOY_TEMPLATES``
 or ``templates=`` elsewhere); ``{{name}}`` placeholders are filled in here.
 """
@@ -28,6 +35,7 @@ or ``templates=`` elsewhere); ``{{name}}`` placeholders are filled in here.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -40,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exchange_server.accesshttp.routes import PUBLIC_PATH_PREFIXES, PUBLIC_PATHS
 from exchange_server.common.config import MysqlConfig, default_matchengine_data, read_json
 
 #: Start order (stop order is the reverse): marketprice asks accesshttp for market.list at
@@ -57,6 +66,8 @@ DEFAULT_PORTS: dict[str, int] = {
     "readhistory": 7424,
     "accesshttp": 8080,
     "accesshttp_monitor": 8081,
+    #: the public listener (public market-data methods only), what nginx's public server reaches
+    "accesshttp_public": 8082,
     "accessws": 8090,
     "accessws_monitor": 8091,
 }
@@ -293,6 +304,7 @@ def generate(target_dir: str | os.PathLike[str], *,
              ssl_certificate: str = DEFAULT_SSL_CERTIFICATE,
              ssl_certificate_key: str = DEFAULT_SSL_CERTIFICATE_KEY,
              http_upstreams: Sequence[str] | None = None,
+             public_upstreams: Sequence[str] | None = None,
              ws_upstreams: Sequence[str] | None = None,
              nginx_user: str | None = None,
              nginx_workers: str = "auto",
@@ -311,9 +323,12 @@ def generate(target_dir: str | os.PathLike[str], *,
     :data:`DEFAULT_PORTS`, or one port per instance.  ``lock_dir``: the lock directory of
     single-instance services (default /tmp).  ``command``: what runs ``exchange-server``
     (default :func:`default_command`).  ``http_upstreams`` / ``ws_upstreams``: nginx's
-    ``host:port`` list (default: the instances generated here).  Existing files are only
+    ``host:port`` list (default: the instances generated here); ``public_upstreams``: the
+    accesshttp public listeners for nginx's public server.  ``http_listen``: nginx's internal
+    server (the full API), a loopback or private address only.  Existing files are only
     overwritten with ``force``.
     """
+    check_internal_listen(http_listen)
     root = Path(target_dir).resolve()
     counts = dict.fromkeys(SERVICES, 1)
     for service, count in (instances or {}).items():
@@ -372,7 +387,8 @@ def generate(target_dir: str | os.PathLike[str], *,
         kafka=kafka, topic_prefix=topic_prefix, log_flag=log_flag,
         assets=assets if assets is not None else samples["assets"],
         markets=markets if markets is not None else samples["markets"],
-        auth_url=auth_url, sign_url=sign_url)
+        auth_url=auth_url, sign_url=sign_url,
+        ws_url=public_ws_url(server_name, https_listen))
     for inst in all_instances:
         deployment.configs[inst.name] = builder.build(inst)
 
@@ -442,22 +458,30 @@ def generate(target_dir: str | os.PathLike[str], *,
 
     http_servers = list(http_upstreams) if http_upstreams is not None else [
         f"{i.local_address}:{i.port}" for i in deployment.of("accesshttp")]
+    public_servers = list(public_upstreams) if public_upstreams is not None else [
+        f"{i.local_address}:{i.ports['public']}" for i in deployment.of("accesshttp")]
     ws_servers = list(ws_upstreams) if ws_upstreams is not None else [
         f"{i.local_address}:{i.port}" for i in deployment.of("accessws")]
-    if not http_servers or not ws_servers:
+    if not http_servers or not public_servers or not ws_servers:
         raise DeployError("nginx: the upstreams need at least one server each")
     writer.write(ndir / "exchange.conf", render(template("nginx-exchange.conf"), {
         "accesshttp_servers": upstream(http_servers),
+        "accesshttp_public_servers": upstream(public_servers),
         "accessws_servers": upstream(ws_servers),
         "http_listen": http_listen, "https_listen": https_listen, "server_name": server_name,
         "access_log": _nginx_arg(str(ndir / "logs" / "access.log")),
         "locations": _nginx_arg(str(ndir / "exchange-locations.conf")),
+        "public_locations": _nginx_arg(str(ndir / "exchange-public-locations.conf")),
         "ssl_certificate": _nginx_arg(ssl_certificate),
         "ssl_certificate_key": _nginx_arg(ssl_certificate_key),
     }, "nginx-exchange.conf"))
     writer.write(ndir / "exchange-locations.conf", render(template("nginx-locations.conf"), {
         "max_body": _nginx_size(HTTP_MAX_PKG), "ws_timeout": WS_KEEP_ALIVE + 60,
     }, "nginx-locations.conf"))
+    writer.write(ndir / "exchange-public-locations.conf",
+                 render(template("nginx-public-locations.conf"), {
+                     "public_locations": public_locations(), "ws_timeout": WS_KEEP_ALIVE + 60,
+                 }, "nginx-public-locations.conf"))
     writer.write(ndir / "nginx.conf", render(template("nginx-main.conf"), {
         "nginx_dir": _nginx_arg(str(ndir)), "worker_processes": nginx_workers,
         "user": f"user {nginx_user};\n" if nginx_user else "",
@@ -472,6 +496,57 @@ def generate(target_dir: str | os.PathLike[str], *,
                                             {"root": root, "table": table}, "README.md"))
     deployment.files = writer.written
     return deployment
+
+
+def check_internal_listen(listen: str) -> None:
+    """nginx's internal server carries the full back-office API: refuse a ``listen`` that is
+    not a loopback or private address (a bare port listens on every address); a ``unix:``
+    socket is local."""
+    host = listen.rpartition(":")[0].strip("[]") if ":" in listen else ""
+    if host == "localhost" or listen.startswith("unix:"):
+        return
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None or address.is_unspecified or not (address.is_loopback
+                                                         or address.is_private):
+        raise DeployError(f"http_listen {listen!r}: the internal nginx server serves the full "
+                          "back-office API; give a loopback or private address "
+                          "(127.0.0.1:8000, 10.0.0.5:8000)")
+
+
+def public_ws_url(server_name: str, https_listen: str) -> str | None:
+    """The WebSocket API's address through nginx's public server (``wss://NAME[:PORT]/ws``),
+    for the market page; None when nginx has no real server name (``_``)."""
+    name = server_name.split()[0] if server_name.split() else "_"
+    if name == "_" or "*" in name or name.startswith("~"):
+        return None
+    port = https_listen.rpartition(":")[2].split()[0]
+    return f"wss://{name}/ws" if port == "443" else f"wss://{name}:{port}/ws"
+
+
+def public_locations() -> str:
+    """nginx locations for what accesshttp's public listener serves (routes.py)."""
+    blocks = [f"location = {path} {{\n{_PUBLIC_PROXY}}}" for path in PUBLIC_PATHS]
+    blocks += [f"location {prefix} {{\n{_PUBLIC_PROXY}}}" for prefix in PUBLIC_PATH_PREFIXES]
+    return "\n".join(blocks)
+
+
+#: The body of each public location: to the accesshttp public listeners.
+_PUBLIC_PROXY = f"""    proxy_pass http://exchange_accesshttp_public;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host $host;
+    proxy_set_header X-Real-IP $remote_addr;
+    proxy_set_header X-Forwarded-For $remote_addr;
+    proxy_set_header X-Forwarded-Proto $scheme;
+    proxy_connect_timeout 2s;
+    proxy_send_timeout 10s;
+    proxy_read_timeout 10s;
+    proxy_next_upstream error timeout;
+    client_max_body_size {_nginx_size(HTTP_MAX_PKG)};
+"""
 
 
 def _unit_values(inst: Instance, deployment: Deployment, argv: list[str], env: dict[str, str],
@@ -536,6 +611,8 @@ class _ConfigBuilder:
     markets: list[dict[str, Any]]
     auth_url: str
     sign_url: str
+    #: the public ``wss://`` address of the WebSocket API (None: not known, no server name)
+    ws_url: str | None = None
 
     def _one(self, service: str) -> Instance:
         return self.deployment.of(service)[0]
@@ -608,7 +685,11 @@ class _ConfigBuilder:
             "matchengine": self._client("matchengine"),
             "marketprice": self._client("marketprice"),
             "readhistory": self._client("readhistory", inst.index - 1),
+            # extension: the listener nginx's public server reaches (public methods only)
+            "public": {"bind": [f"tcp@{inst.bind}:{inst.ports['public']}"]},
         })
+        if self.ws_url is not None:
+            data["ws_url"] = self.ws_url  # the market page's WebSocket, through nginx
 
     def _marketprice(self, inst: Instance, data: dict[str, Any]) -> None:
         http = self._one("accesshttp")
@@ -721,12 +802,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="command that runs exchange-server (default: this installation's)")
     p.add_argument("--server-name", default="_", help="nginx server_name")
     p.add_argument("--http-listen", default="127.0.0.1:8000",
-                   help="nginx plain-HTTP listen (default 127.0.0.1:8000)")
-    p.add_argument("--https-listen", default="443", help="nginx TLS listen (default 443)")
+                   help="nginx's internal plain-HTTP server, the full back-office API: a "
+                   "loopback or private address (default 127.0.0.1:8000)")
+    p.add_argument("--https-listen", default="443",
+                   help="nginx's public TLS server: public market data and WebSocket only "
+                   "(default 443)")
     p.add_argument("--ssl-certificate", default=DEFAULT_SSL_CERTIFICATE)
     p.add_argument("--ssl-certificate-key", default=DEFAULT_SSL_CERTIFICATE_KEY)
     p.add_argument("--http-upstream", action="append", metavar="HOST:PORT",
                    help="accesshttp instance for nginx; repeatable (default: the generated ones)")
+    p.add_argument("--public-upstream", action="append", metavar="HOST:PORT",
+                   help="accesshttp public listener for nginx's public server; repeatable "
+                   "(default: the generated ones)")
     p.add_argument("--ws-upstream", action="append", metavar="HOST:PORT",
                    help="accessws instance for nginx; repeatable (default: the generated ones)")
     p.add_argument("--nginx-user", default=None, help="`user` of the stand-alone nginx.conf")
@@ -763,7 +850,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             metrics=not args.no_metrics, server_name=args.server_name,
             http_listen=args.http_listen, https_listen=args.https_listen,
             ssl_certificate=args.ssl_certificate, ssl_certificate_key=args.ssl_certificate_key,
-            http_upstreams=args.http_upstream, ws_upstreams=args.ws_upstream,
+            http_upstreams=args.http_upstream, public_upstreams=args.public_upstream,
+            ws_upstreams=args.ws_upstream,
             nginx_user=args.nginx_user, systemd_user=args.systemd_user, force=args.force)
     except (DeployError, ValueError) as e:
         print(f"exchange-server deploy: {e}", file=sys.stderr)

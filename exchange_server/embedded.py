@@ -29,6 +29,8 @@ from exchange_server.common.config import ConfigError, MatchEngineConfig, MysqlC
 from exchange_server.common.metrics import MetricsServer
 from exchange_server.marketprice.service import MarketPriceService
 from exchange_server.marketprice.store_sqlite import SqliteStore as MarketSqliteStore
+from exchange_server.matchengine.console import DEFAULT_PORT as CONSOLE_PORT
+from exchange_server.matchengine.console import Console, ConsoleServer
 from exchange_server.matchengine.follower import FollowerProcess, FollowerSpec
 from exchange_server.matchengine.observe import register_gauges
 from exchange_server.matchengine.service import MatchEngineService
@@ -37,6 +39,7 @@ from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 from exchange_server.readhistory.reader import HistoryReader, MysqlHistoryReader, SqliteHistoryReader
 from exchange_server.readhistory.service import ReadHistoryService
+from exchange_server.rpc.addr import SockAddr
 
 log = logging.getLogger("exchange_server")
 
@@ -52,6 +55,11 @@ class EmbeddedOptions:
     http_timeout: float = 1.0
     #: Bearer token unlocking accesshttp's admin methods (``config.*``); None: always refused.
     admin_token: str | None = None
+    #: Bearer token every non-public HTTP method needs (accesshttp/trust.py); None: none.
+    api_token: str | None = None
+    #: A second HTTP listener that answers only the public market-data methods and pages
+    #: (None: none; 0: any free port).
+    public_port: int | None = None
     #: "sqlite" (files under data_dir) or "mysql" (the config's ``db_log`` and ``db_history``).
     storage: str = "sqlite"
     disabled: set[str] = field(default_factory=set)
@@ -60,6 +68,8 @@ class EmbeddedOptions:
     ws_config: AccessWsConfig | None = None
     #: Prometheus ``GET /metrics`` on this port (0: off).
     metrics_port: int = 0
+    #: The operator console (the original's ``cli``) on 127.0.0.1 at this port (0: off).
+    cli_port: int = CONSOLE_PORT
 
 
 class DataDirLocked(RuntimeError):
@@ -109,6 +119,8 @@ class EmbeddedSystem:
         if unknown:
             raise ConfigError(f"cannot disable {', '.join(sorted(unknown))}: only "
                               f"{', '.join(OPTIONAL_SERVICES)} are optional")
+        if not 0 <= options.cli_port <= 65535:
+            raise ConfigError(f"--cli-port {options.cli_port}: not a port (0: no console)")
         self.config = config
         self.options = options
         self.store = make_engine_store(config, options)
@@ -141,7 +153,9 @@ class EmbeddedSystem:
                 markets=lambda: list(engine.markets), debug=config.debug)
             backends["marketprice"] = LocalBackend(self.marketprice)
         self.http = AccessHttp(backends, timeout=options.http_timeout,
-                               admin_token=options.admin_token)
+                               admin_token=options.admin_token, api_token=options.api_token)
+        self.public_http = AccessHttp(backends, timeout=options.http_timeout, public_only=True
+                                      ) if options.public_port is not None else None
         self.ws: AccessWs | None = None
         if "accessws" not in options.disabled:
             self.ws = AccessWs(options.ws_config or load_accessws({}, embedded=True), backends,
@@ -149,6 +163,7 @@ class EmbeddedSystem:
         self._lock: IO[str] | None = None
         self.metrics = MetricsServer()
         register_gauges(self.matchengine, self.follower, self.publisher)
+        self.console = ConsoleServer(Console(self.matchengine, self.follower, self.publisher))
 
     async def start(self) -> None:
         self._lock = lock_data_dir(self.options.data_dir)
@@ -170,13 +185,23 @@ class EmbeddedSystem:
             await self.ws.start(self.options.ws_host, self.options.ws_port)
             log.info("accessws listening on ws://%s:%d/", self.options.ws_host, self.ws.port)
             self.http.ws_port = self.ws.port  # the market page finds the WebSocket here
+        if self.public_http is not None and self.options.public_port is not None:
+            self.public_http.ws_port = self.http.ws_port
+            await self.public_http.start(self.options.http_host, self.options.public_port)
+            log.info("accesshttp (public methods only) listening on http://%s:%d/",
+                     self.options.http_host, self.public_http.port)
         if self.options.metrics_port:
             await self.metrics.start(self.options.http_host, self.options.metrics_port)
+        if self.options.cli_port:
+            await self.console.start(SockAddr("tcp", "127.0.0.1", self.options.cli_port))
 
     async def stop(self) -> None:
+        await self.console.stop()
         await self.metrics.stop()
         if self.ws is not None:
             await self.ws.stop()
+        if self.public_http is not None:
+            await self.public_http.stop()
         await self.http.stop()
         await self.matchengine.stop()
         if self.marketprice is not None:

@@ -137,7 +137,7 @@ class Browser:
             raise RuntimeError(f"{expression}: {reply['exceptionDetails']}")
         return reply.get("result", {}).get("value")
 
-    async def wait_for(self, expression: str, timeout: float = 15.0) -> Any:
+    async def wait_for(self, expression: str, timeout: float = 60.0) -> Any:
         """Poll until ``expression`` is truthy; its value."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

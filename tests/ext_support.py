@@ -67,14 +67,18 @@ class Ex:
         if read is not None:
             return json.loads(json.dumps(read(list(params))))
         write = self.methods.writes[method]
-        logged = copy.deepcopy(list(params))
+        args = list(params)
         try:
-            result = write.run(self.now, list(params))
+            if write.check is not None:  # as MatchEngineService.execute does
+                write.check(args)
+            result = write.run(self.now, args)
         except RpcError:
             assert not self.engine.take_events(), "a refused write must leave no events"
             raise
         self.events = self.engine.take_events()
-        self.log.append((self.now, write.log_name, logged))
+        # the service logs the params list the write ran with (a write may record in it what
+        # replay needs, e.g. the self-trade prevention mode the config gave)
+        self.log.append((self.now, write.log_name, copy.deepcopy(args)))
         self.ops.append((len(self.log), self.events))
         return json.loads(json.dumps(present(result)))
 
@@ -128,9 +132,9 @@ class Ex:
         """The last write's events, by type name."""
         return [type(e).__name__ for e in self.events]
 
-    def replayed(self) -> Engine:
-        """A fresh engine fed this session's log."""
-        engine = Engine.from_config(self.cfg)
+    def replayed(self, cfg: MatchEngineConfig | None = None) -> Engine:
+        """A fresh engine (``cfg``: another config) fed this session's log."""
+        engine = Engine.from_config(cfg or self.cfg)
         methods = MatchEngineMethods(engine)
         for now, name, params in self.log:
             methods.by_log_name[name].run(now, copy.deepcopy(params))

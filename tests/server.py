@@ -45,12 +45,15 @@ class ServerProcess:
         self.extra = extra or []
         self.port = free_port()
         self.ws_port = free_port()
+        #: the operator console's port (its own, so servers started in parallel never collide)
+        self.cli_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         args = [sys.executable, "-m", "exchange_server", "run", "--data-dir", str(self.data_dir),
-                "--http-port", str(self.port), "--ws-port", str(self.ws_port)]
+                "--http-port", str(self.port), "--ws-port", str(self.ws_port),
+                "--cli-port", str(self.cli_port)]
         if self.config is not None:
             args += ["--config", str(self.config)]
         args += self.extra

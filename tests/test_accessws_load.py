@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ def rss_kib() -> int:
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     hard = raise_fd_limit()
     if hard < N + 500:
-        pytest.skip(f"the hard open-files limit ({hard}) is too low for {N} connections")
+        pytest.fail(f"the hard open-files limit ({hard}) is too low for {N} connections")
     # svr.write_mem bounds the kernel's send buffer (else it grows to 4 MB on loopback and a
     # dead client takes long to fill it)
     svr = replace(WsSvrConfig(), write_mem=64 * 1024)
@@ -47,6 +48,11 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     st = await Stack(tmp_path, config=config, readhistory=False).start()
     yield st
     await st.stop()
+
+
+def _all_received(report: dict[str, Any], live: int) -> bool:
+    deals = report["deals"]
+    return len(deals) == 3 and all(f["received"] == live for f in deals.values())
 
 
 async def test_5000_subscribers_and_dead_clients(stack: Stack) -> None:
@@ -82,8 +88,13 @@ async def test_5000_subscribers_and_dead_clients(stack: Stack) -> None:
         for _ in range(3):
             await stack.me("order.put_market", taker, MARKET, 2, "1", "0.001", "load")
             await asyncio.sleep(0.3)
-        await asyncio.sleep(1.0)
+        # until every live subscriber got all three (or the deadline: the asserts below say who
+        # missed what)
         report = await swarm.report()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _all_received(report, N - DEAD):
+            await asyncio.sleep(0.1)
+            report = await swarm.report()
     finally:
         await swarm.stop()
 
@@ -92,8 +103,7 @@ async def test_5000_subscribers_and_dead_clients(stack: Stack) -> None:
     for deal_id, figures in report["deals"].items():
         assert figures["received"] == N - DEAD, (deal_id, figures)
     latency = report["latency"]
-    # poll interval 0.1 s + fan-out to 5,000 on 2 shared cores (plain asyncio loop under pytest)
-    assert latency["p99"] < 2.0, latency
+    # latency is printed, not asserted: tests never time things (bench/ measures it)
     assert report["depth_updates_min"] >= 2  # the first snapshot and at least one diff
     assert rss_per_conn < 100, rss_per_conn
     print(f"\n{N} connections: connected+subscribed in {connect_seconds:.1f} s, "

@@ -23,6 +23,7 @@ from exchange_server.matchengine.engine import Engine
 from exchange_server.matchengine.methods import MatchEngineMethods
 from exchange_server.matchengine.model import BalanceUpdated, Deal, Event, OrderChanged, order_info
 from tests.test_bus_session import CONFIG, Op, session
+from tests.waiting import wait_until_async
 
 # -- expected bodies, built here from the event fields (engine.md 14) -----------------------------
 
@@ -176,8 +177,9 @@ async def test_kafka_outage_buffers_up_to_the_bound_and_loses_nothing(
     transport.set_brokers(kafka_brokers)  # the broker is back
     assert await publisher.flush(30)
     assert not publisher.overloaded()
-    await asyncio.sleep(0.2)
-    assert MarkFile(mark_path).load().oper_id == ops[given - 1].oper_id
+    # the mark file follows the acknowledgements
+    await wait_until_async(lambda: MarkFile(mark_path).load().oper_id == ops[given - 1].oper_id,
+                           message="the mark file written")
     publish(publisher, ops[given:])
     assert await publisher.flush(30)
     await publisher.stop()
@@ -296,8 +298,8 @@ async def test_inprocess_mark_follows_durable_consumer_commits(tmp_path: Path) -
     assert publisher.pending(DEALS) == len(deals) - 100
     assert publisher.current_mark().oper_id == deals[100][0] - 1
     assert publisher.current_mark().offsets[DEALS] == 100
-    await asyncio.sleep(0.2)
-    assert mark.load() == publisher.current_mark()
+    await wait_until_async(lambda: mark.load() == publisher.current_mark(),
+                           message="the mark file written")
     consumer.commit(len(deals) - 1)
     assert await publisher.flush(5)
     assert publisher.current_mark().oper_id == ops[-1].oper_id

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -273,6 +276,76 @@ def test_call_command(server: LiveServer, capsys: pytest.CaptureFixture[str]) ->
                            MARKET, "5", "0")
     lines = out.split("\n}\n")
     assert code == 0 and '"depth.update"' in out and len(lines) >= 2
+
+
+def _cli(*argv: str, stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess[bytes]:
+    """The real ``exchange-server call`` in its own process."""
+    return subprocess.run([sys.executable, "-m", "exchange_server", "call", *argv],
+                          stdout=stdout, stderr=subprocess.PIPE, timeout=60, check=False)
+
+
+def test_call_checks_the_param_count(server: LiveServer) -> None:
+    url = ["--url", server.url]
+    # too few: nothing is sent, a usage line that names the params
+    done = _cli(*url, "order.cancel", "31", MARKET)
+    assert done.returncode == client_cli.EXIT_PARAM_COUNT == 2 and done.stdout == b""
+    assert done.stderr.decode().splitlines() == [
+        "exchange-server call: order.cancel takes 3 params, got 2",
+        "usage: exchange-server call order.cancel user_id market order_id"]
+    # too many, optional params, --json, a repeatable param
+    done = _cli(*url, "market.last", MARKET, "extra")
+    assert done.returncode == 2
+    assert b"usage: exchange-server call market.last market\n" in done.stderr
+    done = _cli(*url, "--json", "order.put_limit", f'[31, "{MARKET}", 1]')
+    assert done.returncode == 2 and b"takes 8 to 12 params, got 3" in done.stderr
+    assert b" source [fee_asset] [fee_discount] [option] [client_id]\n" in done.stderr
+    done = _cli(*url, "balance.query")
+    assert done.returncode == 2
+    assert b"usage: exchange-server call balance.query user_id [asset ...]\n" in done.stderr
+    done = _cli("--ws", server.ws_url, "server.auth", "token-alice")
+    assert done.returncode == 2
+    assert b"usage: exchange-server call --ws URL server.auth token source\n" in done.stderr
+    # the right counts reach the server
+    done = _cli(*url, "balance.query", "31", "BTC", "BCH")
+    assert done.returncode == 0 and set(json.loads(done.stdout)) == {"BTC", "BCH"}
+    assert _cli(*url, "balance.query", "31").returncode == 0
+    # an undocumented method: the server judges (HTTP 404, method not found)
+    done = _cli(*url, "no.such_method", "1", "2")
+    assert done.returncode == client_cli.EXIT_ERROR and b"error 4" in done.stderr
+
+
+def test_call_ws_that_cannot_connect_says_so_once(server: LiveServer) -> None:
+    done = _cli("--ws", f"ws://127.0.0.1:{closed_port()}/", "server.time")
+    assert done.returncode == client_cli.EXIT_TRANSPORT and done.stdout == b""
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("exchange-server call: cannot connect to ws://")
+
+
+def _closed_pipe() -> tuple[int, int]:
+    """A pipe whose reader is already gone: every write to it fails with EPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    return read_end, write_end
+
+
+@pytest.mark.parametrize("argv", [("--list",), ("--describe", "order.put_limit"),
+                                  ("order.depth", MARKET, "10", "0")])
+def test_call_into_a_closed_pipe_stops_quietly(server: LiveServer, argv: tuple[str, ...]) -> None:
+    """``exchange-server call --list | head``: no BrokenPipeError traceback, the status of a tool
+    that SIGPIPE stopped."""
+    _, write_end = _closed_pipe()
+    try:
+        done = _cli("--url", server.url, *argv, stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (client_cli.EXIT_OUTPUT_CLOSED, b"")
+
+
+def test_call_list_through_head() -> None:
+    done = subprocess.run(["bash", "-c", f"'{sys.executable}' -m exchange_server call --list "
+                           "| head -n 2"], capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0 and done.stderr == b""
+    assert done.stdout.decode().splitlines()[0] == "HTTP methods:"
 
 
 def test_undocumented_args_are_guessed() -> None:

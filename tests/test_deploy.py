@@ -11,6 +11,7 @@ import argparse
 import fcntl
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 import redis
 
+from exchange_server.accesshttp.routes import PUBLIC_PATH_PREFIXES, PUBLIC_PATHS
 from exchange_server.accesshttp.standalone import load_accesshttp
 from exchange_server.accessws.config import load_accessws
 from exchange_server.alertcenter.config import load_alertcenter
@@ -88,7 +90,8 @@ def test_layout_and_every_config_loads(tmp_path: Path) -> None:
         result = subprocess.run(["bash", "-n", str(dep.root / name)], capture_output=True,
                                 text=True)
         assert result.returncode == 0, result.stderr
-    for name in ("exchange.conf", "exchange-locations.conf", "nginx.conf"):
+    for name in ("exchange.conf", "exchange-locations.conf", "exchange-public-locations.conf",
+                 "nginx.conf"):
         assert (dep.nginx_dir / name).is_file()
     # several instances of one service on a host: each its own lock directory
     locks = [i.lock_file for i in dep.instances]
@@ -154,6 +157,45 @@ def test_default_ports_are_the_originals_and_consistent(tmp_path: Path) -> None:
     assert set(DEFAULT_PORTS) >= {"matchengine", "accesshttp", "accessws"}
 
 
+def test_nginx_publishes_only_the_public_surface(tmp_path: Path) -> None:
+    """The trust model in the generated kit: each accesshttp instance has a public listener
+    (public methods only); the TLS server reaches only those (and accessws), the internal
+    server the full API; the internal server must not listen on a public address."""
+    dep = generate(tmp_path / "d", instances={"accesshttp": 2})
+    http = configs(dep, "accesshttp")
+    assert [h["public"]["bind"] for h in http] == [["tcp@127.0.0.1:8082"],
+                                                   ["tcp@127.0.0.1:8182"]]
+    assert [load_accesshttp(h).public_bind for h in http] == [("tcp@127.0.0.1:8082",),
+                                                              ("tcp@127.0.0.1:8182",)]
+    assert "ws_url" not in http[0]  # server_name "_": the public address is not known
+    nginx = (dep.nginx_dir / "exchange.conf").read_text()
+    public_server = nginx[nginx.index("listen 443 ssl;"):]
+    internal_server = nginx[nginx.index("listen 127.0.0.1:8000;"):nginx.index("listen 443 ssl;")]
+    assert "exchange-public-locations.conf" in public_server
+    assert "exchange-public-locations.conf" not in internal_server
+    upstream = nginx[nginx.index("upstream exchange_accesshttp_public"):]
+    upstream = upstream[:upstream.index("}")]
+    assert "server 127.0.0.1:8082 " in upstream and "server 127.0.0.1:8182 " in upstream
+    assert ":8080" not in upstream and ":8180" not in upstream
+    public = (dep.nginx_dir / "exchange-public-locations.conf").read_text()
+    lines = [line for line in public.splitlines() if line.startswith("location")]
+    assert sorted(lines) == sorted(
+        [f"location = {p} {{" for p in PUBLIC_PATHS]
+        + [f"location {p} {{" for p in PUBLIC_PATH_PREFIXES]
+        + ["location / {", "location /ws {"])
+    passes = re.findall(r"proxy_pass (\S+);", public)
+    assert set(passes) == {"http://exchange_accesshttp_public", "http://exchange_accessws"}
+    catch_all = public[public.index("location / {"):]
+    assert catch_all[:catch_all.index("}")].split("{")[1].strip() == "return 404;"
+    for listen in ("8000", "0.0.0.0:8000", "8.8.8.8:8000", "[::]:8000", "example.com:8000"):
+        with pytest.raises(DeployError, match="loopback or private address"):
+            generate(tmp_path / "x", http_listen=listen)
+    for i, listen in enumerate(("10.0.0.5:8000", "192.168.1.2:8000", "[::1]:8000",
+                                "localhost:8000", "unix:/run/exchange-internal.sock")):
+        dep = generate(tmp_path / f"ok{i}", http_listen=listen)
+        assert f"listen {listen};" in (dep.nginx_dir / "exchange.conf").read_text()
+
+
 def test_options_reach_the_configs(tmp_path: Path) -> None:
     mysql = MysqlConfig(host="db.internal", port=3307, user="u", password="p", name="ignored")
     dep = generate(tmp_path / "d", host="10.1.0.1", bind="0.0.0.0",
@@ -183,6 +225,8 @@ def test_options_reach_the_configs(tmp_path: Path) -> None:
     assert mp["redis"] == {"name": "m", "addr": ["10.1.0.7:26379", "10.1.0.8:26379"], "db": 2}
     assert mp["deals"]["topic"] == "x_deals" and ws["balances"]["topic"] == "x_balances"
     assert (ws["auth_url"], ws["sign_url"]) == ("http://auth/a", "http://auth/s")
+    # the market page finds the WebSocket API through nginx's public server
+    assert [h["ws_url"] for h in http] == ["wss://ex.example:8443/ws"] * 2
     nginx = (dep.nginx_dir / "exchange.conf").read_text()
     assert "server 10.1.0.1:9001 " in nginx and "server 10.1.0.12:9002 " in nginx
     assert "listen 8443 ssl;" in nginx and "server_name ex.example;" in nginx
@@ -351,7 +395,7 @@ def test_shell_kit_on_the_alertcenter(tmp_path: Path,
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(b"373d26968a5a2b698045deploy-test: [fatal]x.py:1(f): hello\n",
                      ("127.0.0.1", port))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not client.lrange("alert:message", 0, -1):
             assert time.monotonic() < deadline, "no alert in Redis"
             time.sleep(0.05)

@@ -71,7 +71,7 @@ def test_extended_layout_shows_option_and_client_id(ex: Ex) -> None:
     (None, None, 0x01),            # SUGGEST_STOCK_FEE: fees in another asset are not supported
     (None, None, 0x02),
     (None, None, 0x20),            # HIDDEN: not supported
-    (None, None, 0x400),           # beyond every known bit
+    (None, None, 0x800),           # beyond every known bit (0x400: self-trade "none")
     (None, None, -1),
     ("BCH", None),                 # a fee asset
     (None, "1.5"),                 # discount beyond 1

@@ -7,21 +7,24 @@ purpose name their compatibility note in ``DELIBERATE``.
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.server import SHARED, ServerProcess
+from tests.server import SHARED, ServerProcess, free_port
+from tests.waiting import wait_until
 
 GOLDEN = SHARED / "golden"
 TRANSCRIPT = GOLDEN / "transcript-1.jsonl"
 CLOCK_FIELDS = {"ctime", "mtime", "ftime", "time"}
 _CLOCK_RE = re.compile(rb'"(ctime|mtime|ftime|time)": [0-9.e+-]+')
 
+#: Generous deadline for the history to catch up (a loaded machine is slow).
+HISTORY_DEADLINE = 60.0
 #: History is written asynchronously (off the matching path): wait for it before reading it.
 READHISTORY_METHODS = {"balance.history", "order.finished", "order.finished_detail", "order.deals",
                        "market.user_deals"}
@@ -42,14 +45,18 @@ def _strip(value: Any) -> Any:
 def replay(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[int, bytes]]:
     data = tmp_path_factory.mktemp("golden")
     # the transcript was recorded with accesshttp + matchengine + readhistory, no marketprice
+    metrics_port = free_port()
     server = ServerProcess(data / "data", config=GOLDEN / "matchengine.json",
-                           extra=["--disable", "marketprice"]).start()
+                           extra=["--disable", "marketprice",
+                                  "--metrics-port", str(metrics_port)]).start()
     try:
         answers = []
         waited = False
         for step in STEPS:
             if _method(step) in READHISTORY_METHODS and not waited:
-                time.sleep(0.5)  # the transcript waited too (history flushes every 0.1 s)
+                # the transcript waited too: until the history holds every operation so far
+                wait_until(lambda: _history_caught_up(metrics_port), HISTORY_DEADLINE,
+                           interval=0.05, message="the history follower catching up")
                 waited = True
             raw = step.get("request_raw")
             if raw is None:
@@ -58,6 +65,23 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[int, bytes]]:
         return answers
     finally:
         server.stop()
+
+
+def _history_caught_up(metrics_port: int) -> bool:
+    """The history follower has applied every operation and written every row (its gauges)."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=HISTORY_DEADLINE)
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        finally:
+            conn.close()
+    except OSError:
+        return False  # not listening yet
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                  if line.startswith(("exchange_history_follower_lag{",
+                                      "exchange_history_pending_rows{")))
+    return len(values) == 2 and all(float(v) == 0 for v in values.values())
 
 
 def _method(step: dict[str, Any]) -> str:

@@ -83,7 +83,7 @@ def test_history_database_outage(tmp_path: Path, outage_db: OutageDatabase,
             server.call("order.put_limit", 2, "BTCBCH", 2, "0.1", "100", "0.002", "0.001", "t")
 
         trade()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not server.call("balance.history", 1, "BTC", "", 0, 0, 0, 10)["records"]:
             assert time.monotonic() < deadline, "history never arrived"
             time.sleep(0.1)

@@ -7,10 +7,9 @@ fails when ``CI`` is set.  The screenshot is kept as ``test-artifacts/market-pag
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
-import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from exchange_server.apidoc.liveserver import LiveServer
 from exchange_server.client import AsyncHttpClient
 from tests.browser import Browser, chromium_path
+from tests.waiting import wait_until_async
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 MARKET = "BTCBCH"
@@ -61,10 +61,8 @@ def test_page_and_assets_are_served(server: LiveServer) -> None:
 
 
 async def test_page_follows_orders(server: LiveServer) -> None:
-    if chromium_path() is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: apt-get install -y chromium")
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    if chromium_path() is None:  # `make test` installs it (scripts/test-deps.sh): never a skip
+        pytest.fail("chromium is missing: run `make test-deps` (apt-get install -y chromium)")
     async with AsyncHttpClient(server.url) as api:
         await api.balance_update(1, "BTC", "deposit", 1, "100", {})
         await api.balance_update(2, "BCH", "deposit", 2, "100000", {})
@@ -98,16 +96,26 @@ async def test_page_follows_orders(server: LiveServer) -> None:
                                    ".textContent === '102'")
             await browser.wait_for("document.querySelector('#bids tr td').textContent "
                                    "=== '102.5'")
-            await browser.wait_for("document.getElementById('last-price').textContent === '102'")
+            # numerically: price.update carries market.last's text ("102.00000000", trailing
+            # zeros kept) and state.update the status's ("102"); which of the two pushes comes
+            # last is a race between two polling feeds, and the page shows whichever came last
+            await browser.wait_for("Number(document.getElementById('last-price').textContent)"
+                                   " === 102")
             await browser.wait_for(f"{state}.status && {state}.status.volume !== '0'")
             # more trading, one trade a second: candles appear one by one
+            answered = time.time()
             for price, side in (("103.5", 2), ("99", 1), ("102.5", 1), ("105", 2)):
-                await asyncio.sleep(1.05)
+                # each trade in a later second than the one before (its own 1 s candle)
+                await wait_until_async(lambda after=int(answered): int(time.time()) > after,
+                                       interval=0.05, message="the next second")
                 await api.order_put_limit(1 if side == 1 else 2, MARKET, side, "0.5", price,
                                           "0.002", "0.001", "page")
+                answered = time.time()
             await browser.wait_for(f"{state}.trades.length >= 7")
             await browser.wait_for(f"{state}.candles >= 4 && {state}.updates.kline >= 3")
-            await browser.evaluate("new Promise(r => setTimeout(r, 700))")
+            # the chart draws on animation frames: let two pass before the screenshot
+            await browser.evaluate("new Promise(r => requestAnimationFrame("
+                                   "() => requestAnimationFrame(() => r(true))))")
             await browser.screenshot(ARTIFACTS / "market-page.png")
             # switching the candle interval reloads and resubscribes
             await browser.evaluate("(() => { const s = document.getElementById('interval');"
@@ -133,3 +141,71 @@ def test_market_config_tells_where_the_websocket_is() -> None:
     assert json.loads(page[1]) == {"ws_url": None, "ws_port": 9001}
     page = pages.handle_get(b"/market-config.json", SimpleNamespace(ws_url="wss://x/ws"))
     assert page is not None and json.loads(page[1])["ws_url"] == "wss://x/ws"
+
+
+# -- how the page shows numbers (the 24 h status' "0" prices, market.last's trailing zeros) -------
+
+
+def _chromium_or_skip() -> None:
+    if chromium_path() is None:  # `make test` installs it (scripts/test-deps.sh): never a skip
+        pytest.fail("chromium is missing: run `make test-deps` (apt-get install -y chromium)")
+
+
+async def _text(browser: Browser, element_id: str) -> str:
+    text: str = await browser.evaluate(f"document.getElementById('{element_id}').textContent")
+    return text
+
+
+async def test_page_formats_prices_like_the_api(server: LiveServer) -> None:
+    """LTCBCH's first deal at 91.59: price.update (like market.last) says "91.59000000", the
+    24 h status says open and low "0"; the page shows "91.59" and "—".  ETHBCH has no deal at
+    all: every price is "—", volume "0"."""
+    _chromium_or_skip()
+    market = "LTCBCH"
+    async with AsyncHttpClient(server.url) as api:
+        await api.balance_update(51, "LTC", "deposit", 1, "10", {})
+        await api.balance_update(52, "BCH", "deposit", 2, "10000", {})
+        await api.order_put_limit(51, market, 1, "1", "91.59", "0.002", "0.001", "page")
+        await api.order_put_limit(52, market, 2, "1", "91.59", "0.002", "0.001", "page")
+        async def traded() -> bool:  # marketprice has the deal
+            return bool(await api.market_last(market) != 0)
+        await wait_until_async(traded, message="marketprice never saw the deal")
+
+    browser = await Browser().start()
+    try:
+        ws = f"?ws=ws://127.0.0.1:{server.ws_port}/"
+        await browser.goto(f"http://127.0.0.1:{server.port}/market/{market}{ws}")
+        state = "window.marketPage.state"
+        await browser.wait_for(f"{state}.connected && {state}.updates.price >= 1 && "
+                               f"{state}.status && {state}.status.volume !== '0' "
+                               f"&& {state}.trades.length === 1")
+        assert await _text(browser, "last-price") == "91.59"
+        assert await _text(browser, "stat-high") == "91.59"
+        assert await _text(browser, "stat-low") == "—"
+        assert await _text(browser, "stat-open") == "—"
+        assert await _text(browser, "stat-volume") == "1"
+        assert await _text(browser, "stat-deal") == "91.59"
+        assert "first deal" in await browser.evaluate(
+            "document.getElementById('stat-low').title")
+        assert await browser.evaluate("document.querySelector('#trades tr').children[1]"
+                                      ".textContent") == "91.59"
+        # the formatting itself, on the texts the API sends
+        samples = {"91.59000000": "91.59", "100.00000000": "100", "0.5": "0.5", "7": "7",
+                   "-2.10": "-2.1", "1e-8": "1e-8", "5.0e-7": "5.0e-7"}
+        shown = await browser.evaluate(
+            f"{json.dumps(list(samples))}.map(window.marketPage.format.decimal)")
+        assert shown == list(samples.values())
+        assert await browser.evaluate("window.marketPage.format.price('0')") == "—"
+        # the way back to the index
+        assert await browser.evaluate("document.getElementById('home').getAttribute('href')") \
+            == "/"
+
+        await browser.goto(f"http://127.0.0.1:{server.port}/market/ETHBCH{ws}")
+        await browser.wait_for(f"{state}.connected && {state}.updates.state >= 1")
+        for element_id in ("last-price", "stat-high", "stat-low", "stat-open"):
+            assert await _text(browser, element_id) == "—", element_id
+        assert await _text(browser, "stat-volume") == "0"
+        errors = await browser.evaluate(f"{state}.errors")
+        assert not errors and not browser.errors, (errors, browser.errors, browser.console)
+    finally:
+        await browser.close()

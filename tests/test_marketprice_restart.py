@@ -28,6 +28,7 @@ from exchange_server.marketprice.store import MarketStore
 from exchange_server.marketprice.store_redis import RedisStore
 from exchange_server.marketprice.store_sqlite import SqliteStore
 from tests.test_bus_session import TZ, Op, local, session
+from tests.waiting import wait_until_async
 
 LISTED = ["BTCBCH", "BTCUSDT"]
 MARKETS = ["BTCBCH", "ETHBCH", "BTCUSDT"]
@@ -180,9 +181,10 @@ async def test_embedded_restart_with_the_matchengine_service(tmp_path: Path) -> 
     await run(engine, ops[:300])
     await mp.wait_offset(deal_count(ops[:300]) - 1)
     await mp.flush()
-    await asyncio.sleep(0.2)  # the publisher writes its mark
-    assert mark.load().oper_id >= max(op.oper_id for op in ops[:300] if any(
+    last_deal_op = max(op.oper_id for op in ops[:300] if any(
         type(e).__name__ == "Deal" for e in op.events))
+    await wait_until_async(lambda: mark.load().oper_id >= last_deal_op,
+                           message="the publisher writing its mark")
     await run(engine, ops[300:420])
     # crash: marketprice's last changes and the publisher's final mark are lost
     await mp.stop(flush=False)

@@ -4,9 +4,13 @@ instances, one matchengine (fresh MariaDB databases), marketprice (fresh Kafka t
 through Sentinel) and alertcenter, started by the generated ``start_all.sh`` (each instance
 daemonised under its watchdog), and the generated nginx config in front of them:
 
-* JSON-RPC over plain HTTP and over TLS (self-signed certificate made by openssl) is spread
-  over both accesshttp instances, and keeps working when one instance is stopped; the history
-  keeps working when a readhistory instance is stopped (the gateways fail over);
+* the trust model: the public TLS server (self-signed certificate made by openssl) reaches only
+  accesshttp's public listeners: ``balance.update`` / ``balance.query`` are refused there and
+  served on the internal plain-HTTP server; the public market-data methods, /openrpc.json,
+  GET /, the market page and the WebSocket work on the public one; other paths are 404;
+* JSON-RPC on both servers is spread over both accesshttp instances, and keeps working when
+  one instance is stopped; the history keeps working when a readhistory instance is stopped
+  (the gateways fail over);
 * WebSocket clients over ws:// and wss:// on /ws are spread over both accessws instances and
   get market data that went matchengine -> Kafka -> marketprice; new connections keep working
   when one accessws instance is stopped.
@@ -30,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +153,7 @@ class Nginx:
     def wait_upstreams(self, since: int, count: int, path: str = "POST / ") -> list[str]:
         """:meth:`upstreams` once ``count`` requests are logged (nginx logs a request after
         its response is sent, a WebSocket connection when it closes)."""
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60
         while True:
             found = self.upstreams(since, path)
             if len(found) >= count:
@@ -160,38 +165,46 @@ class Nginx:
         return ssl.create_default_context(cafile=str(self.cert))
 
 
+def request(port: int, method: str, path: str, body: Any = None,
+            tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+    """One HTTP request (a new connection): (status, body)."""
+    conn: http.client.HTTPConnection = (
+        http.client.HTTPSConnection("localhost", port, context=tls, timeout=5)
+        if tls is not None else http.client.HTTPConnection("127.0.0.1", port, timeout=5))
+    try:
+        conn.request(method, path, None if body is None else json.dumps(body),
+                     {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
 def rpc(port: int, method: str, *params: Any, tls: ssl.SSLContext | None = None,
         timeout: float = 10.0, retry: bool = True) -> Any:
     """One JSON-RPC call through nginx (a new connection each time; retried while the
     services connect to each other, unless ``retry`` is False)."""
     deadline = time.monotonic() + timeout
-    body = json.dumps({"method": method, "params": list(params), "id": 1})
+    body = {"method": method, "params": list(params), "id": 1}
     while True:
-        conn: http.client.HTTPConnection = (
-            http.client.HTTPSConnection("localhost", port, context=tls, timeout=5)
-            if tls is not None else http.client.HTTPConnection("127.0.0.1", port, timeout=5))
         problem: object
         try:
-            conn.request("POST", "/", body, {"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            data = resp.read()
-            if resp.status == 200:
+            status, data = request(port, "POST", "/", body, tls)
+            if status == 200:
                 reply = json.loads(data)
                 if reply.get("error") is None:
                     return reply["result"]
                 problem = reply["error"]
             else:
-                problem = (resp.status, data[:200])
+                problem = (status, data[:200])
         except OSError as e:
             problem = e
-        finally:
-            conn.close()
         if not retry or time.monotonic() > deadline:
             raise AssertionError(f"{method}: {problem}")
         time.sleep(0.1)
 
 
-def history_changes(port: int, expected: list[str], timeout: float = 10.0) -> list[str]:
+def history_changes(port: int, expected: list[str], timeout: float = 60.0) -> list[str]:
     """balance.history of user 1 / BTC, waiting (up to ``timeout``) for the expected rows."""
     deadline = time.monotonic() + timeout
     while True:
@@ -246,6 +259,8 @@ def scaled(tmp_path: Path, mysql_config: Callable[..., MysqlConfig],
         sentinels=sentinels, sentinel_master=master, redis_db=REDIS_DB, kafka=kafka_brokers,
         topic_prefix=prefix, lock_dir=tmp_path / "locks",
         instances=counts, ports=ports,
+        # this tree's code (the venv's console script would import the installed copy)
+        command=[sys.executable, "-m", "exchange_server"], environment={"PYTHONPATH": str(REPO)},
         http_listen=f"127.0.0.1:{p[0]}", https_listen=f"127.0.0.1:{p[1]}",
         server_name="localhost", ssl_certificate=str(cert), ssl_certificate_key=str(key),
         nginx_workers="2", nginx_user="root" if _root() else None)
@@ -307,26 +322,35 @@ def test_scale_out_behind_nginx(scaled: Scaled) -> None:
     port = nginx.http_port
     tls = nginx.ssl_context()
     http_instances = {f"127.0.0.1:{i.port}" for i in scaled.deployment.of("accesshttp")}
+    public_instances = {f"127.0.0.1:{i.ports['public']}"
+                        for i in scaled.deployment.of("accesshttp")}
     ws_instances = {f"127.0.0.1:{i.port}" for i in scaled.deployment.of("accessws")}
 
-    # -- a trading session through nginx (plain HTTP and TLS)
+    # -- a trading session through nginx's internal server (the back office)
     rpc(port, "balance.update", 1, "BTC", "deposit", 1, "10", {}, timeout=20)
     rpc(port, "balance.update", 2, "BCH", "deposit", 2, "10000", {})
-    rpc(nginx.https_port, "order.put_limit", 1, MARKET, 1, "2", "100", "0.002", "0.001", "ng",
-        tls=tls)
+    rpc(port, "order.put_limit", 1, MARKET, 1, "2", "100", "0.002", "0.001", "ng")
     deal = rpc(port, "order.put_limit", 2, MARKET, 2, "0.5", "100", "0.002", "0.001", "ng")
     assert deal["deal_stock"] == "0.5"
     expected = {"BTC": {"available": "8", "freeze": "1.5"},
                 "BCH": {"available": "49.95", "freeze": "0"}}
+    depth = rpc(port, "order.depth", MARKET, 10, "0")
+    assert len(depth["asks"]) == 1 and depth["bids"] == []  # user 1 sells 1.5 more at 100
 
-    # -- spread over both accesshttp instances, over HTTP and HTTPS
+    # -- the public TLS server: public market data only
+    check_public_server(scaled, expected, depth)
+
+    # -- spread over both accesshttp instances: the full API on the internal server, the
+    #    public listeners behind the TLS server
     mark = len(nginx.access_log())
-    for i in range(12):
-        tls_or_not = tls if i % 2 else None
-        assert rpc(nginx.https_port if tls_or_not else port, "balance.query", 1, "BTC", "BCH",
-                   tls=tls_or_not, retry=False) == expected
-    used = nginx.wait_upstreams(mark, 12)
-    assert len(used) == 12 and set(used) == http_instances, used
+    for _ in range(6):
+        assert rpc(port, "balance.query", 1, "BTC", "BCH", retry=False) == expected
+    assert set(nginx.wait_upstreams(mark, 6)) == http_instances
+    mark = len(nginx.access_log())
+    for _ in range(6):
+        assert rpc(nginx.https_port, "order.depth", MARKET, 10, "0", tls=tls,
+                   retry=False) == depth
+    assert set(nginx.wait_upstreams(mark, 6)) == public_instances
     # the history (readhistory instances behind both gateways; written in the background)
     assert history_changes(port, ["-0.5", "10"]) == ["-0.5", "10"]
 
@@ -354,7 +378,7 @@ def test_scale_out_behind_nginx(scaled: Scaled) -> None:
     mark = len(nginx.access_log())
     assert asyncio.run(spread()) == ["pong"] * 4
     assert set(nginx.wait_upstreams(mark, 4, "GET /ws")) == ws_instances
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while True:
         deals = asyncio.run(ws_call(wss_url, "deals.query", MARKET, 10, 0, tls=tls))
         if [d["amount"] for d in deals] == ["0.5"]:
@@ -378,10 +402,14 @@ def test_scale_out_behind_nginx(scaled: Scaled) -> None:
     result = scaled.script("accesshttp-2", "stop.sh")
     assert result.returncode == 0 and "stopped" in result.stdout, result.stdout + result.stderr
     mark = len(nginx.access_log())
-    for i in range(8):
-        assert rpc(nginx.https_port if i % 2 else port, "balance.query", 1, "BTC", "BCH",
-                   tls=tls if i % 2 else None, retry=False) == expected
-    assert set(nginx.wait_upstreams(mark, 8)) == {f"127.0.0.1:{scaled.inst('accesshttp').port}"}
+    for _ in range(4):
+        assert rpc(port, "balance.query", 1, "BTC", "BCH", retry=False) == expected
+    for _ in range(4):
+        assert rpc(nginx.https_port, "order.depth", MARKET, 10, "0", tls=tls,
+                   retry=False) == depth
+    first = scaled.inst("accesshttp")
+    assert set(nginx.wait_upstreams(mark, 8)) == {f"127.0.0.1:{first.port}",
+                                                  f"127.0.0.1:{first.ports['public']}"}
     # check_alive.sh (cron) brings it back
     result = scaled.script("accesshttp-2", "check_alive.sh")
     assert result.returncode == 0 and "starting it" in result.stdout, result.stdout
@@ -407,6 +435,67 @@ def test_scale_out_behind_nginx(scaled: Scaled) -> None:
     assert rpc(port, "balance.query", 1, "BTC") == {"BTC": {"available": "9.5", "freeze": "0"}}
 
 
+REFUSED = {"error": {"code": 6, "message": "require authentication"}, "result": None, "id": 1}
+
+
+def check_public_server(scaled: Scaled, expected: dict[str, Any], depth: Any) -> None:
+    """The public TLS server refuses the back-office methods (which the internal server
+    served) and serves the public market-data methods, the pages and the WebSocket."""
+    nginx = scaled.nginx
+    tls, public = nginx.ssl_context(), nginx.https_port
+
+    def post(body: Any) -> tuple[int, Any]:
+        status, data = request(public, "POST", "/", body, tls)
+        return status, json.loads(data) if data else None
+
+    # refused, whatever the caller claims
+    for method, params in (("balance.update", [1, "BTC", "deposit", 99, "1000", {}]),
+                           ("balance.query", [1, "BTC", "BCH"]),
+                           ("order.put_limit", [1, MARKET, 1, "1", "1", "0", "0", "x"]),
+                           ("order.cancel", [1, MARKET, 1]),
+                           ("config.update_asset", [{"name": "X", "prec_save": 2}])):
+        assert post({"method": method, "params": params, "id": 1}) == (403, REFUSED), method
+    status, replies = post([{"method": "market.last", "params": [MARKET], "id": 1},
+                            {"method": "balance.update",
+                             "params": [1, "BTC", "deposit", 98, "1000", {}], "id": 2}])
+    assert status == 200 and replies[0]["result"] == "100.00000000"
+    assert replies[1] == {**REFUSED, "id": 2}
+    # ... and nothing moved: the internal server still shows the same balances
+    assert rpc(nginx.http_port, "balance.query", 1, "BTC", "BCH", retry=False) == expected
+    # every public market-data method is served (market data is written in the background)
+    assert rpc(public, "order.depth", MARKET, 10, "0", tls=tls) == depth
+    assert rpc(public, "order.book", MARKET, 1, 0, 10, tls=tls)["total"] == 1
+    assert MARKET in [m["name"] for m in rpc(public, "market.list", tls=tls)]
+    assert rpc(public, "market.summary", tls=tls)
+    assert {"name": "BTC", "prec": 8} in rpc(public, "asset.list", tls=tls)
+    assert rpc(public, "market.last", MARKET, tls=tls, timeout=20) == "100.00000000"
+    deadline = time.monotonic() + 20
+    while rpc(public, "market.deals", MARKET, 10, 0, tls=tls) == []:
+        assert time.monotonic() < deadline, "the deal never reached marketprice"
+        time.sleep(0.1)
+    assert Decimal(rpc(public, "market.status", MARKET, 86400, tls=tls)["last"]) == 100
+    assert Decimal(rpc(public, "market.status_today", MARKET, tls=tls)["last"]) == 100
+    now = int(time.time())
+    assert rpc(public, "market.kline", MARKET, now - 3600, now + 60, 60, tls=tls)
+    # the pages: /openrpc.json, the market page and its files, /market-config.json, GET /
+    status, body = request(public, "GET", "/openrpc.json", tls=tls)
+    assert status == 200 and "balance.update" in {m["name"] for m in json.loads(body)["methods"]}
+    status, body = request(public, "GET", f"/market/{MARKET}", tls=tls)
+    assert status == 200 and MARKET.encode() in body
+    assert request(public, "GET", "/static/market.js", tls=tls)[0] == 200
+    status, body = request(public, "GET", "/market-config.json", tls=tls)
+    assert status == 200
+    page_ws_url = json.loads(body)["ws_url"]  # the deploy kit's public wss:// address
+    assert page_ws_url == f"wss://localhost:{public}/ws"
+    direct = request(scaled.inst("accesshttp").ports["public"], "GET", "/")
+    assert request(public, "GET", "/", tls=tls) == direct
+    # anything else is not public
+    for path in ("/metrics", "/balance", "/x/market/BTCBCH", "/openrpc.json/x"):
+        assert request(public, "GET", path, tls=tls)[0] == 404, path
+    # the WebSocket API is public, where the market page looks for it
+    assert asyncio.run(ws_call(page_ws_url, "server.ping", tls=tls)) == "pong"
+
+
 def test_generated_config_passes_nginx_t(tmp_path: Path, nginx_binary: str,
                                          openssl_binary: str) -> None:
     """The config as an operator gets it (default ports, TLS on 443), with real certificates:
@@ -415,7 +504,10 @@ def test_generated_config_passes_nginx_t(tmp_path: Path, nginx_binary: str,
     dep = generate(tmp_path / "d", instances={"accesshttp": 3, "accessws": 2},
                    ssl_certificate=str(cert), ssl_certificate_key=str(key))
     text = (dep.nginx_dir / "exchange.conf").read_text()
-    assert text.count("    server 127.0.0.1:") == 5
+    # 3 accesshttp instances (full API), their 3 public listeners, 2 accessws instances
+    assert text.count("    server 127.0.0.1:") == 8
+    for inst in dep.of("accesshttp"):
+        assert f"server 127.0.0.1:{inst.ports['public']} " in text
     result = subprocess.run([nginx_binary, "-t", "-p", str(dep.nginx_dir), "-c",
                              str(dep.nginx_dir / "nginx.conf"), "-e",
                              str(dep.nginx_dir / "logs" / "error.log")],

@@ -85,10 +85,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         srv.stop()
 
 
-def _get(port: int, path: str) -> tuple[int, str | None, bytes]:
+def _get(port: int, path: str,
+         headers: dict[str, str] | None = None) -> tuple[int, str | None, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         resp = conn.getresponse()
         return resp.status, resp.getheader("Content-Type"), resp.read()
     finally:
@@ -99,12 +100,73 @@ def test_served_at_documented_path(server: ServerProcess) -> None:
     status, ctype, body = _get(server.port, PATH)
     assert status == 200
     assert ctype == "application/json"
-    assert json.loads(body) == document()
-    # anything else is still the original's 400 with an empty body
-    for path in ("/", "/openrpc", "/openrpc.json/x", "/static/../routes.py"):
+    assert json.loads(body) == document(f"http://127.0.0.1:{server.port}/")
+    # anything else is still the original's 400 with an empty body ("/" is the index page)
+    for path in ("/openrpc", "/openrpc.json/x", "/static/../routes.py"):
         status, _, body = _get(server.port, path)
         assert (status, body) == (400, b""), path
-    assert server.raw(b"", method="GET")[0] == 400
+
+
+def _servers(port: int, headers: dict[str, str]) -> list[dict[str, str]]:
+    status, _, body = _get(port, PATH, headers)
+    assert status == 200
+    servers: list[dict[str, str]] = json.loads(body)["servers"]
+    return servers
+
+
+@pytest.mark.parametrize(("headers", "url"), [
+    ({"Host": "exchange.example.com"}, "http://exchange.example.com/"),
+    ({"Host": "api.example.com:8443", "X-Forwarded-Proto": "https"},
+     "https://api.example.com:8443/"),
+    ({"Host": "EX.example.com", "X-Forwarded-Proto": "HTTPS, http"}, "https://EX.example.com/"),
+    ({"Host": "[::1]:8080", "X-Forwarded-Proto": "gopher"}, "http://[::1]:8080/"),
+    ({"Host": "10.0.0.5:8080", "X-Forwarded-Proto": "http"}, "http://10.0.0.5:8080/"),
+    # a Host that is no host name: the relative "/" (wherever the document came from)
+    ({"Host": "evil.example/<script>"}, "/"),
+    ({"Host": "a b"}, "/"),
+])
+def test_servers_entry_is_the_host_the_client_used(server: ServerProcess, headers: dict[str, str],
+                                                    url: str) -> None:
+    assert _servers(server.port, headers) == [{"name": "this server", "url": url}]
+    # the rest of the document does not depend on the request
+    assert json.loads(_get(server.port, PATH, headers)[2])["methods"] == document()["methods"]
+
+
+def test_servers_entry_without_host_is_relative(server: ServerProcess) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(f"GET {PATH} HTTP/1.0\r\n\r\n".encode())
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(body)["servers"] == [{"name": "this server", "url": "/"}]
+
+
+def test_examples_name_the_methods_params() -> None:
+    from exchange_server.apidoc.registry import http_methods
+
+    registry = http_methods()
+    named = 0
+    for method in document()["methods"]:
+        declared = [p["name"] for p in method["params"]]
+        variadic = bool(method["params"]) and method["params"][-1].get("x-variadic", False)
+        for example in method.get("examples", []):
+            names = [p["name"] for p in example["params"]]
+            assert not any(n.startswith("param") for n in names), (method["name"], names)
+            if variadic:
+                expected = declared + [declared[-1]] * (len(names) - len(declared))
+            else:
+                expected = declared
+            assert names == expected[:len(names)], (method["name"], names)
+            named += bool(names)
+    assert named > 20
+    # balance.query's repeatable asset: every repetition is an "asset"
+    from exchange_server.apidoc.openrpc import example_param_names
+
+    assert example_param_names(registry["balance.query"], 3) == ["user_id", "asset", "asset"]
 
 
 def value_for(schema: dict[str, Any]) -> Any:

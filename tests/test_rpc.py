@@ -1,4 +1,4 @@
-"""The internal binary RPC: framing (golden bytes, CRC-32C, streaming decoder) and the
+"""The internal binary RPC: framing (golden bytes, IEEE CRC-32, streaming decoder) and the
 server + client over real TCP / unix / UDP sockets with a tiny fake service."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import random
 import socket
 import struct
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +29,15 @@ from exchange_server.rpc.commands import (
 from exchange_server.rpc.config import make_client, read_rpc_client, read_rpc_server
 from exchange_server.rpc.server import RpcServer, signed_req_id
 
-# -- CRC-32C and golden bytes ------------------------------------------------------------------
+# -- CRC-32 (IEEE) and golden bytes ----------------------------------------------------------
 
 
-def test_crc32c_known_vectors() -> None:
-    for crc in (p.crc32c, p._crc32c_py):
-        assert crc(b"123456789") == 0xE3069283
-        assert crc(b"") == 0
-        assert crc(bytes(32)) == 0x8A9136AA  # RFC 3720 B.4: 32 bytes of zeros
-        assert crc(b"\xff" * 32) == 0x62A8AB43  # RFC 3720 B.4: 32 bytes of 0xff
-        assert crc(bytes(range(32))) == 0x46DD794E  # RFC 3720 B.4: incrementing
-        assert crc(b"56789", crc(b"1234")) == 0xE3069283  # incremental
+def test_crc32_is_ieee_as_the_original() -> None:
+    # the original's function is named crc32c, but its table is the IEEE one
+    assert p.crc32(b"123456789") == 0xCBF43926  # the IEEE check value
+    assert p.crc32(b"") == 0
+    assert p.crc32(b"56789", p.crc32(b"1234")) == 0xCBF43926  # incremental
+    assert p.crc32(b"123456789") != 0xE3069283  # not CRC-32C (Castagnoli)
 
 
 def hand_packet(command: int, pkg_type: int, sequence: int, req_id: int, body: bytes,
@@ -51,18 +50,18 @@ def hand_packet(command: int, pkg_type: int, sequence: int, req_id: int, body: b
                 + struct.pack("<I", len(body)) + struct.pack("<H", len(ext)))
     zeroed = header(0) + ext + body
     assert len(header(0)) == 36
-    return header(p._crc32c_py(zeroed)) + ext + body
+    return header(zlib.crc32(zeroed)) + ext + body
 
 
 def test_golden_request_bytes() -> None:
     body = b'[1, "BTC"]'
     packet = p.pack(101, p.TYPE_REQUEST, 1, 7, body)
     assert packet == hand_packet(101, 0, 1, 7, body)
-    assert packet.hex() == ("62656570" "65000000" "0000" "00000000" "2092d624" "01000000"
+    assert packet.hex() == ("62656570" "65000000" "0000" "00000000" "823a5047" "01000000"
                             "0700000000000000" "0a000000" "0000" + body.hex())
-    # the crc field is the CRC-32C of the packet with the field zeroed
+    # the crc field is the IEEE CRC-32 of the packet with the field zeroed
     zeroed = packet[:14] + b"\0\0\0\0" + packet[18:]
-    assert struct.unpack_from("<I", packet, 14)[0] == p.crc32c(zeroed)
+    assert struct.unpack_from("<I", packet, 14)[0] == zlib.crc32(zeroed)
 
 
 def test_golden_with_ext_and_reply() -> None:

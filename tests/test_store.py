@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from exchange_server.matchengine.engine import EngineState
+from exchange_server.matchengine.logcodec import decode_detail, encode_detail
 from exchange_server.matchengine.model import ASK, BID, LIMIT, Order
 from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
-from exchange_server.matchengine.store_sqlite import SqliteEngineStore, encode_detail
+from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 from exchange_server.storage import mysql as mysql_db
 
 MakeStore = Callable[[], EngineStore]
@@ -173,10 +174,49 @@ def info_at(t: int, seed: int = 0) -> SliceInfo:
 # -- operation log ------------------------------------------------------------------------------
 
 
-def test_detail_is_compact_json_with_sorted_keys() -> None:
+def test_detail_is_compact_json_in_the_clients_key_order() -> None:
+    # history is rebuilt from the log: a balance.update detail keeps the client's key order
     assert encode_detail("limit_order", [{"b": 1, "a": {"d": 2, "c": 3}}, "é"]) == (
-        '{"method":"limit_order","params":[{"a":{"c":3,"d":2},"b":1},"é"]}')
+        '{"method":"limit_order","params":[{"b":1,"a":{"d":2,"c":3}},"é"]}')
     assert encode_detail("x", [2**70]) == '{"method":"x","params":[1180591620717411303424]}'
+
+
+@pytest.mark.parametrize("params", [
+    [{"z": 2**64, "a": -2**63 - 1, "m": [2**64 - 1, -2**63, 10**30]}],
+    [1, "BTC", "deposit", 2**64 - 1, "1", {"b": {"y": 1, "x": 2}, "a": "é\u0000"}],
+    [{"n": 1.5, "s": "12345678901234567890", "f": 1e300}],
+])
+def test_detail_round_trips_exactly(params: list[Any]) -> None:
+    method, back = decode_detail(encode_detail("update_balance", params), 7)
+    assert method == "update_balance"
+    assert back == params
+    assert [type(v) for v in _leaves(back)] == [type(v) for v in _leaves(params)]
+    assert encode_detail(method, back) == encode_detail("update_balance", params)
+
+
+def _leaves(value: Any) -> list[Any]:
+    stack, out = [value], []
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            out.extend(item)  # keys, in order
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        else:
+            out.append(item)
+    return out
+
+
+@pytest.mark.parametrize("text", [
+    '{"method":"x","params":[' + "[" * 1000 + "]" * 1000 + "]}",
+    '{"method":"x","params":[18446744073709551615,' + "[" * 980 + "]" * 980 + "]}",
+    '{"method":"x","params":[1,',
+    '{"method":"x"}',
+])
+def test_undecodable_detail_is_a_store_error_naming_the_id(text: str) -> None:
+    with pytest.raises(StoreError, match="operlog id 42"):
+        decode_detail(text, 42)
 
 
 def test_append_read_round_trip(store: EngineStore) -> None:

@@ -131,7 +131,7 @@ class Topology:
         self.wait_worker(name)
 
     def watchdog_pid(self, name: str) -> int:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while True:
             try:
                 text = (self.lock_dir / f"{name}.lock").read_text().strip()

@@ -1,4 +1,4 @@
-"""accesshttp's routing table: which service owns each public method (rpc.md 1.2).
+"""accesshttp's routing table: which service owns each method (rpc.md 1.2), and which are public.
 
 The CoinEx fork's methods (extensions.md) follow the original's, with the fork's command
 numbers (they do not collide with the original's); ``config.*`` are the admin methods."""
@@ -54,3 +54,18 @@ ROUTES: dict[str, tuple[str, int]] = {
 
 #: Methods accesshttp refuses (HTTP 403, error 6) unless the request carries the admin token.
 ADMIN_METHODS = frozenset(m for m in ROUTES if m.startswith("config."))
+
+#: The public surface of the HTTP API: read-only market data, the same for every caller.  These
+#: are the only methods the public listener (``public`` / ``public_only``) answers, the only
+#: ones the deploy kit's public nginx server reaches, and the ones ``api_token`` leaves open.
+#: Every other method moves money or reveals a user's data: it belongs to the trusted back
+#: office (README.md "Trust model", docs/operations.md).
+PUBLIC_METHODS = frozenset({
+    "market.list", "market.summary", "market.last", "market.deals", "market.kline",
+    "market.status", "market.status_today", "asset.list", "order.depth", "order.book",
+})
+
+#: What the public listener serves to GET (pages.py), for the nginx config: exact paths (``/``:
+#: also the POST endpoint of the public methods) and path prefixes.
+PUBLIC_PATHS = ("/", "/openrpc.json", "/market-config.json")
+PUBLIC_PATH_PREFIXES = ("/market/", "/static/")

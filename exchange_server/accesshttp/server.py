@@ -8,26 +8,27 @@ an empty body, and a backend reply is passed through byte for byte.
 Extensions (docs/compatibility.md): a JSON array of requests is answered with an array of
 replies, and responses carry ``Content-Type: application/json``.
 
-Admin methods (``config.*``: runtime assets and markets) are refused with HTTP 403 and error 6
-"require authentication" unless the request carries ``Authorization: Bearer <admin token>`` and
-an admin token is configured (accesshttp config ``admin_token``, ``run --admin-token``).
+Who may call what (trust.py): the API is a trusted back-office API.  Admin methods (``config.*``)
+are refused with HTTP 403 and error 6 "require authentication" unless the request carries
+``Authorization: Bearer <admin token>`` (config ``admin_token``, ``run --admin-token``); with
+an ``api_token`` every non-public method needs that token; a public listener (``public_only``)
+answers only the public market-data methods (routes.PUBLIC_METHODS).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections import deque
 from typing import Any
 
 import httptools
-import orjson
 
 from exchange_server.accesshttp import pages
-from exchange_server.accesshttp.routes import ADMIN_METHODS, ROUTES
-from exchange_server.common import jsonfmt, metrics
+from exchange_server.accesshttp.routes import ROUTES
+from exchange_server.accesshttp.trust import Grant, TrustPolicy
+from exchange_server.common import exactjson, jsonfmt, metrics
 from exchange_server.common.backend import Backend
 from exchange_server.common.errors import (
     METHOD_NOT_FOUND,
@@ -79,6 +80,11 @@ class BadRequest(Exception):
     """The body is not a valid request: answer 400 with no body and close."""
 
 
+#: Request ids the gateway takes: a signed or unsigned 64-bit integer.
+_ID_MIN = -2**63
+_ID_MAX = 2**64 - 1
+
+
 def parse_request(item: Any) -> tuple[str, list[Any], int]:
     if not isinstance(item, dict):
         raise BadRequest
@@ -87,6 +93,8 @@ def parse_request(item: Any) -> tuple[str, list[Any], int]:
     req_id = item.get("id")
     if type(method) is not str or type(params) is not list or type(req_id) is not int:
         raise BadRequest
+    if not _ID_MIN <= req_id <= _ID_MAX:  # beyond what any JSON parser of ours ever took as an id
+        raise BadRequest
     return method, params, req_id
 
 
@@ -94,10 +102,11 @@ class AccessHttp:
     """The gateway: routes each method to its backend and applies the timeout."""
 
     def __init__(self, backends: dict[str, Backend], timeout: float = 1.0,
-                 max_body: int = 102400, admin_token: str | None = None) -> None:
+                 max_body: int = 102400, admin_token: str | None = None,
+                 api_token: str | None = None, public_only: bool = False) -> None:
         self.backends = backends
-        #: the ``Authorization: Bearer`` value that unlocks the admin methods (None: never)
-        self.admin_token = admin_token.encode() if admin_token else None
+        #: which methods each request may call (trust.py)
+        self.trust = TrustPolicy.of(admin_token, api_token, public_only)
         self.timeout = timeout
         self.max_body = max_body
         self.requests = 0
@@ -107,41 +116,38 @@ class AccessHttp:
         self.ws_port: int | None = None
         self._servers: list[asyncio.base_events.Server] = []
 
-    def is_admin(self, authorization: bytes | None) -> bool:
-        """Whether an ``Authorization`` header value carries the admin token."""
-        token = self.admin_token
-        if token is None or authorization is None:
-            return False
-        scheme, _, value = authorization.strip().partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), token)
+    def grant(self, authorization: bytes | None) -> Grant:
+        """What an ``Authorization`` header value unlocks."""
+        return self.trust.grant(authorization)
 
-    async def dispatch(self, body: bytes, admin: bool = False) -> tuple[int, bytes]:
-        """Answer one HTTP request body: (status, response body).  ``admin``: the request
-        carried the admin token."""
+    async def dispatch(self, body: bytes, grant: Grant = Grant.NONE) -> tuple[int, bytes]:
+        """Answer one HTTP request body: (status, response body).  ``grant``: what the
+        request's ``Authorization`` header unlocks."""
         self.requests += 1
         try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            # exact: integers beyond 64 bits stay integers (they reach the log and history)
+            data = exactjson.loads(body, lenient_depth=True)
+        except ValueError:
             raise BadRequest from None
         if isinstance(data, list):
-            return await self._batch(data, admin)
+            return await self._batch(data, grant)
         method, params, req_id = parse_request(data)
-        return await self._call(method, params, req_id, admin)
+        return await self._call(method, params, req_id, grant)
 
     async def _call(self, method: str, params: list[Any], req_id: int,
-                    admin: bool = False) -> tuple[int, bytes]:
+                    grant: Grant = Grant.NONE) -> tuple[int, bytes]:
         started = time.perf_counter()
-        status, body = await self._route(method, params, req_id, admin)
+        status, body = await self._route(method, params, req_id, grant)
         metrics.observe("accesshttp", method if status != 404 else "(unknown)", status,
                         time.perf_counter() - started)
         return status, body
 
     async def _route(self, method: str, params: list[Any], req_id: int,
-                     admin: bool = False) -> tuple[int, bytes]:
+                     grant: Grant = Grant.NONE) -> tuple[int, bytes]:
         route = ROUTES.get(method)
         if route is None:
             return 404, jsonfmt.error_body(METHOD_NOT_FOUND, "method not found", req_id)
-        if method in ADMIN_METHODS and not admin:
+        if not self.trust.allows(method, grant):
             return 403, jsonfmt.error_body(REQUIRE_AUTH, "require authentication", req_id)
         backend = self.backends.get(route[0])
         if backend is None or not backend.connected():
@@ -154,11 +160,11 @@ class AccessHttp:
             return 500, b""
         return 200, reply
 
-    async def _batch(self, items: list[Any], admin: bool = False) -> tuple[int, bytes]:
+    async def _batch(self, items: list[Any], grant: Grant = Grant.NONE) -> tuple[int, bytes]:
         if not items or len(items) > BATCH_MAX:
             raise BadRequest
         requests = [parse_request(item) for item in items]
-        replies = await asyncio.gather(*(self._call(m, p, i, admin) for m, p, i in requests))
+        replies = await asyncio.gather(*(self._call(m, p, i, grant) for m, p, i in requests))
         bodies = []
         for (status, body), (_, _, req_id) in zip(replies, requests, strict=True):
             if status == 500:
@@ -169,7 +175,7 @@ class AccessHttp:
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
         """Listen on one more address (``reuse_port``: several processes share the port)."""
         loop = asyncio.get_running_loop()
-        protocol = AdminHttpProtocol if self.admin_token else HttpProtocol
+        protocol = AdminHttpProtocol if self.trust.reads_headers else HttpProtocol
         server = await loop.create_server(lambda: protocol(self), host, port,
                                           reuse_address=True, reuse_port=reuse_port or None,
                                           backlog=1024)
@@ -190,8 +196,8 @@ class AccessHttp:
 class HttpProtocol(asyncio.Protocol):
     """One client connection.  Requests are answered in order (pipelining allowed)."""
 
-    #: the request being read carries the admin token (only AdminHttpProtocol reads headers)
-    _admin = False
+    #: what the request being read may call (only AdminHttpProtocol reads headers)
+    _grant = Grant.NONE
 
     def __init__(self, app: AccessHttp) -> None:
         self.app = app
@@ -201,10 +207,13 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._size = 0
         self._too_large = False
+        #: the request's Host and X-Forwarded-Proto headers (pages.py: the OpenRPC servers)
+        self._host: bytes | None = None
+        self._proto: bytes | None = None
         #: complete requests not answered yet: (status to answer without dispatching or 0,
-        #: body, keep-alive, content type of a ready GET response (pages.py) or b"", carries
-        #: the admin token)
-        self._queue: deque[tuple[int, bytes, bool, bytes, bool]] = deque()
+        #: body, keep-alive, the answer to a GET (pages.py) or None, what its ``Authorization``
+        #: unlocks)
+        self._queue: deque[tuple[int, bytes, bool, pages.Answer | None, Grant]] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -235,6 +244,13 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._size = 0
         self._too_large = False
+        self._host = self._proto = None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) == 4 and name.lower() == b"host":
+            self._host = value
+        elif len(name) == 17 and name.lower() == b"x-forwarded-proto":
+            self._proto = value
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -250,11 +266,12 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         body = b"".join(self._body)
         keep_alive = self.parser.should_keep_alive()
-        if not self._too_large and self.parser.get_method() == b"GET":
-            # GET /openrpc.json, the market page and its assets (pages.py); others: 400
-            page = pages.handle_get(self._url, self.app)
+        if not self._too_large and not body and self.parser.get_method() == b"GET":
+            # GET /, /openrpc.json, the market pages and their assets (pages.py); other GETs,
+            # and any GET with a body (a request sent the wrong way): the original's 400
+            page = pages.handle_get(self._url, self.app, self._host, self._proto)
             if page is not None:
-                self._enqueue(page[0], page[1], keep_alive, page[2])
+                self._enqueue(0, b"", keep_alive, page)
                 return
         if self._too_large:
             status = 413
@@ -267,23 +284,24 @@ class HttpProtocol(asyncio.Protocol):
     # -- answering --------------------------------------------------------------------------------
 
     def _enqueue(self, status: int, body: bytes, keep_alive: bool,
-                 content_type: bytes = b"") -> None:
-        self._queue.append((status, body, keep_alive, content_type, self._admin))
+                 page: pages.Answer | None = None) -> None:
+        self._queue.append((status, body, keep_alive, page, self._grant))
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._work())
 
     async def _work(self) -> None:
         try:
             while self._queue and not self._closing:
-                status, body, keep_alive, content_type, admin = self._queue.popleft()
-                if content_type:
-                    self._respond(status, body, close=not keep_alive, content_type=content_type)
-                    continue
+                status, body, keep_alive, page, grant = self._queue.popleft()
                 if status:
                     self._respond(status, b"", close=True)
                     return
+                content_type = b"application/json"
                 try:
-                    status, reply = await self.app.dispatch(body, admin)
+                    if page is not None:
+                        status, reply, content_type = await pages.resolve(page)
+                    else:
+                        status, reply = await self.app.dispatch(body, grant)
                 except BadRequest:
                     self._respond(400, b"", close=True)
                     return
@@ -291,7 +309,7 @@ class HttpProtocol(asyncio.Protocol):
                     log.exception("request failed")
                     self._respond(500, b"", close=True)
                     return
-                self._respond(status, reply, close=not keep_alive)
+                self._respond(status, reply, close=not keep_alive, content_type=content_type)
         finally:
             self._worker = None
 
@@ -314,13 +332,14 @@ class HttpProtocol(asyncio.Protocol):
 
 
 class AdminHttpProtocol(HttpProtocol):
-    """A connection to a gateway with an admin token: also reads ``Authorization`` (headers
-    cost a Python call each, so the plain protocol does not ask for them)."""
+    """A connection to a gateway with a token: also reads ``Authorization``."""
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._admin = False
+        self._grant = Grant.NONE
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) == 13 and name.lower() == b"authorization":
-            self._admin = self.app.is_admin(value)
+            self._grant = self.app.grant(value)
+        else:
+            super().on_header(name, value)

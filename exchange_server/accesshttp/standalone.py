@@ -1,6 +1,11 @@
-"""accesshttp as its own process: the public HTTP JSON-RPC gateway in front of the backends'
-binary RPC servers.  Several instances may run behind a load balancer.
-``exchange-server accesshttp -c CONFIG``."""
+"""accesshttp as its own process: the HTTP JSON-RPC gateway in front of the backends' binary RPC
+servers.  Several instances may run behind a load balancer.
+``exchange-server accesshttp -c CONFIG``.
+
+The API is a trusted back-office API (trust.py): ``svr.bind`` belongs on a private address.
+Extensions: ``public.bind`` adds listeners that answer only the public market-data methods and
+pages (what a reverse proxy may publish), ``public_only`` makes ``svr.bind`` such a listener,
+``api_token`` requires a bearer token for every non-public method."""
 
 from __future__ import annotations
 
@@ -26,23 +31,43 @@ class AccessHttpConfig:
     #: Extension: the bearer token that unlocks the admin methods (``config.*``); none = they
     #: are always refused.
     admin_token: str | None = None
+    #: Extension: the bearer token every non-public method needs; none = network trust only.
+    api_token: str | None = None
+    #: Extension: ``svr.bind`` answers only the public methods (routes.PUBLIC_METHODS).
+    public_only: bool = False
+    #: Extension: extra listeners (``public.bind``) that answer only the public methods.
+    public_bind: tuple[str, ...] = ()
+    #: Extension: where the market page finds the WebSocket API (GET /market-config.json),
+    #: e.g. the public ``wss://exchange.example/ws`` behind nginx; none = the page's default.
+    ws_url: str | None = None
 
 
 def load_accesshttp(data: Any) -> AccessHttpConfig:
     root = Node(data)
     svr = read_svr(root.obj("svr"))
-    for i, text in enumerate(svr.bind):
-        try:
-            if parse_sock_addr(text).kind != "tcp":
-                raise ValueError("only tcp@ip:port binds are supported")
-        except ValueError as e:
-            raise ConfigError(f"svr.bind[{i}]: {e}") from None
+    _check_tcp("svr.bind", svr.bind)
+    public = root.obj("public", None)
+    public_bind = public.str_or_list("bind") if public is not None else []
+    _check_tcp("public.bind", public_bind)
     return AccessHttpConfig(
         svr=svr,
         backends={name: read_rpc_client(root.obj(name)) for name in BACKENDS},
         timeout=root.real("timeout", 1.0, 0.001),
         admin_token=root.string("admin_token", None) or None,
+        api_token=root.string("api_token", None) or None,
+        public_only=root.boolean("public_only", False),
+        public_bind=tuple(public_bind),
+        ws_url=root.string("ws_url", None) or None,
     )
+
+
+def _check_tcp(where: str, binds: list[str]) -> None:
+    for i, text in enumerate(binds):
+        try:
+            if parse_sock_addr(text).kind != "tcp":
+                raise ValueError("only tcp@ip:port binds are supported")
+        except ValueError as e:
+            raise ConfigError(f"{where}[{i}]: {e}") from None
 
 
 class StandaloneAccessHttp:
@@ -52,7 +77,15 @@ class StandaloneAccessHttp:
             name: make_client(cfg) for name, cfg in config.backends.items()}
         backends: dict[str, Backend] = dict(self.clients)
         self.http = AccessHttp(backends, timeout=config.timeout,
-                               max_body=config.svr.max_pkg_size, admin_token=config.admin_token)
+                               max_body=config.svr.max_pkg_size, admin_token=config.admin_token,
+                               api_token=config.api_token, public_only=config.public_only)
+        #: the public listeners' gateway (None: no ``public.bind``)
+        self.public = AccessHttp(backends, timeout=config.timeout,
+                                 max_body=config.svr.max_pkg_size, public_only=True
+                                 ) if config.public_bind else None
+        for gateway in (self.http, self.public):
+            if gateway is not None:
+                gateway.ws_url = config.ws_url
 
     async def start(self) -> None:
         for client in self.clients.values():
@@ -60,8 +93,14 @@ class StandaloneAccessHttp:
         for text in self.config.svr.bind:
             addr = parse_sock_addr(text)
             await self.http.start(addr.host, addr.port, reuse_port=True)
+        if self.public is not None:
+            for text in self.config.public_bind:
+                addr = parse_sock_addr(text)
+                await self.public.start(addr.host, addr.port, reuse_port=True)
 
     async def stop(self) -> None:
+        if self.public is not None:
+            await self.public.stop()
         await self.http.stop()
         for client in self.clients.values():
             await client.close()

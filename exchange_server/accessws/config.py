@@ -124,8 +124,12 @@ class AccessWsConfig:
     #: Requests of one connection waiting for a backend or the auth server at once; reading
     #: that connection pauses while it has this many.
     max_pending: int = 64
-    #: Connections held at once (0: no limit); more are closed right after the TCP accept.
-    max_connections: int = 0
+    #: TCP connections one process holds at once, handshakes under way included (0: no limit);
+    #: more are closed right after the TCP accept.
+    max_connections: int = 10000
+    #: Seconds a TCP connection may take to send its complete HTTP upgrade request before it
+    #: is closed (0: no limit).
+    handshake_timeout: float = 10.0
     #: Elements one ``*.subscribe`` list may have (more: error 1).
     max_subscribe_list: int = 256
     #: Concurrent calls to the auth server / sign server (the original's thread pools).
@@ -272,6 +276,7 @@ def load_accessws(data: Any, *, embedded: bool = False) -> AccessWsConfig:
         rate_burst=root.integer("rate_burst", defaults.rate_burst, minimum=1),
         max_pending=root.integer("max_pending", defaults.max_pending, minimum=1),
         max_connections=root.integer("max_connections", defaults.max_connections, minimum=0),
+        handshake_timeout=root.real("handshake_timeout", defaults.handshake_timeout, 0.0),
         max_subscribe_list=root.integer("max_subscribe_list", defaults.max_subscribe_list,
                                         minimum=1),
         auth_concurrency=root.integer("auth_concurrency", defaults.auth_concurrency, minimum=1),

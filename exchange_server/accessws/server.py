@@ -1,7 +1,8 @@
 """accessws: the WebSocket API (websocket.md) on aiohttp.
 
 aiohttp does the HTTP upgrade and reads frames (reassembling fragments, unmasking, answering
-close, enforcing ``max_pkg_size``); everything the server sends is written by
+close, enforcing ``max_pkg_size``), bounded by listener.py (handshake timeout, connection limit,
+unmasked frames closed with 1002); everything the server sends is written by
 ``Connection.send_frame`` straight to the socket (see session.py), so a broadcast costs one
 buffered write per subscriber and a stuck client never delays anyone else.
 
@@ -16,7 +17,8 @@ Differences from the original are listed in docs/compatibility.md; the main ones
 method is answered with error 4 "method not found" (the original sends nothing); closing a
 connection drops every subscription, ``state`` included (the original leaks those); a failed
 handshake is answered like the original (the TCP connection is closed without an HTTP
-response) but a malformed message gets a WebSocket close frame (1008) before the close.
+response) but a malformed message gets a WebSocket close frame (1008) before the close; params
+nested deeper than 32 are refused with error 1 in every method, before any cache key is built.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from exchange_server.accessws.auth import AuthClient
 from exchange_server.accessws.config import AccessWsConfig, parse_bind
+from exchange_server.accessws.listener import GuardedResponse, LimitedServer
 from exchange_server.accessws.market import (
     DealsFeed,
     DepthFeed,
@@ -67,6 +70,7 @@ from exchange_server.common.errors import (
     SERVICE_TIMEOUT,
     RpcError,
 )
+from exchange_server.common.jsondepth import check_params_depth
 
 log = logging.getLogger("exchange_server.accessws")
 
@@ -175,7 +179,8 @@ class AccessWs:
                                       self.deals]
         self.users = UserFeeds(self)
         self.methods: dict[str, Handler] = self._method_table()
-        self._runner: web.AppRunner | None = None
+        self._server: LimitedServer | None = None
+        self._runner: web.ServerRunner | None = None
         self._monitor: asyncio.base_events.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._requests: set[asyncio.Task[None]] = set()
@@ -186,15 +191,18 @@ class AccessWs:
         self.requests = 0
         self.bad_requests = 0
         self.dropped = 0
+        self.unmasked = 0
 
     # -- life cycle -------------------------------------------------------------------------------
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
         """Listen on ``host:port``, or on the config's ``svr.bind`` entries when not given."""
-        app = web.Application(handler_args={"max_field_size": 16384, "max_line_size": 16384})
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=1.0)
+        # every path serves the WebSocket API: aiohttp's low-level server, no routing
+        self._server = LimitedServer(
+            self._handle, max_connections=self.config.max_connections,
+            handshake_timeout=self.config.handshake_timeout, access_log=None,
+            max_field_size=16384, max_line_size=16384)
+        self._runner = web.ServerRunner(self._server, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         sites: list[web.BaseSite] = []
         # several worker processes (worker_num) share the port through SO_REUSEPORT
@@ -306,6 +314,8 @@ class AccessWs:
             "requests": self.requests,
             "bad_requests": self.bad_requests,
             "dropped": self.dropped,
+            "refused": self._server.refused if self._server is not None else 0,
+            "unmasked": self.unmasked,
             "topics": {feed.name: len(feed.topics) for feed in self.feeds},
             "subscribers": {feed.name: feed.subscribers() for feed in self.feeds},
             "users": len(self.users.users),
@@ -335,15 +345,14 @@ class AccessWs:
             ws.headers["Sec-WebSocket-Protocol"] = svr.protocol
         return bool(ws.can_prepare(request).ok)
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         transport = request.transport
-        ws = web.WebSocketResponse(
+        ws = GuardedResponse(
             protocols=(self.config.svr.protocol,), compress=False, autoping=False,
             autoclose=True, max_msg_size=self.config.svr.max_pkg_size, timeout=CLOSE_TIMEOUT,
+            on_unmasked=self._on_unmasked,
         )
-        limit = self.config.max_connections
-        if (transport is None or self._stopping or not self._handshake_ok(request, ws)
-                or (limit and len(self.connections) >= limit)):
+        if transport is None or self._stopping or not self._handshake_ok(request, ws):
             if transport is not None:
                 transport.close()
             return web.Response()
@@ -430,6 +439,11 @@ class AccessWs:
                     log.info("connection %d from %s: %s", conn.id, conn.remote, msg.data)
                 return
 
+    def _on_unmasked(self) -> None:
+        """RFC 6455 5.1: the guard answered an unmasked client frame with 1002 and closed."""
+        self.unmasked += 1
+        log.info("unmasked frame from a client: closed with 1002")
+
     def _detach(self, conn: Connection) -> None:
         """Drop every subscription of a connection that is gone."""
         self.connections.discard(conn)
@@ -462,6 +476,7 @@ class AccessWs:
             conn.send(error_body(METHOD_NOT_FOUND, "method not found", req_id))
             return True
         try:
+            check_params_depth(params)  # before any handler, cache key or backend sees them
             waiting = handler(conn, req_id, params)
         except RpcError as e:
             conn.send(error_body(e.code, e.message, req_id))

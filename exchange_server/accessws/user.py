@@ -166,8 +166,9 @@ class UserFeeds:
                 stock = data["stock"]
                 money = data["money"]
             except (orjson.JSONDecodeError, KeyError, TypeError):
-                log.error("orders message at offset %d is malformed: %r", msg.offset,
-                          msg.value[:200])
+                # fatal level (alerted): our publisher never writes one
+                log.critical("orders message at offset %d is malformed, skipped: %r",
+                             msg.offset, msg.value[:200])
                 continue
             conns = users.get(user)
             if not conns:
@@ -198,8 +199,9 @@ class UserFeeds:
                 user = data[1]
                 asset = data[2]
             except (orjson.JSONDecodeError, IndexError, TypeError, KeyError):
-                log.error("balances message at offset %d is malformed: %r", msg.offset,
-                          msg.value[:200])
+                # fatal level (alerted): our publisher never writes one
+                log.critical("balances message at offset %d is malformed, skipped: %r",
+                             msg.offset, msg.value[:200])
                 continue
             conns = users.get(user)
             if conns and any(c.assets is not None and asset in c.assets for c in conns):

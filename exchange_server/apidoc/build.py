@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from exchange_server.accesshttp.routes import PUBLIC_METHODS
 from exchange_server.apidoc import clientgen
 from exchange_server.apidoc.openrpc import PATH as OPENRPC_PATH
 from exchange_server.apidoc.registry import (
@@ -304,6 +305,14 @@ method below is served as an OpenRPC document at `GET {OPENRPC_PATH}`. Where thi
 implementation differs from the original ViaBTC server on purpose, see
 [../compatibility.md](../compatibility.md).
 
+**Trust model.** As in the original, this is a trusted back-office API: the exchange's own web
+back end authenticates users and calls it for them; whoever reaches it can move any balance.
+Keep it on a private network. Only the read-only market-data methods
+({", ".join(f"`{m}`" for m in sorted(PUBLIC_METHODS))}) and the GET pages may be public:
+accesshttp's public listener serves only those (README.md "Trust model", operations.md
+section 1). With an `api_token` configured every other method needs
+`Authorization: Bearer <api token>`; `config.*` need the admin token.
+
 ## Requests and replies
 
 * Method `POST`, any path, a non-empty body holding one JSON object
@@ -320,6 +329,8 @@ implementation differs from the original ViaBTC server on purpose, see
 empty; the connection is closed |
 | body over `max_pkg_size` | 413 | empty; the connection is closed |
 | unknown method | 404 | error 4 "method not found" |
+| a method this caller may not call here (not public on the public listener; no or a wrong \
+`api_token` / admin token) | 403 | error 6 "require authentication" |
 | the service that owns the method is not connected | 500 | empty |
 | no answer within the gateway's timeout (default 1 s) | 504 | error 5 "service timeout" |
 
@@ -328,8 +339,11 @@ replies, in order, with status 200. Inside a batch an unknown method gives the u
 error object, a service that is down gives code 3 "service unavailable" and a timeout code 5.
 An empty array, more than 1,000 requests or any malformed element makes the whole batch a 400.
 
-**GET.** `GET {OPENRPC_PATH}` returns the OpenRPC document; `GET /market/<MARKET>` the live
-market page ([index.md](index.md)). Any other GET is a 400 with an empty body.
+**GET.** `GET /` returns an index page (the markets, linked to their pages, and the API
+reference); `GET {OPENRPC_PATH}` the OpenRPC document, whose `servers` entry is this gateway as
+the client reached it (`Host`, and `X-Forwarded-Proto` from a proxy); `GET /market/<MARKET>` the
+live market page, or a 404 page listing the markets when there is no such market
+([index.md](index.md)). Any other GET is a 400 with an empty body, as in the original.
 
 ## Conventions
 

@@ -78,8 +78,9 @@ MARKET_RH = string("market name (any string; an unknown market has no records)",
 OPTION_DOC = (
     "the fork's option bits: 0x04 no minimum amount check, 0x08 immediate-or-cancel, 0x10 "
     "fill-or-kill, 0x40 stop (no effect), 0x80 post-only, 0x100/0x200/0x300 self-trade "
-    "prevention (cancel taker / cancel maker / both); 0x01, 0x02, 0x20 are refused (code 1); "
-    "a non-integer reads as 0")
+    "prevention (cancel taker / cancel maker / both), 0x400 no self-trade prevention (whatever "
+    "the matchengine's self_trade_prevention config says; not with 0x100-0x300); 0x01, 0x02, "
+    "0x20 are refused (code 1); a non-integer reads as 0")
 FEE_ASSET_SCHEMA: Schema = {
     "oneOf": [{"type": "null"}, {"type": "string", "maxLength": 0}],
     "description": "the fork's fee asset: fees in another asset are not supported, so it must "
@@ -150,7 +151,7 @@ SIDE_OR_BOTH = integer("0 = both sides, 1 = ask, 2 = bid", enum=[0, 1, 2], examp
 ASSET_DETAIL: Schema = {
     "type": "object",
     "properties": {
-        "name": string("asset name, 1 to 15 characters"),
+        "name": string("asset name, 1 to 15 characters; a new asset's at most 15 bytes"),
         "prec_save": integer("decimal places stored; may only grow for an existing asset",
                              maximum=None),
         "prec_show": integer("decimal places shown (<= prec_save; default prec_save)",
@@ -163,7 +164,9 @@ ASSET_DETAIL: Schema = {
 MARKET_DETAIL: Schema = {
     "type": "object",
     "properties": {
-        "name": string("market name, 1 to 30 characters"),
+        "name": string("market name: a new market's at most 15 bytes of letters, digits, "
+                       "`_`, `.`, `-` (an existing one may keep a config-file name of up to "
+                       "30 characters)"),
         "stock": obj({"name": string("stock asset"),
                       "prec": integer("decimal places of amounts", maximum=None)}),
         "money": obj({"name": string("money asset"),
@@ -315,10 +318,13 @@ HTTP_METHODS: list[Method] = [
         notes="8 params (the original's), or 10 to 12 with the CoinEx fork's trailing "
         "`fee_asset, fee_discount[, option[, client_id]]`. Ask = sell stock for money, bid = "
         "buy stock with money. " + FORK_NOTE + "Checks in order: params (1), suspended (30), "
-        "balance (10), minimum amount (11), fill-or-kill (12), post-only (13). An order never "
-        "deals with an order of its own user (self-trade prevention: by default the taker is "
-        "cancelled there). Pushes `order.update` (PUT, then UPDATE/FINISH as it fills) and "
-        "`asset.update` to WebSocket subscribers. " + MATCHENGINE_INT_NOTE,
+        "balance (10), minimum amount (11), fill-or-kill (12), post-only (13). A user's orders "
+        "trade with each other as in the original, unless self-trade prevention is on (the "
+        "matchengine's self_trade_prevention config, or option bits 0x100-0x300): then an order "
+        "that prevention cancelled has `\"stp_cancelled\": true`, and the reply lists the own "
+        "resting orders it cancelled in `stp_cancelled_orders`. Pushes `order.update` "
+        "(PUT, then UPDATE/FINISH as it fills) and `asset.update` to WebSocket subscribers. "
+        + MATCHENGINE_INT_NOTE,
         service=ME, write=True,
     ),
     Method(

@@ -112,7 +112,8 @@ class LiveServer:
     def start(self, timeout: float = 30.0) -> LiveServer:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "exchange_server", "run", "--data-dir", str(self.data_dir),
-                "--http-port", str(self.port), "--ws-port", str(self.ws_port)]
+                "--http-port", str(self.port), "--ws-port", str(self.ws_port),
+                "--cli-port", "0"]  # no console: several live servers may run at once
         if self.ws_config is not None:
             path = self.data_dir.parent / f"{self.data_dir.name}-accessws.json"
             path.write_text(json.dumps(self.ws_config))

@@ -1,8 +1,11 @@
 """The OpenRPC document of the HTTP JSON-RPC API, generated from the registry.
 
-accesshttp serves it at ``GET /openrpc.json``; ``python -m exchange_server.apidoc.openrpc``
-prints it.  Methods are listed in the order of accesshttp's ROUTES; a routed method without a
-registry entry is still listed (params unknown) with ``x-undocumented: true`` so the document
+accesshttp serves it at ``GET /openrpc.json`` with the gateway as the client reached it in
+``servers`` (pages.py builds the URL from the request's Host); ``python -m
+exchange_server.apidoc.openrpc`` prints it with the embedded default, http://127.0.0.1:8080/.
+
+Methods are listed in the order of accesshttp's ROUTES; a routed method without a registry entry
+is still listed (params unknown) with ``x-undocumented: true`` so the document
 never hides a method, while ``tests/test_apidoc.py`` fails until it is documented.
 
 Extensions used (allowed by OpenRPC as ``x-`` fields):
@@ -56,7 +59,16 @@ def load_examples() -> dict[str, Any]:
         return {}
 
 
-def _example(name: str, recorded: dict[str, Any] | None) -> list[dict[str, Any]]:
+def example_param_names(method: Method, count: int) -> list[str]:
+    """The names of ``count`` example params: the method's own (a repeatable last param lends
+    its name to every repetition), ``param<i>`` past the documented ones."""
+    names = [p.name for p in method.params]
+    if method.params and method.params[-1].variadic:
+        names += [method.params[-1].name] * max(0, count - len(names))
+    return [names[i] if i < len(names) else f"param{i}" for i in range(count)]
+
+
+def _example(method: Method, recorded: dict[str, Any] | None) -> list[dict[str, Any]]:
     if not recorded:
         return []
     request, response = recorded.get("request"), recorded.get("response")
@@ -65,10 +77,11 @@ def _example(name: str, recorded: dict[str, Any] | None) -> list[dict[str, Any]]
     if response.get("error") is not None:
         return []
     params = request.get("params", [])
+    names = example_param_names(method, len(params))
     return [{
-        "name": f"{name} (recorded)",
+        "name": f"{method.name} (recorded)",
         "description": "Recorded from a real run by python -m exchange_server.apidoc.examples.",
-        "params": [{"name": f"param{i}", "value": v} for i, v in enumerate(params)],
+        "params": [{"name": n, "value": v} for n, v in zip(names, params, strict=True)],
         "result": {"name": "result", "value": response.get("result")},
     }]
 
@@ -92,7 +105,7 @@ def method_object(method: Method, recorded: dict[str, Any] | None = None) -> dic
     }
     if method.params_ignored:
         out["x-params-ignored"] = True
-    examples = _example(method.name, recorded)
+    examples = _example(method, recorded)
     if examples:
         out["examples"] = examples
     return out
@@ -109,8 +122,12 @@ def _undocumented(name: str) -> dict[str, Any]:
     }
 
 
+#: Where the document says the API is when no request tells (the embedded default).
+DEFAULT_SERVER_URL = "http://127.0.0.1:8080/"
+
+
 def document(server_url: str | None = None) -> dict[str, Any]:
-    """The OpenRPC document (a fresh dict)."""
+    """The OpenRPC document (a fresh dict) for the gateway at ``server_url``."""
     registry = http_methods()
     examples = load_examples().get("http", {})
     methods = []
@@ -131,16 +148,30 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                 "message. See docs/api/http.md."),
             "license": {"name": "MIT"},
         },
-        "servers": [{"name": "embedded default", "url": server_url or "http://127.0.0.1:8080/"}],
+        "servers": [server(server_url)],
         "methods": methods,
     }
     return doc
 
 
+def server(url: str | None) -> dict[str, str]:
+    """The ``servers`` entry for the gateway at ``url`` (None: the embedded default)."""
+    if url is None:
+        return {"name": "embedded default", "url": DEFAULT_SERVER_URL}
+    return {"name": "this server", "url": url}
+
+
 @functools.lru_cache(maxsize=1)
-def document_bytes() -> bytes:
-    """The document as served (computed once per process)."""
-    return orjson.dumps(document(), option=orjson.OPT_INDENT_2)
+def _base_document() -> dict[str, Any]:
+    return document()
+
+
+@functools.lru_cache(maxsize=8)
+def document_bytes(server_url: str | None = None) -> bytes:
+    """The document as served to clients that reached the gateway at ``server_url`` (the
+    methods are computed once per process, the few URLs a gateway is known by are cached)."""
+    doc = {**_base_document(), "servers": [server(server_url)]}
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
 
 
 def main(argv: list[str] | None = None) -> int:

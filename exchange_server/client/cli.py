@@ -18,9 +18,15 @@ object params are parsed as JSON.  For a method without docs, an ARG that reads 
 integer, object, array, true, false or null is sent as that, anything else as a string.
 ``--json`` takes the whole params array as one JSON argument instead.
 
+The number of ARGS is checked against the method's documented params: a wrong count prints a
+usage line naming them (``usage: exchange-server call order.cancel user_id market order_id``)
+on stderr and exits with 2, as argparse does for its own usage errors.
+
 The result is printed as JSON exactly as the server sent it (decimal strings unchanged).  Exit
 status: 0 success, 1 error answer (the code and message are printed on stderr), 2 no answer
-(connection failure, HTTP 400/500), 64 bad usage.
+(connection failure, HTTP 400/500) or a wrong number of params, 64 other bad usage, 141 the
+output was closed early (``exchange-server call --list | head``: it stops quietly, as a tool
+killed by SIGPIPE would).
 
 Wiring (in exchange_server/cli.py's build_parser): ``add_call_parser(sub)``.
 """
@@ -38,7 +44,12 @@ from exchange_server.client.errors import ApiError, TransportError
 
 EXIT_ERROR = 1
 EXIT_TRANSPORT = 2
+#: a wrong number of params: argparse's exit status for usage errors
+EXIT_PARAM_COUNT = 2
 EXIT_USAGE = 64
+#: stdout was closed before everything was written (128 + SIGPIPE, what a shell reports for a
+#: tool that SIGPIPE killed)
+EXIT_OUTPUT_CLOSED = 141
 
 
 def _method_entry(name: str, ws: bool) -> Any:
@@ -98,48 +109,104 @@ class UsageError(Exception):
     pass
 
 
+class ParamCountError(UsageError):
+    """The number of params does not fit the method; the message is the usage line."""
+
+
+class OutputClosed(Exception):
+    """stdout's reader went away (``| head``): stop quietly."""
+
+
+def usage(name: str, method: Any, ws: bool) -> str:
+    """``usage: exchange-server call [--ws URL] METHOD param ...`` for a documented method."""
+    words = ["usage: exchange-server call", *(["--ws URL"] if ws else []), name]
+    if method.params_ignored:
+        words.append("[ANY ...]")
+    for p in method.params:
+        if p.variadic:
+            words.append(f"{p.name} [{p.name} ...]" if p.required else f"[{p.name} ...]")
+        else:
+            words.append(p.name if p.required else f"[{p.name}]")
+    return " ".join(words)
+
+
+def check_count(name: str, method: Any, params: list[Any], ws: bool) -> None:
+    """Raise :class:`ParamCountError` when ``params`` cannot be the method's params."""
+    if method is None:
+        return  # undocumented: the server decides
+    fewest, most = method.param_count()
+    if fewest <= len(params) and (most is None or len(params) <= most):
+        return
+    if most is None:
+        wanted = f"at least {fewest}"
+    elif fewest == most:
+        wanted = str(fewest)
+    else:
+        wanted = f"{fewest} to {most}"
+    noun = "param" if wanted in ("1", "at least 1") else "params"
+    raise ParamCountError(f"{name} takes {wanted} {noun}, "
+                          f"got {len(params)}\n{usage(name, method, ws)}")
+
+
+def _emit(out: Any, text: str) -> None:
+    try:
+        out.write(text)
+        out.flush()
+    except BrokenPipeError:
+        raise OutputClosed from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of what is still
+    buffered does not print a BrokenPipeError of its own."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass  # not a real file (tests capture it): nothing will be flushed to a closed pipe
+
+
 def _describe(name: str, out: Any) -> int:
     from exchange_server.apidoc.registry import http_methods, ws_methods
 
-    found = False
+    lines: list[str] = []
     for label, table in (("HTTP", http_methods()), ("WebSocket", ws_methods())):
         method = table.get(name)
         if method is None:
             continue
-        found = True
-        out.write(f"{name} ({label}): {method.summary}\n")
+        lines.append(f"{name} ({label}): {method.summary}")
+        lines.append("  " + usage(name, method, label == "WebSocket"))
         if method.params_ignored:
-            out.write("  params: any (ignored)\n")
+            lines.append("  params: any (ignored)")
         for p in method.params:
             flags = " (optional)" if not p.required else ""
             flags += " (repeatable)" if p.variadic else ""
             kind = p.schema.get("type", "any")
-            out.write(f"  {p.name}: {kind}{flags} - {p.doc()}\n")
+            lines.append(f"  {p.name}: {kind}{flags} - {p.doc()}")
         if method.result_doc:
-            out.write(f"  result: {method.result_doc}\n")
-        for e in method.all_errors():
-            out.write(f"  error {e.code} \"{e.message}\": {e.when}\n")
-    if not found:
+            lines.append(f"  result: {method.result_doc}")
+        lines += [f"  error {e.code} \"{e.message}\": {e.when}" for e in method.all_errors()]
+    if not lines:
         sys.stderr.write(f"exchange-server call: {name}: no such documented method\n")
         return EXIT_USAGE
+    _emit(out, "\n".join(lines) + "\n")
     return 0
 
 
 def _list(out: Any) -> int:
     from exchange_server.apidoc.registry import http_methods, ws_methods
 
-    out.write("HTTP methods:\n")
-    for name, m in http_methods().items():
-        out.write(f"  {name:24} {m.summary}\n")
-    out.write("WebSocket methods (--ws URL):\n")
-    for name, m in ws_methods().items():
-        out.write(f"  {name:24} {m.summary}\n")
+    lines = ["HTTP methods:"]
+    lines += [f"  {name:24} {m.summary}" for name, m in http_methods().items()]
+    lines.append("WebSocket methods (--ws URL):")
+    lines += [f"  {name:24} {m.summary}" for name, m in ws_methods().items()]
+    _emit(out, "\n".join(lines) + "\n")
     return 0
 
 
 def _print(value: Any, out: Any) -> None:
-    out.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
-    out.flush()
+    _emit(out, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
 async def _call_ws(args: argparse.Namespace, params: list[Any], out: Any) -> None:
@@ -165,7 +232,29 @@ async def _call_ws(args: argparse.Namespace, params: list[Any], out: Any) -> Non
 
 def cmd_call(args: argparse.Namespace) -> int:
     """The ``call`` subcommand."""
-    out = sys.stdout
+    try:
+        return _call(args, sys.stdout)
+    except OutputClosed:
+        _silence_stdout()
+        return EXIT_OUTPUT_CLOSED
+
+
+def _params(args: argparse.Namespace) -> list[Any]:
+    """The params from the command line, checked against the method's documented count."""
+    method = _method_entry(args.method, bool(args.ws))
+    if args.json:
+        if len(args.args) != 1:
+            raise UsageError("--json takes the params array as one argument")
+        params = json.loads(args.args[0])
+        if not isinstance(params, list):
+            raise UsageError("--json: the params must be a JSON array")
+    else:
+        params = convert_args(method, args.args)
+    check_count(args.method, method, params, bool(args.ws))
+    return params
+
+
+def _call(args: argparse.Namespace, out: Any) -> int:
     if args.list:
         return _list(out)
     if args.describe:
@@ -174,17 +263,10 @@ def cmd_call(args: argparse.Namespace) -> int:
         sys.stderr.write("exchange-server call: METHOD is required (or --list)\n")
         return EXIT_USAGE
     try:
-        if args.json:
-            if len(args.args) != 1:
-                raise UsageError("--json takes the params array as one argument")
-            params = json.loads(args.args[0])
-            if not isinstance(params, list):
-                raise UsageError("--json: the params must be a JSON array")
-        else:
-            params = convert_args(_method_entry(args.method, bool(args.ws)), args.args)
+        params = _params(args)
     except (UsageError, ValueError) as e:
         sys.stderr.write(f"exchange-server call: {e}\n")
-        return EXIT_USAGE
+        return EXIT_PARAM_COUNT if isinstance(e, ParamCountError) else EXIT_USAGE
     try:
         if args.ws:
             asyncio.run(_call_ws(args, params, out))

@@ -121,8 +121,9 @@ class HttpMethods:
             together with fee_asset (both or neither)
         option: the fork's option bits: 0x04 no minimum amount check, 0x08 immediate-or-cancel, 0x10
             fill-or-kill, 0x40 stop (no effect), 0x80 post-only, 0x100/0x200/0x300 self-trade prevention
-            (cancel taker / cancel maker / both); 0x01, 0x02, 0x20 are refused (code 1); a non-integer
-            reads as 0
+            (cancel taker / cancel maker / both), 0x400 no self-trade prevention (whatever the
+            matchengine's self_trade_prevention config says; not with 0x100-0x300); 0x01, 0x02, 0x20 are
+            refused (code 1); a non-integer reads as 0
         client_id: the client's own id for the order: at most 32 bytes of A-Z a-z 0-9 - _; "" or a non-
             string = none; not unique, no lookup by it
 
@@ -162,8 +163,9 @@ class HttpMethods:
             together with fee_asset (both or neither)
         option: the fork's option bits: 0x04 no minimum amount check, 0x08 immediate-or-cancel, 0x10
             fill-or-kill, 0x40 stop (no effect), 0x80 post-only, 0x100/0x200/0x300 self-trade prevention
-            (cancel taker / cancel maker / both); 0x01, 0x02, 0x20 are refused (code 1); a non-integer
-            reads as 0
+            (cancel taker / cancel maker / both), 0x400 no self-trade prevention (whatever the
+            matchengine's self_trade_prevention config says; not with 0x100-0x300); 0x01, 0x02, 0x20 are
+            refused (code 1); a non-integer reads as 0
         client_id: the client's own id for the order: at most 32 bytes of A-Z a-z 0-9 - _; "" or a non-
             string = none; not unique, no lookup by it
 
@@ -311,8 +313,9 @@ class HttpMethods:
         fee_discount: the fork's fee discount (unused): null, "" or a decimal from 0 to 1
         option: the fork's option bits: 0x04 no minimum amount check, 0x08 immediate-or-cancel, 0x10
             fill-or-kill, 0x40 stop (no effect), 0x80 post-only, 0x100/0x200/0x300 self-trade prevention
-            (cancel taker / cancel maker / both); 0x01, 0x02, 0x20 are refused (code 1); a non-integer
-            reads as 0; 0x10 and 0x80 are refused on stops
+            (cancel taker / cancel maker / both), 0x400 no self-trade prevention (whatever the
+            matchengine's self_trade_prevention config says; not with 0x100-0x300); 0x01, 0x02, 0x20 are
+            refused (code 1); a non-integer reads as 0; 0x10 and 0x80 are refused on stops
         client_id: the client's own id for the order: at most 32 bytes of A-Z a-z 0-9 - _; "" or a non-
             string = none; not unique, no lookup by it
 
@@ -356,8 +359,9 @@ class HttpMethods:
         fee_discount: the fork's fee discount (unused): null, "" or a decimal from 0 to 1
         option: the fork's option bits: 0x04 no minimum amount check, 0x08 immediate-or-cancel, 0x10
             fill-or-kill, 0x40 stop (no effect), 0x80 post-only, 0x100/0x200/0x300 self-trade prevention
-            (cancel taker / cancel maker / both); 0x01, 0x02, 0x20 are refused (code 1); a non-integer
-            reads as 0; 0x10 and 0x80 are refused on stops
+            (cancel taker / cancel maker / both), 0x400 no self-trade prevention (whatever the
+            matchengine's self_trade_prevention config says; not with 0x100-0x300); 0x01, 0x02, 0x20 are
+            refused (code 1); a non-integer reads as 0; 0x10 and 0x80 are refused on stops
         client_id: the client's own id for the order: at most 32 bytes of A-Z a-z 0-9 - _; "" or a non-
             string = none; not unique, no lookup by it
 
@@ -717,8 +721,9 @@ class AsyncHttpMethods:
             together with fee_asset (both or neither)
         option: the fork's option bits: 0x04 no minimum amount check, 0x08 immediate-or-cancel, 0x10
             fill-or-kill, 0x40 stop (no effect), 0x80 post-only, 0x100/0x200/0x300 self-trade prevention
-            (cancel taker / cancel maker / both); 0x01, 0x02, 0x20 are refused (code 1); a non-integer
-            reads as 0
+            (cancel taker / cancel maker / both), 0x400 no self-trade prevention (whatever the
+            matchengine's self_trade_prevention config says; not with 0x100-0x300); 0x01, 0x02, 0x20 are
+            refused (code 1); a non-integer reads as 0
         client_id: the client's own id for the order: at most 32 bytes of A-Z a-z 0-9 - _; "" or a non-
             string = none; not unique, no lookup by it
 
@@ -758,8 +763,9 @@ class AsyncHttpMethods:
             together with fee_asset (both or neither)
         option: the fork's option bits: 0x04 no minimum amount check, 0x08 immediate-or-cancel, 0x10
             fill-or-kill, 0x40 stop (no effect), 0x80 post-only, 0x100/0x200/0x300 self-trade prevention
-            (cancel taker / cancel maker / both); 0x01, 0x02, 0x20 are refused (code 1); a non-integer
-            reads as 0
+            (cancel taker / cancel maker / both), 0x400 no self-trade prevention (whatever the
+            matchengine's self_trade_prevention config says; not with 0x100-0x300); 0x01, 0x02, 0x20 are
+            refused (code 1); a non-integer reads as 0
         client_id: the client's own id for the order: at most 32 bytes of A-Z a-z 0-9 - _; "" or a non-
             string = none; not unique, no lookup by it
 
@@ -907,8 +913,9 @@ class AsyncHttpMethods:
         fee_discount: the fork's fee discount (unused): null, "" or a decimal from 0 to 1
         option: the fork's option bits: 0x04 no minimum amount check, 0x08 immediate-or-cancel, 0x10
             fill-or-kill, 0x40 stop (no effect), 0x80 post-only, 0x100/0x200/0x300 self-trade prevention
-            (cancel taker / cancel maker / both); 0x01, 0x02, 0x20 are refused (code 1); a non-integer
-            reads as 0; 0x10 and 0x80 are refused on stops
+            (cancel taker / cancel maker / both), 0x400 no self-trade prevention (whatever the
+            matchengine's self_trade_prevention config says; not with 0x100-0x300); 0x01, 0x02, 0x20 are
+            refused (code 1); a non-integer reads as 0; 0x10 and 0x80 are refused on stops
         client_id: the client's own id for the order: at most 32 bytes of A-Z a-z 0-9 - _; "" or a non-
             string = none; not unique, no lookup by it
 
@@ -952,8 +959,9 @@ class AsyncHttpMethods:
         fee_discount: the fork's fee discount (unused): null, "" or a decimal from 0 to 1
         option: the fork's option bits: 0x04 no minimum amount check, 0x08 immediate-or-cancel, 0x10
             fill-or-kill, 0x40 stop (no effect), 0x80 post-only, 0x100/0x200/0x300 self-trade prevention
-            (cancel taker / cancel maker / both); 0x01, 0x02, 0x20 are refused (code 1); a non-integer
-            reads as 0; 0x10 and 0x80 are refused on stops
+            (cancel taker / cancel maker / both), 0x400 no self-trade prevention (whatever the
+            matchengine's self_trade_prevention config says; not with 0x100-0x300); 0x01, 0x02, 0x20 are
+            refused (code 1); a non-integer reads as 0; 0x10 and 0x80 are refused on stops
         client_id: the client's own id for the order: at most 32 bytes of A-Z a-z 0-9 - _; "" or a non-
             string = none; not unique, no lookup by it
 

@@ -140,7 +140,13 @@ class WsClient:
         """Open the connection (raises TransportError when the first attempt fails)."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        await self._open()
+        try:
+            await self._open()
+        except BaseException:
+            # nothing is open: do not leave the session behind ("Unclosed client session")
+            session, self._session = self._session, None
+            await session.close()
+            raise
         self._runner = asyncio.create_task(self._run())
 
     async def close(self) -> None:

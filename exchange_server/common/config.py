@@ -241,7 +241,24 @@ class MatchEngineConfig:
     kafka_max_pending: int = 100_000
     #: Extension: prefix of the Kafka topic names (several systems on one cluster).
     kafka_topic_prefix: str = ""
+    #: Extension: params nested deeper than this are refused with code 1 (common/jsondepth.py).
+    max_json_depth: int = 32
+    #: Extension: self-trade prevention for orders that choose no mode (option bits 0x100..0x400):
+    #: "none" (the original's behaviour), "cancel_taker", "cancel_maker" or "cancel_both".
+    self_trade_prevention: str = "none"
     raw: dict[str, Any] = field(default_factory=dict)
+
+
+#: the values of the matchengine's ``self_trade_prevention`` key
+SELF_TRADE_PREVENTION = ("none", "cancel_taker", "cancel_maker", "cancel_both")
+
+
+def read_self_trade_prevention(root: Node) -> str:
+    value = root.string("self_trade_prevention", "none")
+    if value not in SELF_TRADE_PREVENTION:
+        raise ConfigError(f"{root.where('self_trade_prevention')}: must be one of "
+                          f"{', '.join(SELF_TRADE_PREVENTION)}")
+    return str(value)
 
 
 def read_asset(node: Node) -> AssetConfig:
@@ -339,6 +356,9 @@ def load_matchengine(data: Any, *, embedded: bool = False) -> MatchEngineConfig:
         bus_mark_file=root.string("bus_mark_file", "bus.mark"),
         kafka_max_pending=root.integer("kafka_max_pending", 100_000, 1),
         kafka_topic_prefix=root.string("kafka_topic_prefix", ""),
+        # at most 200: the log codec refuses records deeper than 256 (common/exactjson.py)
+        max_json_depth=root.integer("max_json_depth", 32, 1, 200),
+        self_trade_prevention=read_self_trade_prevention(root),
         raw=data,
     )
 

@@ -23,7 +23,9 @@ CONTEXT = decimal.Context(
 ZERO = Decimal(0)
 ONE = Decimal(1)
 
-#: Inputs at or above 10**MAX_INTEGER_DIGITS are refused: the history tables cannot store them.
+#: Inputs with this many integer digits or more (at or above 10**(MAX_INTEGER_DIGITS - 1)) are
+#: refused: "fewer than 24 integer digits" (docs/compatibility.md); the history tables cannot
+#: store more.
 MAX_INTEGER_DIGITS = 24
 
 #: The longest decimal text we are willing to parse.
@@ -81,7 +83,7 @@ def _parse(text: str, prec: int | None) -> Decimal | None:
     if len(text) > MAX_TEXT_LENGTH or not _DECIMAL_RE.match(text):
         return None
     value = Decimal(text)
-    if value and value.adjusted() >= MAX_INTEGER_DIGITS:
+    if value and value.adjusted() + 1 >= MAX_INTEGER_DIGITS:  # adjusted() = digits - 1
         return None
     if prec is not None:
         value = value.quantize(_QUANTS[prec], rounding=ROUND_DOWN, context=CONTEXT)

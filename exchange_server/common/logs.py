@@ -1,7 +1,7 @@
-"""Logging set-up shared by the services.
+"""Logging set-up of the command line and helper processes (``--log-level``, a Python level).
 
-The original's log ``flag`` (a comma list of fatal,error,warn,info,debug,trace) maps to a
-threshold: the most verbose level listed wins.
+The services' ``log`` block and its ``flag`` (the original's set of enabled levels) are read by
+exchange_server.process.logsetup (``read_flag``), the one parser of the flag.
 """
 
 from __future__ import annotations
@@ -9,21 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 
-_FLAG_LEVELS = {
-    "fatal": logging.CRITICAL,
-    "error": logging.ERROR,
-    "warn": logging.WARNING,
-    "info": logging.INFO,
-    "debug": logging.DEBUG,
-    "trace": logging.DEBUG,
-}
-
 FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
-
-
-def level_from_flag(flag: str) -> int:
-    levels = [_FLAG_LEVELS[f.strip()] for f in flag.split(",") if f.strip() in _FLAG_LEVELS]
-    return min(levels) if levels else logging.INFO
 
 
 def setup(level: int | str = logging.INFO, path: str | None = None) -> None:

@@ -13,10 +13,15 @@ id at or below it.  Nothing is lost (the operation log is durable before events 
 and nothing is doubled.
 
 On a database error the batch is kept and retried every ``retry_delay`` seconds (1 s) forever,
-in order; new operations queue behind it.  While ``pending_rows`` (queued + in flight) is at or
-above ``max_pending_rows`` the writer reports ``overloaded()`` and the matchengine refuses
-writes with code 3, as the original does when 1000 SQL jobs are pending.  The default bound,
-100 000 rows, is about 10 s of a busy engine's history and some 50 MB of memory.
+in order; new operations queue behind it.  An operation whose events cannot be turned into rows
+is different: retrying cannot help and skipping would lose its history, so the writer logs one
+fatal line naming the operation id, stops, sets ``failure`` and reports ``overloaded()`` from
+then on (the follower exits on it: see matchengine/follower.py).
+
+While ``pending_rows`` (queued + in flight) is at or above ``max_pending_rows`` the writer
+reports ``overloaded()`` and the matchengine refuses writes with code 3, as the original does
+when 1000 SQL jobs are pending.  The default bound, 100 000 rows, is about 10 s of a busy
+engine's history and some 50 MB of memory.
 """
 
 from __future__ import annotations
@@ -100,6 +105,8 @@ class HistoryWriter:
         self.rows_written = 0
         self.flushes = 0
         self.errors = 0
+        #: Why the writer stopped for good (an operation it cannot turn into rows), or None.
+        self.failure: str | None = None
 
     # -- EventSink --------------------------------------------------------------------------------
 
@@ -144,7 +151,8 @@ class HistoryWriter:
                 self._cond.notify()
 
     def overloaded(self) -> bool:
-        return self._queued_rows + self._inflight_rows >= self.max_pending_rows
+        return (self.failure is not None
+                or self._queued_rows + self._inflight_rows >= self.max_pending_rows)
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -271,7 +279,7 @@ class HistoryWriter:
         rows = sum(op.count for op in batch)
         with self._write_lock:
             try:
-                written = self.store.write([op.operation() for op in batch])
+                written = self.store.write([_operation(op) for op in batch])
             except BaseException:
                 with self._cond:
                     self._queue.extendleft(reversed(batch))
@@ -319,6 +327,11 @@ class HistoryWriter:
         while True:
             try:
                 self._write(batch)
+            except HistoryRecordError as e:
+                self.failure = str(e)
+                log.critical("history writer stopped: %s; history stays before it until this is "
+                             "repaired and the service restarted", e)
+                raise _Stopped() from None
             except Exception as e:
                 self.errors += 1
                 now = time.monotonic()
@@ -360,4 +373,16 @@ class HistoryWriter:
 
 class _Stopped(Exception):
     pass
+
+
+class HistoryRecordError(Exception):
+    """An operation whose events cannot be turned into history rows (fatal, never retried)."""
+
+
+def _operation(op: _Op) -> Operation:
+    try:
+        return op.operation()
+    except Exception as e:
+        raise HistoryRecordError(f"operation {op.oper_id}: its events cannot be turned into "
+                                 f"history rows: {e!r}") from e
 

@@ -37,6 +37,7 @@ from exchange_server.bus.base import DEALS, BusReader, Subscription
 from exchange_server.common import jsonfmt
 from exchange_server.common.decimals import fmt_raw, use_engine_context
 from exchange_server.common.errors import RpcError, internal_error, invalid_argument, method_not_found
+from exchange_server.common.jsondepth import check_params_depth
 from exchange_server.marketprice import query
 from exchange_server.marketprice.localtime import LocalTime
 from exchange_server.marketprice.markets import MarketSource, get_markets
@@ -173,7 +174,9 @@ class MarketPriceService:
                 try:
                     apply(msg)
                 except Exception:
-                    log.exception("deals message at offset %d failed", msg.offset)
+                    # fatal level (alerted), once per message: never a silent skip
+                    log.critical("deals message at offset %d cannot be applied, skipped",
+                                 msg.offset, exc_info=True)
             self._progress.set()
             await asyncio.sleep(0)
 
@@ -222,6 +225,7 @@ class MarketPriceService:
         handler = self.methods.get(method)
         if handler is None:
             raise method_not_found()
+        check_params_depth(params)
         if method not in self._cached or self.cache_timeout <= 0:
             return self._run(handler, params)
         now = time.monotonic()

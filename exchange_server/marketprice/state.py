@@ -200,7 +200,10 @@ class MarketData:
 
     def _invalid(self, msg: Message) -> bool:
         self.invalid += 1
-        log.error("invalid deals message at offset %d: %r", msg.offset, msg.value[:200])
+        # fatal level (alerted): our publisher never writes one, so someone else wrote to the
+        # topic or data was lost; the deal is not in the klines
+        log.critical("invalid deals message at offset %d skipped: %r", msg.offset,
+                     msg.value[:200])
         return False
 
     def _update(self, market: str, t: float, price: Decimal, amount: Decimal, side: int,

@@ -46,6 +46,7 @@ from exchange_server.matchengine.model import (
     STOP_STATE_LOW,
     STOP_STATUS_ACTIVE,
     STOP_STATUS_FAIL,
+    STP_MODES,
     BalanceChanged,
     BalanceUpdated,
     Event,
@@ -67,8 +68,13 @@ DedupKey = tuple[int, str, str, int]
 #: Events are built with tuple.__new__ on the order path (see market.py).
 _new = tuple.__new__
 
-#: Error of every order placement in a suspended market (an extension: the fork has none).
-MARKET_SUSPENDED = RpcError(30, "market suspended")
+#: Code of every order placement in a suspended market (an extension: the fork has none).
+MARKET_SUSPENDED = 30
+
+
+def market_suspended() -> RpcError:
+    """A fresh error each time: a shared instance would keep every raise's traceback."""
+    return RpcError(MARKET_SUSPENDED, "market suspended")
 
 #: Per-order result of order.cancel_batch: (code, message, the order as it was or None).
 CancelResult = tuple[int, str, OrderSnapshot | None]
@@ -109,8 +115,12 @@ class EngineState:
 
 
 class Engine:
-    def __init__(self, assets: list[AssetConfig], markets: list[MarketConfig]) -> None:
+    def __init__(self, assets: list[AssetConfig], markets: list[MarketConfig],
+                 self_trade_prevention: int = 0) -> None:
         use_engine_context()
+        #: the option bits of the ``self_trade_prevention`` config (0: none, the original's
+        #: behaviour), for orders that choose no mode; the methods resolve and log it
+        self.self_trade_prevention = self_trade_prevention
         self.events: list[Event] = []
         self.assets: dict[str, AssetConfig] = {a.name: a for a in assets}
         self.balances = Balances(assets)
@@ -127,7 +137,7 @@ class Engine:
 
     @classmethod
     def from_config(cls, config: MatchEngineConfig) -> Engine:
-        return cls(config.assets, config.markets)
+        return cls(config.assets, config.markets, STP_MODES[config.self_trade_prevention])
 
     def take_events(self) -> list[Event]:
         """Hand over the events of the operations since the last call."""
@@ -176,7 +186,7 @@ class Engine:
         """order.put_limit after parameter validation (engine.md 7), then the stops the new
         last price reaches (``trigger``: False for the orders stops spawn, see _trigger)."""
         if market.suspended:
-            raise MARKET_SUSPENDED
+            raise market_suspended()
         balances = self.balances
         if side == ASK:
             if balances.get_available(user, market.stock) < amount:
@@ -198,7 +208,8 @@ class Engine:
                       client_id)
         before = market.last
         self.deal_id = market.execute(order, now, self.deal_id)
-        snapshot = order.snapshot()
+        order.stp_cancelled = market.stp_stopped
+        snapshot = _stp_snapshot(order, market)
         if not order.left:
             self.events.append(_new(OrderFinished, (snapshot,)))
             self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
@@ -206,7 +217,7 @@ class Engine:
             # the remainder is cancelled: finished like a cancelled order (history only if
             # something was dealt)
             market.stp_stopped = False
-            if order.deal_stock:
+            if order.deal_stock or order.stp_cancelled:
                 self.events.append(_new(OrderFinished, (snapshot,)))
             self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
         else:
@@ -232,7 +243,7 @@ class Engine:
                 taker_fee: Decimal, source: str, option: int,
                 client_id: str | None) -> OrderSnapshot:
         if market.suspended:
-            raise MARKET_SUSPENDED
+            raise market_suspended()
         balances = self.balances
         check_min = not option & OPTION_UNLIMITED_MIN_AMOUNT
         if side == ASK:
@@ -257,8 +268,9 @@ class Engine:
         order = Order(self.order_id, market.name, source, MARKET, side, user, now, now, ZERO,
                       amount, taker_fee, ZERO, amount, ZERO, ZERO, ZERO, ZERO, option, client_id)
         self.deal_id = market.execute(order, now, self.deal_id)
+        order.stp_cancelled = market.stp_stopped
         market.stp_stopped = False
-        snapshot = order.snapshot()
+        snapshot = _stp_snapshot(order, market)
         self.events.append(_new(OrderFinished, (snapshot,)))
         self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
         return snapshot
@@ -313,7 +325,7 @@ class Engine:
         nothing).  ``price`` and ``maker_fee`` are 0 for a stop-market order; a stop-market
         bid's amount is money."""
         if market.suspended:
-            raise MARKET_SUSPENDED
+            raise market_suspended()
         last = market.last
         if not last or stop_price == last:
             raise RpcError(11, "invalid stop price")
@@ -522,6 +534,15 @@ class Engine:
 
     def asset_names(self) -> Iterable[str]:
         return self.assets.keys()
+
+
+def _stp_snapshot(order: Order, market: Market) -> OrderSnapshot:
+    """The new order's snapshot, with the makers self-trade prevention cancelled for it."""
+    snapshot = order.snapshot()
+    if market.stp_makers:
+        snapshot = snapshot._replace(stp_cancelled_orders=tuple(market.stp_makers))
+        market.stp_makers.clear()
+    return snapshot
 
 
 def read_asset_detail(detail: Any) -> AssetConfig:

@@ -10,6 +10,13 @@ durable log only, so a crash of either process loses or doubles nothing.
 
 The matching process watches the follower through two shared counters (its last applied
 operation and its unwritten history rows) for backpressure, and restarts it if it dies.
+
+A log record the follower cannot decode or apply is fatal (docs/operations.md, "A log record
+that cannot be replayed"): retrying cannot help and skipping it would lose its history.  The
+follower logs one fatal line naming the operation id and exits with :data:`FATAL_EXIT`; the
+matching process logs the fatal alert and does NOT restart it.  History then stops at the
+operation before, and the engine refuses writes with code 3 once it is ``max_lag`` operations
+ahead (the ordinary backpressure), until an operator repairs the cause and restarts.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ log = logging.getLogger("exchange_server.follower")
 POLL_INTERVAL = 0.002
 #: Operations the follower may lag behind before the engine refuses writes (code 3).
 DEFAULT_MAX_LAG = 200_000
+#: Exit status of a follower stopped by a log record it cannot decode or apply (not restarted).
+FATAL_EXIT = 75
 
 
 @dataclass(frozen=True)
@@ -84,9 +93,25 @@ def _build(spec: FollowerSpec) -> tuple[Any, Any, Any]:
 def follower_main(spec: FollowerSpec, applied: Any, pending: Any,
                   stop: multiprocessing.synchronize.Event, parent: int) -> None:
     """The follower process: restore, then apply every new log record until told to stop;
-    on stop, apply what is left and write all history before exiting."""
+    on stop, apply what is left and write all history before exiting.  A record that cannot
+    be decoded or applied ends it with FATAL_EXIT after one fatal log line."""
+    from exchange_server.matchengine.store import StoreError
+
     logs.setup(spec.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _follow(spec, applied, pending, stop, parent)
+    except StoreError as e:
+        log.critical("history follower stopped: %s; history stays at operation %d until this is "
+                     "repaired and the service restarted", e, applied.value)
+        logging.shutdown()
+        os._exit(FATAL_EXIT)
+
+
+def _follow(spec: FollowerSpec, applied: Any, pending: Any,
+            stop: multiprocessing.synchronize.Event, parent: int) -> None:
+    from exchange_server.matchengine.store import StoreError
+
     store, service, history = _build(spec)
     store.open()
     gctune.tune()
@@ -111,11 +136,15 @@ def follower_main(spec: FollowerSpec, applied: Any, pending: Any,
                     pending.value = history.pending_rows
             applied.value = service.oper_id
             pending.value = history.pending_rows
+            if history.failure is not None:
+                raise StoreError(history.failure)
             if stopping:
                 break
             if not count:
                 time.sleep(POLL_INTERVAL)
     finally:
+        # what was applied before a bad record is still written
+        applied.value = service.oper_id
         history.stop(timeout=30)
         pending.value = history.pending_rows
         store.close()
@@ -135,6 +164,8 @@ class FollowerProcess:
         self._stop = self._ctx.Event()
         self._process: Any = None
         self.restarts = 0
+        #: Set when the follower stopped on a record it cannot apply (it is not restarted).
+        self.failed = False
 
     def create_schema(self) -> None:
         """Create the history tables now: the follower does too, but readhistory may be asked
@@ -158,11 +189,22 @@ class FollowerProcess:
         self._process.start()
 
     def check(self) -> None:
-        """Restart the follower if it died (it resumes from its own history mark)."""
-        if self._process is not None and not self._process.is_alive():
-            log.error("history follower exited with %s: restarting", self._process.exitcode)
-            self.restarts += 1
-            self.start()
+        """Restart the follower if it died (it resumes from its own history mark), unless it
+        stopped on a log record it cannot apply: that is alerted once and left stopped."""
+        if self.failed or self._process is None or self._process.is_alive():
+            return
+        code = self._process.exitcode
+        if code == FATAL_EXIT:
+            self.failed = True
+            log.critical("history follower stopped on operation %d, a log record it cannot "
+                         "decode or apply (its reason is logged above); history stays at "
+                         "operation %d and writes are refused with code 3 once %d operations "
+                         "behind; repair the cause and restart the service", self.applied.value + 1,
+                         self.applied.value, self.max_lag)
+            return
+        log.error("history follower exited with %s: restarting", code)
+        self.restarts += 1
+        self.start()
 
     def overloaded(self, oper_id: int) -> bool:
         """Backpressure for the engine: too far behind, or too much history unwritten."""

@@ -59,11 +59,10 @@ class Market:
         self.last = ZERO
         #: trading suspended by an admin command: new orders and stops are refused.
         self.suspended = False
-        #: set by ``execute`` when self-trade prevention cancelled the taker's remainder.
+        #: set by ``execute`` when self-trade prevention cancelled the taker's remainder, and
+        #: the ids of the makers it cancelled (the caller reads and resets both).
         self.stp_stopped = False
-        #: the original's matching, without self-trade prevention: only while replaying records
-        #: an original ViaBTC wrote (matchengine/original.py), which it dealt and acknowledged.
-        self.self_trade = False
+        self.stp_makers: list[int] = []
         #: stop orders: by id, by user (placement order), and the two trigger lists keyed by
         #: ``Stop.sort_key()`` (first = next to fire).
         self.stops: dict[int, Stop] = {}
@@ -137,7 +136,8 @@ class Market:
         self.insert(order)
 
     def remove(self, order: Order) -> None:
-        """Take an order off the book, release what is still frozen for it, record history."""
+        """Take an order off the book, release what is still frozen for it, record history
+        (an order with deals, or one that self-trade prevention cancelled)."""
         book = self.asks if order.side == ASK else self.bids
         level: Level = book[order.price]
         del level[order.id]
@@ -158,7 +158,7 @@ class Market:
             self.bid_amount -= order.left
             if order.freeze > 0:
                 self.balances.unfreeze(order.user, self.money, order.freeze)
-        if order.deal_stock > 0:
+        if order.deal_stock > 0 or order.stp_cancelled:
             self.events.append(_new(OrderFinished, (order.snapshot(),)))
 
     def side_orders(self, side: int) -> Iterator[Order]:
@@ -217,9 +217,11 @@ class Market:
     def execute(self, taker: Order, now: float, next_deal_id: int) -> int:
         """Match a new order against the book; returns the last deal id used.
 
-        A maker of the taker's own user is never dealt with (self-trade prevention): by the
-        taker's STP mode the maker is cancelled and matching goes on, or matching stops and
-        ``stp_stopped`` tells the caller to cancel the taker's remainder (or both)."""
+        With a self-trade prevention mode in the taker's option (bits 0x300), a maker of the
+        taker's own user is never dealt with: by the mode the maker is cancelled and matching
+        goes on, or matching stops and ``stp_stopped`` tells the caller to cancel the taker's
+        remainder (or both).  Without one (the original's behaviour) they trade as any two
+        orders do."""
         if taker.side == ASK:
             book = self.bids
             best = -1
@@ -228,7 +230,7 @@ class Market:
             best = 0
         limit_price = taker.price if taker.type == LIMIT else None
         market_bid = taker.type == MARKET and taker.side == BID
-        user = taker.user
+        user = taker.user if taker.option & OPTION_STP_MASK else None
         deal_id = next_deal_id
         while taker.left and book:
             price, level = book.peekitem(best)
@@ -238,7 +240,7 @@ class Market:
                 break
             while level and taker.left:
                 maker: Order = next(iter(level.values()))
-                if maker.user == user and not self.self_trade:
+                if maker.user == user:
                     if self._self_trade(taker, maker):
                         return deal_id
                     continue
@@ -266,11 +268,13 @@ class Market:
         return deal_id
 
     def _self_trade(self, taker: Order, maker: Order) -> bool:
-        """The taker meets an order of its own user.  Cancel the maker (STP_CANCEL_MAKER,
-        STP_CANCEL_BOTH); stop the taker (default, STP_CANCEL_TAKER, STP_CANCEL_BOTH).  True
-        when matching must stop."""
+        """The taker (with a prevention mode) meets an order of its own user.  Cancel the maker
+        (STP_CANCEL_MAKER, STP_CANCEL_BOTH); stop the taker (STP_CANCEL_TAKER, STP_CANCEL_BOTH).
+        True when matching must stop.  A cancelled order's object says so (``stp_cancelled``)."""
         mode = taker.option & OPTION_STP_MASK
         if mode in (STP_CANCEL_MAKER, STP_CANCEL_BOTH):
+            maker.stp_cancelled = True
+            self.stp_makers.append(maker.id)
             self.events.append(OrderChanged(EVENT_FINISH, maker.snapshot(), self.stock,
                                             self.money))
             self.remove(maker)
@@ -282,19 +286,21 @@ class Market:
     def fillable(self, side: int, type: int, price: Decimal, amount: Decimal, user: int,
                  option: int) -> bool:
         """Whether an order would fill completely at once (the fill-or-kill check): a dry run
-        of ``execute`` over the book, self-trade prevention included.  A market bid counts as
-        filled when what is left of its money cannot buy one more stock unit."""
+        of ``execute`` over the book, self-trade prevention (if the order has a mode) included.
+        A market bid counts as filled when what is left of its money cannot buy one more stock
+        unit."""
         book = self.bids if side == ASK else self.asks
         prices = reversed(book.keys()) if side == ASK else iter(book.keys())
         limited = type == LIMIT
         market_bid = type == MARKET and side == BID
+        prevent = bool(option & OPTION_STP_MASK)
         cancel_maker = option & OPTION_STP_MASK == STP_CANCEL_MAKER
         left = amount
         for level_price in prices:
             if limited and (price > level_price if side == ASK else price < level_price):
                 return False
             for maker in book[level_price].values():
-                if maker.user == user:
+                if prevent and maker.user == user:
                     if cancel_maker:
                         continue
                     return False

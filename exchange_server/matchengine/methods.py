@@ -9,14 +9,22 @@ The CoinEx fork's methods (extensions.md) are added with its names and its v1 pa
 layouts without ``account``; order.put_limit / order.put_market also take the fork's trailing
 parameters ``fee_asset, fee_discount[, option[, client_id]]`` (with the original's 8 / 6
 parameters nothing changes).  See docs/compatibility.md, "Extensions from the CoinEx fork".
+
+Self-trade prevention: an order that chooses no mode in its option gets the matchengine's
+``self_trade_prevention`` config.  The log must replay the same way whatever the config is when
+it is replayed, so a live order placement writes the mode it got from the config into its own
+params (the list the service then logs): into ``option`` for the fork's layouts, as one more
+(9th / 7th) parameter for the original's (a layout only replay accepts).  Replay never looks at
+the config: a logged order without a mode had none, the original's behaviour.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from exchange_server.common.config import ConfigError
@@ -38,6 +46,9 @@ from exchange_server.matchengine.model import (
     MARKET,
     OPTION_FOK,
     OPTION_MAKER_ONLY,
+    OPTION_STP_BITS,
+    OPTION_STP_MASK,
+    OPTION_STP_NONE,
     OPTION_SUPPORTED,
     STOP_STATE_HIGH,
     STOP_STATE_LOW,
@@ -56,6 +67,12 @@ BUSINESS_MAX = 30
 
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
+#: Names of assets and markets added at run time: the original's accessws (ASSET_NAME_MAX_LEN,
+#: MARKET_NAME_MAX_LEN: 16 with the NUL) takes at most 15 bytes, so a longer one could never be
+#: subscribed.  Market names also keep to the characters of the market page's URL (pages.py).
+NAME_MAX_BYTES = 15
+MARKET_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
+
 #: client_id: at most 32 bytes of these characters (the fork's rule); "" = none.
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{0,32}\Z")
 #: order.cancel_batch takes 1 to this many order ids.
@@ -123,6 +140,22 @@ def _source(value: Any) -> str:
     return source
 
 
+def _detail_name(params: Params) -> str | None:
+    """The ``name`` of an asset or market detail param (None: malformed, left to the method)."""
+    if len(params) == 1 and isinstance(params[0], dict):
+        name = params[0].get("name")
+        if isinstance(name, str) and name:
+            return name
+    return None
+
+
+def _check_name(what: str, name: str) -> None:
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > NAME_MAX_BYTES:
+        raise admin_error(f"{what}.name: {name!r} is {size} bytes, at most {NAME_MAX_BYTES} "
+                          "(the original's accessws could not subscribe to it)")
+
+
 def _count(params: Params, n: int) -> None:
     if len(params) != n:
         raise invalid_argument()
@@ -170,13 +203,35 @@ def _fee_discount(value: Any) -> None:
         raise invalid_argument()
 
 
+def _stp_conflict(option: int) -> int:
+    """"none" (0x400) together with a prevention mode (0x300 bits) is refused."""
+    if option & OPTION_STP_NONE and option & OPTION_STP_MASK:
+        raise invalid_argument()
+    return option
+
+
+def _recorded_stp(value: Any) -> int:
+    """The mode a live placement recorded after the original's params (replay only)."""
+    if type(value) is not int or value & ~OPTION_STP_MASK or not value:
+        raise invalid_argument()
+    return value
+
+
+def _record_option(params: Params, at: int, option: int) -> None:
+    """Write the effective ``option`` into a fork-layout params list (index ``at``)."""
+    if len(params) > at:
+        params[at] = option
+    else:
+        params.append(option)
+
+
 def _extension(params: Params, at: int) -> tuple[int, str]:
     """The fork's trailing ``fee_asset, fee_discount[, option[, client_id]]`` from ``at``."""
     _fee_asset(params[at])
     _fee_discount(params[at + 1])
     option = _option(params[at + 2]) if len(params) > at + 2 else 0
     client_id = _client_id(params[at + 3]) if len(params) > at + 3 else ""
-    return option, client_id
+    return _stp_conflict(option), client_id
 
 
 class Lazy:
@@ -208,6 +263,9 @@ class WriteMethod:
     name: str
     log_name: str
     run: Callable[[float, Params], Any]
+    #: Live requests only (never replay): refuses what the original's services would not
+    #: accept, while an older operation log replays as it was accepted.
+    check: Callable[[Params], None] | None = None
 
 
 class MatchEngineMethods:
@@ -243,13 +301,24 @@ class MatchEngineMethods:
             WriteMethod("order.cancel_all", "cancel_order_all", self.order_cancel_all),
             WriteMethod("order.cancel_batch", "cancel_order_batch", self.order_cancel_batch),
             # runtime configuration (admin: accesshttp asks for the admin token)
-            WriteMethod("config.update_asset", "update_asset", self.config_update_asset),
-            WriteMethod("config.update_market", "update_market", self.config_update_market),
+            WriteMethod("config.update_asset", "update_asset", self.config_update_asset,
+                        self.check_new_asset_name),
+            WriteMethod("config.update_market", "update_market", self.config_update_market,
+                        self.check_new_market_name),
             WriteMethod("config.suspend_market", "suspend_market", self.config_suspend_market),
             WriteMethod("config.resume_market", "resume_market", self.config_resume_market),
         ]
         self.writes: dict[str, WriteMethod] = {w.name: w for w in writes}
-        self.by_log_name: dict[str, WriteMethod] = {w.log_name: w for w in writes}
+        # replay: the same functions, but the self-trade prevention config is not consulted
+        replays: dict[str, Callable[[float, Params], Any]] = {
+            "order.put_limit": partial(self.order_put_limit, live=False),
+            "order.put_market": partial(self.order_put_market, live=False),
+            "order.put_stop_limit": partial(self.order_put_stop_limit, live=False),
+            "order.put_stop_market": partial(self.order_put_stop_market, live=False),
+        }
+        self.by_log_name: dict[str, WriteMethod] = {
+            w.log_name: replace(w, run=replays[w.name]) if w.name in replays else w
+            for w in writes}
 
     def _market(self, value: Any) -> Market:
         if type(value) is not str:
@@ -258,6 +327,13 @@ class MatchEngineMethods:
         if market is None:
             raise invalid_argument()
         return market
+
+    def _stp(self, option: int, live: bool) -> int:
+        """The option with its self-trade prevention mode: the order's own, else (live) the
+        config's.  Replay takes the logged option as it is (see the module docstring)."""
+        if option & OPTION_STP_BITS or not live:
+            return option
+        return option | self.engine.self_trade_prevention
 
     def _asset(self, value: Any) -> str:
         if type(value) is not str or value not in self.engine.assets:
@@ -281,9 +357,19 @@ class MatchEngineMethods:
         self.engine.update_balance(now, user, asset, business, business_id, change, detail)
         return {"status": "success"}
 
-    def order_put_limit(self, now: float, params: Params) -> Any:
+    def order_put_limit(self, now: float, params: Params, live: bool = True) -> Any:
+        if len(params) == 9 and not live:
+            return self._put_limit(now, params, _recorded_stp(params[8]))
         if len(params) != 8:
-            return self._put_limit_ext(now, params)
+            return self._put_limit_ext(now, params, live)
+        stp = self._stp(0, live)
+        result = self._put_limit(now, params, stp)
+        if stp:
+            params.append(stp)
+        return result
+
+    def _put_limit(self, now: float, params: Params, option: int) -> Any:
+        """The original's 8 params; ``option``: the self-trade prevention mode only."""
         user = _user(params[0])
         market = self._market(params[1])
         side = _side(params[2])
@@ -293,9 +379,9 @@ class MatchEngineMethods:
         maker_fee = _fee(params[6], market.fee_prec)
         source = _source(params[7])
         return self.engine.put_limit(now, market, user, side, amount, price, taker_fee, maker_fee,
-                                     source)
+                                     source, option)
 
-    def _put_limit_ext(self, now: float, params: Params) -> Any:
+    def _put_limit_ext(self, now: float, params: Params, live: bool) -> Any:
         """[user_id, market, side, amount, price, taker_fee, maker_fee, source, fee_asset,
         fee_discount, option?, client_id?] (the fork's v1 layout, HEAD without ``account``)."""
         if not 10 <= len(params) <= 12:
@@ -308,13 +394,27 @@ class MatchEngineMethods:
         taker_fee = _fee(params[5], market.fee_prec)
         maker_fee = _fee(params[6], market.fee_prec)
         source = _source(params[7])
-        option, client_id = _extension(params, 8)
-        return self.engine.put_limit(now, market, user, side, amount, price, taker_fee, maker_fee,
-                                     source, option, client_id)
+        given, client_id = _extension(params, 8)
+        option = self._stp(given, live)
+        result = self.engine.put_limit(now, market, user, side, amount, price, taker_fee,
+                                       maker_fee, source, option, client_id)
+        if option != given:
+            _record_option(params, 10, option)
+        return result
 
-    def order_put_market(self, now: float, params: Params) -> Any:
+    def order_put_market(self, now: float, params: Params, live: bool = True) -> Any:
+        if len(params) == 7 and not live:
+            return self._put_market(now, params, _recorded_stp(params[6]))
         if len(params) != 6:
-            return self._put_market_ext(now, params)
+            return self._put_market_ext(now, params, live)
+        stp = self._stp(0, live)
+        result = self._put_market(now, params, stp)
+        if stp:
+            params.append(stp)
+        return result
+
+    def _put_market(self, now: float, params: Params, option: int) -> Any:
+        """The original's 6 params; ``option``: the self-trade prevention mode only."""
         user = _user(params[0])
         market = self._market(params[1])
         side = _side(params[2])
@@ -322,9 +422,9 @@ class MatchEngineMethods:
         amount = _positive(params[3], market.stock_prec if side == ASK else market.money_prec)
         taker_fee = _fee(params[4], market.fee_prec)
         source = _source(params[5])
-        return self.engine.put_market(now, market, user, side, amount, taker_fee, source)
+        return self.engine.put_market(now, market, user, side, amount, taker_fee, source, option)
 
-    def _put_market_ext(self, now: float, params: Params) -> Any:
+    def _put_market_ext(self, now: float, params: Params, live: bool) -> Any:
         """[user_id, market, side, amount, taker_fee, source, fee_asset, fee_discount, option?,
         client_id?]"""
         if not 8 <= len(params) <= 10:
@@ -335,9 +435,13 @@ class MatchEngineMethods:
         amount = _positive(params[3], market.stock_prec if side == ASK else market.money_prec)
         taker_fee = _fee(params[4], market.fee_prec)
         source = _source(params[5])
-        option, client_id = _extension(params, 6)
-        return self.engine.put_market(now, market, user, side, amount, taker_fee, source, option,
-                                      client_id)
+        given, client_id = _extension(params, 6)
+        option = self._stp(given, live)
+        result = self.engine.put_market(now, market, user, side, amount, taker_fee, source,
+                                        option, client_id)
+        if option != given:
+            _record_option(params, 8, option)
+        return result
 
     def order_cancel(self, now: float, params: Params) -> Any:
         _count(params, 3)
@@ -376,7 +480,7 @@ class MatchEngineMethods:
 
     # -- stop orders --
 
-    def order_put_stop_limit(self, now: float, params: Params) -> Any:
+    def order_put_stop_limit(self, now: float, params: Params, live: bool = True) -> Any:
         """[user_id, market, side, amount, stop_price, price, taker_fee, maker_fee, source,
         fee_asset, fee_discount, option?, client_id?]"""
         if not 11 <= len(params) <= 13:
@@ -390,13 +494,17 @@ class MatchEngineMethods:
         taker_fee = _fee(params[6], market.fee_prec)
         maker_fee = _fee(params[7], market.fee_prec)
         source = _source(params[8])
-        option, client_id = _extension(params, 9)
-        if option & (OPTION_FOK | OPTION_MAKER_ONLY):
+        given, client_id = _extension(params, 9)
+        if given & (OPTION_FOK | OPTION_MAKER_ONLY):
             raise invalid_argument()
-        return self.engine.put_stop(now, market, user, LIMIT, side, amount, stop_price, price,
-                                    taker_fee, maker_fee, source, option, client_id)
+        option = self._stp(given, live)
+        result = self.engine.put_stop(now, market, user, LIMIT, side, amount, stop_price, price,
+                                      taker_fee, maker_fee, source, option, client_id)
+        if option != given:
+            _record_option(params, 11, option)
+        return result
 
-    def order_put_stop_market(self, now: float, params: Params) -> Any:
+    def order_put_stop_market(self, now: float, params: Params, live: bool = True) -> Any:
         """[user_id, market, side, amount, stop_price, taker_fee, source, fee_asset,
         fee_discount, option?, client_id?] (a bid's amount is money)"""
         if not 9 <= len(params) <= 11:
@@ -408,11 +516,15 @@ class MatchEngineMethods:
         stop_price = _positive(params[4], market.money_prec)
         taker_fee = _fee(params[5], market.fee_prec)
         source = _source(params[6])
-        option, client_id = _extension(params, 7)
-        if option & (OPTION_FOK | OPTION_MAKER_ONLY):
+        given, client_id = _extension(params, 7)
+        if given & (OPTION_FOK | OPTION_MAKER_ONLY):
             raise invalid_argument()
-        return self.engine.put_stop(now, market, user, MARKET, side, amount, stop_price, ZERO,
-                                    taker_fee, ZERO, source, option, client_id)
+        option = self._stp(given, live)
+        result = self.engine.put_stop(now, market, user, MARKET, side, amount, stop_price, ZERO,
+                                      taker_fee, ZERO, source, option, client_id)
+        if option != given:
+            _record_option(params, 9, option)
+        return result
 
     def order_cancel_stop(self, now: float, params: Params) -> Any:
         """[user_id, market, order_id] -> the stop as it was"""
@@ -450,6 +562,22 @@ class MatchEngineMethods:
             raise admin_error(str(e)) from None
         self.engine.update_market(config)
         return SUCCESS
+
+    def check_new_asset_name(self, params: Params) -> None:
+        """A new asset's name: at most 15 bytes (existing ones may keep a longer name)."""
+        name = _detail_name(params)
+        if name is not None and name not in self.engine.assets:
+            _check_name("asset", name)
+
+    def check_new_market_name(self, params: Params) -> None:
+        """A new market's name: at most 15 bytes, letters, digits, ``_ . -``."""
+        name = _detail_name(params)
+        if name is None or name in self.engine.markets:
+            return
+        _check_name("market", name)
+        if not MARKET_NAME.match(name):
+            raise admin_error(f"market.name: {name!r} may only hold letters, digits, '_', '.' "
+                              "and '-'")
 
     def config_suspend_market(self, now: float, params: Params) -> Any:
         """[market]: new orders and stops are refused (code 30) until resumed."""

@@ -37,15 +37,27 @@ OPTION_FOK = 0x10
 OPTION_STOP = 0x40
 #: Post-only (maker-only): refused if it would take.
 OPTION_MAKER_ONLY = 0x80
-#: Ours: self-trade prevention mode, bits 8-9.  0 = the default (cancel the taker).
+#: Ours: self-trade prevention mode, bits 8-9 (0 = none: a user's orders trade with each other,
+#: the original's behaviour).  Bit 10 asks for "none" explicitly, whatever the matchengine's
+#: ``self_trade_prevention`` config says; an order with none of bits 8-10 gets the config's mode.
 OPTION_STP_MASK = 0x300
 STP_CANCEL_TAKER = 0x100
 STP_CANCEL_MAKER = 0x200
 STP_CANCEL_BOTH = 0x300
+OPTION_STP_NONE = 0x400
+#: every self-trade prevention bit: an order that sets one of them chose its mode
+OPTION_STP_BITS = OPTION_STP_MASK | OPTION_STP_NONE
+#: the config key's values and the option bits they stand for
+STP_MODES: dict[str, int] = {
+    "none": 0,
+    "cancel_taker": STP_CANCEL_TAKER,
+    "cancel_maker": STP_CANCEL_MAKER,
+    "cancel_both": STP_CANCEL_BOTH,
+}
 #: Every bit a client may set.  The fork's fee bits 0x01/0x02 (fee paid in another asset) and
 #: 0x20 (hidden) are not supported and refused with code 1.
 OPTION_SUPPORTED = (OPTION_UNLIMITED_MIN_AMOUNT | OPTION_IOC | OPTION_FOK | OPTION_STOP
-                    | OPTION_MAKER_ONLY | OPTION_STP_MASK)
+                    | OPTION_MAKER_ONLY | OPTION_STP_BITS)
 
 # -- stop orders (extensions.md 1.1) ---------------------------------------------------------------
 
@@ -68,7 +80,7 @@ class Order:
     __slots__ = (
         "id", "market", "source", "type", "side", "user", "ctime", "mtime", "price", "amount",
         "taker_fee", "maker_fee", "left", "freeze", "deal_stock", "deal_money", "deal_fee",
-        "option", "client_id",
+        "option", "client_id", "stp_cancelled",
     )
 
     def __init__(
@@ -99,6 +111,8 @@ class Order:
         #: None: placed with the original's parameters (its order object has no ``option`` /
         #: ``client_id`` keys); a string ("" = none): placed with the fork's extended layout.
         self.client_id = client_id
+        #: self-trade prevention cancelled this order (its object then says so)
+        self.stp_cancelled = False
 
     def snapshot(self) -> OrderSnapshot:
         # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function, and a
@@ -107,6 +121,7 @@ class Order:
             self.id, self.market, self.source, self.type, self.side, self.user, self.ctime,
             self.mtime, self.price, self.amount, self.taker_fee, self.maker_fee, self.left,
             self.deal_stock, self.deal_money, self.deal_fee, self.option, self.client_id,
+            self.stp_cancelled, (),
         ))
 
     def info(self) -> dict[str, Any]:
@@ -134,6 +149,10 @@ class OrderSnapshot(NamedTuple):
     deal_fee: Decimal
     option: int = 0
     client_id: str | None = None
+    stp_cancelled: bool = False
+    #: on the reply and messages of the order being placed: the ids of its user's resting
+    #: orders that self-trade prevention cancelled while it matched (not kept on the order)
+    stp_cancelled_orders: tuple[int, ...] = ()
 
 
 def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
@@ -157,6 +176,11 @@ def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
     if o.client_id is not None:
         info["option"] = o.option
         info["client_id"] = o.client_id
+    if o.stp_cancelled:
+        info["stp_cancelled"] = True
+    stp_orders = getattr(o, "stp_cancelled_orders", ())
+    if stp_orders:
+        info["stp_cancelled_orders"] = list(stp_orders)
     return info
 
 

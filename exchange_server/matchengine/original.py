@@ -21,8 +21,9 @@ ways that matter only on the way in, so everything about them lives here:
   creating operation when the log still holds it (counted back from the slice's
   ``end_order_id``: every logged ``limit_order`` / ``market_order`` made exactly one order),
   ``""`` otherwise.
-* **Self-trades.**  The original let a user's orders trade with each other; its records are
-  replayed that way (:func:`original_matching`), new orders keep self-trade prevention.
+* **Self-trades.**  The original let a user's orders trade with each other; its order
+  records carry no self-trade prevention mode, and replay gives a logged order without a mode
+  none (methods.py), so they trade as they did.
 * **Integers.**  The original read integer params with C casts: user -1 became 4294967295 and a
   business id -5 became 2**64 - 5.  It logged and acknowledged such operations, so their
   replay must do the same (:func:`original_params`), but only for records at or below the
@@ -34,7 +35,6 @@ ways that matter only on the way in, so everything about them lives here:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -275,23 +275,6 @@ def apply_load_rules(state: EngineState, engine: Engine) -> None:
         balances.append((user, asset, kind,
                          value if config is None else truncate(value, config.prec_save)))
     state.balances = balances
-
-
-# -- replay ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def original_matching(engine: Engine) -> Iterator[None]:
-    """The original's matching for the duration: a user's orders trade with each other (it
-    had no self-trade prevention, and the deals it made were acknowledged)."""
-    markets = list(engine.markets.values())
-    for market in markets:
-        market.self_trade = True
-    try:
-        yield
-    finally:
-        for market in markets:
-            market.self_trade = False
 
 
 # -- integers ----------------------------------------------------------------------------------

@@ -39,15 +39,11 @@ from exchange_server.common.errors import (
     method_not_found,
     service_unavailable,
 )
+from exchange_server.common.jsondepth import check_params_depth
 from exchange_server.matchengine.engine import Engine
 from exchange_server.matchengine.methods import MatchEngineMethods, present
 from exchange_server.matchengine.model import Event
-from exchange_server.matchengine.original import (
-    OriginalState,
-    apply_load_rules,
-    original_matching,
-    original_params,
-)
+from exchange_server.matchengine.original import OriginalState, apply_load_rules, original_params
 from exchange_server.matchengine.sink import EventSink
 from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
 
@@ -147,27 +143,24 @@ class MatchEngineService:
                  info.time if info else "none", replayed, self.oper_id)
 
     def _replay(self, record: OperRecord) -> None:
+        """Apply one logged operation again.  Every logged operation was applied once with the
+        same state, time and params, so one that fails now means the configuration or the log
+        changed under it: a StoreError, never a skip (skipping would drop its money)."""
         write = self.methods.by_log_name.get(record.method)
         if write is None:
-            raise StoreError(f"operation {record.id}: unknown method {record.method!r}")
+            raise StoreError(f"operation {record.id}: unknown method {record.method!r}; the "
+                             "log was written by another program or version")
         params = record.params
-        rules: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-        if record.id <= self.original_end:  # written by an original ViaBTC: its rules
+        if record.id <= self.original_end:  # written by an original ViaBTC: its integer rules
             params = original_params(record.method, params)
-            rules = original_matching(self.engine)
         try:
-            with rules:
-                write.run(record.time, params)
+            write.run(record.time, params)
         except RpcError as e:
-            if e.code != INVALID_ARGUMENT or record.id <= self.original_end:
-                # (the original acknowledged its records: one it accepted is never skipped)
-                raise StoreError(f"operation {record.id} ({record.method}) failed on replay: "
-                                 f"{e.code} {e.message}") from e
-            # A market or asset that is no longer configured: skipped, as the original does.
-            log.warning("operation %d (%s) skipped on replay: invalid argument", record.id,
-                        record.method)
             self.engine.take_events()
-            return
+            hint = (" (is a market or asset it uses no longer configured? restore the "
+                    "configuration it was logged under)" if e.code == INVALID_ARGUMENT else "")
+            raise StoreError(f"operation {record.id} ({record.method}) cannot be replayed: "
+                             f"{e.code} {e.message}{hint}") from None
         self._deliver(record.id, self.engine.take_events())
 
     async def start(self) -> None:
@@ -215,13 +208,17 @@ class MatchEngineService:
         """Apply one command to the engine now; writes are queued for the log."""
         read = self.methods.reads.get(method)
         if read is not None:
+            self._check_depth(params)
             return read(params)
         write = self.methods.writes.get(method)
         if write is None:
             raise method_not_found()
+        self._check_depth(params)
         if len(self._pending) >= self.config.operlog_max_pending or any(
                 sink.overloaded() for sink in self.sinks) or any(p() for p in self.pressure):
             raise service_unavailable()
+        if write.check is not None:
+            write.check(params)
         now = self.clock()
         try:
             result = write.run(now, params)
@@ -237,6 +234,16 @@ class MatchEngineService:
         self._pending_events.append((self.oper_id, self.engine.take_events()))
         self._kick()
         return present(result)
+
+    def _check_depth(self, params: list[Any]) -> None:
+        """Code 1 for params nested deeper than ``max_json_depth``, before anything is applied:
+        such a value could not be logged, replayed or written to history.  Only params holding
+        a container are walked (most calls have none)."""
+        for param in params:
+            kind = type(param)
+            if kind is dict or kind is list:
+                check_params_depth(params, self.config.max_json_depth)
+                return
 
     # -- group commit -----------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from exchange_server.bus.kafka import KafkaTransport
 from exchange_server.bus.publisher import BusPublisher
 from exchange_server.common import gctune
 from exchange_server.common.config import MatchEngineConfig, load_matchengine
+from exchange_server.matchengine.console import Console, ConsoleServer, parse_console_address
 from exchange_server.matchengine.follower import FollowerProcess, FollowerSpec
 from exchange_server.matchengine.observe import register_gauges
 from exchange_server.matchengine.service import MatchEngineService
@@ -40,6 +41,9 @@ class StandaloneMatchEngine:
                              config.svr.heartbeat_check, name=NAME)
         self._watch: asyncio.Task[None] | None = None
         register_gauges(self.service, self.follower, self.publisher)
+        assert config.cli is not None
+        self.console_addr = parse_console_address(config.cli)
+        self.console = ConsoleServer(Console(self.service, self.follower, self.publisher))
 
     async def start(self) -> None:
         self.store.open()
@@ -53,8 +57,10 @@ class StandaloneMatchEngine:
         await self.service.start()
         assert self.config.svr is not None
         await self.rpc.start(self.config.svr.bind)
+        await self.console.start(self.console_addr)
 
     async def stop(self) -> None:
+        await self.console.stop()
         await self.rpc.stop()
         await self.service.stop()
         await self.publisher.stop(timeout=5)
@@ -69,4 +75,6 @@ async def build(data: dict[str, Any]) -> StandaloneMatchEngine:
 
 
 def validate(data: dict[str, Any]) -> None:
-    load_matchengine(data)
+    config = load_matchengine(data)
+    assert config.cli is not None
+    parse_console_address(config.cli)

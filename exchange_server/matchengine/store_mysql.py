@@ -57,15 +57,14 @@ import pymysql
 from exchange_server.common.config import MysqlConfig
 from exchange_server.matchengine import original
 from exchange_server.matchengine.engine import EngineState
+from exchange_server.matchengine.logcodec import decode_detail, encode_detail
 from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
 from exchange_server.matchengine.store_sqlite import (
     ORDER_DECIMALS,
     SLICE_KINDS,
     STOP_DECIMALS,
     decode_config_detail,
-    decode_detail,
     encode_config_detail,
-    encode_detail,
     order_from_row,
     slice_time,
     stop_decimals,

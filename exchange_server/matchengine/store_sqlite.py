@@ -1,9 +1,9 @@
 """The embedded backend of :class:`EngineStore`: SQLite files in the data directory.
 
 ``<dir>/trade_log.sqlite`` holds the operation log, table ``operlog(id, time, detail)`` with the
-original's columns (detail is the JSON text ``{"method": ..., "params": [...]}`` with sorted
-keys).  ``append`` is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` under ``synchronous=FULL``, so a
-batch is durable when it returns.
+original's columns (detail is the JSON text ``{"method": ..., "params": [...]}``, keys in the
+client's order: see logcodec).  ``append`` is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` under
+``synchronous=FULL``, so a batch is durable when it returns.
 
 ``<dir>/slices.sqlite`` holds the slices, in a separate file so that a forked child writing a
 big slice never holds a lock the log writer needs: ``slice_history`` as in MySQL and, per slice
@@ -21,14 +21,13 @@ holds a connection to it when it forks, and a clone (see :meth:`SqliteEngineStor
 opens the log file if the child really uses the log.  SQLite must not be in use by another
 thread of the parent at the moment of ``fork()`` (its internal mutexes would be copied locked).
 
-The operlog detail codec (:func:`encode_detail`, :func:`decode_detail`) is shared with the MySQL
-backend.
+The operlog detail codec (:func:`encode_detail`, :func:`decode_detail`) lives in
+:mod:`exchange_server.matchengine.logcodec`, shared with the MySQL backend.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,9 +35,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from exchange_server.matchengine.engine import EngineState
+from exchange_server.matchengine.logcodec import decode_detail, encode_detail
 from exchange_server.matchengine.model import Order, Stop
 from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
 from exchange_server.storage import sqlite as sqlite_db
@@ -49,43 +47,6 @@ SLICE_FILE = "slices.sqlite"
 
 #: Rows per query when reading the operation log.
 PAGE = 1000
-
-# -- operlog detail codec (shared with store_mysql) -----------------------------------------------
-
-# orjson reads integers beyond 64 bits as floats; texts with such long digit runs are parsed by
-# the standard library instead (a 20-digit run may also be a u64 or sit inside a string: that
-# only costs the slower parser, never exactness).
-_LONG_DIGITS = re.compile(r"\d{20}")
-
-
-def encode_detail(method: str, params: list[Any]) -> str:
-    """The operlog ``detail`` text: compact JSON with sorted keys.
-
-    Raises TypeError when ``params`` holds something that is not a JSON value."""
-    obj = {"method": method, "params": params}
-    try:
-        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
-    except TypeError:
-        # orjson refuses integers beyond 64 bits; the standard library writes them exactly.
-        return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
-                          allow_nan=False)
-
-
-def decode_detail(text: str | bytes | None, oper_id: int) -> tuple[str, list[Any]]:
-    """``(method, params)`` of a stored detail; StoreError if it is not a valid one."""
-    if text is None:
-        raise StoreError(f"operlog id {oper_id}: detail is NULL")
-    try:
-        if isinstance(text, bytes):
-            text = text.decode()
-        obj = json.loads(text) if _LONG_DIGITS.search(text) else orjson.loads(text)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise StoreError(f"operlog id {oper_id}: detail is not valid JSON: {e}") from e
-    if (not isinstance(obj, dict) or not isinstance(obj.get("method"), str)
-            or not isinstance(obj.get("params"), list)):
-        raise StoreError(f"operlog id {oper_id}: detail lacks a method name or params array")
-    return obj["method"], obj["params"]
-
 
 # -- slice rows ---------------------------------------------------------------------------------
 

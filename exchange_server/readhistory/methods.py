@@ -80,8 +80,8 @@ def _detail(text: Any) -> Any:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     try:
-        detail = json.loads(text)
-    except (TypeError, ValueError):
+        detail = json.loads(text)  # exact: big integers and key order as stored
+    except (TypeError, ValueError, RecursionError):
         return {}
     return detail if isinstance(detail, dict) else {}
 

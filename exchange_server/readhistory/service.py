@@ -23,6 +23,7 @@ from exchange_server.common.errors import (
     method_not_found,
     service_unavailable,
 )
+from exchange_server.common.jsondepth import check_params_depth
 from exchange_server.readhistory.methods import ReadHistoryMethods
 from exchange_server.readhistory.reader import HistoryReader
 
@@ -61,6 +62,7 @@ class ReadHistoryService:
         prepare = self.methods.table.get(method)
         if prepare is None:
             raise method_not_found()
+        check_params_depth(params)
         if self.pending >= self.max_pending:
             log.error("pending jobs: %d, service unavailable", self.pending)
             raise service_unavailable()

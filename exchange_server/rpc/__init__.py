@@ -1,6 +1,6 @@
 """The original's internal binary RPC between services (rpc.md 1.3).
 
-* :mod:`.protocol`: packet layout, CRC-32C, streaming decoder, heartbeat TLV
+* :mod:`.protocol`: packet layout, CRC-32 (IEEE, zlib), streaming decoder, heartbeat TLV
 * :mod:`.server`: :class:`RpcServer` puts a service's ``call`` on tcp/udp/unix binds
 * :mod:`.client`: :class:`RpcClient`, a gateway Backend with pipelining, heartbeats, failover
 * :mod:`.commands`: command numbers per service (from accesshttp's routing table)

@@ -14,7 +14,11 @@ As the original's rpc client does:
   after a whole round of addresses (or with a single address) it waits before trying again.
   The wait starts at 0.1 s and doubles on each failed round up to ``reconnect_timeout``
   (default 1 s, the original's fixed delay), so a restarted service is found again quickly;
-* ``connected()`` is False while no connection is up (the gateway answers without calling).
+* ``connected()`` is False while no connection is up (the gateway answers without calling);
+* sequence numbers come from one counter per process (1, 2, ... wrapping to 1 after 2**32 - 1),
+  shared by every client: the original's accesshttp numbers the requests of a worker with one
+  counter whatever service they go to, so the packets it sends (and ours) carry the same
+  header fields.  A client may be given its own :class:`SequenceCounter`.
 
 Requests in flight when the connection drops fail with :class:`ConnectionError`.  A request
 with no reply within ``timeout`` (if one is set; callers may also wrap ``call`` in
@@ -30,10 +34,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, cast
 
-import orjson
-
-from exchange_server.common import jsonfmt
-from exchange_server.common.errors import METHOD_NOT_FOUND
+from exchange_server.common import exactjson, jsonfmt
+from exchange_server.common.errors import INVALID_ARGUMENT, METHOD_NOT_FOUND
 from exchange_server.rpc.addr import SockAddr, parse_sock_addr
 from exchange_server.rpc.commands import METHOD_COMMANDS
 from exchange_server.rpc.protocol import (
@@ -55,6 +57,24 @@ RECONNECT_MIN_DELAY = 0.1
 DEFAULT_RECONNECT_TIMEOUT = 1.0
 _SEQ_MAX = 0xFFFFFFFF
 _UNSET: Any = object()
+
+
+class SequenceCounter:
+    """Request sequence numbers: 1, 2, ..., 2**32 - 1, then 1 again (0 is the heartbeat's)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def next(self) -> int:
+        value = self.value
+        self.value = value = 1 if value >= _SEQ_MAX else value + 1
+        return value
+
+
+#: The process's counter, shared by every client that is not given its own.
+PROCESS_SEQUENCE = SequenceCounter()
 
 
 class _Connection(asyncio.Protocol):
@@ -123,7 +143,8 @@ class RpcClient:
     def __init__(self, name: str, addrs: list[str], max_pkg_size: int = 10240,
                  timeout: float | None = None, heartbeat_timeout: float = 0.0,
                  reconnect_timeout: float = 0.0, commands: Mapping[str, int] | None = None,
-                 connect_timeout: float | None = None) -> None:
+                 connect_timeout: float | None = None,
+                 sequence: SequenceCounter | None = None) -> None:
         if not addrs:
             raise ValueError(f"{name}: at least one address is required")
         self.name = name
@@ -138,7 +159,7 @@ class RpcClient:
         self.connect_timeout = connect_timeout if connect_timeout else max(self.reconnect_timeout, 1.0)
         self.commands = dict(commands) if commands is not None else dict(METHOD_COMMANDS)
         self._conn: _Connection | None = None
-        self._seq = 0
+        self._sequence = sequence if sequence is not None else PROCESS_SEQUENCE
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
         self._connected_event: asyncio.Event | None = None
@@ -196,9 +217,10 @@ class RpcClient:
         if command is None:
             return jsonfmt.error_body(METHOD_NOT_FOUND, "method not found", req_id)
         try:
-            body = orjson.dumps(params)
-        except TypeError:
-            body = jsonfmt.dumps(params).encode()
+            body = exactjson.dumps(params)
+        except ValueError:
+            # nested deeper than any service accepts (or not JSON): refused like there
+            return jsonfmt.error_body(INVALID_ARGUMENT, "invalid argument", req_id)
         return await self.request(command, body, req_id or 0)
 
     async def request(self, command: int, body: bytes, req_id: int = 0,
@@ -207,13 +229,10 @@ class RpcClient:
         conn = self._conn
         if conn is None or conn.closed:
             raise ConnectionError(f"{self.name}: not connected")
-        seq = self._seq
         pending = conn.pending
-        while True:
-            seq = 1 if seq >= _SEQ_MAX else seq + 1
-            if seq not in pending:
-                break
-        self._seq = seq
+        seq = self._sequence.next()
+        while seq in pending:
+            seq = self._sequence.next()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bytes] = loop.create_future()
         pending[seq] = fut

@@ -8,7 +8,7 @@ A packet is a 36-byte little-endian header, then ``ext`` (``ext_size`` bytes), t
          4     4  command    command number; 0 = heartbeat
          8     2  pkg_type   0 request, 1 reply, 2 push
         10     4  result     unused (0)
-        14     4  crc32      CRC-32C of the whole packet computed with this field set to 0
+        14     4  crc32      IEEE CRC-32 (zlib.crc32) of the whole packet with this field 0
         18     4  sequence   caller's correlation id, echoed
         22     8  req_id     client request id, echoed (servers write it into JSON "id")
         30     4  body_size
@@ -27,8 +27,8 @@ closes the connection (as the original does).
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass
-from typing import Protocol
 
 MAGIC = 0x70656562
 HEADER = struct.Struct("<IIHIIIQIH")
@@ -57,55 +57,13 @@ _TLV = struct.Struct("<HH")
 _U32 = struct.Struct("<I")
 
 
-class _Crc(Protocol):
-    def __call__(self, data: bytes | bytearray | memoryview, value: int = 0) -> int: ...
+def crc32(data: bytes | bytearray | memoryview, value: int = 0) -> int:
+    """IEEE CRC-32 (zlib's), continuing from ``value``: the original's packet checksum.
 
-
-def _load_crc32c() -> _Crc:
-    try:
-        import crc32c as _crc
-
-        def crc_fast(data: bytes | bytearray | memoryview, value: int = 0) -> int:
-            return int(_crc.crc32c(data, value))
-
-        return crc_fast
-    except ImportError:  # pragma: no cover - the dependency is installed
-        pass
-    try:
-        import google_crc32c as _gcrc  # pragma: no cover
-
-        def crc_google(data: bytes | bytearray | memoryview, value: int = 0) -> int:  # pragma: no cover
-            return int(_gcrc.extend(value, bytes(data)))
-
-        return crc_google  # pragma: no cover
-    except ImportError:  # pragma: no cover
-        return _crc32c_py  # pragma: no cover
-
-
-def _make_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_TABLE = _make_table()
-
-
-def _crc32c_py(data: bytes | bytearray | memoryview, value: int = 0) -> int:
-    """Pure-Python CRC-32C (Castagnoli), the fallback when no C implementation is installed."""
-    crc = value ^ U32
-    table = _TABLE
-    for b in bytes(data):
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ U32
-
-
-#: ``crc32c(data, value=0)``: CRC-32C, continuing from ``value``.
-crc32c: _Crc = _load_crc32c()
+    The original's function is named ``crc32c`` but its table is the IEEE one (0x00000000,
+    0x77073096, ...), so every packet it sends or accepts carries ``zlib.crc32``.
+    """
+    return zlib.crc32(data, value)
 
 
 class ProtocolError(Exception):
@@ -136,11 +94,11 @@ def pack(command: int, pkg_type: int, sequence: int, req_id: int, body: bytes = 
         raise ValueError("rpc packet too large")
     header = HEADER.pack(MAGIC, command, pkg_type, result, 0, sequence & U32, req_id & U64,
                          len(body), len(ext))
-    crc = crc32c(header)
+    crc = crc32(header)
     if ext:
-        crc = crc32c(ext, crc)
+        crc = crc32(ext, crc)
     if body:
-        crc = crc32c(body, crc)
+        crc = crc32(body, crc)
     return b"".join((header[:CRC_OFFSET], _U32.pack(crc), header[CRC_OFFSET + 4:], ext, body))
 
 
@@ -150,11 +108,11 @@ def pack_packet(packet: Packet) -> bytes:
 
 
 def packet_crc(data: bytes | bytearray | memoryview, size: int) -> int:
-    """CRC-32C of ``data[:size]`` with the crc field taken as zero."""
+    """CRC-32 of ``data[:size]`` with the crc field taken as zero."""
     view = memoryview(data)
-    crc = crc32c(view[:CRC_OFFSET])
-    crc = crc32c(_ZERO_CRC, crc)
-    return crc32c(view[CRC_OFFSET + 4:size], crc)
+    crc = crc32(view[:CRC_OFFSET])
+    crc = crc32(_ZERO_CRC, crc)
+    return crc32(view[CRC_OFFSET + 4:size], crc)
 
 
 def _check_header(data: bytes | bytearray | memoryview, max_pkg_size: int) -> tuple[int, ...]:

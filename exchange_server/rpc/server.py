@@ -26,9 +26,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, cast
 
-import orjson
-
-from exchange_server.common import jsonfmt
+from exchange_server.common import exactjson, jsonfmt
 from exchange_server.common.errors import INTERNAL_ERROR, METHOD_NOT_FOUND
 from exchange_server.rpc.addr import SockAddr, bound_addresses, parse_sock_addr
 from exchange_server.rpc.protocol import (
@@ -295,8 +293,9 @@ class RpcServer:
             self._on_heartbeat(peer, packet)
             return
         try:
-            params = orjson.loads(packet.body)
-        except orjson.JSONDecodeError:
+            # exact: integers beyond 64 bits stay integers (they reach the log and history)
+            params = exactjson.loads(packet.body, lenient_depth=True)
+        except ValueError:
             params = None
         if not isinstance(params, list):
             log.error("%s: connection %s, cmd %d: decode params fail, params data:\n%s",

@@ -29,10 +29,30 @@
     updates: { depth: 0, deals: 0, kline: 0, state: 0, price: 0 },
     errors: [],
   };
-  // for tests and the curious: window.marketPage.state
+  // for tests and the curious: window.marketPage.state (.format: see formatDecimal below)
   window.marketPage = { state: state };
 
   const $ = (id) => document.getElementById(id);
+
+  // -- numbers as the API shows them -----------------------------------------------------------
+
+  // What a price the server does not know shows as ("0" in the 24 h status: see onState).
+  const NO_PRICE = "\u2014";
+
+  // A decimal string with its trailing zeros stripped, as the API's other outputs are
+  // ("91.59000000" from price.update / market.last -> "91.59", "100.0" -> "100"): done on the
+  // text, so it stays exact; anything else (exponents) is shown as it came.
+  function formatDecimal(text) {
+    const s = String(text);
+    if (!/^-?\d+\.\d+$/.test(s)) return s;
+    return s.replace(/0+$/, "").replace(/\.$/, "");
+  }
+
+  // A price: "0" is never one (the status reports it where it has none), so it shows NO_PRICE.
+  function formatPrice(text) {
+    return Number(text) === 0 ? NO_PRICE : formatDecimal(text);
+  }
+  window.marketPage.format = { decimal: formatDecimal, price: formatPrice };
 
   // -- WebSocket with reconnect and request ids ------------------------------------------------
 
@@ -159,13 +179,19 @@
   function onState(status) {
     state.updates.state++;
     state.status = status;
-    // "0" for open/low while there were deals: no price before the first bucket (see toBar)
-    const price = (text) => (Number(text) === 0 && Number(status.volume) > 0 ? "–" : text);
-    $("stat-high").textContent = status.high;
-    $("stat-low").textContent = price(status.low);
-    $("stat-volume").textContent = status.volume;
-    $("stat-deal").textContent = status.deal;
-    $("stat-open").textContent = price(status.open);
+    // Like the original, marketprice reports open and low "0" while the market's first deal
+    // is inside the period (its first candle opens at "0", see toBar), and every price "0"
+    // before any deal: shown as NO_PRICE, with the reason on hover.
+    for (const [id, text] of [["stat-high", status.high], ["stat-low", status.low],
+                              ["stat-open", status.open]]) {
+      const el = $(id);
+      el.textContent = formatPrice(text);
+      el.title = Number(text) === 0 ? (Number(status.volume) > 0
+        ? "not reported: the market's first deal is within the last 24 h"
+        : "no deals in the last 24 h") : "";
+    }
+    $("stat-volume").textContent = formatDecimal(status.volume);
+    $("stat-deal").textContent = formatDecimal(status.deal);
     onPrice(status.last, true);
   }
 
@@ -173,7 +199,7 @@
     if (!fromState) state.updates.price++;
     if (Number(price) === 0 && state.last === null) return;
     state.last = price;
-    $("last-price").textContent = price;
+    $("last-price").textContent = formatDecimal(price);
     const open = state.status ? Number(state.status.open) : 0;
     const change = $("change");
     if (open > 0) {
@@ -197,7 +223,7 @@
     const tr = document.createElement("tr");
     const width = maxTotal > 0 ? Math.round(total / maxTotal * 100) : 0;
     tr.style.backgroundImage = "linear-gradient(to left, " + colour + " " + width + "%, transparent " + width + "%)";
-    for (const text of [level[0], level[1], formatAmount(total)]) {
+    for (const text of [formatDecimal(level[0]), formatDecimal(level[1]), formatAmount(total)]) {
       const td = document.createElement("td");
       td.textContent = text;
       tr.appendChild(td);
@@ -324,7 +350,7 @@
       tr.className = trade.type + (fresh.has(trade.id) ? " fresh" : "");
       tr.dataset.id = trade.id;
       const time = new Date(trade.time * 1000).toLocaleTimeString([], { hour12: false });
-      for (const text of [time, trade.price, trade.amount]) {
+      for (const text of [time, formatDecimal(trade.price), formatDecimal(trade.amount)]) {
         const td = document.createElement("td");
         td.textContent = text;
         tr.appendChild(td);

@@ -1,0 +1,51 @@
+"""Waiting on a condition instead of sleeping: one helper for every test (no tests here).
+
+Why: a fixed sleep is either too long (a slow suite) or too short on a loaded machine (a red
+CI run that blocks a landing).  Polling a condition until a generous deadline is as fast as
+the machine allows and only fails when the condition really never holds.  The timeouts are
+deadlines, never measurements: no test asserts how long something took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+#: Default deadline: long enough for a 2-core machine shared by several suites.
+DEFAULT_TIMEOUT = 30.0
+#: Pause between two polls.
+INTERVAL = 0.02
+
+
+def wait_until(condition: Callable[[], T], timeout: float = DEFAULT_TIMEOUT,
+               interval: float = INTERVAL, message: str = "condition") -> T:
+    """Poll ``condition`` until it returns something truthy; return it.  AssertionError
+    (naming ``message``) if it has not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message} not met within {timeout}s")
+        time.sleep(interval)
+
+
+async def wait_until_async(condition: Callable[[], T | Awaitable[T]],
+                           timeout: float = DEFAULT_TIMEOUT, interval: float = INTERVAL,
+                           message: str = "condition") -> T:
+    """:func:`wait_until` for coroutines: ``condition`` may be a plain or an async callable."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if isinstance(value, Awaitable):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message} not met within {timeout}s")
+        await asyncio.sleep(interval)
