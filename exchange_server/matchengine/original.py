@@ -29,8 +29,9 @@ ways that matter only on the way in, so everything about them lives here:
   replay must do the same (:func:`original_params`), but only for records at or below the
   takeover point, i.e. written by the original; a new request with them is still refused.
 * **Marks.**  The history writer and the bus publisher must start after the takeover point:
-  the original already wrote those rows and published those messages.  The standalone
-  matchengine raises both marks to it at every start (a no-op once they are past it).
+  the original already wrote those rows and published those messages.  At every restore with
+  a takeover point the service hands it to each sink's ``start_after``, which raises the
+  sink's durable mark to it (a no-op once the mark is past it).
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ from typing import Any
 
 from exchange_server.common.decimals import truncate
 from exchange_server.matchengine.engine import Engine, EngineState
+from exchange_server.matchengine.logcodec import decode_detail
 from exchange_server.matchengine.store import SliceInfo, StoreError
-from exchange_server.matchengine.store_sqlite import decode_detail, order_from_row
+from exchange_server.matchengine.store_sqlite import order_from_row
 
 log = logging.getLogger("exchange_server.matchengine")
 
@@ -75,6 +77,7 @@ WRAPPED_PARAMS: dict[str, tuple[tuple[int, int], ...]] = {
     "market_order": ((0, U32),),
     "cancel_order": ((0, U32), (2, U64)),
 }
+
 
 @dataclass
 class OriginalState(EngineState):
