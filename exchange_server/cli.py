@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from exchange_server.accesshttp.limits import HttpLimits
 from exchange_server.common import logs
 from exchange_server.common.config import (
     ConfigError,
@@ -24,6 +25,16 @@ def load_embedded_config(path: str | None) -> MatchEngineConfig:
     return load_matchengine(data, embedded=True)
 
 
+def embedded_metrics_port(given: int | None, http_port: int) -> int:
+    """``--metrics-port``, by default the HTTP port + 20000 as in the deploy kit (0: off)."""
+    from exchange_server.status.collect import EMBEDDED_METRICS_OFFSET
+
+    if given is not None:
+        return given
+    port = http_port + EMBEDDED_METRICS_OFFSET
+    return port if http_port > 0 and port < 65536 else 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from exchange_server.accessws.config import load_accessws
     from exchange_server.embedded import DataDirLocked, EmbeddedOptions, EmbeddedSystem
@@ -35,13 +46,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         http_host=args.host,
         http_port=args.http_port,
         admin_token=args.admin_token or os.environ.get("EXCHANGE_ADMIN_TOKEN") or None,
+        http_limits=HttpLimits(
+            keep_alive=args.http_keep_alive, request_timeout=args.http_request_timeout,
+            max_connections=args.http_max_connections, max_pipeline=args.http_max_pipeline,
+            max_body_size=args.http_max_body),
         api_token=args.api_token or os.environ.get("EXCHANGE_API_TOKEN") or None,
         public_port=args.public_port,
         storage=args.storage,
         disabled=set(args.disable or []),
         ws_host=args.host,
         ws_port=args.ws_port,
-        metrics_port=args.metrics_port,
+        metrics_port=embedded_metrics_port(args.metrics_port, args.http_port),
         cli_port=args.cli_port,
         ws_config=load_accessws(read_json(args.ws_config), embedded=True) if args.ws_config else None,
     )
@@ -118,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--admin-token", default=None,
                      help="bearer token that unlocks the admin methods (config.*) on the HTTP "
                           "port (default: $EXCHANGE_ADMIN_TOKEN; none: they are refused)")
+    limits = HttpLimits()
+    run.add_argument("--http-keep-alive", type=float, default=limits.keep_alive, metavar="SECONDS",
+                     help="close idle HTTP keep-alive connections after this long (svr.keep_alive)")
+    run.add_argument("--http-request-timeout", type=float, default=limits.request_timeout,
+                     metavar="SECONDS", help="close an HTTP connection that takes longer to send a "
+                     "request's headers and body, or to take a reply")
+    run.add_argument("--http-max-connections", type=int, default=limits.max_connections,
+                     help="open HTTP connections; more are closed at once")
+    run.add_argument("--http-max-pipeline", type=int, default=limits.max_pipeline,
+                     help="requests read ahead per HTTP connection (a batch counts as its size)")
+    run.add_argument("--http-max-body", type=int, default=limits.max_body_size, metavar="BYTES",
+                     help="largest HTTP request body (svr.max_pkg_size); larger: 413")
     run.add_argument("--api-token", default=None,
                      help="bearer token that every non-public method needs on the HTTP port "
                           "(default: $EXCHANGE_API_TOKEN; none: the port is trusted as is)")
@@ -128,8 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="operation log and slices: SQLite under --data-dir, or MySQL/MariaDB "
                      "at the config's db_log")
     run.add_argument("--ws-port", type=int, default=8090, help="WebSocket port")
-    run.add_argument("--metrics-port", type=int, default=0,
-                     help="serve Prometheus metrics on GET /metrics at this port (0: off)")
+    run.add_argument("--metrics-port", type=int, default=None,
+                     help="serve Prometheus metrics (GET /metrics) and the status page "
+                     "(GET /status) at this port (default: --http-port + 20000; 0: off)")
     run.add_argument("--cli-port", type=int, default=7317,
                      help="the operator console (the original's cli: status, balance, market, "
                           "makeslice) on 127.0.0.1 at this port (0: off)")
@@ -161,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     from exchange_server import deploy
 
     deploy.add_parser(sub)
+
+    from exchange_server.status.command import add_parser as add_status_parser
+
+    add_status_parser(sub)
 
     from exchange_server.client.cli import add_call_parser
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from exchange_server.accesshttp.limits import HttpLimits
 from exchange_server.accesshttp.server import AccessHttp
 from exchange_server.accessws.config import AccessWsConfig, load_accessws
 from exchange_server.accessws.server import AccessWs
@@ -26,6 +27,7 @@ from exchange_server.bus.publisher import BusPublisher
 from exchange_server.common import gctune
 from exchange_server.common.backend import Backend, LocalBackend
 from exchange_server.common.config import ConfigError, MatchEngineConfig, MysqlConfig
+from exchange_server.common.looplag import LoopLagProbe
 from exchange_server.common.metrics import MetricsServer
 from exchange_server.marketprice.service import MarketPriceService
 from exchange_server.marketprice.store_sqlite import SqliteStore as MarketSqliteStore
@@ -40,6 +42,9 @@ from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 from exchange_server.readhistory.reader import HistoryReader, MysqlHistoryReader, SqliteHistoryReader
 from exchange_server.readhistory.service import ReadHistoryService
 from exchange_server.rpc.addr import SockAddr
+from exchange_server.status.gauges import register_embedded as register_service_gauges
+from exchange_server.status.page import local_status
+from exchange_server.status.page import routes as status_routes
 
 log = logging.getLogger("exchange_server")
 
@@ -55,6 +60,8 @@ class EmbeddedOptions:
     http_timeout: float = 1.0
     #: Bearer token unlocking accesshttp's admin methods (``config.*``); None: always refused.
     admin_token: str | None = None
+    #: what one HTTP client may cost (keep-alive, request timeout, connections, pipeline, sizes)
+    http_limits: HttpLimits = field(default_factory=HttpLimits)
     #: Bearer token every non-public HTTP method needs (accesshttp/trust.py); None: none.
     api_token: str | None = None
     #: A second HTTP listener that answers only the public market-data methods and pages
@@ -153,17 +160,24 @@ class EmbeddedSystem:
                 markets=lambda: list(engine.markets), debug=config.debug)
             backends["marketprice"] = LocalBackend(self.marketprice)
         self.http = AccessHttp(backends, timeout=options.http_timeout,
-                               admin_token=options.admin_token, api_token=options.api_token)
-        self.public_http = AccessHttp(backends, timeout=options.http_timeout, public_only=True
+                               admin_token=options.admin_token, api_token=options.api_token,
+                               limits=options.http_limits)
+        self.public_http = AccessHttp(backends, timeout=options.http_timeout, public_only=True,
+                                      limits=options.http_limits
                                       ) if options.public_port is not None else None
+        if self.public_http is not None:  # one max_connections for both listeners
+            self.public_http.connections = self.http.connections
         self.ws: AccessWs | None = None
         if "accessws" not in options.disabled:
             self.ws = AccessWs(options.ws_config or load_accessws({}, embedded=True), backends,
                                self.bus)
         self._lock: IO[str] | None = None
-        self.metrics = MetricsServer()
+        self.metrics = MetricsServer("embedded", status_routes(local_status(),
+                                                              options.admin_token))
+        self.loop_lag = LoopLagProbe()
         register_gauges(self.matchengine, self.follower, self.publisher)
         self.console = ConsoleServer(Console(self.matchengine, self.follower, self.publisher))
+        register_service_gauges(self)
 
     async def start(self) -> None:
         self._lock = lock_data_dir(self.options.data_dir)
@@ -191,6 +205,7 @@ class EmbeddedSystem:
             log.info("accesshttp (public methods only) listening on http://%s:%d/",
                      self.options.http_host, self.public_http.port)
         if self.options.metrics_port:
+            self.loop_lag.start()
             await self.metrics.start(self.options.http_host, self.options.metrics_port)
         if self.options.cli_port:
             await self.console.start(SockAddr("tcp", "127.0.0.1", self.options.cli_port))
@@ -198,6 +213,7 @@ class EmbeddedSystem:
     async def stop(self) -> None:
         await self.console.stop()
         await self.metrics.stop()
+        await self.loop_lag.stop()
         if self.ws is not None:
             await self.ws.stop()
         if self.public_http is not None:

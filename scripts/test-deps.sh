@@ -3,6 +3,7 @@
 #   chromium  - the market page test runs it headless
 #   nginx, openssl - the scale-out test puts two instances of each gateway behind nginx with TLS
 #   wrk       - the HTTP benchmarks
+#   prometheus - its promtool checks the deploy kit's alert rules and scrape config
 set -euo pipefail
 
 need=()
@@ -10,6 +11,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

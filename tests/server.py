@@ -47,6 +47,9 @@ class ServerProcess:
         self.ws_port = free_port()
         #: the operator console's port (its own, so servers started in parallel never collide)
         self.cli_port = free_port()
+        #: metrics are on by default (HTTP port + 20000): give each test server its own port
+        given = self.extra.index("--metrics-port") if "--metrics-port" in self.extra else -1
+        self.metrics_port = int(self.extra[given + 1]) if given >= 0 else free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
 
@@ -54,6 +57,8 @@ class ServerProcess:
         args = [sys.executable, "-m", "exchange_server", "run", "--data-dir", str(self.data_dir),
                 "--http-port", str(self.port), "--ws-port", str(self.ws_port),
                 "--cli-port", str(self.cli_port)]
+        if "--metrics-port" not in self.extra:
+            args += ["--metrics-port", str(self.metrics_port)]
         if self.config is not None:
             args += ["--config", str(self.config)]
         args += self.extra

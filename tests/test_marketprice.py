@@ -20,7 +20,9 @@ import pytest
 from exchange_server.bus.base import Message
 from exchange_server.bus.memory import InProcessBus
 from exchange_server.bus.messages import deal_message
+from exchange_server.common import jsonfmt
 from exchange_server.common.decimals import ZERO, fmt, fmt_raw
+from exchange_server.marketprice.query import KLINE_MAX_ROWS
 from exchange_server.marketprice.service import MarketPriceService
 from exchange_server.marketprice.state import Retention
 from exchange_server.marketprice.store_sqlite import SqliteStore
@@ -225,7 +227,28 @@ def test_kline_matches_reference(mp: MarketPriceService, interval: int, span: st
     start, end = RANGES[span]
     for market in MARKETS:
         got = call(mp, "market.kline", [market, start, end, interval])
-        assert got == ref_kline(market, start, end, interval, NOW), (market, interval, span)
+        # at most the newest KLINE_MAX_ROWS rows of the whole answer (docs/compatibility.md)
+        want = ref_kline(market, start, end, interval, NOW)[-KLINE_MAX_ROWS:]
+        assert got == want, (market, interval, span)
+
+
+@pytest.mark.parametrize("interval", [1, 60, 3600, 86400, 604800, 2592000])
+async def test_kline_reply_built_in_chunks_is_the_reply_body(mp: MarketPriceService,
+                                                             interval: int) -> None:
+    """call() builds and encodes market.kline a chunk at a time: the same bytes as encoding the
+    rows at once, truncated to the newest KLINE_MAX_ROWS, for every kind of bucket."""
+    for market in MARKETS:
+        params = [market, 1, NOW, interval]
+        body = await mp.call("market.kline", params, 7)
+        want = ref_kline(market, 1, NOW, interval, NOW)[-KLINE_MAX_ROWS:]
+        assert body == jsonfmt.reply_body(want, 7), (market, interval)
+    bad = await mp.call("market.kline", ["BTCBCH", 1, NOW, 7], 8)
+    assert json.loads(bad)["error"]["code"] == 1
+    deep: Any = 1
+    for _ in range(5000):
+        deep = [deep]
+    bad = await mp.call("market.kline", ["BTCBCH", 1, NOW, deep], 9)
+    assert json.loads(bad)["error"]["code"] == 1  # nesting checked before the cache key
 
 
 def test_kline_default_retention_clamps_seconds() -> None:
@@ -238,11 +261,12 @@ def test_kline_default_retention_clamps_seconds() -> None:
     feed(service, s.deals)
     for interval in (30, 60):
         got = call(service, "market.kline", ["BTCBCH", 1, NOW, interval])
-        assert got == ref_kline("BTCBCH", 1, NOW, interval, NOW, Retention()), interval
+        want = ref_kline("BTCBCH", 1, NOW, interval, NOW, Retention())
+        assert got == want[-KLINE_MAX_ROWS:], interval
         if interval < 60:
-            assert got[0][0] >= NOW - 7 * 86400 - interval
+            assert want[0][0] >= NOW - 7 * 86400 - interval
         else:
-            assert got[0][0] < NOW - 30 * 86400
+            assert want[0][0] < NOW - 30 * 86400
 
 
 def test_kline_rows_show_head_behaviour_and_local_days(mp: MarketPriceService) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -22,6 +24,8 @@ import aiohttp
 import pytest
 import redis
 
+from tests.server import REPO
+from tests.status_support import missing_metrics, scrape_names
 from tests.topology import Topology
 
 pytestmark = [pytest.mark.mysql, pytest.mark.slow]
@@ -66,6 +70,36 @@ def topology(tmp_path: Path, mysql_config: Any) -> Iterator[Topology]:
     finally:
         for name in reversed(SERVICES):
             topo.stop(name)
+
+
+def check_status_and_monitoring_names(topology: Topology) -> None:
+    """``exchange-server status -c CONF_DIR`` sees all six processes up and caught up, and
+    every metric the dashboard and the alert rules name is exported by one of them."""
+
+    def healthy() -> dict[str, Any] | None:
+        result = subprocess.run(
+            [sys.executable, "-m", "exchange_server", "status", "-c", str(topology.conf),
+             "--json"], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert result.returncode in (0, 1), result.stderr
+        status: dict[str, Any] = json.loads(result.stdout)
+        return status if result.returncode == 0 else None
+
+    deadline = time.monotonic() + 30
+    while (status := healthy()) is None:
+        assert time.monotonic() < deadline, "the production topology never looked healthy"
+        time.sleep(0.2)
+    rows = {row["name"]: row for row in status["services"]}
+    assert sorted(rows) == sorted(SERVICES)
+    for name in SERVICES:
+        assert rows[name]["up"] and rows[name]["services"] == [name]
+        assert rows[name]["pid"] == topology.worker_pid(name)
+    assert status["lag"]["marketprice"] == {"operations": 0, "seconds": 0}
+    assert status["lag"]["bus"]["operations"] == 0
+    exported: set[str] = set()
+    for key in ("me_metrics", "http_metrics", "mp_metrics", "rh_metrics", "ws_metrics",
+                "ac_metrics"):
+        exported |= scrape_names(f"http://127.0.0.1:{topology.ports[key]}/metrics")
+    assert missing_metrics(exported) == set()
 
 
 def test_topology_survives_sigkill_of_each_service(topology: Topology) -> None:
@@ -131,6 +165,7 @@ def test_topology_survives_sigkill_of_each_service(topology: Topology) -> None:
     assert b'exchange_history_follower_lag{service="matchengine"}' in me
     web = urllib.request.urlopen(f"http://127.0.0.1:{topology.ports['http_metrics']}/metrics").read()
     assert b'exchange_requests_total{method="balance.query",service="accesshttp",status="200"}' in web
+    check_status_and_monitoring_names(topology)
 
     # a write after the last restart still works and is remembered
     call(port, "order.cancel", 1, "BTCBCH", 1)

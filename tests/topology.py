@@ -35,7 +35,8 @@ class Topology:
         self.ports = {name: free_port() for name in
                       ("matchengine", "readhistory", "marketprice", "accesshttp", "http_monitor",
                        "accessws", "ws_monitor", "alertcenter", "cli", "me_metrics",
-                       "http_metrics")}
+                       "http_metrics", "mp_metrics", "rh_metrics", "ws_metrics",
+                       "ac_metrics")}
         self.redis_db = redis_db
         common = {
             "process": {"file_limit": 10000, "core_limit": 0},
@@ -72,6 +73,7 @@ class Topology:
                 "deals": {"brokers": brokers, "topic": f"{topic_prefix}deals", "partition": 0},
                 "redis": {"name": "mymaster", "addr": [sentinel], "db": redis_db},
                 "accesshttp": f"http://127.0.0.1:{self.ports['accesshttp']}/",
+                "metrics": {"bind": f"tcp@127.0.0.1:{self.ports['mp_metrics']}"},
             }),
             "accessws": config("accessws", {
                 "svr": {"bind": [f"tcp@127.0.0.1:{self.ports['accessws']}"],
@@ -89,11 +91,13 @@ class Topology:
                 "today_interval": 0.1, "kline_interval": 0.1, "depth_interval": 0.1,
                 "depth_limit": [1, 5, 10, 20, 30, 50, 100],
                 "depth_merge": ["0", "0.00000001", "0.0001", "0.01", "1"],
+                "metrics": {"bind": f"tcp@127.0.0.1:{self.ports['ws_metrics']}"},
             }),
             "readhistory": config("readhistory", {
                 "svr": {"bind": [f"tcp@127.0.0.1:{self.ports['readhistory']}"],
                         "max_pkg_size": 1000000, "heartbeat_check": False},
                 "db_history": _db(db_history), "worker_num": 4,
+                "metrics": {"bind": f"tcp@127.0.0.1:{self.ports['rh_metrics']}"},
             }),
             "accesshttp": config("accesshttp", {
                 "svr": {"bind": [f"tcp@127.0.0.1:{self.ports['accesshttp']}"],
@@ -109,6 +113,7 @@ class Topology:
                                  f"tcp@127.0.0.1:{self.ports['alertcenter']}"],
                         "max_pkg_size": 10240},
                 "redis": {"name": "mymaster", "addr": [sentinel], "db": redis_db},
+                "metrics": {"bind": f"tcp@127.0.0.1:{self.ports['ac_metrics']}"},
             }),
         }
         for name, data in self.configs.items():

@@ -12,12 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from exchange_server.accesshttp.limits import HttpLimits, read_http_limits
 from exchange_server.accesshttp.server import AccessHttp
 from exchange_server.common.backend import Backend
 from exchange_server.common.config import ConfigError, Node, SvrConfig, read_svr
 from exchange_server.rpc.addr import parse_sock_addr
 from exchange_server.rpc.client import RpcClient
 from exchange_server.rpc.config import RpcClientConfig, make_client, read_rpc_client
+from exchange_server.status.gauges import register_accesshttp
 
 NAME = "accesshttp"
 BACKENDS = ("matchengine", "marketprice", "readhistory")
@@ -31,6 +33,9 @@ class AccessHttpConfig:
     #: Extension: the bearer token that unlocks the admin methods (``config.*``); none = they
     #: are always refused.
     admin_token: str | None = None
+    #: what one client may cost: the ``svr`` block's keep_alive, request_timeout,
+    #: max_connections, max_pipeline, max_url_size, max_header_size and max_pkg_size
+    limits: HttpLimits = HttpLimits()
     #: Extension: the bearer token every non-public method needs; none = network trust only.
     api_token: str | None = None
     #: Extension: ``svr.bind`` answers only the public methods (routes.PUBLIC_METHODS).
@@ -44,7 +49,8 @@ class AccessHttpConfig:
 
 def load_accesshttp(data: Any) -> AccessHttpConfig:
     root = Node(data)
-    svr = read_svr(root.obj("svr"))
+    svr_node = root.obj("svr")
+    svr = read_svr(svr_node)
     _check_tcp("svr.bind", svr.bind)
     public = root.obj("public", None)
     public_bind = public.str_or_list("bind") if public is not None else []
@@ -54,6 +60,7 @@ def load_accesshttp(data: Any) -> AccessHttpConfig:
         backends={name: read_rpc_client(root.obj(name)) for name in BACKENDS},
         timeout=root.real("timeout", 1.0, 0.001),
         admin_token=root.string("admin_token", None) or None,
+        limits=read_http_limits(svr_node, svr.max_pkg_size),
         api_token=root.string("api_token", None) or None,
         public_only=root.boolean("public_only", False),
         public_bind=tuple(public_bind),
@@ -76,16 +83,19 @@ class StandaloneAccessHttp:
         self.clients: dict[str, RpcClient] = {
             name: make_client(cfg) for name, cfg in config.backends.items()}
         backends: dict[str, Backend] = dict(self.clients)
-        self.http = AccessHttp(backends, timeout=config.timeout,
-                               max_body=config.svr.max_pkg_size, admin_token=config.admin_token,
-                               api_token=config.api_token, public_only=config.public_only)
-        #: the public listeners' gateway (None: no ``public.bind``)
-        self.public = AccessHttp(backends, timeout=config.timeout,
-                                 max_body=config.svr.max_pkg_size, public_only=True
-                                 ) if config.public_bind else None
+        self.http = AccessHttp(backends, timeout=config.timeout, admin_token=config.admin_token,
+                               api_token=config.api_token, public_only=config.public_only,
+                               limits=config.limits)
+        #: the public listeners' gateway (None: no ``public.bind``); its connections count
+        #: toward the same max_connections
+        self.public = AccessHttp(backends, timeout=config.timeout, public_only=True,
+                                 limits=config.limits) if config.public_bind else None
+        if self.public is not None:
+            self.public.connections = self.http.connections
         for gateway in (self.http, self.public):
             if gateway is not None:
                 gateway.ws_url = config.ws_url
+        register_accesshttp(*(g for g in (self.http, self.public) if g is not None))
 
     async def start(self) -> None:
         for client in self.clients.values():

@@ -19,6 +19,7 @@ from exchange_server.accessws.server import AccessWs
 from exchange_server.bus.kafka import KafkaBusReader
 from exchange_server.common.backend import Backend
 from exchange_server.rpc.client import RpcClient
+from exchange_server.status.gauges import register_accessws
 
 log = logging.getLogger("exchange_server.accessws")
 
@@ -48,6 +49,7 @@ class StandaloneAccessWs:
                             config.orders.brokers)
         backends: dict[str, Backend] = dict(self.clients)
         self.ws = AccessWs(config, backends, bus)
+        register_accessws(self.ws)
 
     async def start(self) -> None:
         for client in self.clients.values():

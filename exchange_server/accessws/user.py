@@ -69,6 +69,9 @@ class UserFeeds:
         self._tasks: list[asyncio.Task[None]] = []
         self._queries: set[asyncio.Task[None]] = set()
         self.orders_seen = 0
+        #: newest order id (and its mtime) in the orders messages processed (metrics: lag)
+        self.last_order_id = 0
+        self.last_order_time = 0.0
         self.stops_seen = 0
         self.balances_seen = 0
 
@@ -165,6 +168,8 @@ class UserFeeds:
                 market = order["market"]
                 stock = data["stock"]
                 money = data["money"]
+                if notify == "order.update":
+                    self._seen_order(order)
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 # fatal level (alerted): our publisher never writes one
                 log.critical("orders message at offset %d is malformed, skipped: %r",
@@ -184,6 +189,13 @@ class UserFeeds:
                     wanted[(user, asset)] = None
         for user, asset in wanted:
             self.refresh_asset(user, asset)
+
+    def _seen_order(self, order: dict[str, Any]) -> None:
+        oid = order.get("id")
+        if type(oid) is int and oid > self.last_order_id:
+            self.last_order_id = oid
+            mtime = order.get("mtime")
+            self.last_order_time = float(mtime) if isinstance(mtime, (int, float)) else 0.0
 
     def on_stops(self, batch: list[Message]) -> None:
         self.stops_seen += len(batch)

@@ -40,6 +40,7 @@ from exchange_server.apidoc.schema import (
     string,
     time_real,
 )
+from exchange_server.marketprice.query import KLINE_MAX_ROWS
 
 ME = "matchengine"
 RH = "readhistory"
@@ -731,7 +732,9 @@ HTTP_METHODS: list[Method] = [
         notes="Exactly 4 params. Cached for 0.45 s. Day, week and month buckets follow the "
         "server's local time zone. As in the original (rpc.md 0.19), a new bucket's open, high "
         "and low start from the previous last price, so a market's very first bucket opens at "
-        "\"0\" (open and low \"0\").",
+        "\"0\" (open and low \"0\"). Extension: at most "
+        f"{KLINE_MAX_ROWS:,} rows (two weeks of one-minute candles), the newest buckets of the "
+        f"range (a longer range answers its last {KLINE_MAX_ROWS:,}).",
         service=MP, cached="0.45 s",
     ),
     Method(

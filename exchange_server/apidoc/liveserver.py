@@ -98,6 +98,8 @@ class LiveServer:
         self.extra = extra or []
         self.port = port or free_port()
         self.ws_port = ws_port or free_port()
+        #: metrics (and the status page) are on by default: a free port of its own
+        self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
 
@@ -118,6 +120,8 @@ class LiveServer:
             path = self.data_dir.parent / f"{self.data_dir.name}-accessws.json"
             path.write_text(json.dumps(self.ws_config))
             args += ["--ws-config", str(path)]
+        if "--metrics-port" not in self.extra:
+            args += ["--metrics-port", str(self.metrics_port)]
         args += self.extra
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")

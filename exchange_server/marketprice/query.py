@@ -7,10 +7,17 @@ data is emitted as a flat bar at the previous bar's close once a previous bar ex
 previous bar may be the nearest stored bucket before the range (searched back to the
 retention limit, or 30 days for day/week/month).  Buckets before any data are omitted.
 Rows: ``[time, open, close, high, low, volume, deal, market]``.
+
+Extension (docs/compatibility.md): at most ``KLINE_MAX_ROWS`` rows, the newest buckets of the
+range, so that a cheap request (interval 1 over a week: 604,800 buckets) cannot cost the process
+seconds and tens of megabytes; rows are built in chunks (``kline_chunks``) so that the event loop,
+which also matches orders in embedded mode, runs in between.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any, Protocol
 
@@ -25,6 +32,11 @@ WEEK = 86400 * 7
 MONTH = 86400 * 30
 #: How far back the bar before a day / week / month range is searched.
 DAYS_BACK = 30
+#: Most rows one market.kline answers: the newest ones of the range (two weeks of one-minute
+#: candles; a week's, 10,081 rows with both partial ends, is answered whole).
+KLINE_MAX_ROWS = 20160
+#: Output buckets built at a time (the event loop runs between chunks).
+KLINE_CHUNK = 512
 #: day_index of a Monday (1970-01-05) modulo 7
 _MONDAY_PHASE = 4
 
@@ -106,68 +118,88 @@ def _latest(buckets: SortedDict, low: int, high: int) -> Kline | None:
     return None
 
 
-def _rows(buckets: SortedDict, seq: _Sequence, first: int, end: int, before: Kline | None,
-          market: str, clip_end: bool = False) -> list[list[Any]]:
-    rows: list[list[Any]] = []
+def _row_chunks(buckets: SortedDict, seq: _Sequence, first: int, end: int, before: Kline | None,
+                market: str, clip_end: bool = False) -> Iterator[list[list[Any]]]:
+    """The rows of [first, end], ``KLINE_CHUNK`` output buckets at a time (a caller may let the
+    event loop run between chunks: each chunk reads the stored buckets it covers afresh)."""
     if first > end:
-        return rows
+        return
     upper = seq.next(seq.containing(end))
     if clip_end:
         upper = min(upper, end + 1)
-    keys = list(buckets.irange(first, upper, inclusive=(True, False)))
-    values = [buckets[k] for k in keys]
-    count = len(keys)
-    j = 0
     last = before
     flat = fmt(last.close) if last is not None else ""
     b = first
     while b <= end:
+        starts = [b]
         nb = seq.next(b)
-        stop = min(nb, end + 1) if clip_end else nb
-        merged: Kline | None = None
-        while j < count and keys[j] < stop:
-            if merged is None:
-                merged = values[j].copy()
-            else:
-                merged.merge(values[j])
-            j += 1
-        if merged is not None:
-            rows.append([b, *merged.values(), market])
-            last = merged
-            flat = fmt(merged.close)
-        elif last is not None:
-            rows.append([b, flat, flat, flat, flat, "0", "0", market])
-        else:
-            if j >= count:
-                break
-            b = seq.containing(keys[j])  # skip the empty buckets before the first data
+        while len(starts) < KLINE_CHUNK and nb <= end:
+            starts.append(nb)
+            nb = seq.next(nb)
+        keys = list(buckets.irange(b, min(nb, upper), inclusive=(True, False)))
+        if not keys and last is None:
+            # skip the empty buckets before the first data
+            following = next(iter(buckets.irange(nb, upper, inclusive=(True, False))), None)
+            if following is None:
+                return
+            b = seq.containing(following)
             continue
+        starts.append(nb)
+        rows: list[list[Any]] = []
+        j = 0
+        count = len(keys)
+        for i in range(len(starts) - 1):
+            stop = min(starts[i + 1], end + 1) if clip_end else starts[i + 1]
+            merged: Kline | None = None
+            while j < count and keys[j] < stop:
+                value: Kline = buckets.get(keys[j])
+                j += 1
+                if value is None:
+                    continue
+                if merged is None:
+                    merged = value.copy()
+                else:
+                    merged.merge(value)
+            if merged is not None:
+                rows.append([starts[i], *merged.values(), market])
+                last = merged
+                flat = fmt(merged.close)
+            elif last is not None:
+                rows.append([starts[i], flat, flat, flat, flat, "0", "0", market])
+        yield rows
         b = nb
+
+
+def _rows(buckets: SortedDict, seq: _Sequence, first: int, end: int, before: Kline | None,
+          market: str, clip_end: bool = False) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for chunk in _row_chunks(buckets, seq, first, end, before, market, clip_end):
+        rows += chunk
     return rows
 
 
-def kline(state: MarketState, start: int, end: int, interval: int, now: int,
-          retention: Retention, local: LocalTime) -> list[list[Any]]:
-    """market.kline rows (params already validated; ``end`` already clamped to now)."""
+def kline_chunks(state: MarketState, start: int, end: int, interval: int, now: int,
+                 retention: Retention, local: LocalTime) -> Iterator[list[list[Any]]]:
+    """market.kline rows (params already validated; ``end`` already clamped to now), in
+    chunks; at most the newest ``KLINE_MAX_ROWS`` buckets of the range."""
     sec_limit, min_limit, hour_limit = retention.limits(now)
     name = state.name
-    if interval < 60:
-        buckets = state.klines[SEC]
-        start = max(start, sec_limit) // interval * interval
-        before = _latest(buckets, sec_limit, start - 1)
-        return _rows(buckets, _Fixed(start, interval), start, end, before, name)
-    if interval < 3600:
-        buckets = state.klines[MIN]
-        start = max(start, min_limit) // interval * interval
-        before = _latest(buckets, min_limit, start - 1)
-        return _rows(buckets, _Fixed(start, interval), start, end, before, name)
     if interval < 86400:
-        buckets = state.klines[HOUR]
-        start = max(start, hour_limit)
-        base = local.day_start(start)
-        start = base + (start - base) // interval * interval
-        before = _latest(buckets, hour_limit, start - 1)
-        return _rows(buckets, _Fixed(start, interval), start, end, before, name)
+        if interval < 60:
+            buckets, limit = state.klines[SEC], sec_limit
+            start = max(start, limit) // interval * interval
+        elif interval < 3600:
+            buckets, limit = state.klines[MIN], min_limit
+            start = max(start, limit) // interval * interval
+        else:
+            buckets, limit = state.klines[HOUR], hour_limit
+            start = max(start, limit)
+            base = local.day_start(start)
+            start = base + (start - base) // interval * interval
+        # the newest KLINE_MAX_ROWS buckets: the tail of the whole answer
+        start = max(start, end - (end - start) % interval - (KLINE_MAX_ROWS - 1) * interval)
+        before = _latest(buckets, limit, start - 1)
+        return _row_chunks(buckets, _Fixed(start, interval), start, end, before, name)
     buckets = state.klines[DAY]
     seq: _Days | _Months
     if interval == MONTH:
@@ -179,7 +211,28 @@ def kline(state: MarketState, start: int, end: int, interval: int, now: int,
     first = seq.containing(start)
     floor = local.midnight(local.date_of(first) - timedelta(days=DAYS_BACK))
     before = _latest(buckets, floor, first - 1)
-    return _rows(buckets, seq, first, end, before, name, clip_end=interval == MONTH)
+    return _tail(_row_chunks(buckets, seq, first, end, before, name, clip_end=interval == MONTH))
+
+
+def _tail(chunks: Iterator[list[list[Any]]]) -> Iterator[list[list[Any]]]:
+    """Day, week and month buckets (not of a fixed length): the newest ``KLINE_MAX_ROWS``
+    rows, kept while the chunks go by (at most 20,160 days = 55 years: never in practice)."""
+    kept: deque[list[Any]] = deque(maxlen=KLINE_MAX_ROWS)
+    for chunk in chunks:
+        kept.extend(chunk)
+        yield []
+    rows = list(kept)
+    for i in range(0, len(rows), KLINE_CHUNK):
+        yield rows[i:i + KLINE_CHUNK]
+
+
+def kline(state: MarketState, start: int, end: int, interval: int, now: int,
+          retention: Retention, local: LocalTime) -> list[list[Any]]:
+    """market.kline rows at once (see ``kline_chunks``)."""
+    rows: list[list[Any]] = []
+    for chunk in kline_chunks(state, start, end, interval, now, retention, local):
+        rows += chunk
+    return rows
 
 
 def _merge_window(state: MarketState, start: int, now: int) -> Kline | None:

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import tzinfo
 from typing import Any
 
@@ -49,6 +49,9 @@ log = logging.getLogger("exchange_server.marketprice")
 U64 = 2**64
 #: Whole reply cache dropped this often (seconds), as the original.
 CACHE_CLEAR_INTERVAL = 60.0
+#: Most bytes of cached market.kline replies (a reply has up to 20,160 rows, ~1.6 MB); past it
+#: the kline cache is emptied.
+KLINE_CACHE_BYTES = 64 * 1024 * 1024
 
 Params = list[Any]
 
@@ -97,6 +100,9 @@ class MarketPriceService:
             "market.status_today": self.market_status_today,
         }
         self._cached = {"market.status", "market.kline", "market.status_today"}
+        #: market.kline replies (the encoded rows) by params: (time, text)
+        self._kline_cache: dict[str, tuple[float, bytes]] = {}
+        self._kline_cache_bytes = 0
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -216,6 +222,8 @@ class MarketPriceService:
 
     async def call(self, method: str, params: Params, req_id: int | None) -> bytes:
         try:
+            if method == "market.kline" and not self.debug:
+                return await self._kline_reply(params, req_id)
             result = self.execute(method, params)
             return jsonfmt.reply_body(result, req_id, self.debug)
         except RpcError as e:
@@ -229,9 +237,7 @@ class MarketPriceService:
         if method not in self._cached or self.cache_timeout <= 0:
             return self._run(handler, params)
         now = time.monotonic()
-        if now - self._cache_cleared >= CACHE_CLEAR_INTERVAL:
-            self._cache.clear()
-            self._cache_cleared = now
+        self._clear_cache_when_due(now)
         key = method + "\0" + jsonfmt.dumps(params)
         hit = self._cache.get(key)
         if hit is not None and now - hit[0] <= self.cache_timeout:
@@ -239,6 +245,47 @@ class MarketPriceService:
         result = self._run(handler, params)
         self._cache[key] = (now, result)
         return result
+
+    def _clear_cache_when_due(self, now: float) -> None:
+        if now - self._cache_cleared >= CACHE_CLEAR_INTERVAL:
+            self._cache.clear()
+            self._kline_cache.clear()
+            self._kline_cache_bytes = 0
+            self._cache_cleared = now
+
+    async def _kline_reply(self, params: Params, req_id: int | None) -> bytes:
+        """market.kline's reply, its rows built and encoded a chunk at a time with the event
+        loop running in between (the same text as ``reply_body``); the encoded rows are cached
+        ``cache_timeout`` seconds, at most KLINE_CACHE_BYTES of them."""
+        check_params_depth(params)  # before anything walks them (the cache key)
+        now = time.monotonic()
+        self._clear_cache_when_due(now)
+        key = jsonfmt.dumps(params)
+        hit = self._kline_cache.get(key)
+        if hit is not None and now - hit[0] <= self.cache_timeout:
+            text = hit[1]
+        else:
+            text = await self._kline_text(params)
+            if self.cache_timeout > 0:
+                if self._kline_cache_bytes + len(text) > KLINE_CACHE_BYTES:
+                    self._kline_cache.clear()
+                    self._kline_cache_bytes = 0
+                self._kline_cache[key] = (now, text)
+                self._kline_cache_bytes += len(text)
+        return b'{"error": null, "result": %s, "id": %s}' % (text, jsonfmt.dumps(req_id).encode())
+
+    async def _kline_text(self, params: Params) -> bytes:
+        chunks = self._run(self._kline_chunks, params)
+        parts: list[str] = []
+        try:
+            for rows in chunks:
+                if rows:
+                    parts.append(jsonfmt.dumps(rows)[1:-1])
+                await asyncio.sleep(0)  # the engine and the other clients between chunks
+        except Exception:
+            log.exception("marketprice request failed: params %r", params)
+            raise internal_error() from None
+        return ("[" + ", ".join(parts) + "]").encode()
 
     @staticmethod
     def _run(handler: Callable[[Params], Any], params: Params) -> Any:
@@ -279,6 +326,12 @@ class MarketPriceService:
         return query.deals(state, limit, last_id)
 
     def market_kline(self, params: Params) -> Any:
+        rows: list[Any] = []
+        for chunk in self._kline_chunks(params):
+            rows += chunk
+        return rows
+
+    def _kline_chunks(self, params: Params) -> Iterator[list[list[Any]]]:
         if len(params) != 4:
             raise invalid_argument()
         state = self._market(params[0])
@@ -294,7 +347,7 @@ class MarketPriceService:
         interval = _int(params[3])
         if not query.valid_interval(interval):
             raise invalid_argument()
-        return query.kline(state, start, end, interval, now, self.retention, self.local)
+        return query.kline_chunks(state, start, end, interval, now, self.retention, self.local)
 
     def market_status(self, params: Params) -> Any:
         if len(params) != 2:

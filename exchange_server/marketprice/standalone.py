@@ -16,6 +16,7 @@ from exchange_server.marketprice.store_redis import RedisStore
 from exchange_server.rpc.commands import service_commands
 from exchange_server.rpc.config import read_rpc_server
 from exchange_server.rpc.server import RpcServer
+from exchange_server.status.gauges import register_marketprice
 
 NAME = "marketprice"
 
@@ -73,6 +74,7 @@ class StandaloneMarketPrice:
             KafkaBusReader(config.brokers), store, accesshttp_markets(config.accesshttp),
             retention=config.retention, cache_timeout=config.cache_timeout, debug=config.debug,
             topic=config.topic)
+        register_marketprice(self.service)
         self.rpc = RpcServer(self.service, service_commands(NAME), config.svr.max_pkg_size,
                              config.svr.heartbeat_check, name=NAME)
 

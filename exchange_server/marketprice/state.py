@@ -112,6 +112,8 @@ class MarketData:
         #: highest deal id applied: a message with a lower or equal id is a duplicate
         #: (at-least-once delivery after a publisher restart) and is skipped.
         self.last_deal_id = 0
+        #: time of that deal (metrics: how far behind the newest deal this is)
+        self.last_deal_time = 0.0
         self.duplicates = 0
         self.invalid = 0
         self.applied = 0
@@ -194,6 +196,7 @@ class MarketData:
             self.duplicates += 1
             return False
         self.last_deal_id = deal_id
+        self.last_deal_time = t
         self._update(market, t, price, amount, side, deal_id)
         self.applied += 1
         return True

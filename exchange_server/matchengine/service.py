@@ -29,7 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from exchange_server.common import jsonfmt
+from exchange_server.common import jsonfmt, metrics
 from exchange_server.common.config import MatchEngineConfig
 from exchange_server.common.errors import (
     INTERNAL_ERROR,
@@ -81,6 +81,12 @@ class MatchEngineService:
         self._last_slice_time = 0
         self._timer: asyncio.Task[None] | None = None
         self.commit_count = 0
+        #: metrics: when the commit in flight started; the newest published slice
+        self._commit_started = 0.0
+        self.commit_seconds_total = 0.0
+        self.refused_writes = 0
+        self.last_slice: SliceInfo | None = None
+        self._slice_pending: dict[int, SliceInfo] = {}
         self.restored_from: SliceInfo | None = None
         #: records at or below this id were written by an original ViaBTC (original.py)
         self.original_end = 0
@@ -129,7 +135,7 @@ class MatchEngineService:
                 log.warning("slice %d: %s", info.time, warning)
             self.oper_id = info.end_oper_id
             self._last_slice_time = info.time
-            self.restored_from = info
+            self.restored_from = self.last_slice = info
         replayed = 0
         for record in store.read_operlog(self.oper_id):
             if record.id != self.oper_id + 1:
@@ -216,6 +222,7 @@ class MatchEngineService:
         self._check_depth(params)
         if len(self._pending) >= self.config.operlog_max_pending or any(
                 sink.overloaded() for sink in self.sinks) or any(p() for p in self.pressure):
+            self.refused_writes += 1  # metrics: code 3 refusals
             raise service_unavailable()
         if write.check is not None:
             write.check(params)
@@ -253,6 +260,7 @@ class MatchEngineService:
         batch = self._pending
         self._pending = []
         self._flushing = True
+        self._commit_started = time.monotonic()
         future = self._loop.run_in_executor(self._executor, self.store.append, batch)
         future.add_done_callback(lambda f: self._committed(batch, f))
 
@@ -266,6 +274,9 @@ class MatchEngineService:
             return
         self._flushing = False
         self.commit_count += 1
+        took = time.monotonic() - self._commit_started
+        self.commit_seconds_total += took
+        metrics.COMMIT_SECONDS.observe(took)
         self.durable_id = batch[-1].id
         waiters = self._waiters
         while waiters and waiters[0][0] <= self.durable_id:
@@ -337,6 +348,7 @@ class MatchEngineService:
             finally:
                 os._exit(code)
         self._slice_children.add(pid)
+        self._slice_pending[pid] = info
         log.info("slice %d: child %d dumping up to operation %d", info.time, pid, info.end_oper_id)
 
     def _child_write_slice(self, info: SliceInfo) -> None:  # pragma: no cover - forked child
@@ -362,6 +374,7 @@ class MatchEngineService:
         self.store.write_slice_data(info, self.engine.dump_state())
         self.store.publish_slice(info)
         self.store.delete_old_slices(info.time, self.config.slice_keeptime)
+        self.last_slice = info
         log.info("slice %d written (operation %d)", info.time, info.end_oper_id)
 
     def _reap_children(self, wait: bool = False, timeout: float = 120.0) -> None:
@@ -378,11 +391,15 @@ class MatchEngineService:
                     done, status = os.waitpid(pid, 0)
             except ChildProcessError:
                 self._slice_children.discard(pid)
+                self._slice_pending.pop(pid, None)
                 continue
             if done:
                 self._slice_children.discard(pid)
+                info = self._slice_pending.pop(pid, None)
                 if os.waitstatus_to_exitcode(status) != 0:
                     log.error("slice child %d failed with status %d", pid, status)
+                elif info is not None:
+                    self.last_slice = info
 
     async def make_slice_now(self) -> None:
         """Take a slice and wait until it is published (CLI ``makeslice``, tests)."""

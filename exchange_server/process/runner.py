@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import IO, Any, Protocol
 
 from exchange_server.common.config import ConfigError, read_json
-from exchange_server.common.metrics import MetricsServer
+from exchange_server.common.metrics import MetricsServer, gauges
 from exchange_server.process.daemon import RESTART_DELAY, daemonize, watchdog
 from exchange_server.process.limits import apply_limits
 from exchange_server.process.lock import ProcessExists, acquire_process_lock, write_pid
@@ -37,6 +37,8 @@ from exchange_server.process.monitor import MonitorServer
 from exchange_server.process.settings import ProcessSettings, read_process_settings
 from exchange_server.process.signals import ProcessSignals
 from exchange_server.rpc.addr import parse_sock_addr
+from exchange_server.status.page import local_status
+from exchange_server.status.page import routes as status_routes
 
 log = logging.getLogger("exchange_server.process")
 
@@ -132,9 +134,10 @@ async def _worker(name: str, data: dict[str, Any], build: Build, settings: Proce
             monitor = MonitorServer()
             await monitor.start(settings.monitor.bind)
         if settings.metrics is not None:
+            gauges(name)  # exchange_service_up{service=name}
             for text in settings.metrics.bind:
                 addr = parse_sock_addr(text)
-                server = MetricsServer()
+                server = MetricsServer(name, status_routes(local_status(name)))
                 await server.start(addr.host, addr.port)
                 metrics.append(server)
         log.warning("server start: %s (pid %d)", name, os.getpid())

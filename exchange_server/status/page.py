@@ -1,0 +1,74 @@
+"""The status page: ``GET /status`` (HTML) and ``GET /status.json`` on the metrics port.
+
+Why on the metrics port: it is the operator's port (loopback or a private address, never the
+public API listener), and the data is what that port already exports.  The page is static
+(exchange_server/status/static/status.html) and polls ``/status.json`` every two seconds;
+the JSON is :func:`collect.build_status` over the process's own registry (embedded mode: the
+whole exchange), or over every endpoint of a deployment for ``exchange-server status
+--serve``.  When an admin token is configured, ``/status.json`` needs it as a bearer token
+(the page takes it from its URL's ``#token=...`` fragment, which browsers never send).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import REGISTRY, generate_latest
+
+from exchange_server.common.metrics import Route
+from exchange_server.status.collect import (
+    Scrape,
+    Target,
+    Thresholds,
+    build_status,
+    collect,
+    parse_metrics,
+)
+
+StatusSource = Callable[[], dict[str, Any]]
+
+
+def local_status(name: str = "embedded", thresholds: Thresholds | None = None) -> StatusSource:
+    """The status of what this process exports (embedded: every service)."""
+
+    def read() -> dict[str, Any]:
+        values = parse_metrics(generate_latest(REGISTRY).decode())
+        return build_status([Scrape(Target(name, "(this process)"), values)],
+                            thresholds or Thresholds())
+
+    return read
+
+
+def remote_status(targets: list[Target], unwatched: list[str],
+                  thresholds: Thresholds) -> StatusSource:
+    def read() -> dict[str, Any]:
+        return build_status(collect(targets), thresholds, unwatched)
+
+    return read
+
+
+def _page_html() -> bytes:
+    return resources.files("exchange_server.status").joinpath("static/status.html").read_bytes()
+
+
+def routes(source: StatusSource, admin_token: str | None = None) -> list[Route]:
+    html = _page_html()
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(body=html, content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
+
+    async def data(request: web.Request) -> web.Response:
+        if admin_token is not None:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {admin_token}".encode()):
+                return web.json_response({"error": "require authentication"}, status=401)
+        status = await asyncio.get_running_loop().run_in_executor(None, source)
+        return web.json_response(status, headers={"Cache-Control": "no-store"})
+
+    return [("/status", page), ("/status.json", data)]
