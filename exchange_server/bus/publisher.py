@@ -96,6 +96,18 @@ class BusPublisher:
         #: messages handed to the transport again after it lost them
         self.resent_total = 0
 
+    def start_after(self, oper_id: int) -> None:
+        """Operations up to ``oper_id`` were published by someone else (an original ViaBTC
+        matchengine taken over, matchengine/original.py): raise the mark to it, in the file
+        too.  Call before any ``on_events``; a no-op when the mark is already there."""
+        if self._loaded.oper_id >= oper_id:
+            return
+        mark = Mark(oper_id, dict(self._loaded.offsets))
+        self.mark_file.save(mark)
+        log.warning("bus mark raised to operation %d (published by the original)", oper_id)
+        self._loaded = self._saved = mark
+        self._last_oper_id = max(self._last_oper_id, oper_id)
+
     # -- EventSink --------------------------------------------------------------------------------
 
     def durable_mark(self) -> int:
