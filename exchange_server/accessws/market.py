@@ -10,6 +10,9 @@ the interval.
 
 A broadcast is serialised and framed once, then written to every subscriber
 (``Connection.send_frame``), so its cost per subscriber is one buffered socket write.
+
+The feeds depend on a :class:`Forwarder` (backends + timeout), not on the server, and name their
+notifications after the declared push table (:mod:`exchange_server.common.methods`).
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ the last push always shows the balance after the last message.
 A connection is indexed under the user it authenticated as, and only while it has order or
 asset subscriptions; pushes are looked up by the message's user, so no connection ever gets
 another user's data.
+
+Balances are asked through a :class:`Forwarder` (backends + timeout), not the server; the
+notification names come from the declared push table (:mod:`exchange_server.common.methods`).
 """
 
 from __future__ import annotations
