@@ -33,6 +33,7 @@ from exchange_server.deploy import (
     SERVICES,
     DeployError,
     Deployment,
+    DeployOptions,
     add_parser,
     generate,
     render,
@@ -66,7 +67,8 @@ def tcp_binds(data: dict[str, Any], key: str = "svr") -> list[str]:
 
 
 def test_layout_and_every_config_loads(tmp_path: Path) -> None:
-    dep = generate(tmp_path / "d", instances={"readhistory": 2, "accesshttp": 2, "accessws": 2})
+    dep = generate(tmp_path / "d", DeployOptions(
+        instances={"readhistory": 2, "accesshttp": 2, "accessws": 2}))
     names = [i.name for i in dep.instances]
     assert names == ["alertcenter", "matchengine", "readhistory", "readhistory-2", "accesshttp",
                      "accesshttp-2", "marketprice", "accessws", "accessws-2"]
@@ -101,7 +103,7 @@ def test_layout_and_every_config_loads(tmp_path: Path) -> None:
 
 
 def test_default_ports_are_the_originals_and_consistent(tmp_path: Path) -> None:
-    dep = generate(tmp_path / "d", instances={"accesshttp": 2, "readhistory": 2})
+    dep = generate(tmp_path / "d", DeployOptions(instances={"accesshttp": 2, "readhistory": 2}))
     me, = configs(dep, "matchengine")
     mp, = configs(dep, "marketprice")
     ws, = configs(dep, "accessws")
@@ -161,7 +163,7 @@ def test_nginx_publishes_only_the_public_surface(tmp_path: Path) -> None:
     """The trust model in the generated kit: each accesshttp instance has a public listener
     (public methods only); the TLS server reaches only those (and accessws), the internal
     server the full API; the internal server must not listen on a public address."""
-    dep = generate(tmp_path / "d", instances={"accesshttp": 2})
+    dep = generate(tmp_path / "d", DeployOptions(instances={"accesshttp": 2}))
     http = configs(dep, "accesshttp")
     assert [h["public"]["bind"] for h in http] == [["tcp@127.0.0.1:8082"],
                                                    ["tcp@127.0.0.1:8182"]]
@@ -189,25 +191,26 @@ def test_nginx_publishes_only_the_public_surface(tmp_path: Path) -> None:
     assert catch_all[:catch_all.index("}")].split("{")[1].strip() == "return 404;"
     for listen in ("8000", "0.0.0.0:8000", "8.8.8.8:8000", "[::]:8000", "example.com:8000"):
         with pytest.raises(DeployError, match="loopback or private address"):
-            generate(tmp_path / "x", http_listen=listen)
+            generate(tmp_path / "x", DeployOptions(http_listen=listen))
     for i, listen in enumerate(("10.0.0.5:8000", "192.168.1.2:8000", "[::1]:8000",
                                 "localhost:8000", "unix:/run/exchange-internal.sock")):
-        dep = generate(tmp_path / f"ok{i}", http_listen=listen)
+        dep = generate(tmp_path / f"ok{i}", DeployOptions(http_listen=listen))
         assert f"listen {listen};" in (dep.nginx_dir / "exchange.conf").read_text()
 
 
 def test_options_reach_the_configs(tmp_path: Path) -> None:
     mysql = MysqlConfig(host="db.internal", port=3307, user="u", password="p", name="ignored")
-    dep = generate(tmp_path / "d", host="10.1.0.1", bind="0.0.0.0",
-                   hosts={"matchengine": "10.1.0.5", "accesshttp-2": "10.1.0.12"},
-                   mysql=mysql, db_log="log_db", db_history="hist_db",
-                   sentinels=["10.1.0.7:26379", "10.1.0.8:26379"], sentinel_master="m",
-                   redis_db=2, kafka="k1:9092,k2:9092", topic_prefix="x_",
-                   instances={"accesshttp": 2}, ports={"accesshttp": [9001, 9002]},
-                   auth_url="http://auth/a", sign_url="http://auth/s",
-                   ssl_certificate="/certs/c.pem", ssl_certificate_key="/certs/k.pem",
-                   https_listen="8443", http_listen="127.0.0.1:8001", server_name="ex.example",
-                   systemd_user="exchange", command="/opt/exchange/bin/exchange-server")
+    dep = generate(tmp_path / "d", DeployOptions(
+        host="10.1.0.1", bind="0.0.0.0",
+        hosts={"matchengine": "10.1.0.5", "accesshttp-2": "10.1.0.12"},
+        mysql=mysql, db_log="log_db", db_history="hist_db",
+        sentinels=["10.1.0.7:26379", "10.1.0.8:26379"], sentinel_master="m",
+        redis_db=2, kafka="k1:9092,k2:9092", topic_prefix="x_",
+        instances={"accesshttp": 2}, ports={"accesshttp": [9001, 9002]},
+        auth_url="http://auth/a", sign_url="http://auth/s",
+        ssl_certificate="/certs/c.pem", ssl_certificate_key="/certs/k.pem",
+        https_listen="8443", http_listen="127.0.0.1:8001", server_name="ex.example",
+        systemd_user="exchange", command="/opt/exchange/bin/exchange-server"))
     me, = configs(dep, "matchengine")
     http = configs(dep, "accesshttp")
     mp, = configs(dep, "marketprice")
@@ -242,7 +245,8 @@ def test_options_reach_the_configs(tmp_path: Path) -> None:
 
 
 def test_systemd_units(tmp_path: Path) -> None:
-    dep = generate(tmp_path / "d", instances={"accessws": 2}, lock_dir=tmp_path / "locks")
+    dep = generate(tmp_path / "d", DeployOptions(instances={"accessws": 2},
+                                                 lock_dir=tmp_path / "locks"))
     target = (dep.root / "systemd" / "exchange.target").read_text()
     for inst in dep.instances:
         unit = (dep.root / "systemd" / inst.unit).read_text()
@@ -268,19 +272,20 @@ def test_systemd_units(tmp_path: Path) -> None:
 
 def test_refuses_bad_options_and_existing_files(tmp_path: Path) -> None:
     with pytest.raises(DeployError, match="matchengine runs as exactly one instance"):
-        generate(tmp_path / "a", instances={"matchengine": 2})
+        generate(tmp_path / "a", DeployOptions(instances={"matchengine": 2}))
     with pytest.raises(DeployError, match="unknown service"):
-        generate(tmp_path / "a", instances={"nosuch": 1})
+        generate(tmp_path / "a", DeployOptions(instances={"nosuch": 1}))
     with pytest.raises(DeployError, match="unknown key"):
-        generate(tmp_path / "a", ports={"nosuch": 1})
+        generate(tmp_path / "a", DeployOptions(ports={"nosuch": 1}))
     with pytest.raises(DeployError, match="port 8090 on 127.0.0.1: both accessws"):
-        generate(tmp_path / "a", ports={"accessws_monitor": 8090})
+        generate(tmp_path / "a", DeployOptions(ports={"accessws_monitor": 8090}))
     with pytest.raises(DeployError, match="2 instances need 2 ports"):
-        generate(tmp_path / "a", instances={"accesshttp": 2}, ports={"accesshttp": [9000]})
+        generate(tmp_path / "a", DeployOptions(instances={"accesshttp": 2},
+                                               ports={"accesshttp": [9000]}))
     generate(tmp_path / "b")
     with pytest.raises(DeployError, match="exists"):
         generate(tmp_path / "b")
-    generate(tmp_path / "b", force=True, redis_db=3, metrics=False)
+    generate(tmp_path / "b", DeployOptions(force=True, redis_db=3, metrics=False))
     assert configs(Deployment(tmp_path / "b", []), "x") == []
     data = json.loads((tmp_path / "b/alertcenter/conf/config.json").read_text())
     assert data["redis"]["db"] == 3 and "metrics" not in data
@@ -363,8 +368,9 @@ def test_shell_kit_on_the_alertcenter(tmp_path: Path,
                                       sentinel_server: tuple[list[str], str]) -> None:
     sentinels, master = sentinel_server
     port = free_port()
-    dep = generate(tmp_path / "d", lock_dir=tmp_path / "locks", sentinels=sentinels,
-                   sentinel_master=master, redis_db=REDIS_DB, ports={"alertcenter": port})
+    dep = generate(tmp_path / "d", DeployOptions(
+        lock_dir=tmp_path / "locks", sentinels=sentinels, sentinel_master=master,
+        redis_db=REDIS_DB, ports={"alertcenter": port}))
     inst = dep.instance("alertcenter")
     shell = inst.dir / "shell"
     start = inst.dir / "bin" / "alertcenter"
