@@ -453,7 +453,6 @@ SERVICE_TABLE: dict[str, ServiceRow] = {row.name: row for row in (
                after=("kafka.service", "marketprice", "readhistory")),
 )}
 SERVICES = tuple(SERVICE_TABLE)
-MULTI_INSTANCE = tuple(row.name for row in SERVICE_TABLE.values() if row.multi)
 #: Every port key (``--port KEY=PORT``) and its default: a service's name is its main port, the
 #: others its extra listeners (``accesshttp_public``, ``matchengine_metrics``...).
 DEFAULT_PORTS: dict[str, int] = {row.port_key(role): port for row in SERVICE_TABLE.values()
