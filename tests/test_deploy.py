@@ -30,12 +30,15 @@ from exchange_server.alertcenter.config import load_alertcenter
 from exchange_server.common.config import MysqlConfig, load_matchengine
 from exchange_server.deploy import (
     DEFAULT_PORTS,
+    PORT_STEP,
+    SERVICE_TABLE,
     SERVICES,
     DeployError,
     Deployment,
     DeployOptions,
     add_parser,
     generate,
+    options_from_args,
     render,
 )
 from exchange_server.marketprice.standalone import load_marketprice
@@ -291,6 +294,49 @@ def test_refuses_bad_options_and_existing_files(tmp_path: Path) -> None:
     assert data["redis"]["db"] == 3 and "metrics" not in data
     with pytest.raises(DeployError, match="no value for"):
         render("{{nope}}", {}, "t")
+
+
+def test_templates_keep_the_shell_and_nginx_dollars() -> None:
+    """``{{name}}`` is the only placeholder: ``$VAR``, ``${VAR:-...}`` and nginx's ``$host``
+    pass through; any other ``{{`` is refused rather than written into a script."""
+    text = 'HERE={{dir}}; T=${STOP_TIMEOUT:-{{stop_timeout}}}; echo "$HERE" $$ $host {{dir}}'
+    assert render(text, {"dir": "/x", "stop_timeout": 30}) == (
+        'HERE=/x; T=${STOP_TIMEOUT:-30}; echo "$HERE" $$ $host /x')
+    with pytest.raises(DeployError, match="t: Invalid placeholder"):
+        render("{{ $labels.instance }}", {}, "t")
+
+
+def test_every_row_of_the_services_table_reaches_the_kit(tmp_path: Path) -> None:
+    """Each row's ports (by their --port keys), stop timeout, extra directories and systemd
+    ordering end up in the generated instance; ``After=`` names every instance of a service
+    listed there."""
+    ports = {key: 20000 + n for n, key in enumerate(DEFAULT_PORTS)}
+    dep = generate(tmp_path / "d", DeployOptions(ports=ports, instances={"readhistory": 2}))
+    assert [i.service for i in dep.instances if i.index == 1] == list(SERVICE_TABLE)
+    for inst in dep.instances:
+        row = SERVICE_TABLE[inst.service]
+        assert set(inst.ports) == set(row.ports)
+        for role, port in inst.ports.items():
+            assert port == ports[row.port_key(role)] + (inst.index - 1) * PORT_STEP
+        for sub in row.dirs:
+            assert (inst.dir / sub).is_dir()
+        assert f"TIMEOUT=${{STOP_TIMEOUT:-{row.stop_timeout}}}" in (
+            inst.dir / "shell" / "stop.sh").read_text()
+        unit = (dep.root / "systemd" / inst.unit).read_text()
+        assert f"TimeoutStopSec={row.stop_timeout}\n" in unit
+        after = re.search(r"^After=network-online.target(.*)$", unit, re.M)
+        assert after is not None
+        expected = [u for item in row.after for u in (
+            [i.unit for i in dep.of(item)] if item in SERVICE_TABLE else [item])]
+        assert after.group(1).split() == expected
+    accesshttp = (dep.root / "systemd" / "exchange-accesshttp.service").read_text()
+    assert "exchange-readhistory.service exchange-readhistory-2.service" in accesshttp
+
+
+def test_command_line_defaults_are_the_options_defaults(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    assert options_from_args(parser.parse_args(["deploy", str(tmp_path)])) == DeployOptions()
 
 
 def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
