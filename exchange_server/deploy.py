@@ -520,12 +520,10 @@ def _instance_counts(instances: Mapping[str, int]) -> dict[str, int]:
         row = SERVICE_TABLE.get(service)
         if row is None:
             raise DeployError(f"instances: unknown service {service!r}")
-        if count < 1:
-            raise DeployError(f"instances: {service} needs at least one instance"
-                              if row.multi else f"instances: {service} runs as exactly one "
-                              "instance")
-        if count > 1 and not row.multi:
+        if not row.multi and count != 1:
             raise DeployError(f"instances: {service} runs as exactly one instance")
+        if count < 1:
+            raise DeployError(f"instances: {service} needs at least one instance")
         counts[service] = count
     return counts
 
