@@ -88,12 +88,9 @@ class UserFeeds:
         self._subscriptions: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._queries: set[asyncio.Task[None]] = set()
-        self.orders_seen = 0
         #: newest order id (and its mtime) in the orders messages processed (metrics: lag)
         self.last_order_id = 0
         self.last_order_time = 0.0
-        self.stops_seen = 0
-        self.balances_seen = 0
 
     # -- subscriptions ----------------------------------------------------------------------------
 
@@ -170,7 +167,6 @@ class UserFeeds:
                 log.exception("bus batch failed")
 
     def on_orders(self, batch: list[Message]) -> None:
-        self.orders_seen += len(batch)
         self._order_messages(batch, ORDER_UPDATE)
 
     def _order_messages(self, batch: list[Message], notify: str) -> None:
@@ -216,14 +212,12 @@ class UserFeeds:
             self.last_order_time = float(mtime) if isinstance(mtime, (int, float)) else 0.0
 
     def on_stops(self, batch: list[Message]) -> None:
-        self.stops_seen += len(batch)
         self._order_messages(batch, ORDER_UPDATE_STOP)
 
     def on_balances(self, batch: list[Message]) -> None:
         wanted: dict[tuple[int, str], None] = {}
         users = self.users
         for msg in batch:
-            self.balances_seen += 1
             try:
                 data = orjson.loads(msg.value)
                 user = data[1]
