@@ -16,14 +16,15 @@
     grafana-dashboard.json}       the whole exchange's health (``exchange-server status``),
                                   Prometheus and Grafana (only with metrics, the default)
 
-The instances are the six services (matchengine, marketprice, readhistory, accesshttp, accessws,
-alertcenter) with the original's sample ports; readhistory, accesshttp and accessws may have
-several instances on this host (``instances={"accesshttp": 2}``): the first is ``accesshttp``,
-the next ``accesshttp-2``..., their ports are the base port + 100 per instance (or given one
-by one), and each keeps its single-instance lock in its own ``<instance>/run/`` instead of
-``/tmp`` (``--lock-dir``).  The gateways reach every readhistory instance (their rpc client fails
-over across the list, each gateway starting with a different instance), and nginx spreads
-clients over the accesshttp and accessws instances.
+The instances are the six services of :data:`SERVICE_TABLE` (one row per service: its ports,
+config builder, systemd ordering, stop timeout), with the original's sample ports;
+readhistory, accesshttp and accessws may have several instances on this host
+(``DeployOptions(instances={"accesshttp": 2})``): the first is ``accesshttp``, the next
+``accesshttp-2``..., their ports are the base port + 100 per instance (or given one by one),
+and each keeps its single-instance lock in its own ``<instance>/run/`` instead of ``/tmp``
+(``--lock-dir``).  The gateways reach every readhistory instance (their rpc client fails over
+across the list, each gateway starting with a different instance), and nginx spreads clients
+over the accesshttp and accessws instances.
 
 Trust model (README.md): the JSON-RPC API is a trusted back-office API.  Each accesshttp instance
 also gets a public listener (``public.bind``, port ``accesshttp_public``) that answers only the
@@ -32,7 +33,11 @@ listeners (and accessws), its internal plain-HTTP server (``http_listen``, loopb
 addresses only) the full API.
 
 The templates live in ``deploy/templates/`` of the source tree (``$EXCHANGE_DEPLOY_TEMPLATES``
-or ``templates=`` elsewhere); ``{{name}}`` placeholders are filled in here.
+or ``DeployOptions.templates`` elsewhere).  Their ``{{name}}`` placeholders are filled by
+:class:`KitTemplate`, a :class:`string.Template` whose placeholder is ``{{name}}`` rather than
+``$name``: the shell scripts and the nginx config are full of their own ``$``, which then need no
+escaping, and every placeholder must get a value (``substitute``, not ``safe_substitute``: a
+misspelt one is an error, not a hole in a generated script).
 """
 
 from __future__ import annotations
@@ -45,8 +50,9 @@ import re
 import resource
 import shlex
 import site
+import string
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,37 +60,12 @@ from typing import Any
 from exchange_server.accesshttp.routes import PUBLIC_PATH_PREFIXES, PUBLIC_PATHS
 from exchange_server.common.config import MysqlConfig, default_matchengine_data, read_json
 
-#: Start order (stop order is the reverse): marketprice asks accesshttp for market.list at
-#: start-up, which asks the matchengine.
-SERVICES = ("alertcenter", "matchengine", "readhistory", "accesshttp", "marketprice", "accessws")
-#: Services that may run as several instances (the others are single, config.md 1).
-MULTI_INSTANCE = ("readhistory", "accesshttp", "accessws")
-#: The original's sample ports (config.md 1).  Keys other than a service name are the extra
-#: listeners of that service.
-DEFAULT_PORTS: dict[str, int] = {
-    "alertcenter": 4444,
-    "matchengine": 7316,
-    "matchengine_cli": 7317,
-    "marketprice": 7416,
-    "readhistory": 7424,
-    "accesshttp": 8080,
-    "accesshttp_monitor": 8081,
-    #: the public listener (public market-data methods only), what nginx's public server reaches
-    "accesshttp_public": 8082,
-    "accessws": 8090,
-    "accessws_monitor": 8091,
-}
 #: Extension: each process's Prometheus ``GET /metrics`` port (the ``metrics`` block) is its
 #: main port + METRICS_OFFSET (matchengine 27316, accesshttp 28080, ...).
 METRICS_OFFSET = 20000
-for _service in ("alertcenter", "matchengine", "marketprice", "readhistory", "accesshttp",
-                 "accessws"):
-    DEFAULT_PORTS[f"{_service}_metrics"] = DEFAULT_PORTS[_service] + METRICS_OFFSET
 #: Instance N (1-based) of a service listens on the base port + (N - 1) * PORT_STEP.
 PORT_STEP = 100
-#: Seconds a graceful stop may take: the matchengine flushes the operation log, history and
-#: Kafka and writes its final slice (the process runner allows 120 s for the service's stop).
-STOP_TIMEOUT = {"matchengine": 180}
+#: Seconds a graceful stop may take (the matchengine's row asks for more).
 DEFAULT_STOP_TIMEOUT = 30
 
 DEFAULT_MYSQL = MysqlConfig(host="127.0.0.1", user="exchange", password="exchange", name="")
@@ -101,12 +82,31 @@ HTTP_MAX_PKG = 102400
 #: rpc clients' max_pkg_size (replies such as order.book / order.pending can be large).
 CLIENT_MAX_PKG = 2_000_000
 
-_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _TEMPLATES_ENV = "EXCHANGE_DEPLOY_TEMPLATES"
 
 
 class DeployError(RuntimeError):
     """The deployment cannot be generated (bad option, existing files, missing templates)."""
+
+
+class KitTemplate(string.Template):
+    """A :class:`string.Template` with ``{{name}}`` placeholders (no escapes: the templates'
+    ``$`` belong to the shell and to nginx); any other ``{{`` is an invalid placeholder."""
+
+    delimiter = "{{"
+    # a str, compiled by string.Template itself (typeshed declares the compiled result)
+    pattern = (r"\{\{(?:(?P<braced>\w+)\}\}"  # type: ignore[assignment]
+               r"|(?P<named>(?!))|(?P<escaped>(?!))|(?P<invalid>))")
+
+
+def render(text: str, values: Mapping[str, object], what: str = "template") -> str:
+    """Fill the ``{{name}}`` placeholders of ``text``; every one must have a value."""
+    try:
+        return KitTemplate(text).substitute(values)
+    except KeyError as e:
+        raise DeployError(f"{what}: no value for {{{{{e.args[0]}}}}}") from None
+    except ValueError as e:
+        raise DeployError(f"{what}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -172,6 +172,293 @@ class Deployment:
         raise KeyError(name)
 
 
+@dataclass(frozen=True)
+class DeployOptions:
+    """What :func:`generate` writes (``exchange-server deploy``'s options; all have defaults)."""
+
+    #: where the services reach each other (one machine)
+    host: str = "127.0.0.1"
+    #: the address every service listens on (None: its own address)
+    bind: str | None = None
+    #: per service or instance name, overrides ``host`` (``{"matchengine": "10.0.0.5"}``) for a
+    #: spread-out topology
+    hosts: Mapping[str, str] = field(default_factory=dict)
+    #: the MySQL server and account (its ``name`` is ignored: ``db_log`` / ``db_history``)
+    mysql: MysqlConfig = DEFAULT_MYSQL
+    db_log: str = "trade_log"
+    db_history: str = "trade_history"
+    #: the Redis Sentinel block of marketprice and alertcenter
+    sentinels: Sequence[str] = ("127.0.0.1:26379",)
+    sentinel_master: str = "mymaster"
+    redis_db: int = 0
+    #: the Kafka brokers; ``topic_prefix`` prefixes the topic names (extension, several
+    #: systems on one cluster)
+    kafka: str = "127.0.0.1:9092"
+    topic_prefix: str = ""
+    #: base ports by key of :data:`DEFAULT_PORTS`, or one port per instance
+    ports: Mapping[str, int | Sequence[int]] = field(default_factory=dict)
+    #: instances per service (readhistory, accesshttp and accessws may have several)
+    instances: Mapping[str, int] = field(default_factory=dict)
+    #: the lock directory of single-instance services (None: /tmp)
+    lock_dir: str | os.PathLike[str] | None = None
+    #: what runs ``exchange-server`` (None: :func:`default_command`)
+    command: str | Sequence[str] | None = None
+    #: extra environment of the services and scripts
+    environment: Mapping[str, str] = field(default_factory=dict)
+    #: the matchengine's assets and markets (None: the original's samples)
+    assets: list[dict[str, Any]] | None = None
+    markets: list[dict[str, Any]] | None = None
+    auth_url: str = DEFAULT_AUTH_URL
+    sign_url: str = DEFAULT_SIGN_URL
+    log_flag: str = "fatal,error,warn,info"
+    #: process.file_limit (None: :func:`default_file_limit`)
+    file_limit: int | None = None
+    #: a Prometheus metrics block per process, check_health.sh and monitoring/
+    metrics: bool = True
+    server_name: str = "_"
+    #: nginx's internal server (the full API): a loopback or private address only
+    http_listen: str = "127.0.0.1:8000"
+    https_listen: str = "443"
+    ssl_certificate: str = DEFAULT_SSL_CERTIFICATE
+    ssl_certificate_key: str = DEFAULT_SSL_CERTIFICATE_KEY
+    #: nginx's ``host:port`` lists (None: the instances generated here); ``public_upstreams``:
+    #: the accesshttp public listeners for nginx's public server
+    http_upstreams: Sequence[str] | None = None
+    public_upstreams: Sequence[str] | None = None
+    ws_upstreams: Sequence[str] | None = None
+    nginx_user: str | None = None
+    nginx_workers: str = "auto"
+    systemd_user: str | None = None
+    #: the templates folder (None: :func:`templates_dir`'s search)
+    templates: str | os.PathLike[str] | None = None
+    #: overwrite existing files
+    force: bool = False
+
+
+# -- the services' configs -----------------------------------------------------------------------
+
+
+def _db(mysql: MysqlConfig, name: str) -> dict[str, Any]:
+    return {"host": mysql.host, "port": mysql.port, "user": mysql.user, "pass": mysql.password,
+            "name": name}
+
+
+@dataclass
+class _ConfigBuilder:
+    """Each service's ``conf/config.json`` (the services table names the method per service)."""
+
+    deployment: Deployment
+    options: DeployOptions
+    file_limit: int
+    assets: list[dict[str, Any]]
+    markets: list[dict[str, Any]]
+    #: the public ``wss://`` address of the WebSocket API (None: not known, no server name)
+    ws_url: str | None = None
+
+    @property
+    def redis(self) -> dict[str, Any]:
+        o = self.options
+        return {"name": o.sentinel_master, "addr": list(o.sentinels), "db": o.redis_db}
+
+    def _one(self, service: str) -> Instance:
+        return self.deployment.of(service)[0]
+
+    def _client(self, service: str, first: int = 0) -> dict[str, Any]:
+        """An rpc client block reaching every instance of ``service`` (failover order starts
+        at instance ``first``, so that the gateways spread over the readhistory instances)."""
+        targets = self.deployment.of(service)
+        k = first % len(targets)
+        ordered = targets[k:] + targets[:k]
+        return {"name": service, "addr": [f"tcp@{t.address}:{t.port}" for t in ordered],
+                "max_pkg_size": CLIENT_MAX_PKG}
+
+    def _kafka(self, topic: str) -> dict[str, Any]:
+        return {"brokers": self.options.kafka, "topic": self.options.topic_prefix + topic,
+                "partition": 0}
+
+    def _rpc_svr(self, inst: Instance, max_pkg_size: int) -> dict[str, Any]:
+        return {"bind": [f"tcp@{inst.bind}:{inst.port}", f"udp@{inst.bind}:{inst.port}"],
+                "max_pkg_size": max_pkg_size, "heartbeat_check": False}
+
+    def _monitor(self, inst: Instance) -> dict[str, Any]:
+        return {"bind": [f"tcp@{inst.bind}:{inst.ports['monitor']}"], "max_pkg_size": 1000}
+
+    def build(self, inst: Instance) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "debug": False,
+            # core_limit 0: a Python service has no use for core files
+            "process": {"file_limit": self.file_limit, "core_limit": 0},
+            "log": {"path": str(inst.dir / "log" / inst.service), "flag": self.options.log_flag,
+                    "shift": "size", "max": 100_000_000, "num": 10},
+        }
+        if "metrics" in inst.ports:
+            data["metrics"] = {"bind": [f"tcp@{inst.bind}:{inst.ports['metrics']}"]}
+        if inst.service != "alertcenter":
+            alert = self._one("alertcenter")
+            data["alert"] = {"host": inst.name, "addr": f"{alert.address}:{alert.port}"}
+        data.update(SERVICE_TABLE[inst.service].config(self, inst))
+        return data
+
+    def matchengine(self, inst: Instance) -> dict[str, Any]:
+        o = self.options
+        data = {
+            "svr": self._rpc_svr(inst, 10240),
+            "cli": f"tcp@127.0.0.1:{inst.ports['cli']}",
+            "db_log": _db(o.mysql, o.db_log),
+            "db_history": _db(o.mysql, o.db_history),
+            "assets": self.assets,
+            "markets": self.markets,
+            "brokers": o.kafka,
+            "slice_interval": 3600,
+            "slice_keeptime": 259200,
+            "history_thread": 10,
+            "cache_timeout": 0.45,
+            # extensions: where the Kafka publisher keeps its mark
+            "bus_mark_file": str(inst.dir / "data" / "bus.mark"),
+        }
+        if o.topic_prefix:
+            data["kafka_topic_prefix"] = o.topic_prefix
+        return data
+
+    def readhistory(self, inst: Instance) -> dict[str, Any]:
+        return {
+            "svr": self._rpc_svr(inst, 1_000_000),
+            "db_history": _db(self.options.mysql, self.options.db_history),
+            "worker_num": 10,
+        }
+
+    def accesshttp(self, inst: Instance) -> dict[str, Any]:
+        data = {
+            "svr": {"bind": [f"tcp@{inst.bind}:{inst.port}"], "max_pkg_size": HTTP_MAX_PKG},
+            "monitor": self._monitor(inst),
+            "worker_num": 1,
+            "timeout": 1.0,
+            "matchengine": self._client("matchengine"),
+            "marketprice": self._client("marketprice"),
+            "readhistory": self._client("readhistory", inst.index - 1),
+            # extension: the listener nginx's public server reaches (public methods only)
+            "public": {"bind": [f"tcp@{inst.bind}:{inst.ports['public']}"]},
+        }
+        if self.ws_url is not None:
+            data["ws_url"] = self.ws_url  # the market page's WebSocket, through nginx
+        return data
+
+    def marketprice(self, inst: Instance) -> dict[str, Any]:
+        http = self._one("accesshttp")
+        return {
+            "svr": self._rpc_svr(inst, 10240),
+            "deals": self._kafka("deals"),
+            "redis": self.redis,
+            "accesshttp": f"http://{http.address}:{http.port}/",
+            "sec_max": 604800,
+            "min_max": 525600,
+            "hour_max": 87600,
+            "cache_timeout": 0.45,
+        }
+
+    def accessws(self, inst: Instance) -> dict[str, Any]:
+        from exchange_server.accessws.config import DEFAULT_DEPTH_LIMIT, DEFAULT_DEPTH_MERGE
+
+        return {
+            "svr": {"bind": [f"tcp@{inst.bind}:{inst.port}"], "max_pkg_size": HTTP_MAX_PKG,
+                    "protocol": "chat", "keep_alive": WS_KEEP_ALIVE},
+            "monitor": self._monitor(inst),
+            "worker_num": 1,
+            "matchengine": self._client("matchengine"),
+            "marketprice": self._client("marketprice"),
+            "readhistory": self._client("readhistory", inst.index - 1),
+            "deals": self._kafka("deals"),
+            "orders": self._kafka("orders"),
+            "balances": self._kafka("balances"),
+            "stops": self._kafka("stops"),
+            "auth_url": self.options.auth_url,
+            "sign_url": self.options.sign_url,
+            "backend_timeout": 1.0,
+            "cache_timeout": 10.0,
+            "deals_interval": 0.5,
+            "price_interval": 0.5,
+            "state_interval": 0.5,
+            "today_interval": 0.5,
+            "kline_interval": 0.5,
+            "depth_interval": 0.5,
+            "depth_limit": list(DEFAULT_DEPTH_LIMIT),
+            "depth_merge": list(DEFAULT_DEPTH_MERGE),
+        }
+
+    def alertcenter(self, inst: Instance) -> dict[str, Any]:
+        return {
+            "svr": {"bind": [f"udp@{inst.bind}:{inst.port}", f"tcp@{inst.bind}:{inst.port}"],
+                    "max_pkg_size": 10240},
+            "redis": self.redis,
+        }
+
+
+# -- the services table --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceRow:
+    """One service of the kit: everything :func:`generate` needs to know about it."""
+
+    name: str
+    #: role -> the original's sample port (config.md 1): "svr" (the main port), then the
+    #: extra listeners; the metrics port (svr + METRICS_OFFSET) is added by :attr:`ports`
+    sample_ports: Mapping[str, int]
+    #: its ``conf/config.json`` beyond the common blocks (process, log, metrics, alert)
+    config: Callable[[_ConfigBuilder, Instance], dict[str, Any]]
+    #: may run as several instances on one host (the others are single, config.md 1)
+    multi: bool = False
+    #: systemd ``After=``: other units, or service names (then every instance of it)
+    after: tuple[str, ...] = ()
+    #: seconds a graceful stop may take (stop.sh, TimeoutStopSec=)
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT
+    #: what a graceful stop does, for stop.sh's comment
+    stop_note: str = "requests in flight are answered"
+    #: directories of its own beside log/ (created empty)
+    dirs: tuple[str, ...] = ()
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Role -> default port, the metrics port included."""
+        return {**self.sample_ports, "metrics": self.sample_ports["svr"] + METRICS_OFFSET}
+
+    def port_key(self, role: str) -> str:
+        """The key of :data:`DEFAULT_PORTS` (and of ``--port``) for one of its roles."""
+        return self.name if role == "svr" else f"{self.name}_{role}"
+
+
+#: The services in start order (stop order is the reverse): marketprice asks accesshttp for
+#: market.list at start-up, which asks the matchengine.
+SERVICE_TABLE: dict[str, ServiceRow] = {row.name: row for row in (
+    ServiceRow("alertcenter", {"svr": 4444}, _ConfigBuilder.alertcenter,
+               after=("redis-server.service", "redis-sentinel.service")),
+    ServiceRow("matchengine", {"svr": 7316, "cli": 7317}, _ConfigBuilder.matchengine,
+               after=("mariadb.service", "kafka.service", "alertcenter"),
+               # it flushes the operation log, history and Kafka and writes its final slice
+               # (the process runner allows 120 s for the service's stop)
+               stop_timeout=180,
+               stop_note="the matchengine flushes its operation log, history and Kafka "
+                         "messages and writes a final slice",
+               dirs=("data",)),
+    ServiceRow("readhistory", {"svr": 7424}, _ConfigBuilder.readhistory, multi=True,
+               after=("mariadb.service", "alertcenter")),
+    ServiceRow("accesshttp", {"svr": 8080, "monitor": 8081,
+                              # the public listener (public market-data methods only), what
+                              # nginx's public server reaches
+                              "public": 8082},
+               _ConfigBuilder.accesshttp, multi=True, after=("matchengine", "readhistory")),
+    ServiceRow("marketprice", {"svr": 7416}, _ConfigBuilder.marketprice,
+               after=("redis-sentinel.service", "kafka.service", "accesshttp")),
+    ServiceRow("accessws", {"svr": 8090, "monitor": 8091}, _ConfigBuilder.accessws, multi=True,
+               after=("kafka.service", "marketprice", "readhistory")),
+)}
+SERVICES = tuple(SERVICE_TABLE)
+#: Every port key (``--port KEY=PORT``) and its default: a service's name is its main port, the
+#: others its extra listeners (``accesshttp_public``, ``matchengine_metrics``...).
+DEFAULT_PORTS: dict[str, int] = {row.port_key(role): port for row in SERVICE_TABLE.values()
+                                 for role, port in row.ports.items()}
+
+
 # -- helpers -------------------------------------------------------------------------------------
 
 
@@ -188,18 +475,6 @@ def templates_dir(override: str | os.PathLike[str] | None = None) -> Path:
                       f"set ${_TEMPLATES_ENV} to the deploy/templates folder of the sources")
 
 
-def render(text: str, values: Mapping[str, object], what: str = "template") -> str:
-    """Fill the ``{{name}}`` placeholders of ``text``; every one must have a value."""
-
-    def sub(match: re.Match[str]) -> str:
-        key = match.group(1)
-        if key not in values:
-            raise DeployError(f"{what}: no value for {{{{{key}}}}}")
-        return str(values[key])
-
-    return _PLACEHOLDER.sub(sub, text)
-
-
 def default_command() -> tuple[list[str], dict[str, str]]:
     """The command that runs this installation (the console script beside the interpreter,
     else ``python -m exchange_server``) and the environment it needs (PYTHONPATH when the
@@ -211,6 +486,11 @@ def default_command() -> tuple[list[str], dict[str, str]]:
     sites = {Path(p).resolve() for p in site.getsitepackages() + [site.getusersitepackages()]}
     env = {} if package_root in sites else {"PYTHONPATH": str(package_root)}
     return [sys.executable, "-m", "exchange_server"], env
+
+
+def default_file_limit() -> int:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return FILE_LIMIT if hard == resource.RLIM_INFINITY else min(FILE_LIMIT, hard)
 
 
 def _sh(value: object) -> str:
@@ -234,22 +514,29 @@ def _nginx_size(size: int) -> str:
     return f"{size // 1024}k" if size % 1024 == 0 else str(size)
 
 
-def _port_roles(service: str) -> dict[str, str]:
-    """Port key -> role in :attr:`Instance.ports`."""
-    roles = {service: "svr"}
-    for key in DEFAULT_PORTS:
-        if key.startswith(service + "_"):
-            roles[key] = key[len(service) + 1:]
-    return roles
+def _instance_counts(instances: Mapping[str, int]) -> dict[str, int]:
+    counts = dict.fromkeys(SERVICE_TABLE, 1)
+    for service, count in instances.items():
+        row = SERVICE_TABLE.get(service)
+        if row is None:
+            raise DeployError(f"instances: unknown service {service!r}")
+        if not row.multi and count != 1:
+            raise DeployError(f"instances: {service} runs as exactly one instance")
+        if count < 1:
+            raise DeployError(f"instances: {service} needs at least one instance")
+        counts[service] = count
+    return counts
 
 
-def _instance_ports(service: str, count: int, ports: Mapping[str, int | Sequence[int]],
-                    metrics: bool = True) -> list[dict[str, int]]:
+def _instance_ports(row: ServiceRow, count: int, ports: Mapping[str, int | Sequence[int]],
+                    metrics: bool) -> list[dict[str, int]]:
+    """Role -> port of each of the ``count`` instances of ``row``'s service."""
     result: list[dict[str, int]] = [{} for _ in range(count)]
-    for key, role in _port_roles(service).items():
+    for role, default in row.ports.items():
         if role == "metrics" and not metrics:
             continue
-        value = ports.get(key, DEFAULT_PORTS[key])
+        key = row.port_key(role)
+        value = ports.get(key, default)
         if isinstance(value, int):
             values = [value + PORT_STEP * i for i in range(count)]
         else:
@@ -264,113 +551,32 @@ def _instance_ports(service: str, count: int, ports: Mapping[str, int | Sequence
     return result
 
 
-def default_file_limit() -> int:
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    return FILE_LIMIT if hard == resource.RLIM_INFINITY else min(FILE_LIMIT, hard)
-
-
-def _db(mysql: MysqlConfig, name: str) -> dict[str, Any]:
-    return {"host": mysql.host, "port": mysql.port, "user": mysql.user, "pass": mysql.password,
-            "name": name}
-
-
-# -- the generator -------------------------------------------------------------------------------
-
-
-def generate(target_dir: str | os.PathLike[str], *,
-             host: str = "127.0.0.1",
-             bind: str | None = None,
-             hosts: Mapping[str, str] | None = None,
-             mysql: MysqlConfig | None = None,
-             db_log: str = "trade_log",
-             db_history: str = "trade_history",
-             sentinels: Sequence[str] = ("127.0.0.1:26379",),
-             sentinel_master: str = "mymaster",
-             redis_db: int = 0,
-             kafka: str = "127.0.0.1:9092",
-             topic_prefix: str = "",
-             ports: Mapping[str, int | Sequence[int]] | None = None,
-             instances: Mapping[str, int] | None = None,
-             lock_dir: str | os.PathLike[str] | None = None,
-             command: str | Sequence[str] | None = None,
-             environment: Mapping[str, str] | None = None,
-             assets: list[dict[str, Any]] | None = None,
-             markets: list[dict[str, Any]] | None = None,
-             auth_url: str = DEFAULT_AUTH_URL,
-             sign_url: str = DEFAULT_SIGN_URL,
-             log_flag: str = "fatal,error,warn,info",
-             file_limit: int | None = None,
-             metrics: bool = True,
-             server_name: str = "_",
-             http_listen: str = "127.0.0.1:8000",
-             https_listen: str = "443",
-             ssl_certificate: str = DEFAULT_SSL_CERTIFICATE,
-             ssl_certificate_key: str = DEFAULT_SSL_CERTIFICATE_KEY,
-             http_upstreams: Sequence[str] | None = None,
-             public_upstreams: Sequence[str] | None = None,
-             ws_upstreams: Sequence[str] | None = None,
-             nginx_user: str | None = None,
-             nginx_workers: str = "auto",
-             systemd_user: str | None = None,
-             templates: str | os.PathLike[str] | None = None,
-             force: bool = False) -> Deployment:
-    """Write the deployment tree under ``target_dir`` (see the module's docstring).
-
-    ``host``: where the services reach each other (one machine); ``hosts`` overrides it per
-    service or instance name (``{"matchengine": "10.0.0.5"}``) for a spread-out topology.
-    ``bind``: the address every service listens on (default: its own address).  ``mysql``
-    gives the server and account (its ``name`` is ignored: ``db_log`` / ``db_history``).
-    ``sentinels`` / ``sentinel_master`` / ``redis_db``: the Redis Sentinel block of
-    marketprice and alertcenter.  ``kafka``: the brokers; ``topic_prefix`` prefixes the topic
-    names (extension, several systems on one cluster).  ``ports``: base ports by key of
-    :data:`DEFAULT_PORTS`, or one port per instance.  ``lock_dir``: the lock directory of
-    single-instance services (default /tmp).  ``command``: what runs ``exchange-server``
-    (default :func:`default_command`).  ``http_upstreams`` / ``ws_upstreams``: nginx's
-    ``host:port`` list (default: the instances generated here); ``public_upstreams``: the
-    accesshttp public listeners for nginx's public server.  ``http_listen``: nginx's internal
-    server (the full API), a loopback or private address only.  Existing files are only
-    overwritten with ``force``.
-    """
-    check_internal_listen(http_listen)
-    root = Path(target_dir).resolve()
-    counts = dict.fromkeys(SERVICES, 1)
-    for service, count in (instances or {}).items():
-        if service not in counts:
-            raise DeployError(f"instances: unknown service {service!r}")
-        if count < 1 or (count > 1 and service not in MULTI_INSTANCE):
-            raise DeployError(f"instances: {service} runs as exactly one instance"
-                              if service not in MULTI_INSTANCE else
-                              f"instances: {service} needs at least one instance")
-        counts[service] = count
-    ports = dict(ports or {})
-    for key in ports:
+def _instances(root: Path, options: DeployOptions) -> list[Instance]:
+    """Every instance, in start order, with its address, ports and lock directory."""
+    counts = _instance_counts(options.instances)
+    for key in options.ports:
         if key not in DEFAULT_PORTS:
             raise DeployError(f"ports: unknown key {key!r} (one of {', '.join(DEFAULT_PORTS)})")
-    hosts = dict(hosts or {})
-    mysql = mysql or DEFAULT_MYSQL
-    if command is None:
-        argv, env = default_command()
-    else:
-        argv, env = (shlex.split(command) if isinstance(command, str) else list(command)), {}
-    env.update(environment or {})
-    tdir = templates_dir(templates)
-
-    # -- instances
-    all_instances: list[Instance] = []
-    for service in SERVICES:
-        count = counts[service]
-        for i, inst_ports in enumerate(_instance_ports(service, count, ports, metrics),
-                                       start=1):
-            name = service if i == 1 else f"{service}-{i}"
-            address = hosts.get(name, hosts.get(service, host))
+    result: list[Instance] = []
+    for row in SERVICE_TABLE.values():
+        count = counts[row.name]
+        per_instance = _instance_ports(row, count, options.ports, options.metrics)
+        for i, inst_ports in enumerate(per_instance, start=1):
+            name = row.name if i == 1 else f"{row.name}-{i}"
+            address = options.hosts.get(name, options.hosts.get(row.name, options.host))
             directory = root / name
-            all_instances.append(Instance(
-                service=service, name=name, index=i, dir=directory, address=address,
-                bind=bind if bind is not None else address, ports=inst_ports,
+            result.append(Instance(
+                service=row.name, name=name, index=i, dir=directory, address=address,
+                bind=options.bind if options.bind is not None else address, ports=inst_ports,
                 lock_dir=(directory / "run") if count > 1 else
-                (Path(lock_dir).resolve() if lock_dir is not None else None)))
+                (Path(options.lock_dir).resolve() if options.lock_dir is not None else None)))
+    _check_port_clashes(result)
+    return result
+
+
+def _check_port_clashes(instances: Sequence[Instance]) -> None:
     seen: dict[tuple[str, int], str] = {}
-    for inst in all_instances:
+    for inst in instances:
         for role, port in inst.ports.items():
             where = "127.0.0.1" if role == "cli" else inst.local_address
             other = seen.get((where, port))
@@ -378,149 +584,238 @@ def generate(target_dir: str | os.PathLike[str], *,
                 raise DeployError(f"port {port} on {where}: both {other} and {inst.name} "
                                   f"({role})")
             seen[(where, port)] = f"{inst.name} ({role})"
-    deployment = Deployment(root, all_instances)
 
-    # -- configs
-    samples = default_matchengine_data()
+
+def _command(options: DeployOptions) -> tuple[list[str], dict[str, str]]:
+    """What runs ``exchange-server`` and the environment it needs."""
+    if options.command is None:
+        argv, env = default_command()
+    elif isinstance(options.command, str):
+        argv, env = shlex.split(options.command), {}
+    else:
+        argv, env = list(options.command), {}
+    env.update(options.environment)
+    return argv, env
+
+
+def _shell_environment(env: Mapping[str, str]) -> str:
+    """Shell lines exporting ``env`` (PYTHONPATH is prepended to the caller's)."""
+    text = "".join(f"{key}={_sh(value)}; export {key}\n" for key, value in sorted(env.items())
+                   if key != "PYTHONPATH")
+    if "PYTHONPATH" in env:
+        text += (f"PYTHONPATH={_sh(env['PYTHONPATH'])}${{PYTHONPATH:+:$PYTHONPATH}}; "
+                 "export PYTHONPATH\n")
+    return text.rstrip("\n")
+
+
+# -- the generator -------------------------------------------------------------------------------
+
+
+def generate(target_dir: str | os.PathLike[str],
+             options: DeployOptions | None = None) -> Deployment:
+    """Write the deployment tree under ``target_dir`` (see the module's docstring and
+    :class:`DeployOptions`).  Existing files are only overwritten with ``options.force``."""
+    options = options or DeployOptions()
+    check_internal_listen(options.http_listen)
+    root = Path(target_dir).resolve()
+    deployment = Deployment(root, _instances(root, options))
+    argv, env = _command(options)
+    kit = _Kit(deployment, options, templates_dir(options.templates), argv, env)
+    file_limit = options.file_limit
     if file_limit is None:
         file_limit = default_file_limit()
+    samples = default_matchengine_data()
     builder = _ConfigBuilder(
-        deployment, file_limit=file_limit, mysql=mysql, db_log=db_log, db_history=db_history,
-        redis={"name": sentinel_master, "addr": list(sentinels), "db": redis_db},
-        kafka=kafka, topic_prefix=topic_prefix, log_flag=log_flag,
-        assets=assets if assets is not None else samples["assets"],
-        markets=markets if markets is not None else samples["markets"],
-        auth_url=auth_url, sign_url=sign_url,
-        ws_url=public_ws_url(server_name, https_listen))
-    for inst in all_instances:
+        deployment, options, file_limit=file_limit,
+        assets=options.assets if options.assets is not None else samples["assets"],
+        markets=options.markets if options.markets is not None else samples["markets"],
+        ws_url=public_ws_url(options.server_name, options.https_listen))
+    for inst in deployment.instances:
         deployment.configs[inst.name] = builder.build(inst)
-
-    # -- files
-    writer = _Writer(root, force)
-    exec_env = "".join(f"{key}={_sh(value)}; export {key}\n" for key, value in sorted(env.items())
-                       if key != "PYTHONPATH")
-    if "PYTHONPATH" in env:
-        exec_env += (f"PYTHONPATH={_sh(env['PYTHONPATH'])}${{PYTHONPATH:+:$PYTHONPATH}}; "
-                     "export PYTHONPATH\n")
-    command_text = " ".join(_sh(a) for a in argv)
-
-    def template(name: str) -> str:
-        return (tdir / name).read_text(encoding="utf-8")
-
-    for inst in all_instances:
-        lock_args = f"--lock-dir {_sh(inst.lock_dir)}" if inst.lock_dir is not None else ""
-        stop_timeout = STOP_TIMEOUT.get(inst.service, DEFAULT_STOP_TIMEOUT)
-        values: dict[str, object] = {
-            "instance": inst.name, "service": inst.service, "dir": _sh(inst.dir),
-            "lock_file": _sh(inst.lock_file), "lock_args": lock_args,
-            "command": command_text, "environment": exec_env.rstrip("\n"),
-            "stop_timeout": stop_timeout,
-            "stop_note": "the matchengine flushes its operation log, history and Kafka messages "
-                         "and writes a final slice" if inst.service == "matchengine" else
-                         "requests in flight are answered",
-        }
-        writer.mkdir(inst.dir / "log")
-        if inst.lock_dir is not None:
-            writer.mkdir(inst.lock_dir)
-        if inst.service == "matchengine":
-            writer.mkdir(inst.dir / "data")
-        writer.write(inst.config_path,
-                     json.dumps(deployment.configs[inst.name], indent=4) + "\n")
-        for tname, out, mode in (("bin.sh", inst.dir / "bin" / inst.service, 0o755),
-                                 ("stop.sh", inst.dir / "shell" / "stop.sh", 0o755),
-                                 ("restart.sh", inst.dir / "shell" / "restart.sh", 0o755),
-                                 ("check_alive.sh", inst.dir / "shell" / "check_alive.sh", 0o755)):
-            writer.write(out, render(template(tname), values, tname), mode)
-        writer.write(root / "systemd" / inst.unit,
-                     render(template("systemd.service"),
-                            _unit_values(inst, deployment, argv, env, systemd_user,
-                                         file_limit),
-                            "systemd.service"))
-    writer.write(root / "systemd" / "exchange.target",
-                 render(template("systemd.target"),
-                        {"units": " ".join(i.unit for i in all_instances)}, "systemd.target"))
-
-    steps = "\n".join(f"start {inst.name} {_sh(inst.local_address)} {inst.port}"
-                      for inst in all_instances)
-    writer.write(root / "start_all.sh",
-                 render(template("start_all.sh"), {"root": _sh(root), "steps": steps},
-                        "start_all.sh"), 0o755)
-    writer.write(root / "stop_all.sh",
-                 render(template("stop_all.sh"),
-                        {"root": _sh(root),
-                         "names": " ".join(i.name for i in reversed(all_instances))},
-                        "stop_all.sh"), 0o755)
-
-    # -- nginx
-    ndir = deployment.nginx_dir
-    for sub in ("logs", "run", "tmp"):
-        writer.mkdir(ndir / sub)
-
-    def upstream(addresses: Sequence[str]) -> str:
-        return "\n".join(f"    server {a} max_fails=1 fail_timeout=10s;" for a in addresses)
-
-    http_servers = list(http_upstreams) if http_upstreams is not None else [
-        f"{i.local_address}:{i.port}" for i in deployment.of("accesshttp")]
-    public_servers = list(public_upstreams) if public_upstreams is not None else [
-        f"{i.local_address}:{i.ports['public']}" for i in deployment.of("accesshttp")]
-    ws_servers = list(ws_upstreams) if ws_upstreams is not None else [
-        f"{i.local_address}:{i.port}" for i in deployment.of("accessws")]
-    if not http_servers or not public_servers or not ws_servers:
-        raise DeployError("nginx: the upstreams need at least one server each")
-    writer.write(ndir / "exchange.conf", render(template("nginx-exchange.conf"), {
-        "accesshttp_servers": upstream(http_servers),
-        "accesshttp_public_servers": upstream(public_servers),
-        "accessws_servers": upstream(ws_servers),
-        "http_listen": http_listen, "https_listen": https_listen, "server_name": server_name,
-        "access_log": _nginx_arg(str(ndir / "logs" / "access.log")),
-        "locations": _nginx_arg(str(ndir / "exchange-locations.conf")),
-        "public_locations": _nginx_arg(str(ndir / "exchange-public-locations.conf")),
-        "ssl_certificate": _nginx_arg(ssl_certificate),
-        "ssl_certificate_key": _nginx_arg(ssl_certificate_key),
-    }, "nginx-exchange.conf"))
-    writer.write(ndir / "exchange-locations.conf", render(template("nginx-locations.conf"), {
-        "max_body": _nginx_size(HTTP_MAX_PKG), "ws_timeout": WS_KEEP_ALIVE + 60,
-    }, "nginx-locations.conf"))
-    writer.write(ndir / "exchange-public-locations.conf",
-                 render(template("nginx-public-locations.conf"), {
-                     "public_locations": public_locations(), "ws_timeout": WS_KEEP_ALIVE + 60,
-                 }, "nginx-public-locations.conf"))
-    writer.write(ndir / "nginx.conf", render(template("nginx-main.conf"), {
-        "nginx_dir": _nginx_arg(str(ndir)), "worker_processes": nginx_workers,
-        "user": f"user {nginx_user};\n" if nginx_user else "",
-    }, "nginx-main.conf"))
-
-    table = "\n".join(
-        f"| {i.name} | {i.service} | "
-        + ", ".join(f"{role} {i.local_address if role != 'cli' else '127.0.0.1'}:{port}"
-                    for role, port in i.ports.items())
-        + f" | {i.lock_file} |" for i in all_instances)
-    writer.write(root / "README.md", render(template("README.md"),
-                                            {"root": root, "table": table}, "README.md"))
-    if metrics:
-        _write_monitoring(writer, deployment, tdir, command_text, exec_env)
-    deployment.files = writer.written
+    for inst in deployment.instances:
+        kit.write_instance(inst, file_limit)
+    kit.write_tree()
+    kit.write_nginx()
+    kit.write_readme()
+    if options.metrics:
+        kit.write_monitoring()
+    deployment.files = kit.written
     return deployment
 
 
-def _write_monitoring(writer: _Writer, deployment: Deployment, tdir: Path, command: str,
-                      exec_env: str) -> None:
-    """check_health.sh (``exchange-server status -c ROOT``) and monitoring/: the thresholds it
-    judges by, a Prometheus scrape config and alert rules, a Grafana dashboard.  The rules and
-    the dashboard are copied verbatim (their ``{{ $labels... }}`` are Prometheus' and
-    Grafana's own templates)."""
-    from exchange_server.status.collect import Thresholds
+#: The per-instance scripts: template -> where it goes in the instance's directory.
+INSTANCE_SCRIPTS = {
+    "bin.sh": "bin/{service}",
+    "stop.sh": "shell/stop.sh",
+    "restart.sh": "shell/restart.sh",
+    "check_alive.sh": "shell/check_alive.sh",
+}
 
-    root = deployment.root
-    mon = root / "monitoring"
-    writer.write(root / "check_health.sh", render(
-        (tdir / "check_health.sh").read_text(encoding="utf-8"),
-        {"root": _sh(root), "command": command, "environment": exec_env.rstrip("\n")},
-        "check_health.sh"), 0o755)
-    writer.write(mon / "thresholds.json", json.dumps(asdict(Thresholds()), indent=4) + "\n")
-    for name in ("prometheus-rules.yml", "grafana-dashboard.json"):
-        writer.write(mon / name, (tdir / name).read_text(encoding="utf-8"))
-    writer.write(mon / "prometheus.yml", prometheus_config(deployment, mon / "prometheus-rules.yml"))
+
+@dataclass
+class _Kit:
+    """Writes the files of one deployment from the templates."""
+
+    deployment: Deployment
+    options: DeployOptions
+    templates: Path
+    #: the command that runs exchange-server, and its environment
+    argv: list[str]
+    env: dict[str, str]
+    written: list[Path] = field(default_factory=list)
+
+    @property
+    def root(self) -> Path:
+        return self.deployment.root
+
+    @property
+    def command_text(self) -> str:
+        return " ".join(_sh(a) for a in self.argv)
+
+    def write(self, path: Path, text: str, mode: int = 0o644) -> None:
+        if path.exists() and not self.options.force:
+            raise DeployError(f"{path} exists (use --force to overwrite the generated files)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        path.chmod(mode)
+        self.written.append(path)
+
+    def template(self, name: str) -> str:
+        return (self.templates / name).read_text(encoding="utf-8")
+
+    def write_template(self, name: str, path: Path, values: Mapping[str, object],
+                       mode: int = 0o644) -> None:
+        self.write(path, render(self.template(name), values, name), mode)
+
+    def write_instance(self, inst: Instance, file_limit: int) -> None:
+        """The instance's directory (config, bin/, shell/, log/...) and its systemd unit."""
+        row = SERVICE_TABLE[inst.service]
+        for sub in ("log", *row.dirs):
+            (inst.dir / sub).mkdir(parents=True, exist_ok=True)
+        if inst.lock_dir is not None:
+            inst.lock_dir.mkdir(parents=True, exist_ok=True)
+        self.write(inst.config_path,
+                   json.dumps(self.deployment.configs[inst.name], indent=4) + "\n")
+        values: dict[str, object] = {
+            "instance": inst.name, "service": inst.service, "dir": _sh(inst.dir),
+            "lock_file": _sh(inst.lock_file),
+            "lock_args": f"--lock-dir {_sh(inst.lock_dir)}" if inst.lock_dir is not None else "",
+            "command": self.command_text, "environment": _shell_environment(self.env),
+            "stop_timeout": row.stop_timeout, "stop_note": row.stop_note,
+        }
+        for name, where in INSTANCE_SCRIPTS.items():
+            self.write_template(name, inst.dir / where.format(service=inst.service), values,
+                                0o755)
+        self.write_template("systemd.service", self.root / "systemd" / inst.unit,
+                            self.unit_values(inst, file_limit))
+
+    def unit_values(self, inst: Instance, file_limit: int) -> dict[str, object]:
+        row = SERVICE_TABLE[inst.service]
+        args = [*self.argv, inst.service, "-c", str(inst.config_path), "--log-stderr"]
+        if inst.lock_dir is not None:
+            args += ["--lock-dir", str(inst.lock_dir)]
+        after = [unit for item in row.after for unit in (
+            [i.unit for i in self.deployment.of(item)] if item in SERVICE_TABLE else [item])]
+        user = self.options.systemd_user
+        return {
+            "instance": inst.name, "service": inst.service, "unit": inst.unit, "dir": inst.dir,
+            "after": "".join(f" {unit}" for unit in after),
+            "user": f"User={user}\n" if user else "",
+            "environment": "".join(f"Environment={_systemd_arg(f'{k}={v}')}\n"
+                                   for k, v in sorted(self.env.items())),
+            "exec_start": " ".join(_systemd_arg(a) for a in args),
+            "timeout_stop": row.stop_timeout,
+            # systemd sets both limits (the service then has nothing left to raise)
+            "limit_nofile": f"LimitNOFILE={file_limit}\n" if file_limit else "",
+        }
+
+    def write_tree(self) -> None:
+        """exchange.target, start_all.sh and stop_all.sh: the whole tree in dependency order."""
+        instances = self.deployment.instances
+        self.write_template("systemd.target", self.root / "systemd" / "exchange.target",
+                            {"units": " ".join(i.unit for i in instances)})
+        steps = "\n".join(f"start {inst.name} {_sh(inst.local_address)} {inst.port}"
+                          for inst in instances)
+        self.write_template("start_all.sh", self.root / "start_all.sh",
+                            {"root": _sh(self.root), "steps": steps}, 0o755)
+        self.write_template("stop_all.sh", self.root / "stop_all.sh",
+                            {"root": _sh(self.root),
+                             "names": " ".join(i.name for i in reversed(instances))}, 0o755)
+
+    def write_readme(self) -> None:
+        """The tree's README.md: its instances, their ports and lock files."""
+        table = "\n".join(
+            f"| {i.name} | {i.service} | "
+            + ", ".join(f"{role} {i.local_address if role != 'cli' else '127.0.0.1'}:{port}"
+                        for role, port in i.ports.items())
+            + f" | {i.lock_file} |" for i in self.deployment.instances)
+        self.write_template("README.md", self.root / "README.md",
+                            {"root": self.root, "table": table})
+
+    def _upstreams(self) -> tuple[list[str], list[str], list[str]]:
+        """nginx's accesshttp, accesshttp public and accessws servers."""
+        o, of = self.options, self.deployment.of
+        http = list(o.http_upstreams) if o.http_upstreams is not None else [
+            f"{i.local_address}:{i.port}" for i in of("accesshttp")]
+        public = list(o.public_upstreams) if o.public_upstreams is not None else [
+            f"{i.local_address}:{i.ports['public']}" for i in of("accesshttp")]
+        ws = list(o.ws_upstreams) if o.ws_upstreams is not None else [
+            f"{i.local_address}:{i.port}" for i in of("accessws")]
+        if not http or not public or not ws:
+            raise DeployError("nginx: the upstreams need at least one server each")
+        return http, public, ws
+
+    def write_nginx(self) -> None:
+        o, ndir = self.options, self.deployment.nginx_dir
+        for sub in ("logs", "run", "tmp"):
+            (ndir / sub).mkdir(parents=True, exist_ok=True)
+        http, public, ws = self._upstreams()
+        self.write_template("nginx-exchange.conf", ndir / "exchange.conf", {
+            "accesshttp_servers": _upstream(http),
+            "accesshttp_public_servers": _upstream(public),
+            "accessws_servers": _upstream(ws),
+            "http_listen": o.http_listen, "https_listen": o.https_listen,
+            "server_name": o.server_name,
+            "access_log": _nginx_arg(str(ndir / "logs" / "access.log")),
+            "locations": _nginx_arg(str(ndir / "exchange-locations.conf")),
+            "public_locations": _nginx_arg(str(ndir / "exchange-public-locations.conf")),
+            "ssl_certificate": _nginx_arg(o.ssl_certificate),
+            "ssl_certificate_key": _nginx_arg(o.ssl_certificate_key),
+        })
+        self.write_template("nginx-locations.conf", ndir / "exchange-locations.conf", {
+            "max_body": _nginx_size(HTTP_MAX_PKG), "ws_timeout": WS_KEEP_ALIVE + 60,
+        })
+        self.write_template("nginx-public-locations.conf",
+                            ndir / "exchange-public-locations.conf", {
+                                "public_locations": public_locations(),
+                                "ws_timeout": WS_KEEP_ALIVE + 60,
+                            })
+        self.write_template("nginx-main.conf", ndir / "nginx.conf", {
+            "nginx_dir": _nginx_arg(str(ndir)), "worker_processes": o.nginx_workers,
+            "user": f"user {o.nginx_user};\n" if o.nginx_user else "",
+        })
+
+    def write_monitoring(self) -> None:
+        """check_health.sh (``exchange-server status -c ROOT``) and monitoring/: the thresholds
+        it judges by, a Prometheus scrape config and alert rules, a Grafana dashboard.  The
+        rules and the dashboard are copied verbatim (their ``{{ $labels... }}`` are
+        Prometheus' and Grafana's own templates)."""
+        from exchange_server.status.collect import Thresholds
+
+        mon = self.root / "monitoring"
+        self.write_template("check_health.sh", self.root / "check_health.sh", {
+            "root": _sh(self.root), "command": self.command_text,
+            "environment": _shell_environment(self.env),
+        }, 0o755)
+        self.write(mon / "thresholds.json", json.dumps(asdict(Thresholds()), indent=4) + "\n")
+        for name in ("prometheus-rules.yml", "grafana-dashboard.json"):
+            self.write(mon / name, self.template(name))
+        self.write(mon / "prometheus.yml",
+                   prometheus_config(self.deployment, mon / "prometheus-rules.yml"))
+
+
+def _upstream(addresses: Sequence[str]) -> str:
+    return "\n".join(f"    server {a} max_fails=1 fail_timeout=10s;" for a in addresses)
 
 
 def prometheus_config(deployment: Deployment, rules: Path) -> str:
@@ -588,199 +883,6 @@ _PUBLIC_PROXY = f"""    proxy_pass http://exchange_accesshttp_public;
     proxy_next_upstream error timeout;
     client_max_body_size {_nginx_size(HTTP_MAX_PKG)};
 """
-
-
-def _unit_values(inst: Instance, deployment: Deployment, argv: list[str], env: dict[str, str],
-                 user: str | None, file_limit: int) -> dict[str, object]:
-    args = [*argv, inst.service, "-c", str(inst.config_path), "--log-stderr"]
-    if inst.lock_dir is not None:
-        args += ["--lock-dir", str(inst.lock_dir)]
-    after = {
-        "alertcenter": ["redis-server.service", "redis-sentinel.service"],
-        "matchengine": ["mariadb.service", "kafka.service", "exchange-alertcenter.service"],
-        "readhistory": ["mariadb.service", "exchange-alertcenter.service"],
-        "accesshttp": ["exchange-matchengine.service"]
-        + [i.unit for i in deployment.of("readhistory")],
-        "marketprice": ["redis-sentinel.service", "kafka.service"]
-        + [i.unit for i in deployment.of("accesshttp")],
-        "accessws": ["kafka.service", "exchange-marketprice.service"]
-        + [i.unit for i in deployment.of("readhistory")],
-    }[inst.service]
-    environment = "".join(f"Environment={_systemd_arg(f'{k}={v}')}\n" for k, v in sorted(env.items()))
-    return {
-        "instance": inst.name, "service": inst.service, "unit": inst.unit, "dir": inst.dir,
-        "after": "".join(f" {unit}" for unit in after),
-        "user": f"User={user}\n" if user else "",
-        "environment": environment,
-        "exec_start": " ".join(_systemd_arg(a) for a in args),
-        "timeout_stop": STOP_TIMEOUT.get(inst.service, DEFAULT_STOP_TIMEOUT),
-        # systemd sets both limits (the service then has nothing left to raise)
-        "limit_nofile": f"LimitNOFILE={file_limit}\n" if file_limit else "",
-    }
-
-
-class _Writer:
-    def __init__(self, root: Path, force: bool) -> None:
-        self.root = root
-        self.force = force
-        self.written: list[Path] = []
-
-    def mkdir(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-
-    def write(self, path: Path, text: str, mode: int = 0o644) -> None:
-        if path.exists() and not self.force:
-            raise DeployError(f"{path} exists (use --force to overwrite the generated files)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        path.chmod(mode)
-        self.written.append(path)
-
-
-@dataclass
-class _ConfigBuilder:
-    deployment: Deployment
-    file_limit: int
-    mysql: MysqlConfig
-    db_log: str
-    db_history: str
-    redis: dict[str, Any]
-    kafka: str
-    topic_prefix: str
-    log_flag: str
-    assets: list[dict[str, Any]]
-    markets: list[dict[str, Any]]
-    auth_url: str
-    sign_url: str
-    #: the public ``wss://`` address of the WebSocket API (None: not known, no server name)
-    ws_url: str | None = None
-
-    def _one(self, service: str) -> Instance:
-        return self.deployment.of(service)[0]
-
-    def _client(self, service: str, first: int = 0) -> dict[str, Any]:
-        """An rpc client block reaching every instance of ``service`` (failover order starts
-        at instance ``first``, so that the gateways spread over the readhistory instances)."""
-        targets = self.deployment.of(service)
-        k = first % len(targets)
-        ordered = targets[k:] + targets[:k]
-        return {"name": service, "addr": [f"tcp@{t.address}:{t.port}" for t in ordered],
-                "max_pkg_size": CLIENT_MAX_PKG}
-
-    def _kafka(self, topic: str) -> dict[str, Any]:
-        return {"brokers": self.kafka, "topic": self.topic_prefix + topic, "partition": 0}
-
-    def _rpc_svr(self, inst: Instance, max_pkg_size: int) -> dict[str, Any]:
-        return {"bind": [f"tcp@{inst.bind}:{inst.port}", f"udp@{inst.bind}:{inst.port}"],
-                "max_pkg_size": max_pkg_size, "heartbeat_check": False}
-
-    def build(self, inst: Instance) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "debug": False,
-            # core_limit 0: a Python service has no use for core files
-            "process": {"file_limit": self.file_limit, "core_limit": 0},
-            "log": {"path": str(inst.dir / "log" / inst.service), "flag": self.log_flag,
-                    "shift": "size", "max": 100_000_000, "num": 10},
-        }
-        if "metrics" in inst.ports:
-            data["metrics"] = {"bind": [f"tcp@{inst.bind}:{inst.ports['metrics']}"]}
-        if inst.service != "alertcenter":
-            alert = self._one("alertcenter")
-            data["alert"] = {"host": inst.name, "addr": f"{alert.address}:{alert.port}"}
-        getattr(self, f"_{inst.service}")(inst, data)
-        return data
-
-    def _matchengine(self, inst: Instance, data: dict[str, Any]) -> None:
-        data.update({
-            "svr": self._rpc_svr(inst, 10240),
-            "cli": f"tcp@127.0.0.1:{inst.ports['cli']}",
-            "db_log": _db(self.mysql, self.db_log),
-            "db_history": _db(self.mysql, self.db_history),
-            "assets": self.assets,
-            "markets": self.markets,
-            "brokers": self.kafka,
-            "slice_interval": 3600,
-            "slice_keeptime": 259200,
-            "history_thread": 10,
-            "cache_timeout": 0.45,
-            # extensions: where the Kafka publisher keeps its mark
-            "bus_mark_file": str(inst.dir / "data" / "bus.mark"),
-        })
-        if self.topic_prefix:
-            data["kafka_topic_prefix"] = self.topic_prefix
-
-    def _readhistory(self, inst: Instance, data: dict[str, Any]) -> None:
-        data.update({
-            "svr": self._rpc_svr(inst, 1_000_000),
-            "db_history": _db(self.mysql, self.db_history),
-            "worker_num": 10,
-        })
-
-    def _accesshttp(self, inst: Instance, data: dict[str, Any]) -> None:
-        data.update({
-            "svr": {"bind": [f"tcp@{inst.bind}:{inst.port}"], "max_pkg_size": HTTP_MAX_PKG},
-            "monitor": {"bind": [f"tcp@{inst.bind}:{inst.ports['monitor']}"],
-                        "max_pkg_size": 1000},
-            "worker_num": 1,
-            "timeout": 1.0,
-            "matchengine": self._client("matchengine"),
-            "marketprice": self._client("marketprice"),
-            "readhistory": self._client("readhistory", inst.index - 1),
-            # extension: the listener nginx's public server reaches (public methods only)
-            "public": {"bind": [f"tcp@{inst.bind}:{inst.ports['public']}"]},
-        })
-        if self.ws_url is not None:
-            data["ws_url"] = self.ws_url  # the market page's WebSocket, through nginx
-
-    def _marketprice(self, inst: Instance, data: dict[str, Any]) -> None:
-        http = self._one("accesshttp")
-        data.update({
-            "svr": self._rpc_svr(inst, 10240),
-            "deals": self._kafka("deals"),
-            "redis": dict(self.redis),
-            "accesshttp": f"http://{http.address}:{http.port}/",
-            "sec_max": 604800,
-            "min_max": 525600,
-            "hour_max": 87600,
-            "cache_timeout": 0.45,
-        })
-
-    def _accessws(self, inst: Instance, data: dict[str, Any]) -> None:
-        from exchange_server.accessws.config import DEFAULT_DEPTH_LIMIT, DEFAULT_DEPTH_MERGE
-
-        data.update({
-            "svr": {"bind": [f"tcp@{inst.bind}:{inst.port}"], "max_pkg_size": HTTP_MAX_PKG,
-                    "protocol": "chat", "keep_alive": WS_KEEP_ALIVE},
-            "monitor": {"bind": [f"tcp@{inst.bind}:{inst.ports['monitor']}"],
-                        "max_pkg_size": 1000},
-            "worker_num": 1,
-            "matchengine": self._client("matchengine"),
-            "marketprice": self._client("marketprice"),
-            "readhistory": self._client("readhistory", inst.index - 1),
-            "deals": self._kafka("deals"),
-            "orders": self._kafka("orders"),
-            "balances": self._kafka("balances"),
-            "stops": self._kafka("stops"),
-            "auth_url": self.auth_url,
-            "sign_url": self.sign_url,
-            "backend_timeout": 1.0,
-            "cache_timeout": 10.0,
-            "deals_interval": 0.5,
-            "price_interval": 0.5,
-            "state_interval": 0.5,
-            "today_interval": 0.5,
-            "kline_interval": 0.5,
-            "depth_interval": 0.5,
-            "depth_limit": list(DEFAULT_DEPTH_LIMIT),
-            "depth_merge": list(DEFAULT_DEPTH_MERGE),
-        })
-
-    def _alertcenter(self, inst: Instance, data: dict[str, Any]) -> None:
-        data.update({
-            "svr": {"bind": [f"udp@{inst.bind}:{inst.port}", f"tcp@{inst.bind}:{inst.port}"],
-                    "max_pkg_size": 10240},
-            "redis": dict(self.redis),
-        })
 
 
 # -- command line (``exchange-server deploy``) ---------------------------------------------------
@@ -868,32 +970,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     try:
-        counts = {k: int(v) for k, v in _key_values(args.instances, "--instances").items()}
-        ports: dict[str, int | list[int]] = {}
-        for key, value in _key_values(args.port, "--port").items():
-            values = [int(v) for v in value.split(",")]
-            ports[key] = values[0] if len(values) == 1 else values
-        assets = markets = None
-        if args.matchengine_config:
-            data = read_json(args.matchengine_config)
-            assets, markets = data.get("assets"), data.get("markets")
-        deployment = generate(
-            args.dir, host=args.host, bind=args.bind,
-            hosts=_key_values(args.service_host, "--service-host"),
-            mysql=MysqlConfig(host=args.mysql_host, port=args.mysql_port, user=args.mysql_user,
-                              password=args.mysql_password, name=""),
-            db_log=args.db_log, db_history=args.db_history,
-            sentinels=args.sentinel or ["127.0.0.1:26379"], sentinel_master=args.sentinel_master,
-            redis_db=args.redis_db, kafka=args.kafka, topic_prefix=args.topic_prefix,
-            ports=ports, instances=counts, lock_dir=args.lock_dir, command=args.command,
-            assets=assets, markets=markets, auth_url=args.auth_url, sign_url=args.sign_url,
-            log_flag=args.log_flag, file_limit=args.file_limit,
-            metrics=not args.no_metrics, server_name=args.server_name,
-            http_listen=args.http_listen, https_listen=args.https_listen,
-            ssl_certificate=args.ssl_certificate, ssl_certificate_key=args.ssl_certificate_key,
-            http_upstreams=args.http_upstream, public_upstreams=args.public_upstream,
-            ws_upstreams=args.ws_upstream,
-            nginx_user=args.nginx_user, systemd_user=args.systemd_user, force=args.force)
+        deployment = generate(args.dir, options_from_args(args))
     except (DeployError, ValueError) as e:
         print(f"exchange-server deploy: {e}", file=sys.stderr)
         return 2
@@ -907,5 +984,37 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_PORTS", "PORT_STEP", "SERVICES", "DeployError", "Deployment", "Instance",
-           "add_parser", "cmd_deploy", "default_command", "generate", "render", "templates_dir"]
+def options_from_args(args: argparse.Namespace) -> DeployOptions:
+    """The :class:`DeployOptions` of ``exchange-server deploy``'s command line."""
+    counts = {k: int(v) for k, v in _key_values(args.instances, "--instances").items()}
+    ports: dict[str, int | Sequence[int]] = {}
+    for key, value in _key_values(args.port, "--port").items():
+        values = [int(v) for v in value.split(",")]
+        ports[key] = values[0] if len(values) == 1 else values
+    assets = markets = None
+    if args.matchengine_config:
+        data = read_json(args.matchengine_config)
+        assets, markets = data.get("assets"), data.get("markets")
+    return DeployOptions(
+        host=args.host, bind=args.bind, hosts=_key_values(args.service_host, "--service-host"),
+        mysql=MysqlConfig(host=args.mysql_host, port=args.mysql_port, user=args.mysql_user,
+                          password=args.mysql_password, name=""),
+        db_log=args.db_log, db_history=args.db_history,
+        sentinels=tuple(args.sentinel or DeployOptions.sentinels),
+        sentinel_master=args.sentinel_master,
+        redis_db=args.redis_db, kafka=args.kafka, topic_prefix=args.topic_prefix,
+        ports=ports, instances=counts, lock_dir=args.lock_dir, command=args.command,
+        assets=assets, markets=markets, auth_url=args.auth_url, sign_url=args.sign_url,
+        log_flag=args.log_flag, file_limit=args.file_limit,
+        metrics=not args.no_metrics, server_name=args.server_name,
+        http_listen=args.http_listen, https_listen=args.https_listen,
+        ssl_certificate=args.ssl_certificate, ssl_certificate_key=args.ssl_certificate_key,
+        http_upstreams=args.http_upstream, public_upstreams=args.public_upstream,
+        ws_upstreams=args.ws_upstream,
+        nginx_user=args.nginx_user, systemd_user=args.systemd_user, force=args.force)
+
+
+__all__ = ["DEFAULT_PORTS", "PORT_STEP", "SERVICES", "SERVICE_TABLE", "DeployError",
+           "DeployOptions", "Deployment", "Instance", "KitTemplate", "ServiceRow", "add_parser",
+           "cmd_deploy", "default_command", "generate", "options_from_args", "render",
+           "templates_dir"]

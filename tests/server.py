@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("EXCHANGE_SHARED_DIR", REPO.parent / "shared"))
+#: The golden recordings the tests read (copies of shared/golden/ and its rpc/, cli/ and
+#: takeover/ fixtures, so a clone stands alone); EXCHANGE_SHARED_DIR points elsewhere.
+SHARED = Path(os.environ.get("EXCHANGE_SHARED_DIR", REPO / "tests" / "data"))
 
 
 #: Every server a test started: whatever a failing test left running is killed at exit.

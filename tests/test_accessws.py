@@ -670,8 +670,8 @@ async def test_list_subscribe_validation(stack: Stack, clients: list[WsClient]) 
     assert await c.error("price.subscribe", MARKET, 5, "LTCBCH") == (1, "invalid argument")
     conn = next(iter(stack.ws.connections))
     assert conn.price == [MARKET]
-    assert stack.ws.price.topics[MARKET].sessions == {conn}
-    assert not stack.ws.price.topics["ETHBCH"].sessions
+    assert stack.ws.market.price.topics[MARKET].sessions == {conn}
+    assert not stack.ws.market.price.topics["ETHBCH"].sessions
     assert await c.error("state.subscribe", "S" * 16) == (1, "invalid argument")
     assert await c.call("today.subscribe") == {"status": "success"}  # empty list: nothing
     too_many = [f"M{i}" for i in range(300)]
@@ -683,8 +683,8 @@ async def test_unknown_market_key_is_dropped(stack: Stack, clients: list[WsClien
     c = await connect(stack, clients)
     assert await c.call("price.subscribe", "NOSUCH", MARKET) == {"status": "success"}
     assert await c.call("depth.subscribe", "NOSUCH", 5, "0") == {"status": "success"}
-    await until(lambda: stack.ws is not None and "NOSUCH" not in stack.ws.price.topics
-                and not stack.ws.depth.topics)
+    await until(lambda: stack.ws is not None and "NOSUCH" not in stack.ws.market.price.topics
+                and not stack.ws.market.depth.topics)
     conn = next(iter(stack.ws.connections))
     assert conn.price == [MARKET] and conn.depth is None
     assert await c.quiet("depth.update", 0.2)
@@ -693,6 +693,7 @@ async def test_unknown_market_key_is_dropped(stack: Stack, clients: list[WsClien
 async def test_subscription_replacement(stack: Stack, clients: list[WsClient]) -> None:
     ws = stack.ws
     assert ws is not None
+    market = ws.market
     await stack.deposit(ALICE, "BCH", "1000")
     c = await connect(stack, clients)
     await c.call("kline.subscribe", MARKET, 60)
@@ -708,13 +709,14 @@ async def test_subscription_replacement(stack: Stack, clients: list[WsClient]) -
     await c.call("today.subscribe", MARKET)
     await c.call("today.subscribe", "ETHBCH")
     # a tick deletes the keys nobody subscribes any more
-    await until(lambda: set(ws.kline.topics) == {(MARKET, 3600)}
-                and set(ws.price.topics) == {"LTCBCH"}
-                and all(set(feed.topics) == {"ETHBCH"} for feed in (ws.deals, ws.state, ws.today)))
-    assert set(ws.kline.topics) == {(MARKET, 3600)}
-    assert set(ws.depth.topics) == {("ETHBCH", 10, "0")}
-    assert set(ws.price.topics) == {"LTCBCH"}
-    for feed in (ws.deals, ws.state, ws.today):
+    others = (market.deals, market.state, market.today)
+    await until(lambda: set(market.kline.topics) == {(MARKET, 3600)}
+                and set(market.price.topics) == {"LTCBCH"}
+                and all(set(feed.topics) == {"ETHBCH"} for feed in others))
+    assert set(market.kline.topics) == {(MARKET, 3600)}
+    assert set(market.depth.topics) == {("ETHBCH", 10, "0")}
+    assert set(market.price.topics) == {"LTCBCH"}
+    for feed in others:
         assert set(feed.topics) == {"ETHBCH"}, feed.name
     c.drain("depth.update")
     await stack.limit(ALICE, 2, "1", "100")

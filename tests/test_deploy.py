@@ -30,11 +30,15 @@ from exchange_server.alertcenter.config import load_alertcenter
 from exchange_server.common.config import MysqlConfig, load_matchengine
 from exchange_server.deploy import (
     DEFAULT_PORTS,
+    PORT_STEP,
+    SERVICE_TABLE,
     SERVICES,
     DeployError,
     Deployment,
+    DeployOptions,
     add_parser,
     generate,
+    options_from_args,
     render,
 )
 from exchange_server.marketprice.standalone import load_marketprice
@@ -66,7 +70,8 @@ def tcp_binds(data: dict[str, Any], key: str = "svr") -> list[str]:
 
 
 def test_layout_and_every_config_loads(tmp_path: Path) -> None:
-    dep = generate(tmp_path / "d", instances={"readhistory": 2, "accesshttp": 2, "accessws": 2})
+    dep = generate(tmp_path / "d", DeployOptions(
+        instances={"readhistory": 2, "accesshttp": 2, "accessws": 2}))
     names = [i.name for i in dep.instances]
     assert names == ["alertcenter", "matchengine", "readhistory", "readhistory-2", "accesshttp",
                      "accesshttp-2", "marketprice", "accessws", "accessws-2"]
@@ -101,7 +106,7 @@ def test_layout_and_every_config_loads(tmp_path: Path) -> None:
 
 
 def test_default_ports_are_the_originals_and_consistent(tmp_path: Path) -> None:
-    dep = generate(tmp_path / "d", instances={"accesshttp": 2, "readhistory": 2})
+    dep = generate(tmp_path / "d", DeployOptions(instances={"accesshttp": 2, "readhistory": 2}))
     me, = configs(dep, "matchengine")
     mp, = configs(dep, "marketprice")
     ws, = configs(dep, "accessws")
@@ -161,7 +166,7 @@ def test_nginx_publishes_only_the_public_surface(tmp_path: Path) -> None:
     """The trust model in the generated kit: each accesshttp instance has a public listener
     (public methods only); the TLS server reaches only those (and accessws), the internal
     server the full API; the internal server must not listen on a public address."""
-    dep = generate(tmp_path / "d", instances={"accesshttp": 2})
+    dep = generate(tmp_path / "d", DeployOptions(instances={"accesshttp": 2}))
     http = configs(dep, "accesshttp")
     assert [h["public"]["bind"] for h in http] == [["tcp@127.0.0.1:8082"],
                                                    ["tcp@127.0.0.1:8182"]]
@@ -189,25 +194,26 @@ def test_nginx_publishes_only_the_public_surface(tmp_path: Path) -> None:
     assert catch_all[:catch_all.index("}")].split("{")[1].strip() == "return 404;"
     for listen in ("8000", "0.0.0.0:8000", "8.8.8.8:8000", "[::]:8000", "example.com:8000"):
         with pytest.raises(DeployError, match="loopback or private address"):
-            generate(tmp_path / "x", http_listen=listen)
+            generate(tmp_path / "x", DeployOptions(http_listen=listen))
     for i, listen in enumerate(("10.0.0.5:8000", "192.168.1.2:8000", "[::1]:8000",
                                 "localhost:8000", "unix:/run/exchange-internal.sock")):
-        dep = generate(tmp_path / f"ok{i}", http_listen=listen)
+        dep = generate(tmp_path / f"ok{i}", DeployOptions(http_listen=listen))
         assert f"listen {listen};" in (dep.nginx_dir / "exchange.conf").read_text()
 
 
 def test_options_reach_the_configs(tmp_path: Path) -> None:
     mysql = MysqlConfig(host="db.internal", port=3307, user="u", password="p", name="ignored")
-    dep = generate(tmp_path / "d", host="10.1.0.1", bind="0.0.0.0",
-                   hosts={"matchengine": "10.1.0.5", "accesshttp-2": "10.1.0.12"},
-                   mysql=mysql, db_log="log_db", db_history="hist_db",
-                   sentinels=["10.1.0.7:26379", "10.1.0.8:26379"], sentinel_master="m",
-                   redis_db=2, kafka="k1:9092,k2:9092", topic_prefix="x_",
-                   instances={"accesshttp": 2}, ports={"accesshttp": [9001, 9002]},
-                   auth_url="http://auth/a", sign_url="http://auth/s",
-                   ssl_certificate="/certs/c.pem", ssl_certificate_key="/certs/k.pem",
-                   https_listen="8443", http_listen="127.0.0.1:8001", server_name="ex.example",
-                   systemd_user="exchange", command="/opt/exchange/bin/exchange-server")
+    dep = generate(tmp_path / "d", DeployOptions(
+        host="10.1.0.1", bind="0.0.0.0",
+        hosts={"matchengine": "10.1.0.5", "accesshttp-2": "10.1.0.12"},
+        mysql=mysql, db_log="log_db", db_history="hist_db",
+        sentinels=["10.1.0.7:26379", "10.1.0.8:26379"], sentinel_master="m",
+        redis_db=2, kafka="k1:9092,k2:9092", topic_prefix="x_",
+        instances={"accesshttp": 2}, ports={"accesshttp": [9001, 9002]},
+        auth_url="http://auth/a", sign_url="http://auth/s",
+        ssl_certificate="/certs/c.pem", ssl_certificate_key="/certs/k.pem",
+        https_listen="8443", http_listen="127.0.0.1:8001", server_name="ex.example",
+        systemd_user="exchange", command="/opt/exchange/bin/exchange-server"))
     me, = configs(dep, "matchengine")
     http = configs(dep, "accesshttp")
     mp, = configs(dep, "marketprice")
@@ -242,7 +248,8 @@ def test_options_reach_the_configs(tmp_path: Path) -> None:
 
 
 def test_systemd_units(tmp_path: Path) -> None:
-    dep = generate(tmp_path / "d", instances={"accessws": 2}, lock_dir=tmp_path / "locks")
+    dep = generate(tmp_path / "d", DeployOptions(instances={"accessws": 2},
+                                                 lock_dir=tmp_path / "locks"))
     target = (dep.root / "systemd" / "exchange.target").read_text()
     for inst in dep.instances:
         unit = (dep.root / "systemd" / inst.unit).read_text()
@@ -268,24 +275,68 @@ def test_systemd_units(tmp_path: Path) -> None:
 
 def test_refuses_bad_options_and_existing_files(tmp_path: Path) -> None:
     with pytest.raises(DeployError, match="matchengine runs as exactly one instance"):
-        generate(tmp_path / "a", instances={"matchengine": 2})
+        generate(tmp_path / "a", DeployOptions(instances={"matchengine": 2}))
     with pytest.raises(DeployError, match="unknown service"):
-        generate(tmp_path / "a", instances={"nosuch": 1})
+        generate(tmp_path / "a", DeployOptions(instances={"nosuch": 1}))
     with pytest.raises(DeployError, match="unknown key"):
-        generate(tmp_path / "a", ports={"nosuch": 1})
+        generate(tmp_path / "a", DeployOptions(ports={"nosuch": 1}))
     with pytest.raises(DeployError, match="port 8090 on 127.0.0.1: both accessws"):
-        generate(tmp_path / "a", ports={"accessws_monitor": 8090})
+        generate(tmp_path / "a", DeployOptions(ports={"accessws_monitor": 8090}))
     with pytest.raises(DeployError, match="2 instances need 2 ports"):
-        generate(tmp_path / "a", instances={"accesshttp": 2}, ports={"accesshttp": [9000]})
+        generate(tmp_path / "a", DeployOptions(instances={"accesshttp": 2},
+                                               ports={"accesshttp": [9000]}))
     generate(tmp_path / "b")
     with pytest.raises(DeployError, match="exists"):
         generate(tmp_path / "b")
-    generate(tmp_path / "b", force=True, redis_db=3, metrics=False)
+    generate(tmp_path / "b", DeployOptions(force=True, redis_db=3, metrics=False))
     assert configs(Deployment(tmp_path / "b", []), "x") == []
     data = json.loads((tmp_path / "b/alertcenter/conf/config.json").read_text())
     assert data["redis"]["db"] == 3 and "metrics" not in data
     with pytest.raises(DeployError, match="no value for"):
         render("{{nope}}", {}, "t")
+
+
+def test_templates_keep_the_shell_and_nginx_dollars() -> None:
+    """``{{name}}`` is the only placeholder: ``$VAR``, ``${VAR:-...}`` and nginx's ``$host``
+    pass through; any other ``{{`` is refused rather than written into a script."""
+    text = 'HERE={{dir}}; T=${STOP_TIMEOUT:-{{stop_timeout}}}; echo "$HERE" $$ $host {{dir}}'
+    assert render(text, {"dir": "/x", "stop_timeout": 30}) == (
+        'HERE=/x; T=${STOP_TIMEOUT:-30}; echo "$HERE" $$ $host /x')
+    with pytest.raises(DeployError, match="t: Invalid placeholder"):
+        render("{{ $labels.instance }}", {}, "t")
+
+
+def test_every_row_of_the_services_table_reaches_the_kit(tmp_path: Path) -> None:
+    """Each row's ports (by their --port keys), stop timeout, extra directories and systemd
+    ordering end up in the generated instance; ``After=`` names every instance of a service
+    listed there."""
+    ports = {key: 20000 + n for n, key in enumerate(DEFAULT_PORTS)}
+    dep = generate(tmp_path / "d", DeployOptions(ports=ports, instances={"readhistory": 2}))
+    assert [i.service for i in dep.instances if i.index == 1] == list(SERVICE_TABLE)
+    for inst in dep.instances:
+        row = SERVICE_TABLE[inst.service]
+        assert set(inst.ports) == set(row.ports)
+        for role, port in inst.ports.items():
+            assert port == ports[row.port_key(role)] + (inst.index - 1) * PORT_STEP
+        for sub in row.dirs:
+            assert (inst.dir / sub).is_dir()
+        assert f"TIMEOUT=${{STOP_TIMEOUT:-{row.stop_timeout}}}" in (
+            inst.dir / "shell" / "stop.sh").read_text()
+        unit = (dep.root / "systemd" / inst.unit).read_text()
+        assert f"TimeoutStopSec={row.stop_timeout}\n" in unit
+        after = re.search(r"^After=network-online.target(.*)$", unit, re.M)
+        assert after is not None
+        expected = [u for item in row.after for u in (
+            [i.unit for i in dep.of(item)] if item in SERVICE_TABLE else [item])]
+        assert after.group(1).split() == expected
+    accesshttp = (dep.root / "systemd" / "exchange-accesshttp.service").read_text()
+    assert "exchange-readhistory.service exchange-readhistory-2.service" in accesshttp
+
+
+def test_command_line_defaults_are_the_options_defaults(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    assert options_from_args(parser.parse_args(["deploy", str(tmp_path)])) == DeployOptions()
 
 
 def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -363,8 +414,9 @@ def test_shell_kit_on_the_alertcenter(tmp_path: Path,
                                       sentinel_server: tuple[list[str], str]) -> None:
     sentinels, master = sentinel_server
     port = free_port()
-    dep = generate(tmp_path / "d", lock_dir=tmp_path / "locks", sentinels=sentinels,
-                   sentinel_master=master, redis_db=REDIS_DB, ports={"alertcenter": port})
+    dep = generate(tmp_path / "d", DeployOptions(
+        lock_dir=tmp_path / "locks", sentinels=sentinels, sentinel_master=master,
+        redis_db=REDIS_DB, ports={"alertcenter": port}))
     inst = dep.instance("alertcenter")
     shell = inst.dir / "shell"
     start = inst.dir / "bin" / "alertcenter"

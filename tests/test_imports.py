@@ -209,15 +209,6 @@ def describe(cycles: list[list[Import]]) -> str:
 #: edge of a cycle must be listed here; a listed edge that is no longer on a cycle fails
 #: ``test_known_cycles_are_still_there`` (delete it then).  Nothing may be added.
 KNOWN_CYCLES: dict[str, frozenset[tuple[str, str]]] = {
-    # Structure issue, the accessws item ("accessws/server <-> market <-> user"): the feeds
-    # (market.py) and the user pushes (user.py) import AccessWs (under TYPE_CHECKING) while
-    # server.py builds them; removed when they depend on a narrow interface instead.
-    "accessws server <-> market <-> user": frozenset({
-        ("exchange_server.accessws.market", "exchange_server.accessws.server"),
-        ("exchange_server.accessws.server", "exchange_server.accessws.market"),
-        ("exchange_server.accessws.server", "exchange_server.accessws.user"),
-        ("exchange_server.accessws.user", "exchange_server.accessws.server"),
-    }),
 }
 
 #: The same for the package graph.

@@ -43,7 +43,7 @@ import pytest
 import redis
 
 from exchange_server.common.config import MysqlConfig
-from exchange_server.deploy import DEFAULT_PORTS, Deployment, Instance, generate
+from exchange_server.deploy import DEFAULT_PORTS, Deployment, DeployOptions, Instance, generate
 from tests.server import REPO
 
 pytestmark = [pytest.mark.mysql]
@@ -254,8 +254,8 @@ def scaled(tmp_path: Path, mysql_config: Callable[..., MysqlConfig],
     for name in DEFAULT_PORTS:
         n = counts.get(name.split("_")[0], 1)
         ports[name], p = p[:n], p[n:]
-    dep = generate(
-        tmp_path / "deploy", mysql=db_log, db_log=db_log.name, db_history=db_history.name,
+    dep = generate(tmp_path / "deploy", DeployOptions(
+        mysql=db_log, db_log=db_log.name, db_history=db_history.name,
         sentinels=sentinels, sentinel_master=master, redis_db=REDIS_DB, kafka=kafka_brokers,
         topic_prefix=prefix, lock_dir=tmp_path / "locks",
         instances=counts, ports=ports,
@@ -263,7 +263,7 @@ def scaled(tmp_path: Path, mysql_config: Callable[..., MysqlConfig],
         command=[sys.executable, "-m", "exchange_server"], environment={"PYTHONPATH": str(REPO)},
         http_listen=f"127.0.0.1:{p[0]}", https_listen=f"127.0.0.1:{p[1]}",
         server_name="localhost", ssl_certificate=str(cert), ssl_certificate_key=str(key),
-        nginx_workers="2", nginx_user="root" if _root() else None)
+        nginx_workers="2", nginx_user="root" if _root() else None))
     nginx = Nginx(nginx_binary, dep, p[0], p[1], cert)
     client = redis.Redis(db=REDIS_DB)
     client.flushdb()
@@ -501,8 +501,9 @@ def test_generated_config_passes_nginx_t(tmp_path: Path, nginx_binary: str,
     """The config as an operator gets it (default ports, TLS on 443), with real certificates:
     ``nginx -t`` accepts it."""
     cert, key = self_signed(openssl_binary, tmp_path)
-    dep = generate(tmp_path / "d", instances={"accesshttp": 3, "accessws": 2},
-                   ssl_certificate=str(cert), ssl_certificate_key=str(key))
+    dep = generate(tmp_path / "d", DeployOptions(
+        instances={"accesshttp": 3, "accessws": 2},
+        ssl_certificate=str(cert), ssl_certificate_key=str(key)))
     text = (dep.nginx_dir / "exchange.conf").read_text()
     # 3 accesshttp instances (full API), their 3 public listeners, 2 accessws instances
     assert text.count("    server 127.0.0.1:") == 8

@@ -22,7 +22,7 @@ import pytest
 
 from exchange_server.common.config import ConfigError
 from exchange_server.common.metrics import RateWindow, Timeline
-from exchange_server.deploy import generate
+from exchange_server.deploy import DeployOptions, generate
 from exchange_server.status.collect import (
     Scrape,
     Target,
@@ -243,11 +243,12 @@ def test_down_when_nothing_answers() -> None:
 
 
 def test_deploy_kit_health_check_and_monitoring_files(tmp_path: Path) -> None:
-    dep = generate(tmp_path / "d", command=f"{sys.executable} -m exchange_server",
-                   environment={"PYTHONPATH": str(REPO)}, instances={"accesshttp": 2},
-                   ports={f"{s}_metrics": free_port() for s in (
-                       "alertcenter", "matchengine", "marketprice", "readhistory", "accessws")}
-                   | {"accesshttp_metrics": [free_port(), free_port()]})
+    dep = generate(tmp_path / "d", DeployOptions(
+        command=f"{sys.executable} -m exchange_server",
+        environment={"PYTHONPATH": str(REPO)}, instances={"accesshttp": 2},
+        ports={f"{s}_metrics": free_port() for s in (
+            "alertcenter", "matchengine", "marketprice", "readhistory", "accessws")}
+        | {"accesshttp_metrics": [free_port(), free_port()]}))
     mon = dep.root / "monitoring"
     assert json.loads((mon / "thresholds.json").read_text()) == json.loads(
         json.dumps(Thresholds().__dict__))

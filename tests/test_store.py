@@ -497,17 +497,42 @@ def test_mysql_reconnects_after_a_lost_connection(mysql_config: Callable[..., An
 
 
 @pytest.mark.mysql
-def test_mysql_refuses_the_original_slice_layout(mysql_config: Callable[..., Any]) -> None:
+def test_mysql_takes_over_the_original_layout(mysql_config: Callable[..., Any]) -> None:
+    """An original ViaBTC's trade_log (templates without ``exact``) is taken over, not refused:
+    the takeover point is its last logged operation, its slice templates are kept aside and
+    ours made, its newest operlog table holds our records; a second open changes nothing."""
     cfg = mysql_config("test_trade_log")
     mysql_db.ensure_database(cfg)
     conn = mysql_db.connect(cfg)
     try:
         with conn.cursor() as cur:
             cur.execute("CREATE TABLE slice_order_example (id BIGINT UNSIGNED PRIMARY KEY,"
-                        " price DECIMAL(30,8) NOT NULL)")
+                        " price DECIMAL(30,8) NOT NULL) DEFAULT CHARSET=utf8mb3")
+            cur.execute("CREATE TABLE operlog_20261130 (id BIGINT UNSIGNED PRIMARY KEY,"
+                        " time DOUBLE NOT NULL, detail TEXT) DEFAULT CHARSET=utf8mb3")
+            cur.execute("INSERT INTO operlog_20261130 VALUES (1, 1796000000.5, %s),"
+                        " (2, 1796000001.5, %s)",
+                        (encode_detail("cancel_order", [1, "BTCBCH", 1]),
+                         encode_detail("cancel_order", [1, "BTCBCH", 2])))
+        conn.commit()
     finally:
         conn.close()
-    store = MysqlEngineStore(cfg)
-    with pytest.raises(StoreError, match="slice_order_example lacks column"):
+    for _ in range(2):
+        store = MysqlEngineStore(cfg)
         store.open()
-    store.close()
+        try:
+            assert store.takeover_point() == 2
+            store.append([OperRecord(3, 1796000002.5, "update_balance",
+                                     [1, "BTC", "deposit", 1, "1", {"note": "\U0001f600" * 30000}])])
+            assert [r.id for r in store.read_operlog(0)] == [1, 2, 3]
+        finally:
+            store.close()
+    conn = mysql_db.connect(cfg)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW COLUMNS FROM slice_order_example_viabtc")
+            assert [r[0] for r in cur.fetchall()] == ["id", "price"]
+            cur.execute("SHOW COLUMNS FROM slice_order_example")
+            assert "exact" in {r[0] for r in cur.fetchall()}
+    finally:
+        conn.close()

@@ -10,25 +10,38 @@ the interval.
 
 A broadcast is serialised and framed once, then written to every subscriber
 (``Connection.send_frame``), so its cost per subscriber is one buffered socket write.
+
+The feeds depend on a :class:`Forwarder` (backends + timeout), not on the server, and name their
+notifications after the declared push table (:mod:`exchange_server.common.methods`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from exchange_server.accessws.config import AccessWsConfig
 from exchange_server.accessws.depth import depth_diff
-from exchange_server.accessws.protocol import notify_frame, parse_reply
+from exchange_server.accessws.forward import Forwarder
+from exchange_server.accessws.protocol import notify_frame
 from exchange_server.accessws.session import Connection
 from exchange_server.common import decimals, jsonfmt
-
-if TYPE_CHECKING:
-    from exchange_server.accessws.server import AccessWs
+from exchange_server.common.methods import (
+    DEALS_UPDATE,
+    DEPTH_UPDATE,
+    KLINE_UPDATE,
+    MARKETPRICE,
+    MATCHENGINE,
+    PRICE_UPDATE,
+    STATE_UPDATE,
+    TODAY_UPDATE,
+)
 
 log = logging.getLogger("exchange_server.accessws.market")
 
@@ -60,14 +73,16 @@ class Topic:
 
 
 class PollFeed:
-    """Polls ``backend.method`` for every key every ``interval`` seconds."""
+    """Polls ``backend.method`` for every key every ``interval`` seconds and broadcasts
+    ``push`` (``<name>.update``, from the declared push table) to the key's subscribers."""
 
     name = ""
+    push = ""
     backend = ""
     method = ""
 
-    def __init__(self, server: AccessWs, interval: float) -> None:
-        self.server = server
+    def __init__(self, forwarder: Forwarder, interval: float) -> None:
+        self.forwarder = forwarder
         self.interval = interval
         self.topics: dict[Hashable, Topic] = {}
         self.polls = 0
@@ -130,20 +145,11 @@ class PollFeed:
 
     async def _poll(self, topic: Topic) -> None:
         try:
-            backend = self.server.backends.get(self.backend)
-            if backend is None or not backend.connected():
-                return
             self.polls += 1
-            try:
-                async with asyncio.timeout(self.server.config.backend_timeout):
-                    body = await backend.call(self.method, self.params(topic.key), None)
-                error, result = parse_reply(body)
-            except TimeoutError:
-                log.error("%s %r: %s timed out", self.name, topic.key, self.method)
+            reply = await self.forwarder.ask(self.backend, self.method, self.params(topic.key))
+            if reply is None:  # no backend, or no usable answer (logged): next tick
                 return
-            except Exception as e:
-                log.error("%s %r: %s failed: %s", self.name, topic.key, self.method, e)
-                return
+            error, result = reply
             if self.topics.get(topic.key) is not topic:
                 return
             if error is not None:
@@ -168,7 +174,7 @@ class PollFeed:
     def broadcast(self, topic: Topic, params: Any) -> None:
         if not topic.sessions:
             return
-        frame = notify_frame(self.name + ".update", params)
+        frame = notify_frame(self.push, params)
         for conn in topic.sessions:
             conn.send_frame(frame)
 
@@ -212,12 +218,13 @@ class ListFeed(PollFeed):
 
 class KlineFeed(PollFeed):
     name = "kline"
-    backend = "marketprice"
+    push = KLINE_UPDATE
+    backend = MARKETPRICE
     method = "market.kline"
 
-    def __init__(self, server: AccessWs, interval: float,
+    def __init__(self, forwarder: Forwarder, interval: float,
                  clock: Callable[[], float] = time.time) -> None:
-        super().__init__(server, interval)
+        super().__init__(forwarder, interval)
         self.clock = clock
         self.window = int(interval + 1)
 
@@ -251,7 +258,8 @@ class KlineFeed(PollFeed):
 
 class DepthFeed(PollFeed):
     name = "depth"
-    backend = "matchengine"
+    push = DEPTH_UPDATE
+    backend = MATCHENGINE
     method = "order.depth"
 
     def forget(self, conn: Connection, key: Hashable) -> None:
@@ -296,13 +304,14 @@ class DepthFeed(PollFeed):
     def send_clean(self, conn: Connection, key: tuple[str, int, str]) -> None:
         topic = self.topics.get(key)
         if topic is not None and topic.data is not None:
-            conn.send_frame(notify_frame("depth.update", [True, topic.data, key[0]]))
+            conn.send_frame(notify_frame(self.push, [True, topic.data, key[0]]))
 
 
 class PriceFeed(ListFeed):
     name = "price"
+    push = PRICE_UPDATE
     attr = "price"
-    backend = "marketprice"
+    backend = MARKETPRICE
     method = "market.last"
 
     def params(self, key: Any) -> list[Any]:
@@ -322,7 +331,7 @@ class PriceFeed(ListFeed):
     def send_last(self, conn: Connection, market: str) -> None:
         topic = self.topics.get(market)
         if topic is not None and topic.data is not None and topic.text != ZERO:
-            conn.send_frame(notify_frame("price.update", [market, topic.data]))
+            conn.send_frame(notify_frame(self.push, [market, topic.data]))
 
 
 class _ObjectFeed(ListFeed):
@@ -340,13 +349,14 @@ class _ObjectFeed(ListFeed):
     def send_last(self, conn: Connection, market: str) -> None:
         topic = self.topics.get(market)
         if topic is not None and topic.data is not None:
-            conn.send_frame(notify_frame(self.name + ".update", [market, topic.data]))
+            conn.send_frame(notify_frame(self.push, [market, topic.data]))
 
 
 class StateFeed(_ObjectFeed):
     name = "state"
+    push = STATE_UPDATE
     attr = "state"
-    backend = "marketprice"
+    backend = MARKETPRICE
     method = "market.status"
 
     def params(self, key: Any) -> list[Any]:
@@ -355,8 +365,9 @@ class StateFeed(_ObjectFeed):
 
 class TodayFeed(_ObjectFeed):
     name = "today"
+    push = TODAY_UPDATE
     attr = "today"
-    backend = "marketprice"
+    backend = MARKETPRICE
     method = "market.status_today"
 
     def params(self, key: Any) -> list[Any]:
@@ -365,8 +376,9 @@ class TodayFeed(_ObjectFeed):
 
 class DealsFeed(ListFeed):
     name = "deals"
+    push = DEALS_UPDATE
     attr = "deals"
-    backend = "marketprice"
+    backend = MARKETPRICE
     method = "market.deals"
 
     def params(self, key: Any) -> list[Any]:
@@ -390,4 +402,40 @@ class DealsFeed(ListFeed):
     def send_last(self, conn: Connection, market: str) -> None:
         topic = self.topics.get(market)
         if topic is not None and topic.data:
-            conn.send_frame(notify_frame("deals.update", [market, list(topic.data)]))
+            conn.send_frame(notify_frame(self.push, [market, list(topic.data)]))
+
+
+class MarketFeeds:
+    """The six market-data feeds, started and stopped together (one polling task each)."""
+
+    def __init__(self, forwarder: Forwarder, config: AccessWsConfig,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.kline = KlineFeed(forwarder, config.kline_interval, clock)
+        self.depth = DepthFeed(forwarder, config.depth_interval)
+        self.price = PriceFeed(forwarder, config.price_interval)
+        self.state = StateFeed(forwarder, config.state_interval)
+        self.today = TodayFeed(forwarder, config.today_interval)
+        self.deals = DealsFeed(forwarder, config.deals_interval)
+        self.lists: tuple[ListFeed, ...] = (self.price, self.state, self.today, self.deals)
+        self.all: list[PollFeed] = [self.kline, self.depth, *self.lists]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(feed.run()) for feed in self.all]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        for feed in self.all:
+            await feed.stop()
+
+    def clear(self, conn: Connection) -> None:
+        """Drop every market-data subscription of the connection (it is gone)."""
+        self.kline.clear(conn)
+        self.depth.clear(conn)
+        for feed in self.lists:
+            feed.clear(conn)

@@ -1,8 +1,20 @@
-"""accessws: the WebSocket API (websocket.md) on aiohttp.
+"""accessws: the WebSocket API (websocket.md) on aiohttp -- the application that ties it up.
+
+Why this shape: the server owns only what is about connections -- the listener, the set of
+connections, each connection's read loop, dispatching a message to its method, and the timers
+(idle connections, emptying the query cache).  The rest lives in modules with one job each and
+narrow dependencies, none of which imports this one:
+
+* handlers.py: the methods (params checks, answers, subscriptions) and their table;
+* forward.py: the one way to ask a backend (look up, check, time out, call, parse, log), given
+  to the handlers, the market-data feeds and the user pushes instead of the server;
+* market.py / user.py: the pushes (polled market data; orders and balances from the bus);
+* ratelimit.py: the per-connection token bucket and the cap on requests in flight;
+* cache.py: the query cache; handshake.py: accepting a connection; listener.py: the bounds on
+  aiohttp's listener (handshake timeout, connection limit, unmasked frames closed with 1002).
 
 aiohttp does the HTTP upgrade and reads frames (reassembling fragments, unmasking, answering
-close, enforcing ``max_pkg_size``), bounded by listener.py (handshake timeout, connection limit,
-unmasked frames closed with 1002); everything the server sends is written by
+close, enforcing ``max_pkg_size``); everything the server sends is written by
 ``Connection.send_frame`` straight to the socket (see session.py), so a broadcast costs one
 buffered write per subscriber and a stuck client never delays anyone else.
 
@@ -27,59 +39,31 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
-import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from exchange_server.accessws.auth import AuthClient
+from exchange_server.accessws.cache import QueryCache
 from exchange_server.accessws.config import AccessWsConfig, parse_bind
+from exchange_server.accessws.forward import Forwarder
+from exchange_server.accessws.handlers import Handler, Handlers
+from exchange_server.accessws.handshake import client_ip, handshake_ok, set_buffer_sizes
 from exchange_server.accessws.listener import GuardedResponse, LimitedServer
-from exchange_server.accessws.market import (
-    DealsFeed,
-    DepthFeed,
-    KlineFeed,
-    ListFeed,
-    PollFeed,
-    PriceFeed,
-    StateFeed,
-    TodayFeed,
-)
-from exchange_server.accessws.protocol import (
-    SUCCESS,
-    BadRequest,
-    byte_len,
-    error_body,
-    parse_reply,
-    parse_request,
-    result_body,
-)
+from exchange_server.accessws.market import MarketFeeds, PollFeed
+from exchange_server.accessws.protocol import BadRequest, error_body, parse_request
+from exchange_server.accessws.ratelimit import RateLimit
 from exchange_server.accessws.session import Connection
-from exchange_server.accessws.user import UserFeeds
+from exchange_server.accessws.user import UserFeeds, bus_topics
 from exchange_server.bus.base import BusReader
 from exchange_server.common.backend import Backend
-from exchange_server.common.errors import (
-    INTERNAL_ERROR,
-    INVALID_ARGUMENT,
-    METHOD_NOT_FOUND,
-    REQUIRE_AUTH,
-    SERVICE_TIMEOUT,
-    RpcError,
-)
+from exchange_server.common.errors import METHOD_NOT_FOUND, RpcError, internal_error
 from exchange_server.common.jsondepth import check_params_depth
-from exchange_server.common.methods import MARKETPRICE, MATCHENGINE, READHISTORY
 
 log = logging.getLogger("exchange_server.accessws")
 
-#: The original's MARKET_NAME_MAX_LEN / ASSET_NAME_MAX_LEN / INTERVAL_MAX_LEN / SOURCE_MAX_LEN:
-#: names must be shorter (in bytes).
-NAME_MAX = 16
-INTERVAL_MAX = 16
-SOURCE_MAX = 32
 #: The whole query cache is dropped this often, as the original does.
 CACHE_CLEAR_INTERVAL = 60.0
 #: Longest the idle-connection check waits between two passes (the original: 60 s).
@@ -89,60 +73,6 @@ CLOSE_TIMEOUT = 2.0
 
 #: Close frame with status 1008 (policy violation), sent before closing on a malformed message.
 CLOSE_POLICY_VIOLATION = bytes((0x88, 2)) + int(WSCloseCode.POLICY_VIOLATION).to_bytes(2, "big")
-
-Handler = Callable[[Connection, int, list[Any]], Awaitable[None] | None]
-
-_PROTOCOL_SPLIT = re.compile(r"[,\s]+")
-
-ERR_INVALID = (INVALID_ARGUMENT, "invalid argument")
-ERR_INTERNAL = (INTERNAL_ERROR, "internal error")
-ERR_AUTH = (REQUIRE_AUTH, "require authentication")
-
-
-class QueryCache:
-    """Results of cacheable forwarded queries, by ``"<method>-<params json>"`` (websocket.md 4)."""
-
-    def __init__(self, ttl: float, max_entries: int) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._entries: dict[bytes, tuple[float, Any]] = {}
-        self.hits = 0
-
-    def get(self, key: bytes) -> tuple[bool, Any]:
-        entry = self._entries.get(key)
-        if entry is None:
-            return False, None
-        if time.monotonic() - entry[0] > self.ttl:
-            del self._entries[key]
-            return False, None
-        self.hits += 1
-        return True, entry[1]
-
-    def put(self, key: bytes, result: Any) -> None:
-        if self.ttl <= 0:
-            return
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()
-        self._entries[key] = (time.monotonic(), result)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-def client_ip(request: web.BaseRequest) -> str:
-    """The client's address as the original logs it (proxy headers first)."""
-    headers = request.headers
-    for name in ("X-Connecting-IP", "X-Forwarded-For", "X-Proxy-IP", "X-Real-IP"):
-        value = headers.get(name)
-        if value:
-            return value.split(",")[0].strip()
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    if isinstance(peer, tuple) and peer:
-        return f"{peer[0]}:{peer[1]}"
-    return str(peer or "?")
 
 
 class AccessWs:
@@ -161,27 +91,24 @@ class AccessWs:
         self.serve_monitor = serve_monitor
         self.backends = backends
         self.bus = bus
-        self.clock = clock
         self.connections: set[Connection] = set()
+        self.forwarder = Forwarder(backends, config.backend_timeout)
         self.cache = QueryCache(config.cache_timeout, config.cache_max_entries)
         self.auth = AuthClient(config.auth_url, config.sign_url, config.backend_timeout,
                                config.auth_concurrency, config.sign_concurrency)
-        self.kline = KlineFeed(self, config.kline_interval, clock)
-        self.depth = DepthFeed(self, config.depth_interval)
-        self.price = PriceFeed(self, config.price_interval)
-        self.state = StateFeed(self, config.state_interval)
-        self.today = TodayFeed(self, config.today_interval)
-        self.deals = DealsFeed(self, config.deals_interval)
-        self.feeds: list[PollFeed] = [self.kline, self.depth, self.price, self.state, self.today,
-                                      self.deals]
-        self.users = UserFeeds(self)
-        self.methods: dict[str, Handler] = self._method_table()
+        self.market = MarketFeeds(self.forwarder, config, clock)
+        self.feeds: list[PollFeed] = self.market.all
+        self.users = UserFeeds(self.forwarder, bus_topics(config))
+        self.handlers = Handlers(config, self.forwarder, self.cache, self.market, self.users,
+                                 self.auth, clock)
+        self.methods: dict[str, Handler] = self.handlers.table
+        self.limits = RateLimit(config.rate_limit, float(config.rate_burst), config.max_pending)
         self._server: LimitedServer | None = None
         self._runner: web.ServerRunner | None = None
         self._monitor: asyncio.base_events.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._requests: set[asyncio.Task[None]] = set()
-        self._handlers: set[asyncio.Task[Any]] = set()
+        self._readers: set[asyncio.Task[Any]] = set()
         self._stopping = False
         # counters
         self.accepted = 0
@@ -222,8 +149,7 @@ class AccessWs:
             await site.start()
         if self.serve_monitor and self.config.monitor is not None:
             await self._start_monitor()
-        for feed in self.feeds:
-            self._tasks.append(asyncio.create_task(feed.run()))
+        self.market.start()
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         if self.bus is not None:
             self.users.start(self.bus)
@@ -247,16 +173,15 @@ class AccessWs:
                 await task
         self._tasks = []
         await self.users.stop()
-        for feed in self.feeds:
-            await feed.stop()
+        await self.market.stop()
         for conn in list(self.connections):
             conn.drop("server stopping", quiet=True)
         for task in list(self._requests):
             task.cancel()
         if self._requests:
             await asyncio.gather(*self._requests, return_exceptions=True)
-        if self._handlers:
-            await asyncio.wait(list(self._handlers), timeout=5.0)
+        if self._readers:
+            await asyncio.wait(list(self._readers), timeout=5.0)
         if self._monitor is not None:
             self._monitor.close()
             await self._monitor.wait_closed()
@@ -323,25 +248,6 @@ class AccessWs:
 
     # -- connections ------------------------------------------------------------------------------
 
-    def _handshake_ok(self, request: web.BaseRequest, ws: web.WebSocketResponse) -> bool:
-        """websocket.md 1: anything wrong closes the TCP connection without a response."""
-        if request.method != "GET" or request.version < (1, 1):
-            return False
-        headers = request.headers
-        if not headers.get("Host"):
-            return False
-        if headers.get("Sec-WebSocket-Version", "").strip() != "13":
-            return False
-        svr = self.config.svr
-        if svr.origin and not headers.get("Origin", "").endswith(svr.origin):
-            return False
-        offered = headers.get("Sec-WebSocket-Protocol")
-        if offered is not None:
-            if svr.protocol not in _PROTOCOL_SPLIT.split(offered.strip()):
-                return False
-            ws.headers["Sec-WebSocket-Protocol"] = svr.protocol
-        return bool(ws.can_prepare(request).ok)
-
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         transport = request.transport
         ws = GuardedResponse(
@@ -349,11 +255,11 @@ class AccessWs:
             autoclose=True, max_msg_size=self.config.svr.max_pkg_size, timeout=CLOSE_TIMEOUT,
             on_unmasked=self._on_unmasked,
         )
-        if transport is None or self._stopping or not self._handshake_ok(request, ws):
+        if transport is None or self._stopping or not handshake_ok(request, ws, self.config.svr):
             if transport is not None:
                 transport.close()
             return web.Response()
-        self._socket_options(transport)
+        set_buffer_sizes(transport, self.config.svr)
         await ws.prepare(request)
         assert request.transport is not None
         now = time.monotonic()
@@ -363,7 +269,7 @@ class AccessWs:
         self.accepted += 1
         task = asyncio.current_task()
         if task is not None:
-            self._handlers.add(task)
+            self._readers.add(task)
         try:
             await self._read_loop(conn, ws)
         except (asyncio.CancelledError, ConnectionError):
@@ -373,51 +279,24 @@ class AccessWs:
         finally:
             self._detach(conn)
             if task is not None:
-                self._handlers.discard(task)
+                self._readers.discard(task)
             if not ws.closed and not conn.closed:
                 with contextlib.suppress(Exception):
                     await ws.close()
             conn.closed = True
         return ws
 
-    def _socket_options(self, transport: asyncio.BaseTransport) -> None:
-        svr = self.config.svr
-        if not (svr.read_mem or svr.write_mem):
-            return
-        sock = transport.get_extra_info("socket")
-        if sock is None:
-            return
-        try:
-            if svr.read_mem:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, svr.read_mem)
-            if svr.write_mem:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, svr.write_mem)
-        except OSError as e:
-            log.warning("cannot set socket buffer sizes: %s", e)
-
     async def _read_loop(self, conn: Connection, ws: web.WebSocketResponse) -> None:
-        loop = asyncio.get_running_loop()
-        config = self.config
-        rate = config.rate_limit
-        burst = float(config.rate_burst)
-        max_pending = config.max_pending
+        limits = self.limits
         while not conn.closed:
             msg = await ws.receive()
             kind = msg.type
             now = time.monotonic()
             conn.last_active = now
             if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
-                # token bucket: a connection going faster than rate_limit is read later
-                tokens = min(burst, conn.tokens + (now - conn.token_time) * rate)
-                conn.token_time = now
-                if tokens < 1.0:
-                    await asyncio.sleep((1.0 - tokens) / rate)
-                    tokens = 1.0
-                    conn.token_time = time.monotonic()
-                conn.tokens = tokens - 1.0
-                while conn.pending >= max_pending and not conn.closed:
-                    conn.waiter = loop.create_future()
-                    await conn.waiter
+                # a connection going faster than rate_limit, or with max_pending requests in
+                # flight, is read later
+                await limits.admit(conn, now)
                 if conn.closed:
                     return
                 if not self._on_message(conn, msg.data):
@@ -446,10 +325,7 @@ class AccessWs:
         self.connections.discard(conn)
         if conn.dropped:
             self.dropped += 1
-        self.kline.clear(conn)
-        self.depth.clear(conn)
-        for feed in (self.price, self.state, self.today, self.deals):
-            feed.clear(conn)
+        self.market.clear(conn)
         self.users.clear(conn)
         waiter = conn.waiter
         if waiter is not None and not waiter.done():
@@ -480,7 +356,8 @@ class AccessWs:
             return True
         except Exception:
             log.exception("%s %r failed", method, params[:10])
-            conn.send(error_body(*ERR_INTERNAL, req_id))
+            error = internal_error()
+            conn.send(error_body(error.code, error.message, req_id))
             return True
         if waiting is not None:
             conn.pending += 1
@@ -489,277 +366,3 @@ class AccessWs:
             task.add_done_callback(self._requests.discard)
             task.add_done_callback(conn.request_done)
         return True
-
-    def _method_table(self) -> dict[str, Handler]:
-        return {
-            "server.ping": self.server_ping,
-            "server.time": self.server_time,
-            "server.auth": self.server_auth,
-            "server.sign": self.server_sign,
-            "kline.query": self._cached_query(MARKETPRICE, "market.kline"),
-            "kline.subscribe": self.kline_subscribe,
-            "kline.unsubscribe": self.kline_unsubscribe,
-            "depth.query": self._cached_query(MATCHENGINE, "order.depth"),
-            "depth.subscribe": self.depth_subscribe,
-            "depth.unsubscribe": self.depth_unsubscribe,
-            "price.query": self._cached_query(MARKETPRICE, "market.last"),
-            "price.subscribe": self._list_subscribe(self.price),
-            "price.unsubscribe": self._list_unsubscribe(self.price),
-            "state.query": self._cached_query(MARKETPRICE, "market.status"),
-            "state.subscribe": self._list_subscribe(self.state),
-            "state.unsubscribe": self._list_unsubscribe(self.state),
-            "today.query": self._cached_query(MARKETPRICE, "market.status_today"),
-            "today.subscribe": self._list_subscribe(self.today),
-            "today.unsubscribe": self._list_unsubscribe(self.today),
-            "deals.query": self._cached_query(MARKETPRICE, "market.deals"),
-            "deals.subscribe": self._list_subscribe(self.deals),
-            "deals.unsubscribe": self._list_unsubscribe(self.deals),
-            "order.query": self.order_query,
-            "order.query_stop": self.order_query_stop,
-            "order.history": self.order_history,
-            "order.subscribe": self.order_subscribe,
-            "order.unsubscribe": self.order_unsubscribe,
-            "asset.query": self.asset_query,
-            "asset.history": self.asset_history,
-            "asset.subscribe": self.asset_subscribe,
-            "asset.unsubscribe": self.asset_unsubscribe,
-        }
-
-    # -- forwarding -------------------------------------------------------------------------------
-
-    def _backend(self, name: str) -> Backend:
-        """The backend, or error 2 when it is missing or not connected."""
-        backend = self.backends.get(name)
-        if backend is None or not backend.connected():
-            raise RpcError(*ERR_INTERNAL)
-        return backend
-
-    async def _forward(self, conn: Connection, req_id: int, backend: Backend, method: str,
-                       params: list[Any], cache_key: bytes | None = None) -> None:
-        try:
-            async with asyncio.timeout(self.config.backend_timeout):
-                body = await backend.call(method, params, req_id)
-        except TimeoutError:
-            conn.send(error_body(SERVICE_TIMEOUT, "service timeout", req_id))
-            return
-        except Exception as e:
-            log.error("%s %r failed: %s", method, params, e)
-            conn.send(error_body(*ERR_INTERNAL, req_id))
-            return
-        conn.send(body)
-        if cache_key is not None:
-            try:
-                _, result = parse_reply(body)
-            except ValueError:
-                return
-            if result is not None:
-                self.cache.put(cache_key, result)
-
-    def _cached_query(self, backend_name: str, method: str) -> Handler:
-        prefix = method.encode() + b"-"
-
-        def handler(conn: Connection, req_id: int, params: list[Any]) -> Awaitable[None] | None:
-            backend = self._backend(backend_name)
-            key = prefix + orjson.dumps(params)
-            hit, result = self.cache.get(key)
-            if hit:
-                conn.send(result_body(result, req_id))
-                return None
-            return self._forward(conn, req_id, backend, method, params, key)
-
-        return handler
-
-    # -- server.* ---------------------------------------------------------------------------------
-
-    def server_ping(self, conn: Connection, req_id: int, params: list[Any]) -> None:
-        conn.send(result_body("pong", req_id))
-
-    def server_time(self, conn: Connection, req_id: int, params: list[Any]) -> None:
-        conn.send(result_body(int(self.clock()), req_id))
-
-    def server_auth(self, conn: Connection, req_id: int,
-                    params: list[Any]) -> Awaitable[None] | None:
-        if len(params) != 2:
-            raise RpcError(*ERR_INVALID)
-        token, source = params
-        if type(token) is not str or type(source) is not str or byte_len(source) >= SOURCE_MAX:
-            raise RpcError(*ERR_INVALID)
-        return self._authenticate(conn, req_id, self.auth.auth(token), source)
-
-    def server_sign(self, conn: Connection, req_id: int,
-                    params: list[Any]) -> Awaitable[None] | None:
-        if len(params) != 3:
-            raise RpcError(*ERR_INVALID)
-        access_id, authorisation, tonce = params
-        if (type(access_id) is not str or type(authorisation) is not str
-                or type(tonce) is not int or tonce == 0):
-            raise RpcError(*ERR_INVALID)
-        return self._authenticate(conn, req_id, self.auth.sign(access_id, authorisation, tonce),
-                                  "api")
-
-    async def _authenticate(self, conn: Connection, req_id: int, ask: Awaitable[int],
-                            source: str) -> None:
-        try:
-            user_id = await ask
-        except RpcError as e:
-            conn.send(error_body(e.code, e.message, req_id))
-            return
-        if conn.closed:
-            return
-        if conn.user_id and conn.user_id != user_id:
-            self.users.clear(conn)  # the previous user's order and asset subscriptions
-        conn.user_id = user_id
-        conn.source = source
-        conn.send(result_body(SUCCESS, req_id))
-
-    # -- market data ------------------------------------------------------------------------------
-
-    @staticmethod
-    def _name(value: Any, max_len: int = NAME_MAX) -> str:
-        if type(value) is not str or byte_len(value) >= max_len:
-            raise RpcError(*ERR_INVALID)
-        return value
-
-    def kline_subscribe(self, conn: Connection, req_id: int, params: list[Any]) -> None:
-        if len(params) != 2:
-            raise RpcError(*ERR_INVALID)
-        market = self._name(params[0])
-        interval = params[1]
-        if type(interval) is not int or interval <= 0:
-            raise RpcError(*ERR_INVALID)
-        self.kline.set(conn, (market, interval))
-        conn.send(result_body(SUCCESS, req_id))
-
-    def kline_unsubscribe(self, conn: Connection, req_id: int, params: list[Any]) -> None:
-        self.kline.clear(conn)
-        conn.send(result_body(SUCCESS, req_id))
-
-    def depth_subscribe(self, conn: Connection, req_id: int, params: list[Any]) -> None:
-        if len(params) != 3:
-            raise RpcError(*ERR_INVALID)
-        market = self._name(params[0])
-        limit = params[1]
-        interval = self._name(params[2], INTERVAL_MAX)
-        if type(limit) is not int or limit <= 0:
-            raise RpcError(*ERR_INVALID)
-        self.depth.clear(conn)
-        if limit not in self.config.depth_limit or not self.config.allowed_merge(interval):
-            raise RpcError(*ERR_INVALID)
-        key = (market, limit, interval)
-        self.depth.set(conn, key)
-        conn.send(result_body(SUCCESS, req_id))
-        self.depth.send_clean(conn, key)
-
-    def depth_unsubscribe(self, conn: Connection, req_id: int, params: list[Any]) -> None:
-        self.depth.clear(conn)
-        conn.send(result_body(SUCCESS, req_id))
-
-    def _list_subscribe(self, feed: ListFeed) -> Handler:
-        def handler(conn: Connection, req_id: int, params: list[Any]) -> None:
-            if len(params) > self.config.max_subscribe_list:
-                raise RpcError(*ERR_INVALID)
-            feed.clear(conn)
-            for market in params:
-                feed.append(conn, self._name(market))
-            conn.send(result_body(SUCCESS, req_id))
-            for market in params:
-                feed.send_last(conn, market)
-
-        return handler
-
-    def _list_unsubscribe(self, feed: ListFeed) -> Handler:
-        def handler(conn: Connection, req_id: int, params: list[Any]) -> None:
-            feed.clear(conn)
-            conn.send(result_body(SUCCESS, req_id))
-
-        return handler
-
-    # -- user data --------------------------------------------------------------------------------
-
-    @staticmethod
-    def _user(conn: Connection) -> int:
-        if not conn.user_id:
-            raise RpcError(*ERR_AUTH)
-        return conn.user_id
-
-    def order_query(self, conn: Connection, req_id: int,
-                    params: list[Any]) -> Awaitable[None] | None:
-        backend = self._backend(MATCHENGINE)
-        user = self._user(conn)
-        if len(params) != 3:
-            raise RpcError(*ERR_INVALID)
-        market, offset, limit = params
-        if type(market) is not str or type(offset) is not int or type(limit) is not int:
-            raise RpcError(*ERR_INVALID)
-        return self._forward(conn, req_id, backend, "order.pending", [user, market, offset, limit])
-
-    def order_query_stop(self, conn: Connection, req_id: int,
-                         params: list[Any]) -> Awaitable[None] | None:
-        """The CoinEx fork's ``[market (null = all), side (0 = both), offset, limit]`` ->
-        order.pending_stop ``[user_id, market, side, offset, limit]``."""
-        backend = self._backend(MATCHENGINE)
-        user = self._user(conn)
-        if len(params) != 4:
-            raise RpcError(*ERR_INVALID)
-        market, side, offset, limit = params
-        if (market is not None and type(market) is not str) or type(side) is not int or \
-                type(offset) is not int or type(limit) is not int:
-            raise RpcError(*ERR_INVALID)
-        return self._forward(conn, req_id, backend, "order.pending_stop",
-                             [user, market, side, offset, limit])
-
-    def order_history(self, conn: Connection, req_id: int,
-                      params: list[Any]) -> Awaitable[None] | None:
-        backend = self._backend(READHISTORY)
-        user = self._user(conn)
-        if len(params) != 6:
-            raise RpcError(*ERR_INVALID)
-        return self._forward(conn, req_id, backend, "order.finished", [user, *params])
-
-    def order_subscribe(self, conn: Connection, req_id: int, params: list[Any]) -> None:
-        self._user(conn)
-        if len(params) > self.config.max_subscribe_list:
-            raise RpcError(*ERR_INVALID)
-        markets: set[str] = set()
-        try:
-            for value in params:
-                markets.add(self._name(value))
-        finally:  # elements before a bad one stay subscribed, as in the original
-            self.users.set_orders(conn, markets)
-        conn.send(result_body(SUCCESS, req_id))
-
-    def order_unsubscribe(self, conn: Connection, req_id: int, params: list[Any]) -> None:
-        self._user(conn)
-        self.users.set_orders(conn, None)
-        conn.send(result_body(SUCCESS, req_id))
-
-    def asset_query(self, conn: Connection, req_id: int,
-                    params: list[Any]) -> Awaitable[None] | None:
-        user = self._user(conn)
-        backend = self._backend(MATCHENGINE)
-        return self._forward(conn, req_id, backend, "balance.query", [user, *params])
-
-    def asset_history(self, conn: Connection, req_id: int,
-                      params: list[Any]) -> Awaitable[None] | None:
-        backend = self._backend(READHISTORY)
-        user = self._user(conn)
-        if len(params) != 6:
-            raise RpcError(*ERR_INVALID)
-        return self._forward(conn, req_id, backend, "balance.history", [user, *params])
-
-    def asset_subscribe(self, conn: Connection, req_id: int, params: list[Any]) -> None:
-        self._user(conn)
-        if len(params) > self.config.max_subscribe_list:
-            raise RpcError(*ERR_INVALID)
-        assets: dict[str, None] = {}
-        try:
-            for value in params:
-                assets[self._name(value)] = None
-        finally:
-            self.users.set_assets(conn, assets)
-        conn.send(result_body(SUCCESS, req_id))
-
-    def asset_unsubscribe(self, conn: Connection, req_id: int, params: list[Any]) -> None:
-        self._user(conn)
-        self.users.set_assets(conn, None)
-        conn.send(result_body(SUCCESS, req_id))

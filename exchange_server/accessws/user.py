@@ -23,6 +23,9 @@ the last push always shows the balance after the last message.
 A connection is indexed under the user it authenticated as, and only while it has order or
 asset subscriptions; pushes are looked up by the message's user, so no connection ever gets
 another user's data.
+
+Balances are asked through a :class:`Forwarder` (backends + timeout), not the server; the
+notification names come from the declared push table (:mod:`exchange_server.common.methods`).
 """
 
 from __future__ import annotations
@@ -30,16 +33,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
-from exchange_server.accessws.protocol import notify_frame, parse_reply
+from exchange_server.accessws.config import AccessWsConfig
+from exchange_server.accessws.forward import Forwarder
+from exchange_server.accessws.protocol import notify_frame
 from exchange_server.accessws.session import Connection
 from exchange_server.bus.base import BALANCES, ORDERS, STOPS, BusReader, Message, Subscription
-
-if TYPE_CHECKING:
-    from exchange_server.accessws.server import AccessWs
+from exchange_server.common.methods import (
+    ASSET_UPDATE,
+    MATCHENGINE,
+    ORDER_UPDATE,
+    ORDER_UPDATE_STOP,
+)
 
 log = logging.getLogger("exchange_server.accessws.user")
 
@@ -47,7 +56,7 @@ log = logging.getLogger("exchange_server.accessws.user")
 RETRY_DELAY = 1.0
 
 
-def stops_topic(config: Any) -> str:
+def stops_topic(config: AccessWsConfig) -> str:
     """The ``stops`` topic: the config's ``stops`` block, else ``stops`` with the prefix of the
     ``orders`` topic (``<prefix>orders`` -> ``<prefix>stops``, the matchengine's
     ``kafka_topic_prefix``)."""
@@ -58,9 +67,20 @@ def stops_topic(config: Any) -> str:
     return STOPS
 
 
+def bus_topics(config: AccessWsConfig) -> tuple[str, str, str]:
+    """The ``orders``, ``balances`` and ``stops`` topics (names from the config's Kafka blocks
+    if any)."""
+    orders = config.orders.topic if config.orders else ORDERS
+    balances = config.balances.topic if config.balances else BALANCES
+    return orders, balances, stops_topic(config)
+
+
 class UserFeeds:
-    def __init__(self, server: AccessWs) -> None:
-        self.server = server
+    """``topics``: the ``orders``, ``balances`` and ``stops`` topics read by :meth:`start`."""
+
+    def __init__(self, forwarder: Forwarder, topics: tuple[str, str, str]) -> None:
+        self.forwarder = forwarder
+        self.topics = topics
         #: user id -> that user's connections with order or asset subscriptions
         self.users: dict[int, set[Connection]] = {}
         #: (user, asset) being queried -> asked again when the query returns
@@ -68,12 +88,9 @@ class UserFeeds:
         self._subscriptions: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._queries: set[asyncio.Task[None]] = set()
-        self.orders_seen = 0
         #: newest order id (and its mtime) in the orders messages processed (metrics: lag)
         self.last_order_id = 0
         self.last_order_time = 0.0
-        self.stops_seen = 0
-        self.balances_seen = 0
 
     # -- subscriptions ----------------------------------------------------------------------------
 
@@ -108,11 +125,8 @@ class UserFeeds:
     # -- bus --------------------------------------------------------------------------------------
 
     def start(self, bus: BusReader) -> None:
-        """Read both topics from their end (names from the config's Kafka blocks if any)."""
-        config = self.server.config
-        orders = bus.subscribe(config.orders.topic if config.orders else ORDERS)
-        balances = bus.subscribe(config.balances.topic if config.balances else BALANCES)
-        stops = bus.subscribe(stops_topic(config))
+        """Read the three topics from their end."""
+        orders, balances, stops = (bus.subscribe(topic) for topic in self.topics)
         self._subscriptions = [orders, balances, stops]
         self._tasks = [
             asyncio.create_task(self._consume(orders, self.on_orders)),
@@ -134,7 +148,8 @@ class UserFeeds:
                 await sub.close()
         self._subscriptions = []
 
-    async def _consume(self, sub: Subscription, handle: Any) -> None:
+    async def _consume(self, sub: Subscription,
+                       handle: Callable[[list[Message]], None]) -> None:
         while True:
             try:
                 batch = await sub.next_batch(1000)
@@ -152,8 +167,7 @@ class UserFeeds:
                 log.exception("bus batch failed")
 
     def on_orders(self, batch: list[Message]) -> None:
-        self.orders_seen += len(batch)
-        self._order_messages(batch, "order.update")
+        self._order_messages(batch, ORDER_UPDATE)
 
     def _order_messages(self, batch: list[Message], notify: str) -> None:
         """``orders`` messages, or ``stops`` messages, which have the same shape."""
@@ -168,7 +182,7 @@ class UserFeeds:
                 market = order["market"]
                 stock = data["stock"]
                 money = data["money"]
-                if notify == "order.update":
+                if notify == ORDER_UPDATE:
                     self._seen_order(order)
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 # fatal level (alerted): our publisher never writes one
@@ -198,14 +212,12 @@ class UserFeeds:
             self.last_order_time = float(mtime) if isinstance(mtime, (int, float)) else 0.0
 
     def on_stops(self, batch: list[Message]) -> None:
-        self.stops_seen += len(batch)
-        self._order_messages(batch, "order.update_stop")
+        self._order_messages(batch, ORDER_UPDATE_STOP)
 
     def on_balances(self, batch: list[Message]) -> None:
         wanted: dict[tuple[int, str], None] = {}
         users = self.users
         for msg in batch:
-            self.balances_seen += 1
             try:
                 data = orjson.loads(msg.value)
                 user = data[1]
@@ -247,19 +259,10 @@ class UserFeeds:
             self._inflight.pop(key, None)
 
     async def _query_balance(self, user: int, asset: str) -> Any:
-        backend = self.server.backends.get("matchengine")
-        if backend is None or not backend.connected():
+        reply = await self.forwarder.ask(MATCHENGINE, "balance.query", [user, asset])
+        if reply is None:  # no matchengine, or no usable answer (logged)
             return None
-        try:
-            async with asyncio.timeout(self.server.config.backend_timeout):
-                body = await backend.call("balance.query", [user, asset], None)
-            error, result = parse_reply(body)
-        except TimeoutError:
-            log.error("balance.query [%d, %r] timed out", user, asset)
-            return None
-        except Exception as e:
-            log.error("balance.query [%d, %r] failed: %s", user, asset, e)
-            return None
+        error, result = reply
         if error is not None or type(result) is not dict:
             log.error("balance.query [%d, %r] answered %s", user, asset, error)
             return None
@@ -273,5 +276,5 @@ class UserFeeds:
         for conn in conns:
             if conn.assets is not None and asset in conn.assets and conn.user_id == user:
                 if frame is None:
-                    frame = notify_frame("asset.update", [result])
+                    frame = notify_frame(ASSET_UPDATE, [result])
                 conn.send_frame(frame)

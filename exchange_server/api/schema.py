@@ -25,10 +25,9 @@ DECIMAL_OUT_PATTERN = r"^-?[0-9]+(\.[0-9]+)?(e[+-]?[0-9]+)?$"
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
 
-#: The sample config's first market and its assets (examples in the schemas).
+#: The sample config's first market and its stock (examples in the schemas).
 MARKET = "BTCBCH"
 STOCK = "BTC"
-MONEY = "BCH"
 
 
 def dec(description: str = "", example: str | None = None) -> Schema:
@@ -152,7 +151,6 @@ def const(value: Any, description: str = "") -> Schema:
 
 
 ANY: Schema = {}
-ANY_OBJECT: Schema = {"type": "object"}
 
 SUCCESS = obj({"status": const("success")}, "always `{\"status\": \"success\"}`")
 
@@ -164,7 +162,6 @@ ASSET_NAME = string("asset name, as listed by asset.list", example=STOCK)
 SIDE = integer("1 = ask (sell), 2 = bid (buy)", enum=[1, 2], example=1)
 SOURCE = string("free text kept with the order, fewer than 31 bytes", example="api", max_bytes=30)
 OFFSET = integer("records to skip", example=0)
-LIMIT_101 = integer("records to return, at most 101", maximum=101, example=10)
 ORDER_ID = integer("order id", minimum=1, example=1)
 
 # -- result shapes --------------------------------------------------------------------------------

@@ -91,10 +91,18 @@ class BusPublisher:
         self._retry: asyncio.TimerHandle | None = None
         self._mark_task: asyncio.Task[None] | None = None
         self._saving: asyncio.Future[None] | None = None
-        self.published_total = 0
-        self.acked_total = 0
-        #: messages handed to the transport again after it lost them
-        self.resent_total = 0
+
+    def start_after(self, oper_id: int) -> None:
+        """Operations up to ``oper_id`` were published by someone else (an original ViaBTC
+        matchengine taken over, matchengine/original.py): raise the mark to it, in the file
+        too.  Call before any ``on_events``; a no-op when the mark is already there."""
+        if self._loaded.oper_id >= oper_id:
+            return
+        mark = Mark(oper_id, dict(self._loaded.offsets))
+        self.mark_file.save(mark)
+        log.warning("bus mark raised to operation %d (published by the original)", oper_id)
+        self._loaded = self._saved = mark
+        self._last_oper_id = max(self._last_oper_id, oper_id)
 
     # -- EventSink --------------------------------------------------------------------------------
 
@@ -116,7 +124,6 @@ class BusPublisher:
         for topic, body in messages:
             waiting[topic].append((oper_id, body))
             published[_INDEX[topic]] += 1
-        self.published_total += len(messages)
         if self._started:
             self._pump()
 
@@ -230,7 +237,6 @@ class BusPublisher:
             oper = by_id.get(oper_id)
             if oper is not None:
                 oper.remaining -= 1
-        self.acked_total += count
         opers = self._opers
         while opers and opers[0].remaining <= 0:
             del by_id[opers.popleft().oper_id]
@@ -240,7 +246,6 @@ class BusPublisher:
         for topic in ALL_TOPICS:
             inflight = self._inflight[topic]
             if inflight:
-                self.resent_total += len(inflight)
                 waiting = self._waiting[topic]
                 inflight.extend(waiting)
                 self._waiting[topic] = inflight

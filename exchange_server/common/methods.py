@@ -60,16 +60,26 @@ METHODS: dict[str, tuple[str, int]] = {
     "config.resume_market": (MATCHENGINE, 405),
 }
 
+# The notifications' names, for the code that sends them (accessws imports these, never literals).
+KLINE_UPDATE = "kline.update"
+DEPTH_UPDATE = "depth.update"
+PRICE_UPDATE = "price.update"
+STATE_UPDATE = "state.update"
+TODAY_UPDATE = "today.update"
+DEALS_UPDATE = "deals.update"
+ORDER_UPDATE = "order.update"
+ORDER_UPDATE_STOP = "order.update_stop"
+ASSET_UPDATE = "asset.update"
 #: The notifications accessws sends (websocket.md 6; ``order.update_stop``: the CoinEx fork's):
 #: one per market-data feed (``<feed>.update``) and the user pushes driven by the bus.
 WS_PUSHES: tuple[str, ...] = (
-    "kline.update",
-    "depth.update",
-    "price.update",
-    "state.update",
-    "today.update",
-    "deals.update",
-    "order.update",
-    "order.update_stop",
-    "asset.update",
+    KLINE_UPDATE,
+    DEPTH_UPDATE,
+    PRICE_UPDATE,
+    STATE_UPDATE,
+    TODAY_UPDATE,
+    DEALS_UPDATE,
+    ORDER_UPDATE,
+    ORDER_UPDATE_STOP,
+    ASSET_UPDATE,
 )

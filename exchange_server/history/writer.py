@@ -121,6 +121,18 @@ class HistoryWriter:
                 self._last_id = mark
         return mark
 
+    def start_after(self, oper_id: int) -> None:
+        """Rows up to ``oper_id`` were written by an original ViaBTC matchengine whose databases
+        are taken over (matchengine/original.py): raise the stored mark to it, by storing an
+        empty operation there.  Before ``start()``; a no-op once the mark is that far."""
+        if self.durable_mark() >= oper_id:
+            return
+        with self._write_lock:
+            self.store.write([(oper_id, [])])
+        log.warning("history mark raised to operation %d (rows written by the original)",
+                    oper_id)
+        self.durable_mark()
+
     def on_events(self, oper_id: int, events: list[Event]) -> None:
         if self._last_id is None:
             self.durable_mark()

@@ -168,14 +168,6 @@ def _row_chunks(buckets: SortedDict, seq: _Sequence, first: int, end: int, befor
         b = nb
 
 
-def _rows(buckets: SortedDict, seq: _Sequence, first: int, end: int, before: Kline | None,
-          market: str, clip_end: bool = False) -> list[list[Any]]:
-    rows: list[list[Any]] = []
-    for chunk in _row_chunks(buckets, seq, first, end, before, market, clip_end):
-        rows += chunk
-    return rows
-
-
 def kline_chunks(state: MarketState, start: int, end: int, interval: int, now: int,
                  retention: Retention, local: LocalTime) -> Iterator[list[list[Any]]]:
     """market.kline rows (params already validated; ``end`` already clamped to now), in

@@ -36,10 +36,6 @@ class Balances:
         account = self.accounts.get((user, asset))
         return account[0] if account is not None else ZERO
 
-    def get_frozen(self, user: int, asset: str) -> Decimal:
-        account = self.accounts.get((user, asset))
-        return account[1] if account is not None else ZERO
-
     def total(self, user: int, asset: str) -> Decimal:
         account = self.accounts.get((user, asset))
         return account[0] + account[1] if account is not None else ZERO

@@ -8,7 +8,6 @@ package: replies are returned, and everything else that happens is appended to `
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -531,9 +530,6 @@ class Engine:
         for user, asset, business, business_id, t in state.updates:
             self.updates[(user, asset, business, business_id)] = t
         return warnings
-
-    def asset_names(self) -> Iterable[str]:
-        return self.assets.keys()
 
 
 def _stp_snapshot(order: Order, market: Market) -> OrderSnapshot:

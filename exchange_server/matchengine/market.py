@@ -361,10 +361,6 @@ class Market:
                     return stop
         return None
 
-    def stop_list(self, state: int) -> Iterator[Stop]:
-        """One trigger list in firing order."""
-        yield from (self.stops_low if state == STOP_STATE_LOW else self.stops_high).values()
-
     def _deal(self, taker: Order, maker: Order, price: Decimal, amount: Decimal, now: float,
               deal_id: int) -> None:
         deal = price * amount

@@ -57,6 +57,7 @@ from exchange_server.common.jsondepth import check_params_depth
 from exchange_server.matchengine.engine import Engine
 from exchange_server.matchengine.methods import MatchEngineMethods, present
 from exchange_server.matchengine.model import Event
+from exchange_server.matchengine.original import OriginalState, apply_load_rules, original_params
 from exchange_server.matchengine.sink import EventSink
 from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
 
@@ -106,6 +107,8 @@ class MatchEngineService:
         self.last_slice: SliceInfo | None = None
         self._slice_pending: dict[int, SliceInfo] = {}
         self.restored_from: SliceInfo | None = None
+        #: records at or below this id were written by an original ViaBTC (original.py)
+        self.original_end = 0
         self.replayed = 0
         #: seconds a commit may take before it counts as failed
         self.commit_timeout = COMMIT_TIMEOUT
@@ -134,6 +137,11 @@ class MatchEngineService:
         the state before them.
         """
         store = self.store
+        self.original_end = store.takeover_point()
+        if self.original_end:
+            # the original wrote the history and published the messages up to there
+            for sink in self.sinks:
+                sink.start_after(self.original_end)
         marks = [sink.durable_mark() for sink in self.sinks]
         last = store.last_oper_id()
         if marks and max(marks) > last:
@@ -152,6 +160,8 @@ class MatchEngineService:
                 info = None
         if info is not None:
             state = store.read_slice(info)
+            if isinstance(state, OriginalState):
+                apply_load_rules(state, self.engine)
             for warning in self.engine.load_state(state):
                 log.warning("slice %d: %s", info.time, warning)
             self.oper_id = info.end_oper_id
@@ -178,8 +188,11 @@ class MatchEngineService:
         if write is None:
             raise StoreError(f"operation {record.id}: unknown method {record.method!r}; the "
                              "log was written by another program or version")
+        params = record.params
+        if record.id <= self.original_end:  # written by an original ViaBTC: its integer rules
+            params = original_params(record.method, params)
         try:
-            write.run(record.time, record.params)
+            write.run(record.time, params)
         except RpcError as e:
             self.engine.take_events()
             hint = (" (is a market or asset it uses no longer configured? restore the "

@@ -19,6 +19,12 @@ class EventSink(Protocol):
         Called once, synchronously, before the engine restores its state."""
         ...
 
+    def start_after(self, oper_id: int) -> None:
+        """Everything up to ``oper_id`` was output by an original ViaBTC matchengine whose
+        database is taken over (matchengine/original.py): make the durable mark at least
+        ``oper_id``.  Called before ``durable_mark``, only in that case."""
+        ...
+
     def on_events(self, oper_id: int, events: list[Event]) -> None:
         """Take the events of one operation.  Must not block: queue and write elsewhere."""
         ...

@@ -134,6 +134,12 @@ class EngineStore(ABC):
     def clone(self) -> EngineStore:
         """A new, unopened store with the same settings (for a forked child)."""
 
+    def takeover_point(self) -> int:
+        """The last operation written by an original ViaBTC matchengine whose database this
+        store took over (records at or below it follow the original's integer rules on replay,
+        matchengine/original.py); 0 when there is none."""
+        return 0
+
     # -- operation log ---------------------------------------------------------------------------
 
     @abstractmethod

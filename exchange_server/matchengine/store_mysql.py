@@ -34,6 +34,11 @@ differences from the original's tables:
   are a convenience for queries (truncated toward zero to 24 decimals; NULL for a value with 26
   or more integer digits); editing them by hand has no effect on a restart.
 
+An original ViaBTC's ``trade_log`` (its templates lack ``exact``) is taken over by ``open()``
+(matchengine/original.py): its takeover point is recorded, its slice templates are set aside for
+ours, its operlog tables widened; its slices (no ``source``, ``exact``, ``slice_update``) are
+read with its own load rules.
+
 Times (order create/update times, operlog times, dedup times) are DOUBLE, which MariaDB gives
 back bit-exact.  A store keeps one connection and ends every operation with COMMIT or ROLLBACK,
 so it never holds InnoDB snapshots or metadata locks between calls (a forked child dropping an
@@ -53,6 +58,7 @@ from typing import Any
 import pymysql
 
 from exchange_server.common.config import MysqlConfig
+from exchange_server.matchengine import original
 from exchange_server.matchengine.engine import EngineState
 from exchange_server.matchengine.logcodec import decode_detail, encode_detail
 from exchange_server.matchengine.store import (
@@ -156,7 +162,8 @@ SCHEMA = [
     ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
 ]
 
-#: Columns a template must have (an older layout, e.g. the original's, is refused).
+#: Columns a template must have (an older layout of ours is refused; the original's is taken
+#: over before this check, see original.adopt).
 REQUIRED_COLUMNS = {
     "slice_order_example": {"source", "exact"},
     "slice_balance_example": {"exact"},
@@ -233,6 +240,8 @@ class MysqlEngineStore(EngineStore):
         self._summed: set[str] = set()
         #: checksums of slices written by write_slice_data, for publish_slice
         self._slice_sums: dict[int, int] = {}
+        #: the last operation the original wrote, when taking over its database (original.py)
+        self._takeover = 0
 
     def __repr__(self) -> str:
         return f"MysqlEngineStore({self.cfg.host}:{self.cfg.port}/{self.cfg.name})"
@@ -242,29 +251,43 @@ class MysqlEngineStore(EngineStore):
     def open(self) -> None:
         try:
             mysql_db.ensure_database(self.cfg)
-            conn = self._connection()
-            with conn.cursor() as cur:
-                for ddl in SCHEMA:
-                    cur.execute(ddl)
-                for table, added in ADDED_COLUMNS.items():
-                    cur.execute(f"SHOW COLUMNS FROM {table}")
-                    have = {row[0] for row in cur.fetchall()}
-                    for name, ddl in added:
-                        if name not in have:
-                            cur.execute(f"ALTER TABLE {table} ADD COLUMN {ddl}")
-                for table, needed in REQUIRED_COLUMNS.items():
-                    cur.execute(f"SHOW COLUMNS FROM {table}")
-                    have = {row[0] for row in cur.fetchall()}
-                    if not needed <= have:
-                        raise StoreError(
-                            f"{self!r}: table {table} lacks column(s)"
-                            f" {', '.join(sorted(needed - have))} (made by an older layout?)")
-            conn.commit()
-            for table in sorted(self._load_operlog_tables()):
-                self._ensure_checksum_column(table)
+            # Schema changes may copy big tables (a takeover's widening): the default, long
+            # socket timeouts, not the operations' short ones.
+            conn = mysql_db.connect(self.cfg)
+            try:
+                self._open_schema(conn)
+            finally:
+                conn.close()
+            self._load_operlog_tables()
         except pymysql.MySQLError as e:
             self._fail()
             raise StoreError(f"{self!r}: cannot open: {e}") from e
+
+    def _open_schema(self, conn: pymysql.Connection) -> None:
+        self._takeover = original.adopt(conn)
+        with conn.cursor() as cur:
+            for ddl in SCHEMA:
+                cur.execute(ddl)
+            for table, added in ADDED_COLUMNS.items():
+                cur.execute(f"SHOW COLUMNS FROM {table}")
+                have = {row[0] for row in cur.fetchall()}
+                for name, ddl in added:
+                    if name not in have:
+                        cur.execute(f"ALTER TABLE {table} ADD COLUMN {ddl}")
+            for table, needed in REQUIRED_COLUMNS.items():
+                cur.execute(f"SHOW COLUMNS FROM {table}")
+                have = {row[0] for row in cur.fetchall()}
+                if not needed <= have:
+                    raise StoreError(
+                        f"{self!r}: table {table} lacks column(s)"
+                        f" {', '.join(sorted(needed - have))} (made by an older layout?)")
+        conn.commit()
+        with conn.cursor() as cur:
+            cur.execute("SHOW TABLES LIKE 'operlog\\_%'")
+            tables = sorted(r[0] for r in cur.fetchall() if _OPERLOG_TABLE.match(r[0]))
+        conn.rollback()
+        for table in tables:
+            self._ensure_checksum_column(table, conn)
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -275,14 +298,18 @@ class MysqlEngineStore(EngineStore):
             except pymysql.MySQLError:
                 pass
 
+    def takeover_point(self) -> int:
+        return self._takeover
+
     def clone(self) -> MysqlEngineStore:
         return MysqlEngineStore(self.cfg)
 
-    def _ensure_checksum_column(self, table: str) -> None:
+    def _ensure_checksum_column(self, table: str,
+                                conn: pymysql.Connection | None = None) -> None:
         """Add the checksum column to a day table that lacks it."""
         if table in self._summed:
             return
-        conn = self._connection()
+        conn = conn or self._connection()
         with conn.cursor() as cur:
             cur.execute(f"SHOW COLUMNS FROM `{table}` LIKE 'checksum'")
             if not cur.fetchall():
@@ -487,6 +514,19 @@ class MysqlEngineStore(EngineStore):
         except pymysql.MySQLError as e:
             raise self._error("cannot reset the operlog", e) from e
 
+    def _operlog_down(self, last_id: int) -> Iterator[tuple[int, Any]]:
+        """``(id, detail)`` of the records at or below ``last_id``, newest first."""
+        for table in sorted(self._load_operlog_tables(), reverse=True):
+            top = last_id
+            while True:
+                rows = self._query(f"SELECT id, detail FROM `{table}` WHERE id <= %s"
+                                   " ORDER BY id DESC LIMIT %s", (top, CHUNK))
+                for oper_id, detail in rows:
+                    yield int(oper_id), detail
+                if len(rows) < CHUNK:
+                    break
+                top = int(rows[-1][0]) - 1
+
     # -- slices ------------------------------------------------------------------------------------
 
     def latest_slice(self) -> SliceInfo | None:
@@ -524,11 +564,17 @@ class MysqlEngineStore(EngineStore):
         state = EngineState(order_id=info.end_order_id, deal_id=info.end_deals_id)
         try:
             found = {r[0] for r in self._query(f"SHOW TABLES LIKE 'slice\\_%\\_{t}'")}
-            missing = [n for n in names if n not in found]
+            columns = ({r[0] for r in self._query(f"SHOW COLUMNS FROM `{names[0]}`")}
+                       if names[0] in found else set())
+            is_original = bool(columns) and original.is_original_slice(columns)
+            # the original's slices have no slice_update table
+            missing = [n for n in names[:2 if is_original else 3] if n not in found]
             if missing:
                 raise StoreError(f"{self!r}: slice {t} lacks table(s) {', '.join(missing)}")
+            if is_original:
+                return original.read_slice(self._read_pages, t, info,
+                                           self._operlog_down(info.end_oper_id))
             n = len(ORDER_DECIMALS)
-            columns = {r[0] for r in self._query(f"SHOW COLUMNS FROM `{names[0]}`")}
             extra = ", `option`, client_id" if "client_id" in columns else ", 0, NULL"
             for row in self._read_pages(
                     names[0],

@@ -32,10 +32,6 @@ class SockAddr:
     def is_unix(self) -> bool:
         return KINDS[self.kind][0] == "unix"
 
-    @property
-    def sock_type(self) -> str:
-        return KINDS[self.kind][1]
-
     def __str__(self) -> str:
         if self.is_unix:
             return f"{self.kind}@{self.path}"

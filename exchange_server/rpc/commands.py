@@ -16,11 +16,6 @@ def service_commands(service: str) -> dict[int, str]:
     return {cmd: method for method, (owner, cmd) in METHODS.items() if owner == service}
 
 
-def service_methods(service: str) -> dict[str, int]:
-    """method name -> command number for the methods that ``service`` answers."""
-    return {method: cmd for method, (owner, cmd) in METHODS.items() if owner == service}
-
-
 MATCHENGINE_COMMANDS = service_commands(MATCHENGINE)
 MARKETPRICE_COMMANDS = service_commands(MARKETPRICE)
 READHISTORY_COMMANDS = service_commands(READHISTORY)

@@ -102,11 +102,6 @@ def pack(command: int, pkg_type: int, sequence: int, req_id: int, body: bytes = 
     return b"".join((header[:CRC_OFFSET], _U32.pack(crc), header[CRC_OFFSET + 4:], ext, body))
 
 
-def pack_packet(packet: Packet) -> bytes:
-    return pack(packet.command, packet.pkg_type, packet.sequence, packet.req_id, packet.body,
-                packet.ext, packet.result)
-
-
 def packet_crc(data: bytes | bytearray | memoryview, size: int) -> int:
     """CRC-32 of ``data[:size]`` with the crc field taken as zero."""
     view = memoryview(data)
