@@ -17,7 +17,8 @@ cannot be opened (full disk, database down) is one error line and an ordinary ex
 matching process restarts the follower a second later.
 
 A log record the follower cannot decode or apply is fatal (docs/operations.md, "A log record
-that cannot be replayed"): retrying cannot help and skipping it would lose its history.  The
+that cannot be replayed"), and so is a gap in the log (the service's ``replay_from`` raises the
+same ``OperLogGap`` for it as at restore): retrying cannot help and skipping would lose history.  The
 follower logs one fatal line naming the operation id and exits with :data:`FATAL_EXIT`; the
 matching process logs the fatal alert and does NOT restart it.  History then stops at the
 operation before, and the engine refuses writes with code 3 once it is ``max_lag`` operations
@@ -127,25 +128,18 @@ def _follow(spec: FollowerSpec, applied: Any, pending: Any,
     gctune.freeze_startup_state()
     history.start()
     applied.value = service.oper_id
+
+    def report() -> None:
+        applied.value = service.oper_id
+        pending.value = history.pending_rows
+
     try:
         while True:
             # A parent killed without a word (SIGKILL) leaves us orphaned: finish and go; the
             # next matching process starts its own follower from the history mark.
             stopping = stop.is_set() or os.getppid() != parent
-            count = 0
-            for record in store.read_operlog(service.oper_id):
-                if record.id > limit.value:
-                    break
-                if record.id != service.oper_id + 1:
-                    raise RuntimeError(f"operation log gap at {record.id}")
-                service._replay(record)
-                service.oper_id = record.id
-                count += 1
-                if count % 1000 == 0:
-                    applied.value = service.oper_id
-                    pending.value = history.pending_rows
-            applied.value = service.oper_id
-            pending.value = history.pending_rows
+            count = service.replay_from(store, limit.value, report)
+            report()
             if history.failure is not None:
                 raise StoreError(history.failure)
             if stopping:

@@ -59,7 +59,13 @@ from exchange_server.matchengine.methods import MatchEngineMethods, present
 from exchange_server.matchengine.model import Event
 from exchange_server.matchengine.original import OriginalState, apply_load_rules, original_params
 from exchange_server.matchengine.sink import EventSink
-from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
+from exchange_server.matchengine.store import (
+    EngineStore,
+    OperLogGap,
+    OperRecord,
+    SliceInfo,
+    StoreError,
+)
 
 log = logging.getLogger("exchange_server.matchengine")
 
@@ -72,6 +78,8 @@ COMMIT_TIMEOUT = 0.7
 PROBE_INTERVAL = 1.0
 #: How long stop() waits for the last commit before giving up on it.
 STOP_FLUSH_TIMEOUT = 3.0
+#: replay_from() reports its progress after this many records.
+PROGRESS_EVERY = 1000
 
 
 class MatchEngineService:
@@ -167,18 +175,31 @@ class MatchEngineService:
             self.oper_id = info.end_oper_id
             self._last_slice_time = info.time
             self.restored_from = self.last_slice = info
-        replayed = 0
-        for record in store.read_operlog(self.oper_id):
-            if record.id != self.oper_id + 1:
-                raise StoreError(f"operation log gap: expected id {self.oper_id + 1}, found {record.id}")
-            self._replay(record)
-            self.oper_id = record.id
-            replayed += 1
+        replayed = self.replay_from(store)
         self.durable_id = self.oper_id
         self._durable_advanced()
         self.replayed = replayed
         log.info("restored: slice %s, %d operations replayed, last operation id %d",
                  info.time if info else "none", replayed, self.oper_id)
+
+    def replay_from(self, store: EngineStore, limit: int | None = None,
+                    progress: Callable[[], None] | None = None) -> int:
+        """Apply the log records after ``oper_id`` (up to ``limit`` if given) again, in order;
+        returns how many.  The one replay loop: restore, the rebuild after a storage failure and
+        the history follower use it.  :class:`OperLogGap` when an id is skipped, StoreError when
+        a record cannot be applied; ``progress`` is called every ``PROGRESS_EVERY`` records."""
+        count = 0
+        for record in store.read_operlog(self.oper_id):
+            if limit is not None and record.id > limit:
+                break
+            if record.id != self.oper_id + 1:
+                raise OperLogGap(self.oper_id + 1, record.id)
+            self._replay(record)
+            self.oper_id = record.id
+            count += 1
+            if progress is not None and count % PROGRESS_EVERY == 0:
+                progress()
+        return count
 
     def _replay(self, record: OperRecord) -> None:
         """Apply one logged operation again.  Every logged operation was applied once with the
@@ -453,14 +474,7 @@ class MatchEngineService:
             for warning in replica.engine.load_state(self.store.read_slice(info)):
                 log.warning("slice %d: %s", info.time, warning)
             replica.oper_id = info.end_oper_id
-        for record in self.store.read_operlog(replica.oper_id):
-            if record.id > limit:
-                break
-            if record.id != replica.oper_id + 1:
-                raise StoreError(f"operation log gap: expected id {replica.oper_id + 1},"
-                                 f" found {record.id}")
-            replica._replay(record)
-            replica.oper_id = record.id
+        replica.replay_from(self.store, limit)
         if replica.oper_id != limit:
             raise StoreError(f"the log ends at {replica.oper_id}, before the last acknowledged"
                              f" operation {limit}")

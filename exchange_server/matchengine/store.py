@@ -62,6 +62,16 @@ class StoreError(Exception):
     """The store cannot be used (corrupt log, gap in ids, unreachable database)."""
 
 
+class OperLogGap(StoreError):
+    """The operation log skips an id: the one error for a gap, whoever replays the log
+    (restore, the rebuild after a storage failure, the history follower)."""
+
+    def __init__(self, expected: int, found: int) -> None:
+        super().__init__(f"operation log gap: expected id {expected}, found {found}")
+        self.expected = expected
+        self.found = found
+
+
 #: What an operator reads after a damaged-record error (docs/operations.md has the procedure).
 REPAIR_HINT = "see \"Damaged operation log or slice\" in docs/operations.md"
 
