@@ -100,7 +100,7 @@ def _run_async(coro: object) -> None:
 #: ``exchange-server SERVICE -c CONFIG``: the module of each service's stand-alone process (it
 #: exposes ``build(config_data)`` and ``validate(config_data)``).
 SERVICE_MODULES = {
-    "matchengine": "exchange_server.matchengine.standalone",
+    "matchengine": "exchange_server.matchprocess.standalone",
     "marketprice": "exchange_server.marketprice.standalone",
     "readhistory": "exchange_server.readhistory.standalone",
     "accesshttp": "exchange_server.accesshttp.standalone",

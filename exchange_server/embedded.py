@@ -35,14 +35,14 @@ from exchange_server.common.metrics import MetricsServer
 from exchange_server.marketprice.observe import register_marketprice
 from exchange_server.marketprice.service import MarketPriceService
 from exchange_server.marketprice.store_sqlite import SqliteStore as MarketSqliteStore
-from exchange_server.matchengine.console import DEFAULT_PORT as CONSOLE_PORT
-from exchange_server.matchengine.console import Console, ConsoleServer
-from exchange_server.matchengine.follower import FollowerProcess, FollowerSpec
-from exchange_server.matchengine.observe import register_gauges
 from exchange_server.matchengine.service import MatchEngineService
 from exchange_server.matchengine.store import EngineStore, StoreError
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
+from exchange_server.matchprocess.console import DEFAULT_PORT as CONSOLE_PORT
+from exchange_server.matchprocess.console import Console, ConsoleServer
+from exchange_server.matchprocess.follower import FollowerProcess, FollowerSpec
+from exchange_server.matchprocess.observe import register_gauges
 from exchange_server.process.runner import StartupFailed
 from exchange_server.readhistory.reader import HistoryReader, MysqlHistoryReader, SqliteHistoryReader
 from exchange_server.readhistory.service import ReadHistoryService

@@ -29,7 +29,11 @@ from exchange_server.bus.mark import MarkFile
 from exchange_server.bus.memory import InProcessBus
 from exchange_server.bus.publisher import BusPublisher
 from exchange_server.common.config import ConfigError, default_matchengine_data, load_matchengine
-from exchange_server.matchengine.console import (
+from exchange_server.matchengine.service import MatchEngineService
+from exchange_server.matchengine.store import EngineStore
+from exchange_server.matchengine.store_mysql import MysqlEngineStore
+from exchange_server.matchengine.store_sqlite import SqliteEngineStore
+from exchange_server.matchprocess.console import (
     MAX_LINE,
     Console,
     ConsoleServer,
@@ -37,11 +41,7 @@ from exchange_server.matchengine.console import (
     split_args,
     user_id_arg,
 )
-from exchange_server.matchengine.follower import FollowerProcess, FollowerSpec
-from exchange_server.matchengine.service import MatchEngineService
-from exchange_server.matchengine.store import EngineStore
-from exchange_server.matchengine.store_mysql import MysqlEngineStore
-from exchange_server.matchengine.store_sqlite import SqliteEngineStore
+from exchange_server.matchprocess.follower import FollowerProcess, FollowerSpec
 from exchange_server.rpc.addr import SockAddr
 from tests.server import REPO, SHARED, ServerProcess
 from tests.topology import Topology

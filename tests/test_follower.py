@@ -13,7 +13,7 @@ from tests.server import REPO
 SCRIPT = r"""
 import os, sys
 from exchange_server.common.config import default_matchengine_data
-from exchange_server.matchengine.follower import FollowerProcess, FollowerSpec
+from exchange_server.matchprocess.follower import FollowerProcess, FollowerSpec
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 
 if __name__ == "__main__":

@@ -213,18 +213,6 @@ KNOWN_CYCLES: dict[str, frozenset[tuple[str, str]]] = {
 
 #: The same for the package graph.
 KNOWN_PACKAGE_CYCLES: dict[str, frozenset[tuple[str, str]]] = {
-    # Structure issue, the rest of its package-level cycle ("through accesshttp, accessws,
-    # apidoc, bus, history, matchengine and rpc"; the accesshttp/accessws/apidoc/rpc part is
-    # gone with the method table in common/methods.py and the api/apidoc split): bus.messages,
-    # bus.publisher, history.rows and history.writer import the order/deal model from
-    # matchengine.model, which imports neither but lives in a package that uses bus and
-    # history.  Removed when that model moves to a package below all three.
-    "bus, history -> matchengine.model": frozenset({
-        ("bus", "matchengine"),
-        ("history", "matchengine"),
-        ("matchengine", "bus"),
-        ("matchengine", "history"),
-    }),
 }
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from exchange_server.common.config import default_matchengine_data
-from exchange_server.matchengine.follower import FATAL_EXIT, FollowerProcess, FollowerSpec
 from exchange_server.matchengine.service import PROGRESS_EVERY, MatchEngineService
 from exchange_server.matchengine.store import OperLogGap, StoreError
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
+from exchange_server.matchprocess.follower import FATAL_EXIT, FollowerProcess, FollowerSpec
 from tests.test_methods import config
 
 

@@ -4,7 +4,7 @@ Why: ``exchange-server status`` and the alert rules compare what each consumer h
 with what the matchengine produced.  Consumers export the newest id and time they have seen;
 the status command subtracts them from the matchengine's counters, which works across
 processes without either side knowing the other's address.  Each service registers its own
-gauges (matchengine/observe.py likewise), so the status package imports no service.
+gauges (matchprocess/observe.py likewise), so the status package imports no service.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ On a database error the batch is kept and retried every ``retry_delay`` seconds 
 in order; new operations queue behind it.  An operation whose events cannot be turned into rows
 is different: retrying cannot help and skipping would lose its history, so the writer logs one
 fatal line naming the operation id, stops, sets ``failure`` and reports ``overloaded()`` from
-then on (the follower exits on it: see matchengine/follower.py).
+then on (the follower exits on it: see matchprocess/follower.py).
 
 While ``pending_rows`` (queued + in flight) is at or above ``max_pending_rows`` the writer
 reports ``overloaded()`` and the matchengine refuses writes with code 3, as the original does

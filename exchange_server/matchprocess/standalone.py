@@ -12,12 +12,12 @@ from exchange_server.bus.kafka import KafkaTransport
 from exchange_server.bus.publisher import BusPublisher
 from exchange_server.common import gctune
 from exchange_server.common.config import MatchEngineConfig, load_matchengine
-from exchange_server.matchengine.console import Console, ConsoleServer, parse_console_address
-from exchange_server.matchengine.follower import FollowerProcess, FollowerSpec
-from exchange_server.matchengine.observe import register_gauges
 from exchange_server.matchengine.service import MatchEngineService
 from exchange_server.matchengine.store import StoreError
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
+from exchange_server.matchprocess.console import Console, ConsoleServer, parse_console_address
+from exchange_server.matchprocess.follower import FollowerProcess, FollowerSpec
+from exchange_server.matchprocess.observe import register_gauges
 from exchange_server.process.runner import StartupFailed
 from exchange_server.rpc.commands import service_commands
 from exchange_server.rpc.server import RpcServer

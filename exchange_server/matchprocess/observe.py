@@ -13,8 +13,8 @@ import time
 
 from exchange_server.bus.publisher import BusPublisher
 from exchange_server.common import metrics
-from exchange_server.matchengine.follower import FollowerProcess
 from exchange_server.matchengine.service import MatchEngineService
+from exchange_server.matchprocess.follower import FollowerProcess
 
 
 def register_gauges(service: MatchEngineService, follower: FollowerProcess | None = None,
