@@ -1,6 +1,7 @@
 """Process behaviour shared by every service (config.md 2).
 
 * :mod:`.runner`: :func:`run_service`, the whole life of a service process
+* :mod:`.lifecycle`: steps started in one order, stopped in the reverse (also after a failed start)
 * :mod:`.daemon`: detaching and the watchdog that restarts a worker killed by a signal
 * :mod:`.lock`: one instance per host and service (``/tmp/<name>.lock``)
 * :mod:`.signals`: SIGTERM/SIGQUIT stop, SIGTTIN/SIGTTOU log level, SIGUSR1 reload flag
@@ -9,6 +10,7 @@
 * :mod:`.settings`: the ``process``, ``log``, ``alert`` and ``monitor`` config blocks
 """
 
-from exchange_server.process.runner import ManagedService, StartupFailed, run_service
+from exchange_server.process.lifecycle import StartupFailed
+from exchange_server.process.runner import ManagedService, run_service
 
 __all__ = ["ManagedService", "StartupFailed", "run_service"]

@@ -10,9 +10,10 @@
 4. with ``daemon``: detach; with ``watchdog`` (default: same as ``daemon``): fork the worker
    under the watchdog, which restarts it when it dies by a signal;
 5. in the worker: an event loop (uvloop), the signal handlers, ``service = await build(config)``,
-   ``await service.start()``, the ``monitor`` listener if configured; then wait for SIGTERM /
-   SIGQUIT (or ``service.finished()`` returning, if the service has that method) and
-   ``await service.stop()``.
+   ``await service.start()``, the ``monitor`` and ``metrics`` listeners if configured (one
+   stack, process/lifecycle.py: stopped in the reverse order, and what started is stopped when
+   a later step fails); then wait for SIGTERM / SIGQUIT (or ``service.finished()`` returning,
+   if the service has that method) and stop the stack.
 
 The exit status is 0 after a graceful stop, 1 when the service failed to start or stop.
 """
@@ -20,16 +21,17 @@ The exit status is 0 after a graceful stop, 1 when the service failed to start o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import IO, Any, Protocol
 
 from exchange_server.common.config import ConfigError, read_json
 from exchange_server.common.metrics import MetricsServer, gauges
 from exchange_server.process.daemon import RESTART_DELAY, daemonize, watchdog
+from exchange_server.process.lifecycle import StartupFailed, Step, start_steps, step
 from exchange_server.process.limits import apply_limits
 from exchange_server.process.lock import ProcessExists, acquire_process_lock, write_pid
 from exchange_server.process.logsetup import LoggingSetup, setup_logging
@@ -42,10 +44,7 @@ from exchange_server.status.page import routes as status_routes
 
 log = logging.getLogger("exchange_server.process")
 
-
-class StartupFailed(RuntimeError):
-    """A service cannot start for a reason the operator must fix (damaged operation log, full
-    disk, unreachable database): reported as one line, without a traceback."""
+__all__ = ["StartupFailed", "run_service", "run_loop"]
 
 
 class ManagedService(Protocol):
@@ -124,53 +123,70 @@ async def _worker(name: str, data: dict[str, Any], build: Build, settings: Proce
                   logging_setup: LoggingSetup, daemon: bool, stop_timeout: float) -> int:
     signals = ProcessSignals(logging_setup.levels, daemon).install()
     try:
+        return await _serve(name, data, build, settings, signals, daemon, stop_timeout)
+    finally:
+        signals.uninstall()
+
+
+async def _serve(name: str, data: dict[str, Any], build: Build, settings: ProcessSettings,
+                 signals: ProcessSignals, daemon: bool, stop_timeout: float) -> int:
+    """Start the service, then its monitor and metrics listeners (one stack: stopped in the
+    reverse order, and what started is stopped when a later step fails); wait for a signal."""
+    try:
         service = await build(data)
-        await service.start()
+        stack = await start_steps([_service_step(name, service, stop_timeout)])
     except Exception as e:
         log.critical("%s: init server fail: %s", name, e, exc_info=not isinstance(e, StartupFailed))
         if not daemon:
             print(f"{name}: init server fail: {e}", file=sys.stderr)
         return 1
-    monitor: MonitorServer | None = None
-    metrics: list[MetricsServer] = []
     code = 0
     try:
-        if settings.monitor is not None:
-            monitor = MonitorServer()
-            await monitor.start(settings.monitor.bind)
-        if settings.metrics is not None:
-            gauges(name)  # exchange_service_up{service=name}
-            for text in settings.metrics.bind:
-                addr = parse_sock_addr(text)
-                server = MetricsServer(name, status_routes(local_status(name)))
-                await server.start(addr.host, addr.port)
-                metrics.append(server)
+        stack.push_async_exit(await start_steps(_listener_steps(name, settings)))
         log.warning("server start: %s (pid %d)", name, os.getpid())
-        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(signals.stop.wait())]
-        finished = getattr(service, "finished", None)
-        if callable(finished):
-            waiters.append(asyncio.ensure_future(finished()))
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in waiters:
-            waiter.cancel()
-        if not signals.stop.is_set():
+        if not await _wait(service, signals):
             log.critical("%s: service ended by itself", name)
             code = 1
     except Exception as e:
-        log.critical("%s: %s", name, e, exc_info=True)
+        log.critical("%s: %s", name, e, exc_info=not isinstance(e, StartupFailed))
         code = 1
-    finally:
-        log.warning("server stop: %s", name)
-        if monitor is not None:
-            with contextlib.suppress(Exception):
-                await monitor.stop()
-        for server in metrics:
-            with contextlib.suppress(Exception):
-                await server.stop()
-        try:
-            await asyncio.wait_for(service.stop(), stop_timeout)
-        except Exception as e:
-            log.critical("%s: stop failed: %s", name, e, exc_info=True)
-            code = 1
-        signals.uninstall()
+    log.warning("server stop: %s", name)
+    try:
+        await stack.aclose()
+    except Exception as e:
+        log.critical("%s: stop failed: %s", name, e, exc_info=True)
+        code = 1
     return code
+
+
+def _service_step(name: str, service: ManagedService, stop_timeout: float) -> Step:
+    return step(name, service.start, lambda: asyncio.wait_for(service.stop(), stop_timeout))
+
+
+def _listener_steps(name: str, settings: ProcessSettings) -> list[Step]:
+    steps: list[Step] = []
+    if settings.monitor is not None:
+        monitor, bind = MonitorServer(), settings.monitor.bind
+        steps.append(step("monitor", lambda: monitor.start(bind), monitor.stop))
+    if settings.metrics is not None:
+        gauges(name)  # exchange_service_up{service=name}
+        for text in settings.metrics.bind:
+            addr = parse_sock_addr(text)
+            server = MetricsServer(name, status_routes(local_status(name)))
+            steps.append(step(f"metrics {text}", partial(server.start, addr.host, addr.port),
+                              server.stop))
+    return steps
+
+
+async def _wait(service: ManagedService, signals: ProcessSignals) -> bool:
+    """Until a stop signal (True) or the service's ``finished()`` returning (False)."""
+    waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(signals.stop.wait())]
+    finished = getattr(service, "finished", None)
+    if callable(finished):
+        waiters.append(asyncio.ensure_future(finished()))
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return signals.stop.is_set()
