@@ -15,6 +15,7 @@ import os
 import signal
 import sqlite3
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -27,7 +28,7 @@ from exchange_server.accessws.server import AccessWs
 from exchange_server.bus.mark import MarkFile
 from exchange_server.bus.memory import InProcessBus
 from exchange_server.bus.publisher import BusPublisher
-from exchange_server.common import gctune, metrics
+from exchange_server.common import metrics
 from exchange_server.common.backend import Backend, LocalBackend
 from exchange_server.common.config import ConfigError, MatchEngineConfig, MysqlConfig
 from exchange_server.common.looplag import LoopLagProbe
@@ -36,14 +37,15 @@ from exchange_server.marketprice.observe import register_marketprice
 from exchange_server.marketprice.service import MarketPriceService
 from exchange_server.marketprice.store_sqlite import SqliteStore as MarketSqliteStore
 from exchange_server.matchengine.service import MatchEngineService
-from exchange_server.matchengine.store import EngineStore, StoreError
+from exchange_server.matchengine.store import EngineStore
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 from exchange_server.matchprocess.console import DEFAULT_PORT as CONSOLE_PORT
 from exchange_server.matchprocess.console import Console, ConsoleServer
 from exchange_server.matchprocess.follower import FollowerProcess, FollowerSpec
+from exchange_server.matchprocess.lifecycle import engine_steps
 from exchange_server.matchprocess.observe import register_gauges
-from exchange_server.process.runner import StartupFailed
+from exchange_server.process.lifecycle import Composite, StartupFailed, Step, step
 from exchange_server.readhistory.reader import HistoryReader, MysqlHistoryReader, SqliteHistoryReader
 from exchange_server.readhistory.service import ReadHistoryService
 from exchange_server.rpc.addr import SockAddr
@@ -81,10 +83,6 @@ class EmbeddedOptions:
     metrics_port: int = 0
     #: The operator console (the original's ``cli``) on 127.0.0.1 at this port (0: off).
     cli_port: int = CONSOLE_PORT
-
-
-#: Seconds the history follower gets to stop when the storage is failing.
-FAILING_STOP_TIMEOUT = 2.0
 
 
 class DataDirLocked(RuntimeError):
@@ -128,7 +126,7 @@ def make_history_reader(config: MatchEngineConfig, options: EmbeddedOptions) -> 
     return SqliteHistoryReader(options.data_dir)
 
 
-class EmbeddedSystem:
+class EmbeddedSystem(Composite):
     def __init__(self, config: MatchEngineConfig, options: EmbeddedOptions) -> None:
         unknown = options.disabled - set(OPTIONAL_SERVICES)
         if unknown:
@@ -149,7 +147,6 @@ class EmbeddedSystem:
             max_pending_rows=config.history_max_pending)
         self.matchengine.pressure.append(lambda: self.follower.overloaded(self.matchengine.oper_id))
         self.matchengine.durable_hooks.append(self.follower.set_durable)
-        self._watch: asyncio.Task[None] | None = None
         # The in-process bus: the publisher turns durable operations into the original's
         # deals/orders/balances messages; marketprice and accessws consume them.
         mark = MarkFile(options.data_dir / "bus.mark")
@@ -199,74 +196,77 @@ class EmbeddedSystem:
         if self.ws is not None:
             register_accessws(self.ws)
 
-    async def start(self) -> None:
-        try:
-            self._lock = lock_data_dir(self.options.data_dir)
-            self.store.open()
-            gctune.tune()
-            if self.marketprice is not None:
-                # first: it registers as a durable consumer of the deals it has not stored yet
-                await self.marketprice.start()
-            self.matchengine.restore()
-        except (StoreError, OSError, sqlite3.Error) as e:
-            if self.marketprice is not None:
-                with contextlib.suppress(Exception):
-                    await self.marketprice.stop()
-            if isinstance(e, StoreError):
-                raise  # the command's "cannot start" line (exit status 3)
-            raise StartupFailed(f"cannot start: {e}") from None
-        gctune.freeze_startup_state()
-        self.follower.create_schema()
-        self.follower.start()
-        self._watch = asyncio.create_task(self.follower.watch())
-        await self.publisher.start()
-        await self.matchengine.start()
-        await self.http.start(self.options.http_host, self.options.http_port)
-        log.info("accesshttp listening on http://%s:%d/", self.options.http_host, self.http.port)
-        if self.ws is not None:
-            await self.ws.start(self.options.ws_host, self.options.ws_port)
-            log.info("accessws listening on ws://%s:%d/", self.options.ws_host, self.ws.port)
-            self.http.ws_port = self.ws.port  # the market page finds the WebSocket here
-        if self.public_http is not None and self.options.public_port is not None:
-            self.public_http.ws_port = self.http.ws_port
-            await self.public_http.start(self.options.http_host, self.options.public_port)
-            log.info("accesshttp (public methods only) listening on http://%s:%d/",
-                     self.options.http_host, self.public_http.port)
-        if self.options.metrics_port:
-            self.loop_lag.start()
-            await self.metrics.start(self.options.http_host, self.options.metrics_port)
-        if self.options.cli_port:
-            await self.console.start(SockAddr("tcp", "127.0.0.1", self.options.cli_port))
+    def steps(self) -> list[Step]:
+        """The start order (stopped in the reverse): the data directory, the matching process's
+        steps shared with the standalone matchengine (matchprocess/lifecycle.py) with
+        marketprice before the restore (it registers as a durable consumer of the deals it has
+        not stored yet), then the listeners."""
+        before_restore = [] if self.marketprice is None else [
+            step("marketprice", self.marketprice.start, self._stop_marketprice)]
+        return [
+            step("data directory", self._lock_data_dir, self._unlock_data_dir),
+            *([] if self.readhistory is None else [step("readhistory", stop=self.readhistory.close)]),
+            *engine_steps(self.matchengine, self.follower, self.publisher, before_restore),
+            *self._listener_steps(),
+        ]
 
-    async def stop(self) -> None:
-        await self.console.stop()
-        await self.metrics.stop()
-        await self.loop_lag.stop()
+    def _listener_steps(self) -> list[Step]:
+        options = self.options
+        steps = [step("accesshttp", self._start_http, self.http.stop)]
         if self.ws is not None:
-            await self.ws.stop()
-        if self.public_http is not None:
-            await self.public_http.stop()
-        await self.http.stop()
-        await self.matchengine.stop()
-        # A failing storage (full disk, database down) must not hold the exit up: the bus
-        # consumers and the history follower resume from their own marks at the next start.
-        failing = self.matchengine.degraded
-        if self.marketprice is not None:
-            if not failing:
-                with contextlib.suppress(TimeoutError):
-                    await self.marketprice.wait_offset(self.bus.end_offset("deals") - 1, 5)
-            await self.marketprice.stop()
-        await self.publisher.stop(timeout=1.0 if failing else 5.0)
-        if self._watch is not None:
-            self._watch.cancel()
-        await asyncio.get_running_loop().run_in_executor(
-            None, self.follower.stop, FAILING_STOP_TIMEOUT if failing else 60.0)
-        if self.readhistory is not None:
-            self.readhistory.close()
-        self.store.close()
+            steps.append(step("accessws", self._start_ws, self.ws.stop))
+        if self.public_http is not None and options.public_port is not None:
+            steps.append(step("accesshttp (public)", self._start_public_http,
+                              self.public_http.stop))
+        if options.metrics_port:
+            steps += [step("loop lag probe", self.loop_lag.start, self.loop_lag.stop),
+                      step("metrics", partial(self.metrics.start, options.http_host,
+                                              options.metrics_port), self.metrics.stop)]
+        if options.cli_port:
+            steps.append(step("console", partial(self.console.start, SockAddr(
+                "tcp", "127.0.0.1", options.cli_port)), self.console.stop))
+        return steps
+
+    def _lock_data_dir(self) -> None:
+        self._lock = lock_data_dir(self.options.data_dir)
+
+    def _unlock_data_dir(self) -> None:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+    async def _start_http(self) -> None:
+        await self.http.start(self.options.http_host, self.options.http_port)
+        log.info("accesshttp listening on http://%s:%d/", self.options.http_host, self.http.port)
+
+    async def _start_ws(self) -> None:
+        assert self.ws is not None
+        await self.ws.start(self.options.ws_host, self.options.ws_port)
+        log.info("accessws listening on ws://%s:%d/", self.options.ws_host, self.ws.port)
+        self.http.ws_port = self.ws.port  # the market page finds the WebSocket here
+
+    async def _start_public_http(self) -> None:
+        assert self.public_http is not None and self.options.public_port is not None
+        self.public_http.ws_port = self.http.ws_port
+        await self.public_http.start(self.options.http_host, self.options.public_port)
+        log.info("accesshttp (public methods only) listening on http://%s:%d/",
+                 self.options.http_host, self.public_http.port)
+
+    async def _stop_marketprice(self) -> None:
+        assert self.marketprice is not None
+        if not self.matchengine.degraded:  # a failing storage must not hold the exit up
+            with contextlib.suppress(TimeoutError):
+                await self.marketprice.wait_offset(self.bus.end_offset("deals") - 1, 5)
+        await self.marketprice.stop()
+
+    async def start(self) -> None:
+        """Start every step; when one fails, those before it are stopped (in reverse) and the
+        error is raised: StoreError (the command's "cannot start" line, exit status 3),
+        DataDirLocked, or StartupFailed."""
+        try:
+            await super().start()
+        except sqlite3.Error as e:
+            raise StartupFailed(f"cannot start: {e}") from None
 
     async def run_until_signalled(self) -> None:
         stop = asyncio.Event()

@@ -226,6 +226,13 @@ class MatchEngineService:
         self._loop = asyncio.get_running_loop()
         self._timer = asyncio.create_task(self._tick())
 
+    async def __aenter__(self) -> MatchEngineService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
     async def stop(self, final_slice: bool = True) -> None:
         """Flush the log, then write a slice in-process so the next start replays nothing.
 

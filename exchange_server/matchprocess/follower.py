@@ -28,6 +28,7 @@ ahead (the ordinary backpressure), until an operator repairs the cause and resta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.synchronize
@@ -35,6 +36,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,6 +187,19 @@ class FollowerProcess:
         while True:
             await asyncio.sleep(1.0)
             self.check()
+
+    @contextlib.asynccontextmanager
+    async def running(self, stop_timeout: Callable[[], float]) -> AsyncIterator[FollowerProcess]:
+        """The follower for the block: schema, process and its watchdog; stopped after, in a
+        thread, waiting at most ``stop_timeout()`` seconds (asked then: shorter when failing)."""
+        self.create_schema()
+        self.start()
+        watch = asyncio.create_task(self.watch())
+        try:
+            yield self
+        finally:
+            watch.cancel()
+            await asyncio.get_running_loop().run_in_executor(None, self.stop, stop_timeout())
 
     def start(self) -> None:
         self._stop.clear()

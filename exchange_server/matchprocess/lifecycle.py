@@ -1,0 +1,49 @@
+"""The matching process's start order, declared once for embedded and standalone mode.
+
+Why: both modes start the same components around the matchengine service, in an order that
+matters (the operation log is open before the restore; the restore is done before the follower
+and the publisher read the marks it set; the service takes requests last), and stop them in
+the reverse order.  Each mode adds its own steps before the restore (embedded: marketprice,
+a durable bus consumer) and after the service (listeners).  See process/lifecycle.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from exchange_server.bus.publisher import BusPublisher
+from exchange_server.common import gctune
+from exchange_server.matchengine.service import MatchEngineService
+from exchange_server.matchprocess.follower import FollowerProcess
+from exchange_server.process.lifecycle import Step, step
+
+#: Seconds the history follower and the bus publisher get to stop; shorter when the storage is
+#: failing (it must not hold the exit up: both resume from their own marks at the next start).
+FOLLOWER_STOP_TIMEOUT = 60.0
+PUBLISHER_STOP_TIMEOUT = 5.0
+FAILING_FOLLOWER_STOP_TIMEOUT = 2.0
+FAILING_PUBLISHER_STOP_TIMEOUT = 1.0
+
+
+def engine_steps(service: MatchEngineService, follower: FollowerProcess,
+                 publisher: BusPublisher, before_restore: Sequence[Step] = ()) -> list[Step]:
+    """Operation log, restore, history follower, bus publisher, the service itself."""
+    store = service.store
+
+    def follower_timeout() -> float:
+        return FAILING_FOLLOWER_STOP_TIMEOUT if service.degraded else FOLLOWER_STOP_TIMEOUT
+
+    async def stop_publisher() -> None:
+        await publisher.stop(timeout=FAILING_PUBLISHER_STOP_TIMEOUT if service.degraded
+                             else PUBLISHER_STOP_TIMEOUT)
+
+    return [
+        step("operation log", store.open, store.close),
+        step("gc tuning", gctune.tune),
+        *before_restore,
+        step("restore", service.restore),
+        step("gc freeze", gctune.freeze_startup_state),
+        Step("history follower", lambda: follower.running(follower_timeout)),
+        step("bus publisher", publisher.start, stop_publisher),
+        Step("matchengine", lambda: service),
+    ]
