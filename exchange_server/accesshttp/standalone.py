@@ -9,7 +9,10 @@ pages (what a reverse proxy may publish), ``public_only`` makes ``svr.bind`` suc
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from exchange_server.accesshttp.limits import HttpLimits, read_http_limits
@@ -17,6 +20,7 @@ from exchange_server.accesshttp.observe import register_accesshttp
 from exchange_server.accesshttp.server import AccessHttp
 from exchange_server.common.backend import Backend
 from exchange_server.common.config import ConfigError, Node, SvrConfig, read_svr
+from exchange_server.process.lifecycle import Composite, Step, step
 from exchange_server.rpc.addr import parse_sock_addr
 from exchange_server.rpc.client import RpcClient
 from exchange_server.rpc.config import RpcClientConfig, make_client, read_rpc_client
@@ -77,7 +81,7 @@ def _check_tcp(where: str, binds: list[str]) -> None:
             raise ConfigError(f"{where}[{i}]: {e}") from None
 
 
-class StandaloneAccessHttp:
+class StandaloneAccessHttp(Composite):
     def __init__(self, config: AccessHttpConfig) -> None:
         self.config = config
         self.clients: dict[str, RpcClient] = {
@@ -97,23 +101,26 @@ class StandaloneAccessHttp:
                 gateway.ws_url = config.ws_url
         register_accesshttp(*(g for g in (self.http, self.public) if g is not None))
 
-    async def start(self) -> None:
-        for client in self.clients.values():
-            await client.start()
-        for text in self.config.svr.bind:
-            addr = parse_sock_addr(text)
-            await self.http.start(addr.host, addr.port, reuse_port=True)
+    def steps(self) -> list[Step]:
+        steps = [step(f"{name} client", client.start, client.close)
+                 for name, client in self.clients.items()]
+        steps.append(Step("accesshttp", partial(_listening, self.http, self.config.svr.bind)))
         if self.public is not None:
-            for text in self.config.public_bind:
-                addr = parse_sock_addr(text)
-                await self.public.start(addr.host, addr.port, reuse_port=True)
+            steps.append(Step("accesshttp (public)",
+                              partial(_listening, self.public, self.config.public_bind)))
+        return steps
 
-    async def stop(self) -> None:
-        if self.public is not None:
-            await self.public.stop()
-        await self.http.stop()
-        for client in self.clients.values():
-            await client.close()
+
+@contextlib.asynccontextmanager
+async def _listening(gateway: AccessHttp, binds: Iterable[str]) -> AsyncIterator[None]:
+    """The gateway on every bind, stopped after (also when a later bind fails)."""
+    try:
+        for text in binds:
+            addr = parse_sock_addr(text)
+            await gateway.start(addr.host, addr.port, reuse_port=True)
+        yield
+    finally:
+        await gateway.stop()
 
 
 async def build(data: dict[str, Any]) -> StandaloneAccessHttp:

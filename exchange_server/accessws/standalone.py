@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from functools import partial
 from typing import Any
 
 from exchange_server.accessws.config import AccessWsConfig, RpcClientConfig, load_accessws
@@ -19,6 +20,7 @@ from exchange_server.accessws.observe import register_accessws
 from exchange_server.accessws.server import AccessWs
 from exchange_server.bus.kafka import KafkaBusReader
 from exchange_server.common.backend import Backend
+from exchange_server.process.lifecycle import Composite, Step, step
 from exchange_server.rpc.client import RpcClient
 
 log = logging.getLogger("exchange_server.accessws")
@@ -33,7 +35,7 @@ def _client(cfg: RpcClientConfig) -> RpcClient:
                      reconnect_timeout=cfg.reconnect_timeout)
 
 
-class StandaloneAccessWs:
+class StandaloneAccessWs(Composite):
     def __init__(self, config: AccessWsConfig) -> None:
         self.config = config
         self.clients: dict[str, RpcClient] = {}
@@ -51,16 +53,16 @@ class StandaloneAccessWs:
         self.ws = AccessWs(config, backends, bus)
         register_accessws(self.ws)
 
-    async def start(self) -> None:
-        for client in self.clients.values():
-            await client.start()  # connects in the background, reconnects forever
-        await self.ws.start()
+    def steps(self) -> list[Step]:
+        # a client connects in the background and reconnects forever
+        steps = [step(f"{name} client", client.start, partial(_close, client))
+                 for name, client in self.clients.items()]
+        return [*steps, step("accessws", self.ws.start, self.ws.stop)]
 
-    async def stop(self) -> None:
-        await self.ws.stop()
-        for client in self.clients.values():
-            with contextlib.suppress(Exception):
-                await client.close()
+
+async def _close(client: RpcClient) -> None:
+    with contextlib.suppress(Exception):
+        await client.close()
 
 
 async def build(data: dict[str, Any]) -> StandaloneAccessWs:

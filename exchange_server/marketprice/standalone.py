@@ -5,6 +5,7 @@ Redis (through Sentinel as the original, or directly), answering over the binary
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from exchange_server.bus.kafka import KafkaBusReader
@@ -14,6 +15,7 @@ from exchange_server.marketprice.observe import register_marketprice
 from exchange_server.marketprice.service import MarketPriceService
 from exchange_server.marketprice.state import Retention
 from exchange_server.marketprice.store_redis import RedisStore
+from exchange_server.process.lifecycle import Composite, Step, step
 from exchange_server.rpc.commands import service_commands
 from exchange_server.rpc.config import read_rpc_server
 from exchange_server.rpc.server import RpcServer
@@ -62,7 +64,7 @@ def load_marketprice(data: Any) -> MarketPriceConfig:
     )
 
 
-class StandaloneMarketPrice:
+class StandaloneMarketPrice(Composite):
     def __init__(self, config: MarketPriceConfig) -> None:
         self.config = config
         if config.redis_name is not None:
@@ -78,13 +80,9 @@ class StandaloneMarketPrice:
         self.rpc = RpcServer(self.service, service_commands(NAME), config.svr.max_pkg_size,
                              config.svr.heartbeat_check, name=NAME)
 
-    async def start(self) -> None:
-        await self.service.start()
-        await self.rpc.start(self.config.svr.bind)
-
-    async def stop(self) -> None:
-        await self.rpc.stop()
-        await self.service.stop()
+    def steps(self) -> list[Step]:
+        return [step("marketprice", self.service.start, self.service.stop),
+                step("rpc", partial(self.rpc.start, self.config.svr.bind), self.rpc.stop)]
 
 
 async def build(data: dict[str, Any]) -> StandaloneMarketPrice:

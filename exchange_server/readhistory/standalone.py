@@ -4,9 +4,11 @@ Several instances may run against one database.  ``exchange-server readhistory -
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from exchange_server.common.config import MysqlConfig, Node, SvrConfig, read_mysql
+from exchange_server.process.lifecycle import Composite, Step, step
 from exchange_server.readhistory.reader import MysqlHistoryReader
 from exchange_server.readhistory.service import DEFAULT_WORKER_NUM, ReadHistoryService
 from exchange_server.rpc.commands import service_commands
@@ -34,7 +36,7 @@ def load_readhistory(data: Any) -> ReadHistoryConfig:
     )
 
 
-class StandaloneReadHistory:
+class StandaloneReadHistory(Composite):
     def __init__(self, config: ReadHistoryConfig) -> None:
         self.config = config
         self.service = ReadHistoryService(MysqlHistoryReader(config.db_history),
@@ -42,12 +44,9 @@ class StandaloneReadHistory:
         self.rpc = RpcServer(self.service, service_commands(NAME), config.svr.max_pkg_size,
                              config.svr.heartbeat_check, name=NAME)
 
-    async def start(self) -> None:
-        await self.rpc.start(self.config.svr.bind)
-
-    async def stop(self) -> None:
-        await self.rpc.stop()
-        self.service.close()
+    def steps(self) -> list[Step]:
+        return [step("readhistory", stop=self.service.close),
+                step("rpc", partial(self.rpc.start, self.config.svr.bind), self.rpc.stop)]
 
 
 async def build(data: dict[str, Any]) -> StandaloneReadHistory:
