@@ -5,7 +5,6 @@ the same error (:class:`OperLogGap`) for each of them."""
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from exchange_server.matchengine.store import OperLogGap, StoreError
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 from exchange_server.matchprocess.follower import FATAL_EXIT, FollowerProcess, FollowerSpec
 from tests.test_methods import config
+from tests.waiting import wait_until
 
 
 async def _write_log(data: Path, deposits: int) -> None:
@@ -78,10 +78,8 @@ async def test_the_follower_stops_for_good_on_a_gap(tmp_path: Path) -> None:
     follower.set_durable(6)
     follower.start()
     try:
-        deadline = time.monotonic() + 60
-        while follower._process.is_alive():
-            assert time.monotonic() < deadline, "the follower went on past a gap"
-            time.sleep(0.05)
+        wait_until(lambda: not follower._process.is_alive(), 60,
+                   message="the follower stopping at the gap")
         assert follower._process.exitcode == FATAL_EXIT
         follower.check()
         assert follower.failed and follower.restarts == 0
