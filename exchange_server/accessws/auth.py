@@ -23,7 +23,7 @@ import aiohttp
 import orjson
 
 from exchange_server.common.errors import (
-    RpcError,
+    ServerAuth,
     internal_error,
     service_timeout,
     service_unavailable,
@@ -31,8 +31,6 @@ from exchange_server.common.errors import (
 
 log = logging.getLogger("exchange_server.accessws.auth")
 
-#: Error code of a rejected token or signature (the auth server's message goes with it).
-AUTH_REJECTED = 11
 #: Largest auth-server reply read (the reply is a small JSON object).
 MAX_REPLY = 65536
 
@@ -109,7 +107,7 @@ def user_from_reply(body: bytes) -> int:
     if code != 0:
         message = reply.get("message")
         if type(message) is str:
-            raise RpcError(AUTH_REJECTED, message)
+            raise ServerAuth.REJECTED.saying(message)  # server.sign declares the same code
         raise internal_error()
     data = reply.get("data")
     if type(data) is not dict:
