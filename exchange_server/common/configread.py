@@ -143,6 +143,8 @@ def read_json(path: str | Path) -> Any:
 # -- fields that say how they are read ------------------------------------------------------------
 
 #: ``required=STANDALONE``: the key is required unless the config is read for embedded mode.
+#: (Any other string works the same way: the key is optional when ``load_fields`` is given that
+#: string in ``optional``.)
 STANDALONE = "standalone"
 
 #: reads a present key: ``(node, key, default)`` -> value (``default`` is the field's, or missing)
@@ -211,24 +213,27 @@ def default_of(cls: type, name: str) -> Any:
 
 
 def load_fields(cls: type[T], node: Node, *, embedded: bool = False,
-                rules: dict[str, Rule] | None = None, first: tuple[str, ...] = (),
-                **given: Any) -> T:
+                optional: tuple[str, ...] = (), rules: dict[str, Rule] | None = None,
+                first: tuple[str, ...] = (), **given: Any) -> T:
     """Build ``cls`` from ``node``: each field from its key when present, else its default.
 
     Fields in ``given`` are taken as they are; ``rules`` replace the fields' own metadata;
-    ``first`` names fields checked and read before the others (the order errors are found in).
+    ``first`` names fields checked and read before the others (the order errors are found in);
+    ``optional`` names the ``required`` tags that do not apply (``embedded`` adds STANDALONE).
     Every required key is checked for presence before any value is read.
     """
     todo = _todo(cls, rules or {}, first, given)
-    for name, (f, _, field_rule) in todo.items():
+    waived = (*optional, STANDALONE) if embedded else optional
+    required = {name for name, (f, _, r) in todo.items() if _required(f, r, waived)}
+    for name, (_, _, field_rule) in todo.items():
         key = field_rule.key or name
-        if not node.has(key) and _required(f, field_rule, embedded):
+        if name in required and not node.has(key):
             raise ConfigError(f"{node.where(key)}: required field is missing")
     values = dict(given)
     for name, (f, hint, field_rule) in todo.items():
         key = field_rule.key or name
         if node.has(key):
-            values[name] = read_field(node, key, f, hint, field_rule)
+            values[name] = read_field(node, key, f, hint, field_rule, name in required)
     return cls(**values)
 
 
@@ -245,18 +250,20 @@ def _todo(cls: type, rules: dict[str, Rule], first: tuple[str, ...],
     return todo
 
 
-def read_field(node: Node, key: str, f: dataclasses.Field[Any], hint: Any,
-               field_rule: Rule) -> Any:
-    """One present key, read by the field's reader (given or chosen by its type)."""
-    default = f.default if f.default is not dataclasses.MISSING else _MISSING
+def read_field(node: Node, key: str, f: dataclasses.Field[Any], hint: Any, field_rule: Rule,
+               required: bool) -> Any:
+    """One present key, read by the field's reader (given or chosen by its type).  The reader
+    gets the field's default unless the key is required: a JSON ``null`` then is an error."""
+    has_default = f.default is not dataclasses.MISSING and not required
+    default = f.default if has_default else _MISSING
     reader = field_rule.read or _reader_for(hint, field_rule)
     value = reader(node, key, default)
     return field_rule.then(node, key, value) if field_rule.then is not None else value
 
 
-def _required(f: dataclasses.Field[Any], rule: Rule, embedded: bool) -> bool:
-    if rule.required == STANDALONE:
-        return not embedded
+def _required(f: dataclasses.Field[Any], rule: Rule, waived: tuple[str, ...]) -> bool:
+    if isinstance(rule.required, str):
+        return rule.required not in waived
     if rule.required:
         return True
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
