@@ -194,10 +194,13 @@ def setting(default: Any = _MISSING, *, default_factory: Any = _MISSING, key: st
     return dataclasses.field(metadata=metadata)
 
 
-def block(read: Callable[[Node], Any]) -> Reader:
-    """A reader for a nested object read by ``read`` (given the object's :class:`Node`)."""
+def block(read: Callable[[Node], Any], *, null: bool = True) -> Reader:
+    """A reader for a nested object read by ``read`` (given the object's :class:`Node`).
+
+    With ``null=False`` a JSON ``null`` is an error even where the field's default is None.
+    """
     def reader(node: Node, key: str, default: Any) -> Any:
-        child = node.obj(key, default)
+        child = node.obj(key, default if null else _MISSING)
         return child if child is default else read(child)
     return reader
 
