@@ -30,6 +30,25 @@ def _none_if_empty(node: Node, key: str, value: str | None) -> str | None:
     return value or None
 
 
+def _check_tcp(where: str, binds: list[str]) -> None:
+    for i, text in enumerate(binds):
+        try:
+            if parse_sock_addr(text).kind != "tcp":
+                raise ValueError("only tcp@ip:port binds are supported")
+        except ValueError as e:
+            raise ConfigError(f"{where}[{i}]: {e}") from None
+
+
+def _public_bind(node: Node, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """``public.bind`` (a ``public`` block of ``null`` counts as absent)."""
+    public = node.obj(key, None)
+    if public is None:
+        return default
+    binds = public.str_or_list("bind")
+    _check_tcp(public.where("bind"), binds)
+    return tuple(binds)
+
+
 @dataclass(frozen=True)
 class AccessHttpConfig:
     svr: SvrConfig
@@ -46,7 +65,7 @@ class AccessHttpConfig:
     #: Extension: ``svr.bind`` answers only the public methods (routes.PUBLIC_METHODS).
     public_only: bool = False
     #: Extension: extra listeners (``public.bind``) that answer only the public methods.
-    public_bind: tuple[str, ...] = ()
+    public_bind: tuple[str, ...] = setting((), key="public", read=_public_bind)
     #: Extension: where the market page finds the WebSocket API (GET /market-config.json),
     #: e.g. the public ``wss://exchange.example/ws`` behind nginx; none = the page's default.
     ws_url: str | None = setting(None, then=_none_if_empty)
@@ -57,22 +76,10 @@ def load_accesshttp(data: Any) -> AccessHttpConfig:
     svr_node = root.obj("svr")
     svr = read_svr(svr_node)
     _check_tcp("svr.bind", svr.bind)
-    public = root.obj("public", None)
-    public_bind = public.str_or_list("bind") if public is not None else []
-    _check_tcp("public.bind", public_bind)
     return load_fields(
         AccessHttpConfig, root, svr=svr,
         backends={name: read_rpc_client(root.obj(name)) for name in BACKENDS},
-        limits=read_http_limits(svr_node, svr.max_pkg_size), public_bind=tuple(public_bind))
-
-
-def _check_tcp(where: str, binds: list[str]) -> None:
-    for i, text in enumerate(binds):
-        try:
-            if parse_sock_addr(text).kind != "tcp":
-                raise ValueError("only tcp@ip:port binds are supported")
-        except ValueError as e:
-            raise ConfigError(f"{where}[{i}]: {e}") from None
+        limits=read_http_limits(svr_node, svr.max_pkg_size))
 
 
 class StandaloneAccessHttp:

@@ -12,7 +12,7 @@ Fields marked *extension* are not in the original; they bound what one connectio
 from __future__ import annotations
 
 import resource
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -60,6 +60,8 @@ class WsSvrConfig:
     #: SO_RCVBUF / SO_SNDBUF of accepted sockets (0: the system's default), as the original.
     read_mem: int = setting(0, minimum=0)
     write_mem: int = setting(0, minimum=0)
+    #: The original's send buffer bound (0: none); see ``AccessWsConfig.send_buffer_limit``.
+    buf_limit: int = setting(0, minimum=0)
 
 
 def _heartbeat(node: Node, key: str, value: float) -> float:
@@ -200,20 +202,10 @@ def load_accessws(data: Any, *, embedded: bool = False) -> AccessWsConfig:
     ``sign_url``, ``depth_limit`` and ``depth_merge`` are required as in the original; embedded,
     they may be left out (defaults: the sample depth lists, no auth server).
     """
-    root = Node(data)
-    given: dict[str, Any] = {"raw": data}
-    buf_limit = _buf_limit(root)
-    if buf_limit:
-        given["send_buffer_limit"] = buf_limit
-    return load_fields(AccessWsConfig, root, embedded=embedded, first=_FIRST, **given)
-
-
-def _buf_limit(root: Node) -> int:
-    """``svr.buf_limit`` (0 or absent: the default ``send_buffer_limit``)."""
-    if not root.has("svr"):
-        return 0
-    value: int = root.obj("svr").integer("buf_limit", 0, minimum=0)
-    return value
+    config = load_fields(AccessWsConfig, Node(data), embedded=embedded, first=_FIRST, raw=data)
+    if config.svr.buf_limit:
+        config = replace(config, send_buffer_limit=config.svr.buf_limit)
+    return config
 
 
 @dataclass(frozen=True)
