@@ -93,7 +93,7 @@ class ProcessSettings:
     process: ProcessConfig = setting(default_factory=ProcessConfig,
                                      read=lambda node, key, _: read_process(node.obj(key, None)))
     log: LogSettings
-    alert: AlertConfig | None = setting(None, required=ALERT)
+    alert: AlertConfig | None = setting(None, required=ALERT, read=block(lambda n: read_alert(n)))
     monitor: SvrConfig | None = setting(None, read=block(read_monitor))
     debug: bool = False
     #: Extension: ``"metrics": {"bind": "tcp@ip:port"}`` serves Prometheus ``GET /metrics``.
