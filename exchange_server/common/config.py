@@ -3,6 +3,12 @@
 Each service's config is a plain dataclass built by a ``load_*`` function.  Required fields and
 defaults follow config.md; anything malformed raises :class:`ConfigError` whose message starts
 with the JSON path of the offending field (``markets[2].stock.prec: ...``).
+
+A default is stated once, on its dataclass field: the loader (configread.py) reads the keys
+that are present and leaves the rest to the dataclass.  The common blocks (``MysqlConfig``,
+``LogConfig``, ``SvrConfig``) carry their rules in :func:`~configread.setting`; the engine's own
+types (``AssetConfig``, ``MarketConfig``, ``MatchEngineConfig``) stay plain dataclasses, their
+rules in the tables below, so they do not depend on the reader.
 """
 
 from __future__ import annotations
@@ -21,13 +27,12 @@ from exchange_server.common.configread import (
     Then,
     block,
     load_fields,
-    read_json,
     rule,
     setting,
 )
 
-#: ``ConfigError``, ``Node`` and ``read_json`` live in configread.py; importers find them here too.
-__all__ = ["ConfigError", "Node", "read_json"]
+# ConfigError, Node and read_json live in configread.py; importers find them here as before.
+from exchange_server.common.configread import read_json as read_json
 
 # -- common blocks -------------------------------------------------------------------------------
 

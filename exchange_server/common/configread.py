@@ -155,6 +155,8 @@ Then = Callable[[Node, str, Any], Any]
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
+    """How one field is read (see :func:`setting` for the meaning of each part)."""
+
     key: str | None = None
     minimum: int | float | None = None
     maximum: int | None = None
@@ -185,8 +187,7 @@ def setting(default: Any = _MISSING, *, default_factory: Any = _MISSING, key: st
     the one chosen by the field's type; ``then``: a check or conversion of the value read;
     ``skip``: not read from the file (the caller passes it).
     """
-    rule = Rule(key, minimum, maximum, required, read, then, skip)
-    metadata = {"config": rule}
+    metadata = {"config": Rule(key, minimum, maximum, required, read, then, skip)}
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     if default is not _MISSING:
