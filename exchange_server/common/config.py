@@ -13,7 +13,6 @@ rules in the tables below, so they do not depend on the reader.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -23,9 +22,7 @@ from exchange_server.common.configread import (
     ConfigError,
     Node,
     Reader,
-    Rule,
     Then,
-    block,
     load_fields,
     rule,
     setting,
@@ -184,27 +181,18 @@ _MARKET_RULES = {
 }
 
 
-def _items(read: Callable[[Node], Any]) -> Reader:
-    return lambda node, key, default: node.items(key, read)
-
-
-def _standalone_block(read: Callable[[Node], Any]) -> Rule:
-    return rule(required=STANDALONE, read=block(read))
-
-
+#: ``assets`` and ``markets`` are read (and checked together) by load_matchengine itself
 _MATCHENGINE_RULES = {
-    "assets": rule(read=_items(lambda node: read_asset(node))),
-    "markets": rule(read=_items(lambda node: read_market(node))),
     "slice_interval": rule(minimum=1),
     "slice_keeptime": rule(minimum=1),
     "cache_timeout": rule(minimum=0.0),
     "history_thread": rule(minimum=1),
     "brokers": rule(required=STANDALONE),
-    "db_log": _standalone_block(read_mysql),
-    "db_history": _standalone_block(read_mysql),
-    "svr": _standalone_block(read_svr),
+    "db_log": rule(required=STANDALONE),
+    "db_history": rule(required=STANDALONE),
+    "svr": rule(required=STANDALONE),
     "cli": rule(required=STANDALONE),
-    "log": _standalone_block(read_log),
+    "log": rule(required=STANDALONE),
     "operlog_max_pending": rule(minimum=1),
     "history_max_pending": rule(minimum=1),
     "kafka_max_pending": rule(minimum=1),
