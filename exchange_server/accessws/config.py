@@ -18,8 +18,9 @@ from typing import Any
 
 from exchange_server.common import decimals
 from exchange_server.common.config import ConfigError, LogConfig, Node, SvrConfig
-from exchange_server.common.configread import STANDALONE, block, default_of, load_fields, setting
+from exchange_server.common.configread import STANDALONE, block, load_fields, setting
 from exchange_server.process.settings import ProcessConfig, read_process
+from exchange_server.rpc.protocol import HEARTBEAT_TIMEOUT_DEFAULT, clamp_heartbeat_timeout
 
 #: The original's sample ``depth_limit`` (config.md).
 DEFAULT_DEPTH_LIMIT: tuple[int, ...] = (1, 5, 10, 20, 30, 50, 100)
@@ -65,10 +66,8 @@ class WsSvrConfig:
 
 
 def _heartbeat(node: Node, key: str, value: float) -> float:
-    """0 means the default; otherwise kept within 2..600 seconds."""
-    if value == 0.0:
-        value = default_of(RpcClientConfig, "heartbeat_timeout")
-    return min(600.0, max(2.0, value))
+    """0 means the default; otherwise kept within 2..600 seconds (the rpc protocol's rule)."""
+    return clamp_heartbeat_timeout(value)
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ class RpcClientConfig:
     addr: tuple[str, ...]
     max_pkg_size: int = setting(minimum=1)
     reconnect_timeout: float = setting(0.0, minimum=0.0)
-    heartbeat_timeout: float = setting(3.0, minimum=0.0, then=_heartbeat)
+    heartbeat_timeout: float = setting(HEARTBEAT_TIMEOUT_DEFAULT, minimum=0.0, then=_heartbeat)
 
 
 @dataclass(frozen=True)
