@@ -163,6 +163,16 @@ def test_matchengine_minimal() -> None:
     assert config.slice_interval == MatchEngineConfig([], []).slice_interval
 
 
+def test_matchengine_commit_timeout() -> None:
+    data = {"assets": [{"name": "BTC", "prec_save": 8}, {"name": "USD", "prec_save": 8}],
+            "markets": [{"name": "BTCUSD", "stock": {"name": "BTC", "prec": 2},
+                         "money": {"name": "USD", "prec": 2}}]}
+    assert load_matchengine(data, embedded=True).commit_timeout == 0.7
+    assert load_matchengine(dict(data, commit_timeout=0.25), embedded=True).commit_timeout == 0.25
+    with pytest.raises(ConfigError, match="commit_timeout"):
+        load_matchengine(dict(data, commit_timeout=0), embedded=True)
+
+
 def test_readhistory_minimal() -> None:
     config = load_readhistory({"svr": SVR, "db_history": MYSQL})
     assert config == ReadHistoryConfig(

@@ -128,6 +128,11 @@ class MatchEngineConfig:
     #: Extension: self-trade prevention for orders that choose no mode (option bits 0x100..0x400):
     #: "none" (the original's behaviour), "cancel_taker", "cancel_maker" or "cancel_both".
     self_trade_prevention: str = "none"
+    #: Extension: a log commit that has not finished after this many seconds counts as refused
+    #: (code 3; its operations never take effect).  Keep it below the gateways' request timeout
+    #: (accesshttp ``timeout``, 1 s in ``exchange-server run``), so no client sees a 504 for an
+    #: operation whose fate is still open.
+    commit_timeout: float = 0.7
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -199,6 +204,7 @@ _MATCHENGINE_RULES = {
     # at most 200: the log codec refuses records deeper than 256 (common/exactjson.py)
     "max_json_depth": rule(minimum=1, maximum=200),
     "self_trade_prevention": rule(then=_one_of_stp),
+    "commit_timeout": rule(minimum=0.01),
     "raw": rule(skip=True),
 }
 
