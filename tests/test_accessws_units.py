@@ -20,7 +20,7 @@ from exchange_server.accessws.config import (
 from exchange_server.accessws.depth import apply_diff, depth_diff, side_diff
 from exchange_server.accessws.protocol import BadRequest, parse_request, text_frame
 from exchange_server.common.config import ConfigError
-from exchange_server.common.errors import RpcError
+from exchange_server.common.errors import RpcError, ServerAuth
 
 # The original's sample accessws config (config.md), with HEAD's array depth_merge.
 SAMPLE: dict[str, Any] = {
@@ -212,8 +212,8 @@ def test_parse_request() -> None:
 ])
 def test_auth_reply_contract(body: bytes, code: int, message: str) -> None:
     if code == 0:
-        assert user_from_reply(body) == 7
+        assert user_from_reply(body, ServerAuth.REJECTED) == 7
         return
     with pytest.raises(RpcError) as e:
-        user_from_reply(body)
+        user_from_reply(body, ServerAuth.REJECTED)
     assert (e.value.code, e.value.message) == (code, message)

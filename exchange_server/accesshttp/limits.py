@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exchange_server.common.config import Node
+from exchange_server.common.configread import load_fields, setting
 
 #: The original's accesshttp sample config (config.md): the largest request body.
 DEFAULT_MAX_BODY = 102400
@@ -19,34 +20,25 @@ DEFAULT_MAX_BODY = 102400
 @dataclass(frozen=True)
 class HttpLimits:
     #: request line target (URL) in bytes; longer: 414
-    max_url_size: int = 8192
+    max_url_size: int = setting(8192, minimum=256)
     #: all header names and values of one request in bytes; more: 431
-    max_header_size: int = 16384
+    max_header_size: int = setting(16384, minimum=1024)
     #: request body in bytes (the original's ``svr.max_pkg_size``); more: 413, decided from
     #: Content-Length before the body is read, and while reading a chunked body
-    max_body_size: int = DEFAULT_MAX_BODY
+    max_body_size: int = setting(DEFAULT_MAX_BODY, skip=True)
     #: seconds an idle keep-alive connection stays open (the original's ``svr.keep_alive``)
-    keep_alive: float = 3600.0
+    keep_alive: float = setting(3600.0, minimum=0.001)
     #: seconds to receive one request's headers and body, and most seconds a connection whose
     #: client does not read its replies may stay blocked; then the connection is closed
-    request_timeout: float = 30.0
+    request_timeout: float = setting(30.0, minimum=0.001)
     #: open connections per gateway (all its listeners); more are closed at once
-    max_connections: int = 10000
+    max_connections: int = setting(10000, minimum=1)
     #: requests read ahead of the one being answered (a batch counts as its N requests);
     #: at the bound the connection is not read until replies have gone out
-    max_pipeline: int = 64
+    max_pipeline: int = setting(64, minimum=1)
 
 
 def read_http_limits(svr: Node, max_body_size: int) -> HttpLimits:
     """The limits from an accesshttp config's ``svr`` block (every key optional but the
     original's ``max_pkg_size``, read with the rest of ``svr`` and passed in)."""
-    d = HttpLimits()
-    return HttpLimits(
-        max_url_size=svr.integer("max_url_size", d.max_url_size, 256),
-        max_header_size=svr.integer("max_header_size", d.max_header_size, 1024),
-        max_body_size=max_body_size,
-        keep_alive=svr.real("keep_alive", d.keep_alive, 0.001),
-        request_timeout=svr.real("request_timeout", d.request_timeout, 0.001),
-        max_connections=svr.integer("max_connections", d.max_connections, 1),
-        max_pipeline=svr.integer("max_pipeline", d.max_pipeline, 1),
-    )
+    return load_fields(HttpLimits, svr, max_body_size=max_body_size)

@@ -38,6 +38,7 @@ from exchange_server.accesshttp.trust import Grant, TrustPolicy
 from exchange_server.common import exactjson, jsonfmt, metrics
 from exchange_server.common.backend import Backend
 from exchange_server.common.errors import (
+    GENERIC_MESSAGES,
     METHOD_NOT_FOUND,
     REQUIRE_AUTH,
     SERVICE_TIMEOUT,
@@ -197,16 +198,16 @@ class AccessHttp:
                      grant: Grant = Grant.NONE) -> tuple[int, bytes]:
         route = ROUTES.get(method)
         if route is None:
-            return 404, jsonfmt.error_body(METHOD_NOT_FOUND, "method not found", req_id)
+            return 404, jsonfmt.error_body(METHOD_NOT_FOUND, GENERIC_MESSAGES[METHOD_NOT_FOUND], req_id)
         if not self.trust.allows(method, grant):
-            return 403, jsonfmt.error_body(REQUIRE_AUTH, "require authentication", req_id)
+            return 403, jsonfmt.error_body(REQUIRE_AUTH, GENERIC_MESSAGES[REQUIRE_AUTH], req_id)
         backend = self.backends.get(route[0])
         if backend is None or not backend.connected():
             return 500, b""
         try:
             reply = await asyncio.wait_for(backend.call(method, params, req_id), self.timeout)
         except TimeoutError:
-            return 504, jsonfmt.error_body(SERVICE_TIMEOUT, "service timeout", req_id)
+            return 504, jsonfmt.error_body(SERVICE_TIMEOUT, GENERIC_MESSAGES[SERVICE_TIMEOUT], req_id)
         except ConnectionError:
             return 500, b""
         return 200, reply
@@ -233,7 +234,7 @@ class AccessHttp:
         parts = [b"["]
         for (status, body), (_, _, req_id) in zip(replies, requests, strict=True):
             if status == 500:
-                body = jsonfmt.error_body(SERVICE_UNAVAILABLE, "service unavailable", req_id)
+                body = jsonfmt.error_body(SERVICE_UNAVAILABLE, GENERIC_MESSAGES[SERVICE_UNAVAILABLE], req_id)
             parts += (body, b", ")
         parts[-1] = b"]"
         return parts

@@ -20,6 +20,7 @@ from exchange_server.accesshttp.observe import register_accesshttp
 from exchange_server.accesshttp.server import AccessHttp
 from exchange_server.common.backend import Backend
 from exchange_server.common.config import ConfigError, Node, SvrConfig, read_svr
+from exchange_server.common.configread import load_fields, setting
 from exchange_server.process.lifecycle import Composite, Step, step
 from exchange_server.rpc.addr import parse_sock_addr
 from exchange_server.rpc.client import RpcClient
@@ -29,47 +30,8 @@ NAME = "accesshttp"
 BACKENDS = ("matchengine", "marketprice", "readhistory")
 
 
-@dataclass(frozen=True)
-class AccessHttpConfig:
-    svr: SvrConfig
-    backends: dict[str, RpcClientConfig]
-    timeout: float = 1.0
-    #: Extension: the bearer token that unlocks the admin methods (``config.*``); none = they
-    #: are always refused.
-    admin_token: str | None = None
-    #: what one client may cost: the ``svr`` block's keep_alive, request_timeout,
-    #: max_connections, max_pipeline, max_url_size, max_header_size and max_pkg_size
-    limits: HttpLimits = HttpLimits()
-    #: Extension: the bearer token every non-public method needs; none = network trust only.
-    api_token: str | None = None
-    #: Extension: ``svr.bind`` answers only the public methods (routes.PUBLIC_METHODS).
-    public_only: bool = False
-    #: Extension: extra listeners (``public.bind``) that answer only the public methods.
-    public_bind: tuple[str, ...] = ()
-    #: Extension: where the market page finds the WebSocket API (GET /market-config.json),
-    #: e.g. the public ``wss://exchange.example/ws`` behind nginx; none = the page's default.
-    ws_url: str | None = None
-
-
-def load_accesshttp(data: Any) -> AccessHttpConfig:
-    root = Node(data)
-    svr_node = root.obj("svr")
-    svr = read_svr(svr_node)
-    _check_tcp("svr.bind", svr.bind)
-    public = root.obj("public", None)
-    public_bind = public.str_or_list("bind") if public is not None else []
-    _check_tcp("public.bind", public_bind)
-    return AccessHttpConfig(
-        svr=svr,
-        backends={name: read_rpc_client(root.obj(name)) for name in BACKENDS},
-        timeout=root.real("timeout", 1.0, 0.001),
-        admin_token=root.string("admin_token", None) or None,
-        limits=read_http_limits(svr_node, svr.max_pkg_size),
-        api_token=root.string("api_token", None) or None,
-        public_only=root.boolean("public_only", False),
-        public_bind=tuple(public_bind),
-        ws_url=root.string("ws_url", None) or None,
-    )
+def _none_if_empty(node: Node, key: str, value: str | None) -> str | None:
+    return value or None
 
 
 def _check_tcp(where: str, binds: list[str]) -> None:
@@ -79,6 +41,49 @@ def _check_tcp(where: str, binds: list[str]) -> None:
                 raise ValueError("only tcp@ip:port binds are supported")
         except ValueError as e:
             raise ConfigError(f"{where}[{i}]: {e}") from None
+
+
+def _public_bind(node: Node, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """``public.bind`` (a ``public`` block of ``null`` counts as absent)."""
+    public = node.obj(key, None)
+    if public is None:
+        return default
+    binds = public.str_or_list("bind")
+    _check_tcp(public.where("bind"), binds)
+    return tuple(binds)
+
+
+@dataclass(frozen=True)
+class AccessHttpConfig:
+    svr: SvrConfig
+    backends: dict[str, RpcClientConfig]
+    timeout: float = setting(1.0, minimum=0.001)
+    #: Extension: the bearer token that unlocks the admin methods (``config.*``); none = they
+    #: are always refused.
+    admin_token: str | None = setting(None, then=_none_if_empty)
+    #: what one client may cost: the ``svr`` block's keep_alive, request_timeout,
+    #: max_connections, max_pipeline, max_url_size, max_header_size and max_pkg_size
+    limits: HttpLimits = HttpLimits()
+    #: Extension: the bearer token every non-public method needs; none = network trust only.
+    api_token: str | None = setting(None, then=_none_if_empty)
+    #: Extension: ``svr.bind`` answers only the public methods (routes.PUBLIC_METHODS).
+    public_only: bool = False
+    #: Extension: extra listeners (``public.bind``) that answer only the public methods.
+    public_bind: tuple[str, ...] = setting((), key="public", read=_public_bind)
+    #: Extension: where the market page finds the WebSocket API (GET /market-config.json),
+    #: e.g. the public ``wss://exchange.example/ws`` behind nginx; none = the page's default.
+    ws_url: str | None = setting(None, then=_none_if_empty)
+
+
+def load_accesshttp(data: Any) -> AccessHttpConfig:
+    root = Node(data)
+    svr_node = root.obj("svr")
+    svr = read_svr(svr_node)
+    _check_tcp("svr.bind", svr.bind)
+    return load_fields(
+        AccessHttpConfig, root, svr=svr,
+        backends={name: read_rpc_client(root.obj(name)) for name in BACKENDS},
+        limits=read_http_limits(svr_node, svr.max_pkg_size))
 
 
 class StandaloneAccessHttp(Composite):

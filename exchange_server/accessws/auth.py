@@ -23,7 +23,9 @@ import aiohttp
 import orjson
 
 from exchange_server.common.errors import (
-    RpcError,
+    ErrorCode,
+    ServerAuth,
+    ServerSign,
     internal_error,
     service_timeout,
     service_unavailable,
@@ -31,8 +33,6 @@ from exchange_server.common.errors import (
 
 log = logging.getLogger("exchange_server.accessws.auth")
 
-#: Error code of a rejected token or signature (the auth server's message goes with it).
-AUTH_REJECTED = 11
 #: Largest auth-server reply read (the reply is a small JSON object).
 MAX_REPLY = 65536
 
@@ -63,7 +63,7 @@ class AuthClient:
         """The user id the auth server gives for ``token`` (or RpcError)."""
         if not self.auth_url:
             raise service_unavailable()
-        return await self._ask(self.auth_url, token, self._auth_slots)
+        return await self._ask(self.auth_url, token, self._auth_slots, ServerAuth.REJECTED)
 
     async def sign(self, access_id: str, authorisation: str, tonce: int) -> int:
         """The user id the sign server gives for an API key's signed request (or RpcError)."""
@@ -71,9 +71,10 @@ class AuthClient:
             raise service_unavailable()
         sep = "&" if "?" in self.sign_url else "?"
         url = f"{self.sign_url}{sep}access_id={quote(access_id, safe='')}&tonce={tonce}"
-        return await self._ask(url, authorisation, self._sign_slots)
+        return await self._ask(url, authorisation, self._sign_slots, ServerSign.REJECTED)
 
-    async def _ask(self, url: str, authorization: str, slots: asyncio.Semaphore) -> int:
+    async def _ask(self, url: str, authorization: str, slots: asyncio.Semaphore,
+                   rejected: ErrorCode) -> int:
         headers = {
             "Authorization": authorization,
             "Accept-Language": "en_US",
@@ -90,11 +91,12 @@ class AuthClient:
         except (aiohttp.ClientError, OSError, ValueError) as e:
             log.error("auth request to %s failed: %s", _safe(url), e)
             raise internal_error() from None
-        return user_from_reply(body)
+        return user_from_reply(body, rejected)
 
 
-def user_from_reply(body: bytes) -> int:
-    """The contract of the auth and sign services' replies."""
+def user_from_reply(body: bytes, rejected: ErrorCode) -> int:
+    """The contract of the auth and sign services' replies (``rejected``: the method's error
+    for a refusal, which carries the service's message)."""
     try:
         reply = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -109,7 +111,7 @@ def user_from_reply(body: bytes) -> int:
     if code != 0:
         message = reply.get("message")
         if type(message) is str:
-            raise RpcError(AUTH_REJECTED, message)
+            raise rejected.saying(message)
         raise internal_error()
     data = reply.get("data")
     if type(data) is not dict:

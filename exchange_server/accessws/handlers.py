@@ -26,7 +26,7 @@ from exchange_server.accessws.protocol import SUCCESS, byte_len, error_body, res
 from exchange_server.accessws.session import Connection
 from exchange_server.accessws.user import UserFeeds
 from exchange_server.common.backend import Backend
-from exchange_server.common.errors import REQUIRE_AUTH, RpcError, invalid_argument
+from exchange_server.common.errors import RpcError, invalid_argument, require_authentication
 from exchange_server.common.methods import MARKETPRICE, MATCHENGINE, READHISTORY
 
 Handler = Callable[[Connection, int, list[Any]], Awaitable[None] | None]
@@ -36,10 +36,6 @@ Handler = Callable[[Connection, int, list[Any]], Awaitable[None] | None]
 NAME_MAX = 16
 INTERVAL_MAX = 16
 SOURCE_MAX = 32
-
-
-def require_auth() -> RpcError:
-    return RpcError(REQUIRE_AUTH, "require authentication")
 
 
 def name_param(value: Any, max_len: int = NAME_MAX) -> str:
@@ -52,7 +48,7 @@ def name_param(value: Any, max_len: int = NAME_MAX) -> str:
 def user_of(conn: Connection) -> int:
     """The authenticated user, or error 6."""
     if not conn.user_id:
-        raise require_auth()
+        raise require_authentication()
     return conn.user_id
 
 

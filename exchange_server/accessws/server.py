@@ -59,7 +59,7 @@ from exchange_server.accessws.session import Connection
 from exchange_server.accessws.user import UserFeeds, bus_topics
 from exchange_server.bus.base import BusReader
 from exchange_server.common.backend import Backend
-from exchange_server.common.errors import METHOD_NOT_FOUND, RpcError, internal_error
+from exchange_server.common.errors import GENERIC_MESSAGES, METHOD_NOT_FOUND, RpcError, internal_error
 from exchange_server.common.jsondepth import check_params_depth
 
 log = logging.getLogger("exchange_server.accessws")
@@ -346,7 +346,7 @@ class AccessWs:
         if handler is None:
             log.debug("connection %d from %s: unknown method %r", conn.id, conn.remote,
                       method[:100])
-            conn.send(error_body(METHOD_NOT_FOUND, "method not found", req_id))
+            conn.send(error_body(METHOD_NOT_FOUND, GENERIC_MESSAGES[METHOD_NOT_FOUND], req_id))
             return True
         try:
             check_params_depth(params)  # before any handler, cache key or backend sees them

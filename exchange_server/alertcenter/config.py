@@ -14,37 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from exchange_server.common.config import ConfigError, Node, SvrConfig
-from exchange_server.process.settings import (
-    LogSettings,
-    ProcessConfig,
-    read_log_settings,
-    read_process,
-)
+from exchange_server.common.configread import block, load_fields, rule, setting
+from exchange_server.process.settings import LogSettings, ProcessConfig, read_process
 from exchange_server.rpc.addr import parse_host_port, parse_sock_addr
 
 DEFAULT_BUFFER_LIMIT = 10_000
-
-
-@dataclass(frozen=True)
-class RedisConfig:
-    #: sentinel master name; None = ``addr`` is the Redis server itself
-    name: str | None
-    addr: list[tuple[str, int]]
-    db: int = 0
-    password: str | None = None
-
-    @property
-    def sentinel(self) -> bool:
-        return self.name is not None
-
-
-@dataclass(frozen=True)
-class AlertCenterConfig:
-    svr: SvrConfig
-    redis: RedisConfig
-    log: LogSettings | None = None
-    process: ProcessConfig = ProcessConfig()
-    buffer_limit: int = DEFAULT_BUFFER_LIMIT
 
 
 def _host_ports(node: Node, key: str, values: list[str]) -> list[tuple[str, int]]:
@@ -57,18 +31,18 @@ def _host_ports(node: Node, key: str, values: list[str]) -> list[tuple[str, int]
     return result
 
 
-def read_redis(node: Node) -> RedisConfig:
-    name = node.string("name", None)
-    addrs = node.str_or_list("addr")
-    if name is None and len(addrs) != 1:
-        raise ConfigError(f"{node.where('addr')}: without a sentinel master \"name\", give the one "
-                          "Redis server as \"ip:port\"")
-    return RedisConfig(
-        name=name,
-        addr=_host_ports(node, "addr", addrs),
-        db=node.integer("db", 0, 0),
-        password=node.string("auth", None),
-    )
+@dataclass(frozen=True)
+class RedisConfig:
+    #: sentinel master name; None = ``addr`` is the Redis server itself
+    name: str | None
+    addr: list[tuple[str, int]] = setting(read=lambda node, key, _: node.str_or_list(key),
+                                          then=_host_ports)
+    db: int = setting(0, minimum=0)
+    password: str | None = setting(None, key="auth")
+
+    @property
+    def sentinel(self) -> bool:
+        return self.name is not None
 
 
 def read_alert_svr(node: Node) -> SvrConfig:
@@ -80,18 +54,31 @@ def read_alert_svr(node: Node) -> SvrConfig:
             raise ConfigError(f"{node.where('bind')}[{i}]: {e}") from None
         if addr.kind not in ("tcp", "udp", "stream"):
             raise ConfigError(f"{node.where('bind')}[{i}]: {addr.kind}@ is not supported here")
-    return SvrConfig(bind=binds, max_pkg_size=node.integer("max_pkg_size", minimum=64),
-                     heartbeat_check=False)
+    return load_fields(SvrConfig, node, rules=_ALERT_SVR_RULES, bind=binds, heartbeat_check=False)
+
+
+#: alertcenter's ``svr.max_pkg_size`` is required (the original's sample sets it)
+_ALERT_SVR_RULES = {"max_pkg_size": rule(minimum=64, required=True)}
+
+
+def read_redis(node: Node) -> RedisConfig:
+    """A sentinel block (``name`` given) or, without ``name``, the one Redis server."""
+    name = node.string("name", None)
+    if name is None and len(node.str_or_list("addr")) != 1:
+        raise ConfigError(f"{node.where('addr')}: without a sentinel master \"name\", give the one "
+                          "Redis server as \"ip:port\"")
+    return load_fields(RedisConfig, node, name=name)
+
+
+@dataclass(frozen=True)
+class AlertCenterConfig:
+    svr: SvrConfig = setting(read=block(read_alert_svr))
+    redis: RedisConfig = setting(read=block(read_redis))
+    log: LogSettings | None = None
+    process: ProcessConfig = setting(ProcessConfig(),
+                                     read=lambda node, key, _: read_process(node.obj(key, None)))
+    buffer_limit: int = setting(DEFAULT_BUFFER_LIMIT, minimum=1)
 
 
 def load_alertcenter(data: Any) -> AlertCenterConfig:
-    root = Node(data)
-    process = root.obj("process", None)
-    log = root.obj("log", None)
-    return AlertCenterConfig(
-        svr=read_alert_svr(root.obj("svr")),
-        redis=read_redis(root.obj("redis")),
-        log=read_log_settings(log) if log is not None else None,
-        process=read_process(process),
-        buffer_limit=root.integer("buffer_limit", DEFAULT_BUFFER_LIMIT, 1),
-    )
+    return load_fields(AlertCenterConfig, Node(data))

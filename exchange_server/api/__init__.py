@@ -11,5 +11,7 @@ Adding a method: append a :class:`~exchange_server.api.model.Method` to ``HTTP_M
 (``http_methods.py``) or ``WS_METHODS`` / ``WS_PUSHES`` (``ws_methods.py``), run
 ``python -m exchange_server.apidoc.examples`` (records a real call into
 ``docs/api/examples.json``; add the call to its session) and
-``python -m exchange_server.apidoc.build``.
+``python -m exchange_server.apidoc.build``.  A method's own error codes (10 and up) are
+declared once in :mod:`exchange_server.common.errors` (a ``MethodErrors`` class listed in
+``METHOD_ERRORS``): the server raises them and the entry here lists ``*errors_of(name)``.
 """

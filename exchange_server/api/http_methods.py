@@ -6,7 +6,7 @@ differs from the original on purpose).
 
 from __future__ import annotations
 
-from exchange_server.api.model import Error, Method, Param
+from exchange_server.api.model import Method, Param
 from exchange_server.api.schema import (
     ASSET_NAME,
     BALANCE,
@@ -40,6 +40,16 @@ from exchange_server.api.schema import (
     string,
     time_real,
 )
+from exchange_server.common.errors import (
+    INTERNAL_ERROR,
+    INVALID_ARGUMENT,
+    INVALID_BECAUSE,
+    REQUIRE_AUTH,
+    SERVICE_UNAVAILABLE,
+    ErrorCode,
+    errors_of,
+    generic,
+)
 from exchange_server.common.limits import KLINE_MAX_ROWS
 
 ME = "matchengine"
@@ -47,17 +57,17 @@ RH = "readhistory"
 MP = "marketprice"
 
 
-def invalid(when: str) -> Error:
-    return Error(1, "invalid argument", when)
+def invalid(when: str) -> ErrorCode:
+    return generic(INVALID_ARGUMENT, when)
 
 
-UNAVAILABLE_WRITE = Error(3, "service unavailable",
-                          "the operation log, the history writer or the message bus has more "
-                          "pending work than its bound (back-pressure); retry later")
-RH_INTERNAL = Error(2, "internal error", "the history database failed")
-RH_BUSY = Error(3, "service unavailable",
-                "10 x worker_num queries are already pending (checked before the params)")
-MP_INTERNAL = Error(2, "internal error", "unexpected failure inside marketprice")
+UNAVAILABLE_WRITE = generic(SERVICE_UNAVAILABLE,
+                            "the operation log, the history writer or the message bus has more "
+                            "pending work than its bound (back-pressure); retry later")
+RH_INTERNAL = generic(INTERNAL_ERROR, "the history database failed")
+RH_BUSY = generic(SERVICE_UNAVAILABLE,
+                  "10 x worker_num queries are already pending (checked before the params)")
+MP_INTERNAL = generic(INTERNAL_ERROR, "unexpected failure inside marketprice")
 
 MATCHENGINE_INT_NOTE = ("Integers must be JSON integers, non-negative and in range (user ids "
                         "32-bit, other ids 64-bit); `true`/`false` are not integers.")
@@ -123,7 +133,6 @@ STOP_TRAILING = (
     option_param(OPTION_DOC + "; 0x10 and 0x80 are refused on stops"),
     Param("client_id", CLIENT_ID_SCHEMA, required=False),
 )
-SUSPENDED = Error(30, "market suspended", "the market is suspended (config.suspend_market)")
 FORK_NOTE = (
     "With the fork's trailing params `fee_asset` must be none and `fee_discount` is unused; "
     "an order placed with them has two more keys at the end, `option` and `client_id`. ")
@@ -145,7 +154,7 @@ ADMIN_NOTE = (
     "`$EXCHANGE_ADMIN_TOKEN`); without a configured token it is always refused (inside a batch, "
     "only that element). A logged command (the follower, replay and slices see it); nothing "
     "needs a restart. ")
-NEED_ADMIN = Error(6, "require authentication", "no `Authorization: Bearer <admin token>` "
+NEED_ADMIN = generic(REQUIRE_AUTH, "no `Authorization: Bearer <admin token>` "
                    "header, a wrong token, or no admin token configured (HTTP 403)")
 STOP_ID = integer("stop id (as returned by order.put_stop_*)", minimum=1, example=1)
 SIDE_OR_BOTH = integer("0 = both sides, 1 = ask, 2 = bid", enum=[0, 1, 2], example=0)
@@ -221,9 +230,7 @@ HTTP_METHODS: list[Method] = [
             invalid("wrong param count or type, unknown asset, business name over 30 "
                     "characters, detail not an object"),
             UNAVAILABLE_WRITE,
-            Error(10, "repeat update", "the same (user_id, asset, business, business_id) was "
-                  "applied in the last 24 hours"),
-            Error(11, "balance not enough", "a debit larger than the available balance"),
+            *errors_of("balance.update"),
         ),
         notes="Exactly 6 params. Each success writes a balance-history row, a `balances` bus "
         "message and an operation-log record. The repeat check survives restarts (it is kept "
@@ -306,15 +313,7 @@ HTTP_METHODS: list[Method] = [
                     "fee rate outside [0, 1), source of 31 bytes or more, a fee asset, an "
                     "unsupported option bit, a bad client_id"),
             UNAVAILABLE_WRITE,
-            Error(10, "balance not enough", "ask: available stock < amount; bid: available "
-                  "money < amount x price"),
-            Error(11, "amount too small", "amount < the market's min_amount (checked after the "
-                  "balance; skipped with option 0x04)"),
-            Error(12, "can't be completely executed, kill the order", "fill-or-kill (0x10): it "
-                  "would not fill completely at once (nothing changes, no order id is used)"),
-            Error(13, "the order may be executed, kill the order", "post-only (0x80): it would "
-                  "take (crosses the best opposite price, own orders included)"),
-            SUSPENDED,
+            *errors_of("order.put_limit"),
         ),
         notes="8 params (the original's), or 10 to 12 with the CoinEx fork's trailing "
         "`fee_asset, fee_discount[, option[, client_id]]`. Ask = sell stock for money, bid = "
@@ -348,14 +347,7 @@ HTTP_METHODS: list[Method] = [
                     "outside [0, 1), source too long, a fee asset, an unsupported option bit, "
                     "a bad client_id"),
             UNAVAILABLE_WRITE,
-            Error(10, "balance not enough", "ask: available stock < amount; bid: available "
-                  "money < amount"),
-            Error(11, "amount too small", "ask: amount < min_amount; bid: amount < best ask "
-                  "price x min_amount"),
-            Error(12, "no enough trader", "the other side of the book is empty"),
-            Error(13, "can't be completely executed, kill the order", "fill-or-kill (0x10): it "
-                  "would not fill completely at once (nothing changes, no order id is used)"),
-            SUSPENDED,
+            *errors_of("order.put_market"),
         ),
         notes="6 params (the original's), or 8 to 10 with the CoinEx fork's trailing "
         "`fee_asset, fee_discount[, option[, client_id]]`. " + FORK_NOTE
@@ -377,8 +369,7 @@ HTTP_METHODS: list[Method] = [
         (
             invalid("wrong count or type, unknown market"),
             UNAVAILABLE_WRITE,
-            Error(10, "order not found", "no open order with this id in this market"),
-            Error(11, "user not match", "the order belongs to another user"),
+            *errors_of("order.cancel"),
         ),
         notes="Exactly 3 params. Pushes `order.update` with event 3 (FINISH).",
         service=ME, write=True,
@@ -520,12 +511,7 @@ HTTP_METHODS: list[Method] = [
                     "stop_price or price <= 0, fee rate outside [0, 1), source too long, a fee "
                     "asset, fill-or-kill or post-only, an unsupported option bit"),
             UNAVAILABLE_WRITE,
-            Error(10, "balance not enough", "ask: available stock < amount; bid: available "
-                  "money < amount x price (frozen at placement)"),
-            Error(11, "invalid stop price", "the market has no last price yet, or stop_price "
-                  "equals it"),
-            Error(12, "amount too small", "amount < min_amount (skipped with option 0x04)"),
-            SUSPENDED,
+            *errors_of("order.put_stop_limit"),
         ),
         notes="11 to 13 params (the CoinEx fork's v1 layout without `account`). " + STOP_FEE_NOTE
         + STOP_NOTE,
@@ -553,13 +539,7 @@ HTTP_METHODS: list[Method] = [
                     "stop_price <= 0, fee rate outside [0, 1), source too long, a fee asset, "
                     "fill-or-kill or post-only, an unsupported option bit"),
             UNAVAILABLE_WRITE,
-            Error(10, "balance not enough", "ask: available stock < amount; bid: available "
-                  "money < amount (frozen at placement)"),
-            Error(11, "invalid stop price", "the market has no last price yet, or stop_price "
-                  "equals it"),
-            Error(12, "amount too small", "ask: amount < min_amount; bid: amount < stop_price x "
-                  "min_amount (skipped with option 0x04)"),
-            SUSPENDED,
+            *errors_of("order.put_stop_market"),
         ),
         notes="9 to 11 params (the CoinEx fork's v1 layout without `account`); a bid's amount "
         "is money. " + STOP_FEE_NOTE + STOP_NOTE,
@@ -574,8 +554,7 @@ HTTP_METHODS: list[Method] = [
         (
             invalid("wrong count or type, unknown market"),
             UNAVAILABLE_WRITE,
-            Error(10, "order not found", "no pending stop with this id in this market"),
-            Error(11, "user not match", "the stop belongs to another user"),
+            *errors_of("order.cancel_stop"),
         ),
         notes="Exactly 3 params. Pushes `order.update_stop` with event 3 (cancelled) and "
         "`asset.update`; the stop history gets a row with status 3.",
@@ -854,8 +833,8 @@ HTTP_METHODS: list[Method] = [
         (Param("asset", ASSET_DETAIL),),
         SUCCESS,
         "`{\"status\": \"success\"}`.",
-        (Error(1, "invalid argument: <reason>", "not exactly 1 param, not a valid asset object, "
-               "or prec_save lowered (the message says why)"),
+        (INVALID_BECAUSE.because("not exactly 1 param, not a valid asset object, "
+                                 "or prec_save lowered (the message says why)"),
          NEED_ADMIN, UNAVAILABLE_WRITE),
         notes=ADMIN_NOTE + "prec_save of an existing asset may only grow (stored balances "
         "keep every digit). No balance is touched.",
@@ -867,9 +846,10 @@ HTTP_METHODS: list[Method] = [
         (Param("market", MARKET_DETAIL),),
         SUCCESS,
         "`{\"status\": \"success\"}`.",
-        (Error(1, "invalid argument: <reason>", "not exactly 1 param, not a valid market "
-               "object, unknown assets, precisions the start-up checks refuse, or an existing "
-               "market's stock, money or their precisions changed (the message says why)"),
+        (INVALID_BECAUSE.because("not exactly 1 param, not a valid market "
+                                 "object, unknown assets, precisions the start-up checks "
+                                 "refuse, or an existing market's stock, money or their "
+                                 "precisions changed (the message says why)"),
          NEED_ADMIN, UNAVAILABLE_WRITE),
         notes=ADMIN_NOTE + "The original's start-up precision checks apply (stock.prec + "
         "money.prec <= money's prec_save, ...). marketprice learns a new market from its first "

@@ -11,16 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exchange_server.api.schema import Schema
+from exchange_server.common.errors import GENERIC_MESSAGES, ErrorCode
 
-#: Generic error codes (rpc.md 2).
-GENERIC_ERRORS: dict[int, str] = {
-    1: "invalid argument",
-    2: "internal error",
-    3: "service unavailable",
-    4: "method not found",
-    5: "service timeout",
-    6: "require authentication",
-}
+#: Generic error codes (rpc.md 2), declared in :mod:`exchange_server.common.errors`.
+GENERIC_ERRORS: dict[int, str] = GENERIC_MESSAGES
+
+#: A documented error is the declaration the servers raise (common/errors.py).
+Error = ErrorCode
 
 
 @dataclass(frozen=True)
@@ -37,13 +34,6 @@ class Param:
 
     def doc(self) -> str:
         return self.description or str(self.schema.get("description", ""))
-
-
-@dataclass(frozen=True)
-class Error:
-    code: int
-    message: str
-    when: str
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from exchange_server.api.http_methods import HTTP_METHODS
-from exchange_server.api.model import Error, Method, Param, Push
+from exchange_server.api.model import Method, Param, Push
 from exchange_server.api.schema import (
     ASSET_NAME,
     BALANCE,
@@ -25,15 +25,24 @@ from exchange_server.api.schema import (
     obj,
     string,
 )
+from exchange_server.common.errors import (
+    INTERNAL_ERROR,
+    INVALID_ARGUMENT,
+    REQUIRE_AUTH,
+    SERVICE_TIMEOUT,
+    SERVICE_UNAVAILABLE,
+    errors_of,
+    generic,
+)
 
 _HTTP = {m.name: m for m in HTTP_METHODS}
 
-INVALID = Error(1, "invalid argument", "a param of the wrong type or out of range")
-BACKEND_DOWN = Error(2, "internal error", "the backend service is not connected")
-TIMEOUT = Error(5, "service timeout", "no answer from the backend within backend_timeout "
-                "(default 1 s)")
-NEED_AUTH = Error(6, "require authentication", "server.auth or server.sign has not succeeded "
-                  "on this connection")
+INVALID = generic(INVALID_ARGUMENT, "a param of the wrong type or out of range")
+BACKEND_DOWN = generic(INTERNAL_ERROR, "the backend service is not connected")
+TIMEOUT = generic(SERVICE_TIMEOUT, "no answer from the backend within backend_timeout "
+                  "(default 1 s)")
+NEED_AUTH = generic(REQUIRE_AUTH, "server.auth or server.sign has not succeeded on this "
+                    "connection")
 MARKET_WS = string("market name, shorter than 16 bytes", example="BTCBCH", max_bytes=15)
 ASSET_WS = string("asset name, shorter than 16 bytes", example="BTC", max_bytes=15)
 ANY_PARAMS_NOTE = "Any params are accepted (they are not looked at)."
@@ -60,8 +69,8 @@ def list_subscribe(kind: str, push: str, extra: str = "") -> Method:
         (Param("market", MARKET_WS, "markets to follow; the list replaces the previous one "
                "(an empty list = none)", required=False, variadic=True),),
         SUCCESS, "`{\"status\": \"success\"}`.",
-        (Error(1, "invalid argument", "a name that is not a string or is 16 bytes or longer; "
-               "more than max_subscribe_list markets"),),
+        (generic(INVALID_ARGUMENT, "a name that is not a string or is 16 bytes or longer; "
+                 "more than max_subscribe_list markets"),),
         notes=("Replaces this connection's list. An unknown market is accepted but dropped "
                "silently on the first poll (its backend answers an error). " + extra),
         service="local",
@@ -91,11 +100,11 @@ WS_METHODS: list[Method] = [
                                 max_bytes=31))),
         SUCCESS, "`{\"status\": \"success\"}`.",
         (INVALID,
-         Error(2, "internal error", "the auth service is unreachable, or its reply is "
-               "unusable (not JSON, no code, no user_id)"),
-         Error(3, "service unavailable", "no auth_url is configured"),
+         generic(INTERNAL_ERROR, "the auth service is unreachable, or its reply is unusable "
+                 "(not JSON, no code, no user_id)"),
+         generic(SERVICE_UNAVAILABLE, "no auth_url is configured"),
          TIMEOUT,
-         Error(11, "<the auth service's message>", "the auth service rejected the token")),
+         *errors_of("server.auth")),
         notes="accessws asks the operator's auth service: HTTP GET `auth_url` with "
         "`Authorization: <token>`; it must answer `{\"code\": 0, \"data\": {\"user_id\": N}}`. "
         "Authenticating again as another user drops the previous user's order and asset "
@@ -111,10 +120,10 @@ WS_METHODS: list[Method] = [
                                 minimum=None, maximum=None, example=1700000000000))),
         SUCCESS, "`{\"status\": \"success\"}`.",
         (INVALID,
-         Error(2, "internal error", "the sign service is unreachable or its reply unusable"),
-         Error(3, "service unavailable", "no sign_url is configured"),
+         generic(INTERNAL_ERROR, "the sign service is unreachable or its reply unusable"),
+         generic(SERVICE_UNAVAILABLE, "no sign_url is configured"),
          TIMEOUT,
-         Error(11, "<the sign service's message>", "the sign service rejected the request")),
+         *errors_of("server.sign")),
         notes="HTTP GET `sign_url?access_id=...&tonce=...` with `Authorization: "
         "<authorisation>`; same reply contract as server.auth. The source is `api`.",
         service="local",
@@ -126,8 +135,8 @@ WS_METHODS: list[Method] = [
          Param("interval", integer("bucket length in seconds (as market.kline)", minimum=1,
                                    maximum=None, example=60))),
         SUCCESS, "`{\"status\": \"success\"}`.",
-        (Error(1, "invalid argument", "wrong count, market not a string or 16 bytes or "
-               "longer, interval not a positive integer"),),
+        (generic(INVALID_ARGUMENT, "wrong count, market not a string or 16 bytes or "
+                 "longer, interval not a positive integer"),),
         notes="Replaces this connection's k-line subscription. Nothing is sent at once; the "
         "first push follows the first poll that returns rows.",
         service="local",
@@ -144,8 +153,8 @@ WS_METHODS: list[Method] = [
                                   "depth_merge (default \"0\", \"0.00000001\" ... \"0.1\")",
                                   example="0", max_bytes=15))),
         SUCCESS, "`{\"status\": \"success\"}`.",
-        (Error(1, "invalid argument", "wrong count or type, limit not in depth_limit, interval "
-               "not in depth_merge"),),
+        (generic(INVALID_ARGUMENT, "wrong count or type, limit not in depth_limit, interval "
+                 "not in depth_merge"),),
         notes="Replaces this connection's depth subscription. After the success reply a full "
         "snapshot (`clean` = true) is sent at once when one is cached; otherwise it follows the "
         "first poll.",
@@ -199,8 +208,8 @@ WS_METHODS: list[Method] = [
             "side", integer("0 = both, 1 = ask, 2 = bid", enum=[0, 1, 2], example=0,
                             lenient=True)),),
         _HTTP["order.finished"].result, _HTTP["order.finished"].result_doc,
-        (BACKEND_DOWN, NEED_AUTH, Error(1, "invalid argument", "not exactly 6 params, or "
-                                        "refused by order.finished"), TIMEOUT,
+        (BACKEND_DOWN, NEED_AUTH, generic(INVALID_ARGUMENT, "not exactly 6 params, or "
+                                          "refused by order.finished"), TIMEOUT,
          *(e for e in _HTTP["order.finished"].errors if e.code != 1)),
         notes="Exactly 6 params: `[market, start_time, end_time, offset, limit, side]`, sent "
         "to `order.finished` with the user id in front.",
@@ -211,8 +220,8 @@ WS_METHODS: list[Method] = [
         (Param("market", MARKET_WS, "markets to follow (replaces the previous list)",
                required=False, variadic=True),),
         SUCCESS, "`{\"status\": \"success\"}`.",
-        (NEED_AUTH, Error(1, "invalid argument", "a name that is not a string or is 16 bytes "
-                          "or longer (the names before it stay subscribed)")),
+        (NEED_AUTH, generic(INVALID_ARGUMENT, "a name that is not a string or is 16 bytes "
+                            "or longer (the names before it stay subscribed)")),
         service="local", auth=True,
     ),
     unsubscribe("order", auth=True),
@@ -222,7 +231,7 @@ WS_METHODS: list[Method] = [
                variadic=True),),
         map_of(BALANCE, "asset name -> balance", key="asset"),
         _HTTP["balance.query"].result_doc,
-        (NEED_AUTH, BACKEND_DOWN, Error(1, "invalid argument", "an unknown asset"), TIMEOUT),
+        (NEED_AUTH, BACKEND_DOWN, generic(INVALID_ARGUMENT, "an unknown asset"), TIMEOUT),
         notes="Sent to `balance.query` with the user id in front. Authentication is checked "
         "first.",
         service="matchengine", auth=True, forwards="balance.query",
@@ -231,8 +240,8 @@ WS_METHODS: list[Method] = [
         "asset.history", "This user's balance history.",
         _HTTP["balance.history"].params[1:],
         _HTTP["balance.history"].result, _HTTP["balance.history"].result_doc,
-        (BACKEND_DOWN, NEED_AUTH, Error(1, "invalid argument", "not exactly 6 params, or "
-                                        "refused by balance.history"), TIMEOUT,
+        (BACKEND_DOWN, NEED_AUTH, generic(INVALID_ARGUMENT, "not exactly 6 params, or "
+                                          "refused by balance.history"), TIMEOUT,
          *(e for e in _HTTP["balance.history"].errors if e.code != 1)),
         notes="Exactly 6 params: `[asset, business, start_time, end_time, offset, limit]`, "
         "sent to `balance.history` with the user id in front.",
@@ -244,8 +253,8 @@ WS_METHODS: list[Method] = [
         (Param("asset", ASSET_WS, "assets to follow (replaces the previous list; duplicates "
                "ignored; empty = none)", required=False, variadic=True),),
         SUCCESS, "`{\"status\": \"success\"}`.",
-        (NEED_AUTH, Error(1, "invalid argument", "a name that is not a string or is 16 bytes "
-                          "or longer")),
+        (NEED_AUTH, generic(INVALID_ARGUMENT, "a name that is not a string or is 16 bytes "
+                            "or longer")),
         service="local", auth=True,
     ),
     unsubscribe("asset", auth=True),

@@ -13,6 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from exchange_server.common.errors import (
+    INTERNAL_ERROR,
+    INVALID_ARGUMENT,
+    METHOD_NOT_FOUND,
+    REQUIRE_AUTH,
+    SERVICE_TIMEOUT,
+    SERVICE_UNAVAILABLE,
+)
+
 
 class ClientError(Exception):
     """Base of everything the client raises."""
@@ -47,38 +56,38 @@ class ApiError(ClientError):
 class InvalidArgument(ApiError):
     """Code 1: a param has the wrong type, count or value."""
 
-    family = 1
+    family = INVALID_ARGUMENT
 
 
 class InternalError(ApiError):
     """Code 2: the service failed (WebSocket: also "backend not connected")."""
 
-    family = 2
+    family = INTERNAL_ERROR
 
 
 class ServiceUnavailable(ApiError):
     """Code 3: the service is overloaded (back-pressure) or a feature is not configured; retry
     later."""
 
-    family = 3
+    family = SERVICE_UNAVAILABLE
 
 
 class MethodNotFound(ApiError):
     """Code 4: no such method."""
 
-    family = 4
+    family = METHOD_NOT_FOUND
 
 
 class ServiceTimeout(ApiError):
     """Code 5: the backend did not answer in time (the operation may still have happened)."""
 
-    family = 5
+    family = SERVICE_TIMEOUT
 
 
 class AuthenticationRequired(ApiError):
     """Code 6: a WebSocket method needs server.auth / server.sign first."""
 
-    family = 6
+    family = REQUIRE_AUTH
 
 
 class BusinessError(ApiError):
@@ -87,12 +96,12 @@ class BusinessError(ApiError):
 
 
 FAMILIES: dict[int, type[ApiError]] = {
-    1: InvalidArgument,
-    2: InternalError,
-    3: ServiceUnavailable,
-    4: MethodNotFound,
-    5: ServiceTimeout,
-    6: AuthenticationRequired,
+    INVALID_ARGUMENT: InvalidArgument,
+    INTERNAL_ERROR: InternalError,
+    SERVICE_UNAVAILABLE: ServiceUnavailable,
+    METHOD_NOT_FOUND: MethodNotFound,
+    SERVICE_TIMEOUT: ServiceTimeout,
+    REQUIRE_AUTH: AuthenticationRequired,
 }
 
 
@@ -103,7 +112,7 @@ def error_for(error: Any, method: str = "") -> ApiError:
     else:
         code, message = None, None
     if type(code) is not int:
-        return InternalError(2, f"malformed error {error!r}", method, error)
+        return InternalError(INTERNAL_ERROR, f"malformed error {error!r}", method, error)
     text = message if isinstance(message, str) else str(message)
     cls = FAMILIES.get(code)
     if cls is None:

@@ -3,135 +3,33 @@
 Each service's config is a plain dataclass built by a ``load_*`` function.  Required fields and
 defaults follow config.md; anything malformed raises :class:`ConfigError` whose message starts
 with the JSON path of the offending field (``markets[2].stock.prec: ...``).
+
+A default is stated once, on its dataclass field: the loader (configread.py) reads the keys
+that are present and leaves the rest to the dataclass.  The common blocks (``MysqlConfig``,
+``LogConfig``, ``SvrConfig``) carry their rules in :func:`~configread.setting`; the engine's own
+types (``AssetConfig``, ``MarketConfig``, ``MatchEngineConfig``) stay plain dataclasses, their
+rules in the tables below, so they do not depend on the reader.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from exchange_server.common import decimals
+from exchange_server.common.configread import (
+    STANDALONE,
+    ConfigError,
+    Node,
+    Reader,
+    Then,
+    load_fields,
+    rule,
+    setting,
+)
 
-T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be used; the message names the field."""
-
-
-_MISSING = object()
-
-
-class Node:
-    """A JSON object being read, remembering its path for error messages."""
-
-    def __init__(self, data: Any, path: str = "") -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path or '(root)'}: must be a JSON object")
-        self.data = data
-        self.path = path
-
-    def where(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def _get(self, key: str, default: Any) -> Any:
-        value = self.data.get(key, _MISSING)
-        if value is _MISSING:
-            if default is _MISSING:
-                raise ConfigError(f"{self.where(key)}: required field is missing")
-            return default
-        return value
-
-    def has(self, key: str) -> bool:
-        return key in self.data
-
-    def string(self, key: str, default: Any = _MISSING) -> Any:
-        value = self._get(key, default)
-        if value is not default and not isinstance(value, str):
-            raise ConfigError(f"{self.where(key)}: must be a string")
-        return value
-
-    def integer(self, key: str, default: Any = _MISSING, minimum: int | None = None,
-            maximum: int | None = None) -> Any:
-        value = self._get(key, default)
-        if value is default:
-            return value
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"{self.where(key)}: must be an integer")
-        if minimum is not None and value < minimum:
-            raise ConfigError(f"{self.where(key)}: must be >= {minimum}")
-        if maximum is not None and value > maximum:
-            raise ConfigError(f"{self.where(key)}: must be <= {maximum}")
-        return value
-
-    def real(self, key: str, default: Any = _MISSING, minimum: float | None = None) -> Any:
-        value = self._get(key, default)
-        if value is default:
-            return value
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{self.where(key)}: must be a number")
-        if minimum is not None and value < minimum:
-            raise ConfigError(f"{self.where(key)}: must be >= {minimum}")
-        return float(value)
-
-    def boolean(self, key: str, default: Any = _MISSING) -> Any:
-        value = self._get(key, default)
-        if value is not default and not isinstance(value, bool):
-            raise ConfigError(f"{self.where(key)}: must be true or false")
-        return value
-
-    def obj(self, key: str, default: Any = _MISSING) -> Any:
-        value = self._get(key, default)
-        if value is default:
-            return value
-        return Node(value, self.where(key))
-
-    def array(self, key: str, default: Any = _MISSING) -> Any:
-        value = self._get(key, default)
-        if value is not default and not isinstance(value, list):
-            raise ConfigError(f"{self.where(key)}: must be an array")
-        return value
-
-    def str_or_list(self, key: str, default: Any = _MISSING) -> Any:
-        """Fields like ``svr.bind`` and rpc client ``addr`` take a string or an array of them."""
-        value = self._get(key, default)
-        if value is default:
-            return value
-        if isinstance(value, str):
-            return [value]
-        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-            return list(value)
-        raise ConfigError(f"{self.where(key)}: must be a string or a non-empty array of strings")
-
-    def items(self, key: str, read: Callable[[Node], T], default: Any = _MISSING) -> list[T]:
-        values = self.array(key, default)
-        if values is default:
-            return values
-        return [read(Node(v, f"{self.where(key)}[{i}]")) for i, v in enumerate(values)]
-
-    def decimal(self, key: str, default: Any = _MISSING) -> Any:
-        value = self._get(key, default)
-        if value is default:
-            return value
-        parsed = decimals.parse(value)
-        if parsed is None:
-            raise ConfigError(f"{self.where(key)}: must be a decimal number in a string")
-        return parsed
-
-
-def read_json(path: str | Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from e
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON: {e}") from e
-
+# ConfigError, Node and read_json live in configread.py; importers find them here as before.
+from exchange_server.common.configread import read_json as read_json
 
 # -- common blocks -------------------------------------------------------------------------------
 
@@ -140,60 +38,44 @@ def read_json(path: str | Path) -> Any:
 class MysqlConfig:
     host: str
     user: str
-    password: str
-    name: str
-    port: int = 3306
+    password: str = setting(key="pass")
+    name: str = setting()
+    port: int = setting(3306, minimum=1, maximum=65535)
     charset: str = "utf8mb4"
 
 
 def read_mysql(node: Node) -> MysqlConfig:
-    return MysqlConfig(
-        host=node.string("host"),
-        user=node.string("user"),
-        password=node.string("pass"),
-        name=node.string("name"),
-        port=node.integer("port", 3306, 1, 65535),
-        charset=node.string("charset", "utf8mb4"),
-    )
+    return load_fields(MysqlConfig, node)
 
 
 @dataclass(frozen=True)
 class LogConfig:
-    path: str = "log/exchange-server"
-    flag: str = "fatal,error,warn,info"
+    path: str = setting("log/exchange-server", required=True)
+    flag: str = setting("fatal,error,warn,info", required=True)
     shift: str = "size"
-    max: int = 100_000_000
-    num: int = 100
-    keep: int = 7
+    max: int = setting(100_000_000, minimum=1)
+    num: int = setting(100, minimum=1)
+    keep: int = setting(7, minimum=0)
 
 
 def read_log(node: Node) -> LogConfig:
-    return LogConfig(
-        path=node.string("path"),
-        flag=node.string("flag"),
-        shift=node.string("shift", "size"),
-        max=node.integer("max", 100_000_000, 1),
-        num=node.integer("num", 100, 1),
-        keep=node.integer("keep", 7, 0),
-    )
+    return load_fields(LogConfig, node)
 
 
 @dataclass(frozen=True)
 class SvrConfig:
     bind: list[str]
-    max_pkg_size: int = 10240
+    max_pkg_size: int = setting(10240, minimum=1)
     heartbeat_check: bool = True
 
 
 def read_svr(node: Node) -> SvrConfig:
-    return SvrConfig(
-        bind=node.str_or_list("bind"),
-        max_pkg_size=node.integer("max_pkg_size", 10240, 1),
-        heartbeat_check=node.boolean("heartbeat_check", True),
-    )
+    return load_fields(SvrConfig, node)
 
 
 # -- matchengine --------------------------------------------------------------------------------
+# AssetConfig, MarketConfig and MatchEngineConfig are the engine's own types: plain dataclasses
+# (their defaults are the only statement of them); how their keys are read is in the tables below.
 
 MAX_PREC = 24
 
@@ -246,6 +128,11 @@ class MatchEngineConfig:
     #: Extension: self-trade prevention for orders that choose no mode (option bits 0x100..0x400):
     #: "none" (the original's behaviour), "cancel_taker", "cancel_maker" or "cancel_both".
     self_trade_prevention: str = "none"
+    #: Extension: a log commit that has not finished after this many seconds counts as refused
+    #: (code 3; its operations never take effect).  Keep it below the gateways' request timeout
+    #: (accesshttp ``timeout``, 1 s in ``exchange-server run``), so no client sees a 504 for an
+    #: operation whose fate is still open.
+    commit_timeout: float = 0.7
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -253,43 +140,94 @@ class MatchEngineConfig:
 SELF_TRADE_PREVENTION = ("none", "cancel_taker", "cancel_maker", "cancel_both")
 
 
-def read_self_trade_prevention(root: Node) -> str:
-    value = root.string("self_trade_prevention", "none")
+def _one_of_stp(node: Node, key: str, value: str) -> str:
     if value not in SELF_TRADE_PREVENTION:
-        raise ConfigError(f"{root.where('self_trade_prevention')}: must be one of "
-                          f"{', '.join(SELF_TRADE_PREVENTION)}")
+        raise ConfigError(f"{node.where(key)}: must be one of {', '.join(SELF_TRADE_PREVENTION)}")
     return str(value)
 
 
+def _name_length(most: int) -> Then:
+    def check(node: Node, key: str, value: str) -> str:
+        if not 0 < len(value) <= most:
+            raise ConfigError(f"{node.where(key)}: must be 1 to {most} characters")
+        return value
+    return check
+
+
+def _not_negative(node: Node, key: str, value: Decimal) -> Decimal:
+    if value < 0:
+        raise ConfigError(f"{node.where(key)}: must not be negative")
+    return value
+
+
+def _side_name(side: str) -> Reader:
+    """A market's ``stock.name`` / ``money.name``, read into a flat field."""
+    return lambda node, key, default: node.obj(side).string("name")
+
+
+def _side_prec(side: str) -> Reader:
+    """A market's ``stock.prec`` / ``money.prec``, read into a flat field."""
+    return lambda node, key, default: node.obj(side).integer("prec", minimum=0, maximum=MAX_PREC)
+
+
+_ASSET_RULES = {
+    "name": rule(then=_name_length(15)),
+    "prec_save": rule(minimum=0, maximum=MAX_PREC),
+}
+
+_MARKET_RULES = {
+    "name": rule(then=_name_length(30)),
+    "stock": rule(read=_side_name("stock")),
+    "money": rule(read=_side_name("money")),
+    "stock_prec": rule(key="stock", read=_side_prec("stock")),
+    "money_prec": rule(key="money", read=_side_prec("money")),
+    "fee_prec": rule(minimum=0, maximum=MAX_PREC),
+    "min_amount": rule(then=_not_negative),
+}
+
+
+#: ``assets`` and ``markets`` are read (and checked together) by load_matchengine itself
+_MATCHENGINE_RULES = {
+    "slice_interval": rule(minimum=1),
+    "slice_keeptime": rule(minimum=1),
+    "cache_timeout": rule(minimum=0.0),
+    "history_thread": rule(minimum=1),
+    "brokers": rule(required=STANDALONE),
+    "db_log": rule(required=STANDALONE),
+    "db_history": rule(required=STANDALONE),
+    "svr": rule(required=STANDALONE),
+    "cli": rule(required=STANDALONE),
+    "log": rule(required=STANDALONE),
+    "operlog_max_pending": rule(minimum=1),
+    "history_max_pending": rule(minimum=1),
+    "kafka_max_pending": rule(minimum=1),
+    # at most 200: the log codec refuses records deeper than 256 (common/exactjson.py)
+    "max_json_depth": rule(minimum=1, maximum=200),
+    "self_trade_prevention": rule(then=_one_of_stp),
+    "commit_timeout": rule(minimum=0.01),
+    "raw": rule(skip=True),
+}
+
+
 def read_asset(node: Node) -> AssetConfig:
-    name = node.string("name")
-    if not 0 < len(name) <= 15:
-        raise ConfigError(f"{node.where('name')}: must be 1 to 15 characters")
-    prec_save = node.integer("prec_save", minimum=0, maximum=MAX_PREC)
-    prec_show = node.integer("prec_show", prec_save, 0, MAX_PREC)
-    if prec_show > prec_save:
+    """One asset; ``prec_show`` defaults to ``prec_save``."""
+    head = load_fields(_AssetHead, node, rules=_ASSET_RULES)
+    prec_show = node.integer("prec_show", head.prec_save, 0, MAX_PREC)
+    if prec_show > head.prec_save:
         raise ConfigError(f"{node.where('prec_show')}: must be <= prec_save")
-    return AssetConfig(name, prec_save, prec_show)
+    return AssetConfig(head.name, head.prec_save, prec_show)
+
+
+@dataclass(frozen=True)
+class _AssetHead:
+    """An asset's fields without a fixed default (``prec_show`` follows ``prec_save``)."""
+
+    name: str
+    prec_save: int
 
 
 def read_market(node: Node) -> MarketConfig:
-    name = node.string("name")
-    if not 0 < len(name) <= 30:
-        raise ConfigError(f"{node.where('name')}: must be 1 to 30 characters")
-    stock = node.obj("stock")
-    money = node.obj("money")
-    min_amount = node.decimal("min_amount", Decimal("0.01"))
-    if min_amount < 0:
-        raise ConfigError(f"{node.where('min_amount')}: must not be negative")
-    return MarketConfig(
-        name=name,
-        stock=stock.string("name"),
-        money=money.string("name"),
-        stock_prec=stock.integer("prec", minimum=0, maximum=MAX_PREC),
-        money_prec=money.integer("prec", minimum=0, maximum=MAX_PREC),
-        fee_prec=node.integer("fee_prec", 4, 0, MAX_PREC),
-        min_amount=min_amount,
-    )
+    return load_fields(MarketConfig, node, rules=_MARKET_RULES)
 
 
 def check_markets(assets: list[AssetConfig], markets: list[MarketConfig]) -> None:
@@ -332,35 +270,9 @@ def load_matchengine(data: Any, *, embedded: bool = False) -> MatchEngineConfig:
     if not assets:
         raise ConfigError("assets: at least one asset is required")
     check_markets(assets, markets)
-    required: Any = None if embedded else _MISSING
-    db_log = root.obj("db_log", required)
-    db_history = root.obj("db_history", required)
-    svr = root.obj("svr", required)
-    log = root.obj("log", required)
-    return MatchEngineConfig(
-        assets=assets,
-        markets=markets,
-        debug=root.boolean("debug", False),
-        slice_interval=root.integer("slice_interval", 86400, 1),
-        slice_keeptime=root.integer("slice_keeptime", 259200, 1),
-        cache_timeout=root.real("cache_timeout", 0.45, 0.0),
-        history_thread=root.integer("history_thread", 10, 1),
-        brokers=root.string("brokers", required),
-        db_log=read_mysql(db_log) if db_log else None,
-        db_history=read_mysql(db_history) if db_history else None,
-        svr=read_svr(svr) if svr else None,
-        cli=root.string("cli", required),
-        log=read_log(log) if log else None,
-        operlog_max_pending=root.integer("operlog_max_pending", 100_000, 1),
-        history_max_pending=root.integer("history_max_pending", 100_000, 1),
-        bus_mark_file=root.string("bus_mark_file", "bus.mark"),
-        kafka_max_pending=root.integer("kafka_max_pending", 100_000, 1),
-        kafka_topic_prefix=root.string("kafka_topic_prefix", ""),
-        # at most 200: the log codec refuses records deeper than 256 (common/exactjson.py)
-        max_json_depth=root.integer("max_json_depth", 32, 1, 200),
-        self_trade_prevention=read_self_trade_prevention(root),
-        raw=data,
-    )
+    return load_fields(MatchEngineConfig, root, embedded=embedded, rules=_MATCHENGINE_RULES,
+                       first=("db_log", "db_history", "svr", "log"), assets=assets,
+                       markets=markets, raw=data)
 
 
 def default_matchengine_data() -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exchange_server.common.errors import INVALID_ARGUMENT, RpcError
+from exchange_server.common.errors import invalid_argument_because
 
 #: Default limit for one param's nesting (docs/compatibility.md, "Parameters and validation").
 MAX_JSON_DEPTH = 32
@@ -50,4 +50,4 @@ def too_deep(params: Any, limit: int = MAX_JSON_DEPTH) -> bool:
 def check_params_depth(params: Any, limit: int = MAX_JSON_DEPTH) -> None:
     """Refuse with code 1 params that nest deeper than ``limit``."""
     if too_deep(params, limit):
-        raise RpcError(INVALID_ARGUMENT, f"invalid argument: params nested deeper than {limit}")
+        raise invalid_argument_because(f"params nested deeper than {limit}")

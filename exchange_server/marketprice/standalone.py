@@ -10,6 +10,7 @@ from typing import Any
 
 from exchange_server.bus.kafka import KafkaBusReader
 from exchange_server.common.config import ConfigError, Node, SvrConfig
+from exchange_server.common.configread import load_fields, rule, setting
 from exchange_server.marketprice.markets import accesshttp_markets
 from exchange_server.marketprice.observe import register_marketprice
 from exchange_server.marketprice.service import MarketPriceService
@@ -34,34 +35,53 @@ class MarketPriceConfig:
     redis_db: int
     accesshttp: str
     retention: Retention
-    cache_timeout: float = 0.45
+    cache_timeout: float = setting(0.45, minimum=0.0)
     debug: bool = False
+
+
+def _partition_zero(node: Node, key: str, value: int) -> int:
+    if value != 0:
+        raise ConfigError("deals.partition: only partition 0 is used (as the original)")
+    return value
+
+
+@dataclass(frozen=True)
+class _Deals:
+    """The ``deals`` block: the Kafka topic read."""
+
+    brokers: str
+    topic: str = "deals"
+    partition: int = setting(0, minimum=0, then=_partition_zero)
+
+
+@dataclass(frozen=True)
+class _Redis:
+    """The ``redis`` block: a Sentinel master (``name``) or, without it, one Redis server."""
+
+    addr: list[str]
+    name: str | None = None
+    db: int = setting(0, minimum=0, maximum=15)
+
+
+#: the retention keys (their defaults are Retention's)
+_RETENTION_RULES = {
+    "sec_max": rule(minimum=60),
+    "min_max": rule(minimum=60),
+    "hour_max": rule(minimum=24),
+}
 
 
 def load_marketprice(data: Any) -> MarketPriceConfig:
     root = Node(data)
-    deals = root.obj("deals")
-    if deals.integer("partition", 0, 0) != 0:
-        raise ConfigError("deals.partition: only partition 0 is used (as the original)")
-    redis = root.obj("redis")
-    addrs = redis.str_or_list("addr")
-    name = redis.string("name", None)
-    if name is None and len(addrs) != 1:
+    deals = load_fields(_Deals, root.obj("deals"), first=("partition",))
+    redis = load_fields(_Redis, root.obj("redis"))
+    if redis.name is None and len(redis.addr) != 1:
         raise ConfigError("redis.addr: a direct Redis (no name) takes exactly one address")
-    return MarketPriceConfig(
-        svr=read_rpc_server(root.obj("svr")),
-        brokers=deals.string("brokers"),
-        topic=deals.string("topic", "deals"),
-        redis_name=name,
-        redis_addr=addrs,
-        redis_db=redis.integer("db", 0, 0, 15),
+    return load_fields(
+        MarketPriceConfig, root, svr=read_rpc_server(root.obj("svr")), brokers=deals.brokers,
+        topic=deals.topic, redis_name=redis.name, redis_addr=redis.addr, redis_db=redis.db,
         accesshttp=root.string("accesshttp"),
-        retention=Retention(root.integer("sec_max", 86400 * 7, 60),
-                            root.integer("min_max", 60 * 24 * 365, 60),
-                            root.integer("hour_max", 24 * 365 * 10, 24)),
-        cache_timeout=root.real("cache_timeout", 0.45, 0.0),
-        debug=root.boolean("debug", False),
-    )
+        retention=load_fields(Retention, root, rules=_RETENTION_RULES))
 
 
 class StandaloneMarketPrice(Composite):

@@ -23,7 +23,17 @@ from exchange_server.common.config import (
     read_market,
 )
 from exchange_server.common.decimals import ZERO, fmt, use_engine_context
-from exchange_server.common.errors import INVALID_ARGUMENT, RpcError
+from exchange_server.common.errors import (
+    BalanceUpdate,
+    Cancel,
+    CancelStop,
+    PutLimit,
+    PutMarket,
+    PutStopLimit,
+    PutStopMarket,
+    RpcError,
+    invalid_argument_because,
+)
 from exchange_server.matchengine.balance import Balances
 from exchange_server.matchengine.market import Market
 from exchange_server.matchengine.model import (
@@ -67,14 +77,6 @@ DedupKey = tuple[int, str, str, int]
 #: Events are built with tuple.__new__ on the order path (see market.py).
 _new = tuple.__new__
 
-#: Code of every order placement in a suspended market (an extension: the fork has none).
-MARKET_SUSPENDED = 30
-
-
-def market_suspended() -> RpcError:
-    """A fresh error each time: a shared instance would keep every raise's traceback."""
-    return RpcError(MARKET_SUSPENDED, "market suspended")
-
 #: Per-order result of order.cancel_batch: (code, message, the order as it was or None).
 CancelResult = tuple[int, str, OrderSnapshot | None]
 
@@ -82,7 +84,7 @@ CancelResult = tuple[int, str, OrderSnapshot | None]
 def admin_error(reason: str) -> RpcError:
     """An admin command that cannot be applied: code 1 with the reason (skipped on replay like
     any invalid argument)."""
-    return RpcError(INVALID_ARGUMENT, f"invalid argument: {reason}")
+    return invalid_argument_because(reason)
 
 
 def asset_detail(a: AssetConfig) -> dict[str, Any]:
@@ -153,13 +155,13 @@ class Engine:
         key = (user, asset, business, business_id)
         seen = self.updates.get(key)
         if seen is not None and now - seen < DEDUP_WINDOW:
-            raise RpcError(10, "repeat update")
+            raise BalanceUpdate.REPEAT_UPDATE()
         balances = self.balances
         if change >= 0:
             balances.add(user, asset, change)
         else:
             if balances.get_available(user, asset) < -change:
-                raise RpcError(11, "balance not enough")
+                raise BalanceUpdate.BALANCE_NOT_ENOUGH()
             balances.sub(user, asset, -change)
         self.updates[key] = now
         detail = dict(detail)
@@ -185,21 +187,21 @@ class Engine:
         """order.put_limit after parameter validation (engine.md 7), then the stops the new
         last price reaches (``trigger``: False for the orders stops spawn, see _trigger)."""
         if market.suspended:
-            raise market_suspended()
+            raise PutLimit.SUSPENDED()
         balances = self.balances
         if side == ASK:
             if balances.get_available(user, market.stock) < amount:
-                raise RpcError(10, "balance not enough")
+                raise PutLimit.BALANCE_NOT_ENOUGH()
         elif balances.get_available(user, market.money) < amount * price:
-            raise RpcError(10, "balance not enough")
+            raise PutLimit.BALANCE_NOT_ENOUGH()
         if amount < market.min_amount and not option & OPTION_UNLIMITED_MIN_AMOUNT:
-            raise RpcError(11, "amount too small")
+            raise PutLimit.AMOUNT_TOO_SMALL()
         if option:
             if option & OPTION_FOK and not market.fillable(side, LIMIT, price, amount, user,
                                                            option):
-                raise RpcError(12, "can't be completely executed, kill the order")
+                raise PutLimit.FILL_OR_KILL()
             if option & OPTION_MAKER_ONLY and market.crosses(side, price):
-                raise RpcError(13, "the order may be executed, kill the order")
+                raise PutLimit.POST_ONLY()
 
         self.order_id += 1
         order = Order(self.order_id, market.name, source, LIMIT, side, user, now, now, price,
@@ -242,26 +244,26 @@ class Engine:
                 taker_fee: Decimal, source: str, option: int,
                 client_id: str | None) -> OrderSnapshot:
         if market.suspended:
-            raise market_suspended()
+            raise PutMarket.SUSPENDED()
         balances = self.balances
         check_min = not option & OPTION_UNLIMITED_MIN_AMOUNT
         if side == ASK:
             if balances.get_available(user, market.stock) < amount:
-                raise RpcError(10, "balance not enough")
+                raise PutMarket.BALANCE_NOT_ENOUGH()
             if not market.bids:
-                raise RpcError(12, "no enough trader")
+                raise PutMarket.NO_ENOUGH_TRADER()
             if amount < market.min_amount and check_min:
-                raise RpcError(11, "amount too small")
+                raise PutMarket.AMOUNT_TOO_SMALL()
         else:
             if balances.get_available(user, market.money) < amount:
-                raise RpcError(10, "balance not enough")
+                raise PutMarket.BALANCE_NOT_ENOUGH()
             best = market.best_ask()
             if best is None:
-                raise RpcError(12, "no enough trader")
+                raise PutMarket.NO_ENOUGH_TRADER()
             if amount < best.price * market.min_amount and check_min:
-                raise RpcError(11, "amount too small")
+                raise PutMarket.AMOUNT_TOO_SMALL()
         if option & OPTION_FOK and not market.fillable(side, MARKET, ZERO, amount, user, option):
-            raise RpcError(13, "can't be completely executed, kill the order")
+            raise PutMarket.FILL_OR_KILL()
 
         self.order_id += 1
         order = Order(self.order_id, market.name, source, MARKET, side, user, now, now, ZERO,
@@ -278,9 +280,9 @@ class Engine:
         """order.cancel: the order as it was, then off the book with its funds released."""
         order = market.orders.get(order_id)
         if order is None:
-            raise RpcError(10, "order not found")
+            raise Cancel.ORDER_NOT_FOUND()
         if order.user != user:
-            raise RpcError(11, "user not match")
+            raise Cancel.USER_NOT_MATCH()
         return self._cancel(market, order)
 
     def _cancel(self, market: Market, order: Order) -> OrderSnapshot:
@@ -307,9 +309,9 @@ class Engine:
         for order_id in order_ids:
             order = market.orders.get(order_id)
             if order is None:
-                results.append((10, "order not found", None))
+                results.append((Cancel.ORDER_NOT_FOUND.code, Cancel.ORDER_NOT_FOUND.message, None))
             elif order.user != user:
-                results.append((11, "user not match", None))
+                results.append((Cancel.USER_NOT_MATCH.code, Cancel.USER_NOT_MATCH.message, None))
             else:
                 results.append((0, "", self._cancel(market, order)))
         return results
@@ -323,23 +325,24 @@ class Engine:
         it will spawn needs, so that order never fails for lack of funds (the fork froze
         nothing).  ``price`` and ``maker_fee`` are 0 for a stop-market order; a stop-market
         bid's amount is money."""
+        errors = PutStopLimit if type == LIMIT else PutStopMarket  # the same codes
         if market.suspended:
-            raise market_suspended()
+            raise errors.SUSPENDED()
         last = market.last
         if not last or stop_price == last:
-            raise RpcError(11, "invalid stop price")
+            raise errors.INVALID_STOP_PRICE()
         if not option & OPTION_UNLIMITED_MIN_AMOUNT:
             minimum = market.min_amount
             if type == MARKET and side == BID:
                 minimum = stop_price * minimum
             if amount < minimum:
-                raise RpcError(12, "amount too small")
+                raise errors.AMOUNT_TOO_SMALL()
         if side == ASK:
             asset, freeze = market.stock, amount
         else:
             asset, freeze = market.money, (amount * price if type == LIMIT else amount)
         if self.balances.get_available(user, asset) < freeze:
-            raise RpcError(10, "balance not enough")
+            raise errors.BALANCE_NOT_ENOUGH()
         self.order_id += 1
         stop = Stop(self.order_id, market.name, source, type, side, user, now, now, stop_price,
                     price, amount, taker_fee, maker_fee,
@@ -356,9 +359,9 @@ class Engine:
         """order.cancel_stop: the stop as it was; its funds are released."""
         stop = market.stops.get(stop_id)
         if stop is None:
-            raise RpcError(10, "order not found")
+            raise CancelStop.ORDER_NOT_FOUND()
         if stop.user != user:
-            raise RpcError(11, "user not match")
+            raise CancelStop.USER_NOT_MATCH()
         return self._cancel_stop(now, market, stop)
 
     def _cancel_stop(self, now: float, market: Market, stop: Stop) -> StopSnapshot:

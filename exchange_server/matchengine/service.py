@@ -71,9 +71,6 @@ log = logging.getLogger("exchange_server.matchengine")
 
 #: How long a slice child waits for its operations to become durable before giving up.
 SLICE_DURABLE_TIMEOUT = 600.0
-#: Seconds a log commit may take before its operations are refused (code 3); below the
-#: gateways' default 1 s request timeout, so a client gets code 3 rather than a 504.
-COMMIT_TIMEOUT = 0.7
 #: Seconds between attempts to rebuild the engine / probe the storage while degraded.
 PROBE_INTERVAL = 1.0
 #: How long stop() waits for the last commit before giving up on it.
@@ -119,7 +116,7 @@ class MatchEngineService:
         self.original_end = 0
         self.replayed = 0
         #: seconds a commit may take before it counts as failed
-        self.commit_timeout = COMMIT_TIMEOUT
+        self.commit_timeout = config.commit_timeout
         #: called with the new durable id whenever it advances (the follower's read limit)
         self.durable_hooks: list[Callable[[int], None]] = []
         #: writes refused: a commit failed and the storage has not taken a probe write since

@@ -6,15 +6,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from exchange_server.common.config import ConfigError, Node, SvrConfig, read_svr
+from exchange_server.common.configread import block, load_fields, setting
 from exchange_server.rpc.addr import parse_host_port, parse_sock_addr
 
 SHIFTS = ("size", "min", "hour", "day")
 
 
+def _shift(node: Node, key: str, value: str) -> str:
+    shift = str(value).lower()
+    return shift if shift in SHIFTS else "day"  # the original: anything else means by day
+
+
+def _log_format(node: Node, key: str, value: str) -> str:
+    if value not in ("text", "json"):
+        raise ConfigError(f"{node.where(key)}: must be \"text\" or \"json\"")
+    return str(value)
+
+
 @dataclass(frozen=True)
 class ProcessConfig:
-    file_limit: int = 0
-    core_limit: int = 0
+    file_limit: int = setting(0, minimum=0)
+    core_limit: int = setting(0, minimum=0)
 
 
 @dataclass(frozen=True)
@@ -24,75 +36,28 @@ class LogSettings:
 
     path: str
     flag: str
-    shift: str = "size"
+    shift: str = setting("size", then=_shift)
     pid: bool = True
     fork: bool = True
-    max: int = 100_000_000
-    num: int = 100
-    keep: int = 7
+    max: int = setting(100_000_000, minimum=0)
+    num: int = setting(100, minimum=0)
+    keep: int = setting(7, minimum=0)
     #: Extension: "text" (the original's line format) or "json" (one JSON object a line).
-    format: str = "text"
+    format: str = setting("text", then=_log_format)
+
+
+def _alert_addr(node: Node, key: str, default: Any) -> tuple[str, int]:
+    text = node.string(key)
+    try:
+        return parse_host_port(text)
+    except ValueError as e:
+        raise ConfigError(f"{node.where(key)}: {e}") from None
 
 
 @dataclass(frozen=True)
 class AlertConfig:
     host: str
-    addr: tuple[str, int]
-
-
-@dataclass(frozen=True)
-class ProcessSettings:
-    process: ProcessConfig
-    log: LogSettings
-    alert: AlertConfig | None
-    monitor: SvrConfig | None
-    debug: bool = False
-    #: Extension: ``"metrics": {"bind": "tcp@ip:port"}`` serves Prometheus ``GET /metrics``.
-    metrics: SvrConfig | None = None
-
-
-def read_process(node: Node | None) -> ProcessConfig:
-    """The optional ``process`` block (0 = leave the limit alone)."""
-    if node is None:
-        return ProcessConfig()
-    return ProcessConfig(
-        file_limit=node.integer("file_limit", 0, 0),
-        core_limit=node.integer("core_limit", 0, 0),
-    )
-
-
-def read_log_settings(node: Node) -> LogSettings:
-    shift = str(node.string("shift", "size")).lower()
-    if shift not in SHIFTS:
-        shift = "day"  # the original: anything but size/hour/min means by day
-    return LogSettings(
-        path=node.string("path"),
-        flag=node.string("flag"),
-        shift=shift,
-        pid=node.boolean("pid", True),
-        fork=node.boolean("fork", True),
-        max=node.integer("max", 100_000_000, 0),
-        num=node.integer("num", 100, 0),
-        keep=node.integer("keep", 7, 0),
-        format=_log_format(node),
-    )
-
-
-def _log_format(node: Node) -> str:
-    value = str(node.string("format", "text"))
-    if value not in ("text", "json"):
-        raise ConfigError(f"{node.where('format')}: must be \"text\" or \"json\"")
-    return value
-
-
-def read_alert(node: Node) -> AlertConfig:
-    """``{"addr": "ip:port", "host": "name"}``: where FATAL log lines are sent by UDP."""
-    text = node.string("addr")
-    try:
-        addr = parse_host_port(text)
-    except ValueError as e:
-        raise ConfigError(f"{node.where('addr')}: {e}") from None
-    return AlertConfig(host=node.string("host"), addr=addr)
+    addr: tuple[str, int] = setting(read=_alert_addr)
 
 
 def read_monitor(node: Node) -> SvrConfig:
@@ -107,24 +72,6 @@ def read_monitor(node: Node) -> SvrConfig:
     return cfg
 
 
-def read_process_settings(data: Any, alert_required: bool = True) -> ProcessSettings:
-    """The process-level blocks of a service config (``alert`` is required except in the
-    alertcenter; ``monitor`` is optional)."""
-    root = Node(data)
-    process = root.obj("process", None)
-    alert = root.obj("alert") if alert_required else root.obj("alert", None)
-    monitor = root.obj("monitor", None)
-    metrics = root.obj("metrics", None)
-    return ProcessSettings(
-        process=read_process(process),
-        log=read_log_settings(root.obj("log")),
-        alert=read_alert(alert) if alert is not None else None,
-        monitor=read_monitor(monitor) if monitor is not None else None,
-        debug=root.boolean("debug", False),
-        metrics=read_metrics(metrics) if metrics is not None else None,
-    )
-
-
 def read_metrics(node: Node) -> SvrConfig:
     cfg = read_svr(Node({"max_pkg_size": 1024, **node.data}, node.path))
     for i, text in enumerate(cfg.bind):
@@ -136,3 +83,39 @@ def read_metrics(node: Node) -> SvrConfig:
             raise ConfigError(f"{node.where('bind')}[{i}]: metrics are served on tcp@ip:port")
     return cfg
 
+
+#: ``required`` tag of the ``alert`` block: required except in the alertcenter
+ALERT = "alert"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessSettings:
+    process: ProcessConfig = setting(default_factory=ProcessConfig,
+                                     read=lambda node, key, _: read_process(node.obj(key, None)))
+    log: LogSettings
+    alert: AlertConfig | None = setting(None, required=ALERT, read=block(lambda n: read_alert(n)))
+    monitor: SvrConfig | None = setting(None, read=block(read_monitor))
+    debug: bool = False
+    #: Extension: ``"metrics": {"bind": "tcp@ip:port"}`` serves Prometheus ``GET /metrics``.
+    metrics: SvrConfig | None = setting(None, read=block(read_metrics))
+
+
+def read_process(node: Node | None) -> ProcessConfig:
+    """The optional ``process`` block (0 = leave the limit alone)."""
+    return ProcessConfig() if node is None else load_fields(ProcessConfig, node)
+
+
+def read_log_settings(node: Node) -> LogSettings:
+    return load_fields(LogSettings, node)
+
+
+def read_alert(node: Node) -> AlertConfig:
+    """``{"addr": "ip:port", "host": "name"}``: where FATAL log lines are sent by UDP."""
+    return load_fields(AlertConfig, node, first=("addr",))
+
+
+def read_process_settings(data: Any, alert_required: bool = True) -> ProcessSettings:
+    """The process-level blocks of a service config (``alert`` is required except in the
+    alertcenter; ``monitor`` is optional)."""
+    return load_fields(ProcessSettings, Node(data), optional=() if alert_required else (ALERT,),
+                       first=("process", "alert"))

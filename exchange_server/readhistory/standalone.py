@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from exchange_server.common.config import MysqlConfig, Node, SvrConfig, read_mysql
+from exchange_server.common.config import MysqlConfig, Node, SvrConfig
+from exchange_server.common.configread import block, load_fields, setting
 from exchange_server.process.lifecycle import Composite, Step, step
 from exchange_server.readhistory.reader import MysqlHistoryReader
 from exchange_server.readhistory.service import DEFAULT_WORKER_NUM, ReadHistoryService
@@ -20,20 +21,14 @@ NAME = "readhistory"
 
 @dataclass(frozen=True)
 class ReadHistoryConfig:
-    svr: SvrConfig
-    db_history: MysqlConfig
-    worker_num: int = DEFAULT_WORKER_NUM
+    svr: SvrConfig = setting(read=block(read_rpc_server))
+    db_history: MysqlConfig = setting()
+    worker_num: int = setting(DEFAULT_WORKER_NUM, minimum=1, maximum=1000)
     debug: bool = False
 
 
 def load_readhistory(data: Any) -> ReadHistoryConfig:
-    root = Node(data)
-    return ReadHistoryConfig(
-        svr=read_rpc_server(root.obj("svr")),
-        db_history=read_mysql(root.obj("db_history")),
-        worker_num=root.integer("worker_num", DEFAULT_WORKER_NUM, 1, 1000),
-        debug=root.boolean("debug", False),
-    )
+    return load_fields(ReadHistoryConfig, Node(data))
 
 
 class StandaloneReadHistory(Composite):

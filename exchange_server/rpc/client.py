@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from exchange_server.common import exactjson, jsonfmt
-from exchange_server.common.errors import INVALID_ARGUMENT, METHOD_NOT_FOUND
+from exchange_server.common.errors import GENERIC_MESSAGES, INVALID_ARGUMENT, METHOD_NOT_FOUND
 from exchange_server.rpc.addr import SockAddr, parse_sock_addr
 from exchange_server.rpc.commands import METHOD_COMMANDS
 from exchange_server.rpc.protocol import (
@@ -215,12 +215,12 @@ class RpcClient:
         """The Backend protocol: the service's reply body for ``method``."""
         command = self.commands.get(method)
         if command is None:
-            return jsonfmt.error_body(METHOD_NOT_FOUND, "method not found", req_id)
+            return jsonfmt.error_body(METHOD_NOT_FOUND, GENERIC_MESSAGES[METHOD_NOT_FOUND], req_id)
         try:
             body = exactjson.dumps(params)
         except ValueError:
             # nested deeper than any service accepts (or not JSON): refused like there
-            return jsonfmt.error_body(INVALID_ARGUMENT, "invalid argument", req_id)
+            return jsonfmt.error_body(INVALID_ARGUMENT, GENERIC_MESSAGES[INVALID_ARGUMENT], req_id)
         return await self.request(command, body, req_id or 0)
 
     async def request(self, command: int, body: bytes, req_id: int = 0,

@@ -5,20 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exchange_server.common.config import ConfigError, Node, SvrConfig, read_svr
+from exchange_server.common.configread import load_fields, setting
 from exchange_server.rpc.addr import parse_sock_addr
 from exchange_server.rpc.client import RpcClient
-
-
-@dataclass(frozen=True)
-class RpcClientConfig:
-    name: str
-    addr: list[str]
-    max_pkg_size: int
-    buf_limit: int = 0
-    read_mem: int = 0
-    write_mem: int = 0
-    reconnect_timeout: float = 0.0
-    heartbeat_timeout: float = 0.0
 
 
 def _check_addrs(node: Node, key: str, values: list[str], kinds: tuple[str, ...]) -> None:
@@ -33,20 +22,26 @@ def _check_addrs(node: Node, key: str, values: list[str], kinds: tuple[str, ...]
                               f"{', '.join(k + '@' for k in kinds)})")
 
 
+def _client_addrs(node: Node, key: str, values: list[str]) -> list[str]:
+    _check_addrs(node, key, values, ("tcp", "stream"))
+    return values
+
+
+@dataclass(frozen=True)
+class RpcClientConfig:
+    name: str
+    addr: list[str] = setting(then=_client_addrs)
+    max_pkg_size: int = setting(minimum=64)
+    buf_limit: int = setting(0, minimum=0)
+    read_mem: int = setting(0, minimum=0)
+    write_mem: int = setting(0, minimum=0)
+    reconnect_timeout: float = setting(0.0, minimum=0.0)
+    heartbeat_timeout: float = setting(0.0, minimum=0.0)
+
+
 def read_rpc_client(node: Node) -> RpcClientConfig:
     """An rpc client block: ``{"name", "addr" (string or array), "max_pkg_size", ...}``."""
-    addrs = node.str_or_list("addr")
-    _check_addrs(node, "addr", addrs, ("tcp", "stream"))
-    return RpcClientConfig(
-        name=node.string("name"),
-        addr=addrs,
-        max_pkg_size=node.integer("max_pkg_size", minimum=64),
-        buf_limit=node.integer("buf_limit", 0, 0),
-        read_mem=node.integer("read_mem", 0, 0),
-        write_mem=node.integer("write_mem", 0, 0),
-        reconnect_timeout=node.real("reconnect_timeout", 0.0, 0.0),
-        heartbeat_timeout=node.real("heartbeat_timeout", 0.0, 0.0),
-    )
+    return load_fields(RpcClientConfig, node, first=("addr",))
 
 
 def read_rpc_server(node: Node) -> SvrConfig:

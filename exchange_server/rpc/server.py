@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, cast
 
 from exchange_server.common import exactjson, jsonfmt
-from exchange_server.common.errors import INTERNAL_ERROR, METHOD_NOT_FOUND
+from exchange_server.common.errors import GENERIC_MESSAGES, INTERNAL_ERROR, METHOD_NOT_FOUND
 from exchange_server.rpc.addr import SockAddr, bound_addresses, parse_sock_addr
 from exchange_server.rpc.protocol import (
     CMD_HEARTBEAT,
@@ -307,7 +307,8 @@ class RpcServer:
         method = self.commands.get(packet.command)
         if method is None:
             log.error("%s: from %s unknown command: %d", self.name, peer.name, packet.command)
-            peer.send(packet.reply(jsonfmt.error_body(METHOD_NOT_FOUND, "method not found", req_id)))
+            body = jsonfmt.error_body(METHOD_NOT_FOUND, GENERIC_MESSAGES[METHOD_NOT_FOUND], req_id)
+            peer.send(packet.reply(body))
             return
         peer.request_started()
         task = asyncio.get_running_loop().create_task(self._run(peer, packet, method, params, req_id))
@@ -323,7 +324,7 @@ class RpcServer:
                 raise
             except Exception:
                 log.exception("%s: %s failed, params %r", self.name, method, params)
-                body = jsonfmt.error_body(INTERNAL_ERROR, "internal error", req_id)
+                body = jsonfmt.error_body(INTERNAL_ERROR, GENERIC_MESSAGES[INTERNAL_ERROR], req_id)
             peer.send(packet.reply(body))
         finally:
             peer.request_done()
