@@ -133,8 +133,10 @@ class MatchEngineService:
     def add_sink(self, sink: EventSink) -> None:
         self.sinks.append(sink)
 
-    def restore(self) -> None:
-        """Load a slice, then replay the log after it (engine.md 12).
+    def restore(self, limit: int | None = None) -> None:
+        """Load a slice, then replay the log after it (engine.md 12), up to ``limit`` if given
+        (the history follower: no further than the matching process has acknowledged, so a
+        commit that landed after it was refused is never applied).
 
         The slice is the newest one that every sink has fully processed: a sink that was behind
         when the engine stopped (history database down, bus unreachable) gets the events of
@@ -172,7 +174,7 @@ class MatchEngineService:
             self.oper_id = info.end_oper_id
             self._last_slice_time = info.time
             self.restored_from = self.last_slice = info
-        replayed = self.replay_from(store)
+        replayed = self.replay_from(store, limit)
         self.durable_id = self.oper_id
         self._durable_advanced()
         self.replayed = replayed

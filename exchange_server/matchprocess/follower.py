@@ -126,7 +126,7 @@ def _follow(spec: FollowerSpec, applied: Any, pending: Any,
         log.error("history follower cannot start: %s", e)
         sys.exit(1)
     gctune.tune()
-    service.restore()
+    service.restore(limit.value)
     gctune.freeze_startup_state()
     history.start()
     applied.value = service.oper_id

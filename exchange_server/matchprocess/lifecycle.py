@@ -17,9 +17,11 @@ from exchange_server.matchengine.service import MatchEngineService
 from exchange_server.matchprocess.follower import FollowerProcess
 from exchange_server.process.lifecycle import Step, step
 
-#: Seconds the history follower and the bus publisher get to stop; shorter when the storage is
-#: failing (it must not hold the exit up: both resume from their own marks at the next start).
-FOLLOWER_STOP_TIMEOUT = 60.0
+#: Seconds the history follower and the bus publisher get to stop; shorter when the log storage
+#: is failing.  Bounded either way: a SIGTERM ends the process within 10 s whatever the disks
+#: do (the history database may be full while the log is not), and both resume from their own
+#: marks at the next start (a follower stopped mid-batch only costs replay then).
+FOLLOWER_STOP_TIMEOUT = 5.0
 PUBLISHER_STOP_TIMEOUT = 5.0
 FAILING_FOLLOWER_STOP_TIMEOUT = 2.0
 FAILING_PUBLISHER_STOP_TIMEOUT = 1.0
