@@ -1,10 +1,7 @@
-"""accesshttp's gauges for the metrics endpoint (and so for ``exchange-server status``).
+"""accesshttp's gauges for the metrics endpoint: open client connections.
 
-Why: ``exchange-server status`` and the alert rules compare what each consumer has processed
-with what the matchengine produced.  Consumers export the newest id and time they have seen;
-the status command subtracts them from the matchengine's counters, which works across
-processes without either side knowing the other's address.  Each service registers its own
-gauges (matchprocess/observe.py likewise), so the status package imports no service.
+Why here: each service registers its own gauges (matchengine: matchprocess/observe.py), so the
+status package, which reads them over HTTP, imports no service.
 """
 
 from __future__ import annotations

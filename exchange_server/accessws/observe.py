@@ -1,10 +1,8 @@
-"""accessws's gauges for the metrics endpoint (and so for ``exchange-server status``).
+"""accessws's gauges for the metrics endpoint: open connections and the newest order seen.
 
-Why: ``exchange-server status`` and the alert rules compare what each consumer has processed
-with what the matchengine produced.  Consumers export the newest id and time they have seen;
-the status command subtracts them from the matchengine's counters, which works across
-processes without either side knowing the other's address.  Each service registers its own
-gauges (matchprocess/observe.py likewise), so the status package imports no service.
+Why: ``exchange-server status`` tells accessws's lag by subtracting the newest order id it has
+processed from the matchengine's order counter, across processes, without either side knowing
+the other's address.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""marketprice's gauges for the metrics endpoint (and so for ``exchange-server status``).
+"""marketprice's gauges for the metrics endpoint: the newest deal it has processed.
 
-Why: ``exchange-server status`` and the alert rules compare what each consumer has processed
-with what the matchengine produced.  Consumers export the newest id and time they have seen;
-the status command subtracts them from the matchengine's counters, which works across
-processes without either side knowing the other's address.  Each service registers its own
-gauges (matchprocess/observe.py likewise), so the status package imports no service.
+Why: ``exchange-server status`` and the alert rules tell marketprice's lag by subtracting that
+deal id from the matchengine's ``exchange_trades_total``.
 """
 
 from __future__ import annotations
