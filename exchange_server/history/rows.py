@@ -372,16 +372,19 @@ def decimal_converter(precision: int, scale: int) -> Callable[[Decimal], str]:
     here cost most of the history writer's time.
     """
     quant = Decimal(1).scaleb(-scale)
-    largest = Decimal(10) ** (precision - scale) - quant
+    # in _CONTEXT: the default 28-digit context rounds 10**14 - 1e-16 up to 1E+14, itself out
+    # of range for DECIMAL(30,16)
+    largest = _CONTEXT.subtract(_CONTEXT.power(Decimal(10), precision - scale), quant)
+    negative = largest.copy_negate()  # exact, whatever the thread's context (unary minus rounds)
     limit = precision - scale - 1
 
     def convert(value: Decimal) -> str:
         if value and value.adjusted() >= limit:
             stored = value.quantize(quant, ROUND_HALF_UP, _CONTEXT)
-            if stored > largest or stored < -largest:
+            if stored > largest or stored < negative:
                 log.warning("history value %s is out of range of DECIMAL(%d,%d): clamped",
                             value, precision, scale)
-                stored = largest if value > 0 else -largest
+                stored = largest if value > 0 else negative
             return format(stored, "f")
         return str(value)
 
