@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from exchange_server.matchengine.engine import EngineState
+from exchange_server.matchengine.core.engine import EngineState
+from exchange_server.matchengine.core.model import ASK, BID, LIMIT, Order
 from exchange_server.matchengine.logcodec import decode_detail, encode_detail
-from exchange_server.matchengine.model import ASK, BID, LIMIT, Order
 from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore

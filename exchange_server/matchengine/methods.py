@@ -30,16 +30,15 @@ from typing import Any
 from exchange_server.common.config import ConfigError
 from exchange_server.common.decimals import ONE, ZERO, fmt, parse, truncate
 from exchange_server.common.errors import invalid_argument
-from exchange_server.matchengine.balance import AVAILABLE
-from exchange_server.matchengine.engine import (
+from exchange_server.matchengine.configured import read_asset_detail, read_market_detail
+from exchange_server.matchengine.core.balance import AVAILABLE
+from exchange_server.matchengine.core.engine import (
     CancelResult,
     Engine,
     admin_error,
-    read_asset_detail,
-    read_market_detail,
 )
-from exchange_server.matchengine.market import Market
-from exchange_server.matchengine.model import (
+from exchange_server.matchengine.core.market import Market
+from exchange_server.matchengine.core.model import (
     ASK,
     BID,
     LIMIT,

@@ -42,9 +42,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
-from exchange_server.matchengine.engine import EngineState
+from exchange_server.matchengine.core.engine import EngineState
+from exchange_server.matchengine.core.model import Order, Stop
 from exchange_server.matchengine.logcodec import decode_detail, encode_detail
-from exchange_server.matchengine.model import Order, Stop
 from exchange_server.matchengine.store import (
     EngineStore,
     OperRecord,

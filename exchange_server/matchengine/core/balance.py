@@ -8,11 +8,11 @@ are both zero is removed, and zero values are never reported (queries, summaries
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from decimal import ROUND_DOWN, Decimal
 
-from exchange_server.common.config import AssetConfig
 from exchange_server.common.decimals import ZERO, quantum
+from exchange_server.matchengine.core.config import AssetSpec
 
 AVAILABLE = 1
 FREEZE = 2
@@ -23,12 +23,12 @@ class BalanceError(Exception):
 
 
 class Balances:
-    def __init__(self, assets: list[AssetConfig]) -> None:
+    def __init__(self, assets: Sequence[AssetSpec]) -> None:
         self.assets = {a.name: a for a in assets}
         self._quant = {a.name: quantum(a.prec_save) for a in assets}
         self.accounts: dict[tuple[int, str], list[Decimal]] = {}
 
-    def add_asset(self, asset: AssetConfig) -> None:
+    def add_asset(self, asset: AssetSpec) -> None:
         self.assets[asset.name] = asset
         self._quant[asset.name] = quantum(asset.prec_save)
 

@@ -15,10 +15,10 @@ from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 
 from sortedcontainers import SortedDict
 
-from exchange_server.common.config import MarketConfig
 from exchange_server.common.decimals import ZERO, fmt, quantum
-from exchange_server.matchengine.balance import Balances
-from exchange_server.matchengine.model import (
+from exchange_server.matchengine.core.balance import Balances
+from exchange_server.matchengine.core.config import MarketSpec
+from exchange_server.matchengine.core.model import (
     ASK,
     BID,
     EVENT_FINISH,
@@ -47,7 +47,7 @@ _new = tuple.__new__
 
 
 class Market:
-    def __init__(self, config: MarketConfig, balances: Balances, events: list[Event]) -> None:
+    def __init__(self, config: MarketSpec, balances: Balances, events: list[Event]) -> None:
         self.name = config.name
         self.stock = config.stock
         self.money = config.money
@@ -80,7 +80,7 @@ class Market:
         self._stock_step = quantum(config.stock_prec)
         self.apply_config(config)
 
-    def apply_config(self, config: MarketConfig) -> None:
+    def apply_config(self, config: MarketSpec) -> None:
         """Take a (new) config: fee precision and minimum amount may change at run time."""
         self.config = config
         self.fee_prec = config.fee_prec

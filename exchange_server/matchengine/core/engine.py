@@ -8,25 +8,17 @@ package: replies are returned, and everything else that happens is appended to `
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from exchange_server.common.config import (
-    AssetConfig,
-    ConfigError,
-    MarketConfig,
-    MatchEngineConfig,
-    Node,
-    check_market,
-    read_asset,
-    read_market,
-)
 from exchange_server.common.decimals import ZERO, fmt, use_engine_context
 from exchange_server.common.errors import INVALID_ARGUMENT, RpcError
-from exchange_server.matchengine.balance import Balances
-from exchange_server.matchengine.market import Market
-from exchange_server.matchengine.model import (
+from exchange_server.matchengine.core.balance import Balances
+from exchange_server.matchengine.core.config import AssetSpec, EngineSpec, MarketSpec
+from exchange_server.matchengine.core.market import Market
+from exchange_server.matchengine.core.model import (
     ASK,
     BID,
     EVENT_FINISH,
@@ -85,11 +77,11 @@ def admin_error(reason: str) -> RpcError:
     return RpcError(INVALID_ARGUMENT, f"invalid argument: {reason}")
 
 
-def asset_detail(a: AssetConfig) -> dict[str, Any]:
+def asset_detail(a: AssetSpec) -> dict[str, Any]:
     return {"name": a.name, "prec_save": a.prec_save, "prec_show": a.prec_show}
 
 
-def market_detail(m: MarketConfig) -> dict[str, Any]:
+def market_detail(m: MarketSpec) -> dict[str, Any]:
     """A market config in the config file's shape (what config.update_market takes)."""
     return {"name": m.name, "stock": {"name": m.stock, "prec": m.stock_prec},
             "money": {"name": m.money, "prec": m.money_prec}, "fee_prec": m.fee_prec,
@@ -114,14 +106,14 @@ class EngineState:
 
 
 class Engine:
-    def __init__(self, assets: list[AssetConfig], markets: list[MarketConfig],
+    def __init__(self, assets: Sequence[AssetSpec], markets: Sequence[MarketSpec],
                  self_trade_prevention: int = 0) -> None:
         use_engine_context()
         #: the option bits of the ``self_trade_prevention`` config (0: none, the original's
         #: behaviour), for orders that choose no mode; the methods resolve and log it
         self.self_trade_prevention = self_trade_prevention
         self.events: list[Event] = []
-        self.assets: dict[str, AssetConfig] = {a.name: a for a in assets}
+        self.assets: dict[str, AssetSpec] = {a.name: a for a in assets}
         self.balances = Balances(assets)
         self.markets: dict[str, Market] = {
             m.name: Market(m, self.balances, self.events) for m in markets
@@ -131,11 +123,11 @@ class Engine:
         self.updates: dict[DedupKey, float] = {}
         self._last_sweep = 0.0
         #: assets and markets as the admin commands left them (restored over the config file)
-        self.asset_overrides: dict[str, AssetConfig] = {}
-        self.market_overrides: dict[str, MarketConfig] = {}
+        self.asset_overrides: dict[str, AssetSpec] = {}
+        self.market_overrides: dict[str, MarketSpec] = {}
 
     @classmethod
-    def from_config(cls, config: MatchEngineConfig) -> Engine:
+    def from_config(cls, config: EngineSpec) -> Engine:
         return cls(config.assets, config.markets, STP_MODES[config.self_trade_prevention])
 
     def take_events(self) -> list[Event]:
@@ -417,7 +409,7 @@ class Engine:
 
     # -- runtime configuration (admin) ------------------------------------------------------------
 
-    def update_asset(self, asset: AssetConfig) -> None:
+    def update_asset(self, asset: AssetSpec) -> None:
         """config.update_asset: add an asset, or change an existing one's ``prec_show``
         (``prec_save`` may only grow: stored balances keep their value)."""
         old = self.assets.get(asset.name)
@@ -432,13 +424,11 @@ class Engine:
                 if market.money == asset.name:
                     market.apply_config(market.config)
 
-    def update_market(self, config: MarketConfig) -> None:
+    def update_market(self, config: MarketSpec) -> None:
         """config.update_market: add a market, or change an existing one's ``fee_prec`` and
-        ``min_amount`` (stock, money and their precisions cannot change)."""
-        try:
-            check_market(self.assets, config)
-        except ConfigError as e:
-            raise admin_error(str(e)) from None
+        ``min_amount`` (stock, money and their precisions cannot change).  ``check_market``
+        first: whether its assets exist and its precisions keep trades exact."""
+        self.check_market(config)
         market = self.markets.get(config.name)
         if market is None:
             self.markets[config.name] = Market(config, self.balances, self.events)
@@ -451,9 +441,23 @@ class Engine:
             market.apply_config(config)
         self.market_overrides[config.name] = config
 
+    def check_market(self, config: MarketSpec) -> None:
+        """Refuse a market the config file's rules refuse (admin_error).  Those rules live with
+        the config file, outside the core: the service's engine (matchengine/configured.py)
+        applies them; the bare core takes only markets of known assets."""
+        if config.stock not in self.assets or config.money not in self.assets:
+            raise admin_error(f"market {config.name}: unknown asset")
+
     def suspend(self, market: Market, suspended: bool) -> None:
         """config.suspend_market / config.resume_market."""
         market.suspended = suspended
+
+    def apply_detail(self, kind: str, detail: Any) -> None:
+        """Apply a slice's runtime config entry (``kind`` "asset" or "market", ``detail`` in the
+        config file's shape).  Parsing that shape is not the core's job: the service's engine
+        (matchengine/configured.py) does it; the bare core refuses (the entry is skipped with a
+        warning)."""
+        raise admin_error(f"{kind} details are read outside the core")
 
     # -- snapshots --------------------------------------------------------------------------------
 
@@ -494,12 +498,11 @@ class Engine:
         self.order_id = state.order_id
         self.deal_id = state.deal_id
         for what, name, detail in state.config:
+            if what == "state":
+                continue
             try:
-                if what == "asset":
-                    self.update_asset(read_asset_detail(detail))
-                elif what == "market":
-                    self.update_market(read_market_detail(detail))
-            except (RpcError, ConfigError) as e:
+                self.apply_detail(what, detail)
+            except (RpcError, ValueError) as e:
                 warnings.append(f"runtime {what} {name}: {e}, skipped")
         for what, name, detail in state.config:
             if what != "state":
@@ -540,12 +543,3 @@ def _stp_snapshot(order: Order, market: Market) -> OrderSnapshot:
         market.stp_makers.clear()
     return snapshot
 
-
-def read_asset_detail(detail: Any) -> AssetConfig:
-    """An asset in the config file's shape (config.update_asset's param, slices)."""
-    return read_asset(Node(detail, "asset"))
-
-
-def read_market_detail(detail: Any) -> MarketConfig:
-    """A market in the config file's shape (config.update_market's param, slices)."""
-    return read_market(Node(detail, "market"))
