@@ -172,10 +172,20 @@ class Engine:
 
     def put_limit(self, now: float, market: Market, user: int, side: int, amount: Decimal,
                   price: Decimal, taker_fee: Decimal, maker_fee: Decimal, source: str,
-                  option: int = 0, client_id: str | None = None,
-                  trigger: bool = True) -> OrderSnapshot:
+                  option: int = 0, client_id: str | None = None) -> OrderSnapshot:
         """order.put_limit after parameter validation (engine.md 7), then the stops the new
-        last price reaches (``trigger``: False for the orders stops spawn, see _trigger)."""
+        last price reaches."""
+        self._check_limit(market, user, side, amount, price, option)
+        before = market.last
+        snapshot = self._place_limit(now, market, user, side, amount, price, taker_fee,
+                                     maker_fee, source, option, client_id)
+        if market.stops and market.last != before:
+            self._trigger(now, market, before)
+        return snapshot
+
+    def _check_limit(self, market: Market, user: int, side: int, amount: Decimal,
+                     price: Decimal, option: int) -> None:
+        """Why a limit order would be refused (it changes nothing)."""
         if market.suspended:
             raise market_suspended()
         balances = self.balances
@@ -193,29 +203,29 @@ class Engine:
             if option & OPTION_MAKER_ONLY and market.crosses(side, price):
                 raise RpcError(13, "the order may be executed, kill the order")
 
+    def _place_limit(self, now: float, market: Market, user: int, side: int, amount: Decimal,
+                     price: Decimal, taker_fee: Decimal, maker_fee: Decimal, source: str,
+                     option: int, client_id: str | None) -> OrderSnapshot:
+        """A checked limit order: matched, then rested, finished or cancelled."""
         self.order_id += 1
         order = Order(self.order_id, market.name, source, LIMIT, side, user, now, now, price,
                       amount, taker_fee, maker_fee, amount, ZERO, ZERO, ZERO, ZERO, option,
                       client_id)
-        before = market.last
-        self.deal_id = market.execute(order, now, self.deal_id)
-        order.stp_cancelled = market.stp_stopped
-        snapshot = _stp_snapshot(order, market)
+        self.deal_id, stopped, stp_makers = market.execute(order, now, self.deal_id)
+        order.stp_cancelled = stopped
+        snapshot = _snapshot(order, stp_makers)
         if not order.left:
             self.events.append(_new(OrderFinished, (snapshot,)))
             self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
-        elif market.stp_stopped or option & OPTION_IOC:
+        elif stopped or option & OPTION_IOC:
             # the remainder is cancelled: finished like a cancelled order (history only if
             # something was dealt)
-            market.stp_stopped = False
-            if order.deal_stock or order.stp_cancelled:
+            if order.deal_stock or stopped:
                 self.events.append(_new(OrderFinished, (snapshot,)))
             self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
         else:
             self.events.append(_new(OrderChanged, (EVENT_PUT, snapshot, market.stock, market.money)))
             market.put(order)
-        if market.stops and trigger and market.last != before:
-            self._trigger(now, market, before)
         return snapshot
 
     def put_market(self, now: float, market: Market, user: int, side: int, amount: Decimal,
@@ -223,16 +233,17 @@ class Engine:
                    client_id: str | None = None) -> OrderSnapshot:
         """order.put_market after parameter validation (engine.md 8), then the stops the new
         last price reaches."""
+        self._check_market(market, user, side, amount, option)
         before = market.last
-        snapshot = self._market(now, market, user, side, amount, taker_fee, source, option,
-                                client_id)
+        snapshot = self._place_market(now, market, user, side, amount, taker_fee, source,
+                                      option, client_id)
         if market.stops and market.last != before:
             self._trigger(now, market, before)
         return snapshot
 
-    def _market(self, now: float, market: Market, user: int, side: int, amount: Decimal,
-                taker_fee: Decimal, source: str, option: int,
-                client_id: str | None) -> OrderSnapshot:
+    def _check_market(self, market: Market, user: int, side: int, amount: Decimal,
+                      option: int) -> None:
+        """Why a market order would be refused (it changes nothing)."""
         if market.suspended:
             raise market_suspended()
         balances = self.balances
@@ -255,13 +266,16 @@ class Engine:
         if option & OPTION_FOK and not market.fillable(side, MARKET, ZERO, amount, user, option):
             raise RpcError(13, "can't be completely executed, kill the order")
 
+    def _place_market(self, now: float, market: Market, user: int, side: int, amount: Decimal,
+                      taker_fee: Decimal, source: str, option: int,
+                      client_id: str | None) -> OrderSnapshot:
+        """A checked market order: matched, and finished whatever is left."""
         self.order_id += 1
         order = Order(self.order_id, market.name, source, MARKET, side, user, now, now, ZERO,
                       amount, taker_fee, ZERO, amount, ZERO, ZERO, ZERO, ZERO, option, client_id)
-        self.deal_id = market.execute(order, now, self.deal_id)
-        order.stp_cancelled = market.stp_stopped
-        market.stp_stopped = False
-        snapshot = _stp_snapshot(order, market)
+        self.deal_id, stopped, stp_makers = market.execute(order, now, self.deal_id)
+        order.stp_cancelled = stopped
+        snapshot = _snapshot(order, stp_makers)
         self.events.append(_new(OrderFinished, (snapshot,)))
         self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
         return snapshot
@@ -380,7 +394,6 @@ class Engine:
         decides the list looked at first).  Every stop fires at most once, so this ends.
         """
         falling = market.last < before
-        events = self.events
         while market.stops:
             stop = market.due_stop(falling)
             if stop is None:
@@ -388,24 +401,32 @@ class Engine:
             previous = market.last
             market.remove_stop(stop)  # releases its frozen funds for the order it spawns
             stop.mtime = now
-            at = len(events)
-            try:
-                if stop.type == LIMIT:
-                    order = self.put_limit(now, market, stop.user, stop.side, stop.amount,
-                                           stop.price, stop.taker_fee, stop.maker_fee,
-                                           stop.source, stop.option, stop.client_id, False)
-                else:
-                    order = self._market(now, market, stop.user, stop.side, stop.amount,
-                                         stop.taker_fee, stop.source, stop.option,
-                                         stop.client_id)
-                status, order_id = STOP_STATUS_ACTIVE, order.id
-            except RpcError:
-                status, order_id = STOP_STATUS_FAIL, 0
-            # the ACTIVE event comes before the events of the order it spawned
-            events.insert(at, StopChanged(STOP_EVENT_ACTIVE, stop.snapshot(), status, order_id,
-                                          market.stock, market.money))
+            self._fire(now, market, stop)
             if market.last != previous:
                 falling = market.last < previous
+
+    def _fire(self, now: float, market: Market, stop: Stop) -> None:
+        """A triggered stop's ACTIVE event, then the order it spawns (checked first: the event
+        says whether it was refused, and which id it got)."""
+        try:
+            if stop.type == LIMIT:
+                self._check_limit(market, stop.user, stop.side, stop.amount, stop.price,
+                                  stop.option)
+            else:
+                self._check_market(market, stop.user, stop.side, stop.amount, stop.option)
+        except RpcError:
+            self.events.append(StopChanged(STOP_EVENT_ACTIVE, stop.snapshot(), STOP_STATUS_FAIL,
+                                           0, market.stock, market.money))
+            return
+        self.events.append(StopChanged(STOP_EVENT_ACTIVE, stop.snapshot(), STOP_STATUS_ACTIVE,
+                                       self.order_id + 1, market.stock, market.money))
+        if stop.type == LIMIT:
+            self._place_limit(now, market, stop.user, stop.side, stop.amount, stop.price,
+                              stop.taker_fee, stop.maker_fee, stop.source, stop.option,
+                              stop.client_id)
+        else:
+            self._place_market(now, market, stop.user, stop.side, stop.amount, stop.taker_fee,
+                               stop.source, stop.option, stop.client_id)
 
     # -- runtime configuration (admin) ------------------------------------------------------------
 
@@ -535,11 +556,9 @@ class Engine:
         return warnings
 
 
-def _stp_snapshot(order: Order, market: Market) -> OrderSnapshot:
+def _snapshot(order: Order, stp_makers: tuple[int, ...]) -> OrderSnapshot:
     """The new order's snapshot, with the makers self-trade prevention cancelled for it."""
     snapshot = order.snapshot()
-    if market.stp_makers:
-        snapshot = snapshot._replace(stp_cancelled_orders=tuple(market.stp_makers))
-        market.stp_makers.clear()
+    if stp_makers:
+        snapshot = snapshot._replace(stp_cancelled_orders=stp_makers)
     return snapshot
-

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
+from typing import NamedTuple
 
 from sortedcontainers import SortedDict
 
@@ -43,6 +44,17 @@ from exchange_server.matchengine.core.model import (
 
 Level = OrderedDict[int, Order]
 
+
+class Execution(NamedTuple):
+    """What matching a new order did besides its deals (which are events)."""
+
+    #: the last deal id used
+    deal_id: int
+    #: self-trade prevention stopped the taker: its remainder is to be cancelled
+    stp_stopped: bool
+    #: the ids of the taker's user's makers self-trade prevention cancelled
+    stp_makers: tuple[int, ...]
+
 _new = tuple.__new__
 
 
@@ -59,10 +71,6 @@ class Market:
         self.last = ZERO
         #: trading suspended by an admin command: new orders and stops are refused.
         self.suspended = False
-        #: set by ``execute`` when self-trade prevention cancelled the taker's remainder, and
-        #: the ids of the makers it cancelled (the caller reads and resets both).
-        self.stp_stopped = False
-        self.stp_makers: list[int] = []
         #: stop orders: by id, by user (placement order), and the two trigger lists keyed by
         #: ``Stop.sort_key()`` (first = next to fire).
         self.stops: dict[int, Stop] = {}
@@ -214,14 +222,15 @@ class Market:
 
     # -- matching ---------------------------------------------------------------------------------
 
-    def execute(self, taker: Order, now: float, next_deal_id: int) -> int:
-        """Match a new order against the book; returns the last deal id used.
+    def execute(self, taker: Order, now: float, next_deal_id: int) -> Execution:
+        """Match a new order against the book: the last deal id used, and what self-trade
+        prevention did.
 
         With a self-trade prevention mode in the taker's option (bits 0x300), a maker of the
         taker's own user is never dealt with: by the mode the maker is cancelled and matching
-        goes on, or matching stops and ``stp_stopped`` tells the caller to cancel the taker's
-        remainder (or both).  Without one (the original's behaviour) they trade as any two
-        orders do."""
+        goes on, or matching stops and the result's ``stp_stopped`` tells the caller to cancel
+        the taker's remainder (or both).  Without one (the original's behaviour) they trade as
+        any two orders do."""
         if taker.side == ASK:
             book = self.bids
             best = -1
@@ -232,6 +241,7 @@ class Market:
         market_bid = taker.type == MARKET and taker.side == BID
         user = taker.user if taker.option & OPTION_STP_MASK else None
         deal_id = next_deal_id
+        stp_makers: list[int] = []
         while taker.left and book:
             price, level = book.peekitem(best)
             if limit_price is not None and (
@@ -241,8 +251,8 @@ class Market:
             while level and taker.left:
                 maker: Order = next(iter(level.values()))
                 if maker.user == user:
-                    if self._self_trade(taker, maker):
-                        return deal_id
+                    if self._self_trade(taker, maker, stp_makers):
+                        return _new(Execution, (deal_id, True, tuple(stp_makers)))
                     continue
                 if market_bid:
                     amount = (taker.left / price).quantize(self._stock_step, ROUND_DOWN)
@@ -251,7 +261,7 @@ class Market:
                     if amount > maker.left:
                         amount = maker.left
                     if not amount:
-                        return deal_id
+                        return _new(Execution, (deal_id, False, tuple(stp_makers)))
                 else:
                     amount = taker.left if taker.left < maker.left else maker.left
                 deal_id += 1
@@ -265,22 +275,22 @@ class Market:
                     self.events.append(_new(OrderChanged, (EVENT_UPDATE, maker.snapshot(),
                                                            self.stock, self.money)))
             # ``remove`` drops an emptied level from the book, so peekitem sees the next one.
-        return deal_id
+        return _new(Execution, (deal_id, False, tuple(stp_makers)))
 
-    def _self_trade(self, taker: Order, maker: Order) -> bool:
+    def _self_trade(self, taker: Order, maker: Order, cancelled: list[int]) -> bool:
         """The taker (with a prevention mode) meets an order of its own user.  Cancel the maker
-        (STP_CANCEL_MAKER, STP_CANCEL_BOTH); stop the taker (STP_CANCEL_TAKER, STP_CANCEL_BOTH).
-        True when matching must stop.  A cancelled order's object says so (``stp_cancelled``)."""
+        (STP_CANCEL_MAKER, STP_CANCEL_BOTH; its id goes to ``cancelled``); stop the taker
+        (STP_CANCEL_TAKER, STP_CANCEL_BOTH).  True when matching must stop.  A cancelled
+        order's object says so (``stp_cancelled``)."""
         mode = taker.option & OPTION_STP_MASK
         if mode in (STP_CANCEL_MAKER, STP_CANCEL_BOTH):
             maker.stp_cancelled = True
-            self.stp_makers.append(maker.id)
+            cancelled.append(maker.id)
             self.events.append(OrderChanged(EVENT_FINISH, maker.snapshot(), self.stock,
                                             self.money))
             self.remove(maker)
             if mode == STP_CANCEL_MAKER:
                 return False
-        self.stp_stopped = True
         return True
 
     def fillable(self, side: int, type: int, price: Decimal, amount: Decimal, user: int,
