@@ -8,6 +8,7 @@ This adapter supplies exactly those two hooks, so each rule stays written once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from exchange_server.common.config import (
@@ -19,8 +20,9 @@ from exchange_server.common.config import (
     read_asset,
     read_market,
 )
+from exchange_server.common.decimals import use_engine_context
 from exchange_server.matchengine.core import engine as core
-from exchange_server.matchengine.core.config import MarketSpec
+from exchange_server.matchengine.core.config import AssetSpec, MarketSpec
 from exchange_server.matchengine.core.engine import EngineState, admin_error
 
 __all__ = ["Engine", "EngineState", "read_asset_detail", "read_market_detail"]
@@ -38,6 +40,13 @@ def read_market_detail(detail: Any) -> MarketConfig:
 
 class Engine(core.Engine):
     """The core engine, checking markets and reading runtime config like the config file."""
+
+    def __init__(self, assets: Sequence[AssetSpec], markets: Sequence[MarketSpec],
+                 self_trade_prevention: int = 0) -> None:
+        super().__init__(assets, markets, self_trade_prevention)
+        # the core computes on its own context; the code around it (parameter checks, replies)
+        # uses the thread's, which gets the same 60-digit ROUND_DOWN context here
+        use_engine_context()
 
     def check_market(self, config: MarketSpec) -> None:
         try:

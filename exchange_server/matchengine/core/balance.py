@@ -12,6 +12,9 @@ from collections.abc import Iterator, Sequence
 from decimal import ROUND_DOWN, Decimal
 
 from exchange_server.common.decimals import ZERO, quantum
+from exchange_server.matchengine.core.arith import CONTEXT
+from exchange_server.matchengine.core.arith import add as dec_add
+from exchange_server.matchengine.core.arith import sub as dec_sub
 from exchange_server.matchengine.core.config import AssetSpec
 
 AVAILABLE = 1
@@ -38,7 +41,7 @@ class Balances:
 
     def total(self, user: int, asset: str) -> Decimal:
         account = self.accounts.get((user, asset))
-        return account[0] + account[1] if account is not None else ZERO
+        return dec_add(account[0], account[1]) if account is not None else ZERO
 
     def add(self, user: int, asset: str, amount: Decimal) -> None:
         """available += amount (amount >= 0)."""
@@ -46,9 +49,9 @@ class Balances:
         account = self.accounts.get(key)
         if account is None:
             if amount:
-                self.accounts[key] = [amount.quantize(self._quant[asset], ROUND_DOWN), ZERO]
+                self.accounts[key] = [amount.quantize(self._quant[asset], ROUND_DOWN, CONTEXT), ZERO]
         else:
-            account[0] = (account[0] + amount).quantize(self._quant[asset], ROUND_DOWN)
+            account[0] = dec_add(account[0], amount).quantize(self._quant[asset], ROUND_DOWN, CONTEXT)
 
     def sub(self, user: int, asset: str, amount: Decimal) -> None:
         """available -= amount; the caller has checked that it is enough."""
@@ -60,9 +63,9 @@ class Balances:
     def _sub(self, index: int, user: int, asset: str, amount: Decimal) -> None:
         key = (user, asset)
         account = self.accounts.get(key)
-        value = (account[index] if account is not None else ZERO) - amount
+        value = dec_sub(account[index] if account is not None else ZERO, amount)
         if value > 0:
-            account[index] = value.quantize(self._quant[asset], ROUND_DOWN)  # type: ignore[index]
+            account[index] = value.quantize(self._quant[asset], ROUND_DOWN, CONTEXT)  # type: ignore[index]
         elif value == 0:
             if account is not None:
                 account[index] = ZERO
@@ -78,9 +81,9 @@ class Balances:
         account = self.accounts.get(key)
         if account is None:
             if amount:
-                self.accounts[key] = [ZERO, amount.quantize(self._quant[asset], ROUND_DOWN)]
+                self.accounts[key] = [ZERO, amount.quantize(self._quant[asset], ROUND_DOWN, CONTEXT)]
         else:
-            account[1] = (account[1] + amount).quantize(self._quant[asset], ROUND_DOWN)
+            account[1] = dec_add(account[1], amount).quantize(self._quant[asset], ROUND_DOWN, CONTEXT)
 
     def unfreeze(self, user: int, asset: str, amount: Decimal) -> None:
         """Move ``amount`` from frozen back to available."""
@@ -93,7 +96,7 @@ class Balances:
         account = self.accounts.get(key)
         if account is None:
             account = self.accounts[key] = [ZERO, ZERO]
-        account[kind - 1] = amount.quantize(self._quant[asset], ROUND_DOWN) if amount else ZERO
+        account[kind - 1] = amount.quantize(self._quant[asset], ROUND_DOWN, CONTEXT) if amount else ZERO
         if not account[0] and not account[1]:
             del self.accounts[key]
 

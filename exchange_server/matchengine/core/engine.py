@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from exchange_server.common.decimals import ZERO, fmt, use_engine_context
+from exchange_server.common.decimals import ZERO, fmt
 from exchange_server.common.errors import INVALID_ARGUMENT, RpcError
+from exchange_server.matchengine.core.arith import mul, neg
 from exchange_server.matchengine.core.balance import Balances
 from exchange_server.matchengine.core.config import AssetSpec, EngineSpec, MarketSpec
 from exchange_server.matchengine.core.market import Market
@@ -108,7 +109,6 @@ class EngineState:
 class Engine:
     def __init__(self, assets: Sequence[AssetSpec], markets: Sequence[MarketSpec],
                  self_trade_prevention: int = 0) -> None:
-        use_engine_context()
         #: the option bits of the ``self_trade_prevention`` config (0: none, the original's
         #: behaviour), for orders that choose no mode; the methods resolve and log it
         self.self_trade_prevention = self_trade_prevention
@@ -150,9 +150,9 @@ class Engine:
         if change >= 0:
             balances.add(user, asset, change)
         else:
-            if balances.get_available(user, asset) < -change:
+            if balances.get_available(user, asset) < neg(change):
                 raise RpcError(11, "balance not enough")
-            balances.sub(user, asset, -change)
+            balances.sub(user, asset, neg(change))
         self.updates[key] = now
         detail = dict(detail)
         detail["id"] = business_id
@@ -192,7 +192,7 @@ class Engine:
         if side == ASK:
             if balances.get_available(user, market.stock) < amount:
                 raise RpcError(10, "balance not enough")
-        elif balances.get_available(user, market.money) < amount * price:
+        elif balances.get_available(user, market.money) < mul(amount, price):
             raise RpcError(10, "balance not enough")
         if amount < market.min_amount and not option & OPTION_UNLIMITED_MIN_AMOUNT:
             raise RpcError(11, "amount too small")
@@ -261,7 +261,7 @@ class Engine:
             best = market.best_ask()
             if best is None:
                 raise RpcError(12, "no enough trader")
-            if amount < best.price * market.min_amount and check_min:
+            if amount < mul(best.price, market.min_amount) and check_min:
                 raise RpcError(11, "amount too small")
         if option & OPTION_FOK and not market.fillable(side, MARKET, ZERO, amount, user, option):
             raise RpcError(13, "can't be completely executed, kill the order")
@@ -337,13 +337,13 @@ class Engine:
         if not option & OPTION_UNLIMITED_MIN_AMOUNT:
             minimum = market.min_amount
             if type == MARKET and side == BID:
-                minimum = stop_price * minimum
+                minimum = mul(stop_price, minimum)
             if amount < minimum:
                 raise RpcError(12, "amount too small")
         if side == ASK:
             asset, freeze = market.stock, amount
         else:
-            asset, freeze = market.money, (amount * price if type == LIMIT else amount)
+            asset, freeze = market.money, (mul(amount, price) if type == LIMIT else amount)
         if self.balances.get_available(user, asset) < freeze:
             raise RpcError(10, "balance not enough")
         self.order_id += 1

@@ -17,6 +17,7 @@ from typing import NamedTuple
 from sortedcontainers import SortedDict
 
 from exchange_server.common.decimals import ZERO, fmt, quantum
+from exchange_server.matchengine.core.arith import CONTEXT, add, div, mul, neg, sub
 from exchange_server.matchengine.core.balance import Balances
 from exchange_server.matchengine.core.config import MarketSpec
 from exchange_server.matchengine.core.model import (
@@ -128,10 +129,10 @@ class Market:
         user_orders[order.id] = order
         if order.side == ASK:
             self.ask_count += 1
-            self.ask_amount += order.left
+            self.ask_amount = add(self.ask_amount, order.left)
         else:
             self.bid_count += 1
-            self.bid_amount += order.left
+            self.bid_amount = add(self.bid_amount, order.left)
 
     def put(self, order: Order) -> None:
         """Rest a limit order: freeze its funds (ask: stock = left, bid: money = price x left)."""
@@ -139,7 +140,7 @@ class Market:
             order.freeze = order.left
             self.balances.freeze(order.user, self.stock, order.left)
         else:
-            order.freeze = order.price * order.left
+            order.freeze = mul(order.price, order.left)
             self.balances.freeze(order.user, self.money, order.freeze)
         self.insert(order)
 
@@ -158,12 +159,12 @@ class Market:
             del self.users[order.user]
         if order.side == ASK:
             self.ask_count -= 1
-            self.ask_amount -= order.left
+            self.ask_amount = sub(self.ask_amount, order.left)
             if order.freeze > 0:
                 self.balances.unfreeze(order.user, self.stock, order.freeze)
         else:
             self.bid_count -= 1
-            self.bid_amount -= order.left
+            self.bid_amount = sub(self.bid_amount, order.left)
             if order.freeze > 0:
                 self.balances.unfreeze(order.user, self.money, order.freeze)
         if order.deal_stock > 0 or order.stp_cancelled:
@@ -195,7 +196,7 @@ class Market:
             for price, level in self.side_levels(side):
                 total = ZERO
                 for o in level.values():
-                    total += o.left
+                    total = add(total, o.left)
                 rows.append([fmt(price), fmt(total)])
                 if len(rows) >= limit:
                     break
@@ -205,17 +206,17 @@ class Market:
         for price, level in self.side_levels(side):
             if bucket is not None and (price <= bucket if side == ASK else price >= bucket):
                 for o in level.values():
-                    amount += o.left
+                    amount = add(amount, o.left)
                 continue
             if bucket is not None:
                 rows.append([fmt(bucket), fmt(amount)])
                 if len(rows) >= limit:
                     return rows
             rounding = ROUND_CEILING if side == ASK else ROUND_FLOOR
-            bucket = (price / interval).to_integral_value(rounding) * interval
+            bucket = mul(div(price, interval).to_integral_value(rounding, CONTEXT), interval)
             amount = ZERO
             for o in level.values():
-                amount += o.left
+                amount = add(amount, o.left)
         if bucket is not None:
             rows.append([fmt(bucket), fmt(amount)])
         return rows
@@ -255,9 +256,9 @@ class Market:
                         return _new(Execution, (deal_id, True, tuple(stp_makers)))
                     continue
                 if market_bid:
-                    amount = (taker.left / price).quantize(self._stock_step, ROUND_DOWN)
-                    while amount * price > taker.left:
-                        amount -= self._stock_step
+                    amount = div(taker.left, price).quantize(self._stock_step, ROUND_DOWN, CONTEXT)
+                    while mul(amount, price) > taker.left:
+                        amount = sub(amount, self._stock_step)
                     if amount > maker.left:
                         amount = maker.left
                     if not amount:
@@ -315,15 +316,15 @@ class Market:
                         continue
                     return False
                 if market_bid:
-                    take = (left / level_price).quantize(self._stock_step, ROUND_DOWN)
-                    while take * level_price > left:
-                        take -= self._stock_step
+                    take = div(left, level_price).quantize(self._stock_step, ROUND_DOWN, CONTEXT)
+                    while mul(take, level_price) > left:
+                        take = sub(take, self._stock_step)
                     if not take or take < maker.left:
                         # what is left cannot buy one more unit here: the real loop stops
                         return True
-                    left -= maker.left * level_price
+                    left = sub(left, mul(maker.left, level_price))
                 else:
-                    left -= maker.left
+                    left = sub(left, maker.left)
                 if left <= 0:
                     return True
         return False
@@ -373,7 +374,7 @@ class Market:
 
     def _deal(self, taker: Order, maker: Order, price: Decimal, amount: Decimal, now: float,
               deal_id: int) -> None:
-        deal = price * amount
+        deal = mul(price, amount)
         balances = self.balances
         events = self.events
         stock = self.stock
@@ -386,10 +387,10 @@ class Market:
         else:
             ask, bid = maker, taker
             ask_rate, bid_rate = maker.maker_fee, taker.taker_fee
-        ask_fee = deal * ask_rate
+        ask_fee = mul(deal, ask_rate)
         if self._ask_fee_quant is not None:
-            ask_fee = ask_fee.quantize(self._ask_fee_quant, ROUND_DOWN)
-        bid_fee = amount * bid_rate
+            ask_fee = ask_fee.quantize(self._ask_fee_quant, ROUND_DOWN, CONTEXT)
+        bid_fee = mul(amount, bid_rate)
         events.append(_new(Deal, (
             now, name, deal_id, price, amount, deal, ask_fee, bid_fee, taker.side,
             ask.id, ask.user, TAKER if ask is taker else MAKER,
@@ -402,20 +403,20 @@ class Market:
         total = balances.total
         for order in (taker, maker):
             is_taker = order is taker
-            order.deal_stock += amount
-            order.deal_money += deal
+            order.deal_stock = add(order.deal_stock, amount)
+            order.deal_money = add(order.deal_money, deal)
             user = order.user
             detail = _new(TradeDetail, (name, order.id, price, amount, None))
             if order.side == ASK:
-                order.left -= amount
-                order.deal_fee += ask_fee
+                order.left = sub(order.left, amount)
+                order.deal_fee = add(order.deal_fee, ask_fee)
                 if is_taker:
                     balances.sub(user, stock, amount)
                 else:
-                    order.freeze -= amount
+                    order.freeze = sub(order.freeze, amount)
                     balances.sub_frozen(user, stock, amount)
-                    self.ask_amount -= amount
-                events.append(_new(BalanceChanged, (now, user, stock, "trade", -amount,
+                    self.ask_amount = sub(self.ask_amount, amount)
+                events.append(_new(BalanceChanged, (now, user, stock, "trade", neg(amount),
                                                     total(user, stock), detail)))
                 balances.add(user, money, deal)
                 events.append(_new(BalanceChanged, (now, user, money, "trade", deal,
@@ -423,21 +424,21 @@ class Market:
                 if ask_fee:
                     balances.sub(user, money, ask_fee)
                     events.append(_new(BalanceChanged, (
-                        now, user, money, "trade", -ask_fee, total(user, money),
+                        now, user, money, "trade", neg(ask_fee), total(user, money),
                         _new(TradeDetail, (name, order.id, price, amount, ask_rate)))))
             else:
                 if is_taker and order.type == MARKET:
-                    order.left -= deal
+                    order.left = sub(order.left, deal)
                 else:
-                    order.left -= amount
-                order.deal_fee += bid_fee
+                    order.left = sub(order.left, amount)
+                order.deal_fee = add(order.deal_fee, bid_fee)
                 if is_taker:
                     balances.sub(user, money, deal)
                 else:
-                    order.freeze -= deal
+                    order.freeze = sub(order.freeze, deal)
                     balances.sub_frozen(user, money, deal)
-                    self.bid_amount -= amount
-                events.append(_new(BalanceChanged, (now, user, money, "trade", -deal,
+                    self.bid_amount = sub(self.bid_amount, amount)
+                events.append(_new(BalanceChanged, (now, user, money, "trade", neg(deal),
                                                     total(user, money), detail)))
                 balances.add(user, stock, amount)
                 events.append(_new(BalanceChanged, (now, user, stock, "trade", amount,
@@ -445,5 +446,5 @@ class Market:
                 if bid_fee:
                     balances.sub(user, stock, bid_fee)
                     events.append(_new(BalanceChanged, (
-                        now, user, stock, "trade", -bid_fee, total(user, stock),
+                        now, user, stock, "trade", neg(bid_fee), total(user, stock),
                         _new(TradeDetail, (name, order.id, price, amount, bid_rate)))))

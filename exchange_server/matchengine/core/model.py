@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from exchange_server.common.decimals import fmt
+from exchange_server.matchengine.core.arith import neg
 
 ASK = 1
 BID = 2
@@ -227,7 +228,7 @@ class Stop:
     def sort_key(self) -> tuple[Decimal, int]:
         """Key in its trigger list: LOW fires highest stop price first, HIGH lowest first,
         equal prices oldest first."""
-        return (-self.stop_price if self.state == STOP_STATE_LOW else self.stop_price, self.id)
+        return (neg(self.stop_price) if self.state == STOP_STATE_LOW else self.stop_price, self.id)
 
 
 class StopSnapshot(NamedTuple):
