@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from exchange_server.common.config import ConfigError
 from exchange_server.common.decimals import ONE, ZERO, fmt, parse, truncate
@@ -52,6 +52,8 @@ from exchange_server.matchengine.core.model import (
     STOP_STATE_HIGH,
     STOP_STATE_LOW,
     OrderSnapshot,
+    Side,
+    SideOrBoth,
     StopSnapshot,
     order_info,
     stop_info,
@@ -126,10 +128,10 @@ def _fee(value: Any, prec: int) -> Decimal:
     return parsed
 
 
-def _side(value: Any) -> int:
+def _side(value: Any) -> Side:
     if type(value) is not int or value not in (ASK, BID):
         raise invalid_argument()
-    return value
+    return cast(Side, value)
 
 
 def _source(value: Any) -> str:
@@ -160,11 +162,11 @@ def _count(params: Params, n: int) -> None:
         raise invalid_argument()
 
 
-def _side_or_both(value: Any) -> int:
+def _side_or_both(value: Any) -> SideOrBoth:
     """0 (both sides), 1 or 2."""
     if type(value) is not int or value not in (0, ASK, BID):
         raise invalid_argument()
-    return value
+    return cast(SideOrBoth, value)
 
 
 def _option(value: Any) -> int:
@@ -449,13 +451,13 @@ class MatchEngineMethods:
         order_id = _int(params[2])
         return self.engine.cancel(now, market, user, order_id)
 
-    def _user_market_side(self, params: Params) -> tuple[int, Market, int]:
+    def _user_market_side(self, params: Params) -> tuple[int, Market, SideOrBoth]:
         """The params of the cancel-all methods: ``[user_id, market, side?]``."""
         if not 2 <= len(params) <= 3:
             raise invalid_argument()
         user = _user(params[0])
         market = self._market(params[1])
-        side = _side_or_both(params[2]) if len(params) == 3 else 0
+        side: SideOrBoth = _side_or_both(params[2]) if len(params) == 3 else 0
         return user, market, side
 
     def order_cancel_all(self, now: float, params: Params) -> Any:

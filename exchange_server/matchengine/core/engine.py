@@ -46,6 +46,9 @@ from exchange_server.matchengine.core.model import (
     OrderChanged,
     OrderFinished,
     OrderSnapshot,
+    OrderType,
+    Side,
+    SideOrBoth,
     Stop,
     StopChanged,
     StopSnapshot,
@@ -170,7 +173,7 @@ class Engine:
 
     # -- orders -----------------------------------------------------------------------------------
 
-    def put_limit(self, now: float, market: Market, user: int, side: int, amount: Decimal,
+    def put_limit(self, now: float, market: Market, user: int, side: Side, amount: Decimal,
                   price: Decimal, taker_fee: Decimal, maker_fee: Decimal, source: str,
                   option: int = 0, client_id: str | None = None) -> OrderSnapshot:
         """order.put_limit after parameter validation (engine.md 7), then the stops the new
@@ -183,7 +186,7 @@ class Engine:
             self._trigger(now, market, before)
         return snapshot
 
-    def _check_limit(self, market: Market, user: int, side: int, amount: Decimal,
+    def _check_limit(self, market: Market, user: int, side: Side, amount: Decimal,
                      price: Decimal, option: int) -> None:
         """Why a limit order would be refused (it changes nothing)."""
         if market.suspended:
@@ -203,14 +206,15 @@ class Engine:
             if option & OPTION_MAKER_ONLY and market.crosses(side, price):
                 raise RpcError(13, "the order may be executed, kill the order")
 
-    def _place_limit(self, now: float, market: Market, user: int, side: int, amount: Decimal,
+    def _place_limit(self, now: float, market: Market, user: int, side: Side, amount: Decimal,
                      price: Decimal, taker_fee: Decimal, maker_fee: Decimal, source: str,
                      option: int, client_id: str | None) -> OrderSnapshot:
         """A checked limit order: matched, then rested, finished or cancelled."""
         self.order_id += 1
-        order = Order(self.order_id, market.name, source, LIMIT, side, user, now, now, price,
-                      amount, taker_fee, maker_fee, amount, ZERO, ZERO, ZERO, ZERO, option,
-                      client_id)
+        order = Order(id=self.order_id, market=market.name, source=source, type=LIMIT,
+                      side=side, user=user, ctime=now, mtime=now, price=price, amount=amount,
+                      taker_fee=taker_fee, maker_fee=maker_fee, left=amount, option=option,
+                      client_id=client_id)
         self.deal_id, stopped, stp_makers = market.execute(order, now, self.deal_id)
         order.stp_cancelled = stopped
         snapshot = _snapshot(order, stp_makers)
@@ -228,7 +232,7 @@ class Engine:
             market.put(order)
         return snapshot
 
-    def put_market(self, now: float, market: Market, user: int, side: int, amount: Decimal,
+    def put_market(self, now: float, market: Market, user: int, side: Side, amount: Decimal,
                    taker_fee: Decimal, source: str, option: int = 0,
                    client_id: str | None = None) -> OrderSnapshot:
         """order.put_market after parameter validation (engine.md 8), then the stops the new
@@ -241,7 +245,7 @@ class Engine:
             self._trigger(now, market, before)
         return snapshot
 
-    def _check_market(self, market: Market, user: int, side: int, amount: Decimal,
+    def _check_market(self, market: Market, user: int, side: Side, amount: Decimal,
                       option: int) -> None:
         """Why a market order would be refused (it changes nothing)."""
         if market.suspended:
@@ -266,13 +270,15 @@ class Engine:
         if option & OPTION_FOK and not market.fillable(side, MARKET, ZERO, amount, user, option):
             raise RpcError(13, "can't be completely executed, kill the order")
 
-    def _place_market(self, now: float, market: Market, user: int, side: int, amount: Decimal,
+    def _place_market(self, now: float, market: Market, user: int, side: Side, amount: Decimal,
                       taker_fee: Decimal, source: str, option: int,
                       client_id: str | None) -> OrderSnapshot:
         """A checked market order: matched, and finished whatever is left."""
         self.order_id += 1
-        order = Order(self.order_id, market.name, source, MARKET, side, user, now, now, ZERO,
-                      amount, taker_fee, ZERO, amount, ZERO, ZERO, ZERO, ZERO, option, client_id)
+        order = Order(id=self.order_id, market=market.name, source=source, type=MARKET,
+                      side=side, user=user, ctime=now, mtime=now, price=ZERO, amount=amount,
+                      taker_fee=taker_fee, maker_fee=ZERO, left=amount, option=option,
+                      client_id=client_id)
         self.deal_id, stopped, stp_makers = market.execute(order, now, self.deal_id)
         order.stp_cancelled = stopped
         snapshot = _snapshot(order, stp_makers)
@@ -295,7 +301,7 @@ class Engine:
         market.remove(order)
         return snapshot
 
-    def cancel_all(self, now: float, market: Market, user: int, side: int) -> int:
+    def cancel_all(self, now: float, market: Market, user: int, side: SideOrBoth) -> int:
         """order.cancel_all: every open order of the user in the market (one side, or both for
         side 0), oldest first.  Returns how many were cancelled."""
         user_orders = market.users.get(user)
@@ -322,7 +328,7 @@ class Engine:
 
     # -- stop orders ------------------------------------------------------------------------------
 
-    def put_stop(self, now: float, market: Market, user: int, type: int, side: int,
+    def put_stop(self, now: float, market: Market, user: int, type: OrderType, side: Side,
                  amount: Decimal, stop_price: Decimal, price: Decimal, taker_fee: Decimal,
                  maker_fee: Decimal, source: str, option: int, client_id: str) -> StopSnapshot:
         """order.put_stop_limit / order.put_stop_market: file a stop and freeze what the order
@@ -347,10 +353,12 @@ class Engine:
         if self.balances.get_available(user, asset) < freeze:
             raise RpcError(10, "balance not enough")
         self.order_id += 1
-        stop = Stop(self.order_id, market.name, source, type, side, user, now, now, stop_price,
-                    price, amount, taker_fee, maker_fee,
-                    option | OPTION_STOP | OPTION_UNLIMITED_MIN_AMOUNT, client_id,
-                    STOP_STATE_HIGH if stop_price > last else STOP_STATE_LOW, freeze)
+        stop = Stop(id=self.order_id, market=market.name, source=source, type=type, side=side,
+                    user=user, ctime=now, mtime=now, stop_price=stop_price, price=price,
+                    amount=amount, taker_fee=taker_fee, maker_fee=maker_fee,
+                    option=option | OPTION_STOP | OPTION_UNLIMITED_MIN_AMOUNT,
+                    client_id=client_id,
+                    state=STOP_STATE_HIGH if stop_price > last else STOP_STATE_LOW, freeze=freeze)
         self.balances.freeze(user, asset, freeze)
         market.add_stop(stop)
         snapshot = stop.snapshot()
@@ -375,7 +383,8 @@ class Engine:
                                        market.money))
         return snapshot
 
-    def cancel_stop_all(self, now: float, market: Market, user: int, side: int) -> int:
+    def cancel_stop_all(self, now: float, market: Market, user: int,
+                        side: SideOrBoth) -> int:
         """order.cancel_stop_all: every stop of the user in the market (one side or both)."""
         user_stops = market.stop_users.get(user)
         if not user_stops:

@@ -39,6 +39,8 @@ from exchange_server.matchengine.core.model import (
     Order,
     OrderChanged,
     OrderFinished,
+    OrderType,
+    Side,
     Stop,
     TradeDetail,
 )
@@ -170,7 +172,7 @@ class Market:
         if order.deal_stock > 0 or order.stp_cancelled:
             self.events.append(_new(OrderFinished, (order.snapshot(),)))
 
-    def side_orders(self, side: int) -> Iterator[Order]:
+    def side_orders(self, side: Side) -> Iterator[Order]:
         """Orders of one side in matching priority."""
         if side == ASK:
             for level in self.asks.values():
@@ -179,7 +181,7 @@ class Market:
             for level in reversed(self.bids.values()):
                 yield from level.values()
 
-    def side_levels(self, side: int) -> Iterator[tuple[Decimal, Level]]:
+    def side_levels(self, side: Side) -> Iterator[tuple[Decimal, Level]]:
         if side == ASK:
             yield from self.asks.items()
         else:
@@ -187,7 +189,7 @@ class Market:
             for price in reversed(bids.keys()):
                 yield price, bids[price]
 
-    def depth(self, side: int, limit: int, interval: Decimal) -> list[list[str]]:
+    def depth(self, side: Side, limit: int, interval: Decimal) -> list[list[str]]:
         """Price levels of one side, best first, optionally merged to multiples of interval."""
         rows: list[list[str]] = []
         if limit == 0:
@@ -294,7 +296,7 @@ class Market:
                 return False
         return True
 
-    def fillable(self, side: int, type: int, price: Decimal, amount: Decimal, user: int,
+    def fillable(self, side: Side, type: OrderType, price: Decimal, amount: Decimal, user: int,
                  option: int) -> bool:
         """Whether an order would fill completely at once (the fill-or-kill check): a dry run
         of ``execute`` over the book, self-trade prevention (if the order has a mode) included.
@@ -329,7 +331,7 @@ class Market:
                     return True
         return False
 
-    def crosses(self, side: int, price: Decimal) -> bool:
+    def crosses(self, side: Side, price: Decimal) -> bool:
         """Whether a limit order at ``price`` would take (the post-only check)."""
         if side == ASK:
             return bool(self.bids) and self.bids.peekitem(-1)[0] >= price

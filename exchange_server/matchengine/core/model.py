@@ -8,17 +8,25 @@ are formatted by whoever consumes them.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
-from exchange_server.common.decimals import fmt
+from exchange_server.common.decimals import ZERO, fmt
 from exchange_server.matchengine.core.arith import neg
 
-ASK = 1
-BID = 2
-LIMIT = 1
-MARKET = 2
-MAKER = 1
-TAKER = 2
+# Sides, types and roles are plain ints at run time (they are ints on the wire, in the log and in
+# every table); the Literal types name them in signatures, and mypy checks every value passed.
+Side = Literal[1, 2]
+#: a side, or 0 for "both" (the cancel-all methods, order lists)
+SideOrBoth = Literal[0, 1, 2]
+OrderType = Literal[1, 2]
+Role = Literal[1, 2]
+
+ASK: Final = 1
+BID: Final = 2
+LIMIT: Final = 1
+MARKET: Final = 2
+MAKER: Final = 1
+TAKER: Final = 2
 
 EVENT_PUT = 1
 EVENT_UPDATE = 2
@@ -85,10 +93,11 @@ class Order:
     )
 
     def __init__(
-        self, id: int, market: str, source: str | None, type: int, side: int, user: int,
-        ctime: float, mtime: float, price: Decimal, amount: Decimal, taker_fee: Decimal,
-        maker_fee: Decimal, left: Decimal, freeze: Decimal, deal_stock: Decimal,
-        deal_money: Decimal, deal_fee: Decimal, option: int = 0, client_id: str | None = None,
+        self, *, id: int, market: str, source: str | None, type: OrderType, side: Side,
+        user: int, ctime: float, mtime: float, price: Decimal, amount: Decimal,
+        taker_fee: Decimal, maker_fee: Decimal, left: Decimal, freeze: Decimal = ZERO,
+        deal_stock: Decimal = ZERO, deal_money: Decimal = ZERO, deal_fee: Decimal = ZERO,
+        option: int = 0, client_id: str | None = None,
     ) -> None:
         self.id = id
         self.market = market
@@ -196,9 +205,10 @@ class Stop:
     )
 
     def __init__(
-        self, id: int, market: str, source: str, type: int, side: int, user: int, ctime: float,
-        mtime: float, stop_price: Decimal, price: Decimal, amount: Decimal, taker_fee: Decimal,
-        maker_fee: Decimal, option: int, client_id: str, state: int, freeze: Decimal,
+        self, *, id: int, market: str, source: str, type: OrderType, side: Side, user: int,
+        ctime: float, mtime: float, stop_price: Decimal, price: Decimal, amount: Decimal,
+        taker_fee: Decimal, maker_fee: Decimal, option: int, client_id: str, state: int,
+        freeze: Decimal,
     ) -> None:
         self.id = id
         self.market = market
