@@ -41,38 +41,52 @@ class Balances:
 
     def total(self, user: int, asset: str) -> Decimal:
         account = self.accounts.get((user, asset))
-        return dec_add(account[0], account[1]) if account is not None else ZERO
+        return _total(account) if account is not None else ZERO
 
-    def add(self, user: int, asset: str, amount: Decimal) -> None:
-        """available += amount (amount >= 0)."""
+    def add(self, user: int, asset: str, amount: Decimal) -> Decimal:
+        """available += amount (amount >= 0).  Returns the account's new total (as ``total``:
+        the matching loop records it with every change)."""
+        key = (user, asset)
+        account = self.accounts.get(key)
+        if account is None:
+            if not amount:
+                return ZERO
+            account = self.accounts[key] = [
+                amount.quantize(self._quant[asset], ROUND_DOWN, CONTEXT), ZERO]
+        else:
+            account[0] = dec_add(account[0], amount).quantize(self._quant[asset], ROUND_DOWN,
+                                                              CONTEXT)
+        frozen = account[1]  # _total(account), inlined: this runs for every balance change
+        return account[0] if frozen is ZERO else dec_add(account[0], frozen)
+
+    def sub(self, user: int, asset: str, amount: Decimal) -> Decimal:
+        """available -= amount; the caller has checked that it is enough.  Returns the new
+        total."""
+        return self._sub(0, user, asset, amount)
+
+    def sub_frozen(self, user: int, asset: str, amount: Decimal) -> Decimal:
+        """frozen -= amount (a resting order's funds leave in a deal).  Returns the new total."""
+        return self._sub(1, user, asset, amount)
+
+    def _sub(self, index: int, user: int, asset: str, amount: Decimal) -> Decimal:
         key = (user, asset)
         account = self.accounts.get(key)
         if account is None:
             if amount:
-                self.accounts[key] = [amount.quantize(self._quant[asset], ROUND_DOWN, CONTEXT), ZERO]
-        else:
-            account[0] = dec_add(account[0], amount).quantize(self._quant[asset], ROUND_DOWN, CONTEXT)
-
-    def sub(self, user: int, asset: str, amount: Decimal) -> None:
-        """available -= amount; the caller has checked that it is enough."""
-        self._sub(0, user, asset, amount)
-
-    def sub_frozen(self, user: int, asset: str, amount: Decimal) -> None:
-        self._sub(1, user, asset, amount)
-
-    def _sub(self, index: int, user: int, asset: str, amount: Decimal) -> None:
-        key = (user, asset)
-        account = self.accounts.get(key)
-        value = dec_sub(account[index] if account is not None else ZERO, amount)
+                raise BalanceError(f"balance of user {user} {asset} would go negative")
+            return ZERO
+        value = dec_sub(account[index], amount)
         if value > 0:
-            account[index] = value.quantize(self._quant[asset], ROUND_DOWN, CONTEXT)  # type: ignore[index]
+            account[index] = value.quantize(self._quant[asset], ROUND_DOWN, CONTEXT)
         elif value == 0:
-            if account is not None:
-                account[index] = ZERO
-                if not account[1 - index]:
-                    del self.accounts[key]
+            account[index] = ZERO
+            if not account[1 - index]:
+                del self.accounts[key]
+                return ZERO
         else:
             raise BalanceError(f"balance of user {user} {asset} would go negative")
+        frozen = account[1]  # _total(account), inlined: this runs for every balance change
+        return account[0] if frozen is ZERO else dec_add(account[0], frozen)
 
     def freeze(self, user: int, asset: str, amount: Decimal) -> None:
         """Move ``amount`` from available to frozen."""
@@ -108,3 +122,11 @@ class Balances:
         for (user, asset), account in self.accounts.items():
             if account[1]:
                 yield user, asset, FREEZE, account[1]
+
+
+def _total(account: list[Decimal]) -> Decimal:
+    """available + frozen.  Stored values have an exponent of -prec_save <= 0, so adding the
+    exponent-0 ZERO would change nothing, not even the exponent: it is skipped (the common
+    case)."""
+    available, frozen = account
+    return available if frozen is ZERO else dec_add(available, frozen)

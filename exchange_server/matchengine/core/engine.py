@@ -175,20 +175,12 @@ class Engine:
 
     def put_limit(self, now: float, market: Market, user: int, side: Side, amount: Decimal,
                   price: Decimal, taker_fee: Decimal, maker_fee: Decimal, source: str,
-                  option: int = 0, client_id: str | None = None) -> OrderSnapshot:
+                  option: int = 0, client_id: str | None = None,
+                  stop: Stop | None = None) -> OrderSnapshot:
         """order.put_limit after parameter validation (engine.md 7), then the stops the new
-        last price reaches."""
-        self._check_limit(market, user, side, amount, price, option)
-        before = market.last
-        snapshot = self._place_limit(now, market, user, side, amount, price, taker_fee,
-                                     maker_fee, source, option, client_id)
-        if market.stops and market.last != before:
-            self._trigger(now, market, before)
-        return snapshot
-
-    def _check_limit(self, market: Market, user: int, side: Side, amount: Decimal,
-                     price: Decimal, option: int) -> None:
-        """Why a limit order would be refused (it changes nothing)."""
+        last price reaches.  ``stop``: the triggered stop this order is spawned for (see
+        ``_fire``); its ACTIVE event goes first, once the order is accepted, and the stops are
+        left to the trigger loop."""
         if market.suspended:
             raise market_suspended()
         balances = self.balances
@@ -206,30 +198,32 @@ class Engine:
             if option & OPTION_MAKER_ONLY and market.crosses(side, price):
                 raise RpcError(13, "the order may be executed, kill the order")
 
-    def _place_limit(self, now: float, market: Market, user: int, side: Side, amount: Decimal,
-                     price: Decimal, taker_fee: Decimal, maker_fee: Decimal, source: str,
-                     option: int, client_id: str | None) -> OrderSnapshot:
-        """A checked limit order: matched, then rested, finished or cancelled."""
         self.order_id += 1
-        order = Order(id=self.order_id, market=market.name, source=source, type=LIMIT,
-                      side=side, user=user, ctime=now, mtime=now, price=price, amount=amount,
-                      taker_fee=taker_fee, maker_fee=maker_fee, left=amount, option=option,
-                      client_id=client_id)
+        events = self.events
+        if stop is not None:
+            events.append(_activated(stop, self.order_id, market))
+        order = Order.fresh(id=self.order_id, market=market.name, source=source, type=LIMIT,
+                            side=side, user=user, now=now, price=price, amount=amount,
+                            taker_fee=taker_fee, maker_fee=maker_fee, option=option,
+                            client_id=client_id)
+        before = market.last
         self.deal_id, stopped, stp_makers = market.execute(order, now, self.deal_id)
         order.stp_cancelled = stopped
         snapshot = _snapshot(order, stp_makers)
         if not order.left:
-            self.events.append(_new(OrderFinished, (snapshot,)))
-            self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
+            events.append(_new(OrderFinished, (snapshot,)))
+            events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
         elif stopped or option & OPTION_IOC:
             # the remainder is cancelled: finished like a cancelled order (history only if
             # something was dealt)
             if order.deal_stock or stopped:
-                self.events.append(_new(OrderFinished, (snapshot,)))
-            self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
+                events.append(_new(OrderFinished, (snapshot,)))
+            events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
         else:
-            self.events.append(_new(OrderChanged, (EVENT_PUT, snapshot, market.stock, market.money)))
+            events.append(_new(OrderChanged, (EVENT_PUT, snapshot, market.stock, market.money)))
             market.put(order)
+        if market.stops and stop is None and market.last != before:
+            self._trigger(now, market, before)
         return snapshot
 
     def put_market(self, now: float, market: Market, user: int, side: Side, amount: Decimal,
@@ -237,17 +231,17 @@ class Engine:
                    client_id: str | None = None) -> OrderSnapshot:
         """order.put_market after parameter validation (engine.md 8), then the stops the new
         last price reaches."""
-        self._check_market(market, user, side, amount, option)
         before = market.last
-        snapshot = self._place_market(now, market, user, side, amount, taker_fee, source,
-                                      option, client_id)
+        snapshot = self._market(now, market, user, side, amount, taker_fee, source, option,
+                                client_id)
         if market.stops and market.last != before:
             self._trigger(now, market, before)
         return snapshot
 
-    def _check_market(self, market: Market, user: int, side: Side, amount: Decimal,
-                      option: int) -> None:
-        """Why a market order would be refused (it changes nothing)."""
+    def _market(self, now: float, market: Market, user: int, side: Side, amount: Decimal,
+                taker_fee: Decimal, source: str, option: int, client_id: str | None,
+                stop: Stop | None = None) -> OrderSnapshot:
+        """A market order, without the stops it triggers; ``stop`` as for put_limit."""
         if market.suspended:
             raise market_suspended()
         balances = self.balances
@@ -270,15 +264,13 @@ class Engine:
         if option & OPTION_FOK and not market.fillable(side, MARKET, ZERO, amount, user, option):
             raise RpcError(13, "can't be completely executed, kill the order")
 
-    def _place_market(self, now: float, market: Market, user: int, side: Side, amount: Decimal,
-                      taker_fee: Decimal, source: str, option: int,
-                      client_id: str | None) -> OrderSnapshot:
-        """A checked market order: matched, and finished whatever is left."""
         self.order_id += 1
-        order = Order(id=self.order_id, market=market.name, source=source, type=MARKET,
-                      side=side, user=user, ctime=now, mtime=now, price=ZERO, amount=amount,
-                      taker_fee=taker_fee, maker_fee=ZERO, left=amount, option=option,
-                      client_id=client_id)
+        if stop is not None:
+            self.events.append(_activated(stop, self.order_id, market))
+        order = Order.fresh(id=self.order_id, market=market.name, source=source, type=MARKET,
+                            side=side, user=user, now=now, price=ZERO, amount=amount,
+                            taker_fee=taker_fee, maker_fee=ZERO, option=option,
+                            client_id=client_id)
         self.deal_id, stopped, stp_makers = market.execute(order, now, self.deal_id)
         order.stp_cancelled = stopped
         snapshot = _snapshot(order, stp_makers)
@@ -415,27 +407,20 @@ class Engine:
                 falling = market.last < previous
 
     def _fire(self, now: float, market: Market, stop: Stop) -> None:
-        """A triggered stop's ACTIVE event, then the order it spawns (checked first: the event
-        says whether it was refused, and which id it got)."""
+        """A triggered stop becomes an order: its ACTIVE event (with the order's id) comes
+        before the order's own events, or, when the order is refused, a failed ACTIVE event
+        alone."""
         try:
             if stop.type == LIMIT:
-                self._check_limit(market, stop.user, stop.side, stop.amount, stop.price,
-                                  stop.option)
+                self.put_limit(now, market, stop.user, stop.side, stop.amount, stop.price,
+                               stop.taker_fee, stop.maker_fee, stop.source, stop.option,
+                               stop.client_id, stop)
             else:
-                self._check_market(market, stop.user, stop.side, stop.amount, stop.option)
+                self._market(now, market, stop.user, stop.side, stop.amount, stop.taker_fee,
+                             stop.source, stop.option, stop.client_id, stop)
         except RpcError:
             self.events.append(StopChanged(STOP_EVENT_ACTIVE, stop.snapshot(), STOP_STATUS_FAIL,
                                            0, market.stock, market.money))
-            return
-        self.events.append(StopChanged(STOP_EVENT_ACTIVE, stop.snapshot(), STOP_STATUS_ACTIVE,
-                                       self.order_id + 1, market.stock, market.money))
-        if stop.type == LIMIT:
-            self._place_limit(now, market, stop.user, stop.side, stop.amount, stop.price,
-                              stop.taker_fee, stop.maker_fee, stop.source, stop.option,
-                              stop.client_id)
-        else:
-            self._place_market(now, market, stop.user, stop.side, stop.amount, stop.taker_fee,
-                               stop.source, stop.option, stop.client_id)
 
     # -- runtime configuration (admin) ------------------------------------------------------------
 
@@ -563,6 +548,12 @@ class Engine:
         for user, asset, business, business_id, t in state.updates:
             self.updates[(user, asset, business, business_id)] = t
         return warnings
+
+
+def _activated(stop: Stop, order_id: int, market: Market) -> StopChanged:
+    """The ACTIVE event of a stop whose order was accepted (and gets ``order_id``)."""
+    return StopChanged(STOP_EVENT_ACTIVE, stop.snapshot(), STOP_STATUS_ACTIVE, order_id,
+                       market.stock, market.money)
 
 
 def _snapshot(order: Order, stp_makers: tuple[int, ...]) -> OrderSnapshot:

@@ -402,7 +402,6 @@ class Market:
         # The taker first, then the maker, each: give, receive, pay the fee (engine.md 7).
         # Events are built with tuple.__new__: a NamedTuple's own __new__ is a Python function
         # and this is the hottest loop of the engine.
-        total = balances.total
         for order in (taker, maker):
             is_taker = order is taker
             order.deal_stock = add(order.deal_stock, amount)
@@ -413,20 +412,20 @@ class Market:
                 order.left = sub(order.left, amount)
                 order.deal_fee = add(order.deal_fee, ask_fee)
                 if is_taker:
-                    balances.sub(user, stock, amount)
+                    total = balances.sub(user, stock, amount)
                 else:
                     order.freeze = sub(order.freeze, amount)
-                    balances.sub_frozen(user, stock, amount)
+                    total = balances.sub_frozen(user, stock, amount)
                     self.ask_amount = sub(self.ask_amount, amount)
                 events.append(_new(BalanceChanged, (now, user, stock, "trade", neg(amount),
-                                                    total(user, stock), detail)))
-                balances.add(user, money, deal)
-                events.append(_new(BalanceChanged, (now, user, money, "trade", deal,
-                                                    total(user, money), detail)))
+                                                    total, detail)))
+                total = balances.add(user, money, deal)
+                events.append(_new(BalanceChanged, (now, user, money, "trade", deal, total,
+                                                    detail)))
                 if ask_fee:
-                    balances.sub(user, money, ask_fee)
+                    total = balances.sub(user, money, ask_fee)
                     events.append(_new(BalanceChanged, (
-                        now, user, money, "trade", neg(ask_fee), total(user, money),
+                        now, user, money, "trade", neg(ask_fee), total,
                         _new(TradeDetail, (name, order.id, price, amount, ask_rate)))))
             else:
                 if is_taker and order.type == MARKET:
@@ -435,18 +434,18 @@ class Market:
                     order.left = sub(order.left, amount)
                 order.deal_fee = add(order.deal_fee, bid_fee)
                 if is_taker:
-                    balances.sub(user, money, deal)
+                    total = balances.sub(user, money, deal)
                 else:
                     order.freeze = sub(order.freeze, deal)
-                    balances.sub_frozen(user, money, deal)
+                    total = balances.sub_frozen(user, money, deal)
                     self.bid_amount = sub(self.bid_amount, amount)
                 events.append(_new(BalanceChanged, (now, user, money, "trade", neg(deal),
-                                                    total(user, money), detail)))
-                balances.add(user, stock, amount)
-                events.append(_new(BalanceChanged, (now, user, stock, "trade", amount,
-                                                    total(user, stock), detail)))
+                                                    total, detail)))
+                total = balances.add(user, stock, amount)
+                events.append(_new(BalanceChanged, (now, user, stock, "trade", amount, total,
+                                                    detail)))
                 if bid_fee:
-                    balances.sub(user, stock, bid_fee)
+                    total = balances.sub(user, stock, bid_fee)
                     events.append(_new(BalanceChanged, (
-                        now, user, stock, "trade", neg(bid_fee), total(user, stock),
+                        now, user, stock, "trade", neg(bid_fee), total,
                         _new(TradeDetail, (name, order.id, price, amount, bid_rate)))))

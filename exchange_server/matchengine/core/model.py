@@ -33,6 +33,7 @@ EVENT_UPDATE = 2
 EVENT_FINISH = 3
 
 _new = tuple.__new__
+_object_new = object.__new__
 
 # -- order options (the CoinEx fork's ``option`` bits, extensions.md 2.1, plus ours) ----------------
 
@@ -123,6 +124,31 @@ class Order:
         self.client_id = client_id
         #: self-trade prevention cancelled this order (its object then says so)
         self.stp_cancelled = False
+
+    @classmethod
+    def fresh(cls, *, id: int, market: str, source: str | None, type: OrderType, side: Side,
+              user: int, now: float, price: Decimal, amount: Decimal, taker_fee: Decimal,
+              maker_fee: Decimal, option: int, client_id: str | None) -> Order:
+        """A new order as it is placed: created and modified ``now``, all of it left, nothing
+        frozen or dealt yet.  (Also the fast way: calling a class with keywords packs them into
+        a dict, a classmethod takes them directly, and this runs for every order placed.)"""
+        order: Order = _object_new(cls)
+        order.id = id
+        order.market = market
+        order.source = source
+        order.type = type
+        order.side = side
+        order.user = user
+        order.ctime = order.mtime = now
+        order.price = price
+        order.amount = order.left = amount
+        order.taker_fee = taker_fee
+        order.maker_fee = maker_fee
+        order.freeze = order.deal_stock = order.deal_money = order.deal_fee = ZERO
+        order.option = option
+        order.client_id = client_id
+        order.stp_cancelled = False
+        return order
 
     def snapshot(self) -> OrderSnapshot:
         # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function, and a
