@@ -42,3 +42,17 @@ def test_every_balance_change_returns_the_accounts_new_total() -> None:
             assert returned == balances.total(1, "BTC")
             assert str(returned) == str(balances.total(1, "BTC"))  # the exponent too
     assert balances.total(1, "BTC") == ZERO and not balances.accounts
+
+
+def test_freezing_everything_files_the_account_anew_as_the_original_does() -> None:
+    balances = Balances([AssetConfig("BTC", 8, 8), AssetConfig("BCH", 8, 8)])
+    balances.add(1, "BTC", Decimal("2"))
+    balances.add(2, "BCH", Decimal("3"))
+    balances.freeze(1, "BTC", Decimal("2"))  # available empties, nothing was frozen: moves
+    assert list(balances.accounts) == [(2, "BCH"), (1, "BTC")]
+    assert list(balances.items()) == [(2, "BCH", 1, Decimal("3.00000000")),
+                                      (1, "BTC", 2, Decimal("2.00000000"))]
+    balances.freeze(2, "BCH", Decimal("1"))  # stays in place
+    balances.freeze(2, "BCH", Decimal("2"))  # available empties, something is frozen: stays
+    assert list(balances.accounts) == [(2, "BCH"), (1, "BTC")]
+    assert balances.accounts[(2, "BCH")] == [ZERO, Decimal("3")]

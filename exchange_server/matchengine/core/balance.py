@@ -89,15 +89,30 @@ class Balances:
         return account[0] if frozen is ZERO else dec_add(account[0], frozen)
 
     def freeze(self, user: int, asset: str, amount: Decimal) -> None:
-        """Move ``amount`` from available to frozen."""
-        self._sub(0, user, asset, amount)
+        """Move ``amount`` from available to frozen.  (``_sub`` then an add, written out: this
+        runs for every order that rests.)  An account whose available part empties while
+        nothing was frozen is removed and filed anew, as the original does: it moves to the end
+        of the listing."""
         key = (user, asset)
         account = self.accounts.get(key)
         if account is None:
             if amount:
-                self.accounts[key] = [ZERO, amount.quantize(self._quant[asset], ROUND_DOWN, CONTEXT)]
+                raise BalanceError(f"balance of user {user} {asset} would go negative")
+            return
+        quant = self._quant[asset]
+        value = dec_sub(account[0], amount)
+        if value > 0:
+            account[0] = value.quantize(quant, ROUND_DOWN, CONTEXT)
+        elif value == 0:
+            account[0] = ZERO
+            if not account[1]:
+                del self.accounts[key]
+                if amount:
+                    self.accounts[key] = [ZERO, amount.quantize(quant, ROUND_DOWN, CONTEXT)]
+                return
         else:
-            account[1] = dec_add(account[1], amount).quantize(self._quant[asset], ROUND_DOWN, CONTEXT)
+            raise BalanceError(f"balance of user {user} {asset} would go negative")
+        account[1] = dec_add(account[1], amount).quantize(quant, ROUND_DOWN, CONTEXT)
 
     def unfreeze(self, user: int, asset: str, amount: Decimal) -> None:
         """Move ``amount`` from frozen back to available."""

@@ -209,7 +209,9 @@ class Engine:
         before = market.last
         self.deal_id, stopped, stp_makers = market.execute(order, now, self.deal_id)
         order.stp_cancelled = stopped
-        snapshot = _snapshot(order, stp_makers)
+        snapshot = order.snapshot()
+        if stp_makers:  # the makers self-trade prevention cancelled for it
+            snapshot = snapshot._replace(stp_cancelled_orders=stp_makers)
         if not order.left:
             events.append(_new(OrderFinished, (snapshot,)))
             events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
@@ -273,7 +275,9 @@ class Engine:
                             client_id=client_id)
         self.deal_id, stopped, stp_makers = market.execute(order, now, self.deal_id)
         order.stp_cancelled = stopped
-        snapshot = _snapshot(order, stp_makers)
+        snapshot = order.snapshot()
+        if stp_makers:  # the makers self-trade prevention cancelled for it
+            snapshot = snapshot._replace(stp_cancelled_orders=stp_makers)
         self.events.append(_new(OrderFinished, (snapshot,)))
         self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
         return snapshot
@@ -554,11 +558,3 @@ def _activated(stop: Stop, order_id: int, market: Market) -> StopChanged:
     """The ACTIVE event of a stop whose order was accepted (and gets ``order_id``)."""
     return StopChanged(STOP_EVENT_ACTIVE, stop.snapshot(), STOP_STATUS_ACTIVE, order_id,
                        market.stock, market.money)
-
-
-def _snapshot(order: Order, stp_makers: tuple[int, ...]) -> OrderSnapshot:
-    """The new order's snapshot, with the makers self-trade prevention cancelled for it."""
-    snapshot = order.snapshot()
-    if stp_makers:
-        snapshot = snapshot._replace(stp_cancelled_orders=stp_makers)
-    return snapshot

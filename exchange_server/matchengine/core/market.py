@@ -244,7 +244,7 @@ class Market:
         market_bid = taker.type == MARKET and taker.side == BID
         user = taker.user if taker.option & OPTION_STP_MASK else None
         deal_id = next_deal_id
-        stp_makers: list[int] = []
+        stp_makers: list[int] | None = None
         while taker.left and book:
             price, level = book.peekitem(best)
             if limit_price is not None and (
@@ -254,6 +254,8 @@ class Market:
             while level and taker.left:
                 maker: Order = next(iter(level.values()))
                 if maker.user == user:
+                    if stp_makers is None:
+                        stp_makers = []
                     if self._self_trade(taker, maker, stp_makers):
                         return _new(Execution, (deal_id, True, tuple(stp_makers)))
                     continue
@@ -264,7 +266,7 @@ class Market:
                     if amount > maker.left:
                         amount = maker.left
                     if not amount:
-                        return _new(Execution, (deal_id, False, tuple(stp_makers)))
+                        return _new(Execution, (deal_id, False, tuple(stp_makers or ())))
                 else:
                     amount = taker.left if taker.left < maker.left else maker.left
                 deal_id += 1
@@ -278,7 +280,7 @@ class Market:
                     self.events.append(_new(OrderChanged, (EVENT_UPDATE, maker.snapshot(),
                                                            self.stock, self.money)))
             # ``remove`` drops an emptied level from the book, so peekitem sees the next one.
-        return _new(Execution, (deal_id, False, tuple(stp_makers)))
+        return _new(Execution, (deal_id, False, tuple(stp_makers) if stp_makers else ()))
 
     def _self_trade(self, taker: Order, maker: Order, cancelled: list[int]) -> bool:
         """The taker (with a prevention mode) meets an order of its own user.  Cancel the maker

@@ -201,14 +201,16 @@ def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
     info["user"] = o.user
     info["ctime"] = o.ctime
     info["mtime"] = o.mtime
+    # fmt is skipped where the text is known: ZERO (the very object) is "0", and an order
+    # nothing has dealt yet has its amount object left (one reply per order placed)
     info["price"] = fmt(o.price)
-    info["amount"] = fmt(o.amount)
+    info["amount"] = amount = fmt(o.amount)
     info["taker_fee"] = fmt(o.taker_fee)
-    info["maker_fee"] = fmt(o.maker_fee)
-    info["left"] = fmt(o.left)
-    info["deal_stock"] = fmt(o.deal_stock)
-    info["deal_money"] = fmt(o.deal_money)
-    info["deal_fee"] = fmt(o.deal_fee)
+    info["maker_fee"] = "0" if o.maker_fee is ZERO else fmt(o.maker_fee)
+    info["left"] = amount if o.left is o.amount else fmt(o.left)
+    info["deal_stock"] = "0" if o.deal_stock is ZERO else fmt(o.deal_stock)
+    info["deal_money"] = "0" if o.deal_money is ZERO else fmt(o.deal_money)
+    info["deal_fee"] = "0" if o.deal_fee is ZERO else fmt(o.deal_fee)
     if o.client_id is not None:
         info["option"] = o.option
         info["client_id"] = o.client_id
