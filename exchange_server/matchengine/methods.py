@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 from exchange_server.common.config import ConfigError
 from exchange_server.common.decimals import ONE, ZERO, fmt, parse, truncate
@@ -129,9 +129,12 @@ def _fee(value: Any, prec: int) -> Decimal:
 
 
 def _side(value: Any) -> Side:
-    if type(value) is not int or value not in (ASK, BID):
-        raise invalid_argument()
-    return cast(Side, value)
+    if type(value) is int:
+        if value == ASK:
+            return ASK
+        if value == BID:
+            return BID
+    raise invalid_argument()
 
 
 def _source(value: Any) -> str:
@@ -164,9 +167,14 @@ def _count(params: Params, n: int) -> None:
 
 def _side_or_both(value: Any) -> SideOrBoth:
     """0 (both sides), 1 or 2."""
-    if type(value) is not int or value not in (0, ASK, BID):
-        raise invalid_argument()
-    return cast(SideOrBoth, value)
+    if type(value) is int:
+        if value == 0:
+            return 0
+        if value == ASK:
+            return ASK
+        if value == BID:
+            return BID
+    raise invalid_argument()
 
 
 def _option(value: Any) -> int:
