@@ -35,9 +35,9 @@ from exchange_server.common.errors import RpcError
 from exchange_server.marketprice.localtime import LocalTime
 from exchange_server.marketprice.state import MarketData, Retention
 from exchange_server.marketprice.store_sqlite import SqliteStore
-from exchange_server.matchengine.engine import Engine
+from exchange_server.matchengine.configured import Engine
+from exchange_server.matchengine.core.model import Event
 from exchange_server.matchengine.methods import MatchEngineMethods
-from exchange_server.matchengine.model import Event
 
 Ops = list[tuple[int, list[Event]]]
 

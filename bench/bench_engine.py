@@ -13,9 +13,9 @@ import time
 from bench.common import bench_config, mixed_orders, percentile, report, rss_mb
 from exchange_server.common import gctune
 from exchange_server.common.errors import RpcError
-from exchange_server.matchengine.engine import Engine
+from exchange_server.matchengine.configured import Engine
+from exchange_server.matchengine.core.model import Deal
 from exchange_server.matchengine.methods import MatchEngineMethods, present
-from exchange_server.matchengine.model import Deal
 
 
 def main(n: int = 200_000) -> dict[str, float]:

@@ -21,9 +21,8 @@ from typing import Any
 from bench.common import bench_config, mixed_orders, report, rss_mb
 from exchange_server.common import gctune
 from exchange_server.common.errors import RpcError
-from exchange_server.matchengine.engine import Engine
-from exchange_server.matchengine.methods import MatchEngineMethods, present
-from exchange_server.matchengine.model import (
+from exchange_server.matchengine.configured import Engine
+from exchange_server.matchengine.core.model import (
     OPTION_FOK,
     OPTION_IOC,
     OPTION_MAKER_ONLY,
@@ -32,6 +31,7 @@ from exchange_server.matchengine.model import (
     Deal,
     StopChanged,
 )
+from exchange_server.matchengine.methods import MatchEngineMethods, present
 
 USERS = 1000
 

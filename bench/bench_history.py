@@ -29,9 +29,9 @@ from exchange_server.history.store import HistoryStore
 from exchange_server.history.store_mysql import MysqlHistoryStore
 from exchange_server.history.store_sqlite import SqliteHistoryStore
 from exchange_server.history.writer import HistoryWriter
-from exchange_server.matchengine.engine import Engine
+from exchange_server.matchengine.configured import Engine
+from exchange_server.matchengine.core.model import Event
 from exchange_server.matchengine.methods import MatchEngineMethods
-from exchange_server.matchengine.model import Event
 from exchange_server.storage import mysql as mysql_db
 
 CONFIG: dict[str, Any] = {

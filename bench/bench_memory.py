@@ -13,7 +13,7 @@ import time
 
 from bench.common import bench_config, report, rss_mb
 from exchange_server.common import gctune
-from exchange_server.matchengine.engine import Engine
+from exchange_server.matchengine.configured import Engine
 from exchange_server.matchengine.methods import MatchEngineMethods
 
 

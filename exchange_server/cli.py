@@ -18,6 +18,7 @@ from exchange_server.common.config import (
     load_matchengine,
     read_json,
 )
+from exchange_server.common.names import Service, Storage
 
 
 def load_embedded_config(path: str | None) -> MatchEngineConfig:
@@ -53,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             max_body_size=args.http_max_body),
         api_token=args.api_token or os.environ.get("EXCHANGE_API_TOKEN") or None,
         public_port=args.public_port,
-        storage=args.storage,
+        storage=Storage(args.storage),
         disabled=set(args.disable or []),
         ws_host=args.host,
         ws_port=args.ws_port,
@@ -100,12 +101,12 @@ def _run_async(coro: object) -> None:
 #: ``exchange-server SERVICE -c CONFIG``: the module of each service's stand-alone process (it
 #: exposes ``build(config_data)`` and ``validate(config_data)``).
 SERVICE_MODULES = {
-    "matchengine": "exchange_server.matchprocess.standalone",
-    "marketprice": "exchange_server.marketprice.standalone",
-    "readhistory": "exchange_server.readhistory.standalone",
-    "accesshttp": "exchange_server.accesshttp.standalone",
-    "accessws": "exchange_server.accessws.standalone",
-    "alertcenter": "exchange_server.alertcenter",
+    Service.MATCHENGINE: "exchange_server.matchprocess.standalone",
+    Service.MARKETPRICE: "exchange_server.marketprice.standalone",
+    Service.READHISTORY: "exchange_server.readhistory.standalone",
+    Service.ACCESSHTTP: "exchange_server.accesshttp.standalone",
+    Service.ACCESSWS: "exchange_server.accessws.standalone",
+    Service.ALERTCENTER: "exchange_server.alertcenter",
 }
 
 
@@ -152,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--public-port", type=int, default=None,
                      help="also serve only the public market-data methods and pages on this "
                           "port (what may face the internet)")
-    run.add_argument("--storage", choices=["sqlite", "mysql"], default="sqlite",
+    run.add_argument("--storage", choices=[s.value for s in Storage], default=Storage.SQLITE,
                      help="operation log and slices: SQLite under --data-dir, or MySQL/MariaDB "
                      "at the config's db_log")
     run.add_argument("--ws-port", type=int, default=8090, help="WebSocket port")

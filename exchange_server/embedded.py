@@ -33,6 +33,7 @@ from exchange_server.common.backend import Backend, LocalBackend
 from exchange_server.common.config import ConfigError, MatchEngineConfig, MysqlConfig
 from exchange_server.common.looplag import LoopLagProbe
 from exchange_server.common.metrics import MetricsServer
+from exchange_server.common.names import Service, Storage
 from exchange_server.marketprice.observe import register_marketprice
 from exchange_server.marketprice.service import MarketPriceService
 from exchange_server.marketprice.store_sqlite import SqliteStore as MarketSqliteStore
@@ -55,7 +56,7 @@ from exchange_server.status.page import routes as status_routes
 log = logging.getLogger("exchange_server")
 
 #: Services that can be left out of an embedded run (matchengine and accesshttp always run).
-OPTIONAL_SERVICES = ("readhistory", "marketprice", "accessws")
+OPTIONAL_SERVICES = (Service.READHISTORY, Service.MARKETPRICE, Service.ACCESSWS)
 
 
 @dataclass
@@ -73,8 +74,8 @@ class EmbeddedOptions:
     #: A second HTTP listener that answers only the public market-data methods and pages
     #: (None: none; 0: any free port).
     public_port: int | None = None
-    #: "sqlite" (files under data_dir) or "mysql" (the config's ``db_log`` and ``db_history``).
-    storage: str = "sqlite"
+    #: files under data_dir, or MySQL (the config's ``db_log`` and ``db_history``)
+    storage: Storage = Storage.SQLITE
     disabled: set[str] = field(default_factory=set)
     ws_host: str = "127.0.0.1"
     ws_port: int = 8090
@@ -113,15 +114,15 @@ def _mysql(config: MatchEngineConfig, name: str) -> MysqlConfig:
 
 
 def make_engine_store(config: MatchEngineConfig, options: EmbeddedOptions) -> EngineStore:
-    if options.storage == "sqlite":
+    if options.storage == Storage.SQLITE:
         return SqliteEngineStore(options.data_dir)
-    if options.storage == "mysql":
+    if options.storage == Storage.MYSQL:
         return MysqlEngineStore(_mysql(config, "db_log"))
     raise ConfigError(f"unknown storage {options.storage!r}")
 
 
 def make_history_reader(config: MatchEngineConfig, options: EmbeddedOptions) -> HistoryReader:
-    if options.storage == "mysql":
+    if options.storage == Storage.MYSQL:
         return MysqlHistoryReader(_mysql(config, "db_history"))
     return SqliteHistoryReader(options.data_dir)
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from exchange_server.common.config import MatchEngineConfig
 from exchange_server.common.errors import RpcError
-from exchange_server.matchengine.engine import Engine
+from exchange_server.matchengine.configured import Engine
+from exchange_server.matchengine.core.model import Event
 from exchange_server.matchengine.methods import MatchEngineMethods, present
-from exchange_server.matchengine.model import Event
 from tests.test_methods import config as base_config
 
 FEES = ("0.002", "0.001")

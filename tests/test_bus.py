@@ -19,9 +19,9 @@ from exchange_server.bus.base import Message
 from exchange_server.bus.kafka import KafkaBusReader, KafkaTransport
 from exchange_server.bus.mark import Mark
 from exchange_server.common.config import load_matchengine
-from exchange_server.matchengine.engine import Engine
+from exchange_server.matchengine.configured import Engine
+from exchange_server.matchengine.core.model import BalanceUpdated, Deal, Event, OrderChanged, order_info
 from exchange_server.matchengine.methods import MatchEngineMethods
-from exchange_server.matchengine.model import BalanceUpdated, Deal, Event, OrderChanged, order_info
 from tests.test_bus_session import CONFIG, Op, session
 from tests.waiting import wait_until_async
 

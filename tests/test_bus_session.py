@@ -18,9 +18,9 @@ from zoneinfo import ZoneInfo
 
 from exchange_server.common.config import load_matchengine
 from exchange_server.common.errors import RpcError
-from exchange_server.matchengine.engine import Engine
+from exchange_server.matchengine.configured import Engine
+from exchange_server.matchengine.core.model import ASK, BID, BalanceUpdated, Deal, Event, OrderChanged
 from exchange_server.matchengine.methods import MatchEngineMethods
-from exchange_server.matchengine.model import ASK, BID, BalanceUpdated, Deal, Event, OrderChanged
 
 TZ = ZoneInfo("Asia/Shanghai")
 

@@ -29,7 +29,7 @@ from exchange_server.common.config import default_matchengine_data, load_matchen
 from exchange_server.common.decimals import parse
 from exchange_server.common.errors import RpcError
 from exchange_server.history.writer import HistoryWriter
-from exchange_server.matchengine.engine import Engine
+from exchange_server.matchengine.configured import Engine
 from exchange_server.matchengine.methods import MatchEngineMethods
 from tests.server import ServerProcess
 

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from exchange_server.common.config import load_matchengine
 from exchange_server.common.errors import RpcError
-from exchange_server.matchengine.balance import FREEZE
-from exchange_server.matchengine.engine import Engine
+from exchange_server.matchengine.configured import Engine
+from exchange_server.matchengine.core.balance import FREEZE
+from exchange_server.matchengine.core.model import ASK, BalanceUpdated, Deal
 from exchange_server.matchengine.methods import MatchEngineMethods
-from exchange_server.matchengine.model import ASK, BalanceUpdated, Deal
 
 CONFIG = {
     "assets": [

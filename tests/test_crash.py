@@ -23,7 +23,7 @@ import pytest
 
 from exchange_server.common.config import MysqlConfig, default_matchengine_data, load_matchengine
 from exchange_server.common.errors import RpcError
-from exchange_server.matchengine.engine import Engine
+from exchange_server.matchengine.configured import Engine
 from exchange_server.matchengine.methods import MatchEngineMethods, present
 from exchange_server.matchengine.store import EngineStore
 from exchange_server.matchengine.store_mysql import MysqlEngineStore

@@ -27,7 +27,7 @@ from exchange_server.common.errors import (
     RpcError,
     errors_of,
 )
-from exchange_server.matchengine.engine import Engine
+from exchange_server.matchengine.configured import Engine
 from exchange_server.matchengine.methods import MatchEngineMethods
 
 PACKAGE = Path(errors.__file__).resolve().parents[1]

@@ -127,7 +127,7 @@ def test_suspend_and_resume(ex: Ex) -> None:
 
 
 def test_every_method_is_routed() -> None:
-    from exchange_server.matchengine.engine import Engine
+    from exchange_server.matchengine.configured import Engine
     from tests.ext_support import config
 
     methods = MatchEngineMethods(Engine.from_config(config()))

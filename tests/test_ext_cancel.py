@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from exchange_server.matchengine.model import OrderChanged, OrderFinished
+from exchange_server.matchengine.core.model import OrderChanged, OrderFinished
 from tests.ext_support import Ex, fingerprint
 
 

@@ -15,7 +15,7 @@ from exchange_server.bus.base import STOPS
 from exchange_server.bus.messages import encode_events, stop_message
 from exchange_server.history.rows import STOP, StopRow, rows_of
 from exchange_server.history.writer import HistoryWriter
-from exchange_server.matchengine.model import StopChanged
+from exchange_server.matchengine.core.model import StopChanged
 from exchange_server.readhistory.service import ReadHistoryService
 from tests.ext_support import Ex
 from tests.test_accessws_support import MARKET, AuthService, Stack, WsClient

@@ -8,7 +8,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from exchange_server.matchengine.model import (
+from exchange_server.matchengine.core.model import (
     OPTION_FOK,
     OPTION_IOC,
     OPTION_MAKER_ONLY,

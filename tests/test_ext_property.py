@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from exchange_server.common.config import load_matchengine
 from exchange_server.common.errors import RpcError
-from exchange_server.matchengine.balance import FREEZE
-from exchange_server.matchengine.model import (
+from exchange_server.matchengine.core.balance import FREEZE
+from exchange_server.matchengine.core.model import (
     ASK,
     OPTION_FOK,
     OPTION_MAKER_ONLY,

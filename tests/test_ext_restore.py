@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from exchange_server.common.errors import RpcError
-from exchange_server.matchengine.engine import Engine
+from exchange_server.matchengine.configured import Engine
 from exchange_server.matchengine.service import MatchEngineService
 from exchange_server.matchengine.store import EngineStore, SliceInfo
 from tests.ext_support import Ex, config, fingerprint
@@ -195,7 +195,7 @@ async def test_crash_and_replay_with_pending_stops(
     assert fingerprint(service2.engine) == expected
     a, b = sweep(restored), sweep(service2)
     assert a == b
-    from exchange_server.matchengine.model import StopChanged
+    from exchange_server.matchengine.core.model import StopChanged
 
     assert sum(isinstance(e, StopChanged) and e.event == 2 for ev in a if ev for e in ev) >= 3
     assert fingerprint(restored.engine) == fingerprint(service2.engine)

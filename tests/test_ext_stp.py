@@ -23,7 +23,7 @@ from exchange_server.common.config import (
     load_matchengine,
 )
 from exchange_server.common.errors import RpcError
-from exchange_server.matchengine.model import (
+from exchange_server.matchengine.core.model import (
     OPTION_FOK,
     OPTION_STP_NONE,
     STP_CANCEL_BOTH,

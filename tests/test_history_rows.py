@@ -30,7 +30,7 @@ from exchange_server.history.rows import (
     text_value,
     time_value,
 )
-from exchange_server.matchengine.model import BalanceChanged, OrderSnapshot, TradeDetail
+from exchange_server.matchengine.core.model import BalanceChanged, OrderSnapshot, TradeDetail
 from tests.test_history_support import T0, scripted_ops
 
 
@@ -157,7 +157,7 @@ def test_balance_update_detail_json() -> None:
 def test_orders_without_source() -> None:
     snap = OrderSnapshot(9, "BTCBCH", None, 1, 1, 5, 1.0, 2.0, D(1), D(1), D(0), D(0), D(0), D(1),
                          D(1), D(0))
-    from exchange_server.matchengine.model import OrderFinished
+    from exchange_server.matchengine.core.model import OrderFinished
 
     rows = rows_of([OrderFinished(snap)])
     assert [k for k, _ in rows] == [ORDER, DETAIL]

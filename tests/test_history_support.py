@@ -24,9 +24,9 @@ from exchange_server.history.rows import KINDS, SHARDS, TABLES
 from exchange_server.history.store import HistoryStore, HistoryStoreError, Operation
 from exchange_server.history.store_mysql import MysqlHistoryStore
 from exchange_server.history.store_sqlite import FILENAME, SqliteHistoryStore
-from exchange_server.matchengine.engine import Engine
+from exchange_server.matchengine.configured import Engine
+from exchange_server.matchengine.core.model import Event
 from exchange_server.matchengine.methods import MatchEngineMethods
-from exchange_server.matchengine.model import Event
 from exchange_server.readhistory.reader import (
     HistoryReader,
     MysqlHistoryReader,

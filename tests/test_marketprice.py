@@ -26,7 +26,7 @@ from exchange_server.common.limits import KLINE_MAX_ROWS
 from exchange_server.marketprice.service import MarketPriceService
 from exchange_server.marketprice.state import Retention
 from exchange_server.marketprice.store_sqlite import SqliteStore
-from exchange_server.matchengine.model import Deal
+from exchange_server.matchengine.core.model import Deal
 from tests.test_bus_session import TZ, local, session
 
 LISTED = ["BTCBCH", "BTCUSDT"]  # ETHBCH is not in the list: created by its first deal

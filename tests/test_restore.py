@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from exchange_server.common.errors import RpcError
-from exchange_server.matchengine.engine import Engine
+from exchange_server.matchengine.configured import Engine
 from exchange_server.matchengine.service import MatchEngineService
 from exchange_server.matchengine.store import EngineStore
 from tests.test_methods import config, engine_store  # noqa: F401 - fixture

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from exchange_server.matchengine.engine import EngineState
+from exchange_server.matchengine.core.engine import EngineState
+from exchange_server.matchengine.core.model import ASK, BID, LIMIT, Order, Side
 from exchange_server.matchengine.logcodec import decode_detail, encode_detail
-from exchange_server.matchengine.model import ASK, BID, LIMIT, Order
 from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
@@ -110,25 +110,35 @@ ODD_DECIMALS = [
 ]
 
 
+def order(oid: int, market: str, source: str | None, side: Side, user: int, ctime: float,
+          mtime: float, decimals: list[Decimal]) -> Order:
+    """A resting limit order with its nine decimals in slice column order."""
+    price, amount, taker_fee, maker_fee, left, freeze, deal_stock, deal_money, deal_fee = decimals
+    return Order(id=oid, market=market, source=source, type=LIMIT, side=side, user=user,
+                 ctime=ctime, mtime=mtime, price=price, amount=amount, taker_fee=taker_fee,
+                 maker_fee=maker_fee, left=left, freeze=freeze, deal_stock=deal_stock,
+                 deal_money=deal_money, deal_fee=deal_fee)
+
+
 def make_state(seed: int = 1, orders: int = 2500, balances: int = 3000,
                updates: int = 1200) -> EngineState:
     rng = random.Random(seed)
     state = EngineState(order_id=10**12 + seed, deal_id=2**63 - 1)
     sources: list[str | None] = [None, "", "web", "app-端末", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "x" * 30]
-    state.orders.append(Order(
-        1, "BTCUSDT", "web", LIMIT, ASK, 7, 1700000000.123456, 1700000001.654321, *ODD_DECIMALS[:9]))
-    state.orders.append(Order(
-        2**63 - 1, "m" * 30, None, LIMIT, BID, 2**32 - 1, 0.1, 5e-324, *ODD_DECIMALS[1:]))
+    state.orders.append(order(1, "BTCUSDT", "web", ASK, 7, 1700000000.123456, 1700000001.654321,
+                              ODD_DECIMALS[:9]))
+    state.orders.append(order(2**63 - 1, "m" * 30, None, BID, 2**32 - 1, 0.1, 5e-324,
+                              ODD_DECIMALS[1:]))
     used = {1, 2**63 - 1}
     while len(state.orders) < orders:
         oid = rng.randrange(3, 2**40)
         if oid in used:
             continue
         used.add(oid)
-        state.orders.append(Order(
-            oid, rng.choice(["BTCUSDT", "ETHBTC", "市场"]), rng.choice(sources), LIMIT,
+        state.orders.append(order(
+            oid, rng.choice(["BTCUSDT", "ETHBTC", "市场"]), rng.choice(sources),
             rng.choice([ASK, BID]), rng.randrange(1, 2**32), random_time(rng), random_time(rng),
-            *[random_decimal(rng) for _ in range(9)]))
+            [random_decimal(rng) for _ in range(9)]))
     state.balances.extend((7, "BTC", kind, value) for kind, value in
                           [(1, Decimal("0.50000000")), (2, Decimal("1E-30"))])
     for _ in range(balances - 2):

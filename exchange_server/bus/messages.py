@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from exchange_server.bus.base import BALANCES, DEALS, ORDERS, STOPS
 from exchange_server.common.decimals import fmt_raw
 from exchange_server.common.jsonfmt import dumps
-from exchange_server.matchengine.model import (
+from exchange_server.matchengine.core.model import (
     BalanceUpdated,
     Deal,
     Event,

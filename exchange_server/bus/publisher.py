@@ -39,7 +39,7 @@ from pathlib import Path
 from exchange_server.bus.base import ALL_TOPICS, Transport
 from exchange_server.bus.mark import Mark, MarkFile
 from exchange_server.bus.messages import encode_events
-from exchange_server.matchengine.model import Event
+from exchange_server.matchengine.core.model import Event
 
 log = logging.getLogger("exchange_server.bus")
 

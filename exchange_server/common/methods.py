@@ -13,9 +13,11 @@ reference can be checked against a declared list.
 
 from __future__ import annotations
 
-MATCHENGINE = "matchengine"
-MARKETPRICE = "marketprice"
-READHISTORY = "readhistory"
+from exchange_server.common.names import Service
+
+MATCHENGINE = Service.MATCHENGINE
+MARKETPRICE = Service.MARKETPRICE
+READHISTORY = Service.READHISTORY
 
 #: method -> (service, command number of the internal binary RPC), in the reference's order
 METHODS: dict[str, tuple[str, int]] = {

@@ -30,7 +30,7 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, NamedTuple
 
 from exchange_server.common.decimals import fmt
-from exchange_server.matchengine.model import (
+from exchange_server.matchengine.core.model import (
     ASK,
     BID,
     STOP_EVENT_ACTIVE,

@@ -34,7 +34,7 @@ from collections import deque
 
 from exchange_server.history.rows import Row, rows_of
 from exchange_server.history.store import HistoryStore, HistoryStoreError, Operation
-from exchange_server.matchengine.model import BalanceChanged, Deal, Event, OrderFinished, StopChanged
+from exchange_server.matchengine.core.model import BalanceChanged, Deal, Event, OrderFinished, StopChanged
 
 log = logging.getLogger("exchange_server.history")
 

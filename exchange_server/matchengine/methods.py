@@ -30,16 +30,15 @@ from typing import Any
 from exchange_server.common.config import ConfigError
 from exchange_server.common.decimals import ONE, ZERO, fmt, parse, truncate
 from exchange_server.common.errors import invalid_argument
-from exchange_server.matchengine.balance import AVAILABLE
-from exchange_server.matchengine.engine import (
+from exchange_server.matchengine.configured import read_asset_detail, read_market_detail
+from exchange_server.matchengine.core.balance import AVAILABLE
+from exchange_server.matchengine.core.engine import (
     CancelResult,
     Engine,
     admin_error,
-    read_asset_detail,
-    read_market_detail,
 )
-from exchange_server.matchengine.market import Market
-from exchange_server.matchengine.model import (
+from exchange_server.matchengine.core.market import Market
+from exchange_server.matchengine.core.model import (
     ASK,
     BID,
     LIMIT,
@@ -53,6 +52,8 @@ from exchange_server.matchengine.model import (
     STOP_STATE_HIGH,
     STOP_STATE_LOW,
     OrderSnapshot,
+    Side,
+    SideOrBoth,
     StopSnapshot,
     order_info,
     stop_info,
@@ -127,10 +128,13 @@ def _fee(value: Any, prec: int) -> Decimal:
     return parsed
 
 
-def _side(value: Any) -> int:
-    if type(value) is not int or value not in (ASK, BID):
-        raise invalid_argument()
-    return value
+def _side(value: Any) -> Side:
+    if type(value) is int:
+        if value == ASK:
+            return ASK
+        if value == BID:
+            return BID
+    raise invalid_argument()
 
 
 def _source(value: Any) -> str:
@@ -161,11 +165,16 @@ def _count(params: Params, n: int) -> None:
         raise invalid_argument()
 
 
-def _side_or_both(value: Any) -> int:
+def _side_or_both(value: Any) -> SideOrBoth:
     """0 (both sides), 1 or 2."""
-    if type(value) is not int or value not in (0, ASK, BID):
-        raise invalid_argument()
-    return value
+    if type(value) is int:
+        if value == 0:
+            return 0
+        if value == ASK:
+            return ASK
+        if value == BID:
+            return BID
+    raise invalid_argument()
 
 
 def _option(value: Any) -> int:
@@ -450,13 +459,13 @@ class MatchEngineMethods:
         order_id = _int(params[2])
         return self.engine.cancel(now, market, user, order_id)
 
-    def _user_market_side(self, params: Params) -> tuple[int, Market, int]:
+    def _user_market_side(self, params: Params) -> tuple[int, Market, SideOrBoth]:
         """The params of the cancel-all methods: ``[user_id, market, side?]``."""
         if not 2 <= len(params) <= 3:
             raise invalid_argument()
         user = _user(params[0])
         market = self._market(params[1])
-        side = _side_or_both(params[2]) if len(params) == 3 else 0
+        side: SideOrBoth = _side_or_both(params[2]) if len(params) == 3 else 0
         return user, market, side
 
     def order_cancel_all(self, now: float, params: Params) -> Any:

@@ -44,7 +44,7 @@ from decimal import Decimal
 from typing import Any
 
 from exchange_server.common.decimals import truncate
-from exchange_server.matchengine.engine import Engine, EngineState
+from exchange_server.matchengine.core.engine import Engine, EngineState
 from exchange_server.matchengine.logcodec import decode_detail
 from exchange_server.matchengine.store import SliceInfo, StoreError
 from exchange_server.matchengine.store_sqlite import order_from_row

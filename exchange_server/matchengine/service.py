@@ -54,9 +54,9 @@ from exchange_server.common.errors import (
     service_unavailable,
 )
 from exchange_server.common.jsondepth import check_params_depth
-from exchange_server.matchengine.engine import Engine
+from exchange_server.matchengine.configured import Engine
+from exchange_server.matchengine.core.model import Event
 from exchange_server.matchengine.methods import MatchEngineMethods, present
-from exchange_server.matchengine.model import Event
 from exchange_server.matchengine.original import OriginalState, apply_load_rules, original_params
 from exchange_server.matchengine.sink import EventSink
 from exchange_server.matchengine.store import (

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from exchange_server.matchengine.model import Event
+from exchange_server.matchengine.core.model import Event
 
 
 class EventSink(Protocol):

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from exchange_server.matchengine.engine import EngineState
+from exchange_server.matchengine.core.engine import EngineState
 
 
 @dataclass(frozen=True)

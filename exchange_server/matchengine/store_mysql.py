@@ -59,7 +59,7 @@ import pymysql
 
 from exchange_server.common.config import MysqlConfig
 from exchange_server.matchengine import original
-from exchange_server.matchengine.engine import EngineState
+from exchange_server.matchengine.core.engine import EngineState
 from exchange_server.matchengine.logcodec import decode_detail, encode_detail
 from exchange_server.matchengine.store import (
     EngineStore,

@@ -40,11 +40,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from exchange_server.matchengine.engine import EngineState
+from exchange_server.matchengine.core.engine import EngineState
+from exchange_server.matchengine.core.model import Order, OrderType, Side, Stop
 from exchange_server.matchengine.logcodec import decode_detail, encode_detail
-from exchange_server.matchengine.model import Order, Stop
 from exchange_server.matchengine.store import (
     EngineStore,
     OperRecord,
@@ -91,9 +91,11 @@ def order_from_row(oid: Any, market: str, source: str | None, kind: Any, side: A
                    client_id: str | None) -> Order:
     """An Order from slice columns and its decimals in ORDER_DECIMALS order."""
     price, amount, taker_fee, maker_fee, left, freeze, deal_stock, deal_money, deal_fee = decimals
-    return Order(int(oid), market, source, int(kind), int(side), int(user), float(ctime),
-                 float(mtime), price, amount, taker_fee, maker_fee, left, freeze, deal_stock,
-                 deal_money, deal_fee, int(option), client_id)
+    return Order(id=int(oid), market=market, source=source, type=cast(OrderType, int(kind)),
+                 side=cast(Side, int(side)), user=int(user), ctime=float(ctime), mtime=float(mtime),
+                 price=price, amount=amount, taker_fee=taker_fee, maker_fee=maker_fee, left=left,
+                 freeze=freeze, deal_stock=deal_stock, deal_money=deal_money, deal_fee=deal_fee,
+                 option=int(option), client_id=client_id)
 
 
 #: The decimal fields of a stop order, in column order.
@@ -109,9 +111,11 @@ def stop_from_row(row: Sequence[Any], decimals: Sequence[Decimal]) -> Stop:
     client_id, state) and its decimals in STOP_DECIMALS order."""
     (sid, kind, side, ctime, mtime, user, market, source, option, client_id, state) = row
     stop_price, price, amount, taker_fee, maker_fee, freeze = decimals
-    return Stop(int(sid), market, source, int(kind), int(side), int(user), float(ctime),
-                float(mtime), stop_price, price, amount, taker_fee, maker_fee, int(option),
-                client_id, int(state), freeze)
+    return Stop(id=int(sid), market=market, source=source, type=cast(OrderType, int(kind)),
+                side=cast(Side, int(side)), user=int(user), ctime=float(ctime), mtime=float(mtime),
+                stop_price=stop_price, price=price, amount=amount, taker_fee=taker_fee,
+                maker_fee=maker_fee, option=int(option), client_id=client_id, state=int(state),
+                freeze=freeze)
 
 
 def encode_config_detail(detail: dict[str, Any]) -> str:

@@ -29,8 +29,8 @@ from exchange_server.bus.base import TOPICS
 from exchange_server.bus.publisher import BusPublisher
 from exchange_server.common.config import ConfigError
 from exchange_server.common.decimals import CONTEXT, ZERO
-from exchange_server.matchengine.market import Market
-from exchange_server.matchengine.model import ASK, BID
+from exchange_server.matchengine.core.market import Market
+from exchange_server.matchengine.core.model import ASK, BID, Side
 from exchange_server.matchengine.service import MatchEngineService
 from exchange_server.matchprocess.follower import FollowerProcess
 from exchange_server.rpc.addr import SockAddr, parse_sock_addr
@@ -289,7 +289,7 @@ class Console:
         return "OK\n"
 
 
-def _lefts(market: Market, side: int) -> list[Decimal]:
+def _lefts(market: Market, side: Side) -> list[Decimal]:
     return [order.left for order in market.side_orders(side)]
 
 

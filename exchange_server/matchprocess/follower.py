@@ -43,6 +43,7 @@ from typing import Any
 
 from exchange_server.common import gctune, logs
 from exchange_server.common.config import load_matchengine
+from exchange_server.common.names import Storage
 from exchange_server.matchengine.store import StoreError
 
 log = logging.getLogger("exchange_server.follower")
@@ -62,7 +63,7 @@ class FollowerSpec:
     config: dict[str, Any]
     embedded: bool
     data_dir: str
-    storage: str
+    storage: Storage
     log_level: int = logging.INFO
 
 
@@ -73,7 +74,7 @@ def history_store(spec: FollowerSpec) -> Any:
     from exchange_server.history.store_mysql import MysqlHistoryStore
     from exchange_server.history.store_sqlite import SqliteHistoryStore
 
-    if spec.storage == "mysql":
+    if spec.storage == Storage.MYSQL:
         config = load_matchengine(spec.config, embedded=spec.embedded)
         assert config.db_history is not None
         return MysqlHistoryStore(config.db_history)
@@ -89,7 +90,7 @@ def _build(spec: FollowerSpec) -> tuple[Any, Any, Any]:
 
     config = load_matchengine(spec.config, embedded=spec.embedded)
     store: EngineStore
-    if spec.storage == "mysql":
+    if spec.storage == Storage.MYSQL:
         assert config.db_log is not None
         store = MysqlEngineStore(config.db_log)
     else:

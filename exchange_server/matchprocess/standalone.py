@@ -11,6 +11,7 @@ from typing import Any
 from exchange_server.bus.kafka import KafkaTransport
 from exchange_server.bus.publisher import BusPublisher
 from exchange_server.common.config import MatchEngineConfig, load_matchengine
+from exchange_server.common.names import Storage
 from exchange_server.matchengine.service import MatchEngineService
 from exchange_server.matchengine.store import StoreError
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
@@ -36,7 +37,7 @@ class StandaloneMatchEngine(Composite):
                                       max_pending=config.kafka_max_pending)
         self.service.add_sink(self.publisher)
         self.follower = FollowerProcess(
-            FollowerSpec(config.raw, False, "", "mysql", logging.getLogger().level),
+            FollowerSpec(config.raw, False, "", Storage.MYSQL, logging.getLogger().level),
             max_pending_rows=config.history_max_pending)
         self.service.pressure.append(lambda: self.follower.overloaded(self.service.oper_id))
         self.service.durable_hooks.append(self.follower.set_durable)

@@ -8,21 +8,12 @@ package: replies are returned, and everything else that happens is appended to `
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from exchange_server.common.config import (
-    AssetConfig,
-    ConfigError,
-    MarketConfig,
-    MatchEngineConfig,
-    Node,
-    check_market,
-    read_asset,
-    read_market,
-)
-from exchange_server.common.decimals import ZERO, fmt, use_engine_context
+from exchange_server.common.decimals import ZERO, fmt
 from exchange_server.common.errors import (
     BalanceUpdate,
     Cancel,
@@ -34,9 +25,11 @@ from exchange_server.common.errors import (
     RpcError,
     invalid_argument_because,
 )
-from exchange_server.matchengine.balance import Balances
-from exchange_server.matchengine.market import Market
-from exchange_server.matchengine.model import (
+from exchange_server.matchengine.core.arith import mul, neg
+from exchange_server.matchengine.core.balance import Balances
+from exchange_server.matchengine.core.config import AssetSpec, EngineSpec, MarketSpec
+from exchange_server.matchengine.core.market import Market
+from exchange_server.matchengine.core.model import (
     ASK,
     BID,
     EVENT_FINISH,
@@ -63,6 +56,9 @@ from exchange_server.matchengine.model import (
     OrderChanged,
     OrderFinished,
     OrderSnapshot,
+    OrderType,
+    Side,
+    SideOrBoth,
     Stop,
     StopChanged,
     StopSnapshot,
@@ -87,11 +83,11 @@ def admin_error(reason: str) -> RpcError:
     return invalid_argument_because(reason)
 
 
-def asset_detail(a: AssetConfig) -> dict[str, Any]:
+def asset_detail(a: AssetSpec) -> dict[str, Any]:
     return {"name": a.name, "prec_save": a.prec_save, "prec_show": a.prec_show}
 
 
-def market_detail(m: MarketConfig) -> dict[str, Any]:
+def market_detail(m: MarketSpec) -> dict[str, Any]:
     """A market config in the config file's shape (what config.update_market takes)."""
     return {"name": m.name, "stock": {"name": m.stock, "prec": m.stock_prec},
             "money": {"name": m.money, "prec": m.money_prec}, "fee_prec": m.fee_prec,
@@ -116,14 +112,13 @@ class EngineState:
 
 
 class Engine:
-    def __init__(self, assets: list[AssetConfig], markets: list[MarketConfig],
+    def __init__(self, assets: Sequence[AssetSpec], markets: Sequence[MarketSpec],
                  self_trade_prevention: int = 0) -> None:
-        use_engine_context()
         #: the option bits of the ``self_trade_prevention`` config (0: none, the original's
         #: behaviour), for orders that choose no mode; the methods resolve and log it
         self.self_trade_prevention = self_trade_prevention
         self.events: list[Event] = []
-        self.assets: dict[str, AssetConfig] = {a.name: a for a in assets}
+        self.assets: dict[str, AssetSpec] = {a.name: a for a in assets}
         self.balances = Balances(assets)
         self.markets: dict[str, Market] = {
             m.name: Market(m, self.balances, self.events) for m in markets
@@ -133,11 +128,11 @@ class Engine:
         self.updates: dict[DedupKey, float] = {}
         self._last_sweep = 0.0
         #: assets and markets as the admin commands left them (restored over the config file)
-        self.asset_overrides: dict[str, AssetConfig] = {}
-        self.market_overrides: dict[str, MarketConfig] = {}
+        self.asset_overrides: dict[str, AssetSpec] = {}
+        self.market_overrides: dict[str, MarketSpec] = {}
 
     @classmethod
-    def from_config(cls, config: MatchEngineConfig) -> Engine:
+    def from_config(cls, config: EngineSpec) -> Engine:
         return cls(config.assets, config.markets, STP_MODES[config.self_trade_prevention])
 
     def take_events(self) -> list[Event]:
@@ -160,9 +155,9 @@ class Engine:
         if change >= 0:
             balances.add(user, asset, change)
         else:
-            if balances.get_available(user, asset) < -change:
+            if balances.get_available(user, asset) < neg(change):
                 raise BalanceUpdate.BALANCE_NOT_ENOUGH()
-            balances.sub(user, asset, -change)
+            balances.sub(user, asset, neg(change))
         self.updates[key] = now
         detail = dict(detail)
         detail["id"] = business_id
@@ -180,19 +175,21 @@ class Engine:
 
     # -- orders -----------------------------------------------------------------------------------
 
-    def put_limit(self, now: float, market: Market, user: int, side: int, amount: Decimal,
+    def put_limit(self, now: float, market: Market, user: int, side: Side, amount: Decimal,
                   price: Decimal, taker_fee: Decimal, maker_fee: Decimal, source: str,
                   option: int = 0, client_id: str | None = None,
-                  trigger: bool = True) -> OrderSnapshot:
+                  stop: Stop | None = None) -> OrderSnapshot:
         """order.put_limit after parameter validation (engine.md 7), then the stops the new
-        last price reaches (``trigger``: False for the orders stops spawn, see _trigger)."""
+        last price reaches.  ``stop``: the triggered stop this order is spawned for (see
+        ``_fire``); its ACTIVE event goes first, once the order is accepted, and the stops are
+        left to the trigger loop."""
         if market.suspended:
             raise PutLimit.SUSPENDED()
         balances = self.balances
         if side == ASK:
             if balances.get_available(user, market.stock) < amount:
                 raise PutLimit.BALANCE_NOT_ENOUGH()
-        elif balances.get_available(user, market.money) < amount * price:
+        elif balances.get_available(user, market.money) < mul(amount, price):
             raise PutLimit.BALANCE_NOT_ENOUGH()
         if amount < market.min_amount and not option & OPTION_UNLIMITED_MIN_AMOUNT:
             raise PutLimit.AMOUNT_TOO_SMALL()
@@ -204,31 +201,36 @@ class Engine:
                 raise PutLimit.POST_ONLY()
 
         self.order_id += 1
-        order = Order(self.order_id, market.name, source, LIMIT, side, user, now, now, price,
-                      amount, taker_fee, maker_fee, amount, ZERO, ZERO, ZERO, ZERO, option,
-                      client_id)
+        events = self.events
+        if stop is not None:
+            events.append(_activated(stop, self.order_id, market))
+        order = Order.fresh(id=self.order_id, market=market.name, source=source, type=LIMIT,
+                            side=side, user=user, now=now, price=price, amount=amount,
+                            taker_fee=taker_fee, maker_fee=maker_fee, option=option,
+                            client_id=client_id)
         before = market.last
-        self.deal_id = market.execute(order, now, self.deal_id)
-        order.stp_cancelled = market.stp_stopped
-        snapshot = _stp_snapshot(order, market)
+        self.deal_id, stopped, stp_makers = market.execute(order, now, self.deal_id)
+        order.stp_cancelled = stopped
+        snapshot = order.snapshot()
+        if stp_makers:  # the makers self-trade prevention cancelled for it
+            snapshot = snapshot._replace(stp_cancelled_orders=stp_makers)
         if not order.left:
-            self.events.append(_new(OrderFinished, (snapshot,)))
-            self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
-        elif market.stp_stopped or option & OPTION_IOC:
+            events.append(_new(OrderFinished, (snapshot,)))
+            events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
+        elif stopped or option & OPTION_IOC:
             # the remainder is cancelled: finished like a cancelled order (history only if
             # something was dealt)
-            market.stp_stopped = False
-            if order.deal_stock or order.stp_cancelled:
-                self.events.append(_new(OrderFinished, (snapshot,)))
-            self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
+            if order.deal_stock or stopped:
+                events.append(_new(OrderFinished, (snapshot,)))
+            events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
         else:
-            self.events.append(_new(OrderChanged, (EVENT_PUT, snapshot, market.stock, market.money)))
+            events.append(_new(OrderChanged, (EVENT_PUT, snapshot, market.stock, market.money)))
             market.put(order)
-        if market.stops and trigger and market.last != before:
+        if market.stops and stop is None and market.last != before:
             self._trigger(now, market, before)
         return snapshot
 
-    def put_market(self, now: float, market: Market, user: int, side: int, amount: Decimal,
+    def put_market(self, now: float, market: Market, user: int, side: Side, amount: Decimal,
                    taker_fee: Decimal, source: str, option: int = 0,
                    client_id: str | None = None) -> OrderSnapshot:
         """order.put_market after parameter validation (engine.md 8), then the stops the new
@@ -240,9 +242,10 @@ class Engine:
             self._trigger(now, market, before)
         return snapshot
 
-    def _market(self, now: float, market: Market, user: int, side: int, amount: Decimal,
-                taker_fee: Decimal, source: str, option: int,
-                client_id: str | None) -> OrderSnapshot:
+    def _market(self, now: float, market: Market, user: int, side: Side, amount: Decimal,
+                taker_fee: Decimal, source: str, option: int, client_id: str | None,
+                stop: Stop | None = None) -> OrderSnapshot:
+        """A market order, without the stops it triggers; ``stop`` as for put_limit."""
         if market.suspended:
             raise PutMarket.SUSPENDED()
         balances = self.balances
@@ -260,18 +263,23 @@ class Engine:
             best = market.best_ask()
             if best is None:
                 raise PutMarket.NO_ENOUGH_TRADER()
-            if amount < best.price * market.min_amount and check_min:
+            if amount < mul(best.price, market.min_amount) and check_min:
                 raise PutMarket.AMOUNT_TOO_SMALL()
         if option & OPTION_FOK and not market.fillable(side, MARKET, ZERO, amount, user, option):
             raise PutMarket.FILL_OR_KILL()
 
         self.order_id += 1
-        order = Order(self.order_id, market.name, source, MARKET, side, user, now, now, ZERO,
-                      amount, taker_fee, ZERO, amount, ZERO, ZERO, ZERO, ZERO, option, client_id)
-        self.deal_id = market.execute(order, now, self.deal_id)
-        order.stp_cancelled = market.stp_stopped
-        market.stp_stopped = False
-        snapshot = _stp_snapshot(order, market)
+        if stop is not None:
+            self.events.append(_activated(stop, self.order_id, market))
+        order = Order.fresh(id=self.order_id, market=market.name, source=source, type=MARKET,
+                            side=side, user=user, now=now, price=ZERO, amount=amount,
+                            taker_fee=taker_fee, maker_fee=ZERO, option=option,
+                            client_id=client_id)
+        self.deal_id, stopped, stp_makers = market.execute(order, now, self.deal_id)
+        order.stp_cancelled = stopped
+        snapshot = order.snapshot()
+        if stp_makers:  # the makers self-trade prevention cancelled for it
+            snapshot = snapshot._replace(stp_cancelled_orders=stp_makers)
         self.events.append(_new(OrderFinished, (snapshot,)))
         self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
         return snapshot
@@ -291,7 +299,7 @@ class Engine:
         market.remove(order)
         return snapshot
 
-    def cancel_all(self, now: float, market: Market, user: int, side: int) -> int:
+    def cancel_all(self, now: float, market: Market, user: int, side: SideOrBoth) -> int:
         """order.cancel_all: every open order of the user in the market (one side, or both for
         side 0), oldest first.  Returns how many were cancelled."""
         user_orders = market.users.get(user)
@@ -318,7 +326,7 @@ class Engine:
 
     # -- stop orders ------------------------------------------------------------------------------
 
-    def put_stop(self, now: float, market: Market, user: int, type: int, side: int,
+    def put_stop(self, now: float, market: Market, user: int, type: OrderType, side: Side,
                  amount: Decimal, stop_price: Decimal, price: Decimal, taker_fee: Decimal,
                  maker_fee: Decimal, source: str, option: int, client_id: str) -> StopSnapshot:
         """order.put_stop_limit / order.put_stop_market: file a stop and freeze what the order
@@ -334,20 +342,22 @@ class Engine:
         if not option & OPTION_UNLIMITED_MIN_AMOUNT:
             minimum = market.min_amount
             if type == MARKET and side == BID:
-                minimum = stop_price * minimum
+                minimum = mul(stop_price, minimum)
             if amount < minimum:
                 raise errors.AMOUNT_TOO_SMALL()
         if side == ASK:
             asset, freeze = market.stock, amount
         else:
-            asset, freeze = market.money, (amount * price if type == LIMIT else amount)
+            asset, freeze = market.money, (mul(amount, price) if type == LIMIT else amount)
         if self.balances.get_available(user, asset) < freeze:
             raise errors.BALANCE_NOT_ENOUGH()
         self.order_id += 1
-        stop = Stop(self.order_id, market.name, source, type, side, user, now, now, stop_price,
-                    price, amount, taker_fee, maker_fee,
-                    option | OPTION_STOP | OPTION_UNLIMITED_MIN_AMOUNT, client_id,
-                    STOP_STATE_HIGH if stop_price > last else STOP_STATE_LOW, freeze)
+        stop = Stop(id=self.order_id, market=market.name, source=source, type=type, side=side,
+                    user=user, ctime=now, mtime=now, stop_price=stop_price, price=price,
+                    amount=amount, taker_fee=taker_fee, maker_fee=maker_fee,
+                    option=option | OPTION_STOP | OPTION_UNLIMITED_MIN_AMOUNT,
+                    client_id=client_id,
+                    state=STOP_STATE_HIGH if stop_price > last else STOP_STATE_LOW, freeze=freeze)
         self.balances.freeze(user, asset, freeze)
         market.add_stop(stop)
         snapshot = stop.snapshot()
@@ -372,7 +382,8 @@ class Engine:
                                        market.money))
         return snapshot
 
-    def cancel_stop_all(self, now: float, market: Market, user: int, side: int) -> int:
+    def cancel_stop_all(self, now: float, market: Market, user: int,
+                        side: SideOrBoth) -> int:
         """order.cancel_stop_all: every stop of the user in the market (one side or both)."""
         user_stops = market.stop_users.get(user)
         if not user_stops:
@@ -391,7 +402,6 @@ class Engine:
         decides the list looked at first).  Every stop fires at most once, so this ends.
         """
         falling = market.last < before
-        events = self.events
         while market.stops:
             stop = market.due_stop(falling)
             if stop is None:
@@ -399,28 +409,29 @@ class Engine:
             previous = market.last
             market.remove_stop(stop)  # releases its frozen funds for the order it spawns
             stop.mtime = now
-            at = len(events)
-            try:
-                if stop.type == LIMIT:
-                    order = self.put_limit(now, market, stop.user, stop.side, stop.amount,
-                                           stop.price, stop.taker_fee, stop.maker_fee,
-                                           stop.source, stop.option, stop.client_id, False)
-                else:
-                    order = self._market(now, market, stop.user, stop.side, stop.amount,
-                                         stop.taker_fee, stop.source, stop.option,
-                                         stop.client_id)
-                status, order_id = STOP_STATUS_ACTIVE, order.id
-            except RpcError:
-                status, order_id = STOP_STATUS_FAIL, 0
-            # the ACTIVE event comes before the events of the order it spawned
-            events.insert(at, StopChanged(STOP_EVENT_ACTIVE, stop.snapshot(), status, order_id,
-                                          market.stock, market.money))
+            self._fire(now, market, stop)
             if market.last != previous:
                 falling = market.last < previous
 
+    def _fire(self, now: float, market: Market, stop: Stop) -> None:
+        """A triggered stop becomes an order: its ACTIVE event (with the order's id) comes
+        before the order's own events, or, when the order is refused, a failed ACTIVE event
+        alone."""
+        try:
+            if stop.type == LIMIT:
+                self.put_limit(now, market, stop.user, stop.side, stop.amount, stop.price,
+                               stop.taker_fee, stop.maker_fee, stop.source, stop.option,
+                               stop.client_id, stop)
+            else:
+                self._market(now, market, stop.user, stop.side, stop.amount, stop.taker_fee,
+                             stop.source, stop.option, stop.client_id, stop)
+        except RpcError:
+            self.events.append(StopChanged(STOP_EVENT_ACTIVE, stop.snapshot(), STOP_STATUS_FAIL,
+                                           0, market.stock, market.money))
+
     # -- runtime configuration (admin) ------------------------------------------------------------
 
-    def update_asset(self, asset: AssetConfig) -> None:
+    def update_asset(self, asset: AssetSpec) -> None:
         """config.update_asset: add an asset, or change an existing one's ``prec_show``
         (``prec_save`` may only grow: stored balances keep their value)."""
         old = self.assets.get(asset.name)
@@ -435,13 +446,11 @@ class Engine:
                 if market.money == asset.name:
                     market.apply_config(market.config)
 
-    def update_market(self, config: MarketConfig) -> None:
+    def update_market(self, config: MarketSpec) -> None:
         """config.update_market: add a market, or change an existing one's ``fee_prec`` and
-        ``min_amount`` (stock, money and their precisions cannot change)."""
-        try:
-            check_market(self.assets, config)
-        except ConfigError as e:
-            raise admin_error(str(e)) from None
+        ``min_amount`` (stock, money and their precisions cannot change).  ``check_market``
+        first: whether its assets exist and its precisions keep trades exact."""
+        self.check_market(config)
         market = self.markets.get(config.name)
         if market is None:
             self.markets[config.name] = Market(config, self.balances, self.events)
@@ -454,9 +463,23 @@ class Engine:
             market.apply_config(config)
         self.market_overrides[config.name] = config
 
+    def check_market(self, config: MarketSpec) -> None:
+        """Refuse a market the config file's rules refuse (admin_error).  Those rules live with
+        the config file, outside the core: the service's engine (matchengine/configured.py)
+        applies them; the bare core takes only markets of known assets."""
+        if config.stock not in self.assets or config.money not in self.assets:
+            raise admin_error(f"market {config.name}: unknown asset")
+
     def suspend(self, market: Market, suspended: bool) -> None:
         """config.suspend_market / config.resume_market."""
         market.suspended = suspended
+
+    def apply_detail(self, kind: str, detail: Any) -> None:
+        """Apply a slice's runtime config entry (``kind`` "asset" or "market", ``detail`` in the
+        config file's shape).  Parsing that shape is not the core's job: the service's engine
+        (matchengine/configured.py) does it; the bare core refuses (the entry is skipped with a
+        warning)."""
+        raise admin_error(f"{kind} details are read outside the core")
 
     # -- snapshots --------------------------------------------------------------------------------
 
@@ -497,12 +520,11 @@ class Engine:
         self.order_id = state.order_id
         self.deal_id = state.deal_id
         for what, name, detail in state.config:
+            if what == "state":
+                continue
             try:
-                if what == "asset":
-                    self.update_asset(read_asset_detail(detail))
-                elif what == "market":
-                    self.update_market(read_market_detail(detail))
-            except (RpcError, ConfigError) as e:
+                self.apply_detail(what, detail)
+            except (RpcError, ValueError) as e:
                 warnings.append(f"runtime {what} {name}: {e}, skipped")
         for what, name, detail in state.config:
             if what != "state":
@@ -535,20 +557,7 @@ class Engine:
         return warnings
 
 
-def _stp_snapshot(order: Order, market: Market) -> OrderSnapshot:
-    """The new order's snapshot, with the makers self-trade prevention cancelled for it."""
-    snapshot = order.snapshot()
-    if market.stp_makers:
-        snapshot = snapshot._replace(stp_cancelled_orders=tuple(market.stp_makers))
-        market.stp_makers.clear()
-    return snapshot
-
-
-def read_asset_detail(detail: Any) -> AssetConfig:
-    """An asset in the config file's shape (config.update_asset's param, slices)."""
-    return read_asset(Node(detail, "asset"))
-
-
-def read_market_detail(detail: Any) -> MarketConfig:
-    """A market in the config file's shape (config.update_market's param, slices)."""
-    return read_market(Node(detail, "market"))
+def _activated(stop: Stop, order_id: int, market: Market) -> StopChanged:
+    """The ACTIVE event of a stop whose order was accepted (and gets ``order_id``)."""
+    return StopChanged(STOP_EVENT_ACTIVE, stop.snapshot(), STOP_STATUS_ACTIVE, order_id,
+                       market.stock, market.money)

@@ -8,22 +8,32 @@ are formatted by whoever consumes them.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
-from exchange_server.common.decimals import fmt
+from exchange_server.common.decimals import ZERO, fmt
+from exchange_server.matchengine.core.arith import neg
 
-ASK = 1
-BID = 2
-LIMIT = 1
-MARKET = 2
-MAKER = 1
-TAKER = 2
+# Sides, types and roles are plain ints at run time (they are ints on the wire, in the log and in
+# every table); the Literal types name them in signatures, and mypy checks every value passed.
+Side = Literal[1, 2]
+#: a side, or 0 for "both" (the cancel-all methods, order lists)
+SideOrBoth = Literal[0, 1, 2]
+OrderType = Literal[1, 2]
+Role = Literal[1, 2]
+
+ASK: Final = 1
+BID: Final = 2
+LIMIT: Final = 1
+MARKET: Final = 2
+MAKER: Final = 1
+TAKER: Final = 2
 
 EVENT_PUT = 1
 EVENT_UPDATE = 2
 EVENT_FINISH = 3
 
 _new = tuple.__new__
+_object_new = object.__new__
 
 # -- order options (the CoinEx fork's ``option`` bits, extensions.md 2.1, plus ours) ----------------
 
@@ -84,10 +94,11 @@ class Order:
     )
 
     def __init__(
-        self, id: int, market: str, source: str | None, type: int, side: int, user: int,
-        ctime: float, mtime: float, price: Decimal, amount: Decimal, taker_fee: Decimal,
-        maker_fee: Decimal, left: Decimal, freeze: Decimal, deal_stock: Decimal,
-        deal_money: Decimal, deal_fee: Decimal, option: int = 0, client_id: str | None = None,
+        self, *, id: int, market: str, source: str | None, type: OrderType, side: Side,
+        user: int, ctime: float, mtime: float, price: Decimal, amount: Decimal,
+        taker_fee: Decimal, maker_fee: Decimal, left: Decimal, freeze: Decimal = ZERO,
+        deal_stock: Decimal = ZERO, deal_money: Decimal = ZERO, deal_fee: Decimal = ZERO,
+        option: int = 0, client_id: str | None = None,
     ) -> None:
         self.id = id
         self.market = market
@@ -113,6 +124,31 @@ class Order:
         self.client_id = client_id
         #: self-trade prevention cancelled this order (its object then says so)
         self.stp_cancelled = False
+
+    @classmethod
+    def fresh(cls, *, id: int, market: str, source: str | None, type: OrderType, side: Side,
+              user: int, now: float, price: Decimal, amount: Decimal, taker_fee: Decimal,
+              maker_fee: Decimal, option: int, client_id: str | None) -> Order:
+        """A new order as it is placed: created and modified ``now``, all of it left, nothing
+        frozen or dealt yet.  (Also the fast way: calling a class with keywords packs them into
+        a dict, a classmethod takes them directly, and this runs for every order placed.)"""
+        order: Order = _object_new(cls)
+        order.id = id
+        order.market = market
+        order.source = source
+        order.type = type
+        order.side = side
+        order.user = user
+        order.ctime = order.mtime = now
+        order.price = price
+        order.amount = order.left = amount
+        order.taker_fee = taker_fee
+        order.maker_fee = maker_fee
+        order.freeze = order.deal_stock = order.deal_money = order.deal_fee = ZERO
+        order.option = option
+        order.client_id = client_id
+        order.stp_cancelled = False
+        return order
 
     def snapshot(self) -> OrderSnapshot:
         # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function, and a
@@ -165,14 +201,16 @@ def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
     info["user"] = o.user
     info["ctime"] = o.ctime
     info["mtime"] = o.mtime
+    # fmt is skipped where the text is known: ZERO (the very object) is "0", and an order
+    # nothing has dealt yet has its amount object left (one reply per order placed)
     info["price"] = fmt(o.price)
-    info["amount"] = fmt(o.amount)
+    info["amount"] = amount = fmt(o.amount)
     info["taker_fee"] = fmt(o.taker_fee)
-    info["maker_fee"] = fmt(o.maker_fee)
-    info["left"] = fmt(o.left)
-    info["deal_stock"] = fmt(o.deal_stock)
-    info["deal_money"] = fmt(o.deal_money)
-    info["deal_fee"] = fmt(o.deal_fee)
+    info["maker_fee"] = "0" if o.maker_fee is ZERO else fmt(o.maker_fee)
+    info["left"] = amount if o.left is o.amount else fmt(o.left)
+    info["deal_stock"] = "0" if o.deal_stock is ZERO else fmt(o.deal_stock)
+    info["deal_money"] = "0" if o.deal_money is ZERO else fmt(o.deal_money)
+    info["deal_fee"] = "0" if o.deal_fee is ZERO else fmt(o.deal_fee)
     if o.client_id is not None:
         info["option"] = o.option
         info["client_id"] = o.client_id
@@ -195,9 +233,10 @@ class Stop:
     )
 
     def __init__(
-        self, id: int, market: str, source: str, type: int, side: int, user: int, ctime: float,
-        mtime: float, stop_price: Decimal, price: Decimal, amount: Decimal, taker_fee: Decimal,
-        maker_fee: Decimal, option: int, client_id: str, state: int, freeze: Decimal,
+        self, *, id: int, market: str, source: str, type: OrderType, side: Side, user: int,
+        ctime: float, mtime: float, stop_price: Decimal, price: Decimal, amount: Decimal,
+        taker_fee: Decimal, maker_fee: Decimal, option: int, client_id: str, state: int,
+        freeze: Decimal,
     ) -> None:
         self.id = id
         self.market = market
@@ -227,7 +266,7 @@ class Stop:
     def sort_key(self) -> tuple[Decimal, int]:
         """Key in its trigger list: LOW fires highest stop price first, HIGH lowest first,
         equal prices oldest first."""
-        return (-self.stop_price if self.state == STOP_STATE_LOW else self.stop_price, self.id)
+        return (neg(self.stop_price) if self.state == STOP_STATE_LOW else self.stop_price, self.id)
 
 
 class StopSnapshot(NamedTuple):

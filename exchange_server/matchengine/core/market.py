@@ -12,13 +12,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
+from typing import NamedTuple
 
 from sortedcontainers import SortedDict
 
-from exchange_server.common.config import MarketConfig
 from exchange_server.common.decimals import ZERO, fmt, quantum
-from exchange_server.matchengine.balance import Balances
-from exchange_server.matchengine.model import (
+from exchange_server.matchengine.core.arith import CONTEXT, add, div, mul, neg, sub
+from exchange_server.matchengine.core.balance import Balances
+from exchange_server.matchengine.core.config import MarketSpec
+from exchange_server.matchengine.core.model import (
     ASK,
     BID,
     EVENT_FINISH,
@@ -37,17 +39,30 @@ from exchange_server.matchengine.model import (
     Order,
     OrderChanged,
     OrderFinished,
+    OrderType,
+    Side,
     Stop,
     TradeDetail,
 )
 
 Level = OrderedDict[int, Order]
 
+
+class Execution(NamedTuple):
+    """What matching a new order did besides its deals (which are events)."""
+
+    #: the last deal id used
+    deal_id: int
+    #: self-trade prevention stopped the taker: its remainder is to be cancelled
+    stp_stopped: bool
+    #: the ids of the taker's user's makers self-trade prevention cancelled
+    stp_makers: tuple[int, ...]
+
 _new = tuple.__new__
 
 
 class Market:
-    def __init__(self, config: MarketConfig, balances: Balances, events: list[Event]) -> None:
+    def __init__(self, config: MarketSpec, balances: Balances, events: list[Event]) -> None:
         self.name = config.name
         self.stock = config.stock
         self.money = config.money
@@ -59,10 +74,6 @@ class Market:
         self.last = ZERO
         #: trading suspended by an admin command: new orders and stops are refused.
         self.suspended = False
-        #: set by ``execute`` when self-trade prevention cancelled the taker's remainder, and
-        #: the ids of the makers it cancelled (the caller reads and resets both).
-        self.stp_stopped = False
-        self.stp_makers: list[int] = []
         #: stop orders: by id, by user (placement order), and the two trigger lists keyed by
         #: ``Stop.sort_key()`` (first = next to fire).
         self.stops: dict[int, Stop] = {}
@@ -80,7 +91,7 @@ class Market:
         self._stock_step = quantum(config.stock_prec)
         self.apply_config(config)
 
-    def apply_config(self, config: MarketConfig) -> None:
+    def apply_config(self, config: MarketSpec) -> None:
         """Take a (new) config: fee precision and minimum amount may change at run time."""
         self.config = config
         self.fee_prec = config.fee_prec
@@ -120,10 +131,10 @@ class Market:
         user_orders[order.id] = order
         if order.side == ASK:
             self.ask_count += 1
-            self.ask_amount += order.left
+            self.ask_amount = add(self.ask_amount, order.left)
         else:
             self.bid_count += 1
-            self.bid_amount += order.left
+            self.bid_amount = add(self.bid_amount, order.left)
 
     def put(self, order: Order) -> None:
         """Rest a limit order: freeze its funds (ask: stock = left, bid: money = price x left)."""
@@ -131,7 +142,7 @@ class Market:
             order.freeze = order.left
             self.balances.freeze(order.user, self.stock, order.left)
         else:
-            order.freeze = order.price * order.left
+            order.freeze = mul(order.price, order.left)
             self.balances.freeze(order.user, self.money, order.freeze)
         self.insert(order)
 
@@ -150,18 +161,18 @@ class Market:
             del self.users[order.user]
         if order.side == ASK:
             self.ask_count -= 1
-            self.ask_amount -= order.left
+            self.ask_amount = sub(self.ask_amount, order.left)
             if order.freeze > 0:
                 self.balances.unfreeze(order.user, self.stock, order.freeze)
         else:
             self.bid_count -= 1
-            self.bid_amount -= order.left
+            self.bid_amount = sub(self.bid_amount, order.left)
             if order.freeze > 0:
                 self.balances.unfreeze(order.user, self.money, order.freeze)
         if order.deal_stock > 0 or order.stp_cancelled:
             self.events.append(_new(OrderFinished, (order.snapshot(),)))
 
-    def side_orders(self, side: int) -> Iterator[Order]:
+    def side_orders(self, side: Side) -> Iterator[Order]:
         """Orders of one side in matching priority."""
         if side == ASK:
             for level in self.asks.values():
@@ -170,7 +181,7 @@ class Market:
             for level in reversed(self.bids.values()):
                 yield from level.values()
 
-    def side_levels(self, side: int) -> Iterator[tuple[Decimal, Level]]:
+    def side_levels(self, side: Side) -> Iterator[tuple[Decimal, Level]]:
         if side == ASK:
             yield from self.asks.items()
         else:
@@ -178,7 +189,7 @@ class Market:
             for price in reversed(bids.keys()):
                 yield price, bids[price]
 
-    def depth(self, side: int, limit: int, interval: Decimal) -> list[list[str]]:
+    def depth(self, side: Side, limit: int, interval: Decimal) -> list[list[str]]:
         """Price levels of one side, best first, optionally merged to multiples of interval."""
         rows: list[list[str]] = []
         if limit == 0:
@@ -187,7 +198,7 @@ class Market:
             for price, level in self.side_levels(side):
                 total = ZERO
                 for o in level.values():
-                    total += o.left
+                    total = add(total, o.left)
                 rows.append([fmt(price), fmt(total)])
                 if len(rows) >= limit:
                     break
@@ -197,31 +208,32 @@ class Market:
         for price, level in self.side_levels(side):
             if bucket is not None and (price <= bucket if side == ASK else price >= bucket):
                 for o in level.values():
-                    amount += o.left
+                    amount = add(amount, o.left)
                 continue
             if bucket is not None:
                 rows.append([fmt(bucket), fmt(amount)])
                 if len(rows) >= limit:
                     return rows
             rounding = ROUND_CEILING if side == ASK else ROUND_FLOOR
-            bucket = (price / interval).to_integral_value(rounding) * interval
+            bucket = mul(div(price, interval).to_integral_value(rounding, CONTEXT), interval)
             amount = ZERO
             for o in level.values():
-                amount += o.left
+                amount = add(amount, o.left)
         if bucket is not None:
             rows.append([fmt(bucket), fmt(amount)])
         return rows
 
     # -- matching ---------------------------------------------------------------------------------
 
-    def execute(self, taker: Order, now: float, next_deal_id: int) -> int:
-        """Match a new order against the book; returns the last deal id used.
+    def execute(self, taker: Order, now: float, next_deal_id: int) -> Execution:
+        """Match a new order against the book: the last deal id used, and what self-trade
+        prevention did.
 
         With a self-trade prevention mode in the taker's option (bits 0x300), a maker of the
         taker's own user is never dealt with: by the mode the maker is cancelled and matching
-        goes on, or matching stops and ``stp_stopped`` tells the caller to cancel the taker's
-        remainder (or both).  Without one (the original's behaviour) they trade as any two
-        orders do."""
+        goes on, or matching stops and the result's ``stp_stopped`` tells the caller to cancel
+        the taker's remainder (or both).  Without one (the original's behaviour) they trade as
+        any two orders do."""
         if taker.side == ASK:
             book = self.bids
             best = -1
@@ -232,6 +244,7 @@ class Market:
         market_bid = taker.type == MARKET and taker.side == BID
         user = taker.user if taker.option & OPTION_STP_MASK else None
         deal_id = next_deal_id
+        stp_makers: list[int] | None = None
         while taker.left and book:
             price, level = book.peekitem(best)
             if limit_price is not None and (
@@ -241,17 +254,19 @@ class Market:
             while level and taker.left:
                 maker: Order = next(iter(level.values()))
                 if maker.user == user:
-                    if self._self_trade(taker, maker):
-                        return deal_id
+                    if stp_makers is None:
+                        stp_makers = []
+                    if self._self_trade(taker, maker, stp_makers):
+                        return _new(Execution, (deal_id, True, tuple(stp_makers)))
                     continue
                 if market_bid:
-                    amount = (taker.left / price).quantize(self._stock_step, ROUND_DOWN)
-                    while amount * price > taker.left:
-                        amount -= self._stock_step
+                    amount = div(taker.left, price).quantize(self._stock_step, ROUND_DOWN, CONTEXT)
+                    while mul(amount, price) > taker.left:
+                        amount = sub(amount, self._stock_step)
                     if amount > maker.left:
                         amount = maker.left
                     if not amount:
-                        return deal_id
+                        return _new(Execution, (deal_id, False, tuple(stp_makers or ())))
                 else:
                     amount = taker.left if taker.left < maker.left else maker.left
                 deal_id += 1
@@ -265,25 +280,25 @@ class Market:
                     self.events.append(_new(OrderChanged, (EVENT_UPDATE, maker.snapshot(),
                                                            self.stock, self.money)))
             # ``remove`` drops an emptied level from the book, so peekitem sees the next one.
-        return deal_id
+        return _new(Execution, (deal_id, False, tuple(stp_makers) if stp_makers else ()))
 
-    def _self_trade(self, taker: Order, maker: Order) -> bool:
+    def _self_trade(self, taker: Order, maker: Order, cancelled: list[int]) -> bool:
         """The taker (with a prevention mode) meets an order of its own user.  Cancel the maker
-        (STP_CANCEL_MAKER, STP_CANCEL_BOTH); stop the taker (STP_CANCEL_TAKER, STP_CANCEL_BOTH).
-        True when matching must stop.  A cancelled order's object says so (``stp_cancelled``)."""
+        (STP_CANCEL_MAKER, STP_CANCEL_BOTH; its id goes to ``cancelled``); stop the taker
+        (STP_CANCEL_TAKER, STP_CANCEL_BOTH).  True when matching must stop.  A cancelled
+        order's object says so (``stp_cancelled``)."""
         mode = taker.option & OPTION_STP_MASK
         if mode in (STP_CANCEL_MAKER, STP_CANCEL_BOTH):
             maker.stp_cancelled = True
-            self.stp_makers.append(maker.id)
+            cancelled.append(maker.id)
             self.events.append(OrderChanged(EVENT_FINISH, maker.snapshot(), self.stock,
                                             self.money))
             self.remove(maker)
             if mode == STP_CANCEL_MAKER:
                 return False
-        self.stp_stopped = True
         return True
 
-    def fillable(self, side: int, type: int, price: Decimal, amount: Decimal, user: int,
+    def fillable(self, side: Side, type: OrderType, price: Decimal, amount: Decimal, user: int,
                  option: int) -> bool:
         """Whether an order would fill completely at once (the fill-or-kill check): a dry run
         of ``execute`` over the book, self-trade prevention (if the order has a mode) included.
@@ -305,20 +320,20 @@ class Market:
                         continue
                     return False
                 if market_bid:
-                    take = (left / level_price).quantize(self._stock_step, ROUND_DOWN)
-                    while take * level_price > left:
-                        take -= self._stock_step
+                    take = div(left, level_price).quantize(self._stock_step, ROUND_DOWN, CONTEXT)
+                    while mul(take, level_price) > left:
+                        take = sub(take, self._stock_step)
                     if not take or take < maker.left:
                         # what is left cannot buy one more unit here: the real loop stops
                         return True
-                    left -= maker.left * level_price
+                    left = sub(left, mul(maker.left, level_price))
                 else:
-                    left -= maker.left
+                    left = sub(left, maker.left)
                 if left <= 0:
                     return True
         return False
 
-    def crosses(self, side: int, price: Decimal) -> bool:
+    def crosses(self, side: Side, price: Decimal) -> bool:
         """Whether a limit order at ``price`` would take (the post-only check)."""
         if side == ASK:
             return bool(self.bids) and self.bids.peekitem(-1)[0] >= price
@@ -363,7 +378,7 @@ class Market:
 
     def _deal(self, taker: Order, maker: Order, price: Decimal, amount: Decimal, now: float,
               deal_id: int) -> None:
-        deal = price * amount
+        deal = mul(price, amount)
         balances = self.balances
         events = self.events
         stock = self.stock
@@ -376,10 +391,10 @@ class Market:
         else:
             ask, bid = maker, taker
             ask_rate, bid_rate = maker.maker_fee, taker.taker_fee
-        ask_fee = deal * ask_rate
+        ask_fee = mul(deal, ask_rate)
         if self._ask_fee_quant is not None:
-            ask_fee = ask_fee.quantize(self._ask_fee_quant, ROUND_DOWN)
-        bid_fee = amount * bid_rate
+            ask_fee = ask_fee.quantize(self._ask_fee_quant, ROUND_DOWN, CONTEXT)
+        bid_fee = mul(amount, bid_rate)
         events.append(_new(Deal, (
             now, name, deal_id, price, amount, deal, ask_fee, bid_fee, taker.side,
             ask.id, ask.user, TAKER if ask is taker else MAKER,
@@ -389,51 +404,50 @@ class Market:
         # The taker first, then the maker, each: give, receive, pay the fee (engine.md 7).
         # Events are built with tuple.__new__: a NamedTuple's own __new__ is a Python function
         # and this is the hottest loop of the engine.
-        total = balances.total
         for order in (taker, maker):
             is_taker = order is taker
-            order.deal_stock += amount
-            order.deal_money += deal
+            order.deal_stock = add(order.deal_stock, amount)
+            order.deal_money = add(order.deal_money, deal)
             user = order.user
             detail = _new(TradeDetail, (name, order.id, price, amount, None))
             if order.side == ASK:
-                order.left -= amount
-                order.deal_fee += ask_fee
+                order.left = sub(order.left, amount)
+                order.deal_fee = add(order.deal_fee, ask_fee)
                 if is_taker:
-                    balances.sub(user, stock, amount)
+                    total = balances.sub(user, stock, amount)
                 else:
-                    order.freeze -= amount
-                    balances.sub_frozen(user, stock, amount)
-                    self.ask_amount -= amount
-                events.append(_new(BalanceChanged, (now, user, stock, "trade", -amount,
-                                                    total(user, stock), detail)))
-                balances.add(user, money, deal)
-                events.append(_new(BalanceChanged, (now, user, money, "trade", deal,
-                                                    total(user, money), detail)))
+                    order.freeze = sub(order.freeze, amount)
+                    total = balances.sub_frozen(user, stock, amount)
+                    self.ask_amount = sub(self.ask_amount, amount)
+                events.append(_new(BalanceChanged, (now, user, stock, "trade", neg(amount),
+                                                    total, detail)))
+                total = balances.add(user, money, deal)
+                events.append(_new(BalanceChanged, (now, user, money, "trade", deal, total,
+                                                    detail)))
                 if ask_fee:
-                    balances.sub(user, money, ask_fee)
+                    total = balances.sub(user, money, ask_fee)
                     events.append(_new(BalanceChanged, (
-                        now, user, money, "trade", -ask_fee, total(user, money),
+                        now, user, money, "trade", neg(ask_fee), total,
                         _new(TradeDetail, (name, order.id, price, amount, ask_rate)))))
             else:
                 if is_taker and order.type == MARKET:
-                    order.left -= deal
+                    order.left = sub(order.left, deal)
                 else:
-                    order.left -= amount
-                order.deal_fee += bid_fee
+                    order.left = sub(order.left, amount)
+                order.deal_fee = add(order.deal_fee, bid_fee)
                 if is_taker:
-                    balances.sub(user, money, deal)
+                    total = balances.sub(user, money, deal)
                 else:
-                    order.freeze -= deal
-                    balances.sub_frozen(user, money, deal)
-                    self.bid_amount -= amount
-                events.append(_new(BalanceChanged, (now, user, money, "trade", -deal,
-                                                    total(user, money), detail)))
-                balances.add(user, stock, amount)
-                events.append(_new(BalanceChanged, (now, user, stock, "trade", amount,
-                                                    total(user, stock), detail)))
+                    order.freeze = sub(order.freeze, deal)
+                    total = balances.sub_frozen(user, money, deal)
+                    self.bid_amount = sub(self.bid_amount, amount)
+                events.append(_new(BalanceChanged, (now, user, money, "trade", neg(deal),
+                                                    total, detail)))
+                total = balances.add(user, stock, amount)
+                events.append(_new(BalanceChanged, (now, user, stock, "trade", amount, total,
+                                                    detail)))
                 if bid_fee:
-                    balances.sub(user, stock, bid_fee)
+                    total = balances.sub(user, stock, bid_fee)
                     events.append(_new(BalanceChanged, (
-                        now, user, stock, "trade", -bid_fee, total(user, stock),
+                        now, user, stock, "trade", neg(bid_fee), total,
                         _new(TradeDetail, (name, order.id, price, amount, bid_rate)))))

@@ -1,0 +1,147 @@
+"""Per-user balances: available and frozen amounts of each asset.
+
+An account (user, asset) holds ``[available, frozen]`` in one list, so the matching loop finds
+both with a single lookup.  Like the original, every stored value is truncated to the asset's
+``prec_save`` and a balance that becomes zero counts as absent: an account whose two values
+are both zero is removed, and zero values are never reported (queries, summaries, slices).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from decimal import ROUND_DOWN, Decimal
+
+from exchange_server.common.decimals import ZERO, quantum
+from exchange_server.matchengine.core.arith import CONTEXT
+from exchange_server.matchengine.core.arith import add as dec_add
+from exchange_server.matchengine.core.arith import sub as dec_sub
+from exchange_server.matchengine.core.config import AssetSpec
+
+AVAILABLE = 1
+FREEZE = 2
+
+
+class BalanceError(Exception):
+    """An impossible balance operation inside the engine: a bug, never a user error."""
+
+
+class Balances:
+    def __init__(self, assets: Sequence[AssetSpec]) -> None:
+        self.assets = {a.name: a for a in assets}
+        self._quant = {a.name: quantum(a.prec_save) for a in assets}
+        self.accounts: dict[tuple[int, str], list[Decimal]] = {}
+
+    def add_asset(self, asset: AssetSpec) -> None:
+        self.assets[asset.name] = asset
+        self._quant[asset.name] = quantum(asset.prec_save)
+
+    def get_available(self, user: int, asset: str) -> Decimal:
+        account = self.accounts.get((user, asset))
+        return account[0] if account is not None else ZERO
+
+    def total(self, user: int, asset: str) -> Decimal:
+        account = self.accounts.get((user, asset))
+        return _total(account) if account is not None else ZERO
+
+    def add(self, user: int, asset: str, amount: Decimal) -> Decimal:
+        """available += amount (amount >= 0).  Returns the account's new total (as ``total``:
+        the matching loop records it with every change)."""
+        key = (user, asset)
+        account = self.accounts.get(key)
+        if account is None:
+            if not amount:
+                return ZERO
+            account = self.accounts[key] = [
+                amount.quantize(self._quant[asset], ROUND_DOWN, CONTEXT), ZERO]
+        else:
+            account[0] = dec_add(account[0], amount).quantize(self._quant[asset], ROUND_DOWN,
+                                                              CONTEXT)
+        frozen = account[1]  # _total(account), inlined: this runs for every balance change
+        return account[0] if frozen is ZERO else dec_add(account[0], frozen)
+
+    def sub(self, user: int, asset: str, amount: Decimal) -> Decimal:
+        """available -= amount; the caller has checked that it is enough.  Returns the new
+        total."""
+        return self._sub(0, user, asset, amount)
+
+    def sub_frozen(self, user: int, asset: str, amount: Decimal) -> Decimal:
+        """frozen -= amount (a resting order's funds leave in a deal).  Returns the new total."""
+        return self._sub(1, user, asset, amount)
+
+    def _sub(self, index: int, user: int, asset: str, amount: Decimal) -> Decimal:
+        key = (user, asset)
+        account = self.accounts.get(key)
+        if account is None:
+            if amount:
+                raise BalanceError(f"balance of user {user} {asset} would go negative")
+            return ZERO
+        value = dec_sub(account[index], amount)
+        if value > 0:
+            account[index] = value.quantize(self._quant[asset], ROUND_DOWN, CONTEXT)
+        elif value == 0:
+            account[index] = ZERO
+            if not account[1 - index]:
+                del self.accounts[key]
+                return ZERO
+        else:
+            raise BalanceError(f"balance of user {user} {asset} would go negative")
+        frozen = account[1]  # _total(account), inlined: this runs for every balance change
+        return account[0] if frozen is ZERO else dec_add(account[0], frozen)
+
+    def freeze(self, user: int, asset: str, amount: Decimal) -> None:
+        """Move ``amount`` from available to frozen.  (``_sub`` then an add, written out: this
+        runs for every order that rests.)  An account whose available part empties while
+        nothing was frozen is removed and filed anew, as the original does: it moves to the end
+        of the listing."""
+        key = (user, asset)
+        account = self.accounts.get(key)
+        if account is None:
+            if amount:
+                raise BalanceError(f"balance of user {user} {asset} would go negative")
+            return
+        quant = self._quant[asset]
+        value = dec_sub(account[0], amount)
+        if value > 0:
+            account[0] = value.quantize(quant, ROUND_DOWN, CONTEXT)
+        elif value == 0:
+            account[0] = ZERO
+            if not account[1]:
+                del self.accounts[key]
+                if amount:
+                    self.accounts[key] = [ZERO, amount.quantize(quant, ROUND_DOWN, CONTEXT)]
+                return
+        else:
+            raise BalanceError(f"balance of user {user} {asset} would go negative")
+        account[1] = dec_add(account[1], amount).quantize(quant, ROUND_DOWN, CONTEXT)
+
+    def unfreeze(self, user: int, asset: str, amount: Decimal) -> None:
+        """Move ``amount`` from frozen back to available."""
+        self._sub(1, user, asset, amount)
+        self.add(user, asset, amount)
+
+    def set(self, user: int, asset: str, kind: int, amount: Decimal) -> None:
+        """Load a value from a snapshot."""
+        key = (user, asset)
+        account = self.accounts.get(key)
+        if account is None:
+            account = self.accounts[key] = [ZERO, ZERO]
+        account[kind - 1] = amount.quantize(self._quant[asset], ROUND_DOWN, CONTEXT) if amount else ZERO
+        if not account[0] and not account[1]:
+            del self.accounts[key]
+
+    def items(self) -> Iterator[tuple[int, str, int, Decimal]]:
+        """Every non-zero balance as (user, asset, kind, amount): available ones first."""
+        for (user, asset), account in self.accounts.items():
+            if account[0]:
+                yield user, asset, AVAILABLE, account[0]
+        for (user, asset), account in self.accounts.items():
+            if account[1]:
+                yield user, asset, FREEZE, account[1]
+
+
+def _total(account: list[Decimal]) -> Decimal:
+    """available + frozen.  Stored values have an exponent of -prec_save <= 0, so adding the
+    exponent-0 ZERO would change nothing, not even the exponent: it is skipped (the common
+    case)."""
+    available, frozen = account
+    return available if frozen is ZERO else dec_add(available, frozen)
