@@ -169,6 +169,44 @@ def test_chunked_body_over_max_is_413_while_read(server: ServerProcess) -> None:
     assert sent < 100 * 1024 * 1024
 
 
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(("first", "filler", "status"), [
+    (CHUNKED_HEAD + b"0\r\n", b"X-T: y\r\n" * 8192, 431),  # many trailers
+    (CHUNKED_HEAD + b"0\r\nX-T: ", b"y" * 65536, 400),  # one endless trailer
+    (b"", b"\r\n" * 32768, 400),  # empty lines before a request line
+    (CHUNKED_HEAD + b"1;", b"a" * 65536, 400),  # an endless chunk extension
+    (CHUNKED_HEAD, b"0" * 65536, 400),  # an endless chunk size
+    (CHUNKED_HEAD + b"5\r\nhello\r\n1;", b"a" * 65536, 400),  # the same after some body
+])
+def test_floods_without_a_callback_are_refused(server: ServerProcess, first: bytes,
+                                                 filler: bytes, status: int) -> None:
+    """What the parser reads without telling (trailers, line ends between requests, chunk
+    size lines) counts against the head limits: refused after a few KiB, never read until a
+    timeout; others are answered meanwhile."""
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(first)
+        assert_alive(server)
+        reply, sent = stream_until_answered(s, b"", filler, 100 * 1024 * 1024)
+    assert status_of(reply) == status
+    assert b"Connection: close" in reply
+    assert sent < 10 * 1024 * 1024
+    assert_alive(server)
+
+
+def test_what_stays_under_the_stray_limits_is_answered(server: ServerProcess) -> None:
+    body = b'{"method": "market.list", "params": [], "id": 7}'
+    one_byte_chunks = b"".join(b"1;ext=%d\r\n%c\r\n" % (i, c) for i, c in enumerate(body))
+    request = (b"\r\n" * 100 + CHUNKED_HEAD[:-2] + b"Connection: close\r\n\r\n" + one_byte_chunks
+               + b"0\r\n" + b"".join(b"X-T-%d: %s\r\n" % (i, b"v" * 100) for i in range(50))
+               + b"\r\n")
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(request)
+        reply = read_until_closed(s)
+    assert status_of(reply) == 200 and reply.endswith(b', "id": 7}')
+
+
 def test_body_at_max_is_answered(server: ServerProcess) -> None:
     body = json.dumps({"method": "market.list", "params": [], "id": 1}).encode()
     body += b" " * (MAX_BODY - len(body))

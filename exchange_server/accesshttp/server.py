@@ -74,6 +74,9 @@ BATCH_SLICE = 0.004
 FEED_SLICE = 16384
 #: Bytes of a request head beyond its target and headers (method, version, line ends).
 HEAD_SLACK = 256
+#: Bytes of chunked framing (size lines, extensions, line ends) a body may carry per byte of
+#: data (one byte chunks take 5; refused beyond, with the header limit's worth on top).
+FRAMING_PER_BYTE = 16
 #: File descriptors kept for everything but HTTP connections (logs, databases, backends).
 FD_RESERVE = 256
 #: Most bytes read and dropped after a refused request before the connection is reset.
@@ -329,7 +332,8 @@ class HttpProtocol(asyncio.Protocol):
         self._url: list[bytes] = []
         self._url_size = 0
         self._head_size = 0
-        self._head_chunks = 0
+        #: bytes read, not body data, since a request began or ended (see _feed_piece)
+        self._stray = 0
         self._in_head = False
         self._began = False
         self._in_message = False
@@ -437,8 +441,16 @@ class HttpProtocol(asyncio.Protocol):
                 return
 
     def _feed_piece(self, piece: memoryview) -> bool:
-        """Parse one slice; False when a request was refused."""
+        """Parse one slice; False when a request was refused.
+
+        The parser reads some things without a callback: a request line or header not ended,
+        the empty lines before a request, a chunk's size line and extensions, a trailer not
+        ended.  So a slice in which no request began or ended and that brought no body data
+        counts as "stray" bytes, bounded: while in the head by the URL and header limits
+        (431), between requests by the URL limit (400), in a body by the header limit plus
+        FRAMING_PER_BYTE per byte of body data (400)."""
         self._began = False
+        body_before = self._body_size
         try:
             self.parser.feed_data(piece)
         except httptools.HttpParserUpgrade:
@@ -447,14 +459,20 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             self._refuse(self._limit_status or 400)
             return False
-        if self._in_head and not self._began:
-            # the whole slice belongs to a request line and headers not complete yet
-            self._head_chunks += len(piece)
-            if self._head_chunks > (self.limits.max_url_size + self.limits.max_header_size
-                                    + HEAD_SLACK):
-                self._refuse(431)
+        if not self._began:
+            self._stray += len(piece) - (self._body_size - body_before)
+            if self._stray > self._stray_limit():
+                self._refuse(431 if self._in_head else 400)
                 return False
         return True
+
+    def _stray_limit(self) -> int:
+        limits = self.limits
+        if self._in_head:
+            return limits.max_url_size + limits.max_header_size + HEAD_SLACK
+        if self._in_message:
+            return limits.max_header_size + HEAD_SLACK + FRAMING_PER_BYTE * self._body_size
+        return limits.max_url_size + HEAD_SLACK
 
     # -- httptools callbacks ----------------------------------------------------------------------
 
@@ -466,7 +484,7 @@ class HttpProtocol(asyncio.Protocol):
         self._url = []
         self._url_size = 0
         self._head_size = 0
-        self._head_chunks = 0
+        self._stray = 0
         self._in_head = True
         self._in_message = True
         self._began = True
@@ -484,6 +502,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.limits.max_header_size:  # headers, then trailers too
+            raise self._over(431)
         if len(name) == 4 and name.lower() == b"host":
             self._host = value
         elif len(name) == 17 and name.lower() == b"x-forwarded-proto":
@@ -511,6 +531,8 @@ class HttpProtocol(asyncio.Protocol):
         body = b"".join(self._body)
         self._body = []
         self._in_message = False
+        self._began = True  # the rest of this slice is not counted as stray
+        self._stray = 0
         keep_alive = self.parser.should_keep_alive()
         method = self.parser.get_method()
         self._cancel_read_timer()
