@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import resource
 import select
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -379,6 +381,102 @@ def test_unread_pipeline_keeps_memory_bounded_and_others_answered(server: Server
         assert grown < 64 * 1024, f"RSS grew by {grown} KiB"
     assert_alive(server)
     assert server_rss_kib(server) - before < 64 * 1024
+
+
+def gauge(server: ServerProcess, name: str, service: str = "accesshttp") -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
+                                timeout=GENEROUS) as response:
+        text = response.read().decode()
+    match = re.search(rf'^{re.escape(name)}\{{service="{service}"\}} (\S+)$', text, re.M)
+    assert match, f"no {name} in the metrics"
+    return float(match.group(1))
+
+
+def order_book_batch(n: int, limit: int) -> bytes:
+    return json.dumps([{"method": "order.book", "params": ["BTCBCH", 1, 0, limit], "id": i}
+                       for i in range(n)]).encode()
+
+
+def test_unread_batch_replies_keep_memory_bounded_and_closed_clients_cost_nothing(
+        tmp_path: Path) -> None:
+    """20 clients each send two batches of 1,000 order.book (about 30 MB of replies each)
+    and read nothing: the server holds a bounded part of each reply (it stops calling while
+    the client does not take what was sent) and answers others; once they close, their
+    connections go (nothing waits for request_timeout, 600 s here) and nothing is built for
+    them any more."""
+    srv = ServerProcess(tmp_path / "data", extra=["--http-request-timeout", "600"]).start()
+    clients: list[socket.socket] = []
+    try:
+        fill_book(srv, 100)
+        request = post(order_book_batch(1000, 101)) * 2
+        before = server_rss_kib(srv)
+        for _ in range(20):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(request)
+            clients.append(s)
+        deadline = time.monotonic() + GENEROUS
+        waiting = list(clients)
+        while waiting:  # every one was sent part of its first reply
+            assert time.monotonic() < deadline, "no reply started"
+            readable, _, _ = select.select(waiting, [], [], 1.0)
+            waiting = [s for s in waiting if s not in readable]
+        assert_alive(srv)
+        grown = server_rss_kib(srv) - before
+        print(f"server RSS {before} KiB, +{grown} KiB with 20 clients not reading")
+        assert grown < 150 * 1024, f"RSS grew by {grown} KiB"
+        for s in clients:
+            s.close()
+        clients = []
+        deadline = time.monotonic() + GENEROUS
+        while gauge(srv, "exchange_connections") > 0:
+            assert time.monotonic() < deadline, "closed clients' connections stayed"
+        assert_alive(srv)
+        assert server_rss_kib(srv) - before < 150 * 1024
+    finally:
+        for s in clients:
+            s.close()
+        assert srv.stop() == 0
+
+
+def test_client_that_half_closes_while_not_read_gets_no_more_work(tmp_path: Path) -> None:
+    """A client that sent a long pipeline and shut its side is not read (the pipeline is
+    full), so its end is seen by looking at the socket: the connection goes, long before
+    request_timeout."""
+    srv = ServerProcess(tmp_path / "data", extra=["--http-request-timeout", "600",
+                                                  "--http-max-pipeline", "1"]).start()
+    try:
+        fill_book(srv, 100)
+        one = post(b'{"method": "order.book", "params": ["BTCBCH", 1, 0, 101], "id": 1}')
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(one * 200)  # all of it reaches the server (its FIN too), which reads one
+        s.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + GENEROUS
+        while gauge(srv, "exchange_connections") > 0:
+            assert time.monotonic() < deadline, "a half-closed client kept its connection"
+        s.close()
+        assert_alive(srv)
+    finally:
+        assert srv.stop() == 0
+
+
+def test_large_batch_reply_is_streamed_whole(server: ServerProcess) -> None:
+    """A batch reply over 256 KiB comes chunked (HTTP/1.1, kept alive) or until the close
+    (HTTP/1.0), and is the same JSON."""
+    batch = order_book_batch(1000, 101)
+    status, body = server.raw(batch)
+    assert status == 200
+    replies = json.loads(body)
+    assert [r["id"] for r in replies] == list(range(1000))
+    assert len(body) > 256 * 1024
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(b"POST / HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(batch), batch))
+        reply = read_until_closed(s)
+    assert status_of(reply) == 200 and b"Connection: close" in reply
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[1]) == replies
 
 
 def test_pipeline_longer_than_the_bound_is_answered_in_order(server: ServerProcess) -> None:
