@@ -466,7 +466,8 @@ def test_client_that_half_closes_while_not_read_gets_no_more_work(tmp_path: Path
 def test_large_batch_reply_is_streamed_whole(server: ServerProcess) -> None:
     """A batch reply over 256 KiB comes chunked (HTTP/1.1, kept alive) or until the close
     (HTTP/1.0), and is the same JSON."""
-    fill_book(server, 100)
+    if server.call("order.book", "BTCBCH", 1, 0, 1)["total"] < 100:  # run on its own
+        fill_book(server, 100)
     batch = order_book_batch(1000, 101)
     status, body = server.raw(batch)
     assert status == 200

@@ -423,12 +423,14 @@ class HttpProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         """The client closed its side: replies already written are still sent (close), no
         more are made; a client that was not taking them is gone (reset at once)."""
+        transport = self.transport
         if not self._writable.is_set():
             self._abort()
-            return True
-        if self._lingering and self.transport is not None:
-            self.transport.close()
-        return False
+        elif self._lingering and transport is not None:
+            transport.close()
+        elif transport is not None and not self._closing:
+            self._close(transport)  # reset if what was written is not taken in request_timeout
+        return True
 
     def pause_writing(self) -> None:
         self._writable.clear()
