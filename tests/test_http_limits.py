@@ -11,6 +11,7 @@ Waits poll with generous timeouts: nothing here asserts how long anything took.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import re
 import resource
@@ -470,11 +471,20 @@ def test_large_batch_reply_is_streamed_whole(server: ServerProcess) -> None:
     for i in range(100):  # its own orders: the module's tests run in any order
         server.call("order.put_limit", 7, "BTCBCH", 1, "0.01", str(2000 + i), "0.002", "0.001", "t")
     batch = order_book_batch(1000, 101)
-    status, body = server.raw(batch)
-    assert status == 200
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=GENEROUS)
+    try:
+        conn.request("POST", "/", body=batch)
+        response = conn.getresponse()
+        body = response.read()
+        assert response.status == 200 and response.getheader("Transfer-Encoding") == "chunked"
+        conn.request("POST", "/", body=b'{"method": "market.list", "params": [], "id": 2}')
+        assert conn.getresponse().read().endswith(b', "id": 2}')  # kept alive
+    finally:
+        conn.close()
     replies = json.loads(body)
     assert [r["id"] for r in replies] == list(range(1000))
     assert len(body) > 256 * 1024
+    assert all(len(r["result"]["orders"]) >= 100 for r in replies)
     with socket.create_connection(("127.0.0.1", server.port)) as s:
         s.sendall(b"POST / HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(batch), batch))
         reply = read_until_closed(s)
