@@ -346,8 +346,11 @@ class HttpProtocol(asyncio.Protocol):
     Content-Length before it is read); the requests read ahead (``max_pipeline``, a batch counts
     as its N requests: beyond it the socket is not read, ``pause_reading``); the replies waiting
     to be sent (no request is worked on while the transport is above its high-water mark,
-    ``pause_writing``); and time (``keep_alive`` when idle, ``request_timeout`` to send a request
-    or to take a reply)."""
+    ``pause_writing``; a large batch reply is sent as it is built, so one connection holds a
+    bounded part of it); what the parser reads without a callback (line ends between requests,
+    chunk size lines, trailers: _feed_piece); time (``keep_alive`` when idle,
+    ``request_timeout`` to send a request or to take a reply); and a client that went while
+    its connection was not read gets no more work (_peer_gone)."""
 
     #: what the request being read may call (set by AdminHttpProtocol)
     _grant = Grant.NONE
