@@ -571,6 +571,7 @@ def _instances(root: Path, options: DeployOptions) -> list[Instance]:
                 lock_dir=(directory / "run") if count > 1 else
                 (Path(options.lock_dir).resolve() if options.lock_dir is not None else None)))
     _check_port_clashes(result)
+    check_binds(options, result)
     return result
 
 
@@ -619,6 +620,7 @@ def generate(target_dir: str | os.PathLike[str],
     check_internal_listen(options.http_listen)
     root = Path(target_dir).resolve()
     deployment = Deployment(root, _instances(root, options))
+    check_public_upstreams(options.public_upstreams or (), deployment.instances)
     argv, env = _command(options)
     kit = _Kit(deployment, options, templates_dir(options.templates), argv, env)
     file_limit = options.file_limit
@@ -834,22 +836,71 @@ def prometheus_config(deployment: Deployment, rules: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _is_internal(host: str) -> bool:
+    """``host`` is ``localhost`` or a loopback or private IP address (not 0.0.0.0 / ``::``)."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return not address.is_unspecified and (address.is_loopback or address.is_private)
+
+
 def check_internal_listen(listen: str) -> None:
     """nginx's internal server carries the full back-office API: refuse a ``listen`` that is
     not a loopback or private address (a bare port listens on every address); a ``unix:``
     socket is local."""
-    host = listen.rpartition(":")[0].strip("[]") if ":" in listen else ""
-    if host == "localhost" or listen.startswith("unix:"):
+    host = listen.rpartition(":")[0] if ":" in listen else ""
+    if listen.startswith("unix:") or _is_internal(host):
         return
+    raise DeployError(f"http_listen {listen!r}: the internal nginx server serves the full "
+                      "back-office API; give a loopback or private address "
+                      "(127.0.0.1:8000, 10.0.0.5:8000)")
+
+
+def check_binds(options: DeployOptions, instances: Sequence[Instance]) -> None:
+    """Every service but nginx's public server carries unauthenticated money APIs (the
+    matchengine's binary RPC, accesshttp's full API, monitors, metrics): refuse a ``bind``
+    that is not a loopback or private address.  ``--bind`` must be one; an address from
+    ``--host`` / ``--service-host`` is checked when it is an IP address (a host name is
+    resolved by the services)."""
+    if options.bind is not None and not _is_internal(options.bind):
+        raise DeployError(f"bind {options.bind!r}: the services serve the full, unauthenticated "
+                          "API (matchengine RPC, accesshttp, monitors); give a loopback or "
+                          "private address (127.0.0.1, 10.0.0.5) and publish through nginx")
+    for inst in instances:
+        if not _is_internal(inst.bind) and _is_ip(inst.bind):
+            raise DeployError(f"{inst.name} would listen on {inst.bind!r}: the services serve "
+                              "the full, unauthenticated API; give a loopback or private "
+                              "address (--host, --service-host, --bind)")
+
+
+def _is_ip(host: str) -> bool:
     try:
-        address = ipaddress.ip_address(host)
+        ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        address = None
-    if address is None or address.is_unspecified or not (address.is_loopback
-                                                         or address.is_private):
-        raise DeployError(f"http_listen {listen!r}: the internal nginx server serves the full "
-                          "back-office API; give a loopback or private address "
-                          "(127.0.0.1:8000, 10.0.0.5:8000)")
+        return False
+    return True
+
+
+def check_public_upstreams(public: Sequence[str], instances: Sequence[Instance]) -> None:
+    """nginx's public server must reach only accesshttp's public listeners: refuse an upstream
+    that is any other listener of the kit (accesshttp's full API, the matchengine...)."""
+    local = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::"}
+    for upstream in public:
+        host, _, port = upstream.rpartition(":")
+        host = host.strip("[]")
+        for inst in instances:
+            hosts = {inst.address, inst.bind, inst.local_address} | (
+                local if inst.local_address in local else set())
+            for role, number in inst.ports.items():
+                if (role != "public" or inst.service != "accesshttp") and \
+                        port == str(number) and host in hosts:
+                    raise DeployError(
+                        f"public upstream {upstream!r} is {inst.name}'s {role} listener, which "
+                        "serves more than the public market data; give accesshttp's public "
+                        "listeners (public.bind, port accesshttp_public)")
 
 
 def public_ws_url(server_name: str, https_listen: str) -> str | None:
@@ -909,7 +960,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address at which the services reach each other (default 127.0.0.1)")
     p.add_argument("--bind", default=None,
-                   help="address the services listen on (default: --host; 0.0.0.0 for all)")
+                   help="address the services listen on: loopback or private (default: --host)")
     p.add_argument("--service-host", action="append", metavar="NAME=ADDR",
                    help="address of one service or instance (accesshttp-2=10.0.0.12); repeatable")
     p.add_argument("--instances", action="append", metavar="SERVICE=N",

@@ -201,10 +201,50 @@ def test_nginx_publishes_only_the_public_surface(tmp_path: Path) -> None:
         assert f"listen {listen};" in (dep.nginx_dir / "exchange.conf").read_text()
 
 
+def test_services_never_listen_on_a_public_or_every_address(tmp_path: Path) -> None:
+    """--bind / --host reach the matchengine's binary RPC, accesshttp's full API, monitors and
+    metrics: only loopback or private addresses."""
+    for bind in ("0.0.0.0", "::", "[::]", "8.8.8.8", "2001:4860::1", "example.com"):
+        with pytest.raises(DeployError, match="loopback or private address"):
+            generate(tmp_path / "x", DeployOptions(bind=bind))
+    with pytest.raises(DeployError, match="loopback or private address"):
+        generate(tmp_path / "x", DeployOptions(host="8.8.8.8"))
+    with pytest.raises(DeployError, match="loopback or private address"):
+        generate(tmp_path / "x", DeployOptions(hosts={"matchengine": "0.0.0.0"}))
+    assert not (tmp_path / "x").exists()
+    for i, bind in enumerate(("127.0.0.1", "10.0.0.5", "192.168.1.2", "::1", "localhost")):
+        dep = generate(tmp_path / f"ok{i}", DeployOptions(bind=bind))
+        me, = configs(dep, "matchengine")
+        assert me["svr"]["bind"][0] == f"tcp@{bind}:7316"
+
+
+def test_public_upstream_is_never_a_full_api_listener(tmp_path: Path) -> None:
+    for upstream in ("127.0.0.1:8080", "localhost:8080", "127.0.0.1:7316", "127.0.0.1:8081"):
+        with pytest.raises(DeployError, match="public upstream"):
+            generate(tmp_path / "x", DeployOptions(public_upstreams=[upstream]))
+    with pytest.raises(DeployError, match="accesshttp-2's svr listener"):
+        generate(tmp_path / "y", DeployOptions(
+            host="10.0.0.5", instances={"accesshttp": 2},
+            public_upstreams=["10.0.0.5:8082", "10.0.0.5:8180"]))
+    dep = generate(tmp_path / "ok", DeployOptions(public_upstreams=["127.0.0.1:8082", "10.0.0.9:8080"]))
+    assert "server 127.0.0.1:8082 " in (dep.nginx_dir / "exchange.conf").read_text()
+
+
+def test_command_line_refuses_a_public_bind_or_upstream(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    for extra in (["--bind", "0.0.0.0"], ["--public-upstream", "127.0.0.1:8080"]):
+        args = parser.parse_args(["deploy", str(tmp_path / "d"), *extra])
+        assert args.func(args) == 2
+        err = capsys.readouterr().err
+        assert "loopback or private address" in err or "public upstream" in err
+
+
 def test_options_reach_the_configs(tmp_path: Path) -> None:
     mysql = MysqlConfig(host="db.internal", port=3307, user="u", password="p", name="ignored")
     dep = generate(tmp_path / "d", DeployOptions(
-        host="10.1.0.1", bind="0.0.0.0",
+        host="10.1.0.1",
         hosts={"matchengine": "10.1.0.5", "accesshttp-2": "10.1.0.12"},
         mysql=mysql, db_log="log_db", db_history="hist_db",
         sentinels=["10.1.0.7:26379", "10.1.0.8:26379"], sentinel_master="m",
@@ -218,13 +258,13 @@ def test_options_reach_the_configs(tmp_path: Path) -> None:
     http = configs(dep, "accesshttp")
     mp, = configs(dep, "marketprice")
     ws, = configs(dep, "accessws")
-    assert me["svr"]["bind"][0] == "tcp@0.0.0.0:7316"
+    assert me["svr"]["bind"][0] == "tcp@10.1.0.5:7316"  # each listens where it is reached
     assert me["db_log"] == {"host": "db.internal", "port": 3307, "user": "u", "pass": "p",
                             "name": "log_db"}
     assert me["db_history"]["name"] == "hist_db"
     assert me["kafka_topic_prefix"] == "x_" and me["brokers"] == "k1:9092,k2:9092"
-    assert http[0]["svr"]["bind"] == ["tcp@0.0.0.0:9001"]
-    assert http[1]["svr"]["bind"] == ["tcp@0.0.0.0:9002"]
+    assert http[0]["svr"]["bind"] == ["tcp@10.1.0.1:9001"]
+    assert http[1]["svr"]["bind"] == ["tcp@10.1.0.12:9002"]
     assert http[0]["matchengine"]["addr"] == ["tcp@10.1.0.5:7316"]
     assert http[0]["alert"]["addr"] == "10.1.0.1:4444"
     assert mp["accesshttp"] == "http://10.1.0.1:9001/"

@@ -11,11 +11,14 @@ Waits poll with generous timeouts: nothing here asserts how long anything took.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
+import re
 import resource
 import select
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -167,6 +170,44 @@ def test_chunked_body_over_max_is_413_while_read(server: ServerProcess) -> None:
         reply, sent = stream_until_answered(s, head, chunk, 100 * 1024 * 1024)
     assert status_of(reply) == 413
     assert sent < 100 * 1024 * 1024
+
+
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(("first", "filler", "status"), [
+    (CHUNKED_HEAD + b"0\r\n", b"X-T: y\r\n" * 8192, 431),  # many trailers
+    (CHUNKED_HEAD + b"0\r\nX-T: ", b"y" * 65536, 400),  # one endless trailer
+    (b"", b"\r\n" * 32768, 400),  # empty lines before a request line
+    (CHUNKED_HEAD + b"1;", b"a" * 65536, 400),  # an endless chunk extension
+    (CHUNKED_HEAD, b"0" * 65536, 400),  # an endless chunk size
+    (CHUNKED_HEAD + b"5\r\nhello\r\n1;", b"a" * 65536, 400),  # the same after some body
+])
+def test_floods_without_a_callback_are_refused(server: ServerProcess, first: bytes,
+                                                 filler: bytes, status: int) -> None:
+    """What the parser reads without telling (trailers, line ends between requests, chunk
+    size lines) counts against the head limits: refused after a few KiB, never read until a
+    timeout; others are answered meanwhile."""
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(first)
+        assert_alive(server)
+        reply, sent = stream_until_answered(s, b"", filler, 100 * 1024 * 1024)
+    assert status_of(reply) == status
+    assert b"Connection: close" in reply
+    assert sent < 10 * 1024 * 1024
+    assert_alive(server)
+
+
+def test_what_stays_under_the_stray_limits_is_answered(server: ServerProcess) -> None:
+    body = b'{"method": "market.list", "params": [], "id": 7}'
+    one_byte_chunks = b"".join(b"1;ext=%d\r\n%c\r\n" % (i, c) for i, c in enumerate(body))
+    request = (b"\r\n" * 100 + CHUNKED_HEAD[:-2] + b"Connection: close\r\n\r\n" + one_byte_chunks
+               + b"0\r\n" + b"".join(b"X-T-%d: %s\r\n" % (i, b"v" * 100) for i in range(50))
+               + b"\r\n")
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(request)
+        reply = read_until_closed(s)
+    assert status_of(reply) == 200 and reply.endswith(b', "id": 7}')
 
 
 def test_body_at_max_is_answered(server: ServerProcess) -> None:
@@ -341,6 +382,114 @@ def test_unread_pipeline_keeps_memory_bounded_and_others_answered(server: Server
         assert grown < 64 * 1024, f"RSS grew by {grown} KiB"
     assert_alive(server)
     assert server_rss_kib(server) - before < 64 * 1024
+
+
+def gauge(server: ServerProcess, name: str, service: str = "accesshttp") -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
+                                timeout=GENEROUS) as response:
+        text = response.read().decode()
+    match = re.search(rf'^{re.escape(name)}\{{service="{service}"\}} (\S+)$', text, re.M)
+    assert match, f"no {name} in the metrics"
+    return float(match.group(1))
+
+
+def order_book_batch(n: int, limit: int) -> bytes:
+    return json.dumps([{"method": "order.book", "params": ["BTCBCH", 1, 0, limit], "id": i}
+                       for i in range(n)]).encode()
+
+
+def test_unread_batch_replies_keep_memory_bounded_and_closed_clients_cost_nothing(
+        tmp_path: Path) -> None:
+    """20 clients each send two batches of 1,000 order.book (about 30 MB of replies each)
+    and read nothing: the server holds a bounded part of each reply (it stops calling while
+    the client does not take what was sent) and answers others; once they close, their
+    connections go (nothing waits for request_timeout, 600 s here) and nothing is built for
+    them any more."""
+    srv = ServerProcess(tmp_path / "data", extra=["--http-request-timeout", "600"]).start()
+    clients: list[socket.socket] = []
+    try:
+        fill_book(srv, 100)
+        request = post(order_book_batch(1000, 101)) * 2
+        before = server_rss_kib(srv)
+        for _ in range(20):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(request)
+            clients.append(s)
+        deadline = time.monotonic() + GENEROUS
+        waiting = list(clients)
+        while waiting:  # every one was sent part of its first reply
+            assert time.monotonic() < deadline, "no reply started"
+            readable, _, _ = select.select(waiting, [], [], 1.0)
+            waiting = [s for s in waiting if s not in readable]
+        assert_alive(srv)
+        grown = server_rss_kib(srv) - before
+        print(f"server RSS {before} KiB, +{grown} KiB with 20 clients not reading")
+        assert grown < 150 * 1024, f"RSS grew by {grown} KiB"
+        for s in clients:
+            s.close()
+        clients = []
+        deadline = time.monotonic() + GENEROUS
+        while gauge(srv, "exchange_connections") > 0:
+            assert time.monotonic() < deadline, "closed clients' connections stayed"
+        assert_alive(srv)
+        assert server_rss_kib(srv) - before < 150 * 1024
+    finally:
+        for s in clients:
+            s.close()
+        assert srv.stop() == 0
+
+
+def test_client_that_half_closes_while_not_read_gets_no_more_work(tmp_path: Path) -> None:
+    """A client that sent a long pipeline and shut its side is not read (the pipeline is
+    full), so its end is seen by looking at the socket: the connection goes, long before
+    request_timeout."""
+    srv = ServerProcess(tmp_path / "data", extra=["--http-request-timeout", "600",
+                                                  "--http-max-pipeline", "1"]).start()
+    try:
+        fill_book(srv, 100)
+        one = post(b'{"method": "order.book", "params": ["BTCBCH", 1, 0, 101], "id": 1}')
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(one * 200)  # all of it reaches the server (its FIN too), which reads one
+        s.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + GENEROUS
+        while gauge(srv, "exchange_connections") > 0:
+            assert time.monotonic() < deadline, "a half-closed client kept its connection"
+        s.close()
+        assert_alive(srv)
+    finally:
+        assert srv.stop() == 0
+
+
+def test_large_batch_reply_is_streamed_whole(server: ServerProcess) -> None:
+    """A batch reply over 256 KiB comes chunked (HTTP/1.1, kept alive) or until the close
+    (HTTP/1.0), and is the same JSON."""
+    server.call("balance.update", 7, "BTC", "deposit", 1, "1000000", {})
+    for i in range(100):  # its own orders: the module's tests run in any order
+        server.call("order.put_limit", 7, "BTCBCH", 1, "0.01", str(2000 + i), "0.002", "0.001", "t")
+    batch = order_book_batch(1000, 101)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=GENEROUS)
+    try:
+        conn.request("POST", "/", body=batch)
+        response = conn.getresponse()
+        body = response.read()
+        assert response.status == 200 and response.getheader("Transfer-Encoding") == "chunked"
+        conn.request("POST", "/", body=b'{"method": "market.list", "params": [], "id": 2}')
+        assert conn.getresponse().read().endswith(b', "id": 2}')  # kept alive
+    finally:
+        conn.close()
+    replies = json.loads(body)
+    assert [r["id"] for r in replies] == list(range(1000))
+    assert len(body) > 256 * 1024
+    assert all(len(r["result"]["orders"]) >= 100 for r in replies)
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(b"POST / HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(batch), batch))
+        reply = read_until_closed(s)
+    assert status_of(reply) == 200 and b"Connection: close" in reply
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[1]) == replies
 
 
 def test_pipeline_longer_than_the_bound_is_answered_in_order(server: ServerProcess) -> None:

@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import select
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httptools
@@ -70,10 +72,20 @@ BATCH_MAX = 1000
 #: (from 4 for the first batch, then from where the previous batch ended).
 BATCH_CHUNK = 32
 BATCH_SLICE = 0.004
+#: A batch's replies are held up to this many bytes; beyond, they are sent as they come (chunked
+#: encoding; HTTP/1.0: until the connection closes) and no more calls are made while the
+#: transport is above its high-water mark (what one connection holds stays bounded).
+STREAM_AFTER = 256 * 1024
+#: While neither read nor written to (pipeline full, client taking nothing), whether the client
+#: went is looked at this often (seconds): its end is not seen otherwise.
+PEER_CHECK = 1.0
 #: Received data is parsed this many bytes at a time (the pipeline bound is checked between).
 FEED_SLICE = 16384
 #: Bytes of a request head beyond its target and headers (method, version, line ends).
 HEAD_SLACK = 256
+#: Bytes of chunked framing (size lines, extensions, line ends) a body may carry per byte of
+#: data (one byte chunks take 5; refused beyond, with the header limit's worth on top).
+FRAMING_PER_BYTE = 16
 #: File descriptors kept for everything but HTTP connections (logs, databases, backends).
 FD_RESERVE = 256
 #: Most bytes read and dropped after a refused request before the connection is reset.
@@ -214,30 +226,48 @@ class AccessHttp:
 
     async def _batch_parts(self, items: list[Any], grant: Grant = Grant.NONE) -> list[bytes]:
         """The replies of a batch, between ``[``, ``", "`` and ``]``."""
+        parts: list[bytes] = []
+        async for chunk in self.batch_chunks(items, grant):
+            parts += chunk
+        parts.append(b"]")
+        return parts
+
+    def dispatch_batch(self, items: list[Any], grant: Grant = Grant.NONE) -> AsyncIterator[list[bytes]]:
+        """Answer a batch a chunk of calls at a time (HttpProtocol sends a large one as it
+        comes); see batch_chunks."""
+        self.requests += 1
+        return self.batch_chunks(items, grant)
+
+    async def batch_chunks(self, items: list[Any],
+                           grant: Grant = Grant.NONE) -> AsyncIterator[list[bytes]]:
+        """The replies of a batch, a chunk of calls at a time, each reply after its separator
+        (``[`` then ``", "``); the closing ``]`` is the caller's.  BadRequest (before any
+        call) when the batch is empty, too long or has an invalid request."""
         if not items or len(items) > BATCH_MAX:
             raise BadRequest
         requests = [parse_request(item) for item in items]
-        replies: list[tuple[int, bytes]] = []
         size = self._batch_chunk
-        while len(replies) < len(requests):
-            if replies:
+        done = 0
+        while done < len(requests):
+            if done:
                 await asyncio.sleep(0)  # the engine and other clients between chunks
-            chunk = requests[len(replies):len(replies) + size]
+            chunk = requests[done:done + size]
             started = time.perf_counter()
-            replies += await asyncio.gather(*(self._call(m, p, i, grant) for m, p, i in chunk))
+            replies = await asyncio.gather(*(self._call(m, p, i, grant) for m, p, i in chunk))
             took = time.perf_counter() - started
             if took > BATCH_SLICE:
                 size = max(1, size // 2)
             elif took < BATCH_SLICE / 4:
                 size = min(BATCH_CHUNK, size * 2)
-        self._batch_chunk = size  # the next batch starts from what this one learned
-        parts = [b"["]
-        for (status, body), (_, _, req_id) in zip(replies, requests, strict=True):
-            if status == 500:
-                body = jsonfmt.error_body(SERVICE_UNAVAILABLE, GENERIC_MESSAGES[SERVICE_UNAVAILABLE], req_id)
-            parts += (body, b", ")
-        parts[-1] = b"]"
-        return parts
+            self._batch_chunk = size  # the next batch starts from what this one learned
+            parts: list[bytes] = []
+            for (status, body), (_, _, req_id) in zip(replies, chunk, strict=True):
+                if status == 500:
+                    body = jsonfmt.error_body(SERVICE_UNAVAILABLE,
+                                              GENERIC_MESSAGES[SERVICE_UNAVAILABLE], req_id)
+                parts += (b", " if done or parts else b"[", body)
+            done += len(chunk)
+            yield parts
 
     def admit(self, connection: HttpProtocol) -> bool:
         """Count a new connection in, or refuse it (False) when the maximum is open."""
@@ -293,17 +323,19 @@ class _Request:
     """A request read in full and not answered yet: ``status`` to answer without dispatching
     (0: dispatch ``data``, the parsed body), or the answer to a GET (``page``, pages.py)."""
 
-    __slots__ = ("status", "data", "keep_alive", "page", "grant", "weight")
+    __slots__ = ("status", "data", "keep_alive", "page", "grant", "weight", "http10")
 
     def __init__(self, status: int, data: Any, keep_alive: bool,
                  page: pages.Answer | None = None, grant: Grant = Grant.NONE,
-                 weight: int = 1) -> None:
+                 weight: int = 1, http10: bool = False) -> None:
         self.status = status
         self.data = data
         self.keep_alive = keep_alive
         self.page = page
         self.grant = grant
         self.weight = weight
+        #: an HTTP/1.0 request (a batch's reply streamed without chunked encoding)
+        self.http10 = http10
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -314,8 +346,11 @@ class HttpProtocol(asyncio.Protocol):
     Content-Length before it is read); the requests read ahead (``max_pipeline``, a batch counts
     as its N requests: beyond it the socket is not read, ``pause_reading``); the replies waiting
     to be sent (no request is worked on while the transport is above its high-water mark,
-    ``pause_writing``); and time (``keep_alive`` when idle, ``request_timeout`` to send a request
-    or to take a reply)."""
+    ``pause_writing``; a large batch reply is sent as it is built, so one connection holds a
+    bounded part of it); what the parser reads without a callback (line ends between requests,
+    chunk size lines, trailers: _feed_piece); time (``keep_alive`` when idle,
+    ``request_timeout`` to send a request or to take a reply); and a client that went while
+    its connection was not read gets no more work (_peer_gone)."""
 
     #: what the request being read may call (set by AdminHttpProtocol)
     _grant = Grant.NONE
@@ -329,7 +364,8 @@ class HttpProtocol(asyncio.Protocol):
         self._url: list[bytes] = []
         self._url_size = 0
         self._head_size = 0
-        self._head_chunks = 0
+        #: bytes read, not body data, since a request began or ended (see _feed_piece)
+        self._stray = 0
         self._in_head = False
         self._began = False
         self._in_message = False
@@ -354,6 +390,7 @@ class HttpProtocol(asyncio.Protocol):
         self._closing = False
         self._read_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
+        self._peer_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
 
@@ -368,7 +405,7 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self.app.connections.discard(self)
-        for timer in (self._read_timer, self._write_timer):
+        for timer in (self._read_timer, self._write_timer, self._peer_timer):
             if timer is not None:
                 timer.cancel()
         self._queue.clear()
@@ -387,13 +424,32 @@ class HttpProtocol(asyncio.Protocol):
                 self.transport.abort()
 
     def eof_received(self) -> bool:
-        if self._lingering and self.transport is not None:
-            self.transport.close()
-        return False
+        """The client closed its side: replies already written are still sent (close), no
+        more are made; a client that was not taking them is gone (reset at once)."""
+        transport = self.transport
+        if not self._writable.is_set():
+            self._abort()
+        elif self._lingering and transport is not None:
+            transport.close()
+        elif transport is not None and not self._closing:
+            self._close(transport)  # reset if what was written is not taken in request_timeout
+        return True
 
     def pause_writing(self) -> None:
         self._writable.clear()
         self._watch_writes(-1)
+        self._watch_peer()
+
+    def _watch_peer(self) -> None:
+        """While writing is paused, look every PEER_CHECK whether a client that is not read
+        went (a reset is seen by the pending write; its FIN is not)."""
+        self._peer_timer = None
+        if self._writable.is_set() or self._closing:
+            return
+        if not self._reading and self._peer_gone():
+            self._abort()
+            return
+        self._peer_timer = self.loop.call_later(PEER_CHECK, self._watch_peer)
 
     def _watch_writes(self, last_size: int) -> None:
         """While replies wait above the high-water mark, the client must take some of them
@@ -412,6 +468,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writable.set()
+        if self._peer_timer is not None:
+            self._peer_timer.cancel()
+            self._peer_timer = None
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
@@ -437,8 +496,16 @@ class HttpProtocol(asyncio.Protocol):
                 return
 
     def _feed_piece(self, piece: memoryview) -> bool:
-        """Parse one slice; False when a request was refused."""
+        """Parse one slice; False when a request was refused.
+
+        The parser reads some things without a callback: a request line or header not ended,
+        the empty lines before a request, a chunk's size line and extensions, a trailer not
+        ended.  So a slice in which no request began or ended and that brought no body data
+        counts as "stray" bytes, bounded: while in the head by the URL and header limits
+        (431), between requests by the URL limit (400), in a body by the header limit plus
+        FRAMING_PER_BYTE per byte of body data (400)."""
         self._began = False
+        body_before = self._body_size
         try:
             self.parser.feed_data(piece)
         except httptools.HttpParserUpgrade:
@@ -447,14 +514,20 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             self._refuse(self._limit_status or 400)
             return False
-        if self._in_head and not self._began:
-            # the whole slice belongs to a request line and headers not complete yet
-            self._head_chunks += len(piece)
-            if self._head_chunks > (self.limits.max_url_size + self.limits.max_header_size
-                                    + HEAD_SLACK):
-                self._refuse(431)
+        if not self._began:
+            self._stray += len(piece) - (self._body_size - body_before)
+            if self._stray > self._stray_limit():
+                self._refuse(431 if self._in_head else 400)
                 return False
         return True
+
+    def _stray_limit(self) -> int:
+        limits = self.limits
+        if self._in_head:
+            return limits.max_url_size + limits.max_header_size + HEAD_SLACK
+        if self._in_message:
+            return limits.max_header_size + HEAD_SLACK + FRAMING_PER_BYTE * self._body_size
+        return limits.max_url_size + HEAD_SLACK
 
     # -- httptools callbacks ----------------------------------------------------------------------
 
@@ -466,7 +539,7 @@ class HttpProtocol(asyncio.Protocol):
         self._url = []
         self._url_size = 0
         self._head_size = 0
-        self._head_chunks = 0
+        self._stray = 0
         self._in_head = True
         self._in_message = True
         self._began = True
@@ -484,6 +557,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.limits.max_header_size:  # headers, then trailers too
+            raise self._over(431)
         if len(name) == 4 and name.lower() == b"host":
             self._host = value
         elif len(name) == 17 and name.lower() == b"x-forwarded-proto":
@@ -511,6 +586,8 @@ class HttpProtocol(asyncio.Protocol):
         body = b"".join(self._body)
         self._body = []
         self._in_message = False
+        self._began = True  # the rest of this slice is not counted as stray
+        self._stray = 0
         keep_alive = self.parser.should_keep_alive()
         method = self.parser.get_method()
         self._cancel_read_timer()
@@ -529,8 +606,11 @@ class HttpProtocol(asyncio.Protocol):
         except BadRequest:
             self._enqueue(_Request(400, None, False))
             return
-        weight = len(data) if isinstance(data, list) and data else 1
-        self._enqueue(_Request(0, data, keep_alive, grant=self._grant, weight=weight))
+        if isinstance(data, list) and data:
+            self._enqueue(_Request(0, data, keep_alive, grant=self._grant, weight=len(data),
+                                   http10=self.parser.get_http_version() == "1.0"))
+            return
+        self._enqueue(_Request(0, data, keep_alive, grant=self._grant))
 
     # -- flow control and time limits -------------------------------------------------------------
 
@@ -598,6 +678,10 @@ class HttpProtocol(asyncio.Protocol):
                 if not self._writable.is_set():
                     await self._writable.wait()
                     continue
+                if self._peer_gone():  # no work for a client that went
+                    if not self._reading:
+                        self._abort()  # its end was not read: nothing more will go out
+                    return
                 request = self._queue[0]
                 if not await self._answer(request):
                     return
@@ -622,6 +706,8 @@ class HttpProtocol(asyncio.Protocol):
         try:
             if request.page is not None:
                 status, reply, content_type = await pages.resolve(request.page)
+            elif isinstance(request.data, list):
+                return await self._answer_batch(request)
             else:
                 status, reply = await self.app.dispatch_data(request.data, request.grant)
         except BadRequest:
@@ -633,6 +719,100 @@ class HttpProtocol(asyncio.Protocol):
             return False
         self._respond(status, reply, close=not request.keep_alive, content_type=content_type)
         return request.keep_alive
+
+    async def _answer_batch(self, request: _Request) -> bool:
+        """A batch: its replies held up to STREAM_AFTER bytes and answered as one body; past
+        that sent as they come, a chunk of calls at a time, each only once the transport is
+        below its high-water mark (the write watchdog closes a client that takes nothing)."""
+        held: list[bytes] = []
+        held_size = 0
+        streaming = False
+        replies = self.app.dispatch_batch(request.data, request.grant)
+        while True:
+            try:
+                parts = await anext(replies)
+            except StopAsyncIteration:
+                break
+            except Exception:
+                if not streaming:
+                    raise  # answered 400 / 500 by _answer
+                log.exception("request failed")
+                self._abort()  # a head was sent: nothing else can tell the client
+                return False
+            held += parts
+            held_size += sum(map(len, parts))
+            if held_size >= STREAM_AFTER:
+                if not streaming:
+                    streaming = True
+                    self._start_stream(request)
+                self._send_part(request, held)
+                held, held_size = [], 0
+            if not await self._ready_for_more():
+                self._abort()
+                return False
+        held.append(b"]")
+        if not streaming:
+            self._respond(200, held, close=not request.keep_alive)
+            return request.keep_alive
+        self._send_part(request, held)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        if request.http10:
+            self._close(transport)
+            return False
+        transport.write(b"0\r\n\r\n")
+        if not request.keep_alive:
+            self._close(transport)
+        return request.keep_alive
+
+    def _start_stream(self, request: _Request) -> None:
+        """The head of a batch reply sent as it comes: chunked (HTTP/1.0: closed at the end)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        head = b"HTTP/1.1 200 OK\r\nDate: %s\r\nContent-Type: application/json\r\n" % _date.get()
+        if request.http10:
+            head += b"Connection: close\r\n"
+        else:
+            head += b"Transfer-Encoding: chunked\r\n"
+            if not request.keep_alive:
+                head += b"Connection: close\r\n"
+        transport.write(head + b"\r\n")
+
+    def _send_part(self, request: _Request, parts: list[bytes]) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if request.http10:
+            transport.writelines(parts)
+        else:
+            transport.writelines([b"%x\r\n" % sum(map(len, parts)), *parts, b"\r\n"])
+
+    async def _ready_for_more(self) -> bool:
+        """Wait until the transport is below its high-water mark; False when the client is
+        gone (closed while it was not read, or the connection was lost)."""
+        while not self._writable.is_set():
+            await self._writable.wait()
+        return not (self._closing or self._peer_gone())
+
+    def _peer_gone(self) -> bool:
+        """The connection is closing or, while the socket is not read (the pipeline is full)
+        and so its end is not seen, the client shut its side or reset it."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return True
+        if self._reading:
+            return False  # eof_received / connection_lost tell
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        poller = select.poll()
+        try:
+            poller.register(sock.fileno(), select.POLLRDHUP)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):
+            return True
 
     def _respond(self, status: int, body: Body, close: bool,
                  content_type: bytes = b"application/json") -> None:
