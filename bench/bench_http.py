@@ -94,11 +94,11 @@ def run(seconds: int = 10, connections: int = 64, extra: list[str] | None = None
                 [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s",
                  str(script), f"http://127.0.0.1:{server.port}/"],
                 check=True, capture_output=True, text=True).stdout
+            t0 = time.monotonic()  # the catch-up counts from the end of the load
             settle(meter)  # until the follower has caught up: its CPU counts
             # wrk counts every HTTP 200; count the orders really accepted (not refused with
             # code 3 because the history follower fell too far behind), and how long the
             # follower took to catch up after the load.
-            t0 = time.monotonic()
             while True:
                 try:
                     last = server.call("order.put_limit", 1, "BTCBCH", 1, "0.01", "1000", "0",

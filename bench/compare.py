@@ -101,6 +101,8 @@ class Checkout:
     root: Path
     #: PYTHONPATH for a benchmark this checkout lacks: the current tree's bench/ on its code
     overlay: Path | None = None
+    #: run the current tree's bench/ for every benchmark, not only the missing ones
+    always_overlay: bool = False
     best: dict[str, Figures] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -110,7 +112,7 @@ class Checkout:
     def place(self, module: str) -> tuple[Path, str]:
         """Working directory and PYTHONPATH for ``module`` (``-m`` puts the working directory
         first on sys.path: for the overlay it is the overlay)."""
-        if self.has(module) or self.overlay is None:
+        if self.overlay is None or (self.has(module) and not self.always_overlay):
             return self.root, str(self.root)
         self.notes[module] = "current tree's bench/ on the baseline's code"
         return self.overlay, f"{self.overlay}{os.pathsep}{self.root}"
@@ -129,6 +131,10 @@ def baseline_checkout(commit: str, scratch: Path) -> Checkout:
         scratch.mkdir(parents=True, exist_ok=True)
         git("worktree", "prune")
         git("worktree", "add", "--detach", str(root), sha)
+    # the checkouts find the original's spec and golden files in their sibling ../shared/
+    shared, link_shared = REPO.parent / "shared", scratch / "shared"
+    if shared.is_dir() and not link_shared.exists():
+        link_shared.symlink_to(shared)
     overlay = scratch / f"overlay-{hashlib.sha1(str(REPO).encode()).hexdigest()[:10]}"
     overlay.mkdir(parents=True, exist_ok=True)
     link = overlay / "bench"
@@ -191,14 +197,14 @@ def print_table(rows: list[dict[str, object]], base: Checkout, rounds: int) -> N
     print(f"\n== {base.name} vs current tree, best of {rounds}, alternating "
           f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
           f"{os.getloadavg()[0]:.2f}); ratio > 1: current is better")
-    head = f"{'benchmark':<28} {'figure':<34} {'baseline':>12} {'current':>12} {'ratio':>7}  better"
+    head = f"{'benchmark':<32} {'figure':<34} {'baseline':>12} {'current':>12} {'ratio':>7}  better"
     print(head)
     print("-" * len(head))
     for r in rows:
         ratio_text = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
         better = "higher" if r["better"] == HIGHER else "lower"
         note = f"  ({r['note']})" if r["note"] else ""
-        print(f"{r['benchmark']:<28} {r['figure']:<34} {fmt(r['baseline']):>12} "
+        print(f"{r['benchmark']:<32} {r['figure']:<34} {fmt(r['baseline']):>12} "
               f"{fmt(r['current']):>12} {ratio_text:>7}  {better}{note}")
 
 
@@ -209,11 +215,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="runs of each benchmark per checkout")
     parser.add_argument("--scratch", type=Path, default=SCRATCH,
                         help="where the baseline checkout is made (outside the repository)")
+    parser.add_argument("--current-bench", action="store_true",
+                        help="run the current tree's bench/ against the baseline's code for every "
+                             "benchmark (e.g. for the CPU budget an old bench/ does not print)")
     parser.add_argument("--json", type=Path, help="also write the table as JSON to this file")
     parser.add_argument("benches", nargs="*", default=DEFAULT,
                         help="bench_x or bench_x:arg,arg (default: %(default)s)")
     opts = parser.parse_args(argv)
     base = baseline_checkout(opts.baseline, opts.scratch)
+    base.always_overlay = opts.current_bench
     cur = Checkout("current", REPO)
     print(f"== baseline {base.root}, current {REPO}, load average {os.getloadavg()[0]:.2f}")
     for n in range(opts.rounds):
