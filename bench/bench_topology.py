@@ -75,8 +75,7 @@ def run(seconds: int = 10, connections: int = 64) -> dict[str, object]:
                 [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s",
                  str(script), f"http://127.0.0.1:{topo.http_port}/"],
                 check=True, capture_output=True, text=True).stdout
-            t0 = time.monotonic()  # the catch-up counts from the end of the load
-            settle(meter)  # until the follower and marketprice have caught up
+            t0 = time.monotonic()
             while True:
                 reply = _post(topo.http_port, {"method": "order.put_limit", "params": [
                     1, "BTCBCH", 1, "0.01", "1000", "0", "0", "x"], "id": 1})
@@ -85,6 +84,7 @@ def run(seconds: int = 10, connections: int = 64) -> dict[str, object]:
                     break
                 time.sleep(0.1)
             catch_up = time.monotonic() - t0
+            settle(meter)  # until the follower and marketprice are idle: their catch-up counts
             accepted = int(reply["result"]["id"]) - 1
         finally:
             for name in reversed(SERVICES):

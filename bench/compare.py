@@ -174,8 +174,7 @@ def ratio(label: str, base: float, cur: float) -> float | None:
 
 def table(benches: list[str], base: Checkout, cur: Checkout) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    for spec in benches:
-        module = spec.split(":")[0]
+    for module in dict.fromkeys(spec.split(":")[0] for spec in benches):
         b, c = base.best.get(module, {}), cur.best.get(module, {})
         for key in list(dict.fromkeys([*c, *b])):
             way = direction(key[1])
