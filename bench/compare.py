@@ -129,8 +129,8 @@ def baseline_checkout(commit: str, scratch: Path) -> Checkout:
     root = scratch / sha
     if not (root / ".git").exists():
         scratch.mkdir(parents=True, exist_ok=True)
-        git("worktree", "prune")
-        git("worktree", "add", "--detach", str(root), sha)
+        # --force: the path may still be registered from a scratch dir someone deleted
+        git("worktree", "add", "--force", "--detach", str(root), sha)
     # the checkouts find the original's spec and golden files in their sibling ../shared/
     shared, link_shared = REPO.parent / "shared", scratch / "shared"
     if shared.is_dir() and not link_shared.exists():

@@ -63,7 +63,8 @@ def test_ratio_above_one_means_better_either_way() -> None:
     assert compare.ratio("orders/s", 1000.0, 3000.0) == 3.0
     assert compare.ratio("p99 latency (ms)", 30.0, 10.0) == 3.0
     assert compare.ratio("refused", 0.0, 0.0) == 1.0
-    assert compare.ratio("refused", 0.0, 5.0) is None
+    assert compare.ratio("refused", 0.0, 5.0) == 0.0  # worse without bound
+    assert compare.ratio("refused", 5.0, 0.0) is None  # better without bound: no number
     best: compare.Figures = {}
     for run in ({("r", "orders/s"): 5.0, ("r", "p99 latency (ms)"): 9.0},
                 {("r", "orders/s"): 7.0, ("r", "p99 latency (ms)"): 11.0}):
