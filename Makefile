@@ -47,8 +47,17 @@ test: $(TSTAMP) services test-deps lint
 	eval "$$(bash scripts/services.sh env)" && $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make bench: every benchmark, figures printed (see bench/README.md)
+## make bench BASELINE=<commit> [BENCHES="bench_engine bench_e2e:10,16"] [ROUNDS=3]: the same run
+##   alternately against a checkout of <commit>, printing the ratios (bench/compare.py)
+BASELINE ?=
+BENCHES ?=
+ROUNDS ?= 3
 bench: $(STAMP)
+ifeq ($(strip $(BASELINE)),)
 	$(BIN)/python -m bench.run_all
+else
+	$(BIN)/python -m bench.compare --baseline $(BASELINE) --rounds $(ROUNDS) $(BENCHES)
+endif
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -18,8 +18,10 @@ import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from bench.common import report
+from bench.cpu import CpuMeter, settle
 from exchange_server.client import HttpClient
 from tests.server import CallError, ServerProcess
 
@@ -78,7 +80,7 @@ def fund(url: str, users: int) -> None:
 
 
 def run(seconds: int = 10, connections: int = 64, extra: list[str] | None = None,
-        title: str = "end to end: HTTP put_limit, durable log (SQLite, fsync)") -> dict[str, float]:
+        title: str = "end to end: HTTP put_limit, durable log (SQLite, fsync)") -> dict[str, Any]:
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp) / "data", extra=extra).start()
@@ -86,14 +88,16 @@ def run(seconds: int = 10, connections: int = 64, extra: list[str] | None = None
             fund(f"http://127.0.0.1:{server.port}/", 1000)
             script = Path(tmp) / "orders.lua"
             script.write_text(LUA)
+            assert server.proc is not None
+            meter = CpuMeter({"main": server.proc.pid}).begin()
             out = subprocess.run(
                 [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s",
                  str(script), f"http://127.0.0.1:{server.port}/"],
                 check=True, capture_output=True, text=True).stdout
+            t0 = time.monotonic()
             # wrk counts every HTTP 200; count the orders really accepted (not refused with
             # code 3 because the history follower fell too far behind), and how long the
             # follower took to catch up after the load.
-            t0 = time.monotonic()
             while True:
                 try:
                     last = server.call("order.put_limit", 1, "BTCBCH", 1, "0.01", "1000", "0",
@@ -102,6 +106,7 @@ def run(seconds: int = 10, connections: int = 64, extra: list[str] | None = None
                 except CallError:
                     time.sleep(0.1)
             catch_up = time.monotonic() - t0
+            settle(meter)  # until the follower is idle again: its catch-up CPU counts
             accepted = int(last["id"]) - 1
         finally:
             server.stop()
@@ -109,7 +114,7 @@ def run(seconds: int = 10, connections: int = 64, extra: list[str] | None = None
     lat = re.search(r"LATENCY ([\d.]+) ([\d.]+) ([\d.]+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    figures = {
+    figures: dict[str, Any] = {
         "connections": connections,
         "orders/s": rps,
         "accepted orders/s": accepted / seconds,
@@ -120,6 +125,7 @@ def run(seconds: int = 10, connections: int = 64, extra: list[str] | None = None
         "p99.9 latency (ms)": float(lat.group(3)) / 1000 if lat else 0.0,
         "non-200 answers": int(non2xx.group(1)) if non2xx else 0,
     }
+    figures.update(meter.per_order(accepted))
     report(title, figures)
     return figures
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bench.bench_http import LUA, ensure_wrk, fund
 from bench.common import report
+from bench.cpu import CpuMeter, settle
 from exchange_server.common.config import MysqlConfig
 from exchange_server.storage import mysql as mysql_db
 from tests.topology import Topology
@@ -69,6 +70,7 @@ def run(seconds: int = 10, connections: int = 64) -> dict[str, object]:
             fund(f"http://127.0.0.1:{topo.http_port}/", 1000)
             script = Path(tmp) / "orders.lua"
             script.write_text(LUA)
+            meter = CpuMeter({name: topo.wait_worker(name) for name in SERVICES}).begin()
             out = subprocess.run(
                 [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s",
                  str(script), f"http://127.0.0.1:{topo.http_port}/"],
@@ -82,6 +84,7 @@ def run(seconds: int = 10, connections: int = 64) -> dict[str, object]:
                     break
                 time.sleep(0.1)
             catch_up = time.monotonic() - t0
+            settle(meter)  # until the follower and marketprice are idle: their catch-up counts
             accepted = int(reply["result"]["id"]) - 1
         finally:
             for name in reversed(SERVICES):
@@ -104,6 +107,7 @@ def run(seconds: int = 10, connections: int = 64) -> dict[str, object]:
         "p50 latency (ms)": float(lat.group(1)) / 1000 if lat else 0.0,
         "p99 latency (ms)": float(lat.group(2)) / 1000 if lat else 0.0,
     }
+    figures.update(meter.per_order(accepted))
     report("production topology: HTTP put_limit via accesshttp -> matchengine (MariaDB log, "
            "Kafka, history follower)", figures)  # type: ignore[arg-type]
     return figures
