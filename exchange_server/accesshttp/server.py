@@ -217,7 +217,9 @@ class AccessHttp:
         if backend is None or not backend.connected():
             return 500, b""
         try:
-            reply = await asyncio.wait_for(backend.call(method, params, req_id), self.timeout)
+            # asyncio.timeout, not wait_for: the call runs in this task (no task per request)
+            async with asyncio.timeout(self.timeout):
+                reply = await backend.call(method, params, req_id)
         except TimeoutError:
             return 504, jsonfmt.error_body(SERVICE_TIMEOUT, GENERIC_MESSAGES[SERVICE_TIMEOUT], req_id)
         except ConnectionError:

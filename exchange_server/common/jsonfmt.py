@@ -3,6 +3,14 @@
 The backends dump with jansson: single line with ``", "`` and ``": "`` separators (the stdlib
 encoder's defaults), or a 4-space indent when the service runs with ``debug``.  Keys keep
 insertion order, which the result builders set to the documented order.
+
+Why the standard library's C encoder and not orjson (measured 2026-12-01, an order object of
+17 fields): the stdlib takes 5-7 us.  orjson's compact text needs a string-aware rewrite of the
+separators; done by splitting on quotes it took 11 us, by a validating regex 16 us, and with
+orjson's indented output (where every raw newline is structural) plus the checks its float
+text needs (orjson writes some floats in another notation than ``repr``, e.g. ``1.38e-05`` as
+``0.0000138``, and NaN as ``null``) about 4 us: too little gain for a second encoder whose
+equality with this one rests on those checks.
 """
 
 from __future__ import annotations

@@ -391,9 +391,21 @@ def decimal_converter(precision: int, scale: int) -> Callable[[Decimal], str]:
     return convert
 
 
+#: (the last value given to time_value, its result): every row of one operation carries the same
+#: time object (the engine's clock reading), so most calls are answered by an identity check.
+#: One tuple, replaced whole, so a reader in another thread sees a consistent pair.
+_last_time: tuple[object, float] = (None, 0.0)
+
+
 def time_value(value: float) -> float:
     """The original wrote times with printf ``%f``: microsecond precision."""
-    return float(f"{value:.6f}")
+    global _last_time
+    last = _last_time
+    if value is last[0]:
+        return last[1]
+    result = float(f"{value:.6f}")
+    _last_time = (value, result)
+    return result
 
 
 def varchar_converter(length: int) -> Callable[[str], str]:

@@ -40,7 +40,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from exchange_server.common import jsonfmt, metrics
@@ -344,16 +344,29 @@ class MatchEngineService:
         self._commit_gen += 1
         gen = self._commit_gen
         self._commit_started = time.monotonic()
-        future = self._loop.run_in_executor(self._executor, self.store.append, batch)
-        future.add_done_callback(lambda f: self._committed(batch, f, gen))
+        # The writer thread hands its outcome straight to the loop (run_in_executor would wrap
+        # it in an asyncio future whose callback runs one loop iteration later).
+        loop = self._loop
+        future = self._executor.submit(self.store.append, batch)
+        future.add_done_callback(lambda f: self._call_in_loop(loop, self._committed, batch, f, gen))
         self._commit_timer = self._loop.call_later(self.commit_timeout, self._commit_timed_out,
                                                    gen)
+
+    @staticmethod
+    def _call_in_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., None],
+                      *args: Any) -> None:
+        """From the writer thread: run ``callback`` in the loop, unless it is closed already (a
+        commit that ends after the service stopped: its outcome no longer matters)."""
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(callback, *args)
 
     def _commit_timed_out(self, gen: int) -> None:
         if gen == self._commit_gen and self._flushing:
             self._fail(f"commit did not finish in {self.commit_timeout}s")
 
-    def _committed(self, batch: list[OperRecord], future: asyncio.Future[None], gen: int) -> None:
+    def _committed(self, batch: list[OperRecord], future: Future[None], gen: int) -> None:
+        if future.cancelled():
+            return  # the service stopped before this commit ran: nothing of it is durable
         error = future.exception()
         if gen != self._commit_gen or not self._flushing:
             # Given up on already (timed out): its operations were refused; if it landed after
@@ -373,6 +386,12 @@ class MatchEngineService:
         self.commit_seconds_total += took
         metrics.COMMIT_SECONDS.observe(took)
         self.durable_id = batch[-1].id
+        if self._slice_requested:  # forked while no commit is in flight (see request_slice)
+            self._slice_requested = False
+            self._fork_slice()
+        # The next batch's commit starts now: its fsync overlaps this batch's replies and events
+        # instead of waiting for them (the commit latency bounds the throughput).
+        self._kick()
         self._durable_advanced()
         waiters = self._waiters
         while waiters and waiters[0][0] <= self.durable_id:
@@ -383,10 +402,6 @@ class MatchEngineService:
         while pending_events and pending_events[0][0] <= self.durable_id:
             oper_id, events = pending_events.popleft()
             self._deliver(oper_id, events)
-        if self._slice_requested:
-            self._slice_requested = False
-            self._fork_slice()
-        self._kick()
 
     def _durable_advanced(self) -> None:
         for hook in self.durable_hooks:
