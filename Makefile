@@ -7,7 +7,7 @@ TSTAMP := $(VENV)/.installed-test
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-test services services-down test-deps lint bench clean
+.PHONY: run test test-unit test-integration test-system install install-test services services-down test-deps lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,16 @@ lint: $(TSTAMP)
 ## make test: test dependencies, the servers, lint, then the whole suite
 test: $(TSTAMP) services test-deps lint
 	eval "$$(bash scripts/services.sh env)" && $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make test-unit / test-integration / test-system: one kind of test (tests/<kind>/, see README)
+test-unit: $(TSTAMP)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: $(TSTAMP) services
+	eval "$$(bash scripts/services.sh env)" && $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+test-system: $(TSTAMP) services test-deps
+	eval "$$(bash scripts/services.sh env)" && $(BIN)/python -m pytest tests/system $(PYTEST_ARGS)
 
 ## make bench: every benchmark, figures printed (see bench/README.md)
 ## make bench BASELINE=<commit> [BENCHES="bench_engine bench_e2e:10,16"] [ROUNDS=3]: the same run

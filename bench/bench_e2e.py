@@ -25,7 +25,7 @@ from typing import Any
 from bench.bench_http import ensure_wrk
 from bench.common import report
 from bench.cpu import CpuMeter, settle
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 HERE = Path(__file__).resolve().parent
 TITLE = "end to end: ../shared/bench load (fund.py, wrk_orders.lua), every service on"

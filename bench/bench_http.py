@@ -23,7 +23,7 @@ from typing import Any
 from bench.common import report
 from bench.cpu import CpuMeter, settle
 from exchange_server.client import HttpClient
-from tests.server import CallError, ServerProcess
+from tests.support.server import CallError, ServerProcess
 
 LUA = r"""
 math.randomseed(42)

@@ -32,7 +32,7 @@ from typing import Any
 from bench.common import mixed_orders, percentile, report
 from exchange_server.marketprice.state import MIN, SEC, Changes
 from exchange_server.marketprice.store_sqlite import SqliteStore
-from tests.server import ServerProcess, free_port
+from tests.support.server import ServerProcess, free_port
 
 MARKET = "BTCBCH"
 WEEK = 7 * 86400

@@ -23,7 +23,7 @@ from bench.common import report
 from bench.cpu import CpuMeter, settle
 from exchange_server.common.config import MysqlConfig
 from exchange_server.storage import mysql as mysql_db
-from tests.topology import Topology
+from tests.support.topology import Topology
 
 SERVICES = ("alertcenter", "matchengine", "readhistory", "accesshttp", "marketprice", "accessws")
 

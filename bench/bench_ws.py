@@ -321,7 +321,7 @@ class SwarmProcess:
 async def bench_main(args: argparse.Namespace) -> None:
     from bench.common import report, rss_mb
     from exchange_server.accessws import market as market_mod
-    from tests.test_accessws_support import Stack, fast_config
+    from tests.support.accessws_support import Stack, fast_config
 
     raise_fd_limit()
     interval = args.interval

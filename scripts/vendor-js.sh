@@ -5,7 +5,7 @@
 #   exchange_server/accesshttp/static/lightweight-charts.standalone.production.js (+ LICENSE)
 #       TradingView's charting library (Apache-2.0), used by the market page;
 #   tests/data/openrpc-meta-schema.json (+ LICENSE)
-#       the OpenRPC meta-schema (Apache-2.0), used by tests/test_openrpc.py.
+#       the OpenRPC meta-schema (Apache-2.0), used by tests/integration/test_openrpc.py.
 #
 # Usage: scripts/vendor-js.sh [LIGHTWEIGHT_CHARTS_VERSION] [META_SCHEMA_VERSION]
 set -euo pipefail

@@ -92,9 +92,9 @@ def mysql_config(mysql_server: MysqlConfig) -> Iterator[Callable[..., MysqlConfi
 
 @pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
 def history_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    """A ``tests.test_history_support.HistoryBackend`` on SQLite, then on the real MariaDB
+    """A ``tests.support.history_support.HistoryBackend`` on SQLite, then on the real MariaDB
     (trade history stores and readers; every database it makes is dropped at teardown)."""
-    from tests.test_history_support import HistoryBackend
+    from tests.support.history_support import HistoryBackend
 
     make = request.getfixturevalue("mysql_config") if request.param == "mysql" else None
     backend = HistoryBackend(request.param, tmp_path, make)

@@ -138,7 +138,7 @@ class GuardedResponse(web.WebSocketResponse):
     """A WebSocketResponse whose frame reader is behind a :class:`MaskGuard`.
 
     aiohttp offers no hook here: this relies on ``_post_start`` and on the request handler's
-    ``_message_tail`` / ``_payload_parser`` (as in aiohttp 3.14).  tests/test_accessws_hardening
+    ``_message_tail`` / ``_payload_parser`` (as in aiohttp 3.14).  tests/integration/test_accessws_hardening
     fails if an aiohttp upgrade changes them."""
 
     def __init__(self, *, on_unmasked: Callable[[], None] | None = None, **kwargs: Any) -> None:

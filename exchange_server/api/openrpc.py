@@ -7,7 +7,7 @@ exchange_server.api.openrpc`` prints it with the embedded default, http://127.0.
 Methods are listed in the order of the method table (exchange_server.common.methods, which
 accesshttp routes); a routed method without a registry entry is still listed (params unknown)
 with ``x-undocumented: true`` so the document never hides a method, while
-``tests/test_apidoc.py`` fails until it is documented.
+``tests/unit/test_apidoc.py`` fails until it is documented.
 
 Extensions used (allowed by OpenRPC as ``x-`` fields):
 

@@ -3,7 +3,7 @@
 Everything user-facing about the API is generated from these: ``docs/api/*.md`` and the
 client's typed methods (``python -m exchange_server.apidoc.build``), the OpenRPC document
 served at ``GET /openrpc.json`` (:mod:`exchange_server.api.openrpc`), and the Python client's
-result decoding (:mod:`exchange_server.client`).  ``tests/test_apidoc.py`` fails when a method
+result decoding (:mod:`exchange_server.client`).  ``tests/unit/test_apidoc.py`` fails when a method
 of the method table (:mod:`exchange_server.common.methods`) or of accessws' method table, or a
 push, has no entry here.
 """

@@ -1,6 +1,6 @@
 """Generates ``exchange_server/client/methods.py``: one typed method per documented HTTP method.
 
-Run by ``python -m exchange_server.apidoc.build``; ``tests/test_apidoc.py`` checks the file is
+Run by ``python -m exchange_server.apidoc.build``; ``tests/unit/test_apidoc.py`` checks the file is
 up to date.  Param types come from the param schemas (a decimal string takes ``Decimal | str``),
 return types from the result schema after decoding (decimal strings are Decimals).
 """

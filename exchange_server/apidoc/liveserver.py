@@ -1,6 +1,6 @@
 """A real ``exchange-server run`` process plus a stub auth service, for recording examples.
 
-The same way tests/server.py starts one: ``python -m exchange_server run`` on free ports with
+The same way tests/support/server.py starts one: ``python -m exchange_server run`` on free ports with
 its own data directory.  The WebSocket side gets an accessws config whose ``auth_url`` and
 ``sign_url`` point at :class:`AuthStub`, a tiny HTTP service that knows a few tokens.
 """

@@ -1,0 +1,1 @@
+"""Integration tests: against real servers (exchange-server processes, MariaDB, Kafka, Redis)."""

@@ -1,0 +1,1 @@
+"""Helpers the tests and benchmarks import (no tests here): servers, topologies, waiting."""

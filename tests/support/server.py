@@ -1,0 +1,121 @@
+"""Starting a real ``exchange-server run`` process for end-to-end tests."""
+
+from __future__ import annotations
+
+import atexit
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+#: The golden recordings the tests read (copies of shared/golden/ and its rpc/, cli/ and
+#: takeover/ fixtures, so a clone stands alone); EXCHANGE_SHARED_DIR points elsewhere.
+SHARED = Path(os.environ.get("EXCHANGE_SHARED_DIR", REPO / "tests" / "data"))
+
+
+#: Every server a test started: whatever a failing test left running is killed at exit.
+_STARTED: list[ServerProcess] = []
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for server in _STARTED:
+        if server.proc is not None and server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``python -m exchange_server run`` on a free port with its own data directory."""
+
+    def __init__(self, data_dir: Path, config: Path | None = None, extra: list[str] | None = None):
+        self.data_dir = data_dir
+        self.config = config
+        self.extra = extra or []
+        self.port = free_port()
+        self.ws_port = free_port()
+        #: the operator console's port (its own, so servers started in parallel never collide)
+        self.cli_port = free_port()
+        #: metrics are on by default (HTTP port + 20000): give each test server its own port
+        given = self.extra.index("--metrics-port") if "--metrics-port" in self.extra else -1
+        self.metrics_port = int(self.extra[given + 1]) if given >= 0 else free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        args = [sys.executable, "-m", "exchange_server", "run", "--data-dir", str(self.data_dir),
+                "--http-port", str(self.port), "--ws-port", str(self.ws_port),
+                "--cli-port", str(self.cli_port)]
+        if "--metrics-port" not in self.extra:
+            args += ["--metrics-port", str(self.metrics_port)]
+        if self.config is not None:
+            args += ["--config", str(self.config)]
+        args += self.extra
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        _STARTED.append(self)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not start in {timeout}s: {self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text()[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def raw(self, body: bytes | str, method: str = "POST") -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, "/", body=body)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def call(self, method: str, *params: Any, req_id: int = 1) -> Any:
+        """Call a method; return ``result`` or raise :class:`CallError` with the error."""
+        status, body = self.raw(json.dumps({"method": method, "params": list(params), "id": req_id}))
+        if status != 200:
+            raise CallError(status, None)
+        reply = json.loads(body)
+        if reply["error"] is not None:
+            raise CallError(status, reply["error"])
+        return reply["result"]
+
+
+class CallError(Exception):
+    def __init__(self, status: int, error: dict[str, Any] | None) -> None:
+        super().__init__(status, error)
+        self.status = status
+        self.code = error["code"] if error else None
+        self.error = error

@@ -1,0 +1,54 @@
+"""The history follower process: it ends by itself when its matching process dies."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support.server import REPO
+
+SCRIPT = r"""
+import os, sys
+from exchange_server.common.config import default_matchengine_data
+from exchange_server.matchprocess.follower import FollowerProcess, FollowerSpec
+from exchange_server.matchengine.store_sqlite import SqliteEngineStore
+
+if __name__ == "__main__":
+    data = sys.argv[1]
+    store = SqliteEngineStore(data)
+    store.open()
+    store.close()
+    follower = FollowerProcess(FollowerSpec(default_matchengine_data(), True, data, "sqlite"))
+    follower.start()
+    print(follower._process.pid, flush=True)
+    os._exit(0)  # die at once, before the follower has even started up (as a SIGKILL would)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_follower_ends_when_its_parent_dies(tmp_path: Path) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "data")], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    pid = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 30
+    while _alive(pid):
+        assert time.monotonic() < deadline, "the orphaned follower kept running"
+        time.sleep(0.1)

@@ -1,0 +1,1 @@
+"""Unit tests: in-process, no server process and no external service."""

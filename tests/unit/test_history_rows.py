@@ -1,0 +1,239 @@
+"""Events -> trade_history rows (exchange_server.history.rows), checked against rows worked out by
+hand for a scripted session run through the real engine."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal as D
+from typing import Any
+
+import pytest
+
+from exchange_server.history import rows as R
+from exchange_server.history.rows import (
+    BALANCE,
+    DEAL,
+    DETAIL,
+    ORDER,
+    USER_DEAL,
+    BalanceRow,
+    DealRow,
+    OrderRow,
+    UserDealRow,
+    decimal_converter,
+    decimal_text,
+    detail_json,
+    rows_of,
+    shard_of,
+    strip_zeros,
+    text_value,
+    time_value,
+)
+from exchange_server.matchengine.core.model import BalanceChanged, OrderSnapshot, TradeDetail
+from tests.support.history_support import T0, scripted_ops
+
+
+def _trade(order_id: int, price: str, amount: str, fee: str | None = None) -> str:
+    detail: dict[str, Any] = {"a": amount}
+    if fee is not None:
+        detail["f"] = fee
+    detail.update({"i": order_id, "m": "BTCBCH", "p": price})
+    return json.dumps(detail)
+
+
+def expected_rows() -> dict[int, list[tuple[str, Any]]]:
+    """The scripted session's rows, per operation id, computed by hand (see
+    tests/support/history_support.scripted_requests)."""
+    t5, t10 = T0 + 5, T0 + 10
+    return {
+        1: [(BALANCE, BalanceRow(T0 + 1, 1, "BTC", "deposit", D("10"), D("10"),
+                                 '{"k": "v", "id": 1}'))],
+        2: [(BALANCE, BalanceRow(T0 + 2, 2, "BCH", "deposit", D("1000"), D("1000"), '{"id": 2}'))],
+        3: [(BALANCE, BalanceRow(T0 + 3, 3, "BCH", "deposit", D("500"), D("500"), '{"id": 3}'))],
+        4: [],
+        # bid 2 (user 2, taker, 0.002) takes 1.5 @100 from ask 1 (user 1, maker, 0.001):
+        # deal 150; ask fee 150 x 0.001 = 0.15 BCH; bid fee 1.5 x 0.002 = 0.003 BTC.
+        5: [
+            (DEAL, DealRow(t5, 1, 1, 1, 2, 1, D(100), D("1.5"), D(150), D("0.15"), D("0.003"))),
+            (DEAL, DealRow(t5, 2, 1, 2, 1, 2, D(100), D("1.5"), D(150), D("0.003"), D("0.15"))),
+            (USER_DEAL, UserDealRow(t5, 1, "BTCBCH", 1, 1, 2, 1, 1, D(100), D("1.5"), D(150),
+                                    D("0.15"), D("0.003"))),
+            (USER_DEAL, UserDealRow(t5, 2, "BTCBCH", 1, 2, 1, 2, 2, D(100), D("1.5"), D(150),
+                                    D("0.003"), D("0.15"))),
+            (BALANCE, BalanceRow(t5, 2, "BCH", "trade", D(-150), D(850), _trade(2, "100", "1.5"))),
+            (BALANCE, BalanceRow(t5, 2, "BTC", "trade", D("1.5"), D("1.5"), _trade(2, "100", "1.5"))),
+            (BALANCE, BalanceRow(t5, 2, "BTC", "trade", D("-0.003"), D("1.497"),
+                                 _trade(2, "100", "1.5", "0.002"))),
+            (BALANCE, BalanceRow(t5, 1, "BTC", "trade", D("-1.5"), D("8.5"), _trade(1, "100", "1.5"))),
+            (BALANCE, BalanceRow(t5, 1, "BCH", "trade", D(150), D(150), _trade(1, "100", "1.5"))),
+            (BALANCE, BalanceRow(t5, 1, "BCH", "trade", D("-0.15"), D("149.85"),
+                                 _trade(1, "100", "1.5", "0.001"))),
+            (ORDER, OrderRow(2, t5, t5, 2, "BTCBCH", "s2", 1, 2, D(101), D("1.5"), D("0.002"),
+                             D("0.001"), D("1.5"), D(150), D("0.003"))),
+            (DETAIL, OrderRow(2, t5, t5, 2, "BTCBCH", "s2", 1, 2, D(101), D("1.5"), D("0.002"),
+                              D("0.001"), D("1.5"), D(150), D("0.003"))),
+        ],
+        # cancel of the partly filled ask 1: finish time = its last deal's time
+        6: [
+            (ORDER, OrderRow(1, T0 + 4, t5, 1, "BTCBCH", "s1", 1, 1, D(100), D(2), D("0.002"),
+                             D("0.001"), D("1.5"), D(150), D("0.15"))),
+            (DETAIL, OrderRow(1, T0 + 4, t5, 1, "BTCBCH", "s1", 1, 1, D(100), D(2), D("0.002"),
+                              D("0.001"), D("1.5"), D(150), D("0.15"))),
+        ],
+        7: [],
+        8: [],
+        9: [],  # cancel of an unfilled order: no order history
+        # market ask 5 (user 1, taker 0.002) sells 0.4 into bid 3 @90 (user 3, maker 0.001):
+        # deal 36; ask fee 36 x 0.002 = 0.072 BCH; bid fee 0.4 x 0.001 = 0.0004 BTC.
+        10: [
+            (DEAL, DealRow(t10, 1, 2, 5, 3, 2, D(90), D("0.4"), D(36), D("0.072"), D("0.0004"))),
+            (DEAL, DealRow(t10, 3, 2, 3, 5, 1, D(90), D("0.4"), D(36), D("0.0004"), D("0.072"))),
+            (USER_DEAL, UserDealRow(t10, 1, "BTCBCH", 2, 5, 3, 1, 2, D(90), D("0.4"), D(36),
+                                    D("0.072"), D("0.0004"))),
+            (USER_DEAL, UserDealRow(t10, 3, "BTCBCH", 2, 3, 5, 2, 1, D(90), D("0.4"), D(36),
+                                    D("0.0004"), D("0.072"))),
+            (BALANCE, BalanceRow(t10, 1, "BTC", "trade", D("-0.4"), D("8.1"), _trade(5, "90", "0.4"))),
+            (BALANCE, BalanceRow(t10, 1, "BCH", "trade", D(36), D("185.85"), _trade(5, "90", "0.4"))),
+            (BALANCE, BalanceRow(t10, 1, "BCH", "trade", D("-0.072"), D("185.778"),
+                                 _trade(5, "90", "0.4", "0.002"))),
+            (BALANCE, BalanceRow(t10, 3, "BCH", "trade", D(-36), D(464), _trade(3, "90", "0.4"))),
+            (BALANCE, BalanceRow(t10, 3, "BTC", "trade", D("0.4"), D("0.4"), _trade(3, "90", "0.4"))),
+            (BALANCE, BalanceRow(t10, 3, "BTC", "trade", D("-0.0004"), D("0.3996"),
+                                 _trade(3, "90", "0.4", "0.001"))),
+            (ORDER, OrderRow(5, t10, t10, 1, "BTCBCH", "m1", 2, 1, D(0), D("0.4"), D("0.002"),
+                             D(0), D("0.4"), D(36), D("0.072"))),
+            (DETAIL, OrderRow(5, t10, t10, 1, "BTCBCH", "m1", 2, 1, D(0), D("0.4"), D("0.002"),
+                              D(0), D("0.4"), D(36), D("0.072"))),
+        ],
+        # withdrawal: change truncated to prec_show 8
+        11: [(BALANCE, BalanceRow(T0 + 11, 2, "BCH", "withdraw", D("-50.12345678"),
+                                  D("799.87654322"), '{"id": 4}'))],
+    }
+
+
+def test_scripted_session_rows() -> None:
+    ops = scripted_ops()
+    expected = expected_rows()
+    assert [oper_id for oper_id, _ in ops] == list(expected)
+    for oper_id, events in ops:
+        got = rows_of(events)
+        want = expected[oper_id]
+        assert [k for k, _ in got] == [k for k, _ in want], f"operation {oper_id}"
+        for (kind, g), (_, w) in zip(got, want, strict=True):
+            assert type(g) is type(w), f"operation {oper_id} {kind}"
+            assert tuple(g) == tuple(w), f"operation {oper_id} {kind}: {g} != {w}"
+
+
+def test_shards() -> None:
+    ops = dict(scripted_ops())
+    got = rows_of(ops[10])
+    # deal_history by order id, user_deal_history by user id
+    assert [shard_of(k, r) for k, r in got[:4]] == [5, 3, 1, 3]
+    order = [r for k, r in got if k == ORDER][0]
+    assert shard_of(ORDER, order) == 1 and shard_of(DETAIL, order) == 5
+    big = BalanceRow(0.0, 4_294_967_295, "BTC", "x", D(1), D(1), "{}")
+    assert shard_of(BALANCE, big) == 95
+
+
+def test_trade_detail_json() -> None:
+    assert R.trade_detail_json(TradeDetail("BTCBCH", 6, D("90.00000000"), D("0.10000000"), None)) \
+        == '{"a": "0.1", "i": 6, "m": "BTCBCH", "p": "90"}'
+    assert R.trade_detail_json(TradeDetail("BTCBCH", 6, D("90"), D("0.1"), D("0.0010"))) \
+        == '{"a": "0.1", "f": "0.001", "i": 6, "m": "BTCBCH", "p": "90"}'
+    # tiny values keep the engine's exponent form
+    assert R.trade_detail_json(TradeDetail("A\"B", 1, D("1E-8"), D("5E-7"), None)) \
+        == '{"a": "5e-7", "i": 1, "m": "A\\"B", "p": "1e-8"}'
+
+
+def test_balance_update_detail_json() -> None:
+    assert detail_json({"z": 1, "a": [1, "x"], "id": 7}) == '{"z": 1, "a": [1, "x"], "id": 7}'
+    assert detail_json({"é": "ü", "id": 1}) == '{"é": "ü", "id": 1}'
+    assert detail_json({"x": float("nan"), "id": 1}) == "{}"
+    assert detail_json({"x": object(), "id": 1}) == "{}"
+    assert detail_json({"x": "\ud800", "id": 1}) == "{}"
+
+
+def test_orders_without_source() -> None:
+    snap = OrderSnapshot(9, "BTCBCH", None, 1, 1, 5, 1.0, 2.0, D(1), D(1), D(0), D(0), D(0), D(1),
+                         D(1), D(0))
+    from exchange_server.matchengine.core.model import OrderFinished
+
+    rows = rows_of([OrderFinished(snap)])
+    assert [k for k, _ in rows] == [ORDER, DETAIL]
+    assert rows[0][1].source == "(null)"  # type: ignore[union-attr]
+
+
+def test_balance_row_of_event() -> None:
+    e = BalanceChanged(1.5, 3, "BTC", "deposit", D("1.5"), D("2.5"), {"id": 1})
+    assert rows_of([e]) == [(BALANCE, BalanceRow(1.5, 3, "BTC", "deposit", D("1.5"), D("2.5"),
+                                                 '{"id": 1}'))]
+
+
+# -- column values --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value,precision,scale,stored", [
+    ("10", 30, 8, "10.00000000"),
+    ("-0.15", 30, 8, "-0.15000000"),
+    ("149.85", 30, 16, "149.8500000000000000"),
+    ("0.123456785", 30, 8, "0.12345679"),       # half away from zero, as MySQL
+    ("-0.123456785", 30, 8, "-0.12345679"),
+    ("0.123456784999", 30, 8, "0.12345678"),
+    ("-0.000000001", 30, 8, "0.00000000"),      # no negative zero
+    ("1E-8", 30, 8, "0.00000001"),
+    ("0E-20", 30, 16, "0.0000000000000000"),
+    ("0.00005", 30, 4, "0.0001"),
+    ("1E+30", 30, 8, "9999999999999999999999.99999999"),   # clamped to the column's range
+    ("1E+20", 30, 16, "99999999999999.9999999999999999"),
+    ("-1E+30", 30, 16, "-99999999999999.9999999999999999"),
+    ("99999999999999.99999999999999999", 30, 16, "99999999999999.9999999999999999"),
+])
+def test_decimal_column(value: str, precision: int, scale: int, stored: str) -> None:
+    """What the column ends up answering: the writer's text, rounded to the scale as MySQL
+    stores it (SQLite: as the reader rounds it)."""
+    written = decimal_converter(precision, scale)(D(value))
+    assert decimal_text(written, scale) == strip_zeros(stored)
+    assert abs(D(written)) < 10 ** (precision - scale)  # what MySQL's strict mode accepts
+    # the history writer runs in its own thread, whose decimal context is the default 28 digits
+    # (this test's thread has the services' wider one): the converter must not depend on it
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(decimal_converter(precision, scale), D(value)).result() == written
+    if abs(D(value)) < 10 ** (precision - scale - 1):
+        assert D(written) == D(value)  # in range: handed over exactly, the database rounds
+
+
+def test_other_columns() -> None:
+    assert time_value(1795617814.0425899) == 1795617814.04259
+    assert time_value(1.0) == 1.0
+    assert text_value('{"a": 1}') == '{"a": 1}'
+    long = json.dumps({"x": "é" * 40_000})
+    assert text_value(long) == "{}"
+    fits = json.dumps({"x": "e" * 65_000})
+    assert text_value(fits) == fits
+    assert R.varchar_converter(30)("x" * 31) == "x" * 30
+    row = R.ROW_CONVERTERS[BALANCE](BalanceRow(T0 + 0.1234567, 1, "BTC", "trade", D("-0.15"),
+                                               D("149.85"), "{}"))
+    assert row == (1700000000.123457, 1, "BTC", "trade", "-0.15", "149.85", "{}")
+
+
+@pytest.mark.parametrize("text,reply", [
+    ("100.00000000", "100"),
+    ("0.00000000", "0"),
+    ("-0.00010000", "-0.0001"),
+    ("1000", "1000"),
+    ("7.0999000000000000", "7.0999"),
+    ("-0.00000000", "0"),
+    ("10.5", "10.5"),
+])
+def test_strip_zeros(text: str, reply: str) -> None:
+    assert strip_zeros(text) == reply
+    assert decimal_text(text, 16) == reply
+    assert decimal_text(D(text), 16) == reply
+
+
+def test_decimal_text_of_mysql_values() -> None:
+    assert decimal_text(D("0E-8"), 8) == "0"
+    assert decimal_text(D("1.00000000E-8"), 8) == "0.00000001"
+    assert decimal_text("0.123456785", 8) == "0.12345679"
+    assert decimal_text("-0.000000001", 8) == "0"
