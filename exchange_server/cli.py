@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ws-config", help="accessws config (original format) for auth_url, "
                      "sign_url, push intervals, depth limits")
     run.add_argument("--disable", action="append", metavar="SERVICE",
-                     choices=["readhistory", "marketprice", "accessws"],
+                     choices=[Service.READHISTORY, Service.MARKETPRICE, Service.ACCESSWS],
                      help="leave a service out (readhistory, marketprice, accessws); repeatable")
     run.set_defaults(func=cmd_run)
 

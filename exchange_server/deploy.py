@@ -59,6 +59,7 @@ from typing import Any
 
 from exchange_server.accesshttp.routes import PUBLIC_PATH_PREFIXES, PUBLIC_PATHS
 from exchange_server.common.config import MysqlConfig, default_matchengine_data, read_json
+from exchange_server.common.names import Service
 
 #: Extension: each process's Prometheus ``GET /metrics`` port (the ``metrics`` block) is its
 #: main port + METRICS_OFFSET (matchengine 27316, accesshttp 28080, ...).
@@ -293,8 +294,8 @@ class _ConfigBuilder:
         }
         if "metrics" in inst.ports:
             data["metrics"] = {"bind": [f"tcp@{inst.bind}:{inst.ports['metrics']}"]}
-        if inst.service != "alertcenter":
-            alert = self._one("alertcenter")
+        if inst.service != Service.ALERTCENTER:
+            alert = self._one(Service.ALERTCENTER)
             data["alert"] = {"host": inst.name, "addr": f"{alert.address}:{alert.port}"}
         data.update(SERVICE_TABLE[inst.service].config(self, inst))
         return data
@@ -333,9 +334,9 @@ class _ConfigBuilder:
             "monitor": self._monitor(inst),
             "worker_num": 1,
             "timeout": 1.0,
-            "matchengine": self._client("matchengine"),
-            "marketprice": self._client("marketprice"),
-            "readhistory": self._client("readhistory", inst.index - 1),
+            "matchengine": self._client(Service.MATCHENGINE),
+            "marketprice": self._client(Service.MARKETPRICE),
+            "readhistory": self._client(Service.READHISTORY, inst.index - 1),
             # extension: the listener nginx's public server reaches (public methods only)
             "public": {"bind": [f"tcp@{inst.bind}:{inst.ports['public']}"]},
         }
@@ -344,7 +345,7 @@ class _ConfigBuilder:
         return data
 
     def marketprice(self, inst: Instance) -> dict[str, Any]:
-        http = self._one("accesshttp")
+        http = self._one(Service.ACCESSHTTP)
         return {
             "svr": self._rpc_svr(inst, 10240),
             "deals": self._kafka("deals"),
@@ -364,9 +365,9 @@ class _ConfigBuilder:
                     "protocol": "chat", "keep_alive": WS_KEEP_ALIVE},
             "monitor": self._monitor(inst),
             "worker_num": 1,
-            "matchengine": self._client("matchengine"),
-            "marketprice": self._client("marketprice"),
-            "readhistory": self._client("readhistory", inst.index - 1),
+            "matchengine": self._client(Service.MATCHENGINE),
+            "marketprice": self._client(Service.MARKETPRICE),
+            "readhistory": self._client(Service.READHISTORY, inst.index - 1),
             "deals": self._kafka("deals"),
             "orders": self._kafka("orders"),
             "balances": self._kafka("balances"),
@@ -430,9 +431,9 @@ class ServiceRow:
 #: The services in start order (stop order is the reverse): marketprice asks accesshttp for
 #: market.list at start-up, which asks the matchengine.
 SERVICE_TABLE: dict[str, ServiceRow] = {row.name: row for row in (
-    ServiceRow("alertcenter", {"svr": 4444}, _ConfigBuilder.alertcenter,
+    ServiceRow(Service.ALERTCENTER, {"svr": 4444}, _ConfigBuilder.alertcenter,
                after=("redis-server.service", "redis-sentinel.service")),
-    ServiceRow("matchengine", {"svr": 7316, "cli": 7317}, _ConfigBuilder.matchengine,
+    ServiceRow(Service.MATCHENGINE, {"svr": 7316, "cli": 7317}, _ConfigBuilder.matchengine,
                after=("mariadb.service", "kafka.service", "alertcenter"),
                # it flushes the operation log, history and Kafka and writes its final slice
                # (the process runner allows 120 s for the service's stop)
@@ -440,16 +441,16 @@ SERVICE_TABLE: dict[str, ServiceRow] = {row.name: row for row in (
                stop_note="the matchengine flushes its operation log, history and Kafka "
                          "messages and writes a final slice",
                dirs=("data",)),
-    ServiceRow("readhistory", {"svr": 7424}, _ConfigBuilder.readhistory, multi=True,
+    ServiceRow(Service.READHISTORY, {"svr": 7424}, _ConfigBuilder.readhistory, multi=True,
                after=("mariadb.service", "alertcenter")),
-    ServiceRow("accesshttp", {"svr": 8080, "monitor": 8081,
+    ServiceRow(Service.ACCESSHTTP, {"svr": 8080, "monitor": 8081,
                               # the public listener (public market-data methods only), what
                               # nginx's public server reaches
                               "public": 8082},
                _ConfigBuilder.accesshttp, multi=True, after=("matchengine", "readhistory")),
-    ServiceRow("marketprice", {"svr": 7416}, _ConfigBuilder.marketprice,
+    ServiceRow(Service.MARKETPRICE, {"svr": 7416}, _ConfigBuilder.marketprice,
                after=("redis-sentinel.service", "kafka.service", "accesshttp")),
-    ServiceRow("accessws", {"svr": 8090, "monitor": 8091}, _ConfigBuilder.accessws, multi=True,
+    ServiceRow(Service.ACCESSWS, {"svr": 8090, "monitor": 8091}, _ConfigBuilder.accessws, multi=True,
                after=("kafka.service", "marketprice", "readhistory")),
 )}
 SERVICES = tuple(SERVICE_TABLE)
@@ -758,11 +759,11 @@ class _Kit:
         """nginx's accesshttp, accesshttp public and accessws servers."""
         o, of = self.options, self.deployment.of
         http = list(o.http_upstreams) if o.http_upstreams is not None else [
-            f"{i.local_address}:{i.port}" for i in of("accesshttp")]
+            f"{i.local_address}:{i.port}" for i in of(Service.ACCESSHTTP)]
         public = list(o.public_upstreams) if o.public_upstreams is not None else [
-            f"{i.local_address}:{i.ports['public']}" for i in of("accesshttp")]
+            f"{i.local_address}:{i.ports['public']}" for i in of(Service.ACCESSHTTP)]
         ws = list(o.ws_upstreams) if o.ws_upstreams is not None else [
-            f"{i.local_address}:{i.port}" for i in of("accessws")]
+            f"{i.local_address}:{i.port}" for i in of(Service.ACCESSWS)]
         if not http or not public or not ws:
             raise DeployError("nginx: the upstreams need at least one server each")
         return http, public, ws
@@ -895,7 +896,7 @@ def check_public_upstreams(public: Sequence[str], instances: Sequence[Instance])
             hosts = {inst.address, inst.bind, inst.local_address} | (
                 local if inst.local_address in local else set())
             for role, number in inst.ports.items():
-                if (role != "public" or inst.service != "accesshttp") and \
+                if (role != "public" or inst.service != Service.ACCESSHTTP) and \
                         port == str(number) and host in hosts:
                     raise DeployError(
                         f"public upstream {upstream!r} is {inst.name}'s {role} listener, which "
@@ -1029,7 +1030,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     for inst in deployment.instances:
         listens = ", ".join(f"{role} {port}" for role, port in inst.ports.items())
         print(f"  {inst.name:<14} {inst.address:<15} {listens}")
-    print(f"next: exchange-server db init -c {deployment.instance('matchengine').config_path}")
+    print(f"next: exchange-server db init -c {deployment.instance(Service.MATCHENGINE).config_path}")
     print(f"      {deployment.root / 'start_all.sh'}   (or the units in "
           f"{deployment.root / 'systemd'}; see {deployment.root / 'README.md'})")
     return 0

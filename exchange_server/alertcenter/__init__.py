@@ -6,8 +6,9 @@ from typing import Any
 
 from exchange_server.alertcenter.config import AlertCenterConfig, load_alertcenter
 from exchange_server.alertcenter.server import ALERT_KEY, AlertCenter
+from exchange_server.common.names import Service
 
-NAME = "alertcenter"
+NAME = Service.ALERTCENTER
 
 
 async def build(data: dict[str, Any]) -> AlertCenter:

@@ -30,6 +30,7 @@ from typing import IO, Any, Protocol
 
 from exchange_server.common.config import ConfigError, read_json
 from exchange_server.common.metrics import MetricsServer, gauges
+from exchange_server.common.names import Service
 from exchange_server.process.daemon import RESTART_DELAY, daemonize, watchdog
 from exchange_server.process.lifecycle import StartupFailed, Step, start_steps, step
 from exchange_server.process.limits import apply_limits
@@ -66,7 +67,7 @@ def run_service(name: str, config_path: str, build: Build, *, daemon: bool = Fal
     try:
         data = read_json(config_path)
         if alert_required is None:
-            alert_required = name != "alertcenter"
+            alert_required = name != Service.ALERTCENTER
         settings = read_process_settings(data, alert_required=alert_required)
         if validate is not None:
             validate(data)
