@@ -145,10 +145,17 @@ class AccessWs:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(bind.path)  # a stale socket file from an earlier run
                     sites.append(web.UnixSite(self._runner, bind.path, backlog=4096))
-        for site in sites:
-            await site.start()
-        if self.serve_monitor and self.config.monitor is not None:
-            await self._start_monitor()
+        try:
+            for site in sites:
+                await site.start()
+            if self.serve_monitor and self.config.monitor is not None:
+                await self._start_monitor()
+        except BaseException:
+            # a listener that fails after others opened (a port taken): close what is open, so
+            # a failed start leaves nothing listening (process/lifecycle.py stops no half step)
+            await self._runner.cleanup()
+            self._runner = None
+            raise
         self.market.start()
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         if self.bus is not None:
