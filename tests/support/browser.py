@@ -15,12 +15,15 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from tests.support.waiting import wait_until_async
 
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -60,7 +63,10 @@ class Browser:
             raise RuntimeError("chromium is not installed (apt-get install -y chromium)")
         args = [path, *FLAGS, f"--user-data-dir={self._profile.name}",
                 f"--window-size={self.width},{self.height}", "about:blank"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # its own process group: close() ends chromium's helper processes too, which otherwise
+        # may still write into the profile while it is being removed
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True)
         port = await asyncio.wait_for(self._devtools_port(), timeout)
         self._session = aiohttp.ClientSession()
         async with asyncio.timeout(timeout):
@@ -163,14 +169,26 @@ class Browser:
             await self._ws.close()
         if self._session is not None:
             await self._session.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                await asyncio.get_running_loop().run_in_executor(None, self.proc.wait, 10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._profile.cleanup()
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, self.proc.wait, 30)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # helpers left behind
+        await wait_until_async(self._remove_profile, timeout=60,
+                               message="the chromium profile could not be removed")
+
+    def _remove_profile(self) -> bool:
+        """One try at removing the profile (a dying helper may still be writing into it)."""
+        try:
+            self._profile.cleanup()
+        except OSError:
+            return False
+        return True
 
 
 def _drain(stream: Any) -> None:
