@@ -137,9 +137,9 @@ class Engine:
     def from_config(cls, config: EngineSpec) -> Engine:
         return cls(config.assets, config.markets, STP_MODES[config.self_trade_prevention])
 
-    @engine_context
     def take_events(self) -> list[Event]:
-        """Hand over the events of the operations since the last call."""
+        """Hand over the events of the operations since the last call.  No decimal is touched,
+        so no context is installed (it runs once per command: the swap would be pure cost)."""
         events = self.events[:]
         self.events.clear()
         return events
