@@ -13,8 +13,6 @@ from decimal import ROUND_DOWN, Decimal
 
 from exchange_server.common.decimals import ZERO, quantum
 from exchange_server.matchengine.core.arith import CONTEXT
-from exchange_server.matchengine.core.arith import add as dec_add
-from exchange_server.matchengine.core.arith import sub as dec_sub
 from exchange_server.matchengine.core.config import AssetSpec
 
 AVAILABLE = 1
@@ -54,10 +52,10 @@ class Balances:
             account = self.accounts[key] = [
                 amount.quantize(self._quant[asset], ROUND_DOWN, CONTEXT), ZERO]
         else:
-            account[0] = dec_add(account[0], amount).quantize(self._quant[asset], ROUND_DOWN,
+            account[0] = (account[0] + amount).quantize(self._quant[asset], ROUND_DOWN,
                                                               CONTEXT)
         frozen = account[1]  # _total(account), inlined: this runs for every balance change
-        return account[0] if frozen is ZERO else dec_add(account[0], frozen)
+        return account[0] if frozen is ZERO else account[0] + frozen
 
     def sub(self, user: int, asset: str, amount: Decimal) -> Decimal:
         """available -= amount; the caller has checked that it is enough.  Returns the new
@@ -75,7 +73,7 @@ class Balances:
             if amount:
                 raise BalanceError(f"balance of user {user} {asset} would go negative")
             return ZERO
-        value = dec_sub(account[index], amount)
+        value = account[index] - amount
         if value > 0:
             account[index] = value.quantize(self._quant[asset], ROUND_DOWN, CONTEXT)
         elif value == 0:
@@ -86,7 +84,7 @@ class Balances:
         else:
             raise BalanceError(f"balance of user {user} {asset} would go negative")
         frozen = account[1]  # _total(account), inlined: this runs for every balance change
-        return account[0] if frozen is ZERO else dec_add(account[0], frozen)
+        return account[0] if frozen is ZERO else account[0] + frozen
 
     def freeze(self, user: int, asset: str, amount: Decimal) -> None:
         """Move ``amount`` from available to frozen.  (``_sub`` then an add, written out: this
@@ -100,7 +98,7 @@ class Balances:
                 raise BalanceError(f"balance of user {user} {asset} would go negative")
             return
         quant = self._quant[asset]
-        value = dec_sub(account[0], amount)
+        value = account[0] - amount
         if value > 0:
             account[0] = value.quantize(quant, ROUND_DOWN, CONTEXT)
         elif value == 0:
@@ -112,7 +110,7 @@ class Balances:
                 return
         else:
             raise BalanceError(f"balance of user {user} {asset} would go negative")
-        account[1] = dec_add(account[1], amount).quantize(quant, ROUND_DOWN, CONTEXT)
+        account[1] = (account[1] + amount).quantize(quant, ROUND_DOWN, CONTEXT)
 
     def unfreeze(self, user: int, asset: str, amount: Decimal) -> None:
         """Move ``amount`` from frozen back to available."""
@@ -144,4 +142,4 @@ def _total(account: list[Decimal]) -> Decimal:
     exponent-0 ZERO would change nothing, not even the exponent: it is skipped (the common
     case)."""
     available, frozen = account
-    return available if frozen is ZERO else dec_add(available, frozen)
+    return available if frozen is ZERO else available + frozen

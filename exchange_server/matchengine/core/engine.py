@@ -25,7 +25,7 @@ from exchange_server.common.errors import (
     RpcError,
     invalid_argument_because,
 )
-from exchange_server.matchengine.core.arith import mul, neg
+from exchange_server.matchengine.core.arith import engine_context
 from exchange_server.matchengine.core.balance import Balances
 from exchange_server.matchengine.core.config import AssetSpec, EngineSpec, MarketSpec
 from exchange_server.matchengine.core.market import Market
@@ -112,6 +112,7 @@ class EngineState:
 
 
 class Engine:
+    @engine_context
     def __init__(self, assets: Sequence[AssetSpec], markets: Sequence[MarketSpec],
                  self_trade_prevention: int = 0) -> None:
         #: the option bits of the ``self_trade_prevention`` config (0: none, the original's
@@ -132,17 +133,20 @@ class Engine:
         self.market_overrides: dict[str, MarketSpec] = {}
 
     @classmethod
+    @engine_context
     def from_config(cls, config: EngineSpec) -> Engine:
         return cls(config.assets, config.markets, STP_MODES[config.self_trade_prevention])
 
     def take_events(self) -> list[Event]:
-        """Hand over the events of the operations since the last call."""
+        """Hand over the events of the operations since the last call.  No decimal is touched,
+        so no context is installed (it runs once per command: the swap would be pure cost)."""
         events = self.events[:]
         self.events.clear()
         return events
 
     # -- balances ---------------------------------------------------------------------------------
 
+    @engine_context
     def update_balance(self, now: float, user: int, asset: str, business: str, business_id: int,
                        change: Decimal, detail: dict[str, Any]) -> None:
         """balance.update: credit or debit ``available``, once per business id (engine.md 4)."""
@@ -155,9 +159,9 @@ class Engine:
         if change >= 0:
             balances.add(user, asset, change)
         else:
-            if balances.get_available(user, asset) < neg(change):
+            if balances.get_available(user, asset) < -change:
                 raise BalanceUpdate.BALANCE_NOT_ENOUGH()
-            balances.sub(user, asset, neg(change))
+            balances.sub(user, asset, -change)
         self.updates[key] = now
         detail = dict(detail)
         detail["id"] = business_id
@@ -175,6 +179,7 @@ class Engine:
 
     # -- orders -----------------------------------------------------------------------------------
 
+    @engine_context
     def put_limit(self, now: float, market: Market, user: int, side: Side, amount: Decimal,
                   price: Decimal, taker_fee: Decimal, maker_fee: Decimal, source: str,
                   option: int = 0, client_id: str | None = None,
@@ -189,7 +194,7 @@ class Engine:
         if side == ASK:
             if balances.get_available(user, market.stock) < amount:
                 raise PutLimit.BALANCE_NOT_ENOUGH()
-        elif balances.get_available(user, market.money) < mul(amount, price):
+        elif balances.get_available(user, market.money) < amount * price:
             raise PutLimit.BALANCE_NOT_ENOUGH()
         if amount < market.min_amount and not option & OPTION_UNLIMITED_MIN_AMOUNT:
             raise PutLimit.AMOUNT_TOO_SMALL()
@@ -230,6 +235,7 @@ class Engine:
             self._trigger(now, market, before)
         return snapshot
 
+    @engine_context
     def put_market(self, now: float, market: Market, user: int, side: Side, amount: Decimal,
                    taker_fee: Decimal, source: str, option: int = 0,
                    client_id: str | None = None) -> OrderSnapshot:
@@ -263,7 +269,7 @@ class Engine:
             best = market.best_ask()
             if best is None:
                 raise PutMarket.NO_ENOUGH_TRADER()
-            if amount < mul(best.price, market.min_amount) and check_min:
+            if amount < best.price * market.min_amount and check_min:
                 raise PutMarket.AMOUNT_TOO_SMALL()
         if option & OPTION_FOK and not market.fillable(side, MARKET, ZERO, amount, user, option):
             raise PutMarket.FILL_OR_KILL()
@@ -284,6 +290,7 @@ class Engine:
         self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
         return snapshot
 
+    @engine_context
     def cancel(self, now: float, market: Market, user: int, order_id: int) -> OrderSnapshot:
         """order.cancel: the order as it was, then off the book with its funds released."""
         order = market.orders.get(order_id)
@@ -299,6 +306,7 @@ class Engine:
         market.remove(order)
         return snapshot
 
+    @engine_context
     def cancel_all(self, now: float, market: Market, user: int, side: SideOrBoth) -> int:
         """order.cancel_all: every open order of the user in the market (one side, or both for
         side 0), oldest first.  Returns how many were cancelled."""
@@ -310,6 +318,7 @@ class Engine:
             self._cancel(market, order)
         return len(todo)
 
+    @engine_context
     def cancel_batch(self, now: float, market: Market, user: int,
                      order_ids: list[int]) -> list[CancelResult]:
         """order.cancel_batch: each id in turn, with its own result."""
@@ -326,6 +335,7 @@ class Engine:
 
     # -- stop orders ------------------------------------------------------------------------------
 
+    @engine_context
     def put_stop(self, now: float, market: Market, user: int, type: OrderType, side: Side,
                  amount: Decimal, stop_price: Decimal, price: Decimal, taker_fee: Decimal,
                  maker_fee: Decimal, source: str, option: int, client_id: str) -> StopSnapshot:
@@ -342,13 +352,13 @@ class Engine:
         if not option & OPTION_UNLIMITED_MIN_AMOUNT:
             minimum = market.min_amount
             if type == MARKET and side == BID:
-                minimum = mul(stop_price, minimum)
+                minimum = stop_price * minimum
             if amount < minimum:
                 raise errors.AMOUNT_TOO_SMALL()
         if side == ASK:
             asset, freeze = market.stock, amount
         else:
-            asset, freeze = market.money, (mul(amount, price) if type == LIMIT else amount)
+            asset, freeze = market.money, ((amount * price) if type == LIMIT else amount)
         if self.balances.get_available(user, asset) < freeze:
             raise errors.BALANCE_NOT_ENOUGH()
         self.order_id += 1
@@ -365,6 +375,7 @@ class Engine:
                                        market.money))
         return snapshot
 
+    @engine_context
     def cancel_stop(self, now: float, market: Market, user: int, stop_id: int) -> StopSnapshot:
         """order.cancel_stop: the stop as it was; its funds are released."""
         stop = market.stops.get(stop_id)
@@ -382,6 +393,7 @@ class Engine:
                                        market.money))
         return snapshot
 
+    @engine_context
     def cancel_stop_all(self, now: float, market: Market, user: int,
                         side: SideOrBoth) -> int:
         """order.cancel_stop_all: every stop of the user in the market (one side or both)."""
@@ -431,6 +443,7 @@ class Engine:
 
     # -- runtime configuration (admin) ------------------------------------------------------------
 
+    @engine_context
     def update_asset(self, asset: AssetSpec) -> None:
         """config.update_asset: add an asset, or change an existing one's ``prec_show``
         (``prec_save`` may only grow: stored balances keep their value)."""
@@ -446,6 +459,7 @@ class Engine:
                 if market.money == asset.name:
                     market.apply_config(market.config)
 
+    @engine_context
     def update_market(self, config: MarketSpec) -> None:
         """config.update_market: add a market, or change an existing one's ``fee_prec`` and
         ``min_amount`` (stock, money and their precisions cannot change).  ``check_market``
@@ -463,6 +477,7 @@ class Engine:
             market.apply_config(config)
         self.market_overrides[config.name] = config
 
+    @engine_context
     def check_market(self, config: MarketSpec) -> None:
         """Refuse a market the config file's rules refuse (admin_error).  Those rules live with
         the config file, outside the core: the service's engine (matchengine/configured.py)
@@ -470,10 +485,12 @@ class Engine:
         if config.stock not in self.assets or config.money not in self.assets:
             raise admin_error(f"market {config.name}: unknown asset")
 
+    @engine_context
     def suspend(self, market: Market, suspended: bool) -> None:
         """config.suspend_market / config.resume_market."""
         market.suspended = suspended
 
+    @engine_context
     def apply_detail(self, kind: str, detail: Any) -> None:
         """Apply a slice's runtime config entry (``kind`` "asset" or "market", ``detail`` in the
         config file's shape).  Parsing that shape is not the core's job: the service's engine
@@ -483,6 +500,7 @@ class Engine:
 
     # -- snapshots --------------------------------------------------------------------------------
 
+    @engine_context
     def dump_state(self) -> EngineState:
         """The engine's state for a slice: open orders (per market, asks then bids), balances,
         the business-id dedup window, pending stops and the runtime configuration."""
@@ -510,6 +528,7 @@ class Engine:
             config=config,
         )
 
+    @engine_context
     def load_state(self, state: EngineState) -> list[str]:
         """Restore a slice into a fresh engine.  Returns warnings for skipped rows (orders of
         unknown markets, balances of unknown assets), which the original also skips.

@@ -17,7 +17,7 @@ from typing import NamedTuple
 from sortedcontainers import SortedDict
 
 from exchange_server.common.decimals import ZERO, fmt, quantum
-from exchange_server.matchengine.core.arith import CONTEXT, add, div, mul, neg, sub
+from exchange_server.matchengine.core.arith import CONTEXT, engine_context
 from exchange_server.matchengine.core.balance import Balances
 from exchange_server.matchengine.core.config import MarketSpec
 from exchange_server.matchengine.core.model import (
@@ -131,10 +131,10 @@ class Market:
         user_orders[order.id] = order
         if order.side == ASK:
             self.ask_count += 1
-            self.ask_amount = add(self.ask_amount, order.left)
+            self.ask_amount = self.ask_amount + order.left
         else:
             self.bid_count += 1
-            self.bid_amount = add(self.bid_amount, order.left)
+            self.bid_amount = self.bid_amount + order.left
 
     def put(self, order: Order) -> None:
         """Rest a limit order: freeze its funds (ask: stock = left, bid: money = price x left)."""
@@ -142,7 +142,7 @@ class Market:
             order.freeze = order.left
             self.balances.freeze(order.user, self.stock, order.left)
         else:
-            order.freeze = mul(order.price, order.left)
+            order.freeze = order.price * order.left
             self.balances.freeze(order.user, self.money, order.freeze)
         self.insert(order)
 
@@ -161,12 +161,12 @@ class Market:
             del self.users[order.user]
         if order.side == ASK:
             self.ask_count -= 1
-            self.ask_amount = sub(self.ask_amount, order.left)
+            self.ask_amount = self.ask_amount - order.left
             if order.freeze > 0:
                 self.balances.unfreeze(order.user, self.stock, order.freeze)
         else:
             self.bid_count -= 1
-            self.bid_amount = sub(self.bid_amount, order.left)
+            self.bid_amount = self.bid_amount - order.left
             if order.freeze > 0:
                 self.balances.unfreeze(order.user, self.money, order.freeze)
         if order.deal_stock > 0 or order.stp_cancelled:
@@ -189,6 +189,7 @@ class Market:
             for price in reversed(bids.keys()):
                 yield price, bids[price]
 
+    @engine_context
     def depth(self, side: Side, limit: int, interval: Decimal) -> list[list[str]]:
         """Price levels of one side, best first, optionally merged to multiples of interval."""
         rows: list[list[str]] = []
@@ -198,7 +199,7 @@ class Market:
             for price, level in self.side_levels(side):
                 total = ZERO
                 for o in level.values():
-                    total = add(total, o.left)
+                    total = total + o.left
                 rows.append([fmt(price), fmt(total)])
                 if len(rows) >= limit:
                     break
@@ -208,17 +209,17 @@ class Market:
         for price, level in self.side_levels(side):
             if bucket is not None and (price <= bucket if side == ASK else price >= bucket):
                 for o in level.values():
-                    amount = add(amount, o.left)
+                    amount = amount + o.left
                 continue
             if bucket is not None:
                 rows.append([fmt(bucket), fmt(amount)])
                 if len(rows) >= limit:
                     return rows
             rounding = ROUND_CEILING if side == ASK else ROUND_FLOOR
-            bucket = mul(div(price, interval).to_integral_value(rounding, CONTEXT), interval)
+            bucket = ((price / interval).to_integral_value(rounding, CONTEXT) * interval)
             amount = ZERO
             for o in level.values():
-                amount = add(amount, o.left)
+                amount = amount + o.left
         if bucket is not None:
             rows.append([fmt(bucket), fmt(amount)])
         return rows
@@ -260,9 +261,9 @@ class Market:
                         return _new(Execution, (deal_id, True, tuple(stp_makers)))
                     continue
                 if market_bid:
-                    amount = div(taker.left, price).quantize(self._stock_step, ROUND_DOWN, CONTEXT)
-                    while mul(amount, price) > taker.left:
-                        amount = sub(amount, self._stock_step)
+                    amount = (taker.left / price).quantize(self._stock_step, ROUND_DOWN, CONTEXT)
+                    while amount * price > taker.left:
+                        amount = amount - self._stock_step
                     if amount > maker.left:
                         amount = maker.left
                     if not amount:
@@ -320,15 +321,15 @@ class Market:
                         continue
                     return False
                 if market_bid:
-                    take = div(left, level_price).quantize(self._stock_step, ROUND_DOWN, CONTEXT)
-                    while mul(take, level_price) > left:
-                        take = sub(take, self._stock_step)
+                    take = (left / level_price).quantize(self._stock_step, ROUND_DOWN, CONTEXT)
+                    while take * level_price > left:
+                        take = take - self._stock_step
                     if not take or take < maker.left:
                         # what is left cannot buy one more unit here: the real loop stops
                         return True
-                    left = sub(left, mul(maker.left, level_price))
+                    left = left - maker.left * level_price
                 else:
-                    left = sub(left, maker.left)
+                    left = left - maker.left
                 if left <= 0:
                     return True
         return False
@@ -378,7 +379,7 @@ class Market:
 
     def _deal(self, taker: Order, maker: Order, price: Decimal, amount: Decimal, now: float,
               deal_id: int) -> None:
-        deal = mul(price, amount)
+        deal = price * amount
         balances = self.balances
         events = self.events
         stock = self.stock
@@ -391,10 +392,10 @@ class Market:
         else:
             ask, bid = maker, taker
             ask_rate, bid_rate = maker.maker_fee, taker.taker_fee
-        ask_fee = mul(deal, ask_rate)
+        ask_fee = deal * ask_rate
         if self._ask_fee_quant is not None:
             ask_fee = ask_fee.quantize(self._ask_fee_quant, ROUND_DOWN, CONTEXT)
-        bid_fee = mul(amount, bid_rate)
+        bid_fee = amount * bid_rate
         events.append(_new(Deal, (
             now, name, deal_id, price, amount, deal, ask_fee, bid_fee, taker.side,
             ask.id, ask.user, TAKER if ask is taker else MAKER,
@@ -406,20 +407,20 @@ class Market:
         # and this is the hottest loop of the engine.
         for order in (taker, maker):
             is_taker = order is taker
-            order.deal_stock = add(order.deal_stock, amount)
-            order.deal_money = add(order.deal_money, deal)
+            order.deal_stock = order.deal_stock + amount
+            order.deal_money = order.deal_money + deal
             user = order.user
             detail = _new(TradeDetail, (name, order.id, price, amount, None))
             if order.side == ASK:
-                order.left = sub(order.left, amount)
-                order.deal_fee = add(order.deal_fee, ask_fee)
+                order.left = order.left - amount
+                order.deal_fee = order.deal_fee + ask_fee
                 if is_taker:
                     total = balances.sub(user, stock, amount)
                 else:
-                    order.freeze = sub(order.freeze, amount)
+                    order.freeze = order.freeze - amount
                     total = balances.sub_frozen(user, stock, amount)
-                    self.ask_amount = sub(self.ask_amount, amount)
-                events.append(_new(BalanceChanged, (now, user, stock, "trade", neg(amount),
+                    self.ask_amount = self.ask_amount - amount
+                events.append(_new(BalanceChanged, (now, user, stock, "trade", -amount,
                                                     total, detail)))
                 total = balances.add(user, money, deal)
                 events.append(_new(BalanceChanged, (now, user, money, "trade", deal, total,
@@ -427,21 +428,21 @@ class Market:
                 if ask_fee:
                     total = balances.sub(user, money, ask_fee)
                     events.append(_new(BalanceChanged, (
-                        now, user, money, "trade", neg(ask_fee), total,
+                        now, user, money, "trade", -ask_fee, total,
                         _new(TradeDetail, (name, order.id, price, amount, ask_rate)))))
             else:
                 if is_taker and order.type == MARKET:
-                    order.left = sub(order.left, deal)
+                    order.left = order.left - deal
                 else:
-                    order.left = sub(order.left, amount)
-                order.deal_fee = add(order.deal_fee, bid_fee)
+                    order.left = order.left - amount
+                order.deal_fee = order.deal_fee + bid_fee
                 if is_taker:
                     total = balances.sub(user, money, deal)
                 else:
-                    order.freeze = sub(order.freeze, deal)
+                    order.freeze = order.freeze - deal
                     total = balances.sub_frozen(user, money, deal)
-                    self.bid_amount = sub(self.bid_amount, amount)
-                events.append(_new(BalanceChanged, (now, user, money, "trade", neg(deal),
+                    self.bid_amount = self.bid_amount - amount
+                events.append(_new(BalanceChanged, (now, user, money, "trade", -deal,
                                                     total, detail)))
                 total = balances.add(user, stock, amount)
                 events.append(_new(BalanceChanged, (now, user, stock, "trade", amount, total,
@@ -449,5 +450,5 @@ class Market:
                 if bid_fee:
                     total = balances.sub(user, stock, bid_fee)
                     events.append(_new(BalanceChanged, (
-                        now, user, stock, "trade", neg(bid_fee), total,
+                        now, user, stock, "trade", -bid_fee, total,
                         _new(TradeDetail, (name, order.id, price, amount, bid_rate)))))

@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any, Final, Literal, NamedTuple
 
 from exchange_server.common.decimals import ZERO, fmt
-from exchange_server.matchengine.core.arith import neg
 
 # Sides, types and roles are plain ints at run time (they are ints on the wire, in the log and in
 # every table); the Literal types name them in signatures, and mypy checks every value passed.
@@ -266,7 +265,7 @@ class Stop:
     def sort_key(self) -> tuple[Decimal, int]:
         """Key in its trigger list: LOW fires highest stop price first, HIGH lowest first,
         equal prices oldest first."""
-        return (neg(self.stop_price) if self.state == STOP_STATE_LOW else self.stop_price, self.id)
+        return (-self.stop_price if self.state == STOP_STATE_LOW else self.stop_price, self.id)
 
 
 class StopSnapshot(NamedTuple):
