@@ -10,8 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import socket
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +20,7 @@ from exchange_server.accesshttp.standalone import load_accesshttp
 from exchange_server.accesshttp.trust import Grant, TrustPolicy
 from exchange_server.common.config import ConfigError
 from tests.support.server import REPO, ServerProcess, free_port
+from tests.support.waiting import wait_port
 
 API_TOKEN = "api-token-of-the-back-office"
 ADMIN_TOKEN = "admin-token-of-the-operator"
@@ -66,16 +65,6 @@ def served(reply: tuple[int, Any]) -> bool:
     status, body = reply
     return status == 200 and body["error"] is None
 
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            assert time.monotonic() < deadline, f"nothing listens on {port}"
-            time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

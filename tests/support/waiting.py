@@ -9,6 +9,7 @@ deadlines, never measurements: no test asserts how long something took.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -49,3 +50,18 @@ async def wait_until_async(condition: Callable[[], T | Awaitable[T]],
         if time.monotonic() > deadline:
             raise AssertionError(f"{message} not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections at ``host:port`` now."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(port: int, timeout: float = DEFAULT_TIMEOUT, what: str = "") -> None:
+    """Wait until something listens on ``port`` (127.0.0.1)."""
+    wait_until(lambda: listening(port), timeout, 0.05,
+               f"something listening on {port} {what}".rstrip())

@@ -45,6 +45,7 @@ from exchange_server.matchprocess.follower import FollowerProcess, FollowerSpec
 from exchange_server.rpc.addr import SockAddr
 from tests.support.server import REPO, SHARED, ServerProcess
 from tests.support.topology import Topology
+from tests.support.waiting import wait_port
 
 FIXTURE = REPO / "tests" / "data" / "cli" / "matchengine-cli.jsonl"
 GOLDEN = [json.loads(line) for line in FIXTURE.read_text().splitlines() if line.strip()]
@@ -75,14 +76,7 @@ def command(port: int, line: str) -> str:
 
 
 def wait_listening(port: int) -> None:
-    deadline = time.monotonic() + WAIT
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            assert time.monotonic() < deadline, f"nothing listens on the console port {port}"
-            time.sleep(0.05)
+    wait_port(port, WAIT, "(the console)")
 
 
 def wait_drained(port: int) -> str:

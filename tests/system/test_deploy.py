@@ -45,6 +45,7 @@ from exchange_server.marketprice.standalone import load_marketprice
 from exchange_server.process.settings import read_process_settings
 from exchange_server.readhistory.standalone import load_readhistory
 from tests.support.server import free_port
+from tests.support.waiting import wait_port
 
 #: Redis database of the shell-kit test's alertcenter (flushed before and after).
 REDIS_DB = 9
@@ -434,16 +435,6 @@ def alive(pid: int) -> bool:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
 
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            assert time.monotonic() < deadline, f"nothing listens on {port}"
-            time.sleep(0.05)
 
 
 def run(script: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -45,6 +45,7 @@ import redis
 from exchange_server.common.config import MysqlConfig
 from exchange_server.deploy import DEFAULT_PORTS, Deployment, DeployOptions, Instance, generate
 from tests.support.server import REPO
+from tests.support.waiting import wait_port
 
 pytestmark = [pytest.mark.mysql]
 
@@ -66,16 +67,6 @@ def free_ports(n: int) -> list[int]:
         for s in socks:
             s.close()
 
-
-def wait_port(port: int, timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            assert time.monotonic() < deadline, f"nothing listens on {port} {what}"
-            time.sleep(0.05)
 
 
 def lock_held(path: Path) -> bool:
