@@ -9,7 +9,7 @@ This adapter supplies exactly those two hooks, so each rule stays written once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 from exchange_server.common.config import (
     AssetConfig,
@@ -22,7 +22,7 @@ from exchange_server.common.config import (
 )
 from exchange_server.common.decimals import use_engine_context
 from exchange_server.matchengine.core import engine as core
-from exchange_server.matchengine.core.config import AssetSpec, MarketSpec
+from exchange_server.matchengine.core.config import AssetSpec, EngineSpec, MarketSpec
 from exchange_server.matchengine.core.engine import EngineState, admin_error
 
 __all__ = ["Engine", "EngineState", "read_asset_detail", "read_market_detail"]
@@ -47,6 +47,16 @@ class Engine(core.Engine):
         # the core computes on its own context; the code around it (parameter checks, replies)
         # uses the thread's, which gets the same 60-digit ROUND_DOWN context here
         use_engine_context()
+
+    @classmethod
+    def from_config(cls, config: EngineSpec) -> Self:
+        """The core's ``from_config``, whose context wrapper restores the thread's context on
+        the way out, undoing what ``__init__`` installed: install it again here.  (Without
+        this every command paid for two context swaps, and the code around the engine computed
+        on the default 28-digit context.)"""
+        engine = super().from_config(config)
+        use_engine_context()
+        return engine
 
     def check_market(self, config: MarketSpec) -> None:
         try:

@@ -19,6 +19,7 @@ import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -280,3 +281,25 @@ def test_the_callers_context_comes_back_after_a_refused_command() -> None:
         message, restored = pool.submit(run).result()
     assert message == "order not found"
     assert restored
+
+
+def test_the_services_engine_leaves_its_context_installed_in_the_building_thread() -> None:
+    """The service's engine (matchengine/configured.py), built by ``from_config`` as the service
+    builds it, leaves ``CONTEXT`` as the thread's context: the code around the engine computes
+    on it, and the core's entry points then find it installed and swap nothing."""
+    from exchange_server.matchengine.configured import Engine as ServiceEngine
+
+    config = SimpleNamespace(
+        assets=[AssetConfig("AAA", 8, 8), AssetConfig("BBB", 8, 8)],
+        markets=[MarketConfig("AAABBB", "AAA", "BBB", 4, 4, 4, Decimal("0.0001"))],
+        self_trade_prevention="none")
+
+    def run() -> tuple[bool, bool]:
+        decimal.setcontext(decimal.Context())
+        engine = ServiceEngine.from_config(config)
+        built = decimal.getcontext() is CONTEXT
+        engine.cancel_all(1.0, engine.markets["AAABBB"], 1, 0)
+        return built, decimal.getcontext() is CONTEXT
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(run).result() == (True, True)

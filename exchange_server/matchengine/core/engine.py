@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Self
 
 from exchange_server.common.decimals import ZERO, fmt
 from exchange_server.common.errors import (
@@ -134,7 +134,7 @@ class Engine:
 
     @classmethod
     @engine_context
-    def from_config(cls, config: EngineSpec) -> Engine:
+    def from_config(cls, config: EngineSpec) -> Self:
         return cls(config.assets, config.markets, STP_MODES[config.self_trade_prevention])
 
     def take_events(self) -> list[Event]:
