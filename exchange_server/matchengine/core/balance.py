@@ -8,7 +8,7 @@ are both zero is removed, and zero values are never reported (queries, summaries
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import ROUND_DOWN, Decimal
 
 from exchange_server.common.decimals import ZERO, quantum
@@ -21,6 +21,36 @@ FREEZE = 2
 
 class BalanceError(Exception):
     """An impossible balance operation inside the engine: a bug, never a user error."""
+
+
+def _subtraction(index: int, doc: str) -> Callable[[Balances, int, str, Decimal], Decimal]:
+    """A method taking ``amount`` from part ``index`` of an account (0 available, 1 frozen) and
+    returning its new total.  A part that reaches zero is the ZERO object, and an account
+    whose two parts are zero is removed; going negative is a :class:`BalanceError`."""
+    other = 1 - index
+
+    def subtract(self: Balances, user: int, asset: str, amount: Decimal) -> Decimal:
+        key = (user, asset)
+        account = self.accounts.get(key)
+        if account is None:
+            if amount:
+                raise BalanceError(f"balance of user {user} {asset} would go negative")
+            return ZERO
+        value = account[index] - amount
+        if value > 0:
+            account[index] = value.quantize(self._quant[asset], ROUND_DOWN, CONTEXT)
+        elif value == 0:
+            account[index] = ZERO
+            if not account[other]:
+                del self.accounts[key]
+                return ZERO
+        else:
+            raise BalanceError(f"balance of user {user} {asset} would go negative")
+        frozen = account[1]  # _total(account), inlined: this runs for every balance change
+        return account[0] if frozen is ZERO else account[0] + frozen
+
+    subtract.__doc__ = doc
+    return subtract
 
 
 class Balances:
@@ -57,37 +87,15 @@ class Balances:
         frozen = account[1]  # _total(account), inlined: this runs for every balance change
         return account[0] if frozen is ZERO else account[0] + frozen
 
-    def sub(self, user: int, asset: str, amount: Decimal) -> Decimal:
-        """available -= amount; the caller has checked that it is enough.  Returns the new
-        total."""
-        return self._sub(0, user, asset, amount)
-
-    def sub_frozen(self, user: int, asset: str, amount: Decimal) -> Decimal:
-        """frozen -= amount (a resting order's funds leave in a deal).  Returns the new total."""
-        return self._sub(1, user, asset, amount)
-
-    def _sub(self, index: int, user: int, asset: str, amount: Decimal) -> Decimal:
-        key = (user, asset)
-        account = self.accounts.get(key)
-        if account is None:
-            if amount:
-                raise BalanceError(f"balance of user {user} {asset} would go negative")
-            return ZERO
-        value = account[index] - amount
-        if value > 0:
-            account[index] = value.quantize(self._quant[asset], ROUND_DOWN, CONTEXT)
-        elif value == 0:
-            account[index] = ZERO
-            if not account[1 - index]:
-                del self.accounts[key]
-                return ZERO
-        else:
-            raise BalanceError(f"balance of user {user} {asset} would go negative")
-        frozen = account[1]  # _total(account), inlined: this runs for every balance change
-        return account[0] if frozen is ZERO else account[0] + frozen
+    # sub and sub_frozen: one body, made twice by _subtraction (each call in a deal would
+    # otherwise go through a shared helper: one Python call more, three to four per order).
+    sub = _subtraction(0, "available -= amount; the caller has checked that it is enough.  "
+                          "Returns the new total.")
+    sub_frozen = _subtraction(1, "frozen -= amount (a resting order's funds leave in a deal).  "
+                                 "Returns the new total.")
 
     def freeze(self, user: int, asset: str, amount: Decimal) -> None:
-        """Move ``amount`` from available to frozen.  (``_sub`` then an add, written out: this
+        """Move ``amount`` from available to frozen.  (a subtraction then an add, written out: this
         runs for every order that rests.)  An account whose available part empties while
         nothing was frozen is removed and filed anew, as the original does: it moves to the end
         of the listing."""
@@ -114,7 +122,7 @@ class Balances:
 
     def unfreeze(self, user: int, asset: str, amount: Decimal) -> None:
         """Move ``amount`` from frozen back to available."""
-        self._sub(1, user, asset, amount)
+        self.sub_frozen(user, asset, amount)
         self.add(user, asset, amount)
 
     def set(self, user: int, asset: str, kind: int, amount: Decimal) -> None:
