@@ -95,10 +95,9 @@ def _int(value: Any, maximum: int = U64_MAX) -> int:
 
 def _user(value: Any) -> int:
     """User ids are unsigned 32-bit and non-zero (the original let 0 through some methods)."""
-    user = _int(value, U32_MAX)
-    if user == 0:
+    if type(value) is not int or not 0 < value <= U32_MAX:  # _int's check, in place
         raise invalid_argument()
-    return user
+    return value
 
 
 def _str(value: Any) -> str:
@@ -374,7 +373,7 @@ class MatchEngineMethods:
             return self._put_limit(now, params, _recorded_stp(params[8]))
         if len(params) != 8:
             return self._put_limit_ext(now, params, live)
-        stp = self._stp(0, live)
+        stp = self.engine.self_trade_prevention if live else 0  # self._stp(0, live)
         result = self._put_limit(now, params, stp)
         if stp:
             params.append(stp)
