@@ -103,6 +103,9 @@ class MatchEngineService:
         self._slice_requested = False
         self._slice_children: set[int] = set()
         self._last_slice_time = 0
+        #: operation id and time of the last slice started (the operation-count trigger)
+        self._sliced_oper = 0
+        self._sliced_time = 0
         self._timer: asyncio.Task[None] | None = None
         self.commit_count = 0
         #: metrics: when the commit in flight started; the newest published slice
@@ -172,7 +175,8 @@ class MatchEngineService:
             for warning in self.engine.load_state(state):
                 log.warning("slice %d: %s", info.time, warning)
             self.oper_id = info.end_oper_id
-            self._last_slice_time = info.time
+            self._last_slice_time = self._sliced_time = info.time
+            self._sliced_oper = info.end_oper_id
             self.restored_from = self.last_slice = info
         replayed = self.replay_from(store, limit)
         self.durable_id = self.oper_id
@@ -527,9 +531,23 @@ class MatchEngineService:
             if self.degraded:
                 continue
             now = int(self.clock())
-            if now - self._last_slice_time >= interval and now % interval <= 5:
+            if (now - self._last_slice_time >= interval and now % interval <= 5
+                    and now > self._sliced_time):
                 self._last_slice_time = now
                 self.request_slice()
+            elif self._oper_slice_due(now):
+                self.request_slice()
+
+    def _oper_slice_due(self, now: int) -> bool:
+        """A slice by operation count (``slice_oper_interval``): due once that many operations
+        were applied since the last slice was started, unless one is still being written (the
+        next follows it, so children never pile up under a sustained load) or one was started
+        this second (a slice's tables are named by its second).  A slice that failed is retried
+        after as many operations again, not every second."""
+        every = self.config.slice_oper_interval
+        if every <= 0 or self._slice_requested or self._slice_children:
+            return False
+        return self.oper_id - self._sliced_oper >= every and now > self._sliced_time
 
     def request_slice(self) -> None:
         """Take a slice as soon as no commit is in flight (so the forked child inherits no
@@ -547,6 +565,7 @@ class MatchEngineService:
 
     def _fork_slice(self) -> None:
         info = self._slice_info()
+        self._sliced_oper, self._sliced_time = info.end_oper_id, info.time
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
@@ -576,16 +595,23 @@ class MatchEngineService:
                     raise StoreError("operations of the slice never became durable")
                 time.sleep(0.02)
             store.publish_slice(info)
-            store.delete_old_slices(info.time, self.config.slice_keeptime)
+            self._prune_slices(store, info.time)
         finally:
             store.close()
 
     def _write_slice_inline(self, info: SliceInfo) -> None:
         self.store.write_slice_data(info, self.engine.dump_state())
         self.store.publish_slice(info)
-        self.store.delete_old_slices(info.time, self.config.slice_keeptime)
+        self._prune_slices(self.store, info.time)
         self.last_slice = info
         log.info("slice %d written (operation %d)", info.time, info.end_oper_id)
+
+    def _prune_slices(self, store: EngineStore, now: int) -> None:
+        """The original's retention (``slice_keeptime``) and, with slices by operation count,
+        the thinning that keeps their number as with time slices alone."""
+        store.delete_old_slices(now, self.config.slice_keeptime)
+        if self.config.slice_oper_interval > 0:
+            store.thin_slices(self.config.slice_interval)
 
     def _reap_children(self, wait: bool = False, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout

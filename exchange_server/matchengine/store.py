@@ -72,6 +72,9 @@ class OperLogGap(StoreError):
         self.found = found
 
 
+#: thin_slices keeps this many of the newest slices whatever their age.
+SLICES_KEPT_NEWEST = 2
+
 #: What an operator reads after a damaged-record error (docs/operations.md has the procedure).
 REPAIR_HINT = "see \"Damaged operation log or slice\" in docs/operations.md"
 
@@ -210,3 +213,16 @@ class EngineStore(ABC):
         for s in slices:
             if s.time < limit:
                 self.delete_slice(s)
+
+    def thin_slices(self, interval: int, newest: int = SLICES_KEPT_NEWEST) -> None:
+        """Slices by operation count come every few seconds under load; without thinning the
+        retention window would fill with them.  Kept: the ``newest`` most recent slices (what
+        a restart loads) and the oldest slice of every ``interval`` period (as many as time
+        slices alone leave, for a sink that is far behind); the others are removed."""
+        slices = self.list_slices()
+        periods: set[int] = set()
+        for s in slices[:max(0, len(slices) - newest)]:
+            period = s.time // interval
+            if period in periods:
+                self.delete_slice(s)
+            periods.add(period)
