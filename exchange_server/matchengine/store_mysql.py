@@ -77,7 +77,7 @@ from exchange_server.matchengine.store_sqlite import (
     STOP_DECIMALS,
     decode_config_detail,
     encode_config_detail,
-    order_from_row,
+    orders_from_rows,
     slice_time,
     stop_decimals,
     stop_from_row,
@@ -86,6 +86,8 @@ from exchange_server.storage import mysql as mysql_db
 
 #: Rows per INSERT statement and per SELECT page.
 CHUNK = 1000
+#: Rows per SELECT when reading a slice table (a restart reads up to millions: fewer round trips).
+SLICE_PAGE = 10_000
 
 _OPERLOG_TABLE = re.compile(r"operlog_(\d{8})\Z")
 
@@ -198,10 +200,15 @@ def _exact_text(values: Sequence[Decimal]) -> str:
     return " ".join(str(v) for v in values)
 
 
-def _exact_values(text: str | None, count: int, where: str) -> list[Decimal]:
+def _exact_texts(text: str | None, count: int, where: str) -> list[str]:
     parts = text.split(" ") if text else []
     if len(parts) != count:
         raise StoreError(f"{where}: exact column holds {len(parts)} values, {count} expected")
+    return parts
+
+
+def _exact_values(text: str | None, count: int, where: str) -> list[Decimal]:
+    parts = _exact_texts(text, count, where)
     try:
         return [Decimal(p) for p in parts]
     except ArithmeticError as e:
@@ -546,14 +553,14 @@ class MysqlEngineStore(EngineStore):
         return [_slice_info(row) for row in rows]
 
     def _read_pages(self, table: str, columns: str) -> Iterator[tuple[Any, ...]]:
-        """Every row of a slice table in id order, CHUNK rows per query."""
+        """Every row of a slice table in id order, SLICE_PAGE rows per query."""
         last = -1
         while True:
             rows = self._query(
                 f"SELECT id, {columns} FROM `{table}` WHERE id > %s ORDER BY id LIMIT %s",
-                (last, CHUNK))
+                (last, SLICE_PAGE))
             yield from rows
-            if len(rows) < CHUNK:
+            if len(rows) < SLICE_PAGE:
                 return
             last = rows[-1][0]
 
@@ -576,13 +583,11 @@ class MysqlEngineStore(EngineStore):
                                            self._operlog_down(info.end_oper_id))
             n = len(ORDER_DECIMALS)
             extra = ", `option`, client_id" if "client_id" in columns else ", 0, NULL"
-            for row in self._read_pages(
-                    names[0],
-                    f"t, side, create_time, update_time, user_id, market, source, exact{extra}"):
-                oid, kind, side, ctime, mtime, user, market, source, exact, option, client = row
-                state.orders.append(order_from_row(
-                    oid, market, source, kind, side, user, ctime, mtime,
-                    _exact_values(exact, n, f"{names[0]} id {oid}"), option, client))
+            rows = [(*row[:8], *_exact_texts(row[8], n, f"{names[0]} id {row[0]}"), *row[9:])
+                    for row in self._read_pages(
+                        names[0], "t, side, create_time, update_time, user_id, market, source,"
+                                  f" exact{extra}")]
+            state.orders, orders_crc = orders_from_rows(rows, names[0])
             for bid, user, asset, kind, exact in self._read_pages(
                     names[1], "user_id, asset, t, exact"):
                 (value,) = _exact_values(exact, 1, f"{names[1]} id {bid}")
@@ -603,7 +608,7 @@ class MysqlEngineStore(EngineStore):
                         (kind, name, decode_config_detail(detail, f"{config_table} id {rid}")))
         except pymysql.MySQLError as e:
             raise self._error(f"cannot read slice {t}", e) from e
-        check_slice(info, state)
+        check_slice(info, state, orders_crc)
         return state
 
     def write_slice_data(self, info: SliceInfo, state: EngineState) -> None:
