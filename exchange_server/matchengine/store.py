@@ -109,8 +109,14 @@ def order_row_crc(oid: int, market: str, source: str | None, kind: int, side: in
     """One order's term of :func:`state_checksum`, from its stored texts (``texts``: the
     decimals in ORDER_DECIMALS order as ``str(Decimal)`` wrote them).  A slice reader sums
     these over the rows it reads instead of formatting every loaded Decimal again."""
-    return zlib.crc32(repr(("o", oid, market, source, kind, side, user, ctime, mtime, *texts,
-                            option, client_id)).encode())
+    # the text of repr(("o", oid, ..., client_id)), formatted directly (twice as fast)
+    (price, amount, taker_fee, maker_fee, left, freeze, deal_stock, deal_money,
+     deal_fee) = texts
+    return zlib.crc32(
+        f"('o', {oid!r}, {market!r}, {source!r}, {kind!r}, {side!r}, {user!r}, {ctime!r},"
+        f" {mtime!r}, {price!r}, {amount!r}, {taker_fee!r}, {maker_fee!r}, {left!r},"
+        f" {freeze!r}, {deal_stock!r}, {deal_money!r}, {deal_fee!r}, {option!r},"
+        f" {client_id!r})".encode())
 
 
 def decimals_of_texts(texts: Iterable[str]) -> dict[str, Decimal]:
