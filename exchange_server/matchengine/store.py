@@ -197,6 +197,19 @@ class EngineStore(ABC):
     def read_operlog(self, after_id: int) -> Iterator[OperRecord]:
         """Every record with id > after_id in id order."""
 
+    def read_operlog_rows(self, after_id: int) -> Iterator[list[tuple[int, float, str, Any]]]:
+        """The records with id > after_id in id order, as pages of ``(id, time, method,
+        params)`` tuples: what replay reads (a backend reads them in bulk, without building an
+        OperRecord each).  This default pages :meth:`read_operlog`."""
+        page: list[tuple[int, float, str, Any]] = []
+        for r in self.read_operlog(after_id):
+            page.append((r.id, r.time, r.method, r.params))
+            if len(page) >= 1000:
+                yield page
+                page = []
+        if page:
+            yield page
+
     @abstractmethod
     def reset_to(self, oper_id: int) -> None:
         """Make the store hold nothing beyond operation ``oper_id``, proving it can write.

@@ -60,13 +60,12 @@ import pymysql
 from exchange_server.common.config import MysqlConfig
 from exchange_server.matchengine import original
 from exchange_server.matchengine.core.engine import EngineState
-from exchange_server.matchengine.logcodec import decode_detail, encode_detail
+from exchange_server.matchengine.logcodec import LogRow, decode_rows, encode_detail
 from exchange_server.matchengine.store import (
     EngineStore,
     OperRecord,
     SliceInfo,
     StoreError,
-    check_record,
     check_slice,
     record_checksum,
     state_checksum,
@@ -86,6 +85,8 @@ from exchange_server.storage import mysql as mysql_db
 
 #: Rows per INSERT statement and per SELECT page.
 CHUNK = 1000
+#: Rows per SELECT when replaying the operation log.
+OPERLOG_PAGE = 5000
 #: Rows per SELECT when reading a slice table (a restart reads up to millions: fewer round trips).
 SLICE_PAGE = 10_000
 
@@ -472,33 +473,48 @@ class MysqlEngineStore(EngineStore):
             raise self._error("cannot read the operlog", e) from e
 
     def read_operlog(self, after_id: int) -> Iterator[OperRecord]:
-        try:
-            tables = [t for t, top in sorted(self._table_max_ids(TABLES_MAX_AGE).items())
-                      if top > after_id]
-        except pymysql.MySQLError as e:
-            raise self._error("cannot read the operlog", e) from e
+        tables = self._operlog_tables_after(after_id)
         if len(tables) == 1:
-            yield from self._read_table(tables[0], after_id)
+            for page in self._read_table_rows(tables[0], after_id):
+                for row in page:
+                    yield OperRecord(*row)
         else:
             # Tables in date order, merged by id: right even if the clock once went backwards.
             yield from heapq.merge(*(self._read_table(t, after_id) for t in tables),
                                    key=lambda r: r.id)
 
+    def read_operlog_rows(self, after_id: int) -> Iterator[list[LogRow]]:
+        tables = self._operlog_tables_after(after_id)
+        if len(tables) == 1:  # the usual case: read in bulk
+            yield from self._read_table_rows(tables[0], after_id)
+        else:
+            yield from super().read_operlog_rows(after_id)
+
+    def _operlog_tables_after(self, after_id: int) -> list[str]:
+        try:
+            return [t for t, top in sorted(self._table_max_ids(TABLES_MAX_AGE).items())
+                    if top > after_id]
+        except pymysql.MySQLError as e:
+            raise self._error("cannot read the operlog", e) from e
+
     def _read_table(self, table: str, after_id: int) -> Iterator[OperRecord]:
+        for page in self._read_table_rows(table, after_id):
+            for row in page:
+                yield OperRecord(*row)
+
+    def _read_table_rows(self, table: str, after_id: int) -> Iterator[list[LogRow]]:
         last = after_id
         while True:
             try:
                 checksum = "checksum" if self._has_checksum(table) else "NULL"
                 rows = self._query(
                     f"SELECT id, time, detail, {checksum} FROM `{table}` WHERE id > %s"
-                    " ORDER BY id LIMIT %s", (last, CHUNK))
+                    " ORDER BY id LIMIT %s", (last, OPERLOG_PAGE))
             except pymysql.MySQLError as e:
                 raise self._error(f"cannot read {table}", e) from e
-            for oper_id, t, detail, stored in rows:
-                check_record(int(oper_id), float(t), detail, stored)
-                method, params = decode_detail(detail, oper_id)
-                yield OperRecord(int(oper_id), float(t), method, params)
-            if len(rows) < CHUNK:
+            if rows:
+                yield decode_rows(rows)
+            if len(rows) < OPERLOG_PAGE:
                 return
             last = rows[-1][0]
 

@@ -44,13 +44,12 @@ from typing import Any, TypeVar, cast
 
 from exchange_server.matchengine.core.engine import EngineState
 from exchange_server.matchengine.core.model import Order, OrderType, Side, Stop
-from exchange_server.matchengine.logcodec import decode_detail, encode_detail
+from exchange_server.matchengine.logcodec import LogRow, decode_rows, encode_detail
 from exchange_server.matchengine.store import (
     EngineStore,
     OperRecord,
     SliceInfo,
     StoreError,
-    check_record,
     check_slice,
     decimals_of_texts,
     order_row_crc,
@@ -66,7 +65,7 @@ LOG_FILE = "trade_log.sqlite"
 SLICE_FILE = "slices.sqlite"
 
 #: Rows per query when reading the operation log.
-PAGE = 1000
+PAGE = 5000
 
 # -- slice rows ---------------------------------------------------------------------------------
 
@@ -340,6 +339,11 @@ class SqliteEngineStore(EngineStore):
         return int(row[0]) if row and row[0] is not None else 0
 
     def read_operlog(self, after_id: int) -> Iterator[OperRecord]:
+        for page in self.read_operlog_rows(after_id):
+            for row in page:
+                yield OperRecord(*row)
+
+    def read_operlog_rows(self, after_id: int) -> Iterator[list[LogRow]]:
         conn = self._log_conn()
         last = after_id
         while True:
@@ -350,10 +354,8 @@ class SqliteEngineStore(EngineStore):
                 ).fetchall()
             except sqlite3.Error as e:
                 raise StoreError(f"{self.log_path}: {e}") from e
-            for oper_id, t, detail, checksum in rows:
-                check_record(oper_id, t, detail, checksum)
-                method, params = decode_detail(detail, oper_id)
-                yield OperRecord(oper_id, float(t), method, params)
+            if rows:
+                yield decode_rows(rows)
             if len(rows) < PAGE:
                 return
             last = rows[-1][0]
