@@ -126,10 +126,18 @@ def decimals_of_texts(texts: Iterable[str]) -> dict[str, Decimal]:
     return {text: Decimal(text) for text in set(texts)}
 
 
-def state_checksum(state: Any, orders_crc: int | None = None) -> int:
+def balance_row_crc(user: int, asset: str, kind: int, text: str) -> int:
+    """One balance's term of :func:`state_checksum` from its stored text: the text of
+    ``repr(("b", user, asset, kind, text))``."""
+    return zlib.crc32(f"('b', {user!r}, {asset!r}, {kind!r}, {text!r})".encode())
+
+
+def state_checksum(state: Any, orders_crc: int | None = None,
+                   balances_crc: int | None = None) -> int:
     """A checksum of a slice's content, independent of row order (tables are read back by id,
     not in the order they were written): the sum mod 2**32 of the CRC-32 of each row's text.
-    ``orders_crc``: the sum of the orders' terms (:func:`order_row_crc`), already computed."""
+    ``orders_crc`` / ``balances_crc``: the sums of the orders' / balances' terms
+    (:func:`order_row_crc`, :func:`balance_row_crc`), already computed by the reader."""
     total = 0
     crc = zlib.crc32
     if orders_crc is not None:
@@ -147,8 +155,11 @@ def state_checksum(state: Any, orders_crc: int | None = None) -> int:
                            float(s.mtime), str(s.stop_price), str(s.price), str(s.amount),
                            str(s.taker_fee), str(s.maker_fee), int(s.option), s.client_id,
                            int(s.state), str(s.freeze))).encode())
-    for user, asset, kind, value in state.balances:
-        total += crc(repr(("b", int(user), asset, int(kind), str(value))).encode())
+    if balances_crc is not None:
+        total += balances_crc
+    else:
+        for user, asset, kind, value in state.balances:
+            total += balance_row_crc(int(user), asset, int(kind), str(value))
     for user, asset, business, business_id, when in state.updates:
         total += crc(repr(("u", int(user), asset, business, int(business_id),
                            float(when))).encode())
@@ -157,10 +168,12 @@ def state_checksum(state: Any, orders_crc: int | None = None) -> int:
     return (total + len(state.orders) + len(state.balances)) & 0xFFFFFFFF
 
 
-def check_slice(info: SliceInfo, state: Any, orders_crc: int | None = None) -> None:
+def check_slice(info: SliceInfo, state: Any, orders_crc: int | None = None,
+                balances_crc: int | None = None) -> None:
     """StoreError unless a loaded slice matches the checksum of its history row
-    (``orders_crc``: see :func:`state_checksum`)."""
-    if info.checksum is not None and state_checksum(state, orders_crc) != info.checksum:
+    (``orders_crc``, ``balances_crc``: see :func:`state_checksum`)."""
+    if (info.checksum is not None
+            and state_checksum(state, orders_crc, balances_crc) != info.checksum):
         raise StoreError(f"slice {info.time} (slice_history, end_oper_id {info.end_oper_id}) is"
                          f" damaged (checksum mismatch); {REPAIR_HINT}")
 

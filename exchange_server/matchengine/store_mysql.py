@@ -74,6 +74,7 @@ from exchange_server.matchengine.store_sqlite import (
     ORDER_DECIMALS,
     SLICE_KINDS,
     STOP_DECIMALS,
+    balances_from_rows,
     decode_config_detail,
     encode_config_detail,
     orders_from_rows,
@@ -604,10 +605,10 @@ class MysqlEngineStore(EngineStore):
                         names[0], "t, side, create_time, update_time, user_id, market, source,"
                                   f" exact{extra}")]
             state.orders, orders_crc = orders_from_rows(rows, names[0])
-            for bid, user, asset, kind, exact in self._read_pages(
-                    names[1], "user_id, asset, t, exact"):
-                (value,) = _exact_values(exact, 1, f"{names[1]} id {bid}")
-                state.balances.append((int(user), asset, int(kind), value))
+            state.balances, balances_crc = balances_from_rows(
+                [(user, asset, kind, _exact_texts(exact, 1, f"{names[1]} id {bid}")[0])
+                 for bid, user, asset, kind, exact in self._read_pages(
+                     names[1], "user_id, asset, t, exact")], names[1])
             for _, user, asset, business, business_id, when in self._read_pages(
                     names[2], "user_id, asset, business, business_id, time"):
                 state.updates.append((int(user), asset, business, int(business_id), float(when)))
@@ -624,7 +625,7 @@ class MysqlEngineStore(EngineStore):
                         (kind, name, decode_config_detail(detail, f"{config_table} id {rid}")))
         except pymysql.MySQLError as e:
             raise self._error(f"cannot read slice {t}", e) from e
-        check_slice(info, state, orders_crc)
+        check_slice(info, state, orders_crc, balances_crc)
         return state
 
     def write_slice_data(self, info: SliceInfo, state: EngineState) -> None:

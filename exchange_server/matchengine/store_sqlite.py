@@ -50,6 +50,7 @@ from exchange_server.matchengine.store import (
     OperRecord,
     SliceInfo,
     StoreError,
+    balance_row_crc,
     check_slice,
     decimals_of_texts,
     order_row_crc,
@@ -133,6 +134,24 @@ def orders_from_rows(rows: Sequence[Sequence[Any]], where: str) -> tuple[list[Or
                      deal_stock=dec(deal_stock), deal_money=dec(deal_money),
                      deal_fee=dec(deal_fee), option=option, client_id=client_id))
     return orders, total
+
+
+def balances_from_rows(rows: Sequence[Sequence[Any]],
+                       where: str) -> tuple[list[tuple[int, str, int, Decimal]], int]:
+    """A slice's balances from (user_id, asset, t, text) rows, and the sum of their checksum
+    terms (both stores): each distinct text parsed once, the checksum from the stored text."""
+    try:
+        parsed = decimals_of_texts(row[3] for row in rows)
+    except ArithmeticError as e:
+        raise StoreError(f"{where}: a balance is not a number") from e
+    balances = []
+    total = 0
+    for user, asset, kind, text in rows:
+        user, kind = int(user), int(kind)
+        value = parsed[text]
+        balances.append((user, asset, kind, value))
+        total += balance_row_crc(user, asset, kind, text if type(text) is str else str(value))
+    return balances, total
 
 
 #: The decimal fields of a stop order, in column order.
@@ -396,12 +415,12 @@ class SqliteEngineStore(EngineStore):
         return [SliceInfo(*row) for row in rows]
 
     def read_slice(self, info: SliceInfo) -> EngineState:
-        state, orders_crc = self._slice_read(lambda db: self._read_slice(db, info))
-        check_slice(info, state, orders_crc)
+        state, orders_crc, balances_crc = self._slice_read(lambda db: self._read_slice(db, info))
+        check_slice(info, state, orders_crc, balances_crc)
         return state
 
     def _read_slice(self, db: sqlite3.Connection,
-                    info: SliceInfo) -> tuple[EngineState, int]:
+                    info: SliceInfo) -> tuple[EngineState, int, int]:
         t = slice_time(info)
         names = (f"slice_order_{t}", f"slice_balance_{t}", f"slice_update_{t}")
         stop_table, config_table = f"slice_stop_{t}", f"slice_config_{t}"
@@ -421,10 +440,9 @@ class SqliteEngineStore(EngineStore):
             f"{extra} FROM \"{names[0]}\" ORDER BY id"
         ).fetchall()
         state.orders, orders_crc = orders_from_rows(rows, names[0])
-        for user, asset, kind, balance in db.execute(
-            f"SELECT user_id, asset, t, balance FROM \"{names[1]}\" ORDER BY id"
-        ):
-            state.balances.append((user, asset, kind, Decimal(balance)))
+        state.balances, balances_crc = balances_from_rows(db.execute(
+            f"SELECT user_id, asset, t, balance FROM \"{names[1]}\" ORDER BY id").fetchall(),
+            names[1])
         for user, asset, business, business_id, when in db.execute(
             "SELECT user_id, asset, business, business_id, time"
             f" FROM \"{names[2]}\" ORDER BY id"
@@ -444,7 +462,7 @@ class SqliteEngineStore(EngineStore):
                 state.config.append(
                     (kind, name, decode_config_detail(detail, f"{config_table} id {rid}")))
         db.execute("COMMIT")
-        return state, orders_crc
+        return state, orders_crc, balances_crc
 
     def write_slice_data(self, info: SliceInfo, state: EngineState) -> None:
         t = slice_time(info)
