@@ -15,7 +15,11 @@ from pathlib import Path
 from bench.common import bench_config, mixed_orders, report, rss_mb
 from exchange_server.common import gctune
 from exchange_server.common.errors import RpcError
-from exchange_server.matchengine.configured import Engine
+
+try:
+    from exchange_server.matchengine.configured import Engine
+except ImportError:  # a checkout before matchengine/core (bench.compare --current-bench)
+    from exchange_server.matchengine.engine import Engine  # type: ignore[no-redef]
 from exchange_server.matchengine.methods import MatchEngineMethods
 from exchange_server.matchengine.service import MatchEngineService
 from exchange_server.matchengine.store import OperRecord

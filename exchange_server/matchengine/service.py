@@ -516,6 +516,8 @@ class MatchEngineService:
         """Take the rebuilt engine over (on the event loop)."""
         self.engine, self.methods = replica.engine, replica.methods
         self.oper_id = replica.oper_id
+        # a slice started after the last durable operation was killed or deleted
+        self._sliced_oper = min(self._sliced_oper, self.oper_id)
         self.tainted = False
         log.warning("engine rebuilt from the durable state (operation %d): reads answered again",
                     self.oper_id)
