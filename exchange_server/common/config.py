@@ -105,6 +105,9 @@ class MatchEngineConfig:
     debug: bool = False
     slice_interval: int = 86400
     slice_keeptime: int = 259200
+    #: Extension: also take a slice once this many operations were logged since the last one
+    #: (0: only every ``slice_interval``), so a restart replays a bounded tail at any uptime.
+    slice_oper_interval: int = 20_000
     cache_timeout: float = 0.45
     history_thread: int = 10
     brokers: str | None = None
@@ -190,6 +193,7 @@ _MARKET_RULES = {
 _MATCHENGINE_RULES = {
     "slice_interval": rule(minimum=1),
     "slice_keeptime": rule(minimum=1),
+    "slice_oper_interval": rule(minimum=0),
     "cache_timeout": rule(minimum=0.0),
     "history_thread": rule(minimum=1),
     "brokers": rule(required=STANDALONE),

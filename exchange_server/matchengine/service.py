@@ -103,6 +103,9 @@ class MatchEngineService:
         self._slice_requested = False
         self._slice_children: set[int] = set()
         self._last_slice_time = 0
+        #: operation id and time of the last slice started (the operation-count trigger)
+        self._sliced_oper = 0
+        self._sliced_time = 0
         self._timer: asyncio.Task[None] | None = None
         self.commit_count = 0
         #: metrics: when the commit in flight started; the newest published slice
@@ -172,7 +175,8 @@ class MatchEngineService:
             for warning in self.engine.load_state(state):
                 log.warning("slice %d: %s", info.time, warning)
             self.oper_id = info.end_oper_id
-            self._last_slice_time = info.time
+            self._last_slice_time = self._sliced_time = info.time
+            self._sliced_oper = info.end_oper_id
             self.restored_from = self.last_slice = info
         replayed = self.replay_from(store, limit)
         self.durable_id = self.oper_id
@@ -186,40 +190,47 @@ class MatchEngineService:
         """Apply the log records after ``oper_id`` (up to ``limit`` if given) again, in order;
         returns how many.  The one replay loop: restore, the rebuild after a storage failure and
         the history follower use it.  :class:`OperLogGap` when an id is skipped, StoreError when
-        a record cannot be applied; ``progress`` is called every ``PROGRESS_EVERY`` records."""
+        a record cannot be applied; ``progress`` is called every ``PROGRESS_EVERY`` records.
+
+        Records come in pages of plain tuples (``read_operlog_rows``) and go straight to the
+        methods' write functions: no request checks (they passed when the operation was
+        accepted), no reply, and no event copying when no sink is there to take them."""
         count = 0
-        for record in store.read_operlog(self.oper_id):
-            if limit is not None and record.id > limit:
-                break
-            if record.id != self.oper_id + 1:
-                raise OperLogGap(self.oper_id + 1, record.id)
-            self._replay(record)
-            self.oper_id = record.id
-            count += 1
-            if progress is not None and count % PROGRESS_EVERY == 0:
-                progress()
+        for page in store.read_operlog_rows(self.oper_id):
+            for oper_id, when, method, params in page:
+                if limit is not None and oper_id > limit:
+                    return count
+                if oper_id != self.oper_id + 1:
+                    raise OperLogGap(self.oper_id + 1, oper_id)
+                self._apply_logged(oper_id, when, method, params)
+                self.oper_id = oper_id
+                count += 1
+                if progress is not None and count % PROGRESS_EVERY == 0:
+                    progress()
         return count
 
-    def _replay(self, record: OperRecord) -> None:
+    def _apply_logged(self, oper_id: int, when: float, method: str, params: list[Any]) -> None:
         """Apply one logged operation again.  Every logged operation was applied once with the
         same state, time and params, so one that fails now means the configuration or the log
         changed under it: a StoreError, never a skip (skipping would drop its money)."""
-        write = self.methods.by_log_name.get(record.method)
+        write = self.methods.by_log_name.get(method)
         if write is None:
-            raise StoreError(f"operation {record.id}: unknown method {record.method!r}; the "
+            raise StoreError(f"operation {oper_id}: unknown method {method!r}; the "
                              "log was written by another program or version")
-        params = record.params
-        if record.id <= self.original_end:  # written by an original ViaBTC: its integer rules
-            params = original_params(record.method, params)
+        if oper_id <= self.original_end:  # written by an original ViaBTC: its integer rules
+            params = original_params(method, params)
         try:
-            write.run(record.time, params)
+            write.run(when, params)
         except RpcError as e:
             self.engine.take_events()
             hint = (" (is a market or asset it uses no longer configured? restore the "
                     "configuration it was logged under)" if e.code == INVALID_ARGUMENT else "")
-            raise StoreError(f"operation {record.id} ({record.method}) cannot be replayed: "
+            raise StoreError(f"operation {oper_id} ({method}) cannot be replayed: "
                              f"{e.code} {e.message}{hint}") from None
-        self._deliver(record.id, self.engine.take_events())
+        if self.sinks:
+            self._deliver(oper_id, self.engine.take_events())
+        else:
+            self.engine.events.clear()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -505,6 +516,8 @@ class MatchEngineService:
         """Take the rebuilt engine over (on the event loop)."""
         self.engine, self.methods = replica.engine, replica.methods
         self.oper_id = replica.oper_id
+        # a slice started after the last durable operation was killed or deleted
+        self._sliced_oper = min(self._sliced_oper, self.oper_id)
         self.tainted = False
         log.warning("engine rebuilt from the durable state (operation %d): reads answered again",
                     self.oper_id)
@@ -527,9 +540,23 @@ class MatchEngineService:
             if self.degraded:
                 continue
             now = int(self.clock())
-            if now - self._last_slice_time >= interval and now % interval <= 5:
+            if (now - self._last_slice_time >= interval and now % interval <= 5
+                    and now > self._sliced_time):
                 self._last_slice_time = now
                 self.request_slice()
+            elif self._oper_slice_due(now):
+                self.request_slice()
+
+    def _oper_slice_due(self, now: int) -> bool:
+        """A slice by operation count (``slice_oper_interval``): due once that many operations
+        were applied since the last slice was started, unless one is still being written (the
+        next follows it, so children never pile up under a sustained load) or one was started
+        this second (a slice's tables are named by its second).  A slice that failed is retried
+        after as many operations again, not every second."""
+        every = self.config.slice_oper_interval
+        if every <= 0 or self._slice_requested or self._slice_children:
+            return False
+        return self.oper_id - self._sliced_oper >= every and now > self._sliced_time
 
     def request_slice(self) -> None:
         """Take a slice as soon as no commit is in flight (so the forked child inherits no
@@ -547,6 +574,7 @@ class MatchEngineService:
 
     def _fork_slice(self) -> None:
         info = self._slice_info()
+        self._sliced_oper, self._sliced_time = info.end_oper_id, info.time
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
@@ -576,16 +604,23 @@ class MatchEngineService:
                     raise StoreError("operations of the slice never became durable")
                 time.sleep(0.02)
             store.publish_slice(info)
-            store.delete_old_slices(info.time, self.config.slice_keeptime)
+            self._prune_slices(store, info.time)
         finally:
             store.close()
 
     def _write_slice_inline(self, info: SliceInfo) -> None:
         self.store.write_slice_data(info, self.engine.dump_state())
         self.store.publish_slice(info)
-        self.store.delete_old_slices(info.time, self.config.slice_keeptime)
+        self._prune_slices(self.store, info.time)
         self.last_slice = info
         log.info("slice %d written (operation %d)", info.time, info.end_oper_id)
+
+    def _prune_slices(self, store: EngineStore, now: int) -> None:
+        """The original's retention (``slice_keeptime``) and, with slices by operation count,
+        the thinning that keeps their number as with time slices alone."""
+        store.delete_old_slices(now, self.config.slice_keeptime)
+        if self.config.slice_oper_interval > 0:
+            store.thin_slices(self.config.slice_interval)
 
     def _reap_children(self, wait: bool = False, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout

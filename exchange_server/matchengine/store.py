@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from exchange_server.matchengine.core.engine import EngineState
@@ -72,6 +73,9 @@ class OperLogGap(StoreError):
         self.found = found
 
 
+#: thin_slices keeps this many of the newest slices whatever their age.
+SLICES_KEPT_NEWEST = 2
+
 #: What an operator reads after a damaged-record error (docs/operations.md has the procedure).
 REPAIR_HINT = "see \"Damaged operation log or slice\" in docs/operations.md"
 
@@ -99,24 +103,63 @@ def check_record(oper_id: int, time: float, detail: Any, stored: Any) -> None:
                          f" changed or truncated on disk); {REPAIR_HINT}")
 
 
-def state_checksum(state: Any) -> int:
+def order_row_crc(oid: int, market: str, source: str | None, kind: int, side: int, user: int,
+                  ctime: float, mtime: float, texts: Sequence[str], option: int,
+                  client_id: str | None) -> int:
+    """One order's term of :func:`state_checksum`, from its stored texts (``texts``: the
+    decimals in ORDER_DECIMALS order as ``str(Decimal)`` wrote them).  A slice reader sums
+    these over the rows it reads instead of formatting every loaded Decimal again."""
+    # the text of repr(("o", oid, ..., client_id)), formatted directly (twice as fast)
+    (price, amount, taker_fee, maker_fee, left, freeze, deal_stock, deal_money,
+     deal_fee) = texts
+    return zlib.crc32(
+        f"('o', {oid!r}, {market!r}, {source!r}, {kind!r}, {side!r}, {user!r}, {ctime!r},"
+        f" {mtime!r}, {price!r}, {amount!r}, {taker_fee!r}, {maker_fee!r}, {left!r},"
+        f" {freeze!r}, {deal_stock!r}, {deal_money!r}, {deal_fee!r}, {option!r},"
+        f" {client_id!r})".encode())
+
+
+def decimals_of_texts(texts: Iterable[str]) -> dict[str, Decimal]:
+    """Each distinct text parsed once: a slice's decimals repeat (prices, fee rates, zeros),
+    so loading shares one immutable Decimal per text (faster, and less memory).  ArithmeticError
+    for a text that is not a number."""
+    return {text: Decimal(text) for text in set(texts)}
+
+
+def balance_row_crc(user: int, asset: str, kind: int, text: str) -> int:
+    """One balance's term of :func:`state_checksum` from its stored text: the text of
+    ``repr(("b", user, asset, kind, text))``."""
+    return zlib.crc32(f"('b', {user!r}, {asset!r}, {kind!r}, {text!r})".encode())
+
+
+def state_checksum(state: Any, orders_crc: int | None = None,
+                   balances_crc: int | None = None) -> int:
     """A checksum of a slice's content, independent of row order (tables are read back by id,
-    not in the order they were written): the sum mod 2**32 of the CRC-32 of each row's text."""
+    not in the order they were written): the sum mod 2**32 of the CRC-32 of each row's text.
+    ``orders_crc`` / ``balances_crc``: the sums of the orders' / balances' terms
+    (:func:`order_row_crc`, :func:`balance_row_crc`), already computed by the reader."""
     total = 0
     crc = zlib.crc32
-    for o in state.orders:
-        total += crc(repr(("o", o.id, o.market, o.source, o.type, o.side, o.user, float(o.ctime),
-                           float(o.mtime), str(o.price), str(o.amount), str(o.taker_fee),
-                           str(o.maker_fee), str(o.left), str(o.freeze), str(o.deal_stock),
-                           str(o.deal_money), str(o.deal_fee), int(o.option),
-                           o.client_id)).encode())
+    if orders_crc is not None:
+        total += orders_crc
+    else:
+        for o in state.orders:
+            total += order_row_crc(o.id, o.market, o.source, o.type, o.side, o.user,
+                                   float(o.ctime), float(o.mtime),
+                                   [str(o.price), str(o.amount), str(o.taker_fee),
+                                    str(o.maker_fee), str(o.left), str(o.freeze),
+                                    str(o.deal_stock), str(o.deal_money), str(o.deal_fee)],
+                                   int(o.option), o.client_id)
     for s in state.stops:
         total += crc(repr(("s", s.id, s.market, s.source, s.type, s.side, s.user, float(s.ctime),
                            float(s.mtime), str(s.stop_price), str(s.price), str(s.amount),
                            str(s.taker_fee), str(s.maker_fee), int(s.option), s.client_id,
                            int(s.state), str(s.freeze))).encode())
-    for user, asset, kind, value in state.balances:
-        total += crc(repr(("b", int(user), asset, int(kind), str(value))).encode())
+    if balances_crc is not None:
+        total += balances_crc
+    else:
+        for user, asset, kind, value in state.balances:
+            total += balance_row_crc(int(user), asset, int(kind), str(value))
     for user, asset, business, business_id, when in state.updates:
         total += crc(repr(("u", int(user), asset, business, int(business_id),
                            float(when))).encode())
@@ -125,9 +168,12 @@ def state_checksum(state: Any) -> int:
     return (total + len(state.orders) + len(state.balances)) & 0xFFFFFFFF
 
 
-def check_slice(info: SliceInfo, state: Any) -> None:
-    """StoreError unless a loaded slice matches the checksum of its history row."""
-    if info.checksum is not None and state_checksum(state) != info.checksum:
+def check_slice(info: SliceInfo, state: Any, orders_crc: int | None = None,
+                balances_crc: int | None = None) -> None:
+    """StoreError unless a loaded slice matches the checksum of its history row
+    (``orders_crc``, ``balances_crc``: see :func:`state_checksum`)."""
+    if (info.checksum is not None
+            and state_checksum(state, orders_crc, balances_crc) != info.checksum):
         raise StoreError(f"slice {info.time} (slice_history, end_oper_id {info.end_oper_id}) is"
                          f" damaged (checksum mismatch); {REPAIR_HINT}")
 
@@ -163,6 +209,19 @@ class EngineStore(ABC):
     @abstractmethod
     def read_operlog(self, after_id: int) -> Iterator[OperRecord]:
         """Every record with id > after_id in id order."""
+
+    def read_operlog_rows(self, after_id: int) -> Iterator[list[tuple[int, float, str, Any]]]:
+        """The records with id > after_id in id order, as pages of ``(id, time, method,
+        params)`` tuples: what replay reads (a backend reads them in bulk, without building an
+        OperRecord each).  This default pages :meth:`read_operlog`."""
+        page: list[tuple[int, float, str, Any]] = []
+        for r in self.read_operlog(after_id):
+            page.append((r.id, r.time, r.method, r.params))
+            if len(page) >= 1000:
+                yield page
+                page = []
+        if page:
+            yield page
 
     @abstractmethod
     def reset_to(self, oper_id: int) -> None:
@@ -210,3 +269,16 @@ class EngineStore(ABC):
         for s in slices:
             if s.time < limit:
                 self.delete_slice(s)
+
+    def thin_slices(self, interval: int, newest: int = SLICES_KEPT_NEWEST) -> None:
+        """Slices by operation count come every few seconds under load; without thinning the
+        retention window would fill with them.  Kept: the ``newest`` most recent slices (what
+        a restart loads) and the oldest slice of every ``interval`` period (as many as time
+        slices alone leave, for a sink that is far behind); the others are removed."""
+        slices = self.list_slices()
+        periods: set[int] = set()
+        for s in slices[:max(0, len(slices) - newest)]:
+            period = s.time // interval
+            if period in periods:
+                self.delete_slice(s)
+            periods.add(period)

@@ -60,13 +60,12 @@ import pymysql
 from exchange_server.common.config import MysqlConfig
 from exchange_server.matchengine import original
 from exchange_server.matchengine.core.engine import EngineState
-from exchange_server.matchengine.logcodec import decode_detail, encode_detail
+from exchange_server.matchengine.logcodec import LogRow, decode_rows, encode_detail
 from exchange_server.matchengine.store import (
     EngineStore,
     OperRecord,
     SliceInfo,
     StoreError,
-    check_record,
     check_slice,
     record_checksum,
     state_checksum,
@@ -75,9 +74,10 @@ from exchange_server.matchengine.store_sqlite import (
     ORDER_DECIMALS,
     SLICE_KINDS,
     STOP_DECIMALS,
+    balances_from_rows,
     decode_config_detail,
     encode_config_detail,
-    order_from_row,
+    orders_from_rows,
     slice_time,
     stop_decimals,
     stop_from_row,
@@ -86,6 +86,10 @@ from exchange_server.storage import mysql as mysql_db
 
 #: Rows per INSERT statement and per SELECT page.
 CHUNK = 1000
+#: Rows per SELECT when replaying the operation log.
+OPERLOG_PAGE = 5000
+#: Rows per SELECT when reading a slice table (a restart reads up to millions: fewer round trips).
+SLICE_PAGE = 10_000
 
 _OPERLOG_TABLE = re.compile(r"operlog_(\d{8})\Z")
 
@@ -198,10 +202,15 @@ def _exact_text(values: Sequence[Decimal]) -> str:
     return " ".join(str(v) for v in values)
 
 
-def _exact_values(text: str | None, count: int, where: str) -> list[Decimal]:
+def _exact_texts(text: str | None, count: int, where: str) -> list[str]:
     parts = text.split(" ") if text else []
     if len(parts) != count:
         raise StoreError(f"{where}: exact column holds {len(parts)} values, {count} expected")
+    return parts
+
+
+def _exact_values(text: str | None, count: int, where: str) -> list[Decimal]:
+    parts = _exact_texts(text, count, where)
     try:
         return [Decimal(p) for p in parts]
     except ArithmeticError as e:
@@ -465,33 +474,48 @@ class MysqlEngineStore(EngineStore):
             raise self._error("cannot read the operlog", e) from e
 
     def read_operlog(self, after_id: int) -> Iterator[OperRecord]:
-        try:
-            tables = [t for t, top in sorted(self._table_max_ids(TABLES_MAX_AGE).items())
-                      if top > after_id]
-        except pymysql.MySQLError as e:
-            raise self._error("cannot read the operlog", e) from e
+        tables = self._operlog_tables_after(after_id)
         if len(tables) == 1:
-            yield from self._read_table(tables[0], after_id)
+            for page in self._read_table_rows(tables[0], after_id):
+                for row in page:
+                    yield OperRecord(*row)
         else:
             # Tables in date order, merged by id: right even if the clock once went backwards.
             yield from heapq.merge(*(self._read_table(t, after_id) for t in tables),
                                    key=lambda r: r.id)
 
+    def read_operlog_rows(self, after_id: int) -> Iterator[list[LogRow]]:
+        tables = self._operlog_tables_after(after_id)
+        if len(tables) == 1:  # the usual case: read in bulk
+            yield from self._read_table_rows(tables[0], after_id)
+        else:
+            yield from super().read_operlog_rows(after_id)
+
+    def _operlog_tables_after(self, after_id: int) -> list[str]:
+        try:
+            return [t for t, top in sorted(self._table_max_ids(TABLES_MAX_AGE).items())
+                    if top > after_id]
+        except pymysql.MySQLError as e:
+            raise self._error("cannot read the operlog", e) from e
+
     def _read_table(self, table: str, after_id: int) -> Iterator[OperRecord]:
+        for page in self._read_table_rows(table, after_id):
+            for row in page:
+                yield OperRecord(*row)
+
+    def _read_table_rows(self, table: str, after_id: int) -> Iterator[list[LogRow]]:
         last = after_id
         while True:
             try:
                 checksum = "checksum" if self._has_checksum(table) else "NULL"
                 rows = self._query(
                     f"SELECT id, time, detail, {checksum} FROM `{table}` WHERE id > %s"
-                    " ORDER BY id LIMIT %s", (last, CHUNK))
+                    " ORDER BY id LIMIT %s", (last, OPERLOG_PAGE))
             except pymysql.MySQLError as e:
                 raise self._error(f"cannot read {table}", e) from e
-            for oper_id, t, detail, stored in rows:
-                check_record(int(oper_id), float(t), detail, stored)
-                method, params = decode_detail(detail, oper_id)
-                yield OperRecord(int(oper_id), float(t), method, params)
-            if len(rows) < CHUNK:
+            if rows:
+                yield decode_rows(rows)
+            if len(rows) < OPERLOG_PAGE:
                 return
             last = rows[-1][0]
 
@@ -546,14 +570,14 @@ class MysqlEngineStore(EngineStore):
         return [_slice_info(row) for row in rows]
 
     def _read_pages(self, table: str, columns: str) -> Iterator[tuple[Any, ...]]:
-        """Every row of a slice table in id order, CHUNK rows per query."""
+        """Every row of a slice table in id order, SLICE_PAGE rows per query."""
         last = -1
         while True:
             rows = self._query(
                 f"SELECT id, {columns} FROM `{table}` WHERE id > %s ORDER BY id LIMIT %s",
-                (last, CHUNK))
+                (last, SLICE_PAGE))
             yield from rows
-            if len(rows) < CHUNK:
+            if len(rows) < SLICE_PAGE:
                 return
             last = rows[-1][0]
 
@@ -576,17 +600,15 @@ class MysqlEngineStore(EngineStore):
                                            self._operlog_down(info.end_oper_id))
             n = len(ORDER_DECIMALS)
             extra = ", `option`, client_id" if "client_id" in columns else ", 0, NULL"
-            for row in self._read_pages(
-                    names[0],
-                    f"t, side, create_time, update_time, user_id, market, source, exact{extra}"):
-                oid, kind, side, ctime, mtime, user, market, source, exact, option, client = row
-                state.orders.append(order_from_row(
-                    oid, market, source, kind, side, user, ctime, mtime,
-                    _exact_values(exact, n, f"{names[0]} id {oid}"), option, client))
-            for bid, user, asset, kind, exact in self._read_pages(
-                    names[1], "user_id, asset, t, exact"):
-                (value,) = _exact_values(exact, 1, f"{names[1]} id {bid}")
-                state.balances.append((int(user), asset, int(kind), value))
+            rows = [(*row[:8], *_exact_texts(row[8], n, f"{names[0]} id {row[0]}"), *row[9:])
+                    for row in self._read_pages(
+                        names[0], "t, side, create_time, update_time, user_id, market, source,"
+                                  f" exact{extra}")]
+            state.orders, orders_crc = orders_from_rows(rows, names[0])
+            state.balances, balances_crc = balances_from_rows(
+                [(user, asset, kind, _exact_texts(exact, 1, f"{names[1]} id {bid}")[0])
+                 for bid, user, asset, kind, exact in self._read_pages(
+                     names[1], "user_id, asset, t, exact")], names[1])
             for _, user, asset, business, business_id, when in self._read_pages(
                     names[2], "user_id, asset, business, business_id, time"):
                 state.updates.append((int(user), asset, business, int(business_id), float(when)))
@@ -603,7 +625,7 @@ class MysqlEngineStore(EngineStore):
                         (kind, name, decode_config_detail(detail, f"{config_table} id {rid}")))
         except pymysql.MySQLError as e:
             raise self._error(f"cannot read slice {t}", e) from e
-        check_slice(info, state)
+        check_slice(info, state, orders_crc, balances_crc)
         return state
 
     def write_slice_data(self, info: SliceInfo, state: EngineState) -> None:

@@ -44,14 +44,16 @@ from typing import Any, TypeVar, cast
 
 from exchange_server.matchengine.core.engine import EngineState
 from exchange_server.matchengine.core.model import Order, OrderType, Side, Stop
-from exchange_server.matchengine.logcodec import decode_detail, encode_detail
+from exchange_server.matchengine.logcodec import LogRow, decode_rows, encode_detail
 from exchange_server.matchengine.store import (
     EngineStore,
     OperRecord,
     SliceInfo,
     StoreError,
-    check_record,
+    balance_row_crc,
     check_slice,
+    decimals_of_texts,
+    order_row_crc,
     record_checksum,
     state_checksum,
 )
@@ -64,7 +66,7 @@ LOG_FILE = "trade_log.sqlite"
 SLICE_FILE = "slices.sqlite"
 
 #: Rows per query when reading the operation log.
-PAGE = 1000
+PAGE = 5000
 
 # -- slice rows ---------------------------------------------------------------------------------
 
@@ -96,6 +98,60 @@ def order_from_row(oid: Any, market: str, source: str | None, kind: Any, side: A
                  price=price, amount=amount, taker_fee=taker_fee, maker_fee=maker_fee, left=left,
                  freeze=freeze, deal_stock=deal_stock, deal_money=deal_money, deal_fee=deal_fee,
                  option=int(option), client_id=client_id)
+
+
+def orders_from_rows(rows: Sequence[Sequence[Any]], where: str) -> tuple[list[Order], int]:
+    """The orders of a slice's rows (id, t, side, create_time, update_time, user_id, market,
+    source, the ORDER_DECIMALS texts, option, client_id) and the sum of their checksum terms
+    (both stores read this layout).  Why not ``order_from_row`` per row: a restart loads up to
+    millions of them; here each distinct decimal text is parsed once, the checksum is taken
+    from the stored texts, and Order is built without another call layer."""
+    try:
+        parsed = decimals_of_texts(v for row in rows for v in row[8:17])
+    except ArithmeticError as e:
+        raise StoreError(f"{where}: a decimal column is not a number") from e
+    dec = parsed.__getitem__
+    # the checksum covers str(Decimal): the stored text itself when it is one (a str round-trips)
+    texts_are_str = all(type(text) is str for text in parsed)
+    crc = order_row_crc
+    orders: list[Order] = []
+    append = orders.append
+    total = 0
+    for (oid, kind, side, ctime, mtime, user, market, source, price, amount, taker_fee,
+         maker_fee, left, freeze, deal_stock, deal_money, deal_fee, option, client_id) in rows:
+        oid, kind, side, user = int(oid), int(kind), int(side), int(user)
+        ctime, mtime, option = float(ctime), float(mtime), int(option)
+        texts: tuple[str, ...] = (price, amount, taker_fee, maker_fee, left, freeze,
+                                  deal_stock, deal_money, deal_fee)
+        if not texts_are_str:
+            texts = tuple(str(dec(text)) for text in texts)
+        total += crc(oid, market, source, kind, side, user, ctime, mtime, texts, option,
+                     client_id)
+        append(Order(id=oid, market=market, source=source, type=cast(OrderType, kind),
+                     side=cast(Side, side), user=user, ctime=ctime, mtime=mtime,
+                     price=dec(price), amount=dec(amount), taker_fee=dec(taker_fee),
+                     maker_fee=dec(maker_fee), left=dec(left), freeze=dec(freeze),
+                     deal_stock=dec(deal_stock), deal_money=dec(deal_money),
+                     deal_fee=dec(deal_fee), option=option, client_id=client_id))
+    return orders, total
+
+
+def balances_from_rows(rows: Sequence[Sequence[Any]],
+                       where: str) -> tuple[list[tuple[int, str, int, Decimal]], int]:
+    """A slice's balances from (user_id, asset, t, text) rows, and the sum of their checksum
+    terms (both stores): each distinct text parsed once, the checksum from the stored text."""
+    try:
+        parsed = decimals_of_texts(row[3] for row in rows)
+    except ArithmeticError as e:
+        raise StoreError(f"{where}: a balance is not a number") from e
+    balances = []
+    total = 0
+    for user, asset, kind, text in rows:
+        user, kind = int(user), int(kind)
+        value = parsed[text]
+        balances.append((user, asset, kind, value))
+        total += balance_row_crc(user, asset, kind, text if type(text) is str else str(value))
+    return balances, total
 
 
 #: The decimal fields of a stop order, in column order.
@@ -302,6 +358,11 @@ class SqliteEngineStore(EngineStore):
         return int(row[0]) if row and row[0] is not None else 0
 
     def read_operlog(self, after_id: int) -> Iterator[OperRecord]:
+        for page in self.read_operlog_rows(after_id):
+            for row in page:
+                yield OperRecord(*row)
+
+    def read_operlog_rows(self, after_id: int) -> Iterator[list[LogRow]]:
         conn = self._log_conn()
         last = after_id
         while True:
@@ -312,10 +373,8 @@ class SqliteEngineStore(EngineStore):
                 ).fetchall()
             except sqlite3.Error as e:
                 raise StoreError(f"{self.log_path}: {e}") from e
-            for oper_id, t, detail, checksum in rows:
-                check_record(oper_id, t, detail, checksum)
-                method, params = decode_detail(detail, oper_id)
-                yield OperRecord(oper_id, float(t), method, params)
+            if rows:
+                yield decode_rows(rows)
             if len(rows) < PAGE:
                 return
             last = rows[-1][0]
@@ -356,11 +415,12 @@ class SqliteEngineStore(EngineStore):
         return [SliceInfo(*row) for row in rows]
 
     def read_slice(self, info: SliceInfo) -> EngineState:
-        state = self._slice_read(lambda db: self._read_slice(db, info))
-        check_slice(info, state)
+        state, orders_crc, balances_crc = self._slice_read(lambda db: self._read_slice(db, info))
+        check_slice(info, state, orders_crc, balances_crc)
         return state
 
-    def _read_slice(self, db: sqlite3.Connection, info: SliceInfo) -> EngineState:
+    def _read_slice(self, db: sqlite3.Connection,
+                    info: SliceInfo) -> tuple[EngineState, int, int]:
         t = slice_time(info)
         names = (f"slice_order_{t}", f"slice_balance_{t}", f"slice_update_{t}")
         stop_table, config_table = f"slice_stop_{t}", f"slice_config_{t}"
@@ -374,18 +434,15 @@ class SqliteEngineStore(EngineStore):
             raise StoreError(f"{self.slice_path}: slice {t} lacks table(s) {', '.join(missing)}")
         columns = {r[1] for r in db.execute(f"PRAGMA table_info(\"{names[0]}\")")}
         extra = ", option, client_id" if "client_id" in columns else ", 0, NULL"
-        for row in db.execute(
+        rows = db.execute(
             "SELECT id, t, side, create_time, update_time, user_id, market, source, price,"
             " amount, taker_fee, maker_fee, \"left\", freeze, deal_stock, deal_money, deal_fee"
             f"{extra} FROM \"{names[0]}\" ORDER BY id"
-        ):
-            state.orders.append(order_from_row(
-                row[0], row[6], row[7], row[1], row[2], row[5], row[3], row[4],
-                [Decimal(v) for v in row[8:17]], row[17], row[18]))
-        for user, asset, kind, balance in db.execute(
-            f"SELECT user_id, asset, t, balance FROM \"{names[1]}\" ORDER BY id"
-        ):
-            state.balances.append((user, asset, kind, Decimal(balance)))
+        ).fetchall()
+        state.orders, orders_crc = orders_from_rows(rows, names[0])
+        state.balances, balances_crc = balances_from_rows(db.execute(
+            f"SELECT user_id, asset, t, balance FROM \"{names[1]}\" ORDER BY id").fetchall(),
+            names[1])
         for user, asset, business, business_id, when in db.execute(
             "SELECT user_id, asset, business, business_id, time"
             f" FROM \"{names[2]}\" ORDER BY id"
@@ -405,7 +462,7 @@ class SqliteEngineStore(EngineStore):
                 state.config.append(
                     (kind, name, decode_config_detail(detail, f"{config_table} id {rid}")))
         db.execute("COMMIT")
-        return state
+        return state, orders_crc, balances_crc
 
     def write_slice_data(self, info: SliceInfo, state: EngineState) -> None:
         t = slice_time(info)

@@ -554,12 +554,15 @@ class Engine:
                 continue
             market.last = Decimal(detail["last"])
             market.suspended = bool(detail["suspended"])
+        books: dict[str, list[Order]] = {name: [] for name in self.markets}
         for order in sorted(state.orders, key=lambda o: o.id):
-            market = self.markets.get(order.market)
-            if market is None:
+            book = books.get(order.market)
+            if book is None:
                 warnings.append(f"order {order.id}: unknown market {order.market}, skipped")
                 continue
-            market.insert(order)
+            book.append(order)
+        for name, orders in books.items():
+            self.markets[name].load_book(orders)
         for stop in sorted(state.stops, key=lambda s: s.id):
             market = self.markets.get(stop.market)
             if market is None:

@@ -1,0 +1,141 @@
+"""The fast slice load is the slow one, exactly: same book, same checks.
+
+Why: a restart loads the newest slice in bulk (``orders_from_rows``: each distinct decimal text
+parsed once, the checksum taken from the stored texts; ``Market.load_book``: each side's sorted
+map built in one sort).  Those shortcuts must neither change what is loaded (level order, time
+priority, user order, totals, decimal exponents) nor let a changed order row through.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import sqlite3
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exchange_server.common.config import default_matchengine_data, load_matchengine
+from exchange_server.matchengine.configured import Engine
+from exchange_server.matchengine.core.market import Market
+from exchange_server.matchengine.core.model import ASK, BID, LIMIT, Order
+from exchange_server.matchengine.store import EngineStore, SliceInfo, StoreError
+from exchange_server.matchengine.store_mysql import MysqlEngineStore
+from exchange_server.matchengine.store_sqlite import SqliteEngineStore
+from exchange_server.storage import mysql as mysql_db
+from tests.integration.test_store import make_state
+
+T = 1_700_000_123
+
+
+def engine() -> Engine:
+    return Engine.from_config(load_matchengine(default_matchengine_data(), embedded=True))
+
+
+def book_orders(n: int, seed: int) -> list[Order]:
+    """Resting orders in id order; equal prices written differently ("100.1", "100.10") share
+    a level, as they do when placed one by one."""
+    rng = random.Random(seed)
+    orders = []
+    for oid in range(1, n + 1):
+        side = rng.choice([ASK, BID])
+        cents = rng.randint(1, 300)
+        price = Decimal(f"{100 + cents / 100 if side == ASK else 100 - cents / 100:.2f}")
+        if rng.random() < 0.3:
+            price = Decimal(f"{price}0")
+        amount = Decimal(rng.randint(1, 10_000)).scaleb(-3)
+        orders.append(Order(id=oid, market="BTCBCH", source="t", type=LIMIT, side=side,
+                            user=rng.randint(1, 50), ctime=1.5 * oid, mtime=2.5 * oid,
+                            price=price, amount=amount, taker_fee=Decimal("0.002"),
+                            maker_fee=Decimal("0.001"), left=amount))
+    return orders
+
+
+def book_shape(market: Market) -> dict[str, Any]:
+    """Everything the book holds, with reprs (exponents) and insertion orders."""
+    def side(book: Any) -> list[Any]:
+        return [(repr(price), list(level)) for price, level in book.items()]
+    return {
+        "asks": side(market.asks), "bids": side(market.bids), "orders": list(market.orders),
+        "users": [(user, list(orders)) for user, orders in market.users.items()],
+        "counts": (market.ask_count, market.bid_count),
+        "amounts": (repr(market.ask_amount), repr(market.bid_amount)),
+        "best": (market.best_ask().id if market.best_ask() else None,  # type: ignore[union-attr]
+                 market.best_bid().id if market.best_bid() else None),  # type: ignore[union-attr]
+    }
+
+
+def test_bulk_book_load_equals_one_by_one_insertion() -> None:
+    orders = book_orders(3000, seed=7)
+    one_by_one = engine()
+    for user in range(1, 51):
+        one_by_one.balances.add(user, "BTC", Decimal(10**6))
+        one_by_one.balances.add(user, "BCH", Decimal(10**9))
+    for order in orders:
+        one_by_one.markets["BTCBCH"].put(order)  # freezes its funds, then inserts
+    one_by_one.order_id = len(orders)
+    bulk = engine()
+    state = copy.deepcopy(one_by_one.dump_state())  # its own order objects
+    assert bulk.load_state(state) == []
+    assert book_shape(bulk.markets["BTCBCH"]) == book_shape(one_by_one.markets["BTCBCH"])
+    # matching on the loaded book then goes as on the original one
+    for e in (one_by_one, bulk):
+        e.balances.add(99, "BTC", Decimal(10**6))
+        e.balances.add(99, "BCH", Decimal(10**9))
+        e.put_limit(10.0**6, e.markets["BTCBCH"], 99, BID, Decimal("500"), Decimal("101.5"),
+                    Decimal("0.002"), Decimal("0.001"), "t")
+    assert one_by_one.take_events() == bulk.take_events()
+    assert book_shape(bulk.markets["BTCBCH"]) == book_shape(one_by_one.markets["BTCBCH"])
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def slice_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EngineStore]:
+    store: EngineStore
+    if request.param == "sqlite":
+        store = SqliteEngineStore(tmp_path / "data")
+    else:
+        store = MysqlEngineStore(request.getfixturevalue("mysql_config")("test_slice_load"))
+    store.open()
+    yield store
+    store.close()
+
+
+def damage_first_order(store: EngineStore, order: Order) -> None:
+    """Change one digit of the first order's price where the store keeps its exact text."""
+    changed = str(order.price + 1)
+    if isinstance(store, SqliteEngineStore):
+        db = sqlite3.connect(store.slice_path)
+        db.execute(f"UPDATE slice_order_{T} SET price = ? WHERE id = ?", (changed, order.id))
+        db.commit()
+        db.close()
+        return
+    assert isinstance(store, MysqlEngineStore)
+    conn = mysql_db.connect(store.cfg)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT exact FROM slice_order_{T} WHERE id = %s", (order.id,))
+            (exact,) = cur.fetchone()
+            parts = exact.split(" ")
+            parts[0] = changed
+            cur.execute(f"UPDATE slice_order_{T} SET exact = %s WHERE id = %s",
+                        (" ".join(parts), order.id))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_a_changed_order_row_is_a_damaged_slice(slice_store: EngineStore) -> None:
+    state = make_state(seed=3, orders=500, balances=10, updates=5)
+    info = SliceInfo(T, 10, state.order_id, state.deal_id)
+    slice_store.write_slice_data(info, state)
+    slice_store.publish_slice(info)
+    published = slice_store.latest_slice()
+    assert published is not None
+    slice_store.read_slice(published)  # intact: loads
+    first = min(state.orders, key=lambda o: o.id)
+    damage_first_order(slice_store, first)
+    with pytest.raises(StoreError, match="damaged"):
+        slice_store.read_slice(published)
