@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -79,6 +80,20 @@ STOP_FLUSH_TIMEOUT = 3.0
 PROGRESS_EVERY = 1000
 
 
+def _settle(fut: asyncio.Future[None], error: RpcError | None) -> None:
+    """A durability waiter's future: done, or refused with ``error``."""
+    if not fut.done():
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)
+
+
+def _unavailable() -> tuple[int, str]:
+    error = service_unavailable()
+    return error.code, error.message
+
+
 class MatchEngineService:
     def __init__(self, config: MatchEngineConfig, store: EngineStore,
                  clock: Callable[[], float] = time.time) -> None:
@@ -96,7 +111,8 @@ class MatchEngineService:
         self.durable_id = 0
         self._pending: list[OperRecord] = []
         self._pending_events: deque[tuple[int, list[Event]]] = deque()
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        #: (operation id, called with None once it is durable or the error that refused it)
+        self._waiters: deque[tuple[int, Callable[[RpcError | None], None]]] = deque()
         self._flushing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="operlog")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -274,20 +290,44 @@ class MatchEngineService:
 
     async def call(self, method: str, params: list[Any], req_id: int | None) -> bytes:
         """Run one RPC and give its reply body, once the state it shows is durable."""
-        try:
-            result = self.execute(method, params)
-            body = jsonfmt.reply_body(result, req_id, self.debug)
-        except RpcError as e:
-            body = jsonfmt.error_body(e.code, e.message, req_id, self.debug)
-        except Exception:
-            log.exception("%s failed: params %r", method, params)
-            body = jsonfmt.error_body(INTERNAL_ERROR, "internal error", req_id, self.debug)
+        body = self._run(method, params, req_id)
         if self.durable_id < self.oper_id:
             try:
                 await self._wait_durable(self.oper_id)
             except RpcError as e:  # the operations it was computed after were refused
                 body = jsonfmt.error_body(e.code, e.message, req_id, self.debug)
         return body
+
+    def call_nowait(self, method: str, params: list[Any], req_id: int | None,
+                    reply: Callable[[bytes], None]) -> bytes | None:
+        """``call`` without a task or a future (the HTTP gateway's hot path): the reply body
+        when the state it shows is durable already, else None and ``reply(body)`` is called
+        once it is (or with the code 3 error once it was refused)."""
+        body = self._run(method, params, req_id)
+        if self.durable_id >= self.oper_id:
+            return body
+        if self.degraded:
+            return jsonfmt.error_body(*_unavailable(), req_id, self.debug)
+        debug = self.debug
+
+        def settled(error: RpcError | None) -> None:
+            reply(body if error is None else jsonfmt.error_body(error.code, error.message,
+                                                                req_id, debug))
+
+        self._waiters.append((self.oper_id, settled))
+        self._kick()
+        return None
+
+    def _run(self, method: str, params: list[Any], req_id: int | None) -> bytes:
+        """Execute one RPC now and give its reply body (not durable yet, maybe)."""
+        try:
+            result = self.execute(method, params)
+            return jsonfmt.reply_body(result, req_id, self.debug)
+        except RpcError as e:
+            return jsonfmt.error_body(e.code, e.message, req_id, self.debug)
+        except Exception:
+            log.exception("%s failed: params %r", method, params)
+            return jsonfmt.error_body(INTERNAL_ERROR, "internal error", req_id, self.debug)
 
     def execute(self, method: str, params: list[Any]) -> Any:
         """Apply one command to the engine now; writes are queued for the log."""
@@ -395,9 +435,7 @@ class MatchEngineService:
         self._durable_advanced()
         waiters = self._waiters
         while waiters and waiters[0][0] <= self.durable_id:
-            fut = waiters.popleft()[1]
-            if not fut.done():
-                fut.set_result(None)
+            waiters.popleft()[1](None)
         pending_events = self._pending_events
         while pending_events and pending_events[0][0] <= self.durable_id:
             oper_id, events = pending_events.popleft()
@@ -412,7 +450,7 @@ class MatchEngineService:
         if self.degraded:
             raise service_unavailable()
         fut: asyncio.Future[None] = self._loop.create_future()
-        self._waiters.append((oper_id, fut))
+        self._waiters.append((oper_id, functools.partial(_settle, fut)))
         self._kick()
         await fut
 
@@ -438,9 +476,8 @@ class MatchEngineService:
         self._slice_requested = False
         self._kill_children(self.durable_id)
         waiters, self._waiters = self._waiters, deque()
-        for _, fut in waiters:
-            if not fut.done():
-                fut.set_exception(service_unavailable())
+        for _, settle in waiters:
+            settle(service_unavailable())
         if recover and self._loop is not None and (self._recovery is None
                                                    or self._recovery.done()):
             self._recovery = self._loop.create_task(self._recover())
