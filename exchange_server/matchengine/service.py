@@ -56,8 +56,9 @@ from exchange_server.common.errors import (
 )
 from exchange_server.common.jsondepth import check_params_depth
 from exchange_server.matchengine.configured import Engine
-from exchange_server.matchengine.core.model import Event
+from exchange_server.matchengine.core.model import Event, OrderSnapshot
 from exchange_server.matchengine.methods import MatchEngineMethods, present
+from exchange_server.matchengine.orderjson import order_json
 from exchange_server.matchengine.original import OriginalState, apply_load_rules, original_params
 from exchange_server.matchengine.sink import EventSink
 from exchange_server.matchengine.store import (
@@ -321,8 +322,10 @@ class MatchEngineService:
     def _run(self, method: str, params: list[Any], req_id: int | None) -> bytes:
         """Execute one RPC now and give its reply body (not durable yet, maybe)."""
         try:
-            result = self.execute(method, params)
-            return jsonfmt.reply_body(result, req_id, self.debug)
+            result = self._apply(method, params)
+            if type(result) is OrderSnapshot and not self.debug:  # an order placed: templated
+                return jsonfmt.reply_text(order_json(result), req_id)
+            return jsonfmt.reply_body(present(result), req_id, self.debug)
         except RpcError as e:
             return jsonfmt.error_body(e.code, e.message, req_id, self.debug)
         except Exception:
@@ -331,6 +334,10 @@ class MatchEngineService:
 
     def execute(self, method: str, params: list[Any]) -> Any:
         """Apply one command to the engine now; writes are queued for the log."""
+        return present(self._apply(method, params))
+
+    def _apply(self, method: str, params: list[Any]) -> Any:
+        """``execute`` with a write's result as the engine gave it (not ``present``-ed)."""
         read = self.methods.reads.get(method)
         if read is not None:
             self._check_depth(params)
@@ -361,7 +368,7 @@ class MatchEngineService:
         self._pending.append(OperRecord(self.oper_id, now, write.log_name, params))
         self._pending_events.append((self.oper_id, self.engine.take_events()))
         self._kick()
-        return present(result)
+        return result
 
     def _check_depth(self, params: list[Any]) -> None:
         """Code 1 for params nested deeper than ``max_json_depth``, before anything is applied:
