@@ -262,8 +262,8 @@ class AccessHttp:
             return 500, b""
         return 200, reply
 
-    def call_inline(self, data: Any, grant: Grant,
-                    answered: Callable[[int, bytes], None]) -> tuple[int, bytes] | None | Literal[False]:
+    def call_inline(self, data: Any, grant: Grant, answered: Callable[[int, bytes], None],
+                    loop: asyncio.AbstractEventLoop) -> tuple[int, bytes] | None | Literal[False]:
         """One call (not a batch) to a backend that answers without a task (LocalBackend of
         the matchengine), made now: (status, body) when it is answered at once, None when
         ``answered(status, body)`` will be called (once durable, or 504 after ``timeout``),
@@ -290,13 +290,12 @@ class AccessHttp:
             call.answered = True
             metrics.observe("accesshttp", method, 200, time.perf_counter() - call.started)
             return 200, body
-        self._expire_later(call)
+        self._expire_later(call, loop)
         return None
 
-    def _expire_later(self, call: _InlineCall) -> None:
+    def _expire_later(self, call: _InlineCall, loop: asyncio.AbstractEventLoop) -> None:
         """Answer ``call`` 504 if it is not answered in ``timeout`` seconds: one timer for all
         (calls expire in the order they were made), not one per call."""
-        loop = asyncio.get_running_loop()
         call.deadline = loop.time() + self.timeout
         self._inline.append(call)
         if self._inline_timer is None:
@@ -772,7 +771,8 @@ class HttpProtocol(asyncio.Protocol):
                 or not self._writable.is_set() or transport is None or transport.is_closing()):
             return False
         self._inline = True
-        answer = self.app.call_inline(request.data, request.grant, self._inline_answered)
+        answer = self.app.call_inline(request.data, request.grant, self._inline_answered,
+                                      self.loop)
         if answer is False:
             self._inline = False
             return False

@@ -23,11 +23,19 @@ from exchange_server.common import jsonfmt
 from exchange_server.common.decimals import ZERO, fmt, fmt_raw
 from exchange_server.matchengine.core.model import Deal, Order, OrderSnapshot, order_info
 
+#: the last time written and its text (the events of one operation share their time object)
+_last_time: object = None
+_last_text = ""
+
 
 def _number(value: Any) -> str:
     """A time as the encoder writes it."""
+    global _last_time, _last_text
+    if value is _last_time:
+        return _last_text
     if type(value) is float and value - value == 0.0:
-        return float.__repr__(value)
+        _last_time, _last_text = value, float.__repr__(value)
+        return _last_text
     if type(value) is int:
         return int.__repr__(value)
     return jsonfmt.dumps(value)
