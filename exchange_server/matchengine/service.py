@@ -115,6 +115,7 @@ class MatchEngineService:
         #: (operation id, called with None once it is durable or the error that refused it)
         self._waiters: deque[tuple[int, Callable[[RpcError | None], None]]] = deque()
         self._flushing = False
+        self._kick_scheduled = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="operlog")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slice_requested = False
@@ -316,7 +317,7 @@ class MatchEngineService:
                                                                 req_id, debug))
 
         self._waiters.append((self.oper_id, settled))
-        self._kick()
+        self._kick_soon()
         return None
 
     def _run(self, method: str, params: list[Any], req_id: int | None) -> bytes:
@@ -367,7 +368,7 @@ class MatchEngineService:
         self.oper_id += 1
         self._pending.append(OperRecord(self.oper_id, now, write.log_name, params))
         self._pending_events.append((self.oper_id, self.engine.take_events()))
-        self._kick()
+        self._kick_soon()
         return result
 
     def _check_depth(self, params: list[Any]) -> None:
@@ -381,6 +382,18 @@ class MatchEngineService:
                 return
 
     # -- group commit -----------------------------------------------------------------------------
+
+    def _kick_soon(self) -> None:
+        """Start the next commit once the loop has run what it is running now (every request
+        read in this round of the loop then joins the batch: started at once, the commit would
+        take the first one alone and leave the others for the next)."""
+        if not self._kick_scheduled and not self._flushing and self._loop is not None:
+            self._kick_scheduled = True
+            self._loop.call_soon(self._kick_scheduled_now)
+
+    def _kick_scheduled_now(self) -> None:
+        self._kick_scheduled = False
+        self._kick()
 
     def _kick(self) -> None:
         if self._flushing or not self._pending or self._loop is None or self.degraded:
@@ -458,7 +471,7 @@ class MatchEngineService:
             raise service_unavailable()
         fut: asyncio.Future[None] = self._loop.create_future()
         self._waiters.append((oper_id, functools.partial(_settle, fut)))
-        self._kick()
+        self._kick_soon()
         await fut
 
     # -- storage failures -------------------------------------------------------------------------
