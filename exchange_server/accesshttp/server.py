@@ -477,6 +477,8 @@ class HttpProtocol(asyncio.Protocol):
         self._inline = False
         self._closing = False
         self._read_timer: asyncio.TimerHandle | None = None
+        #: when reading times out (loop time); None: it does not (see _arm_read)
+        self._read_deadline: float | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._peer_timer: asyncio.TimerHandle | None = None
 
@@ -727,8 +729,28 @@ class HttpProtocol(asyncio.Protocol):
                 self._arm_read(self.limits.request_timeout)
 
     def _arm_read(self, seconds: float) -> None:
-        self._cancel_read_timer()
-        self._read_timer = self.loop.call_later(seconds, self._read_timeout)
+        """Time out reading in ``seconds``.  Lazily: a timer already due no later stays and, when
+        it fires, waits on for the rest (a keep-alive client re-arms twice per request; making
+        and cancelling two timers each time cost more than the rest of the HTTP handling)."""
+        deadline = self.loop.time() + seconds
+        self._read_deadline = deadline
+        timer = self._read_timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        self._read_timer = self.loop.call_at(deadline, self._read_due)
+
+    def _read_due(self) -> None:
+        self._read_timer = None
+        deadline = self._read_deadline
+        if deadline is None:
+            return  # cancelled meanwhile
+        if self.loop.time() < deadline:  # re-armed for later meanwhile
+            self._read_timer = self.loop.call_at(deadline, self._read_due)
+            return
+        self._read_deadline = None
+        self._read_timeout()
 
     def _read_timeout(self) -> None:
         """Idle past keep_alive (closed as the original does), or too slow to send a request
@@ -741,9 +763,7 @@ class HttpProtocol(asyncio.Protocol):
             transport.close()
 
     def _cancel_read_timer(self) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+        self._read_deadline = None  # the timer, if any, fires and finds nothing to do
 
     def _abort(self) -> None:
         """Too slow to send a request or to take a reply: close at once."""

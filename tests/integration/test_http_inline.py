@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from exchange_server.accesshttp.limits import HttpLimits
 from exchange_server.accesshttp.server import AccessHttp
 from tests.support.waiting import wait_until_async
 
@@ -120,3 +121,39 @@ async def test_many_connections_each_answered_once(
     finally:
         for _, writer in conns:
             writer.close()
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """True when the server closes the connection within ``seconds`` (what it sends first is
+    read and dropped)."""
+    try:
+        async with asyncio.timeout(seconds):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("keep_alive", "request_timeout", "stall"), [
+    (3600.0, 0.3, True),   # a slow second request: its request timeout, not the keep-alive
+    (0.3, 3600.0, False),  # idle after a reply: its keep-alive, not the request timeout
+])
+async def test_read_timeouts_after_a_reply(keep_alive: float, request_timeout: float,
+                                           stall: bool) -> None:
+    """The read timer is re-armed lazily (HttpProtocol._arm_read): whichever limit applies
+    now closes the connection, however the other one was armed before."""
+    backend = HeldBackend()
+    app = AccessHttp({"matchengine": backend}, timeout=5,
+                     limits=HttpLimits(keep_alive=keep_alive, request_timeout=request_timeout))
+    await app.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", app.port)
+        writer.write(request("asset.list", 1))
+        assert await read_reply(reader) == (200, body(1))
+        if stall:
+            writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        assert await closed_within(reader, 20)
+        writer.close()
+    finally:
+        await app.stop()
