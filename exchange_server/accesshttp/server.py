@@ -17,6 +17,13 @@ answers only the public market-data methods (routes.PUBLIC_METHODS).
 Limits (limits.py, docs/operations.md "HTTP limits"): what one client may cost is bounded in
 bytes, requests read ahead, replies waiting, time and connections (HttpProtocol), and no
 request holds the event loop for long (batches are worked through in chunks).
+
+Hot path: a single call to a backend that answers without a task (the embedded matchengine,
+``call_nowait``) with nothing queued before it on its connection is made as soon as it is read
+(``HttpProtocol._start_inline``) and its reply written from the commit's callback; the 504 after
+``timeout`` is one timer for all such calls.  Anything else (batches, pages, pipelined requests
+behind another, other backends) is answered by the connection's worker task, with the same
+replies.
 """
 
 from __future__ import annotations

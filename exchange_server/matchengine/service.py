@@ -5,7 +5,10 @@ sees it), its log record joins the batch being collected, and its reply is held 
 batch is committed.  Replies to reads wait likewise when they were computed after a write that
 is not yet durable, so no client can observe an effect that a crash could take back.  Only one
 commit is in flight at a time: whatever arrives meanwhile forms the next batch, so the commit
-cost is shared by every operation that arrived during the previous one (group commit).
+cost is shared by every operation that arrived during the previous one (group commit).  With no
+commit in flight, the next one starts once the event loop has run the round it is in, so every
+request read in that round joins it.  The HTTP gateway's hot path (``call_nowait``) needs no
+task or future per request: the reply is handed to a callback once durable.
 
 Events produced by each operation are handed to the registered sinks (history writer, bus) in
 log order once the operation is durable, tagged with its operation id.  On start-up the latest
