@@ -798,8 +798,14 @@ class HttpProtocol(asyncio.Protocol):
                 or not self._writable.is_set() or transport is None or transport.is_closing()):
             return False
         self._inline = True
-        answer = self.app.call_inline(request.data, request.grant, self._inline_answered,
-                                      self.loop)
+        try:
+            answer = self.app.call_inline(request.data, request.grant, self._inline_answered,
+                                          self.loop)
+        except Exception:  # as _answer: never out through the parser (it would say 400)
+            log.exception("request failed")
+            self._inline = False
+            self._respond(500, b"", close=True)
+            return True
         if answer is False:
             self._inline = False
             return False

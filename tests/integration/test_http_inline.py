@@ -157,3 +157,25 @@ async def test_read_timeouts_after_a_reply(keep_alive: float, request_timeout: f
         writer.close()
     finally:
         await app.stop()
+
+
+class BrokenBackend(HeldBackend):
+    def call_nowait(self, method: str, params: list[Any], req_id: int | None,
+                    reply: Callable[[bytes], None]) -> bytes | None:
+        raise RuntimeError("a bug in the backend")
+
+
+async def test_a_failing_inline_call_is_500_and_closed() -> None:
+    """As on the task path (_answer): 500 with no body, then the connection is closed."""
+    app = AccessHttp({"matchengine": BrokenBackend()}, timeout=5)
+    await app.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", app.port)
+        writer.write(request("asset.list", 1))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+        assert b"Content-Length: 0\r\n" in head and b"Connection: close\r\n" in head
+        assert await closed_within(reader, 20)
+        writer.close()
+    finally:
+        await app.stop()
