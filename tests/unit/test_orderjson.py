@@ -1,5 +1,6 @@
-"""The order and deal templates (matchengine/orderjson.py) write exactly what the standard
-library's encoder writes for ``order_info`` and the deal list, whatever the values."""
+"""The order and deal templates (matchengine/orderjson.py, marketprice's deal item) write exactly
+what the standard library's encoder writes for ``order_info`` and the deal list, whatever the
+values."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from hypothesis import strategies as st
 
 from exchange_server.bus.messages import deal_message, order_message
 from exchange_server.common import jsonfmt
-from exchange_server.common.decimals import ZERO, fmt_raw
+from exchange_server.common.decimals import ZERO, fmt, fmt_raw
+from exchange_server.marketprice.state import deal_item_text
 from exchange_server.matchengine.core.model import Deal, Order, OrderChanged, order_info
 from exchange_server.matchengine.orderjson import deal_json, order_json
 
@@ -96,3 +98,12 @@ def test_reply_of_an_order_equals_the_encoders(order: Order, req_id: int | None)
     except UnicodeEncodeError:  # a lone surrogate: no reply can carry it, either way
         return
     assert jsonfmt.reply_text(order_json(order), req_id) == expected
+
+
+@settings(max_examples=300)
+@given(st.integers(1, 2**63), st.one_of(times, st.just(float("nan"))), decimals, decimals,
+       st.sampled_from(["sell", "buy"]))
+def test_marketprice_deal_item_equals_the_encoders(deal_id: int, t: float, price: Decimal,
+                                                   amount: Decimal, kind: str) -> None:
+    item = {"id": deal_id, "time": t, "price": fmt(price), "amount": fmt(amount), "type": kind}
+    assert deal_item_text(item) == jsonfmt.dumps(item)
