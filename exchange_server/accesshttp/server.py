@@ -17,6 +17,13 @@ answers only the public market-data methods (routes.PUBLIC_METHODS).
 Limits (limits.py, docs/operations.md "HTTP limits"): what one client may cost is bounded in
 bytes, requests read ahead, replies waiting, time and connections (HttpProtocol), and no
 request holds the event loop for long (batches are worked through in chunks).
+
+Hot path: a single call to a backend that answers without a task (the embedded matchengine,
+``call_nowait``) with nothing queued before it on its connection is made as soon as it is read
+(``HttpProtocol._start_inline``) and its reply written from the commit's callback; the 504 after
+``timeout`` is one timer for all such calls.  Anything else (batches, pages, pipelined requests
+behind another, other backends) is answered by the connection's worker task, with the same
+replies.
 """
 
 from __future__ import annotations
@@ -27,8 +34,8 @@ import resource
 import select
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal
 
 import httptools
 from prometheus_client import Counter
@@ -152,6 +159,39 @@ def parse_request(item: Any) -> tuple[str, list[Any], int]:
     return method, params, req_id
 
 
+class _InlineCall:
+    """A call made by AccessHttp.call_inline and answered once: by the backend, or 504."""
+
+    __slots__ = ("method", "req_id", "started", "deadline", "answered", "_answered")
+
+    def __init__(self, method: str, req_id: int, started: float,
+                 answered: Callable[[int, bytes], None]) -> None:
+        self.method = method
+        self.req_id = req_id
+        self.started = started
+        self.deadline = 0.0
+        self.answered = False
+        self._answered = answered
+
+    def reply(self, body: bytes) -> None:
+        self._answer(200, body)
+
+    def expire(self) -> None:
+        if not self.answered:
+            self._answer(504, jsonfmt.error_body(SERVICE_TIMEOUT,
+                                                 GENERIC_MESSAGES[SERVICE_TIMEOUT], self.req_id))
+
+    def _answer(self, status: int, body: bytes) -> None:
+        if self.answered:
+            return  # timed out before the backend answered, or the other way round
+        self.answered = True
+        metrics.observe("accesshttp", self.method, status, time.perf_counter() - self.started)
+        try:
+            self._answered(status, body)
+        except Exception:  # called from the engine's commit: never break it
+            log.exception("reply failed")
+
+
 class AccessHttp:
     """The gateway: routes each method to its backend and applies the timeout."""
 
@@ -178,6 +218,9 @@ class AccessHttp:
         self.ws_url: str | None = None
         self.ws_port: int | None = None
         self._servers: list[asyncio.base_events.Server] = []
+        #: calls made inline and maybe not answered yet, oldest first (call_inline)
+        self._inline: deque[_InlineCall] = deque()
+        self._inline_timer: asyncio.TimerHandle | None = None
 
     def grant(self, authorization: bytes | None) -> Grant:
         """What an ``Authorization`` header value unlocks."""
@@ -225,6 +268,54 @@ class AccessHttp:
         except ConnectionError:
             return 500, b""
         return 200, reply
+
+    def call_inline(self, data: Any, grant: Grant, answered: Callable[[int, bytes], None],
+                    loop: asyncio.AbstractEventLoop) -> tuple[int, bytes] | None | Literal[False]:
+        """One call (not a batch) to a backend that answers without a task (LocalBackend of
+        the matchengine), made now: (status, body) when it is answered at once, None when
+        ``answered(status, body)`` will be called (once durable, or 504 after ``timeout``),
+        False when it is not such a call (``dispatch_data`` answers it; nothing was done).
+        The same replies as ``dispatch_data``, without a task, a future and a timeout
+        context per request."""
+        if type(data) is not dict:
+            return False
+        try:
+            method, params, req_id = parse_request(data)
+        except BadRequest:
+            return False
+        route = ROUTES.get(method)
+        if route is None or not self.trust.allows(method, grant):
+            return False
+        backend = self.backends.get(route[0])
+        nowait = getattr(backend, "call_nowait", None)
+        if nowait is None or backend is None or not backend.connected():
+            return False
+        self.requests += 1
+        call = _InlineCall(method, req_id, time.perf_counter(), answered)
+        body = nowait(method, params, req_id, call.reply)
+        if body is not None:
+            call.answered = True
+            metrics.observe("accesshttp", method, 200, time.perf_counter() - call.started)
+            return 200, body
+        self._expire_later(call, loop)
+        return None
+
+    def _expire_later(self, call: _InlineCall, loop: asyncio.AbstractEventLoop) -> None:
+        """Answer ``call`` 504 if it is not answered in ``timeout`` seconds: one timer for all
+        (calls expire in the order they were made), not one per call."""
+        call.deadline = loop.time() + self.timeout
+        self._inline.append(call)
+        if self._inline_timer is None:
+            self._inline_timer = loop.call_at(call.deadline, self._expire_inline, loop)
+
+    def _expire_inline(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._inline_timer = None
+        calls = self._inline
+        now = loop.time()
+        while calls and (calls[0].answered or calls[0].deadline <= now):
+            calls.popleft().expire()
+        if calls:
+            self._inline_timer = loop.call_at(calls[0].deadline, self._expire_inline, loop)
 
     async def _batch_parts(self, items: list[Any], grant: Grant = Grant.NONE) -> list[bytes]:
         """The replies of a batch, between ``[``, ``", "`` and ``]``."""
@@ -389,8 +480,12 @@ class HttpProtocol(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._worker: asyncio.Task[None] | None = None
+        #: the request at the head of the queue is being answered inline (_start_inline)
+        self._inline = False
         self._closing = False
         self._read_timer: asyncio.TimerHandle | None = None
+        #: when reading times out (loop time); None: it does not (see _arm_read)
+        self._read_deadline: float | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._peer_timer: asyncio.TimerHandle | None = None
 
@@ -641,8 +736,28 @@ class HttpProtocol(asyncio.Protocol):
                 self._arm_read(self.limits.request_timeout)
 
     def _arm_read(self, seconds: float) -> None:
-        self._cancel_read_timer()
-        self._read_timer = self.loop.call_later(seconds, self._read_timeout)
+        """Time out reading in ``seconds``.  Lazily: a timer already due no later stays and, when
+        it fires, waits on for the rest (a keep-alive client re-arms twice per request; making
+        and cancelling two timers each time cost more than the rest of the HTTP handling)."""
+        deadline = self.loop.time() + seconds
+        self._read_deadline = deadline
+        timer = self._read_timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        self._read_timer = self.loop.call_at(deadline, self._read_due)
+
+    def _read_due(self) -> None:
+        self._read_timer = None
+        deadline = self._read_deadline
+        if deadline is None:
+            return  # cancelled meanwhile
+        if self.loop.time() < deadline:  # re-armed for later meanwhile
+            self._read_timer = self.loop.call_at(deadline, self._read_due)
+            return
+        self._read_deadline = None
+        self._read_timeout()
 
     def _read_timeout(self) -> None:
         """Idle past keep_alive (closed as the original does), or too slow to send a request
@@ -655,9 +770,7 @@ class HttpProtocol(asyncio.Protocol):
             transport.close()
 
     def _cancel_read_timer(self) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+        self._read_deadline = None  # the timer, if any, fires and finds nothing to do
 
     def _abort(self) -> None:
         """Too slow to send a request or to take a reply: close at once."""
@@ -671,8 +784,53 @@ class HttpProtocol(asyncio.Protocol):
     def _enqueue(self, request: _Request) -> None:
         self._queue.append(request)
         self._pending += request.weight
-        if self._worker is None and not self._closing:
+        if self._worker is None and not self._inline and not self._closing:
+            if len(self._queue) == 1 and self._start_inline(request):
+                return
             self._worker = self.loop.create_task(self._work())
+
+    def _start_inline(self, request: _Request) -> bool:
+        """Answer a plain call with nothing ahead of it without a task (AccessHttp.call_inline:
+        the engine runs it now, the reply is written once it is durable); False when it is
+        not such a call, for the worker task to answer."""
+        transport = self.transport
+        if (request.status or request.page is not None or not self._reading
+                or not self._writable.is_set() or transport is None or transport.is_closing()):
+            return False
+        self._inline = True
+        try:
+            answer = self.app.call_inline(request.data, request.grant, self._inline_answered,
+                                          self.loop)
+        except Exception:  # as _answer: never out through the parser (it would say 400)
+            log.exception("request failed")
+            self._inline = False
+            self._respond(500, b"", close=True)
+            return True
+        if answer is False:
+            self._inline = False
+            return False
+        if answer is not None:
+            self._inline_answered(*answer)
+        return True
+
+    def _inline_answered(self, status: int, body: bytes) -> None:
+        """The reply to the call made inline: send it, then go on as the worker would."""
+        self._inline = False
+        if self._closing or not self._queue:
+            return  # the connection went meanwhile
+        request = self._queue.popleft()
+        self._pending -= request.weight
+        self._respond(status, body, close=not request.keep_alive)
+        if self._closing:
+            return
+        if self._pending < self.limits.max_pipeline:
+            self._resume_reading()  # may start the next call inline
+        if self._inline or self._worker is not None or self._closing:
+            return
+        if self._queue:
+            self._worker = self.loop.create_task(self._work())
+        elif self._reading and not self._in_message:
+            self._arm_read(self.limits.keep_alive)
 
     async def _work(self) -> None:
         try:

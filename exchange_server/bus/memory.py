@@ -141,7 +141,10 @@ class InProcessBus:
         """Drop the oldest messages nobody needs (in chunks of at least half the kept list, so
         the cost per message stays constant)."""
         items = t.items
-        if len(items) <= self.retain + 16:
+        size = len(items)
+        # at most size - retain can go, and only when that is half the list: nothing to do
+        # below twice retain (checked first: this runs for every message sent)
+        if size < 2 * self.retain or size <= self.retain + 16:
             return
         end = t.end
         keep_from = min(t.committed() + 1, end - self.retain)  # durable consumers: always

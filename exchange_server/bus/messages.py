@@ -13,6 +13,7 @@ put and cancel, 1 (order placed) or 2 (order refused) for fired.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from json.encoder import encode_basestring
 
 from exchange_server.bus.base import BALANCES, DEALS, ORDERS, STOPS
 from exchange_server.common.decimals import fmt_raw
@@ -23,25 +24,23 @@ from exchange_server.matchengine.core.model import (
     Event,
     OrderChanged,
     StopChanged,
-    order_info,
     stop_info,
 )
+from exchange_server.matchengine.orderjson import deal_json, order_json
 
 
 def deal_message(d: Deal) -> bytes:
     """``[time, market, ask_order_id, bid_order_id, ask_user_id, bid_user_id, price, amount,
-    ask_fee, bid_fee, taker_side, deal_id, stock, money]``."""
-    return dumps([
-        d.time, d.market, d.ask_order_id, d.bid_order_id, d.ask_user, d.bid_user,
-        fmt_raw(d.price), fmt_raw(d.amount), fmt_raw(d.ask_fee), fmt_raw(d.bid_fee),
-        d.taker_side, d.deal_id, d.stock, d.money,
-    ]).encode()
+    ask_fee, bid_fee, taker_side, deal_id, stock, money]`` (written from a template:
+    orderjson.py)."""
+    return deal_json(d).encode()
 
 
 def order_message(e: OrderChanged) -> bytes:
     """``{"event": n, "order": <order info>, "stock": asset, "money": asset}``."""
-    return dumps({"event": e.event, "order": order_info(e.order), "stock": e.stock,
-                  "money": e.money}).encode()
+    return (f'{{"event": {e.event:d}, "order": {order_json(e.order)}, '
+            f'"stock": {encode_basestring(e.stock)}, "money": {encode_basestring(e.money)}}}'
+            ).encode()
 
 
 def balance_message(e: BalanceUpdated) -> bytes:

@@ -7,7 +7,12 @@ service produced, so gateways can pass them through unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
+
+#: ``call`` without a task (MatchEngineService.call_nowait): the reply body now, or None and
+#: the callback gets it once it may be sent.
+NowaitCall = Callable[[str, list[Any], int | None, Callable[[bytes], None]], bytes | None]
 
 
 class Backend(Protocol):
@@ -25,6 +30,8 @@ class LocalBackend:
 
     def __init__(self, service: Any) -> None:
         self.service = service
+        #: set when the service can answer without a task (the gateway's hot path)
+        self.call_nowait: NowaitCall | None = getattr(service, "call_nowait", None)
 
     def connected(self) -> bool:
         return True

@@ -31,6 +31,12 @@ def reply_body(result: Any, req_id: int | None, debug: bool = False) -> bytes:
     return dumps({"error": None, "result": result, "id": req_id}, debug).encode()
 
 
+def reply_text(result: str, req_id: int | None) -> bytes:
+    """``reply_body`` (compact) of a result already written as JSON text."""
+    id_text = int.__repr__(req_id) if type(req_id) is int else _compact.encode(req_id)
+    return f'{{"error": null, "result": {result}, "id": {id_text}}}'.encode()
+
+
 def error_body(code: int, message: str, req_id: int | None, debug: bool = False) -> bytes:
     body = {"error": {"code": code, "message": message}, "result": None, "id": req_id}
     return dumps(body, debug).encode()

@@ -101,6 +101,18 @@ class StoredMarket:
     deals: list[str] = field(default_factory=list)
 
 
+def deal_item_text(item: dict[str, Any]) -> str:
+    """``dumps(item)`` of a deal item as ``_update`` builds it, from a template (once per deal,
+    in the matching process's loop in embedded mode): an int id, a finite float time (a
+    message's time is checked to be one), decimal texts from ``fmt`` and "sell"/"buy" need no
+    escaping.  Anything else goes through the encoder."""
+    deal_id, t = item["id"], item["time"]
+    if type(deal_id) is not int or type(t) is not float or t - t != 0.0:
+        return dumps(item)
+    return (f'{{"id": {deal_id:d}, "time": {float.__repr__(t)}, "price": "{item["price"]}", '
+            f'"amount": "{item["amount"]}", "type": "{item["type"]}"}}')
+
+
 class MarketData:
     def __init__(self, local: LocalTime, retention: Retention) -> None:
         use_engine_context()  # 60-digit decimal context: sums are never rounded
@@ -233,7 +245,7 @@ class MarketData:
         item = {"id": deal_id, "time": t, "price": fmt(price), "amount": fmt(amount),
                 "type": "sell" if side == ASK else "buy"}
         state.deals.appendleft(item)
-        state.new_deals.append((deal_id, dumps(item)))
+        state.new_deals.append((deal_id, deal_item_text(item)))
 
     # -- retention --------------------------------------------------------------------------------
 

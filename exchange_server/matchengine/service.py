@@ -5,7 +5,10 @@ sees it), its log record joins the batch being collected, and its reply is held 
 batch is committed.  Replies to reads wait likewise when they were computed after a write that
 is not yet durable, so no client can observe an effect that a crash could take back.  Only one
 commit is in flight at a time: whatever arrives meanwhile forms the next batch, so the commit
-cost is shared by every operation that arrived during the previous one (group commit).
+cost is shared by every operation that arrived during the previous one (group commit).  With no
+commit in flight, the next one starts once the event loop has run the round it is in, so every
+request read in that round joins it.  The HTTP gateway's hot path (``call_nowait``) needs no
+task or future per request: the reply is handed to a callback once durable.
 
 Events produced by each operation are handed to the registered sinks (history writer, bus) in
 log order once the operation is durable, tagged with its operation id.  On start-up the latest
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -55,8 +59,9 @@ from exchange_server.common.errors import (
 )
 from exchange_server.common.jsondepth import check_params_depth
 from exchange_server.matchengine.configured import Engine
-from exchange_server.matchengine.core.model import Event
+from exchange_server.matchengine.core.model import Event, OrderSnapshot
 from exchange_server.matchengine.methods import MatchEngineMethods, present
+from exchange_server.matchengine.orderjson import order_json
 from exchange_server.matchengine.original import OriginalState, apply_load_rules, original_params
 from exchange_server.matchengine.sink import EventSink
 from exchange_server.matchengine.store import (
@@ -79,6 +84,20 @@ STOP_FLUSH_TIMEOUT = 3.0
 PROGRESS_EVERY = 1000
 
 
+def _settle(fut: asyncio.Future[None], error: RpcError | None) -> None:
+    """A durability waiter's future: done, or refused with ``error``."""
+    if not fut.done():
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)
+
+
+def _unavailable() -> tuple[int, str]:
+    error = service_unavailable()
+    return error.code, error.message
+
+
 class MatchEngineService:
     def __init__(self, config: MatchEngineConfig, store: EngineStore,
                  clock: Callable[[], float] = time.time) -> None:
@@ -96,8 +115,10 @@ class MatchEngineService:
         self.durable_id = 0
         self._pending: list[OperRecord] = []
         self._pending_events: deque[tuple[int, list[Event]]] = deque()
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        #: (operation id, called with None once it is durable or the error that refused it)
+        self._waiters: deque[tuple[int, Callable[[RpcError | None], None]]] = deque()
         self._flushing = False
+        self._kick_scheduled = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="operlog")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slice_requested = False
@@ -285,14 +306,7 @@ class MatchEngineService:
 
     async def call(self, method: str, params: list[Any], req_id: int | None) -> bytes:
         """Run one RPC and give its reply body, once the state it shows is durable."""
-        try:
-            result = self.execute(method, params)
-            body = jsonfmt.reply_body(result, req_id, self.debug)
-        except RpcError as e:
-            body = jsonfmt.error_body(e.code, e.message, req_id, self.debug)
-        except Exception:
-            log.exception("%s failed: params %r", method, params)
-            body = jsonfmt.error_body(INTERNAL_ERROR, "internal error", req_id, self.debug)
+        body = self._run(method, params, req_id)
         if self.durable_id < self.oper_id:
             try:
                 await self._wait_durable(self.oper_id)
@@ -300,8 +314,45 @@ class MatchEngineService:
                 body = jsonfmt.error_body(e.code, e.message, req_id, self.debug)
         return body
 
+    def call_nowait(self, method: str, params: list[Any], req_id: int | None,
+                    reply: Callable[[bytes], None]) -> bytes | None:
+        """``call`` without a task or a future (the HTTP gateway's hot path): the reply body
+        when the state it shows is durable already, else None and ``reply(body)`` is called
+        once it is (or with the code 3 error once it was refused)."""
+        body = self._run(method, params, req_id)
+        if self.durable_id >= self.oper_id:
+            return body
+        if self.degraded:
+            return jsonfmt.error_body(*_unavailable(), req_id, self.debug)
+        debug = self.debug
+
+        def settled(error: RpcError | None) -> None:
+            reply(body if error is None else jsonfmt.error_body(error.code, error.message,
+                                                                req_id, debug))
+
+        self._waiters.append((self.oper_id, settled))
+        self._kick_soon()
+        return None
+
+    def _run(self, method: str, params: list[Any], req_id: int | None) -> bytes:
+        """Execute one RPC now and give its reply body (not durable yet, maybe)."""
+        try:
+            result = self._apply(method, params)
+            if type(result) is OrderSnapshot and not self.debug:  # an order placed: templated
+                return jsonfmt.reply_text(order_json(result), req_id)
+            return jsonfmt.reply_body(present(result), req_id, self.debug)
+        except RpcError as e:
+            return jsonfmt.error_body(e.code, e.message, req_id, self.debug)
+        except Exception:
+            log.exception("%s failed: params %r", method, params)
+            return jsonfmt.error_body(INTERNAL_ERROR, "internal error", req_id, self.debug)
+
     def execute(self, method: str, params: list[Any]) -> Any:
         """Apply one command to the engine now; writes are queued for the log."""
+        return present(self._apply(method, params))
+
+    def _apply(self, method: str, params: list[Any]) -> Any:
+        """``execute`` with a write's result as the engine gave it (not ``present``-ed)."""
         read = self.methods.reads.get(method)
         if read is not None:
             self._check_depth(params)
@@ -331,8 +382,8 @@ class MatchEngineService:
         self.oper_id += 1
         self._pending.append(OperRecord(self.oper_id, now, write.log_name, params))
         self._pending_events.append((self.oper_id, self.engine.take_events()))
-        self._kick()
-        return present(result)
+        self._kick_soon()
+        return result
 
     def _check_depth(self, params: list[Any]) -> None:
         """Code 1 for params nested deeper than ``max_json_depth``, before anything is applied:
@@ -345,6 +396,18 @@ class MatchEngineService:
                 return
 
     # -- group commit -----------------------------------------------------------------------------
+
+    def _kick_soon(self) -> None:
+        """Start the next commit once the loop has run what it is running now (every request
+        read in this round of the loop then joins the batch: started at once, the commit would
+        take the first one alone and leave the others for the next)."""
+        if not self._kick_scheduled and not self._flushing and self._loop is not None:
+            self._kick_scheduled = True
+            self._loop.call_soon(self._kick_scheduled_now)
+
+    def _kick_scheduled_now(self) -> None:
+        self._kick_scheduled = False
+        self._kick()
 
     def _kick(self) -> None:
         if self._flushing or not self._pending or self._loop is None or self.degraded:
@@ -406,9 +469,7 @@ class MatchEngineService:
         self._durable_advanced()
         waiters = self._waiters
         while waiters and waiters[0][0] <= self.durable_id:
-            fut = waiters.popleft()[1]
-            if not fut.done():
-                fut.set_result(None)
+            waiters.popleft()[1](None)
         pending_events = self._pending_events
         while pending_events and pending_events[0][0] <= self.durable_id:
             oper_id, events = pending_events.popleft()
@@ -423,8 +484,8 @@ class MatchEngineService:
         if self.degraded:
             raise service_unavailable()
         fut: asyncio.Future[None] = self._loop.create_future()
-        self._waiters.append((oper_id, fut))
-        self._kick()
+        self._waiters.append((oper_id, functools.partial(_settle, fut)))
+        self._kick_soon()
         await fut
 
     # -- storage failures -------------------------------------------------------------------------
@@ -449,9 +510,8 @@ class MatchEngineService:
         self._slice_requested = False
         self._kill_children(self.durable_id)
         waiters, self._waiters = self._waiters, deque()
-        for _, fut in waiters:
-            if not fut.done():
-                fut.set_exception(service_unavailable())
+        for _, settle in waiters:
+            settle(service_unavailable())
         if recover and self._loop is not None and (self._recovery is None
                                                    or self._recovery.done()):
             self._recovery = self._loop.create_task(self._recover())

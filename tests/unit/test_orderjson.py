@@ -1,0 +1,109 @@
+"""The order and deal templates (matchengine/orderjson.py, marketprice's deal item) write exactly
+what the standard library's encoder writes for ``order_info`` and the deal list, whatever the
+values."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exchange_server.bus.messages import deal_message, order_message
+from exchange_server.common import jsonfmt
+from exchange_server.common.decimals import ZERO, fmt, fmt_raw
+from exchange_server.marketprice.state import deal_item_text
+from exchange_server.matchengine.core.model import Deal, Order, OrderChanged, order_info
+from exchange_server.matchengine.orderjson import deal_json, order_json
+
+decimals = st.one_of(
+    st.just(ZERO),
+    st.decimals(allow_nan=False, allow_infinity=False, places=None,
+                min_value=Decimal("-1e30"), max_value=Decimal("1e30")),
+    st.sampled_from([Decimal("1E-8"), Decimal("0E-16"), Decimal("-0"), Decimal("1.2300"),
+                     Decimal("100.5"), Decimal("1E+3")]),
+)
+times = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(0, 2**40),
+                  st.sampled_from([1764572400.123456, 0.1 + 0.2, 1e-7, 1e22]))
+texts = st.text()  # quotes, backslashes, control characters, non-ASCII, surrogates
+ints = st.integers(0, 2**63)
+
+
+@st.composite
+def orders(draw: st.DrawFn) -> Order:
+    order = Order.fresh(
+        id=draw(ints), market=draw(texts), source=draw(st.one_of(st.none(), texts)),
+        type=draw(st.sampled_from([1, 2])), side=draw(st.sampled_from([1, 2])),
+        user=draw(ints), now=draw(times), price=draw(decimals), amount=draw(decimals),
+        taker_fee=draw(decimals), maker_fee=draw(decimals), option=draw(ints),
+        client_id=draw(st.one_of(st.none(), texts)))
+    order.mtime = draw(times)
+    if draw(st.booleans()):
+        order.left = draw(decimals)
+    order.deal_stock, order.deal_money, order.deal_fee = (draw(decimals) for _ in range(3))
+    order.stp_cancelled = draw(st.booleans())
+    return order
+
+
+@settings(max_examples=400)
+@given(orders(), st.lists(ints, max_size=3), st.integers(1, 3), texts, texts)
+def test_order_object_and_message_equal_the_encoders(
+        order: Order, stp: list[int], event: int, stock: str, money: str) -> None:
+    assert order_json(order) == jsonfmt.dumps(order_info(order))
+    snapshot = order.snapshot()._replace(stp_cancelled_orders=tuple(stp))
+    assert order_json(snapshot) == jsonfmt.dumps(order_info(snapshot))
+    message = {"event": event, "order": order_info(snapshot), "stock": stock, "money": money}
+    expected = jsonfmt.dumps(message).encode("utf-8", "surrogatepass")
+    try:
+        got = order_message(OrderChanged(event, snapshot, stock, money))
+    except UnicodeEncodeError:  # a lone surrogate: neither can be sent
+        assert any("\ud800" <= c <= "\udfff" for c in jsonfmt.dumps(message))
+        return
+    assert got == expected
+
+
+@settings(max_examples=400)
+@given(times, texts, st.lists(ints, min_size=6, max_size=6), st.lists(decimals, min_size=5,
+                                                                       max_size=5),
+       st.sampled_from([1, 2]), texts, texts)
+def test_deal_message_equals_the_encoders(t: float, market: str, ids: list[int],
+                                          values: list[Decimal], side: int, stock: str,
+                                          money: str) -> None:
+    deal = Deal(t, market, ids[0], values[0], values[1], values[2], values[3], values[4], side,
+                ids[1], ids[2], 1, ids[3], ids[4], 2, stock, money)
+    expected = jsonfmt.dumps([
+        deal.time, deal.market, deal.ask_order_id, deal.bid_order_id, deal.ask_user,
+        deal.bid_user, fmt_raw(deal.price), fmt_raw(deal.amount), fmt_raw(deal.ask_fee),
+        fmt_raw(deal.bid_fee), deal.taker_side, deal.deal_id, deal.stock, deal.money])
+    assert deal_json(deal) == expected
+    try:
+        assert deal_message(deal) == expected.encode()
+    except UnicodeEncodeError:
+        assert any("\ud800" <= c <= "\udfff" for c in expected)
+
+
+def test_a_field_the_template_cannot_write_goes_through_the_encoder() -> None:
+    order = Order.fresh(id=1, market="BTCBCH", source="x", type=1, side=1, user=2, now=1.5,
+                        price=Decimal("1"), amount=Decimal("2"), taker_fee=ZERO,
+                        maker_fee=ZERO, option=0, client_id="c")
+    order.option = None  # type: ignore[assignment]
+    assert order_json(order) == jsonfmt.dumps(order_info(order))
+
+
+@settings(max_examples=200)
+@given(orders(), st.one_of(st.none(), st.integers(-2**63, 2**64 - 1)))
+def test_reply_of_an_order_equals_the_encoders(order: Order, req_id: int | None) -> None:
+    try:
+        expected = jsonfmt.reply_body(order_info(order), req_id)
+    except UnicodeEncodeError:  # a lone surrogate: no reply can carry it, either way
+        return
+    assert jsonfmt.reply_text(order_json(order), req_id) == expected
+
+
+@settings(max_examples=300)
+@given(st.integers(1, 2**63), st.one_of(times, st.just(float("nan"))), decimals, decimals,
+       st.sampled_from(["sell", "buy"]))
+def test_marketprice_deal_item_equals_the_encoders(deal_id: int, t: float, price: Decimal,
+                                                   amount: Decimal, kind: str) -> None:
+    item = {"id": deal_id, "time": t, "price": fmt(price), "amount": fmt(amount), "type": kind}
+    assert deal_item_text(item) == jsonfmt.dumps(item)
