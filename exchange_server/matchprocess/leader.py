@@ -178,6 +178,7 @@ class LeaseStore:
             raise
 
     def open(self) -> None:
+        mysql_db.ensure_database(self.cfg)
         for ddl in SCHEMA:
             self._run(ddl)
         self._run("INSERT IGNORE INTO leader_lease (name, epoch, holder, expires)"
@@ -394,18 +395,26 @@ class Leadership:
 
     async def _run(self) -> None:
         previous = await self._standby()
+        # renewed from now on: starting the active's components may take longer than the lease
+        # (a first start creates the history tables)
+        holding = asyncio.create_task(self._hold())
         try:
             await self.activate()
         except Exception:
+            holding.cancel()
             log.critical("matchengine could not start as the active after taking over epoch "
                          "%d; stepping down", self.epoch, exc_info=True)
             await self._depose(self.epoch, "nobody (the takeover failed)")
             return
-        self.active = True
-        self.changes += 1
-        log.critical("matchengine leader change: epoch %d now held by %s (was %s)",
-                     self.epoch, self.holder, previous or "none")
-        await self._hold()
+        if not self.deposed:
+            self.active = True
+            self.changes += 1
+            log.critical("matchengine leader change: epoch %d now held by %s (was %s)",
+                         self.epoch, self.holder, previous or "none")
+        try:
+            await holding
+        finally:
+            holding.cancel()
 
     async def _standby(self) -> str:
         """Tail the log and poll the lease until this process wins it; returns the previous

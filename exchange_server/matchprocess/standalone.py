@@ -113,6 +113,9 @@ class StandaloneMatchEngine(Composite):
         return [
             step("operation log", store.open, store.close),
             step("restore", self.service.restore),
+            # made now (it blocks the loop for as long as it takes; the first time, seconds):
+            # not during a takeover, when the lease must be renewed
+            step("history schema", self.follower.create_schema),
             step("console", partial(self.console.start, self.console_addr), self.console.stop),
             step("active matchengine", stop=self._deactivate),
             step("leadership", leadership.start, leadership.stop),
