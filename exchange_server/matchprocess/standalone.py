@@ -117,8 +117,11 @@ class StandaloneMatchEngine(Composite):
             # not during a takeover, when the lease must be renewed
             step("history schema", self.follower.create_schema),
             step("console", partial(self.console.start, self.console_addr), self.console.stop),
-            step("active matchengine", stop=self._deactivate),
+            # stopped in the reverse order: the active's components first (last commit, final
+            # slice) while the lease is still renewed, then the lease connection, whose closing
+            # lets a standby take over at once
             step("leadership", leadership.start, leadership.stop),
+            step("active matchengine", stop=self._deactivate),
         ]
 
     async def _activate(self) -> None:

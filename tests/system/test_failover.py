@@ -12,6 +12,7 @@ acknowledged reply.
 (b) SIGSTOP of the new active: the standby takes over once the lease expired; after SIGCONT
     the old active refuses every write, logs that it was deposed, closes its RPC port and is
     restarted as a standby.
+(c) SIGTERM of the active: it stops, and the standby takes over.
 
 Then: every acknowledged operation is in the log exactly once with the reply the client got, the
 live state equals a fresh replay of the log, each user's balances equal the sum of their
@@ -134,6 +135,11 @@ def test_failover_under_load(pair: Pair, mysql_config: Any) -> None:
         assert not listening(pair.ports[other])
         count = len(acked.rows)
         wait_until(lambda: len(acked.rows) > count + 200, 120, 0.05, "load after SIGSTOP")
+
+        # (c) a graceful stop of the active (maintenance): the standby takes over at once
+        pair.stop(first)  # returns once its watchdog exited
+        wait_orders_again(acked, time.monotonic(), "exit of the active after SIGTERM")
+        wait_until(lambda: pair.active() == other, TAKEOVER_TIMEOUT, 0.1, f"{other} active")
     finally:
         stop.set()
         for w in workers:
@@ -184,7 +190,7 @@ def check_everything(pair: Pair, acked: Acked, make_mysql: Any) -> None:
     def alerts() -> str:
         return b"\n".join(redis.Redis(db=REDIS_DB).lrange("alert:message", 0, -1)).decode()
 
-    wait_until(lambda: alerts().count("matchengine leader change: epoch") >= 3
+    wait_until(lambda: alerts().count("matchengine leader change: epoch") >= 4
                and "matchengine deposed: epoch" in alerts(), 60, 0.2, "the leader alerts")
 
 
