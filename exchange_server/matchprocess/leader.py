@@ -283,7 +283,7 @@ class HeldEvents:
         self.original_end = 0
 
     def durable_mark(self) -> int:
-        self.floor = self._mark()
+        self.floor = max(self.floor, self._mark())  # start_after may have raised it
         return self.floor
 
     def start_after(self, oper_id: int) -> None:
