@@ -60,7 +60,8 @@ from exchange_server.common import metrics
 from exchange_server.common.config import LeaderConfig, MatchEngineConfig, MysqlConfig
 from exchange_server.matchengine.core.model import Event
 from exchange_server.matchengine.service import MatchEngineService
-from exchange_server.matchengine.store import StoreError
+from exchange_server.matchengine.sink import EventSink
+from exchange_server.matchengine.store import EngineStore, OperRecord, StoreError
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.storage import mysql as mysql_db
 
@@ -303,6 +304,12 @@ class HeldEvents:
     def overloaded(self) -> bool:
         return False
 
+    def reset(self) -> None:
+        """Forget everything held (the engine is restored again, its replay refills it)."""
+        self.events.clear()
+        self.complete = True
+        self.floor = self.original_end
+
     def trim(self) -> None:
         """Forget the operations the bus has (the mark moved on)."""
         self.floor = max(self.floor, self._mark())
@@ -312,6 +319,30 @@ class HeldEvents:
     def covers(self, mark: int) -> bool:
         """Whether every operation after ``mark`` up to the engine's is held."""
         return self.complete and mark >= self.floor
+
+
+def restore_into(service: MatchEngineService, store: EngineStore, sink: EventSink) -> None:
+    """Restore a fresh engine (newest slice the sink allows, then the log; its replay feeds
+    ``sink``) and give it to ``service``, which keeps its sinks, hooks and listeners."""
+    fresh = MatchEngineService(service.config, store)
+    fresh._executor.shutdown()
+    fresh.add_sink(sink)
+    fresh.restore()
+    service.engine, service.methods = fresh.engine, fresh.methods
+    service.oper_id = fresh.oper_id
+
+
+class _Tail:
+    """The log as ``replay_from`` reads it, remembering the last record it handed out."""
+
+    def __init__(self, store: EngineStore) -> None:
+        self.store = store
+        self.last: OperRecord | None = None
+
+    def read_operlog(self, after_id: int) -> Any:
+        for record in self.store.read_operlog(after_id):
+            self.last = record
+            yield record
 
 
 def bus_mark(config: MatchEngineConfig) -> int:
@@ -352,6 +383,7 @@ class Leadership:
         #: standby: the log's last id minus the one applied
         self.lag = 0
         self._renewed = 0.0
+        self._tail = _Tail(store)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leader")
         self._task: asyncio.Task[None] | None = None
         self._quiet_until = 0.0
@@ -436,10 +468,33 @@ class Leadership:
                 return won
             await asyncio.sleep(POLL_INTERVAL)
 
+    def _follow_log(self) -> None:
+        """(In the leader thread.)  Apply what the log has after the engine's operation."""
+        if self._rewritten():
+            log.warning("standby: the log no longer holds operation %d as applied (the active "
+                        "deleted a refused commit that had landed): restoring again",
+                        self.service.oper_id)
+            self.held.reset()
+            restore_into(self.service, self.store, self.held)
+            self._tail.last = None
+        self.service.replay_from(self._tail)  # type: ignore[arg-type]
+
+    def _rewritten(self) -> bool:
+        """Whether the last record applied is no longer in the log as it was.  The log is
+        append-only except for one case: an active whose commit timed out refuses its
+        operations and, once the storage answers, deletes their rows if they landed after all
+        (service.py, storage failures); a standby may have applied them meanwhile."""
+        last = self._tail.last
+        if last is None or last.id != self.service.oper_id:
+            return False
+        now = next(iter(self.store.read_operlog(last.id - 1)), None)
+        return now is None or (now.id, now.time, now.method, now.params) != (
+            last.id, last.time, last.method, last.params)
+
     def _standby_step(self) -> str | None:
         """(In the leader thread.)  Apply what the log has; take the lease if it is free."""
         last = self.store.last_oper_id()
-        self.service.replay_from(self.store)
+        self._follow_log()
         self.lag = max(0, last - self.service.oper_id)
         row = self.lease.read()
         self.epoch = max(self.epoch, row.epoch)
@@ -453,7 +508,7 @@ class Leadership:
         self.epoch = epoch
         self.store.set_fence(LEASE_NAME, epoch)
         # everything committed before the epoch moved is in the log now, nothing after it
-        self.service.replay_from(self.store)
+        self._follow_log()
         self.lag = 0
         why = "expired" if row.expired else "its process is gone"
         log.warning("took over epoch %d after operation %d (lease of %s %s)", epoch,

@@ -39,6 +39,7 @@ from exchange_server.rpc.commands import service_commands
 from exchange_server.rpc.server import RpcServer
 
 NAME = "matchengine"
+log = logging.getLogger("exchange_server.leader")
 #: engine_steps started only by the active (a standby has the log and the engine already)
 ACTIVE_STEPS = ("history follower", "bus publisher", "matchengine")
 
@@ -152,13 +153,10 @@ class StandaloneMatchEngine(Composite):
     async def _restore_for(self, publisher: BusPublisher) -> None:
         """The held events do not reach back to the publisher's mark: restore a fresh engine
         from a slice at or before it (its replay feeds the publisher) and take it over."""
-        fresh = MatchEngineService(self.config, self.store)
-        fresh.add_sink(publisher)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, fresh.restore)
-        fresh._executor.shutdown()
-        self.service.engine, self.service.methods = fresh.engine, fresh.methods
-        self.service.oper_id = fresh.oper_id
+        log.warning("takeover: restoring from a slice (the events held do not reach back to "
+                    "the bus mark %d)", publisher.durable_mark())
+        await asyncio.get_running_loop().run_in_executor(
+            None, leader.restore_into, self.service, self.store, publisher)
 
     async def _deactivate(self) -> None:
         active, self._active = self._active, None

@@ -4,24 +4,33 @@ Why: active/standby matchengines are only safe if a deposed leader can never com
 whatever its clock says.  These tests drive the lease (matchprocess/leader.py) and the fenced
 store (store_mysql) directly: exactly one candidate wins an epoch, an append, a reset and a
 slice publication under a stale epoch commit nothing and raise ``Deposed``, a stopped leader's
-open transaction on the lease row is killed by the takeover, and a dead holder's named lock
-frees at once.
+open transaction on the lease row is killed by the takeover, a dead holder's named lock frees
+at once, and a standby notices when the log it applied was rewritten.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pymysql
 import pytest
 
-from exchange_server.common.config import MysqlConfig
+from exchange_server.common.config import MysqlConfig, load_matchengine
 from exchange_server.matchengine.core.engine import EngineState
+from exchange_server.matchengine.service import MatchEngineService
 from exchange_server.matchengine.store import Deposed, OperRecord, SliceInfo, StoreError
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
-from exchange_server.matchprocess.leader import LEASE_NAME, LeaseRow, LeaseStore
+from exchange_server.matchprocess.leader import (
+    LEASE_NAME,
+    HeldEvents,
+    Leadership,
+    LeaseRow,
+    LeaseStore,
+)
 from exchange_server.storage import mysql as mysql_db
+from tests.support.server import SHARED
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.mysql
@@ -161,3 +170,46 @@ def test_takeover_kills_a_stopped_writer(leases: Callable[[], LeaseStore],
         stuck.append(records(2, 1))
     assert stuck.last_oper_id() == 1
     stuck.close()
+
+
+def deposit(oper_id: int, amount: str) -> OperRecord:
+    return OperRecord(oper_id, 1_700_000_000.0 + oper_id, "update_balance",
+                      [1, "BTC", "deposit", oper_id, amount, {}])
+
+
+def test_standby_notices_a_rewritten_log(cfg: MysqlConfig, store: MysqlEngineStore) -> None:
+    """An active whose commit timed out refuses its operations and, if they landed after all,
+    deletes them (reset_to) before logging others under the same ids.  A standby that applied
+    them meanwhile must not go on from them: it restores again."""
+    golden = json.loads((SHARED / "golden" / "matchengine.json").read_text())
+    golden["db_log"] = {"host": cfg.host, "port": cfg.port, "user": cfg.user,
+                        "pass": cfg.password, "name": cfg.name}
+    golden["leader"] = {"lease": 5, "renew": 1}
+    config = load_matchengine(golden)
+    store.append([deposit(i, "1") for i in (1, 2, 3)])  # the day's table exists from here
+    standby_store = MysqlEngineStore(cfg)
+    standby_store.open()
+    service = MatchEngineService(config, standby_store)
+    held = HeldEvents(lambda: 0, 1000)
+    service.add_sink(held)
+
+    async def nothing() -> None:
+        return None
+
+    leadership = Leadership(config, standby_store, service, held, nothing, nothing)
+    try:
+        service.restore()
+        leadership._follow_log()
+        assert service.oper_id == 3
+        store.append([deposit(i, "100") for i in (4, 5)])  # refused, but landed
+        leadership._follow_log()
+        assert service.oper_id == 5 and [i for i, _ in held.events][-2:] == [4, 5]
+        store.reset_to(3)  # the active's recovery
+        store.append([deposit(i, "2") for i in (4, 5, 6)])
+        leadership._follow_log()
+        assert service.oper_id == 6
+        balance = service.methods.balance_query([1, "BTC"])
+        assert balance["BTC"]["available"] == "9"  # 3 x 1 + 3 x 2, not 3 + 200 + 2
+        assert [i for i, _ in held.events] == [1, 2, 3, 4, 5, 6]
+    finally:
+        standby_store.close()

@@ -125,6 +125,8 @@ class Pair:
                      "b": (root / "conf_b", root / "locks_b")}
         self.dirs["b"][0].mkdir()
         self.config, self.config_b = a, b
+        #: the standbys' held events are bounded too tightly for the load (takeovers restore)
+        self.cold = False
         self.write_configs()
 
     def write_configs(self) -> None:
