@@ -252,6 +252,10 @@ class LeaseStore:
     def _kill(self, connection_id: int) -> None:
         """End a stopped leader's writer connection (its open transaction may hold the lease
         row's lock); nothing if it is gone already."""
+        # only a connection to this database: after a server restart the id may be another's
+        if not self._run("SELECT 1 FROM information_schema.PROCESSLIST WHERE ID = %s"
+                         " AND DB = DATABASE()", (connection_id,)):
+            return
         try:
             self._run(f"KILL CONNECTION {int(connection_id)}")
             log.warning("killed connection %d of the previous leader's writer", connection_id)
@@ -426,6 +430,14 @@ class Leadership:
     # -- the loop ------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._lead()
+        except Exception:  # a bug, not the storage: a fresh worker (as a standby) is better
+            log.critical("matchengine leadership failed; restarting", exc_info=True)
+            self.deposed, self.active = True, False
+            await self.step_down()
+
+    async def _lead(self) -> None:
         previous = await self._standby()
         # renewed from now on: starting the active's components may take longer than the lease
         # (a first start creates the history tables)
