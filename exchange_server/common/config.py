@@ -35,6 +35,19 @@ from exchange_server.common.configread import read_json as read_json
 
 
 @dataclass(frozen=True)
+class LeaderConfig:
+    """Extension: the ``leader`` block of a matchengine that runs as one of several
+    active/standby engines on one log database (matchprocess/leader.py).  ``lease``: seconds a
+    leader's lease lasts after its last renewal (a stopped active is replaced after that);
+    ``renew``: seconds between renewals; ``instance``: this engine's name in the lease and the
+    alerts (default ``host:rpc-port``)."""
+
+    lease: float = setting(10.0, minimum=1.0)
+    renew: float = setting(2.0, minimum=0.1)
+    instance: str = ""
+
+
+@dataclass(frozen=True)
 class MysqlConfig:
     host: str
     user: str
@@ -136,6 +149,8 @@ class MatchEngineConfig:
     #: (accesshttp ``timeout``, 1 s in ``exchange-server run``), so no client sees a 504 for an
     #: operation whose fate is still open.
     commit_timeout: float = 0.7
+    #: Extension: active/standby engines on one log database (None: one engine, as the original).
+    leader: LeaderConfig | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
 

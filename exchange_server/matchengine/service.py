@@ -516,6 +516,14 @@ class MatchEngineService:
                                                    or self._recovery.done()):
             self._recovery = self._loop.create_task(self._recover())
 
+    def step_down(self, reason: str) -> None:
+        """Refuse every operation not durable yet, and every write from now on, for good (code
+        3; no recovery): another matchengine holds the log now (matchprocess/leader.py)."""
+        if not self.degraded:
+            self._fail(reason, recover=False)
+        if self._recovery is not None:
+            self._recovery.cancel()
+
     def _kill_children(self, durable_id: int) -> None:
         """Kill slice children whose slice covers refused operations: they would publish it
         as soon as the log reaches its end id again, with other operations under those ids."""

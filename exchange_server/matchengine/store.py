@@ -63,6 +63,12 @@ class StoreError(Exception):
     """The store cannot be used (corrupt log, gap in ids, unreachable database)."""
 
 
+class Deposed(StoreError):
+    """A write fenced off: the leader lease's epoch is no longer the one this process holds
+    (another matchengine took over, matchprocess/leader.py).  Nothing of the write was
+    committed, and no retry can succeed."""
+
+
 class OperLogGap(StoreError):
     """The operation log skips an id: the one error for a gap, whoever replays the log
     (restore, the rebuild after a storage failure, the history follower)."""

@@ -39,6 +39,16 @@ An original ViaBTC's ``trade_log`` (its templates lack ``exact``) is taken over 
 ours, its operlog tables widened; its slices (no ``source``, ``exact``, ``slice_update``) are
 read with its own load rules.
 
+Fencing (active/standby matchengines, matchprocess/leader.py): once :meth:`set_fence` gave the
+store a lease name and epoch, every transaction that changes the log or publishes a slice
+(``append``, ``reset_to``, ``publish_slice``) first locks the lease row (``SELECT ... FOR
+UPDATE`` on ``leader_lease``) and raises :class:`Deposed` without committing anything when the
+epoch is no longer ours.  The check and the writes commit together, and a takeover's epoch bump
+waits for that row lock, so a deposed leader can never commit, whatever its clock says.  The
+same statement records the writer connection's id in the row (``writer``), so that a new leader
+can KILL the connection of a stopped one that holds the row lock.  Without a fence (one
+matchengine, today's default) nothing of this runs.
+
 Times (order create/update times, operlog times, dedup times) are DOUBLE, which MariaDB gives
 back bit-exact.  A store keeps one connection and ends every operation with COMMIT or ROLLBACK,
 so it never holds InnoDB snapshots or metadata locks between calls (a forked child dropping an
@@ -62,6 +72,7 @@ from exchange_server.matchengine import original
 from exchange_server.matchengine.core.engine import EngineState
 from exchange_server.matchengine.logcodec import LogRow, decode_rows, encode_detail
 from exchange_server.matchengine.store import (
+    Deposed,
     EngineStore,
     OperRecord,
     SliceInfo,
@@ -251,6 +262,10 @@ class MysqlEngineStore(EngineStore):
         self._slice_sums: dict[int, int] = {}
         #: the last operation the original wrote, when taking over its database (original.py)
         self._takeover = 0
+        #: (lease name, epoch) every log write checks, None: not fenced (one matchengine)
+        self.fence: tuple[str, int] | None = None
+        #: a write found another epoch in the lease: this process is deposed
+        self.fenced_off = False
 
     def __repr__(self) -> str:
         return f"MysqlEngineStore({self.cfg.host}:{self.cfg.port}/{self.cfg.name})"
@@ -311,7 +326,32 @@ class MysqlEngineStore(EngineStore):
         return self._takeover
 
     def clone(self) -> MysqlEngineStore:
-        return MysqlEngineStore(self.cfg)
+        twin = MysqlEngineStore(self.cfg)
+        twin.fence = self.fence  # a slice child publishes under its parent's epoch
+        return twin
+
+    def set_fence(self, name: str, epoch: int) -> None:
+        """From now on every log write checks that lease ``name`` still has ``epoch``."""
+        self.fence = (name, epoch)
+
+    def _check_fence(self, conn: pymysql.Connection) -> None:
+        """Inside a write transaction: lock the lease row; :class:`Deposed` if the epoch moved
+        on (the caller rolls back).  Records this connection as the writer of the epoch."""
+        if self.fence is None:
+            return
+        name, epoch = self.fence
+        with conn.cursor() as cur:
+            cur.execute("SELECT epoch, holder, writer FROM leader_lease WHERE name = %s"
+                        " FOR UPDATE", (name,))
+            row = cur.fetchone()
+            if row is None or int(row[0]) != epoch:
+                conn.rollback()  # nothing of the transaction commits; the row lock goes
+                self.fenced_off = True
+                raise Deposed(f"lease {name!r} epoch {row[0] if row else 'none'} is held by "
+                              f"{row[1] if row else 'nobody'}, not ours ({epoch}): write refused")
+            if row[2] != conn.thread_id():
+                cur.execute("UPDATE leader_lease SET writer = %s WHERE name = %s",
+                            (conn.thread_id(), name))
 
     def _ensure_checksum_column(self, table: str,
                                 conn: pymysql.Connection | None = None) -> None:
@@ -433,6 +473,7 @@ class MysqlEngineStore(EngineStore):
                     self._ensure_checksum_column(table)
             conn.begin()
             try:
+                self._check_fence(conn)
                 for table, group in groups.items():
                     sql = (f"INSERT INTO `{table}` (id, time, detail, checksum)"
                            " VALUES (%s, %s, %s, %s)")
@@ -520,6 +561,14 @@ class MysqlEngineStore(EngineStore):
             last = rows[-1][0]
 
     def reset_to(self, oper_id: int) -> None:
+        if self.fence is not None:  # a deposed leader deletes nothing (slices below either)
+            try:
+                conn = self._connection()
+                conn.begin()
+                self._check_fence(conn)
+                conn.rollback()
+            except pymysql.MySQLError as e:
+                raise self._error("cannot check the leader lease", e) from e
         for info in self.list_slices():
             if info.end_oper_id > oper_id:
                 self.delete_slice(info)
@@ -530,6 +579,7 @@ class MysqlEngineStore(EngineStore):
                 cur.execute("CREATE TABLE IF NOT EXISTS store_probe (id INT UNSIGNED NOT NULL"
                             " PRIMARY KEY, time DOUBLE NOT NULL) ENGINE=InnoDB")
                 conn.begin()
+                self._check_fence(conn)
                 for table in tables[-2:]:  # only the newest day tables can hold recent ids
                     cur.execute(f"DELETE FROM `{table}` WHERE id > %s", (oper_id,))
                 cur.execute("REPLACE INTO store_probe (id, time) VALUES (1, %s)", (time.time(),))
@@ -685,6 +735,7 @@ class MysqlEngineStore(EngineStore):
             conn = self._connection()
             with conn.cursor() as cur:
                 conn.begin()
+                self._check_fence(conn)
                 cur.execute("DELETE FROM slice_history WHERE time = %s", (t,))
                 cur.execute(
                     "INSERT INTO slice_history (time, end_oper_id, end_order_id, end_deals_id,"

@@ -6,7 +6,10 @@ input/output/error go to ``/dev/null``.
 
 :func:`watchdog` forks the worker and waits for it, as the original's process_keepalive:
 
-* worker exits normally (any exit status) -> the watchdog exits with that status;
+* worker exits normally (any exit status but :data:`RESTART_STATUS`) -> the watchdog exits
+  with that status;
+* worker exits with :data:`RESTART_STATUS` (a matchengine that lost its leadership and steps
+  down, matchprocess/leader.py) -> a new worker after ``restart_delay``, without an alert;
 * worker killed by a signal -> a FATAL log line (which also becomes an alert) and a new worker
   after ``restart_delay`` (0.5 s: the restart is due within 1 s);
 * SIGTERM / SIGQUIT to the watchdog are passed on to the worker, and the watchdog exits when
@@ -30,6 +33,8 @@ from types import FrameType
 log = logging.getLogger("exchange_server.process")
 
 RESTART_DELAY = 0.5
+#: Exit status by which a worker asks for a fresh worker (not an error: no alert).
+RESTART_STATUS = 76
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGQUIT)
 _FORWARDED = (signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU)
 
@@ -109,7 +114,13 @@ def watchdog(name: str, restart_delay: float = RESTART_DELAY, daemon: bool = Tru
         if os.WIFEXITED(status):
             code = os.WEXITSTATUS(status)
             log.info("watchdog: worker %d exited with status %d", pid, code)
-            return code
+            if code != RESTART_STATUS or state["stopping"]:
+                return code
+            log.warning("watchdog: worker %d asked for a restart", pid)
+            time.sleep(restart_delay)
+            if state["stopping"]:
+                return 0
+            continue
         if not os.WIFSIGNALED(status):  # pragma: no cover - stopped/continued are not waited for
             log.error("watchdog: worker %d terminated, waitpid status %d", pid, status)
             return 1

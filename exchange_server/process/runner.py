@@ -146,8 +146,11 @@ async def _serve(name: str, data: dict[str, Any], build: Build, settings: Proces
         stack.push_async_exit(await start_steps(_listener_steps(name, settings)))
         log.warning("server start: %s (pid %d)", name, os.getpid())
         if not await _wait(service, signals):
-            log.critical("%s: service ended by itself", name)
-            code = 1
+            # a service may end by itself on purpose and say with which status (a deposed
+            # matchengine asks its watchdog for a fresh worker, daemon.RESTART_STATUS)
+            code = getattr(service, "exit_status", None) or 1
+            if code == 1:
+                log.critical("%s: service ended by itself", name)
     except Exception as e:
         log.critical("%s: %s", name, e, exc_info=not isinstance(e, StartupFailed))
         code = 1

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from exchange_server.common.config import ConfigError
+from exchange_server.process.daemon import RESTART_STATUS
 from exchange_server.process.limits import apply_limits
 from exchange_server.process.lock import ProcessExists, acquire_process_lock, lock_path
 from exchange_server.process.logsetup import (
@@ -53,6 +54,7 @@ from exchange_server.process import run_service
 class Tiny:
     def __init__(self, data):
         self.cfg = data["tiny"]
+        self.exit_status = self.cfg.get("exit_status")
 
     async def start(self):
         pid_file = self.cfg["pid_file"]
@@ -226,6 +228,24 @@ def test_watchdog_restarts_killed_worker_and_sigterm_stops_all(worker: Worker) -
     log_text = Path(f"{worker.log_path}.log").read_text()
     assert f"process: {first}, name: {worker.name} terminated by signal: 'Killed'" in log_text
     assert "[fatal]" in log_text
+
+
+def test_watchdog_restarts_a_worker_that_asks_for_it(tmp_path: Path) -> None:
+    """A worker ending with RESTART_STATUS (a deposed matchengine stepping down) gets a fresh
+    worker, without a fatal line; SIGTERM still stops everything."""
+    w = Worker(tmp_path, exit_after=0.5, exit_status=RESTART_STATUS)
+    try:
+        watchdog = w.start("--watchdog")
+        first = w.worker_pid()
+        second = w.worker_pid(timeout=10, not_pid=first)
+        assert second != first and watchdog.poll() is None
+        watchdog.send_signal(signal.SIGTERM)
+        assert watchdog.wait(timeout=10) == 0
+        log_text = Path(f"{w.log_path}.log").read_text()
+        assert f"watchdog: worker {first} asked for a restart" in log_text
+        assert "[fatal]" not in log_text
+    finally:
+        w.cleanup()
 
 
 def test_watchdog_exits_when_worker_exits_normally(tmp_path: Path) -> None:

@@ -1,0 +1,215 @@
+"""The leader lease and the fenced operation log, on the real MariaDB.
+
+Why: active/standby matchengines are only safe if a deposed leader can never commit to the log,
+whatever its clock says.  These tests drive the lease (matchprocess/leader.py) and the fenced
+store (store_mysql) directly: exactly one candidate wins an epoch, an append, a reset and a
+slice publication under a stale epoch commit nothing and raise ``Deposed``, a stopped leader's
+open transaction on the lease row is killed by the takeover, a dead holder's named lock frees
+at once, and a standby notices when the log it applied was rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pymysql
+import pytest
+
+from exchange_server.common.config import MysqlConfig, load_matchengine
+from exchange_server.matchengine.core.engine import EngineState
+from exchange_server.matchengine.service import MatchEngineService
+from exchange_server.matchengine.store import Deposed, OperRecord, SliceInfo, StoreError
+from exchange_server.matchengine.store_mysql import MysqlEngineStore
+from exchange_server.matchprocess.leader import (
+    LEASE_NAME,
+    HeldEvents,
+    Leadership,
+    LeaseRow,
+    LeaseStore,
+)
+from exchange_server.storage import mysql as mysql_db
+from tests.support.server import SHARED
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.mysql
+
+
+@pytest.fixture
+def cfg(mysql_config: Callable[..., MysqlConfig]) -> MysqlConfig:
+    return mysql_config("test_lease")
+
+
+@pytest.fixture
+def leases(cfg: MysqlConfig) -> Iterator[Callable[[], LeaseStore]]:
+    opened: list[LeaseStore] = []
+
+    def make() -> LeaseStore:
+        lease = LeaseStore(cfg)
+        lease.open()
+        opened.append(lease)
+        return lease
+
+    yield make
+    for lease in opened:
+        lease.close()
+
+
+@pytest.fixture
+def store(cfg: MysqlConfig) -> Iterator[MysqlEngineStore]:
+    s = MysqlEngineStore(cfg)
+    s.open()
+    yield s
+    s.close()
+
+
+def records(first: int, count: int) -> list[OperRecord]:
+    return [OperRecord(i, 1_700_000_000.0 + i, "update_balance",
+                       [1, "BTC", "deposit", i, "1"]) for i in range(first, first + count)]
+
+
+def expired(lease: LeaseStore) -> LeaseRow:
+    """The lease row once it expired in the database's clock."""
+    return wait_until(lambda: (row := lease.read()).expired and row, 10, 0.05, "lease expiry")
+
+
+def query(cfg: MysqlConfig, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+    conn = mysql_db.connect(cfg)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def test_one_winner_per_epoch(leases: Callable[[], LeaseStore], cfg: MysqlConfig) -> None:
+    a, b = leases(), leases()
+    row = a.read()
+    assert (row.epoch, row.holder) == (0, "") and row.expired
+    assert a.take(row, "a:1", 30) == 1
+    assert b.take(row, "b:2", 30) is None  # the same observed epoch: the UPDATE matches nothing
+    row = b.read()
+    assert (row.epoch, row.holder, row.expired) == (1, "a:1", False)
+    assert not b.holder_gone(1)  # a's connection holds the epoch's named lock
+    assert a.renew(1, "a:1", 30)
+    assert not b.renew(1, "b:2", 30)
+    assert query(cfg, "SELECT epoch, name, holder, previous FROM leader_history") == [
+        (1, LEASE_NAME, "a:1", "")]
+
+
+def test_dead_holder_frees_its_lock(leases: Callable[[], LeaseStore]) -> None:
+    a, b = leases(), leases()
+    assert a.take(a.read(), "a:1", 30) == 1
+    assert not b.holder_gone(1)
+    a.close()  # what the kernel does to the connections of a killed process
+    assert b.holder_gone(1)
+    row = b.read()
+    assert not row.expired
+    assert b.take(row, "b:2", 30) == 2
+
+
+def test_stale_epoch_commits_nothing(leases: Callable[[], LeaseStore],
+                                     store: MysqlEngineStore, cfg: MysqlConfig) -> None:
+    a, b = leases(), leases()
+    assert a.take(a.read(), "a:1", 0.2) == 1
+    store.set_fence(LEASE_NAME, 1)
+    store.append(records(1, 3))
+    assert store.last_oper_id() == 3
+    row = expired(b)
+    assert b.take(row, "b:2", 30) == 2
+    with pytest.raises(StoreError):  # its writer connection was killed by the takeover
+        store.append(records(4, 2))
+    with pytest.raises(Deposed):  # and reconnected, the epoch check refuses it
+        store.append(records(4, 2))
+    assert store.fenced_off
+    assert store.last_oper_id() == 3
+    assert [r.id for r in store.read_operlog(0)] == [1, 2, 3]
+    with pytest.raises(Deposed):
+        store.reset_to(1)  # a deposed leader's recovery deletes nothing
+    assert store.last_oper_id() == 3
+    info = SliceInfo(1_700_000_100, 3, 0, 0)
+    store.write_slice_data(info, EngineState())
+    with pytest.raises(Deposed):
+        store.publish_slice(info)
+    assert store.latest_slice() is None
+    assert not a.renew(1, "a:1", 30)
+    # the new epoch's writer goes on where the log ends
+    other = MysqlEngineStore(cfg)
+    other.open()
+    try:
+        other.set_fence(LEASE_NAME, 2)
+        other.append(records(4, 2))
+        assert other.last_oper_id() == 5
+        assert other.clone().fence == (LEASE_NAME, 2)
+    finally:
+        other.close()
+
+
+def test_takeover_kills_a_stopped_writer(leases: Callable[[], LeaseStore],
+                                         cfg: MysqlConfig) -> None:
+    """A leader stopped inside an append holds the lease row's lock: once its lease expired,
+    the candidate kills that writer connection (recorded in the row) and takes over."""
+    a, b = leases(), leases()
+    assert a.take(a.read(), "a:1", 0.5) == 1
+    stuck = MysqlEngineStore(cfg)
+    stuck.open()
+    stuck.set_fence(LEASE_NAME, 1)
+    stuck.append(records(1, 1))  # records the writer connection in the lease row
+    conn = stuck._connection()
+    conn.begin()
+    stuck._check_fence(conn)  # the row lock, held as by a process stopped mid-append
+    row = expired(b)
+    assert row.writer == conn.thread_id()
+    assert b.take(row, "b:2", 30) == 2
+    with pytest.raises(pymysql.MySQLError):
+        conn.commit()  # its connection was killed: nothing of it commits
+    stuck._fail()
+    with pytest.raises(Deposed):
+        stuck.append(records(2, 1))
+    assert stuck.last_oper_id() == 1
+    stuck.close()
+
+
+def deposit(oper_id: int, amount: str) -> OperRecord:
+    return OperRecord(oper_id, 1_700_000_000.0 + oper_id, "update_balance",
+                      [1, "BTC", "deposit", oper_id, amount, {}])
+
+
+def test_standby_notices_a_rewritten_log(cfg: MysqlConfig, store: MysqlEngineStore) -> None:
+    """An active whose commit timed out refuses its operations and, if they landed after all,
+    deletes them (reset_to) before logging others under the same ids.  A standby that applied
+    them meanwhile must not go on from them: it restores again."""
+    golden = json.loads((SHARED / "golden" / "matchengine.json").read_text())
+    golden["db_log"] = {"host": cfg.host, "port": cfg.port, "user": cfg.user,
+                        "pass": cfg.password, "name": cfg.name}
+    golden["leader"] = {"lease": 5, "renew": 1}
+    config = load_matchengine(golden)
+    store.append([deposit(i, "1") for i in (1, 2, 3)])  # the day's table exists from here
+    standby_store = MysqlEngineStore(cfg)
+    standby_store.open()
+    service = MatchEngineService(config, standby_store)
+    held = HeldEvents(lambda: 0, 1000)
+    service.add_sink(held)
+
+    async def nothing() -> None:
+        return None
+
+    leadership = Leadership(config, standby_store, service, held, nothing, nothing)
+    try:
+        service.restore()
+        leadership._follow_log()
+        assert service.oper_id == 3
+        store.append([deposit(i, "100") for i in (4, 5)])  # refused, but landed
+        leadership._follow_log()
+        assert service.oper_id == 5 and [i for i, _ in held.events][-2:] == [4, 5]
+        store.reset_to(3)  # the active's recovery
+        store.append([deposit(i, "2") for i in (4, 5, 6)])
+        leadership._follow_log()
+        assert service.oper_id == 6
+        balance = service.methods.balance_query([1, "BTC"])
+        assert balance["BTC"]["available"] == "9"  # 3 x 1 + 3 x 2, not 3 + 200 + 2
+        assert [i for i, _ in held.events] == [1, 2, 3, 4, 5, 6]
+    finally:
+        standby_store.close()
