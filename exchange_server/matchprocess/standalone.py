@@ -1,6 +1,10 @@
 """The matchengine as its own process (production): MySQL operation log, history written by the
 follower process, deals/orders/balances published to Kafka, the binary RPC server for the
-gateways.  Run by ``exchange-server matchengine -c CONFIG``."""
+gateways.  Run by ``exchange-server matchengine -c CONFIG``.
+
+The bus publisher's mark lives in the log database (``bus_mark``, bus/mark.py), not in
+``bus_mark_file``: whichever host runs the matchengine next continues from it.  The file is
+only read once, on the first start after an upgrade, to take its mark over."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from functools import partial
 from typing import Any
 
 from exchange_server.bus.kafka import KafkaTransport
+from exchange_server.bus.mark import MarkFile, MarkStoreError, MysqlMark
 from exchange_server.bus.publisher import BusPublisher
 from exchange_server.common.config import MatchEngineConfig, load_matchengine
 from exchange_server.common.names import Storage
@@ -33,7 +38,8 @@ class StandaloneMatchEngine(Composite):
         self.store = MysqlEngineStore(config.db_log)
         self.service = MatchEngineService(config, self.store)
         self.publisher = BusPublisher(KafkaTransport(config.brokers, config.kafka_topic_prefix),
-                                      config.bus_mark_file,
+                                      MysqlMark(config.db_log,
+                                                legacy=MarkFile(config.bus_mark_file)),
                                       max_pending=config.kafka_max_pending)
         self.service.add_sink(self.publisher)
         self.follower = FollowerProcess(
@@ -62,7 +68,7 @@ class StandaloneMatchEngine(Composite):
         """Start every step; when one fails, those before it are stopped (in reverse)."""
         try:
             await super().start()
-        except StoreError as e:
+        except (StoreError, MarkStoreError) as e:
             raise StartupFailed(f"cannot start: {e}") from None
 
 
