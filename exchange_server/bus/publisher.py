@@ -107,6 +107,17 @@ class BusPublisher:
             self._is_loaded = True
         return self._loaded
 
+    def reload_mark(self) -> Mark:
+        """Read the mark again (a standby taking over: its restore at start read the mark of
+        that time; the active it replaces has published more since).  Only before ``start``
+        and with nothing queued: what this publisher was handed must not depend on a mark it
+        no longer holds."""
+        if self._started or self._opers or self.pending_total():
+            raise RuntimeError("reload_mark: the publisher is started or holds messages")
+        self._is_loaded = False
+        self._last_oper_id = 0
+        return self.load_mark()
+
     def start_after(self, oper_id: int) -> None:
         """Operations up to ``oper_id`` were published by someone else (an original ViaBTC
         matchengine taken over, matchengine/original.py): raise the mark to it, in the file

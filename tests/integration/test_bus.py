@@ -487,6 +487,36 @@ async def test_kafka_publisher_continues_from_the_database_mark_on_another_host(
         assert [(m.oper_id, m.value) for m in messages] == expected[topic], topic
 
 
+@pytest.mark.mysql
+async def test_a_standby_rereads_the_mark_when_it_takes_over(
+        kafka_brokers: str, kafka_topics: Callable[[], str],
+        mysql_config: Callable[..., MysqlConfig]) -> None:
+    """A standby restored (and so read the mark) at its start; the active published more
+    afterwards: ``reload_mark`` at the takeover gives the active's last mark."""
+    prefix = kafka_topics()
+    cfg = mysql_config(prefix="busmark")
+    ops = session().ops
+    active = BusPublisher(KafkaTransport(kafka_brokers, prefix), MysqlMark(cfg))
+    standby = BusPublisher(KafkaTransport(kafka_brokers, prefix), MysqlMark(cfg))
+    assert standby.durable_mark() == 0  # the standby's restore, before the active publishes
+    await active.start()
+    publish(active, ops[:150])
+    await active.stop()
+    assert standby.durable_mark() == 0  # read once...
+    assert standby.reload_mark().oper_id == ops[149].oper_id  # ...and again at the takeover
+    assert standby.durable_mark() == ops[149].oper_id
+    await standby.start()
+    with pytest.raises(RuntimeError):
+        standby.reload_mark()
+    publish(standby, ops)
+    assert await standby.flush(30)
+    await standby.stop()
+    expected = expected_topics(ops)
+    for topic in TOPICS:
+        messages = await read_kafka(kafka_brokers, prefix, topic, len(expected[topic]))
+        assert [(m.oper_id, m.value) for m in messages] == expected[topic], topic
+
+
 @pytest.mark.parametrize("topic", TOPICS)
 def test_topics_are_the_originals(topic: str) -> None:
     assert topic in ("deals", "orders", "balances")
