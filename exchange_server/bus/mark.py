@@ -76,6 +76,10 @@ class MarkStore(Protocol):
 
     def save(self, mark: Mark) -> None: ...
 
+    def close(self) -> None:
+        """Release what the store holds (a connection); the next call opens it again."""
+        ...
+
 
 def _valid(oper_id: Any, offsets: Any) -> bool:
     return type(oper_id) is int and oper_id >= 0 and isinstance(offsets, dict) and all(
@@ -120,6 +124,9 @@ class MarkFile:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+
+    def close(self) -> None:
+        pass
 
 
 class MysqlMark:

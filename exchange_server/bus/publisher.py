@@ -224,6 +224,7 @@ class BusPublisher:
             self._started = False
         if final_mark:
             self._save_mark()
+        self.mark_file.close()
         left = self.pending_total()
         if left:
             log.warning("bus stopped with %d unacknowledged messages: they are published again "
