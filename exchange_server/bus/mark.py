@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import pymysql
 
-from exchange_server.common.config import MysqlConfig
+from exchange_server.common.config import MatchEngineConfig, MysqlConfig
 from exchange_server.storage import mysql as mysql_db
 
 log = logging.getLogger("exchange_server.bus")
@@ -147,7 +147,6 @@ class MysqlMark:
         """The stored mark; raises :class:`MarkStoreError` when the database cannot be read
         (unlike a bad file, a database that is down must not read as mark 0)."""
         try:
-            mysql_db.ensure_database(self.cfg)
             row = self._read()
             if row is None and self.legacy is not None and self.legacy.exists():
                 row = self._take_over_legacy(self.legacy)
@@ -173,6 +172,7 @@ class MysqlMark:
 
     def _connection(self) -> pymysql.Connection:
         if self._conn is None:
+            mysql_db.ensure_database(self.cfg)  # (a first start: the log's may not exist yet)
             self._conn = mysql_db.connect(self.cfg, connect_timeout=MYSQL_TIMEOUT,
                                           read_timeout=MYSQL_TIMEOUT,
                                           write_timeout=MYSQL_TIMEOUT)
@@ -212,3 +212,12 @@ class MysqlMark:
         log.warning("bus mark taken over from %s into %r: operation %d (the file is no longer "
                     "read or written and may be removed)", legacy.path, self, mark.oper_id)
         return self._read()  # (another process may have stored a higher one meanwhile)
+
+
+def publisher_mark(config: MatchEngineConfig) -> MysqlMark:
+    """The production matchengine's mark store: its row in the log database, the old mark
+    file (``bus_mark_file``) taken over on the first start after the upgrade.  The one place
+    that says where a production mark is kept (the process, a standby reading the active's
+    mark and a new active's publisher all use it)."""
+    assert config.db_log is not None
+    return MysqlMark(config.db_log, legacy=MarkFile(config.bus_mark_file))

@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 from exchange_server.bus.kafka import KafkaTransport
-from exchange_server.bus.mark import MarkFile, MarkStoreError, MysqlMark
+from exchange_server.bus.mark import MarkStoreError, publisher_mark
 from exchange_server.bus.publisher import BusPublisher
 from exchange_server.common.config import MatchEngineConfig, load_matchengine
 from exchange_server.common.names import Storage
@@ -38,8 +38,7 @@ class StandaloneMatchEngine(Composite):
         self.store = MysqlEngineStore(config.db_log)
         self.service = MatchEngineService(config, self.store)
         self.publisher = BusPublisher(KafkaTransport(config.brokers, config.kafka_topic_prefix),
-                                      MysqlMark(config.db_log,
-                                                legacy=MarkFile(config.bus_mark_file)),
+                                      publisher_mark(config),
                                       max_pending=config.kafka_max_pending)
         self.service.add_sink(self.publisher)
         self.follower = FollowerProcess(

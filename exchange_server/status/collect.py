@@ -12,13 +12,14 @@ Targets: the embedded ``run``'s metrics port, any URLs, or the configs of a depl
 config's ``metrics.bind``): see :func:`targets_from_configs`.
 
 Leadership (active/standby matchengines, issue 16): each matchengine that runs with a standby
-exports ``exchange_matchengine_leader`` (1 active, 0 standby or deposed),
-``exchange_matchengine_leader_epoch``, ``exchange_matchengine_standby_lag_operations`` and
-``exchange_matchengine_leader_changes`` (the names without ``exchange_`` are read too).  A
-matchengine without them is "single" (no standby configured) and judged as before.  The
-active's samples are the ones the engine block and the consumer lags are computed from.  With
-a deployment's configs, the log database's ``leader_history`` table (epoch, holder, taken_at)
-adds when each leader took over (:func:`leader_history`; optional).
+(its ``leader`` block, matchprocess/leader.py) exports ``exchange_leader`` (1 active, 0 standby
+or deposed), ``exchange_leader_epoch``, ``exchange_standby_lag_operations`` and
+``exchange_leader_changes``, labelled ``service="matchengine"`` (``exchange_matchengine_leader``
+and ``matchengine_leader`` and so on are read too).  A matchengine without them is "single" (no
+standby configured) and judged as before.  The active's samples are the ones the engine block
+and the consumer lags are computed from.  With a deployment's configs, the log database's
+``leader_history`` table (epoch, holder, previous, taken_at) adds when each leader took over
+(:func:`leader_history`; optional).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pymysql
+import pymysql.cursors
 from prometheus_client.parser import text_string_to_metric_families
 
 from exchange_server.common.config import ConfigError, MysqlConfig, read_json, read_mysql
@@ -169,17 +171,24 @@ def leader_history(cfg: MysqlConfig, limit: int = 10,
         conn = mysql_db.connect(cfg, connect_timeout=timeout, read_timeout=timeout,
                                 write_timeout=timeout)
         try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT epoch, holder, taken_at FROM leader_history "
-                            "ORDER BY epoch DESC LIMIT %s", (limit,))
+            with conn.cursor(pymysql.cursors.DictCursor) as cur:
+                cur.execute("SELECT * FROM leader_history ORDER BY epoch DESC, taken_at DESC "
+                            "LIMIT %s", (limit,))
                 rows = cur.fetchall()
         finally:
             conn.close()
     except pymysql.MySQLError as e:
         log.info("leader_history not read: %s", e)
         return None
-    return [{"epoch": int(epoch), "holder": str(holder), "taken_at": _seconds(taken_at)}
-            for epoch, holder, taken_at in rows]
+    return [_change(row) for row in rows]
+
+
+def _change(row: dict[str, Any]) -> dict[str, Any]:
+    change = {"epoch": int(row["epoch"]), "holder": str(row["holder"]),
+              "taken_at": _seconds(row.get("taken_at"))}
+    if row.get("previous") is not None:
+        change["previous"] = str(row["previous"])
+    return change
 
 
 def _seconds(value: Any) -> float | None:
@@ -274,6 +283,9 @@ def _services(scrapes: list[Scrape], unwatched: list[str]) -> list[dict[str, Any
 
 def _leader_gauge(s: Scrape, name: str) -> float | None:
     """A leadership gauge of a scrape, under any of the names the contract allows."""
+    value = s.values.get(f"exchange_{name}", {}).get("matchengine")
+    if value is not None:
+        return value
     for family in (f"exchange_matchengine_{name}", f"matchengine_{name}",
                    f"exchange_matchengine_{name}_total", f"matchengine_{name}_total"):
         values = s.values.get(family)
@@ -339,7 +351,7 @@ def leadership(scrapes: list[Scrape],
         "history": history,
         "last_change": history[0] if history else None,
     }
-    if history and len(history) > 1:
+    if history and len(history) > 1 and "previous" not in history[0]:
         view["last_change"] = dict(history[0], previous=history[1]["holder"])
     return view, by_row[leader] if leader is not None else None
 

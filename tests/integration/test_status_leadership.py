@@ -1,12 +1,13 @@
 """The operator's view of active/standby matchengines: ``exchange-server status`` (text, JSON,
 exit code) and its ``--serve`` page data over real metrics endpoints.
 
-Why exporters of our own here: the leadership gauges come from the failover branch's
-matchengine (its ``leader`` block); until it runs in these tests, each matchengine endpoint is
-a real HTTP server serving what ``common.metrics.gauges("matchengine")`` exports, the
-leadership gauges included (names of ``LEADERSHIP_METRICS``, the contract), in the Prometheus
-text format of prometheus_client.  The status command reads them over HTTP as it reads any
-deployment.  ``leader_history`` is read from a real MariaDB database.
+Why endpoints of our own here: the leadership gauges come from matchengines with a ``leader``
+block (matchprocess/leader.py); putting real ones in each state judged here (no active, two
+actives, a lagging standby) would take a lease race per case.  Each matchengine endpoint is a
+real HTTP server serving what ``common.metrics.gauges("matchengine")`` exports, the leadership
+gauges included (``LEADERSHIP_METRICS``), in prometheus_client's text format; the status
+command reads them over HTTP as it reads any deployment.  ``leader_history`` is read from a
+real MariaDB database.
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ from typing import Any
 import pytest
 
 from exchange_server.common.config import MysqlConfig
-from exchange_server.status.collect import Thresholds
+from exchange_server.status.collect import Scrape, Target, Thresholds, build_status, parse_metrics
 from exchange_server.storage import mysql as mysql_db
-from tests.support.leadership import Exporter, exporter_pool, leader, standby
+from tests.support.leadership import (
+    Exporter,
+    create_leader_history,
+    exporter_pool,
+    leader,
+    standby,
+)
 from tests.support.server import REPO
 from tests.support.status_support import LEADERSHIP_METRICS, RULES, named_metrics
 
@@ -56,10 +63,9 @@ def test_the_exporters_serve_the_names_the_rules_use(exporters: Callable[[], Exp
     """The contract: the names of the alert rules are the names these endpoints serve."""
     a = exporters()
     a.set(**leader(1))
-    rule_names = {n for n in named_metrics() if "matchengine_" in n}
-    assert rule_names == {"exchange_matchengine_leader", "exchange_matchengine_leader_epoch",
-                          "exchange_matchengine_standby_lag_operations"}
-    assert rule_names <= LEADERSHIP_METRICS
+    rule_names = named_metrics() & LEADERSHIP_METRICS
+    assert rule_names == {"exchange_leader", "exchange_leader_epoch",
+                          "exchange_standby_lag_operations"}
     with urllib.request.urlopen(a.url, timeout=10) as resp:
         text = resp.read().decode()
     for name in LEADERSHIP_METRICS:
@@ -162,16 +168,8 @@ def test_last_leader_change_from_the_log_database(
     assert data["leadership"]["history"] is None and data["leadership"]["last_change"] is None
 
     taken = time.time() - 60
-    conn = mysql_db.connect(cfg)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("CREATE TABLE leader_history (epoch BIGINT UNSIGNED PRIMARY KEY, "
-                        "holder VARCHAR(255) NOT NULL, taken_at DOUBLE NOT NULL)")
-            cur.executemany("INSERT INTO leader_history VALUES (%s, %s, %s)",
-                            [(1, "host-a:100", taken - 3600), (2, "host-b:200", taken)])
-        conn.commit()
-    finally:
-        conn.close()
+    create_leader_history(cfg, [(1, "host-a:100", "", taken - 3600),
+                                (2, "host-b:200", "host-a:100", taken)])
     code, data, text = status("-c", str(tmp_path))
     assert code == 0, data["problems"]
     change = data["leadership"]["last_change"]
@@ -180,3 +178,22 @@ def test_last_leader_change_from_the_log_database(
     assert [h["epoch"] for h in data["leadership"]["history"]] == [2, 1]
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(taken))
     assert f"last leader change: epoch 2 taken by host-b:200 (was host-a:100) {when}" in text
+
+
+def test_other_spellings_of_the_gauges_and_a_history_without_previous() -> None:
+    """``exchange_matchengine_leader`` / ``matchengine_leader`` (the names of the issue) are
+    read as ``exchange_leader``; a ``leader_history`` without ``previous`` takes the holder
+    of the epoch before."""
+    text = "\n".join([
+        '# TYPE exchange_service_up gauge', 'exchange_service_up{service="matchengine"} 1',
+        '# TYPE exchange_matchengine_leader gauge',
+        'exchange_matchengine_leader{service="matchengine"} 1',
+        '# TYPE matchengine_leader_epoch gauge', 'matchengine_leader_epoch 9',
+        '# TYPE matchengine_leader_changes counter', 'matchengine_leader_changes_total 3', ""])
+    scrape = Scrape(Target("me", "u"), parse_metrics(text))
+    history = [{"epoch": 9, "holder": "b", "taken_at": 2.0},
+               {"epoch": 8, "holder": "a", "taken_at": 1.0}]
+    view = build_status([scrape], Thresholds(), history=history)["leadership"]
+    assert [(r["role"], r["epoch"], r["leader_changes"]) for r in view["matchengines"]] == [
+        ("active", 9, 3)]
+    assert view["last_change"] == {"epoch": 9, "holder": "b", "taken_at": 2.0, "previous": "a"}

@@ -1,10 +1,11 @@
-"""Stand-in matchengine metrics endpoints for the leadership view (test_status_leadership.py,
-test_status_page.py).
+"""Stand-in matchengine metrics endpoints and leader_history rows for the leadership view
+(test_status_leadership.py, test_status_page.py).
 
-Why: the leadership gauges come from a matchengine with a standby (the failover branch's
-``leader`` block); these endpoints serve what ``common.metrics.gauges("matchengine")`` exports,
-the leadership gauges included (``status_support.LEADERSHIP_METRICS``, the contract), in the
-Prometheus text format of prometheus_client, over real HTTP.
+Why: the leadership gauges come from a matchengine with a standby (its ``leader`` block,
+matchprocess/leader.py), which needs two matchengines, a lease and a takeover to show each
+state; these endpoints serve what ``common.metrics.gauges("matchengine")`` exports, the
+leadership gauges included (``status_support.LEADERSHIP_METRICS``), in the Prometheus text
+format of prometheus_client, over real HTTP, in whatever state a test needs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from exchange_server.common.config import MysqlConfig
+from exchange_server.storage import mysql as mysql_db
 
 #: a matchengine's samples besides the leadership gauges (what `status` judges by)
 ENGINE = {"service_up": 1, "operations": 100, "operlog_durable_operation": 100,
@@ -90,12 +94,30 @@ def exporter_pool() -> Iterator[Callable[[], Exporter]]:
 
 
 def leader(epoch: int, changes: int = 1) -> dict[str, float]:
-    return {"matchengine_leader": 1, "matchengine_leader_epoch": epoch,
-            "matchengine_standby_lag_operations": 0, "matchengine_leader_changes": changes}
+    return {"leader": 1, "leader_epoch": epoch, "standby_lag_operations": 0,
+            "leader_changes": changes}
 
 
 def standby(epoch: int, lag: int) -> dict[str, float]:
-    return {"matchengine_leader": 0, "matchengine_leader_epoch": epoch,
-            "matchengine_standby_lag_operations": lag, "matchengine_leader_changes": 1}
+    return {"leader": 0, "leader_epoch": epoch, "standby_lag_operations": lag,
+            "leader_changes": 1}
 
 
+
+
+def create_leader_history(cfg: MysqlConfig, rows: list[tuple[int, str, str, float]]) -> None:
+    """``leader_history`` as the leader lease makes it (matchprocess/leader.py), with rows
+    (epoch, holder, previous, taken_at) of the lease ``matchengine``."""
+    mysql_db.ensure_database(cfg)
+    conn = mysql_db.connect(cfg)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE leader_history (epoch BIGINT UNSIGNED NOT NULL, "
+                        "name VARCHAR(64) NOT NULL, holder VARCHAR(255) NOT NULL, "
+                        "previous VARCHAR(255) NOT NULL, taken_at DOUBLE NOT NULL, "
+                        "PRIMARY KEY (name, epoch))")
+            cur.executemany("INSERT INTO leader_history (epoch, name, holder, previous, taken_at)"
+                            " VALUES (%s, 'matchengine', %s, %s, %s)", rows)
+        conn.commit()
+    finally:
+        conn.close()

@@ -19,9 +19,8 @@ PROMETHEUS_MADE = {"up"}
 #: exported only by a matchengine that runs with a standby (its ``leader`` block), never by
 #: ``exchange-server run``; the status command's reading of them is tested in
 #: test_status_leadership.py on an exporter serving exactly these names
-LEADERSHIP_METRICS = {"exchange_matchengine_leader", "exchange_matchengine_leader_epoch",
-                      "exchange_matchengine_standby_lag_operations",
-                      "exchange_matchengine_leader_changes"}
+LEADERSHIP_METRICS = {"exchange_leader", "exchange_leader_epoch",
+                      "exchange_standby_lag_operations", "exchange_leader_changes"}
 _NAME = re.compile(r"\b((?:exchange|process)_[a-z0-9_]+|up)\b(?!\s*\()")
 
 

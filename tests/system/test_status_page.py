@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 
 from exchange_server.common.config import MysqlConfig
-from exchange_server.storage import mysql as mysql_db
 from tests.support.browser import Browser, chromium_path
-from tests.support.leadership import exporter_pool, leader, standby
+from tests.support.leadership import create_leader_history, exporter_pool, leader, standby
 from tests.support.server import REPO, ServerProcess, free_port
 from tests.support.waiting import wait_port
 
@@ -97,19 +96,6 @@ async def test_status_page_follows_the_exchange(server: ServerProcess) -> None:
     assert (ARTIFACTS / "status-page.png").stat().st_size > 10000
 
 
-def _leader_history(cfg: MysqlConfig, rows: list[tuple[int, str, float]]) -> None:
-    mysql_db.ensure_database(cfg)
-    conn = mysql_db.connect(cfg)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("CREATE TABLE leader_history (epoch BIGINT UNSIGNED PRIMARY KEY, "
-                        "holder VARCHAR(255) NOT NULL, taken_at DOUBLE NOT NULL)")
-            cur.executemany("INSERT INTO leader_history VALUES (%s, %s, %s)", rows)
-        conn.commit()
-    finally:
-        conn.close()
-
-
 @pytest.mark.mysql
 async def test_status_page_shows_leadership(mysql_config: Callable[..., MysqlConfig],
                                             tmp_path: Path) -> None:
@@ -119,8 +105,8 @@ async def test_status_page_shows_leadership(mysql_config: Callable[..., MysqlCon
     last leader change, and the deposed one as a problem."""
     _need_chromium()
     cfg = mysql_config(prefix="leaders")
-    _leader_history(cfg, [(4, "host-a:100", time.time() - 7200),
-                          (5, "host-b:200", time.time() - 60)])
+    create_leader_history(cfg, [(4, "host-a:100", "host-c:50", time.time() - 7200),
+                                (5, "host-b:200", "host-a:100", time.time() - 60)])
     db = {"host": cfg.host, "port": cfg.port, "user": cfg.user, "pass": cfg.password,
           "name": cfg.name}
     port = free_port()
