@@ -332,7 +332,7 @@ def leadership(scrapes: list[Scrape],
         if _is_engine(s):
             rows.append(_engine_row(s))
             by_row.append(s)
-        elif s.error is not None and _service_of(s.target.name) == "matchengine":
+        elif s.error is not None and s.target.name.startswith("matchengine"):
             rows.append(_down_row(s))
             by_row.append(s)
     claimants = [i for i, r in enumerate(rows) if r["role"] in ("active", "single")]

@@ -135,15 +135,15 @@ def test_a_matchengine_that_is_down_is_listed_with_its_role(
     b.set(**leader(2))
     port_a = a.server.server_port
     a.close()
-    for name, port in (("matchengine-0", port_a), ("matchengine-1", b.server.server_port)):
+    for name, port in (("matchengine-a", port_a), ("matchengine-b", b.server.server_port)):
         (tmp_path / f"{name}.json").write_text(json.dumps(
             {"metrics": {"bind": f"tcp@127.0.0.1:{port}"}}))
     code, data, _ = status("-c", str(tmp_path), "--timeout", "2")
     assert code == 1  # the stopped one is down
-    assert roles(data) == [("matchengine-0", "down", None, None),
-                           ("matchengine-1", "active", 2, None)]
-    assert data["leadership"]["active"] == "matchengine-1"
-    assert data["problems"][0].startswith("matchengine-0 is down")
+    assert roles(data) == [("matchengine-a", "down", None, None),
+                           ("matchengine-b", "active", 2, None)]
+    assert data["leadership"]["active"] == "matchengine-b"
+    assert data["problems"][0].startswith("matchengine-a is down")
     assert len(data["problems"]) == 1
 
 
