@@ -24,6 +24,10 @@ A connection is indexed under the user it authenticated as, and only while it ha
 asset subscriptions; pushes are looked up by the message's user, so no connection ever gets
 another user's data.
 
+Messages a publisher sends again (at-least-once: after its restart or a failover to a standby
+matchengine it republishes from its mark) are dropped by their operation id
+(bus/dedup.py), so no push is sent twice.
+
 Balances are asked through a :class:`Forwarder` (backends + timeout), not the server; the
 notification names come from the declared push table (:mod:`exchange_server.common.methods`).
 """
@@ -43,6 +47,7 @@ from exchange_server.accessws.forward import Forwarder
 from exchange_server.accessws.protocol import notify_frame
 from exchange_server.accessws.session import Connection
 from exchange_server.bus.base import BALANCES, ORDERS, STOPS, BusReader, Message, Subscription
+from exchange_server.bus.dedup import ReplayFilter
 from exchange_server.common.methods import (
     ASSET_UPDATE,
     MATCHENGINE,
@@ -88,6 +93,8 @@ class UserFeeds:
         self._subscriptions: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._queries: set[asyncio.Task[None]] = set()
+        #: per topic read: the messages already handled (republished ones are dropped)
+        self.replays: list[ReplayFilter] = []
         #: newest order id (and its mtime) in the orders messages processed (metrics: lag)
         self.last_order_id = 0
         self.last_order_time = 0.0
@@ -128,10 +135,11 @@ class UserFeeds:
         """Read the three topics from their end."""
         orders, balances, stops = (bus.subscribe(topic) for topic in self.topics)
         self._subscriptions = [orders, balances, stops]
+        self.replays = [ReplayFilter() for _ in self._subscriptions]
         self._tasks = [
-            asyncio.create_task(self._consume(orders, self.on_orders)),
-            asyncio.create_task(self._consume(balances, self.on_balances)),
-            asyncio.create_task(self._consume(stops, self.on_stops)),
+            asyncio.create_task(self._consume(orders, self.on_orders, self.replays[0])),
+            asyncio.create_task(self._consume(balances, self.on_balances, self.replays[1])),
+            asyncio.create_task(self._consume(stops, self.on_stops, self.replays[2])),
         ]
 
     async def stop(self) -> None:
@@ -148,8 +156,8 @@ class UserFeeds:
                 await sub.close()
         self._subscriptions = []
 
-    async def _consume(self, sub: Subscription,
-                       handle: Callable[[list[Message]], None]) -> None:
+    async def _consume(self, sub: Subscription, handle: Callable[[list[Message]], None],
+                       replays: ReplayFilter) -> None:
         while True:
             try:
                 batch = await sub.next_batch(1000)
@@ -161,6 +169,9 @@ class UserFeeds:
                 continue
             if not batch:
                 return
+            batch = replays.fresh(batch)
+            if not batch:
+                continue
             try:
                 handle(batch)
             except Exception:

@@ -14,16 +14,19 @@
   100 000-message queue plus its own 1000-message backlog).  The matchengine then refuses
   writes with error 3, so a long outage costs bounded memory and no lost message.
 * Durable mark: the highest operation id all of whose messages are acknowledged (every
-  operation before it too).  It is written to a small file (``bus.mark.MarkFile``) at most
-  every 0.5 s and on stop, and read back synchronously by ``durable_mark()`` in a fresh
-  process.  On restart the matchengine replays from a slice at or before the mark and hands
-  every replayed operation to ``on_events`` again: ids at or below the mark are dropped, the
-  others are published (again, if they had partly been acknowledged before the crash).
+  operation before it too).  It is written to its store (``bus.mark``: a small file in
+  embedded mode, a row of the log database in production) at most every 0.5 s and on stop,
+  and read back synchronously by the first ``durable_mark()`` (or ``load_mark()``) in a fresh
+  process: not at construction, so that a standby reads the mark its predecessor left when
+  it takes over, not the one of its own start.  On restart the matchengine replays from a
+  slice at or before the mark and hands every replayed operation to ``on_events`` again: ids
+  at or below the mark are dropped, the others are published (again, if they had partly
+  been acknowledged before the crash).
 
-  Why a file rather than Kafka itself: the last message of each topic does carry its
+  Why a mark store rather than Kafka itself: the last message of each topic does carry its
   operation id, but an operation publishes on some topics only (balances are rare), so the
   only safe value derivable from the topics is the minimum over topics, which can be
-  arbitrarily old and would force a long replay with mass re-publication.  A file written
+  arbitrarily old and would force a long replay with mass re-publication.  A mark written
   after acknowledgements is exact (to 0.5 s) and costs one small write per interval.
 """
 
@@ -37,7 +40,7 @@ from collections import deque
 from pathlib import Path
 
 from exchange_server.bus.base import ALL_TOPICS, Transport
-from exchange_server.bus.mark import Mark, MarkFile
+from exchange_server.bus.mark import Mark, MarkFile, MarkStore
 from exchange_server.bus.messages import encode_events
 from exchange_server.matchengine.core.model import Event
 
@@ -66,18 +69,19 @@ class _Oper:
 
 
 class BusPublisher:
-    def __init__(self, transport: Transport, mark: MarkFile | str | Path | None = None,
+    def __init__(self, transport: Transport, mark: MarkStore | str | Path | None = None,
                  max_pending: int = DEFAULT_MAX_PENDING,
                  mark_interval: float = MARK_INTERVAL) -> None:
         self.transport = transport
-        self.mark_file = mark if isinstance(mark, MarkFile) else MarkFile(mark)
+        self.mark_file: MarkStore = MarkFile(mark) if mark is None or isinstance(
+            mark, (str, Path)) else mark
         self.max_pending = max_pending
         self.mark_interval = mark_interval
-        loaded = self.mark_file.load()
-        self._loaded = loaded
-        self._base = tuple(loaded.offsets.get(t, 0) for t in ALL_TOPICS)
+        self._loaded = Mark()
+        self._is_loaded = False
+        self._base = tuple(0 for _ in ALL_TOPICS)
         #: last operation id handed to on_events (or covered by the loaded mark).
-        self._last_oper_id = loaded.oper_id
+        self._last_oper_id = 0
         #: per topic: messages with the transport, awaiting acknowledgement (oldest first)...
         self._inflight: dict[str, deque[tuple[int, bytes]]] = {t: deque() for t in ALL_TOPICS}
         #: ...and messages not handed to the transport yet.
@@ -85,18 +89,40 @@ class BusPublisher:
         self._published = [0] * len(ALL_TOPICS)
         self._opers: deque[_Oper] = deque()
         self._by_id: dict[int, _Oper] = {}
-        self._saved = loaded
+        self._saved = Mark()
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._mark_task: asyncio.Task[None] | None = None
         self._saving: asyncio.Future[None] | None = None
 
+    def load_mark(self) -> Mark:
+        """Read the mark from its store (once; later calls return what was read).  Raises
+        the store's error (``MarkStoreError``, an OSError) when it cannot be read."""
+        if not self._is_loaded:
+            loaded = self.mark_file.load()
+            self._loaded = self._saved = loaded
+            self._base = tuple(loaded.offsets.get(t, 0) for t in ALL_TOPICS)
+            self._last_oper_id = max(self._last_oper_id, loaded.oper_id)
+            self._is_loaded = True
+        return self._loaded
+
+    def reload_mark(self) -> Mark:
+        """Read the mark again (a standby taking over: its restore at start read the mark of
+        that time; the active it replaces has published more since).  Only before ``start``
+        and with nothing queued: what this publisher was handed must not depend on a mark it
+        no longer holds."""
+        if self._started or self._opers or self.pending_total():
+            raise RuntimeError("reload_mark: the publisher is started or holds messages")
+        self._is_loaded = False
+        self._last_oper_id = 0
+        return self.load_mark()
+
     def start_after(self, oper_id: int) -> None:
         """Operations up to ``oper_id`` were published by someone else (an original ViaBTC
         matchengine taken over, matchengine/original.py): raise the mark to it, in the file
         too.  Call before any ``on_events``; a no-op when the mark is already there."""
-        if self._loaded.oper_id >= oper_id:
+        if self.load_mark().oper_id >= oper_id:
             return
         mark = Mark(oper_id, dict(self._loaded.offsets))
         self.mark_file.save(mark)
@@ -107,9 +133,11 @@ class BusPublisher:
     # -- EventSink --------------------------------------------------------------------------------
 
     def durable_mark(self) -> int:
-        return self._loaded.oper_id
+        return self.load_mark().oper_id
 
     def on_events(self, oper_id: int, events: list[Event]) -> None:
+        if not self._is_loaded:
+            self.load_mark()
         if oper_id <= self._last_oper_id:
             return  # replayed and already acknowledged before the restart
         self._last_oper_id = oper_id
@@ -157,6 +185,7 @@ class BusPublisher:
     async def start(self) -> None:
         """Open the transport and send what on_events queued so far (e.g. during replay)."""
         self._loop = asyncio.get_running_loop()
+        self.load_mark()
         self.transport.open(self._on_acked, self._on_reset)
         self._started = True
         self._pump()
@@ -195,6 +224,7 @@ class BusPublisher:
             self._started = False
         if final_mark:
             self._save_mark()
+        self.mark_file.close()
         left = self.pending_total()
         if left:
             log.warning("bus stopped with %d unacknowledged messages: they are published again "
@@ -268,6 +298,8 @@ class BusPublisher:
                 self._saving = None
 
     def _save_mark(self) -> None:
+        if not self._is_loaded:
+            return  # never read: storing now would overwrite it with 0
         mark = self.current_mark()
         try:
             self.mark_file.save(mark)

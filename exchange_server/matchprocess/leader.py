@@ -35,8 +35,8 @@ Events: the standby's engine produces the events of what it replays.  History ne
 them (the history follower of the new active resumes from its own mark in the history database:
 exactly once).  Bus messages are at least once: the standby keeps the events of the operations
 after the bus publisher's mark (:class:`HeldEvents`, trimmed as the mark moves) and hands them
-to the new active's publisher.  The mark is read by :func:`bus_mark` and the publisher made by
-:func:`make_publisher`, the one seam for where the mark is kept.
+to the new active's publisher.  The mark (a row of the log database, bus/mark.py) is read by
+:func:`bus_mark_reader` and the publisher made by :func:`make_publisher`.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from typing import Any
 import pymysql
 
 from exchange_server.bus.kafka import KafkaTransport
-from exchange_server.bus.mark import MarkFile
+from exchange_server.bus.mark import publisher_mark
 from exchange_server.bus.publisher import BusPublisher
 from exchange_server.common import metrics
 from exchange_server.common.config import LeaderConfig, MatchEngineConfig, MysqlConfig
@@ -349,16 +349,18 @@ class _Tail:
             yield record
 
 
-def bus_mark(config: MatchEngineConfig) -> int:
-    """The bus publisher's durable mark as the active left it (the seam: the file today)."""
-    return MarkFile(config.bus_mark_file).load().oper_id
+def bus_mark_reader(config: MatchEngineConfig) -> Callable[[], int]:
+    """Reads the bus publisher's durable mark as the active left it, from the log database
+    (one connection kept for the standby's periodic reads)."""
+    mark = publisher_mark(config)
+    return lambda: mark.load().oper_id
 
 
 def make_publisher(config: MatchEngineConfig) -> BusPublisher:
-    """The active's bus publisher, its mark read now (the seam, as :func:`bus_mark`)."""
+    """The active's bus publisher, its mark read now (the seam, as :func:`bus_mark_reader`)."""
     assert config.brokers is not None
     return BusPublisher(KafkaTransport(config.brokers, config.kafka_topic_prefix),
-                        config.bus_mark_file, max_pending=config.kafka_max_pending)
+                        publisher_mark(config), max_pending=config.kafka_max_pending)
 
 
 class Leadership:

@@ -5,7 +5,11 @@ gateways.  Run by ``exchange-server matchengine -c CONFIG``.
 With a ``leader`` block it is one of several active/standby engines (matchprocess/leader.py):
 it starts as a standby (log open, engine restored and tailing, console and metrics up, RPC port
 closed) and starts the history follower, the bus publisher, the service and the RPC server only
-once it holds the lease."""
+once it holds the lease.
+
+The bus publisher's mark lives in the log database (``bus_mark``, bus/mark.py), not in
+``bus_mark_file``: whichever host runs the matchengine next continues from it.  The file is
+only read once, on the first start after an upgrade, to take its mark over."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from functools import partial
 from typing import Any
 
 from exchange_server.bus.kafka import KafkaTransport
+from exchange_server.bus.mark import MarkStoreError, publisher_mark
 from exchange_server.bus.publisher import BusPublisher
 from exchange_server.common.config import MatchEngineConfig, load_matchengine
 from exchange_server.common.names import Storage
@@ -68,10 +73,10 @@ class StandaloneMatchEngine(Composite):
         self._active: contextlib.AsyncExitStack | None = None
         if config.leader is None:
             self._use_publisher(BusPublisher(
-                KafkaTransport(config.brokers, config.kafka_topic_prefix), config.bus_mark_file,
+                KafkaTransport(config.brokers, config.kafka_topic_prefix), publisher_mark(config),
                 max_pending=config.kafka_max_pending))
         else:
-            self.held = leader.HeldEvents(partial(leader.bus_mark, config),
+            self.held = leader.HeldEvents(leader.bus_mark_reader(config),
                                           config.kafka_max_pending)
             self.service.add_sink(self.held)
             self.leadership = leader.Leadership(config, self.store, self.service, self.held,
@@ -175,7 +180,7 @@ class StandaloneMatchEngine(Composite):
         """Start every step; when one fails, those before it are stopped (in reverse)."""
         try:
             await super().start()
-        except StoreError as e:
+        except (StoreError, MarkStoreError) as e:
             raise StartupFailed(f"cannot start: {e}") from None
 
 

@@ -10,11 +10,22 @@ output and the status page's data) and lists every threshold crossed; a non-empt
 
 Targets: the embedded ``run``'s metrics port, any URLs, or the configs of a deployment (each
 config's ``metrics.bind``): see :func:`targets_from_configs`.
+
+Leadership (active/standby matchengines, issue 16): each matchengine that runs with a standby
+(its ``leader`` block, matchprocess/leader.py) exports ``exchange_leader`` (1 active, 0 standby
+or deposed), ``exchange_leader_epoch``, ``exchange_standby_lag_operations`` and
+``exchange_leader_changes``, labelled ``service="matchengine"`` (``exchange_matchengine_leader``
+and ``matchengine_leader`` and so on are read too).  A matchengine without them is "single" (no
+standby configured) and judged as before.  The active's samples are the ones the engine block
+and the consumer lags are computed from.  With a deployment's configs, the log database's
+``leader_history`` table (epoch, holder, previous, taken_at) adds when each leader took over
+(:func:`leader_history`; optional).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -23,10 +34,16 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import pymysql
+import pymysql.cursors
 from prometheus_client.parser import text_string_to_metric_families
 
-from exchange_server.common.config import ConfigError, read_json
+from exchange_server.common.config import ConfigError, MysqlConfig, read_json, read_mysql
+from exchange_server.common.configread import Node
 from exchange_server.rpc.addr import parse_sock_addr
+from exchange_server.storage import mysql as mysql_db
+
+log = logging.getLogger("exchange_server.status")
 
 #: ``exchange-server run``'s metrics port is its HTTP port + this (as in the deploy kit).
 EMBEDDED_METRICS_OFFSET = 20000
@@ -47,6 +64,8 @@ class Thresholds:
     commit_seconds: float | None = 0.5
     slice_age_seconds: float | None = 7500
     operations_since_slice: float | None = 5_000_000
+    #: operations a standby matchengine may be behind the committed log
+    standby_lag: float | None = 10000
 
     @classmethod
     def load(cls, path: str | Path) -> Thresholds:
@@ -131,6 +150,56 @@ def targets_from_configs(path: str | Path) -> tuple[list[Target], list[str]]:
     return targets, unwatched
 
 
+def log_database_from_configs(path: str | Path) -> MysqlConfig | None:
+    """The matchengine's log database (``db_log``) of a deployment's configs, if one of them
+    is a production matchengine's: where ``leader_history`` is read from."""
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(root.glob("*/conf/config.json")) or sorted(
+        root.glob("*.json"))
+    for file in files:
+        data = read_json(str(file))
+        if isinstance(data, dict) and isinstance(data.get("db_log"), dict):
+            return read_mysql(Node(data["db_log"], f"{file}: db_log"))
+    return None
+
+
+def leader_history(cfg: MysqlConfig, limit: int = 10,
+                   timeout: int = int(SCRAPE_TIMEOUT)) -> list[dict[str, Any]] | None:
+    """The last ``limit`` leader changes, newest first (None when the table cannot be read:
+    no standby configured yet, or the database is down; status says so without failing)."""
+    try:
+        conn = mysql_db.connect(cfg, connect_timeout=timeout, read_timeout=timeout,
+                                write_timeout=timeout)
+        try:
+            with conn.cursor(pymysql.cursors.DictCursor) as cur:
+                cur.execute("SELECT * FROM leader_history ORDER BY epoch DESC, taken_at DESC "
+                            "LIMIT %s", (limit,))
+                rows = cur.fetchall()
+        finally:
+            conn.close()
+    except pymysql.MySQLError as e:
+        log.info("leader_history not read: %s", e)
+        return None
+    return [_change(row) for row in rows]
+
+
+def _change(row: dict[str, Any]) -> dict[str, Any]:
+    change = {"epoch": int(row["epoch"]), "holder": str(row["holder"]),
+              "taken_at": _seconds(row.get("taken_at"))}
+    if row.get("previous") is not None:
+        change["previous"] = str(row["previous"])
+    return change
+
+
+def _seconds(value: Any) -> float | None:
+    """``taken_at`` as Unix seconds, whether stored as a number or a DATETIME."""
+    if value is None:
+        return None
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    return float(value)
+
+
 # -- scraping --------------------------------------------------------------------------------------
 
 
@@ -138,7 +207,7 @@ def parse_metrics(text: str) -> dict[str, dict[str, float]]:
     values: dict[str, dict[str, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name.startswith("exchange_") or sample.name.startswith("process_"):
+            if sample.name.startswith(("exchange_", "process_", "matchengine_")):
                 values.setdefault(sample.name, {})[sample.labels.get("service", "")] = \
                     sample.value
     return values
@@ -209,6 +278,113 @@ def _services(scrapes: list[Scrape], unwatched: list[str]) -> list[dict[str, Any
     return rows
 
 
+# -- leadership (active/standby matchengines) --------------------------------------------------------
+
+
+def _leader_gauge(s: Scrape, name: str) -> float | None:
+    """A leadership gauge of a scrape, under any of the names the contract allows."""
+    value = s.values.get(f"exchange_{name}", {}).get("matchengine")
+    if value is not None:
+        return value
+    for family in (f"exchange_matchengine_{name}", f"matchengine_{name}",
+                   f"exchange_matchengine_{name}_total", f"matchengine_{name}_total"):
+        values = s.values.get(family)
+        if values:
+            return values.get("matchengine", next(iter(values.values())))
+    return None
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _engine_row(s: Scrape) -> dict[str, Any]:
+    leader = _leader_gauge(s, "leader")
+    role = "single" if leader is None else "active" if leader >= 1 else "standby"
+    return {
+        "name": s.target.name, "url": s.target.url, "role": role, "deposed": False,
+        "epoch": _int(_leader_gauge(s, "leader_epoch")),
+        "standby_lag": _int(_leader_gauge(s, "standby_lag_operations"))
+        if role == "standby" else None,
+        "leader_changes": _int(_leader_gauge(s, "leader_changes")),
+        "operation_id": _int(s.values.get("exchange_operations", {}).get("matchengine")),
+    }
+
+
+def _down_row(s: Scrape) -> dict[str, Any]:
+    return {"name": s.target.name, "url": s.target.url, "role": "down", "deposed": False,
+            "epoch": None, "standby_lag": None, "leader_changes": None, "operation_id": None}
+
+
+def _is_engine(s: Scrape) -> bool:
+    return s.error is None and "matchengine" in s.values.get("exchange_service_up", {})
+
+
+def leadership(scrapes: list[Scrape],
+               history: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], Scrape | None]:
+    """Which matchengine is active, each one's role, epoch and standby lag, the last leader
+    change; and the active's scrape (the one the engine block is read from).  Of several
+    claiming to be active, the highest epoch is the leader; the others are deposed (their
+    lease was taken over while they could not tell, and the log refuses their writes)."""
+    rows: list[dict[str, Any]] = []
+    by_row: list[Scrape] = []
+    for s in scrapes:
+        if _is_engine(s):
+            rows.append(_engine_row(s))
+            by_row.append(s)
+        elif s.error is not None and s.target.name.startswith("matchengine"):
+            rows.append(_down_row(s))
+            by_row.append(s)
+    claimants = [i for i, r in enumerate(rows) if r["role"] in ("active", "single")]
+    leader = max(claimants, key=lambda i: rows[i]["epoch"] if rows[i]["epoch"] is not None
+                 else -1) if claimants else None
+    for i in claimants:
+        if i != leader and leader is not None and rows[i]["role"] == "active" and (
+                rows[i]["epoch"] or 0) < (rows[leader]["epoch"] or 0):
+            rows[i]["deposed"] = True
+    failover = any(r["role"] in ("active", "standby") for r in rows)
+    view = {
+        "mode": "failover" if failover else "single" if rows else None,
+        "active": rows[leader]["name"] if leader is not None else None,
+        "epoch": rows[leader]["epoch"] if leader is not None else None,
+        "matchengines": rows,
+        "history": history,
+        "last_change": history[0] if history else None,
+    }
+    if history and len(history) > 1 and "previous" not in history[0]:
+        view["last_change"] = dict(history[0], previous=history[1]["holder"])
+    return view, by_row[leader] if leader is not None else None
+
+
+def leadership_problems(view: dict[str, Any], t: Thresholds) -> list[str]:
+    rows = view["matchengines"]
+    found: list[str] = []
+    actives = [r for r in rows if r["role"] in ("active", "single")]
+    if view["mode"] == "failover" and not actives:
+        standbys = ", ".join(r["name"] for r in rows if r["role"] == "standby") or "none up"
+        found.append(f"no matchengine is active (standbys: {standbys})")
+    leader = next((r for r in rows if r["name"] == view["active"]), None)
+    for r in actives:
+        if r is leader or leader is None:
+            continue
+        if r["deposed"]:
+            found.append(f"{r['name']} still acts as the active matchengine with epoch "
+                         f"{r['epoch']}, but epoch {leader['epoch']} is held by "
+                         f"{leader['name']}: it is deposed and does not know it (stop it)")
+        else:
+            found.append(f"{r['name']} and {leader['name']} both act as the active matchengine "
+                         f"(epoch {_n(r['epoch'])} and {_n(leader['epoch'])})")
+    for r in rows:
+        if r["role"] == "standby" and _over(r["standby_lag"], t.standby_lag):
+            found.append(f"standby {r['name']} is {r['standby_lag']} operations behind the log "
+                         f"(> {t.standby_lag})")
+    return found
+
+
+def _n(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
 def _lag(ops: float | None, seconds: float | None) -> dict[str, float | None]:
     return {"operations": ops, "seconds": None if seconds is None else round(seconds, 1)}
 
@@ -227,10 +403,14 @@ def _consumer_lag(view: _View, produced: float | None, service: str, what: str,
 
 
 def build_status(scrapes: list[Scrape], thresholds: Thresholds,
-                 unwatched: list[str] | None = None, now: float | None = None) -> dict[str, Any]:
-    """The whole exchange as one JSON-able dict, ``problems`` listing what is wrong."""
+                 unwatched: list[str] | None = None, now: float | None = None,
+                 history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The whole exchange as one JSON-able dict, ``problems`` listing what is wrong
+    (``history``: :func:`leader_history`'s rows, when read)."""
     now = time.time() if now is None else now
-    view = _View(scrapes)
+    leaders, active = leadership(scrapes, history)
+    # the active's samples first: the engine block and the lags are the active's
+    view = _View(sorted(scrapes, key=lambda s: s is not active))
     me = "matchengine"
     engine = None
     if view.get("service_up", me) is not None:
@@ -258,6 +438,7 @@ def build_status(scrapes: list[Scrape], thresholds: Thresholds,
         "time": round(now, 3),
         "services": _services(scrapes, unwatched or []),
         "matchengine": engine,
+        "leadership": leaders,
         "lag": lags,
         "connections": {gw: view.total("connections", gw) for gw in ("accesshttp", "accessws")},
         "thresholds": asdict(thresholds),
@@ -288,6 +469,8 @@ def problems(status: dict[str, Any], t: Thresholds) -> list[str]:
         if _over(engine["operations_since_slice"], t.operations_since_slice):
             found.append(f"a restart would replay {engine['operations_since_slice']:.0f} "
                          f"operations (> {t.operations_since_slice})")
+    if "leadership" in status:
+        found += leadership_problems(status["leadership"], t)
     limits = {"history_follower": (t.follower_lag, t.follower_lag_seconds),
               "bus": (t.bus_lag, t.bus_lag_seconds),
               "marketprice": (t.marketprice_lag, t.marketprice_lag_seconds),

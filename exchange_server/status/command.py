@@ -12,6 +12,10 @@ Where it looks (docs/operations.md, "Status and health"):
   a directory of service configs (``*.json``) or one config; each config's ``metrics.bind``;
 * otherwise the embedded ``exchange-server run`` on ``--host`` at ``--metrics-port`` (default:
   its default, HTTP port 8080 + 20000).
+
+With ``-c``, the matchengine's config also gives the log database, whose ``leader_history``
+(active/standby matchengines) says when the current leader took over; without it, or when the
+table cannot be read, the leadership comes from the metrics alone.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import time
 from dataclasses import fields
 from typing import Any
 
-from exchange_server.common.config import ConfigError
+from exchange_server.common.config import ConfigError, MysqlConfig
 from exchange_server.status.collect import (
     EMBEDDED_METRICS_OFFSET,
     SCRAPE_TIMEOUT,
@@ -32,6 +36,8 @@ from exchange_server.status.collect import (
     build_status,
     collect,
     embedded_target,
+    leader_history,
+    log_database_from_configs,
     status_json,
     targets_from_configs,
 )
@@ -90,18 +96,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         thresholds = thresholds_from(args)
         targets, unwatched = targets_from(args)
+        log_db = log_database_from_configs(args.config) if args.config else None
     except (ConfigError, OSError) as e:
         print(f"exchange-server status: {e}", file=sys.stderr)
         return 2
     if args.serve:
-        return serve(args.serve, targets, unwatched, thresholds)
-    status = build_status(collect(targets, args.timeout), thresholds, unwatched)
+        return serve(args.serve, targets, unwatched, thresholds, log_db)
+    history = leader_history(log_db, timeout=max(1, int(args.timeout))) if log_db else None
+    status = build_status(collect(targets, args.timeout), thresholds, unwatched,
+                          history=history)
     print(status_json(status) if args.json else render_text(status))
     return 0 if status["healthy"] else 1
 
 
 def serve(bind: str, targets: list[Target], unwatched: list[str],
-          thresholds: Thresholds) -> int:
+          thresholds: Thresholds, log_db: MysqlConfig | None = None) -> int:
     import uvloop
 
     from exchange_server.common.metrics import MetricsServer
@@ -113,7 +122,7 @@ def serve(bind: str, targets: list[Target], unwatched: list[str],
         return 2
 
     async def main() -> int:
-        server = MetricsServer("status", routes(remote_status(targets, unwatched, thresholds)))
+        server = MetricsServer("status", routes(remote_status(targets, unwatched, thresholds, log_db)))
         await server.start(host or "127.0.0.1", int(port))
         print(f"exchange-server status: page on http://{host or '127.0.0.1'}:{server.port}"
               f"/status", flush=True)
@@ -149,6 +158,35 @@ def _duration(seconds: float | None) -> str:
     return " ".join(parts + [f"{s % 60}s"])
 
 
+def _when(seconds: float | None) -> str:
+    if seconds is None:
+        return "at an unknown time"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def _leadership_lines(view: dict[str, Any] | None) -> list[str]:
+    """Which matchengine is active, each one's epoch and standby lag, the last change."""
+    if not view or view["mode"] is None:
+        return []
+    if view["mode"] == "single":
+        names = ", ".join(r["name"] for r in view["matchengines"])
+        return ["", f"matchengine: single (no standby configured): {names}"]
+    lines = ["", f"{'matchengine':<16}{'role':<12}{'epoch':>7}{'standby lag':>13}"
+                 f"{'leader changes':>16}"]
+    for r in view["matchengines"]:
+        role = "DEPOSED" if r["deposed"] else r["role"]
+        lines.append(f"{r['name']:<16}{role:<12}{_n(r['epoch']):>7}{_n(r['standby_lag']):>13}"
+                     f"{_n(r['leader_changes']):>16}")
+    change = view["last_change"]
+    if change is not None:
+        was = f" (was {change['previous']})" if change.get("previous") else ""
+        lines.append(f"last leader change: epoch {change['epoch']} taken by {change['holder']}"
+                     f"{was} {_when(change['taken_at'])}")
+    elif view["active"] is not None:
+        lines.append(f"leader: {view['active']}, epoch {_n(view['epoch'])}")
+    return lines
+
+
 def render_text(status: dict[str, Any]) -> str:
     lines = [f"exchange: {'HEALTHY' if status['healthy'] else 'UNHEALTHY'}  "
              f"({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(status['time']))})"]
@@ -160,6 +198,7 @@ def render_text(status: dict[str, Any]) -> str:
         lines.append(f"{row['name']:<16}{state:<12}{_n(row['pid']):>8}  "
                      f"{_duration(row['uptime_seconds']):<14}{_n(row['connections']):>6}  "
                      f"{', '.join(row['services'])}")
+    lines += _leadership_lines(status.get("leadership"))
     engine = status["matchengine"]
     if engine is not None:
         commit = engine["commit_seconds_avg"]

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import REGISTRY, generate_latest
 
+from exchange_server.common.config import MysqlConfig
 from exchange_server.common.metrics import Route
 from exchange_server.status.collect import (
     Scrape,
@@ -27,6 +28,7 @@ from exchange_server.status.collect import (
     Thresholds,
     build_status,
     collect,
+    leader_history,
     parse_metrics,
 )
 
@@ -44,10 +46,11 @@ def local_status(name: str = "embedded", thresholds: Thresholds | None = None) -
     return read
 
 
-def remote_status(targets: list[Target], unwatched: list[str],
-                  thresholds: Thresholds) -> StatusSource:
+def remote_status(targets: list[Target], unwatched: list[str], thresholds: Thresholds,
+                  log_db: MysqlConfig | None = None) -> StatusSource:
     def read() -> dict[str, Any]:
-        return build_status(collect(targets), thresholds, unwatched)
+        history = leader_history(log_db) if log_db is not None else None
+        return build_status(collect(targets), thresholds, unwatched, history=history)
 
     return read
 

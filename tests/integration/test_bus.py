@@ -17,8 +17,8 @@ import pytest
 from exchange_server.bus import BALANCES, DEALS, ORDERS, TOPICS, BusPublisher, InProcessBus, MarkFile
 from exchange_server.bus.base import Message
 from exchange_server.bus.kafka import KafkaBusReader, KafkaTransport
-from exchange_server.bus.mark import Mark
-from exchange_server.common.config import load_matchengine
+from exchange_server.bus.mark import Mark, MarkStoreError, MysqlMark
+from exchange_server.common.config import MysqlConfig, load_matchengine
 from exchange_server.matchengine.configured import Engine
 from exchange_server.matchengine.core.model import BalanceUpdated, Deal, Event, OrderChanged, order_info
 from exchange_server.matchengine.methods import MatchEngineMethods
@@ -407,6 +407,114 @@ def test_mark_file_round_trip_and_bad_content(tmp_path: Path) -> None:
     (tmp_path / "m").write_text('{"oper_id": -1}')
     assert mark.load() == Mark()
     assert MarkFile(None).load() == Mark()
+
+
+# -- the mark in the log database (production) ----------------------------------------------------
+
+
+@pytest.mark.mysql
+def test_mysql_mark_round_trip_and_never_lowered(mysql_config: Callable[..., MysqlConfig],
+                                                 tmp_path: Path) -> None:
+    cfg = mysql_config(prefix="busmark")
+    store = MysqlMark(cfg, legacy=MarkFile(tmp_path / "absent.mark"))
+    assert store.load() == Mark()  # no row, no file: nothing published yet
+    store.save(Mark(42, {"deals": 7}))
+    other_host = MysqlMark(cfg)  # another matchengine on the same log database
+    assert other_host.load() == Mark(42, {"deals": 7})
+    other_host.save(Mark(40, {"deals": 5}))  # a deposed active, still flushing an older mark
+    assert store.load() == Mark(42, {"deals": 7})
+    other_host.save(Mark(50, {"deals": 9}))
+    assert MysqlMark(cfg).load() == Mark(50, {"deals": 9})
+    assert MysqlMark(cfg, name="another").load() == Mark()
+    store.close()
+    other_host.close()
+
+
+@pytest.mark.mysql
+def test_mysql_mark_takes_over_the_old_mark_file_once(mysql_config: Callable[..., MysqlConfig],
+                                                      tmp_path: Path) -> None:
+    """An operator upgrading: the file's mark becomes the row's (neither republishing
+    everything nor skipping anything); afterwards the row wins over the file."""
+    cfg = mysql_config(prefix="busmark")
+    legacy = MarkFile(tmp_path / "bus.mark")
+    legacy.save(Mark(1234))
+    assert MysqlMark(cfg, legacy=legacy).load() == Mark(1234)
+    assert MysqlMark(cfg).load() == Mark(1234)  # in the database now, whatever the host
+    MysqlMark(cfg).save(Mark(2000))
+    legacy.save(Mark(1500))  # a stale file is no longer read
+    assert MysqlMark(cfg, legacy=legacy).load() == Mark(2000)
+
+
+def test_mysql_mark_unreachable_database_is_an_error_not_mark_0(tmp_path: Path) -> None:
+    """A database that is down must not read as "nothing published" (that would republish
+    everything): loading fails, and the matchengine does not start."""
+    legacy = MarkFile(tmp_path / "bus.mark")
+    legacy.save(Mark(7))
+    down = MysqlConfig(host="127.0.0.1", port=1, user="x", password="", name="x")
+    with pytest.raises(MarkStoreError):
+        MysqlMark(down, legacy=legacy).load()
+    with pytest.raises(MarkStoreError):
+        MysqlMark(down).save(Mark(8))
+
+
+@pytest.mark.mysql
+async def test_kafka_publisher_continues_from_the_database_mark_on_another_host(
+        kafka_brokers: str, kafka_topics: Callable[[], str],
+        mysql_config: Callable[..., MysqlConfig], tmp_path: Path) -> None:
+    """A standby built while the active still runs reads the mark when it takes over (not
+    when it was built), from the log database (its own host has no mark file), and publishes
+    exactly what the active had not: the topics hold every message once, in order."""
+    prefix = kafka_topics()
+    cfg = mysql_config(prefix="busmark")
+    ops = session().ops
+    active = BusPublisher(KafkaTransport(kafka_brokers, prefix),
+                          MysqlMark(cfg, legacy=MarkFile(tmp_path / "host-a" / "bus.mark")))
+    standby = BusPublisher(KafkaTransport(kafka_brokers, prefix),
+                           MysqlMark(cfg, legacy=MarkFile(tmp_path / "host-b" / "bus.mark")))
+    await active.start()
+    cut = 200
+    publish(active, ops[:cut])
+    await active.stop()
+    assert standby.durable_mark() == ops[cut - 1].oper_id
+    await standby.start()
+    publish(standby, ops[100:])  # replays the tail from an older slice, then live operations
+    assert await standby.flush(30)
+    await standby.stop()
+    assert MysqlMark(cfg).load().oper_id == ops[-1].oper_id
+    expected = expected_topics(ops)
+    for topic in TOPICS:
+        messages = await read_kafka(kafka_brokers, prefix, topic, len(expected[topic]))
+        assert [(m.oper_id, m.value) for m in messages] == expected[topic], topic
+
+
+@pytest.mark.mysql
+async def test_a_standby_rereads_the_mark_when_it_takes_over(
+        kafka_brokers: str, kafka_topics: Callable[[], str],
+        mysql_config: Callable[..., MysqlConfig]) -> None:
+    """A standby restored (and so read the mark) at its start; the active published more
+    afterwards: ``reload_mark`` at the takeover gives the active's last mark."""
+    prefix = kafka_topics()
+    cfg = mysql_config(prefix="busmark")
+    ops = session().ops
+    active = BusPublisher(KafkaTransport(kafka_brokers, prefix), MysqlMark(cfg))
+    standby = BusPublisher(KafkaTransport(kafka_brokers, prefix), MysqlMark(cfg))
+    assert standby.durable_mark() == 0  # the standby's restore, before the active publishes
+    await active.start()
+    publish(active, ops[:150])
+    await active.stop()
+    assert standby.durable_mark() == 0  # read once...
+    assert standby.reload_mark().oper_id == ops[149].oper_id  # ...and again at the takeover
+    assert standby.durable_mark() == ops[149].oper_id
+    await standby.start()
+    with pytest.raises(RuntimeError):
+        standby.reload_mark()
+    publish(standby, ops)
+    assert await standby.flush(30)
+    await standby.stop()
+    expected = expected_topics(ops)
+    for topic in TOPICS:
+        messages = await read_kafka(kafka_brokers, prefix, topic, len(expected[topic]))
+        assert [(m.oper_id, m.value) for m in messages] == expected[topic], topic
 
 
 @pytest.mark.parametrize("topic", TOPICS)

@@ -278,7 +278,7 @@ def test_promtool_accepts_the_rules_and_the_generated_config(tmp_path: Path) -> 
     result = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 9 rules found" in result.stdout
+    assert "SUCCESS: 13 rules found" in result.stdout
     dep = generate(tmp_path / "d")
     result = subprocess.run([promtool, "check", "config", "prometheus.yml"],
                             cwd=dep.root / "monitoring", capture_output=True, text=True,

@@ -16,6 +16,11 @@ DASHBOARD = TEMPLATES / "grafana-dashboard.json"
 RULES = TEMPLATES / "prometheus-rules.yml"
 #: made by Prometheus itself for each scrape target, not exported by a service
 PROMETHEUS_MADE = {"up"}
+#: exported only by a matchengine that runs with a standby (its ``leader`` block), never by
+#: ``exchange-server run``; the status command's reading of them is tested in
+#: test_status_leadership.py on an exporter serving exactly these names
+LEADERSHIP_METRICS = {"exchange_leader", "exchange_leader_epoch",
+                      "exchange_standby_lag_operations", "exchange_leader_changes"}
 _NAME = re.compile(r"\b((?:exchange|process)_[a-z0-9_]+|up)\b(?!\s*\()")
 
 
@@ -41,8 +46,12 @@ def scrape_names(url: str) -> set[str]:
     return set(parse_metrics(text))
 
 
-def missing_metrics(exported: set[str]) -> set[str]:
-    return named_metrics() - exported - PROMETHEUS_MADE
+def missing_metrics(exported: set[str], standby: bool = False) -> set[str]:
+    """Names the dashboard and the rules use but ``exported`` lacks (``standby=False``: a
+    matchengine without a standby, which does not export the leadership gauges)."""
+    return named_metrics() - exported - PROMETHEUS_MADE - (set() if standby
+                                                           else LEADERSHIP_METRICS)
 
 
-__all__ = ["DASHBOARD", "RULES", "Path", "missing_metrics", "named_metrics", "scrape_names"]
+__all__ = ["DASHBOARD", "LEADERSHIP_METRICS", "RULES", "Path", "missing_metrics",
+           "named_metrics", "scrape_names"]

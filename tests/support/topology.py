@@ -28,6 +28,7 @@ class Topology:
                  redis_db: int, sentinel: str = "127.0.0.1:26379",
                  brokers: str = "127.0.0.1:9092", topic_prefix: str = "") -> None:
         self.root = root
+        self.db_log = db_log
         self.conf = root / "conf"
         self.conf.mkdir(parents=True)
         (root / "log").mkdir()

@@ -205,16 +205,10 @@ def free_tcp_udp_port() -> int:
     raise AssertionError("no free port")
 
 
-def test_fatal_log_line_to_redis_list_end_to_end(tmp_path: Path,
-                                                  sentinel_server: tuple[list[str], str],
-                                                  redis_server: tuple[str, int]) -> None:
-    """A service process logs CRITICAL -> UDP -> the alertcenter process -> Sentinel's master
-    -> ``alert:message``; the watchdog's "terminated by signal" line arrives there too."""
+def start_alertcenter(ac_dir: Path, port: int,
+                      sentinel_server: tuple[list[str], str]) -> subprocess.Popen[str]:
+    """The alertcenter as its own process on UDP and TCP ``port``, writing through Sentinel."""
     sentinels, master = sentinel_server
-    token = uuid.uuid4().hex[:12]
-    host = f"host-{token}"
-    port = free_tcp_udp_port()
-    ac_dir = tmp_path / "ac"
     ac_dir.mkdir()
     ac_config = ac_dir / "alertcenter.json"
     ac_config.write_text(json.dumps({
@@ -228,20 +222,36 @@ def test_fatal_log_line_to_redis_list_end_to_end(tmp_path: Path,
     code = ("import sys; from exchange_server.alertcenter import build, validate; "
             "from exchange_server.process import run_service; "
             "sys.exit(run_service('alertcenter', sys.argv[1], build, validate=validate))")
-    alertcenter = subprocess.Popen([sys.executable, "-c", code, str(ac_config)], env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", code, str(ac_config)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_alertcenter(alertcenter: subprocess.Popen[str], ac_dir: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not (ac_dir / "alertcenter.log").exists() or "server start" not in (
+            ac_dir / "alertcenter.log").read_text():
+        assert alertcenter.poll() is None, alertcenter.communicate()
+        assert time.monotonic() < deadline, "alertcenter did not start"
+        time.sleep(0.05)
+
+
+def test_fatal_log_line_to_redis_list_end_to_end(tmp_path: Path,
+                                                  sentinel_server: tuple[list[str], str],
+                                                  redis_server: tuple[str, int]) -> None:
+    """A service process logs CRITICAL -> UDP -> the alertcenter process -> Sentinel's master
+    -> ``alert:message``; the watchdog's "terminated by signal" line arrives there too."""
+    token = uuid.uuid4().hex[:12]
+    host = f"host-{token}"
+    port = free_tcp_udp_port()
+    ac_dir = tmp_path / "ac"
+    alertcenter = start_alertcenter(ac_dir, port, sentinel_server)
     svc_dir = tmp_path / "svc"
     svc_dir.mkdir()
     worker = Worker(svc_dir, alert_addr=f"127.0.0.1:{port}", host=host,
                     alert=f"cannot write operlog {token}")
     client = redis.Redis(host=redis_server[0], port=redis_server[1])
     try:
-        deadline = time.monotonic() + 60
-        while not (ac_dir / "alertcenter.log").exists() or "server start" not in (
-                ac_dir / "alertcenter.log").read_text():
-            assert alertcenter.poll() is None, alertcenter.communicate()
-            assert time.monotonic() < deadline, "alertcenter did not start"
-            time.sleep(0.05)
+        wait_alertcenter(alertcenter, ac_dir)
         watchdog = worker.start("--watchdog")
         first = worker.worker_pid()
 
@@ -280,4 +290,51 @@ def test_fatal_log_line_to_redis_list_end_to_end(tmp_path: Path,
         if alertcenter.poll() is None:
             alertcenter.kill()
             alertcenter.wait()
+        wait_dead(alertcenter.pid)
+
+
+def test_leader_change_line_reaches_the_alert_list(tmp_path: Path,
+                                                    sentinel_server: tuple[list[str], str],
+                                                    redis_server: tuple[str, int]) -> None:
+    """Each change of matchengine leader is a FATAL line of the new active (issue 16): a
+    process named matchengine logging it through the process runner's logging reaches
+    ``alert:message`` whole, with its host, as the operator's alert consumers read it."""
+    token = uuid.uuid4().hex[:12]
+    host = f"me-{token}"
+    line = f"matchengine leader change: epoch 7 now held by host-b:4242 (was host-a:{token})"
+    port = free_tcp_udp_port()
+    ac_dir = tmp_path / "ac"
+    alertcenter = start_alertcenter(ac_dir, port, sentinel_server)
+    svc_dir = tmp_path / "svc"
+    svc_dir.mkdir()
+    worker = Worker(svc_dir, name="matchengine", alert_addr=f"127.0.0.1:{port}", host=host,
+                    alert=line)
+    client = redis.Redis(host=redis_server[0], port=redis_server[1])
+
+    def alerts() -> list[str]:
+        values: list[bytes] = client.lrange(ALERT_KEY, 0, -1)  # type: ignore[assignment]
+        return [v.decode() for v in values if host.encode() in v]
+
+    try:
+        wait_alertcenter(alertcenter, ac_dir)
+        proc = worker.start()
+        deadline = time.monotonic() + 60
+        while not alerts():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no alert in Redis"
+            time.sleep(0.05)
+        (text,) = alerts()
+        assert text.startswith(f"{host}: [fatal]") and text.endswith(line)
+        assert line in (svc_dir / "log" / "matchengine.log").read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        for value in client.lrange(ALERT_KEY, 0, -1):  # type: ignore[union-attr]
+            if host.encode() in value:
+                client.lrem(ALERT_KEY, 0, value)
+        client.close()
+        worker.cleanup()
+        if alertcenter.poll() is None:
+            alertcenter.send_signal(signal.SIGTERM)
+            alertcenter.wait(timeout=10)
         wait_dead(alertcenter.pid)

@@ -9,14 +9,21 @@ fails when ``CI`` is set (as the market page test).  The screenshot is kept as
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from exchange_server.common.config import MysqlConfig
 from tests.support.browser import Browser, chromium_path
-from tests.support.server import REPO, ServerProcess
+from tests.support.leadership import create_leader_history, exporter_pool, leader, standby
+from tests.support.server import REPO, ServerProcess, free_port
+from tests.support.waiting import wait_port
 
 ARTIFACTS = REPO / "test-artifacts"
 TOKEN = "page-token"
@@ -31,11 +38,15 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
         srv.stop()
 
 
-async def test_status_page_follows_the_exchange(server: ServerProcess) -> None:
+def _need_chromium() -> None:
     if chromium_path() is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is missing: apt-get install -y chromium")
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
+
+
+async def test_status_page_follows_the_exchange(server: ServerProcess) -> None:
+    _need_chromium()
     server.call("balance.update", 1, "BTC", "deposit", 1, "10", {})
     server.call("balance.update", 2, "BCH", "deposit", 2, "10000", {})
     browser = await Browser().start()
@@ -56,6 +67,9 @@ async def test_status_page_follows_the_exchange(server: ServerProcess) -> None:
         assert cells[:3] == ["embedded",
                              "accesshttp, accessws, marketprice, matchengine, readhistory", "up"]
         assert cells[3] == str(server.proc.pid)  # type: ignore[union-attr]
+        leaders = await browser.evaluate(
+            "[...document.querySelectorAll('#leaders tbody td')].map(td => td.textContent)")
+        assert leaders == ["embedded", "single (no standby configured)", "–", "–", "–"]
         durable = f"{state}.data.matchengine.durable_operation"
         before = await browser.evaluate(durable)
         for _ in range(4):  # trades: the log moves on, the chart shows throughput
@@ -80,3 +94,60 @@ async def test_status_page_follows_the_exchange(server: ServerProcess) -> None:
     finally:
         await browser.close()
     assert (ARTIFACTS / "status-page.png").stat().st_size > 10000
+
+
+@pytest.mark.mysql
+async def test_status_page_shows_leadership(mysql_config: Callable[..., MysqlConfig],
+                                            tmp_path: Path) -> None:
+    """``status --serve -c DIR`` of a deployment with an active, a standby and a deposed
+    matchengine (leadership gauges on real metrics endpoints, tests/support/leadership.py,
+    and the log database's leader_history): the page shows each one's role, epoch and lag, the
+    last leader change, and the deposed one as a problem."""
+    _need_chromium()
+    cfg = mysql_config(prefix="leaders")
+    create_leader_history(cfg, [(4, "host-a:100", "host-c:50", time.time() - 7200),
+                                (5, "host-b:200", "host-a:100", time.time() - 60)])
+    db = {"host": cfg.host, "port": cfg.port, "user": cfg.user, "pass": cfg.password,
+          "name": cfg.name}
+    port = free_port()
+    with exporter_pool() as make:
+        engines = {"matchengine-a": make(), "matchengine-b": make(), "matchengine-c": make()}
+        engines["matchengine-a"].set(**leader(4))  # deposed, unaware
+        engines["matchengine-b"].set(**leader(5, changes=2))
+        engines["matchengine-c"].set(**standby(5, lag=7))
+        for name, exporter in engines.items():
+            (tmp_path / f"{name}.json").write_text(json.dumps(
+                {"db_log": db, "metrics": {"bind": f"tcp@127.0.0.1:{exporter.server.server_port}"}}))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exchange_server", "status", "--serve", f"127.0.0.1:{port}",
+             "-c", str(tmp_path), "--timeout", "2"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        browser = None
+        try:
+            wait_port(port)
+            browser = await Browser().start()
+            await browser.goto(f"http://127.0.0.1:{port}/status")
+            await browser.wait_for("window.statusPage.state.polls >= 1")
+            rows = await browser.evaluate(
+                "[...document.querySelectorAll('#leaders tbody tr')]"
+                ".map(tr => [...tr.children].map(td => td.textContent))")
+            assert rows == [["matchengine-a", "DEPOSED", "4", "–", "1"],
+                            ["matchengine-b", "active", "5", "–", "2"],
+                            ["matchengine-c", "standby", "5", "7", "1"]]
+            change = await browser.evaluate("document.getElementById('last-change').textContent")
+            assert change.startswith("last leader change: epoch 5 taken by host-b:200 "
+                                     "(was host-a:100) at ")
+            problems = await browser.evaluate(
+                "[...document.querySelectorAll('#problems li')].map(li => li.textContent)")
+            assert problems == [
+                "matchengine-a still acts as the active matchengine with epoch 4, but epoch 5 "
+                "is held by matchengine-b: it is deposed and does not know it (stop it)"]
+            assert await browser.evaluate(
+                "document.getElementById('verdict').textContent") == "unhealthy"
+            await browser.screenshot(ARTIFACTS / "status-page-leadership.png")
+            assert not browser.errors, (browser.errors, browser.console)
+        finally:
+            if browser is not None:
+                await browser.close()
+            proc.terminate()
+            proc.wait(30)

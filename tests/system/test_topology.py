@@ -24,9 +24,12 @@ import aiohttp
 import pytest
 import redis
 
+from exchange_server.status.collect import parse_metrics
+from exchange_server.storage import mysql as mysql_db
 from tests.support.server import REPO
 from tests.support.status_support import missing_metrics, scrape_names
 from tests.support.topology import Topology
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.mysql, pytest.mark.slow]
 
@@ -100,6 +103,33 @@ def check_status_and_monitoring_names(topology: Topology) -> None:
                 "ac_metrics"):
         exported |= scrape_names(f"http://127.0.0.1:{topology.ports[key]}/metrics")
     assert missing_metrics(exported) == set()
+    assert [(r["name"], r["role"]) for r in status["leadership"]["matchengines"]] == [
+        ("matchengine", "single")]
+
+
+def check_bus_mark_in_the_log_database(topology: Topology) -> None:
+    """The Kafka publisher's mark is a row of the log database (where a standby on another
+    host finds it), up to the last operation; no mark file is written."""
+    durable = int(scrape_values(topology, "exchange_operlog_durable_operation"))
+
+    def mark() -> int:
+        conn = mysql_db.connect(topology.db_log)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT oper_id FROM bus_mark WHERE name = 'matchengine'")
+                row = cur.fetchone()
+        finally:
+            conn.close()
+        return int(row[0]) if row else 0
+
+    wait_until(lambda: mark() >= durable, 30, message=f"bus_mark reaches operation {durable}")
+    assert not (topology.root / "bus.mark").exists()
+
+
+def scrape_values(topology: Topology, name: str) -> float:
+    with urllib.request.urlopen(
+            f"http://127.0.0.1:{topology.ports['me_metrics']}/metrics", timeout=10) as resp:
+        return parse_metrics(resp.read().decode())[name]["matchengine"]
 
 
 def test_topology_survives_sigkill_of_each_service(topology: Topology) -> None:
@@ -166,6 +196,7 @@ def test_topology_survives_sigkill_of_each_service(topology: Topology) -> None:
     web = urllib.request.urlopen(f"http://127.0.0.1:{topology.ports['http_metrics']}/metrics").read()
     assert b'exchange_requests_total{method="balance.query",service="accesshttp",status="200"}' in web
     check_status_and_monitoring_names(topology)
+    check_bus_mark_in_the_log_database(topology)
 
     # a write after the last restart still works and is remembered
     call(port, "order.cancel", 1, "BTCBCH", 1)
