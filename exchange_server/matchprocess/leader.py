@@ -343,10 +343,11 @@ class _Tail:
         self.store = store
         self.last: OperRecord | None = None
 
-    def read_operlog(self, after_id: int) -> Any:
-        for record in self.store.read_operlog(after_id):
-            self.last = record
-            yield record
+    def read_operlog_rows(self, after_id: int) -> Any:
+        for page in self.store.read_operlog_rows(after_id):
+            if page:
+                self.last = OperRecord(*page[-1])
+            yield page
 
 
 def bus_mark_reader(config: MatchEngineConfig) -> Callable[[], int]:
