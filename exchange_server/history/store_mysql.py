@@ -17,7 +17,8 @@ A flush is one transaction: the mark row is locked (``SELECT ... FOR UPDATE``, w
 serialises two writers by mistake pointed at one database), operations already stored are
 skipped, then one multi-row INSERT per table and shard touched (split only when a statement
 would exceed about 1 MB; several statements go in one round trip on a multi-statement
-connection), the mark update, COMMIT.  Any error rolls back, drops the connection and is raised
+connection; a builder thread makes the next round trip's text while the database runs the
+current one), the mark update, COMMIT.  Any error rolls back, drops the connection and is raised
 as :class:`HistoryStoreError`; the writer retries the same batch.  ``init_schema`` (also run by
 ``open()`` on a database never initialised, unless ``create_schema=False``) is idempotent.
 """
@@ -28,6 +29,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pymysql
@@ -47,6 +49,7 @@ from exchange_server.history.rows import (
     TABLES,
     USER_DEAL,
     column_converters,
+    decimal_fast_path,
     time_value,
 )
 from exchange_server.history.store import HistoryStoreError, Operation, skip_stored
@@ -160,13 +163,6 @@ def _escaped(convert: Callable[[Any], str]) -> Callable[[Any], str]:
     return literal
 
 
-def _decimal_fast_path(precision: int, scale: int) -> str:
-    """The expression (of ``v``) giving a decimal's text without a call in the common case:
-    ``str(v)`` for a value well inside the column's range, the converter otherwise (same text
-    as ``rows.decimal_converter`` in both cases)."""
-    return f"(str(v) if not v or v.adjusted() < {precision - scale - 1} else c(v))"
-
-
 def row_literal_function(kind: str) -> Callable[[Sequence[Any]], str]:
     """``row -> "(v1,v2,...)"`` with the stored values of ``kind``'s columns as SQL literals.
 
@@ -184,8 +180,8 @@ def row_literal_function(kind: str) -> Callable[[Sequence[Any]], str]:
         dec = re.match(r"DECIMAL\((\d+),(\d+)\)\Z", sql_type)
         if dec:
             names[f"c{i}"] = conv
-            expr = _decimal_fast_path(int(dec.group(1)), int(dec.group(2)))
-            fields.append("'{" + expr.replace("v", v).replace("c(", f"c{i}(") + "}'")
+            expr = decimal_fast_path(int(dec.group(1)), int(dec.group(2)), v, f"c{i}")
+            fields.append("'{" + expr + "}'")
         elif sql_type.startswith("VARCHAR") or sql_type == "TEXT":
             assert conv is not None
             names[f"c{i}"] = _escaped(conv)
@@ -258,6 +254,18 @@ def _packed(statements: list[str]) -> list[str]:
     return texts
 
 
+#: (table, shard) groups per pipelined step of a flush (a batch touches up to 600).
+PIPELINE_GROUPS = 64
+
+
+def _step_texts(groups: list[tuple[tuple[str, int], list[Any]]]) -> list[str]:
+    """The multi-statement texts inserting ``groups``' rows (the builder thread's work)."""
+    statements: list[str] = []
+    for (kind, shard), group in groups:
+        statements += insert_statements(kind, shard, group)
+    return _packed(statements)
+
+
 def _connect_multi(cfg: MysqlConfig) -> pymysql.Connection:
     """Like storage.mysql.connect, with multi-statement texts allowed (this connection only
     ever sends texts built here)."""
@@ -284,6 +292,7 @@ class MysqlHistoryStore:
         self.cfg = cfg
         self.create_schema = create_schema
         self._conn: pymysql.Connection | None = None
+        self._builder: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"MysqlHistoryStore({self.cfg.user}@{self.cfg.host}:{self.cfg.port}/{self.cfg.name})"
@@ -357,16 +366,8 @@ class MysqlHistoryStore:
                         if group is None:
                             group = grouped[key] = []
                         group.append(values)
-                count = 0
-                statements: list[str] = []
-                for (kind, shard), group in grouped.items():
-                    statements += insert_statements(kind, shard, group)
-                    count += len(group)
-                # several INSERTs per round trip (one per table and shard touched)
-                for text in _packed(statements):
-                    cur.execute(text)
-                    while cur.nextset():
-                        pass
+                count = sum(len(group) for group in grouped.values())
+                self._insert(cur, list(grouped.items()))
                 cur.execute(f"INSERT INTO {_q(OFFSET_TABLE)} (`id`, `oper_id`) VALUES (1, %s)"
                             " ON DUPLICATE KEY UPDATE `oper_id` = VALUES(`oper_id`)",
                             (todo[-1][0],))
@@ -379,7 +380,32 @@ class MysqlHistoryStore:
             self.close()
             raise
 
+    def _insert(self, cur: Any, groups: list[tuple[tuple[str, int], list[Any]]]) -> None:
+        """Run the INSERTs of every (table, shard) group, several per round trip.
+
+        Pipelined: while the database runs one step's statements (this thread waits on the
+        socket, without the GIL), the builder thread turns the next step's rows into SQL text.
+        Building and running each took about half of a flush, one after the other."""
+        steps = [groups[i:i + PIPELINE_GROUPS] for i in range(0, len(groups), PIPELINE_GROUPS)]
+        if not steps:
+            return
+        builder = self._builder
+        if builder is None:
+            builder = self._builder = ThreadPoolExecutor(1, thread_name_prefix="history-sql")
+        pending = builder.submit(_step_texts, steps[0])
+        for following in [*steps[1:], None]:
+            texts = pending.result()
+            if following is not None:
+                pending = builder.submit(_step_texts, following)
+            for text in texts:
+                cur.execute(text)
+                while cur.nextset():
+                    pass
+
     def close(self) -> None:
+        builder, self._builder = self._builder, None
+        if builder is not None:
+            builder.shutdown(wait=True)
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
