@@ -447,18 +447,40 @@ def column_converters(kind: str) -> list[Converter | None]:
     return converters
 
 
+def decimal_fast_path(precision: int, scale: int, value: str, converter: str) -> str:
+    """Python expression giving ``decimal_converter(precision, scale)``'s text for the decimal
+    named ``value`` without calling ``converter`` in the common case (a value well inside the
+    column's range is handed over as ``str(value)``, exactly what the converter returns)."""
+    return (f"(str({value}) if not {value} or {value}.adjusted() < {precision - scale - 1} "
+            f"else {converter}({value}))")
+
+
 def row_converter(kind: str) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
-    """A function turning one row of ``kind`` into its stored column values."""
-    convs = column_converters(kind)
-    pairs = [(i, c) for i, c in enumerate(convs) if c is not None]
+    """A function turning one row of ``kind`` into its stored column values.
 
-    def convert(row: Sequence[Any]) -> tuple[Any, ...]:
-        values = list(row)
-        for i, c in pairs:
-            values[i] = c(values[i])
-        return tuple(values)
-
-    return convert
+    Why generated: it runs for every history row, and a loop over a list of per-column
+    converters cost more than the conversions.  The generated function unpacks the row and
+    builds the tuple in one expression, calling a converter only where one is needed (times,
+    strings, decimals near their column's range); same values as the per-column converters."""
+    names: dict[str, Any] = {}
+    values: list[str] = []
+    for i, ((_name, sql_type), conv) in enumerate(zip(TABLES[kind], column_converters(kind),
+                                                      strict=True)):
+        dec = _DECIMAL_TYPE.match(sql_type)
+        if conv is None:
+            values.append(f"v{i}")
+        elif dec:
+            names[f"c{i}"] = conv
+            values.append(decimal_fast_path(int(dec.group(1)), int(dec.group(2)), f"v{i}",
+                                            f"c{i}"))
+        else:
+            names[f"c{i}"] = conv
+            values.append(f"c{i}(v{i})")
+    unpack = ", ".join(f"v{i}" for i in range(len(values)))
+    source = f"def convert(row):\n    {unpack}, = row\n    return ({', '.join(values)},)\n"
+    exec(compile(source, f"<history row {kind}>", "exec"), names)  # noqa: S102
+    function: Callable[[Sequence[Any]], tuple[Any, ...]] = names["convert"]
+    return function
 
 
 ROW_CONVERTERS: dict[str, Callable[[Sequence[Any]], tuple[Any, ...]]] = {
