@@ -30,6 +30,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -99,7 +101,7 @@ def test_failover_under_load(pair: Pair, mysql_config: Any) -> None:
     fund(port)
     first = pair.active()
     assert first is not None
-    other = "b" if first == "a" else "a"
+    epoch0 = pair.gauges(first)["leader_epoch"]
     acked, stop = Acked(), threading.Event()
     workers = [Worker(port, u, acked, stop) for u in USERS]
     for w in workers:
@@ -113,44 +115,52 @@ def test_failover_under_load(pair: Pair, mysql_config: Any) -> None:
         t0 = time.monotonic()
         os.kill(killed, signal.SIGKILL)
         wait_orders_again(acked, t0, "SIGKILL of the active")
-        wait_until(lambda: pair.active() == other, TAKEOVER_TIMEOUT, 0.1, f"{other} active")
-        # the killed engine's watchdog brings it back, as a standby that catches up
-        wait_until(lambda: pair.gauges(first).get("leader") == 0
-                   and pair.gauges(first).get("leader_epoch") == pair.gauges(other).get(
-                       "leader_epoch"), TAKEOVER_TIMEOUT, 0.1, f"{first} back as a standby")
-        assert not listening(pair.ports[first])
+        # the standby takes over at once (the dead worker's lock is gone); on a loaded machine
+        # the killed engine's watchdog may bring it back first and it wins the free lease: either
+        # way exactly one engine is active, and the other catches up as its standby
+        found = wait_until(pair.active, TAKEOVER_TIMEOUT, 0.1, "one active engine")
+        assert found is not None
+        active: str = found
+        standby = "b" if active == "a" else "a"
+        wait_until(lambda: pair.gauges(standby).get("leader") == 0
+                   and pair.gauges(standby).get("leader_epoch") == pair.gauges(active).get(
+                       "leader_epoch"), TAKEOVER_TIMEOUT, 0.1, f"{standby} a standby")
+        assert pair.gauges(active)["leader_epoch"] > epoch0
+        assert not listening(pair.ports[standby])
         count = len(acked.rows)
         wait_until(lambda: len(acked.rows) > count + 300, 120, 0.05, "load after SIGKILL")
-        wait_until(lambda: pair.gauges(first).get("standby_lag_operations", 1e9) < 1000,
+        wait_until(lambda: pair.gauges(standby).get("standby_lag_operations", 1e9) < 1000,
                    TAKEOVER_TIMEOUT, 0.1, "the standby tailing the log")
+        check_status(pair, active=active, standby=standby)
 
-        # (b) SIGSTOP of the new active (a partitioned machine), SIGCONT later
-        stopped = pair.worker_pid(other)
+        # (b) SIGSTOP of the active (a partitioned machine), SIGCONT later
+        stopped = pair.worker_pid(active)
         assert stopped is not None
         t1 = time.monotonic()
         os.kill(stopped, signal.SIGSTOP)
         try:
             wait_orders_again(acked, t1, "SIGSTOP of the active")
-            wait_until(lambda: pair.gauges(first).get("leader") == 1, TAKEOVER_TIMEOUT, 0.1,
-                       f"{first} active again")
+            wait_until(lambda: pair.gauges(standby).get("leader") == 1, TAKEOVER_TIMEOUT, 0.1,
+                       f"{standby} active")
         finally:
             os.kill(stopped, signal.SIGCONT)
         # the resumed old active refuses every write and steps down: it says so, closes its
         # RPC port, and its watchdog starts a fresh standby
-        wait_until(lambda: "matchengine deposed: epoch" in pair.log(other), TAKEOVER_TIMEOUT,
-                   0.1, f"{other} deposed")
-        wait_until(lambda: pair.worker_pid(other) not in (None, stopped), TAKEOVER_TIMEOUT, 0.1,
-                   f"{other} restarted")
-        wait_until(lambda: pair.gauges(other).get("leader") == 0, TAKEOVER_TIMEOUT, 0.1,
-                   f"{other} a standby")
-        assert not listening(pair.ports[other])
+        active, standby = standby, active
+        wait_until(lambda: "matchengine deposed: epoch" in pair.log(standby), TAKEOVER_TIMEOUT,
+                   0.1, f"{standby} deposed")
+        wait_until(lambda: pair.worker_pid(standby) not in (None, stopped), TAKEOVER_TIMEOUT,
+                   0.1, f"{standby} restarted")
+        wait_until(lambda: pair.gauges(standby).get("leader") == 0, TAKEOVER_TIMEOUT, 0.1,
+                   f"{standby} a standby")
+        assert not listening(pair.ports[standby])
         count = len(acked.rows)
         wait_until(lambda: len(acked.rows) > count + 200, 120, 0.05, "load after SIGSTOP")
 
         # (c) a graceful stop of the active (maintenance): the standby takes over at once
-        pair.stop(first)  # returns once its watchdog exited
+        pair.stop(active)  # returns once its watchdog exited
         wait_orders_again(acked, time.monotonic(), "exit of the active after SIGTERM")
-        wait_until(lambda: pair.active() == other, TAKEOVER_TIMEOUT, 0.1, f"{other} active")
+        wait_until(lambda: pair.active() == standby, TAKEOVER_TIMEOUT, 0.1, f"{standby} active")
     finally:
         stop.set()
         for w in workers:
@@ -159,6 +169,28 @@ def test_failover_under_load(pair: Pair, mysql_config: Any) -> None:
     restored = "restoring from a slice" in pair.log("a") + pair.log("b")
     assert restored == pair.cold
     check_everything(pair, acked, mysql_config)
+
+
+def check_status(pair: Pair, active: str, standby: str) -> None:
+    """The operator's view after a takeover: ``exchange-server status`` on both engines'
+    metrics names the new active, its epoch, and the standby with its lag."""
+    names = {"a": "url-1", "b": "url-2"}
+    args = [arg for e in ("a", "b")
+            for arg in ("--url", f"http://127.0.0.1:{pair.metrics[e]}/metrics")]
+    done = subprocess.run([sys.executable, "-m", "exchange_server", "status", *args, "--json",
+                           "--max-standby-lag", "1000000000"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode in (0, 1), done.stderr
+    data = json.loads(done.stdout)
+    rows = {r["name"]: r for r in data["leadership"]["matchengines"]}
+    epoch = pair.gauges(active)["leader_epoch"]
+    assert data["leadership"]["active"] == names[active]
+    assert data["leadership"]["epoch"] == epoch
+    assert rows[names[active]]["role"] == "active" and not rows[names[active]]["deposed"]
+    assert rows[names[standby]]["role"] == "standby"
+    assert rows[names[standby]]["epoch"] == epoch
+    assert isinstance(rows[names[standby]]["standby_lag"], int)
+    assert not [p for p in data["problems"] if "active" in p or "standby" in p], data["problems"]
 
 
 def check_everything(pair: Pair, acked: Acked, make_mysql: Any) -> None:
