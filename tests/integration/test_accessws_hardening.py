@@ -161,14 +161,21 @@ async def test_connections_past_the_limit_are_closed(server: ServerProcess) -> N
 
 async def test_half_done_handshakes_count_towards_the_limit(patient_server: ServerProcess) -> None:
     port = patient_server.ws_port
-    await wait_until_async(lambda: _connected(port), DEADLINE, interval=0.1,
-                           message="the server listening")
+    ready = await wait_until_async(lambda: _connected(port), DEADLINE, interval=0.1,
+                                   message="the server listening")
+    ready.close()
     idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(MAX_CONNECTIONS)]
     try:
         # three TCP connections that sent nothing fill the process: a fourth is closed at once,
         # once the server has accepted the three (on a loaded machine they may still wait in
-        # the kernel's backlog when the fourth arrives, which is then served and retried)
+        # the kernel's backlog when the fourth arrives, which is then served and retried; and
+        # one of them may have been refused while the readiness probe was still counted: the
+        # server closed it, so it is replaced)
         async def fourth_refused() -> bool:
+            for i, (reader, writer) in enumerate(idle):
+                if reader.at_eof():
+                    writer.close()
+                    idle[i] = await asyncio.open_connection("127.0.0.1", port)
             extra, head = await RawWs.open(port, RawWs.handshake())
             extra.close()
             return head == b""
