@@ -434,7 +434,8 @@ class ServiceRow:
     sample_ports: Mapping[str, int]
     #: its ``conf/config.json`` beyond the common blocks (process, log, metrics, alert)
     config: Callable[[_ConfigBuilder, Instance], dict[str, Any]]
-    #: may run as several instances on one host (the others are single, config.md 1)
+    #: may run as several instances on one host (the others are single, config.md 1);
+    #: several matchengines are one active/standby group
     multi: bool = False
     #: systemd ``After=``: other units, or service names (then every instance of it)
     after: tuple[str, ...] = ()
