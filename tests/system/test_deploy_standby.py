@@ -136,8 +136,8 @@ def order_accepted(port: int, n: int) -> bool:
 def test_standby_group_from_the_kit_fails_over(standby_deployment: Deployment) -> None:
     dep = standby_deployment
     port = dep.instance("accesshttp").port
-    active, standby = wait_until(lambda: one_active(dep), TIMEOUT, 0.1,
-                                 "one active and one standby matchengine")
+    active, _ = wait_until(lambda: one_active(dep), TIMEOUT, 0.1,
+                           "one active and one standby matchengine")
     rpc(port, "balance.update", 1, "BTC", "deposit", 1, "10", {}, timeout=60)
     assert order_accepted(port, 0)
 
@@ -150,9 +150,10 @@ def test_standby_group_from_the_kit_fails_over(standby_deployment: Deployment) -
     except AssertionError as e:
         raise AssertionError(f"{e}: last refusal {PROBLEMS}, leader gauges {roles(dep)}\n"
                              f"{_logs(dep)}") from None
-    # the other took over; the killed one's watchdog brought it back as a standby
-    wait_until(lambda: roles(dep) == {standby.name: 1.0, active.name: 0.0}, TIMEOUT, 0.1,
-               f"{standby.name} active, {active.name} standby again")
+    # one active again: usually the standby, but on a loaded machine the killed one's
+    # watchdog may restart its worker before the standby looks at the free lease
+    now, other = wait_until(lambda: one_active(dep), TIMEOUT, 0.1,
+                            "one active and one standby after the takeover")
     assert worker_pid(active) not in (None, killed)
 
     # the kit's health check sees both engines, one active
@@ -160,7 +161,8 @@ def test_standby_group_from_the_kit_fails_over(standby_deployment: Deployment) -
                             text=True, timeout=120)
     assert health.returncode in (0, 1), health.stdout + health.stderr
     view = json.loads(health.stdout)["leadership"]
-    assert view["active"] == standby.name, view
+    assert view["active"] == now.name, view
     assert {r["name"]: r["role"] for r in view["matchengines"]} == {
-        standby.name: "active", active.name: "standby"}, view
-    assert (view["last_change"] or {}).get("holder") == standby.name, view
+        now.name: "active", other.name: "standby"}, view
+    assert view["epoch"] == 2, view  # one takeover
+    assert (view["last_change"] or {}).get("holder") == now.name, view
