@@ -26,6 +26,14 @@ and each keeps its single-instance lock in its own ``<instance>/run/`` instead o
 across the list, each gateway starting with a different instance), and nginx spreads clients
 over the accesshttp and accessws instances.
 
+Several matchengines (``instances={"matchengine": 2}``) are one active/standby group
+(docs/operations.md 15): each gets the shared ``leader`` block (``DeployOptions.leader``, else
+:class:`LeaderConfig`'s defaults) with ``instance`` set to its own name, its own RPC, console and
+metrics ports (base + 10 per instance: + 100 would hit marketprice's 7416), lock, log and data
+directories; every gateway lists every engine's RPC address (a standby keeps its port closed, so
+the gateways' rpc client moves on to the active).  With one matchengine nothing of this is
+written (no ``leader`` block unless ``DeployOptions.leader`` asks for one).
+
 Trust model (README.md): the JSON-RPC API is a trusted back-office API.  Each accesshttp instance
 also gets a public listener (``public.bind``, port ``accesshttp_public``) that answers only the
 public market-data methods (accesshttp/routes.py); nginx's public TLS server reaches only those
@@ -58,7 +66,13 @@ from pathlib import Path
 from typing import Any
 
 from exchange_server.accesshttp.routes import PUBLIC_PATH_PREFIXES, PUBLIC_PATHS
-from exchange_server.common.config import MysqlConfig, default_matchengine_data, read_json
+from exchange_server.common.config import (
+    LeaderConfig,
+    MysqlConfig,
+    default_matchengine_data,
+    read_json,
+)
+from exchange_server.common.configread import ConfigError
 from exchange_server.common.names import Service
 
 #: Extension: each process's Prometheus ``GET /metrics`` port (the ``metrics`` block) is its
@@ -66,6 +80,8 @@ from exchange_server.common.names import Service
 METRICS_OFFSET = 20000
 #: Instance N (1-based) of a service listens on the base port + (N - 1) * PORT_STEP.
 PORT_STEP = 100
+#: ... but a matchengine on + (N - 1) * 10 (7316, 7326...: marketprice has 7416).
+MATCHENGINE_PORT_STEP = 10
 #: Seconds a graceful stop may take (the matchengine's row asks for more).
 DEFAULT_STOP_TIMEOUT = 30
 
@@ -198,8 +214,12 @@ class DeployOptions:
     topic_prefix: str = ""
     #: base ports by key of :data:`DEFAULT_PORTS`, or one port per instance
     ports: Mapping[str, int | Sequence[int]] = field(default_factory=dict)
-    #: instances per service (readhistory, accesshttp and accessws may have several)
+    #: instances per service (readhistory, accesshttp and accessws may have several; several
+    #: matchengines are one active/standby group)
     instances: Mapping[str, int] = field(default_factory=dict)
+    #: the matchengines' shared ``leader`` block (``instance`` is each one's name); None: the
+    #: defaults with several matchengines, no block with one
+    leader: LeaderConfig | None = None
     #: the lock directory of single-instance services (None: /tmp)
     lock_dir: str | os.PathLike[str] | None = None
     #: what runs ``exchange-server`` (None: :func:`default_command`)
@@ -319,6 +339,13 @@ class _ConfigBuilder:
         }
         if o.topic_prefix:
             data["kafka_topic_prefix"] = o.topic_prefix
+        leader = o.leader
+        if leader is None and len(self.deployment.of(Service.MATCHENGINE)) > 1:
+            leader = LeaderConfig()
+        if leader is not None:
+            # extension: one of an active/standby group (docs/operations.md 15)
+            data["leader"] = {"lease": leader.lease, "renew": leader.renew,
+                              "instance": inst.name}
         return data
 
     def readhistory(self, inst: Instance) -> dict[str, Any]:
@@ -407,7 +434,8 @@ class ServiceRow:
     sample_ports: Mapping[str, int]
     #: its ``conf/config.json`` beyond the common blocks (process, log, metrics, alert)
     config: Callable[[_ConfigBuilder, Instance], dict[str, Any]]
-    #: may run as several instances on one host (the others are single, config.md 1)
+    #: may run as several instances on one host (the others are single, config.md 1);
+    #: several matchengines are one active/standby group
     multi: bool = False
     #: systemd ``After=``: other units, or service names (then every instance of it)
     after: tuple[str, ...] = ()
@@ -417,6 +445,8 @@ class ServiceRow:
     stop_note: str = "requests in flight are answered"
     #: directories of its own beside log/ (created empty)
     dirs: tuple[str, ...] = ()
+    #: instance N listens on the base port + (N - 1) * port_step
+    port_step: int = PORT_STEP
 
     @property
     def ports(self) -> dict[str, int]:
@@ -440,7 +470,9 @@ SERVICE_TABLE: dict[str, ServiceRow] = {row.name: row for row in (
                stop_timeout=180,
                stop_note="the matchengine flushes its operation log, history and Kafka "
                          "messages and writes a final slice",
-               dirs=("data",)),
+               dirs=("data",),
+               # several are an active/standby group; + 100 would be marketprice's 7416
+               multi=True, port_step=MATCHENGINE_PORT_STEP),
     ServiceRow(Service.READHISTORY, {"svr": 7424}, _ConfigBuilder.readhistory, multi=True,
                after=("mariadb.service", "alertcenter")),
     ServiceRow(Service.ACCESSHTTP, {"svr": 8080, "monitor": 8081,
@@ -539,7 +571,7 @@ def _instance_ports(row: ServiceRow, count: int, ports: Mapping[str, int | Seque
         key = row.port_key(role)
         value = ports.get(key, default)
         if isinstance(value, int):
-            values = [value + PORT_STEP * i for i in range(count)]
+            values = [value + row.port_step * i for i in range(count)]
         else:
             values = [int(v) for v in value]
             if len(values) < count:
@@ -635,6 +667,7 @@ def generate(target_dir: str | os.PathLike[str],
         ws_url=public_ws_url(options.server_name, options.https_listen))
     for inst in deployment.instances:
         deployment.configs[inst.name] = builder.build(inst)
+    check_matchengine_configs(deployment)
     for inst in deployment.instances:
         kit.write_instance(inst, file_limit)
     kit.write_tree()
@@ -644,6 +677,18 @@ def generate(target_dir: str | os.PathLike[str],
         kit.write_monitoring()
     deployment.files = kit.written
     return deployment
+
+
+def check_matchengine_configs(deployment: Deployment) -> None:
+    """Each matchengine config passes the matchengine's own start-up validation (the leader
+    block's bounds and ``renew <= lease / 2`` among them) before anything is written."""
+    from exchange_server.matchprocess.standalone import validate
+
+    for inst in deployment.of(Service.MATCHENGINE):
+        try:
+            validate(deployment.configs[inst.name])
+        except ConfigError as e:
+            raise DeployError(f"{inst.name}: {e}") from None
 
 
 #: The per-instance scripts: template -> where it goes in the instance's directory.
@@ -737,8 +782,7 @@ class _Kit:
         instances = self.deployment.instances
         self.write_template("systemd.target", self.root / "systemd" / "exchange.target",
                             {"units": " ".join(i.unit for i in instances)})
-        steps = "\n".join(f"start {inst.name} {_sh(inst.local_address)} {inst.port}"
-                          for inst in instances)
+        steps = "\n".join(start_steps(instances))
         self.write_template("start_all.sh", self.root / "start_all.sh",
                             {"root": _sh(self.root), "steps": steps}, 0o755)
         self.write_template("stop_all.sh", self.root / "stop_all.sh",
@@ -815,6 +859,48 @@ class _Kit:
             self.write(mon / name, self.template(name))
         self.write(mon / "prometheus.yml",
                    prometheus_config(self.deployment, mon / "prometheus-rules.yml"))
+
+
+#: start_all.sh's wait for an active/standby group (only written when there is one).
+_WAIT_ACTIVE = """# wait_active NAME HOST:PORT...: until one of the group's RPC ports accepts connections (the
+# active's; a standby keeps its RPC port closed).
+wait_active() {
+    local name=$1 tenths=0 addr
+    shift
+    while :; do
+        for addr in "$@"; do
+            if (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
+                echo "$name: $addr is active"
+                return 0
+            fi
+        done
+        if ((tenths >= WAIT_TIMEOUT * 10)); then
+            echo "$name: no active matchengine on $* after ${WAIT_TIMEOUT}s (see their logs)" >&2
+            exit 1
+        fi
+        sleep 0.1
+        tenths=$((tenths + 1))
+    done
+}
+"""
+
+
+def start_steps(instances: Sequence[Instance]) -> list[str]:
+    """start_all.sh's lines: start each instance and wait for its port.  The matchengines of an
+    active/standby group are waited for on their console port (a standby serves it), then
+    until one of them is active, before the gateways start."""
+    engines = [i for i in instances if i.service == Service.MATCHENGINE]
+    group = len(engines) > 1
+    steps = [_WAIT_ACTIVE] if group else []
+    for inst in instances:
+        if group and inst.service == Service.MATCHENGINE:
+            steps.append(f"start {inst.name} 127.0.0.1 {inst.ports['cli']}")
+            if inst is engines[-1]:
+                addrs = " ".join(_sh(f"{e.local_address}:{e.port}") for e in engines)
+                steps.append(f"wait_active {Service.MATCHENGINE} {addrs}")
+        else:
+            steps.append(f"start {inst.name} {_sh(inst.local_address)} {inst.port}")
+    return steps
 
 
 def _upstream(addresses: Sequence[str]) -> str:
@@ -965,8 +1051,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--service-host", action="append", metavar="NAME=ADDR",
                    help="address of one service or instance (accesshttp-2=10.0.0.12); repeatable")
     p.add_argument("--instances", action="append", metavar="SERVICE=N",
-                   help="instances of readhistory / accesshttp / accessws on this host; "
-                   "repeatable (accesshttp=2)")
+                   help="instances of readhistory / accesshttp / accessws on this host, or "
+                   "matchengines of one active/standby group; repeatable (accesshttp=2, "
+                   "matchengine=2)")
+    p.add_argument("--leader-lease", type=float, default=None, metavar="SECONDS",
+                   help=f"the matchengines' leader.lease (default {LeaderConfig.lease} with "
+                   "several matchengines; with one, writes a leader block)")
+    p.add_argument("--leader-renew", type=float, default=None, metavar="SECONDS",
+                   help=f"the matchengines' leader.renew, at most half the lease (default "
+                   f"{LeaderConfig.renew})")
     p.add_argument("--port", action="append", metavar="KEY=PORT[,PORT...]",
                    help=f"base port, or one per instance; keys: {', '.join(DEFAULT_PORTS)}")
     p.add_argument("--mysql-host", default=DEFAULT_MYSQL.host)
@@ -1043,6 +1136,12 @@ def options_from_args(args: argparse.Namespace) -> DeployOptions:
     for key, value in _key_values(args.port, "--port").items():
         values = [int(v) for v in value.split(",")]
         ports[key] = values[0] if len(values) == 1 else values
+    leader = None
+    if args.leader_lease is not None or args.leader_renew is not None:
+        defaults = LeaderConfig()
+        leader = LeaderConfig(
+            lease=defaults.lease if args.leader_lease is None else args.leader_lease,
+            renew=defaults.renew if args.leader_renew is None else args.leader_renew)
     assets = markets = None
     if args.matchengine_config:
         data = read_json(args.matchengine_config)
@@ -1055,7 +1154,8 @@ def options_from_args(args: argparse.Namespace) -> DeployOptions:
         sentinels=tuple(args.sentinel or DeployOptions.sentinels),
         sentinel_master=args.sentinel_master,
         redis_db=args.redis_db, kafka=args.kafka, topic_prefix=args.topic_prefix,
-        ports=ports, instances=counts, lock_dir=args.lock_dir, command=args.command,
+        ports=ports, instances=counts, leader=leader, lock_dir=args.lock_dir,
+        command=args.command,
         assets=assets, markets=markets, auth_url=args.auth_url, sign_url=args.sign_url,
         log_flag=args.log_flag, file_limit=args.file_limit,
         metrics=not args.no_metrics, server_name=args.server_name,
@@ -1066,7 +1166,7 @@ def options_from_args(args: argparse.Namespace) -> DeployOptions:
         nginx_user=args.nginx_user, systemd_user=args.systemd_user, force=args.force)
 
 
-__all__ = ["DEFAULT_PORTS", "PORT_STEP", "SERVICES", "SERVICE_TABLE", "DeployError",
+__all__ = ["DEFAULT_PORTS", "MATCHENGINE_PORT_STEP", "PORT_STEP", "SERVICES", "SERVICE_TABLE", "DeployError",
            "DeployOptions", "Deployment", "Instance", "KitTemplate", "ServiceRow", "add_parser",
            "cmd_deploy", "default_command", "generate", "options_from_args", "render",
            "templates_dir"]

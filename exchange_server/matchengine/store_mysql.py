@@ -419,6 +419,12 @@ class MysqlEngineStore(EngineStore):
             self._tables_read_at = time.monotonic()
         return self._operlog_tables
 
+    def forget_operlog_tables(self) -> None:
+        """Read the list of operlog day tables again at the next read: a standby that has just
+        taken the lease must see every table the old active wrote to, also one it created
+        less than ``TABLES_MAX_AGE`` ago (its first, or a new day's)."""
+        self._operlog_tables = None
+
     def _table_max_ids(self, max_age: float | None = None) -> dict[str, int]:
         """MAX(id) of every operlog day table (empty tables left out).  Only the two newest
         tables can still grow (a batch may span midnight): older ones are asked once."""

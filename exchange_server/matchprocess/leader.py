@@ -523,6 +523,8 @@ class Leadership:
         self.epoch = epoch
         self.store.set_fence(LEASE_NAME, epoch)
         # everything committed before the epoch moved is in the log now, nothing after it
+        # (in tables the cached list may not know yet)
+        self.store.forget_operlog_tables()
         self._follow_log()
         self.lag = 0
         why = "expired" if row.expired else "its process is gone"

@@ -315,8 +315,8 @@ def test_systemd_units(tmp_path: Path) -> None:
 
 
 def test_refuses_bad_options_and_existing_files(tmp_path: Path) -> None:
-    with pytest.raises(DeployError, match="matchengine runs as exactly one instance"):
-        generate(tmp_path / "a", DeployOptions(instances={"matchengine": 2}))
+    with pytest.raises(DeployError, match="alertcenter runs as exactly one instance"):
+        generate(tmp_path / "a", DeployOptions(instances={"alertcenter": 2}))
     with pytest.raises(DeployError, match="unknown service"):
         generate(tmp_path / "a", DeployOptions(instances={"nosuch": 1}))
     with pytest.raises(DeployError, match="unknown key"):
@@ -409,6 +409,94 @@ def test_exchange_server_deploy_command(tmp_path: Path) -> None:
 
     assert main(["deploy", str(tmp_path / "d"), "--instances", "readhistory=2"]) == 0
     assert (tmp_path / "d/readhistory-2/conf/config.json").is_file()
+
+
+# -- several matchengines: one active/standby group (the run is in test_deploy_standby.py) ---------
+
+
+def test_matchengines_are_one_active_standby_group(tmp_path: Path) -> None:
+    from exchange_server.matchprocess.standalone import validate
+    from exchange_server.status.collect import targets_from_configs
+
+    dep = generate(tmp_path / "d", DeployOptions(instances={"matchengine": 2, "accesshttp": 2}))
+    a, b = dep.of("matchengine")
+    assert [i.name for i in dep.instances][:4] == ["alertcenter", "matchengine",
+                                                   "matchengine-2", "readhistory"]
+    assert (a.ports, b.ports) == ({"svr": 7316, "cli": 7317, "metrics": 27316},
+                                  {"svr": 7326, "cli": 7327, "metrics": 27326})
+    me = configs(dep, "matchengine")
+    for inst, data in zip((a, b), me, strict=True):
+        assert data["leader"] == {"lease": 10.0, "renew": 2.0, "instance": inst.name}
+        assert data["cli"] == f"tcp@127.0.0.1:{inst.ports['cli']}"
+        assert data["metrics"] == {"bind": [f"tcp@127.0.0.1:{inst.ports['metrics']}"]}
+        assert data["log"]["path"] == str(inst.dir / "log" / "matchengine")
+        assert data["bus_mark_file"] == str(inst.dir / "data" / "bus.mark")
+        assert (inst.dir / "data").is_dir()
+        assert inst.lock_file == inst.dir / "run" / "matchengine.lock"
+        assert f"--lock-dir {inst.dir / 'run'}" in (inst.dir / "bin" / "matchengine").read_text()
+        validate(data)  # the matchengine's own start-up checks
+    # everything but its own listeners, log and data is the same
+    own = ("svr", "cli", "metrics", "log", "leader", "bus_mark_file", "alert")
+    assert {k: v for k, v in me[0].items() if k not in own} == \
+        {k: v for k, v in me[1].items() if k not in own}
+    assert me[0]["db_log"]["name"] == "trade_log" and me[0]["brokers"] == "127.0.0.1:9092"
+    # every gateway reaches every engine (a standby's port is closed: the client moves on)
+    for gateway in [*configs(dep, "accesshttp"), *configs(dep, "accessws")]:
+        assert gateway["matchengine"]["addr"] == [tcp_binds(d)[0] for d in me]
+    # the status targets, Prometheus and systemd know both
+    targets, _ = targets_from_configs(dep.root)
+    urls = {t.name: t.url for t in targets}
+    assert (urls["matchengine"], urls["matchengine-2"]) == ("http://127.0.0.1:27316/metrics",
+                                                            "http://127.0.0.1:27326/metrics")
+    prometheus = (dep.root / "monitoring" / "prometheus.yml").read_text()
+    assert '"127.0.0.1:27316"' in prometheus and '"127.0.0.1:27326"' in prometheus
+    unit = (dep.root / "systemd" / "exchange-accesshttp.service").read_text()
+    assert "exchange-matchengine.service exchange-matchengine-2.service" in unit
+    assert "exchange-matchengine-2.service" in (dep.root / "systemd" / "exchange.target").read_text()
+    # start_all.sh waits for each console (a standby serves it), then for one active
+    start_all = (dep.root / "start_all.sh").read_text()
+    assert "start matchengine 127.0.0.1 7317\nstart matchengine-2 127.0.0.1 7327\n" \
+        "wait_active matchengine 127.0.0.1:7316 127.0.0.1:7326\nstart readhistory " in start_all
+    result = subprocess.run(["bash", "-n", str(dep.root / "start_all.sh")], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert "matchengine-2 matchengine alertcenter" in (dep.root / "stop_all.sh").read_text()
+
+
+def test_leader_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from exchange_server.common.config import LeaderConfig
+
+    # one matchengine: no leader block unless asked for
+    me, = configs(generate(tmp_path / "one"), "matchengine")
+    assert "leader" not in me
+    dep = generate(tmp_path / "asked", DeployOptions(leader=LeaderConfig(lease=6, renew=1)))
+    me, = configs(dep, "matchengine")
+    assert me["leader"] == {"lease": 6, "renew": 1, "instance": "matchengine"}
+    # nonsense is refused by the matchengine's own validation, before anything is written
+    for leader, problem in ((LeaderConfig(lease=3, renew=2), "leader.renew: must be at most half"),
+                            (LeaderConfig(lease=0.5, renew=0.1), "leader.lease: must be >= 1"),
+                            (LeaderConfig(lease=10, renew=0), "leader.renew: must be >=")):
+        with pytest.raises(DeployError, match=f"matchengine: {problem}"):
+            generate(tmp_path / "bad", DeployOptions(instances={"matchengine": 2},
+                                                     leader=leader))
+        assert not (tmp_path / "bad").exists()
+    with pytest.raises(DeployError, match="2 instances need 2 ports"):
+        generate(tmp_path / "bad", DeployOptions(instances={"matchengine": 2},
+                                                 ports={"matchengine_cli": [7317]}))
+    # the command line
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["deploy", str(tmp_path / "cli"), "--instances", "matchengine=3",
+                              "--leader-lease", "8"])
+    assert options_from_args(args).leader == LeaderConfig(lease=8, renew=2)
+    assert args.func(args) == 0
+    assert "matchengine-3  127.0.0.1       svr 7336, cli 7337" in capsys.readouterr().out
+    data = json.loads((tmp_path / "cli/matchengine-3/conf/config.json").read_text())
+    assert data["leader"] == {"lease": 8, "renew": 2, "instance": "matchengine-3"}
+    args = parser.parse_args(["deploy", str(tmp_path / "cli2"), "--instances", "matchengine=2",
+                              "--leader-lease", "2", "--leader-renew", "1.5"])
+    assert args.func(args) == 2
+    assert "leader.renew: must be at most half of leader.lease" in capsys.readouterr().err
 
 
 # -- the shell kit, for real ---------------------------------------------------------------------
