@@ -20,7 +20,7 @@ from exchange_server.common import decimals
 from exchange_server.common.config import ConfigError, LogConfig, Node, SvrConfig
 from exchange_server.common.configread import STANDALONE, block, load_fields, setting
 from exchange_server.process.settings import ProcessConfig, read_process
-from exchange_server.rpc.protocol import HEARTBEAT_TIMEOUT_DEFAULT, clamp_heartbeat_timeout
+from exchange_server.rpc.config import RpcClientConfig, read_rpc_client
 
 #: The original's sample ``depth_limit`` (config.md).
 DEFAULT_DEPTH_LIMIT: tuple[int, ...] = (1, 5, 10, 20, 30, 50, 100)
@@ -65,22 +65,6 @@ class WsSvrConfig:
     buf_limit: int = setting(0, minimum=0)
 
 
-def _heartbeat(node: Node, key: str, value: float) -> float:
-    """0 means the default; otherwise kept within 2..600 seconds (the rpc protocol's rule)."""
-    return clamp_heartbeat_timeout(value)
-
-
-@dataclass(frozen=True)
-class RpcClientConfig:
-    """An rpc client block (``matchengine``, ``marketprice``, ``readhistory``)."""
-
-    name: str
-    addr: tuple[str, ...]
-    max_pkg_size: int = setting(minimum=1)
-    reconnect_timeout: float = setting(0.0, minimum=0.0)
-    heartbeat_timeout: float = setting(HEARTBEAT_TIMEOUT_DEFAULT, minimum=0.0, then=_heartbeat)
-
-
 @dataclass(frozen=True)
 class KafkaConsumerConfig:
     """A Kafka consumer block (``orders``, ``balances``).  accessws always starts at the end."""
@@ -119,6 +103,11 @@ def _standalone_block(cls: type) -> Any:
                    read=block(lambda node: load_fields(cls, node), null=False))
 
 
+def _rpc_client_block() -> Any:
+    """A backend's rpc client block, read as every service reads one (rpc/config.py)."""
+    return setting(None, required=STANDALONE, read=block(read_rpc_client, null=False))
+
+
 def _interval() -> Any:
     return setting(0.5, minimum=0.0, then=_above_zero)
 
@@ -127,9 +116,9 @@ def _interval() -> Any:
 class AccessWsConfig:
     svr: WsSvrConfig = setting(default_factory=WsSvrConfig, required=STANDALONE)
     monitor: SvrConfig | None = _standalone_block(SvrConfig)
-    matchengine: RpcClientConfig | None = _standalone_block(RpcClientConfig)
-    marketprice: RpcClientConfig | None = _standalone_block(RpcClientConfig)
-    readhistory: RpcClientConfig | None = _standalone_block(RpcClientConfig)
+    matchengine: RpcClientConfig | None = _rpc_client_block()
+    marketprice: RpcClientConfig | None = _rpc_client_block()
+    readhistory: RpcClientConfig | None = _rpc_client_block()
     orders: KafkaConsumerConfig | None = _standalone_block(KafkaConsumerConfig)
     balances: KafkaConsumerConfig | None = _standalone_block(KafkaConsumerConfig)
     #: Extension (the CoinEx fork's stop orders): the ``stops`` topic, optional (default: topic

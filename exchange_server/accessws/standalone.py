@@ -15,13 +15,14 @@ import logging
 from functools import partial
 from typing import Any
 
-from exchange_server.accessws.config import AccessWsConfig, RpcClientConfig, load_accessws
+from exchange_server.accessws.config import AccessWsConfig, load_accessws
 from exchange_server.accessws.observe import register_accessws
 from exchange_server.accessws.server import AccessWs
 from exchange_server.bus.kafka import KafkaBusReader
 from exchange_server.common.backend import Backend
 from exchange_server.process.lifecycle import Composite, Step, step
 from exchange_server.rpc.client import RpcClient
+from exchange_server.rpc.config import RpcClientConfig, make_client
 
 log = logging.getLogger("exchange_server.accessws")
 
@@ -30,9 +31,7 @@ NAME = "accessws"
 
 def _client(cfg: RpcClientConfig) -> RpcClient:
     # no client-side timeout: accessws applies backend_timeout itself (answering error 5)
-    return RpcClient(cfg.name, list(cfg.addr), max_pkg_size=cfg.max_pkg_size,
-                     heartbeat_timeout=cfg.heartbeat_timeout,
-                     reconnect_timeout=cfg.reconnect_timeout)
+    return make_client(cfg)
 
 
 class StandaloneAccessWs(Composite):

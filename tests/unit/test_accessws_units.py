@@ -21,6 +21,7 @@ from exchange_server.accessws.depth import apply_diff, depth_diff, side_diff
 from exchange_server.accessws.protocol import BadRequest, parse_request, text_frame
 from exchange_server.common.config import ConfigError
 from exchange_server.common.errors import RpcError, ServerAuth
+from exchange_server.rpc.config import make_client
 
 # The original's sample accessws config (config.md), with HEAD's array depth_merge.
 SAMPLE: dict[str, Any] = {
@@ -58,8 +59,9 @@ def test_sample_config_loads() -> None:
     assert config.svr.max_pkg_size == 102400 and config.svr.keep_alive == 3600
     assert config.svr.protocol == "chat" and config.svr.origin == ""
     assert config.monitor is not None and config.monitor.bind == ["tcp@0.0.0.0:8091"]
-    assert config.matchengine is not None and config.matchengine.addr == ("tcp@127.0.0.1:7316",)
-    assert config.matchengine.heartbeat_timeout == 3.0
+    assert config.matchengine is not None and config.matchengine.addr == ["tcp@127.0.0.1:7316"]
+    # unset in the sample: the client uses the protocol's 3 s (one rpc client block, rpc/config.py)
+    assert make_client(config.matchengine).heartbeat_timeout == 3.0
     assert config.orders is not None and config.orders.topic == "orders"
     assert config.balances is not None and config.balances.brokers == "127.0.0.1:9092"
     assert config.cache_timeout == 10.0 and config.backend_timeout == 1.0

@@ -24,7 +24,6 @@ from exchange_server.accessws.config import (
     WsSvrConfig,
     load_accessws,
 )
-from exchange_server.accessws.config import RpcClientConfig as WsClientConfig
 from exchange_server.alertcenter.config import AlertCenterConfig, RedisConfig, load_alertcenter
 from exchange_server.common.config import (
     AssetConfig,
@@ -53,7 +52,8 @@ from exchange_server.process.settings import (
     read_process_settings,
 )
 from exchange_server.readhistory.standalone import ReadHistoryConfig, load_readhistory
-from exchange_server.rpc.config import RpcClientConfig, read_rpc_client
+from exchange_server.rpc.config import RpcClientConfig, make_client, read_rpc_client
+from exchange_server.rpc.protocol import HEARTBEAT_TIMEOUT_DEFAULT
 from tests.support.server import REPO
 
 SOURCE = REPO / "exchange_server"
@@ -224,7 +224,7 @@ def test_accessws_minimal() -> None:
             "matchengine": ws_client, "marketprice": ws_client, "readhistory": ws_client,
             "orders": consumer, "balances": consumer, "auth_url": "a", "sign_url": "s",
             "depth_limit": [1], "depth_merge": ["0"], "log": {"path": "l", "flag": "info"}}
-    client = WsClientConfig("x", (BIND,), 1000)
+    client = RpcClientConfig("x", [BIND], 1000)
     assert load_accessws(data) == AccessWsConfig(
         svr=WsSvrConfig(bind=(BIND,), max_pkg_size=1000), monitor=SvrConfig(bind=[BIND]),
         matchengine=client, marketprice=client, readhistory=client,
@@ -238,7 +238,8 @@ def test_accessws_zero_means_the_default() -> None:
                             "matchengine": dict(CLIENT, heartbeat_timeout=0)}, embedded=True)
     assert config.send_buffer_limit == AccessWsConfig().send_buffer_limit
     assert config.matchengine is not None
-    assert config.matchengine.heartbeat_timeout == default_of(WsClientConfig, "heartbeat_timeout")
+    # the one rpc client block (rpc/config.py): 0 is the protocol's default heartbeat
+    assert make_client(config.matchengine).heartbeat_timeout == HEARTBEAT_TIMEOUT_DEFAULT
 
 
 # -- no reader restates a default -------------------------------------------------------------------
