@@ -12,8 +12,10 @@ is oriented so that > 1 always means the current tree is better (current/baselin
 order and refusals).
 
 When the baseline has no such benchmark (e.g. bench_e2e), the current tree's ``bench/`` runs
-against the baseline's code (a scratch directory holding only a link to this ``bench/`` comes
-first on PYTHONPATH); the table says so.
+against the baseline's code (a scratch directory holding only links to this ``bench/`` and
+``tests/`` comes first on PYTHONPATH, so the benchmarks' helpers in ``tests.support`` are this
+tree's; they start the baseline's server from where its code is, with only the options it
+knows); the table says so.
 
 Run: ``python -m bench.compare --baseline <commit> [--rounds N] [bench[:arg,arg]...]``,
 e.g. ``python -m bench.compare --baseline 105fc31 bench_engine bench_restart:200000``.
@@ -135,14 +137,27 @@ def baseline_checkout(commit: str, scratch: Path) -> Checkout:
     shared, link_shared = REPO.parent / "shared", scratch / "shared"
     if shared.is_dir() and not link_shared.exists():
         link_shared.symlink_to(shared)
+    return Checkout(f"baseline {sha[:7]}", root, make_overlay(scratch))
+
+
+def make_overlay(scratch: Path) -> Path:
+    """A directory of links to this tree's ``bench/`` and ``tests/``: first on PYTHONPATH, it
+    makes ``bench`` and ``tests.support`` (the benchmarks' server helpers, which an older
+    checkout lacks or has elsewhere) this tree's, while ``exchange_server`` stays the baseline's."""
     overlay = scratch / f"overlay-{hashlib.sha1(str(REPO).encode()).hexdigest()[:10]}"
     overlay.mkdir(parents=True, exist_ok=True)
-    link = overlay / "bench"
-    if not link.is_symlink() or link.resolve() != HERE:
-        if link.is_symlink():
-            link.unlink()
-        link.symlink_to(HERE)
-    return Checkout(f"baseline {sha[:7]}", root, overlay)
+    for name in ("bench", "tests"):
+        link_to(overlay / name, REPO / name)
+    return overlay
+
+
+def link_to(link: Path, target: Path) -> None:
+    """``link`` -> ``target``, replacing a link that points elsewhere."""
+    if link.is_symlink() and link.resolve() == target.resolve():
+        return
+    if link.is_symlink():
+        link.unlink()
+    link.symlink_to(target)
 
 
 def run_one(checkout: Checkout, module: str, args: list[str]) -> Figures:

@@ -1,16 +1,29 @@
-"""Starting a real ``exchange-server run`` process for end-to-end tests."""
+"""Starting a real ``exchange-server run`` process for end-to-end tests.
+
+Why the code root and the option probe: ``bench.compare --current-bench`` drives an older
+checkout's code (first on ``PYTHONPATH``) with these helpers.  The server must then run that
+checkout's ``exchange_server`` (``python -m`` puts its working directory first on ``sys.path``,
+so the working directory is where the imported package lives, not this repository), and an
+older ``exchange-server run`` refuses options it does not know (105fc31 has no ``--cli-port``):
+for a foreign code root the options are read once from its ``run --help`` and unknown ones are
+left out.
+"""
 
 from __future__ import annotations
 
 import atexit
+import functools
 import http.client
+import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +31,51 @@ REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml"
 #: The golden recordings the tests read (copies of shared/golden/ and its rpc/, cli/ and
 #: takeover/ fixtures, so a clone stands alone); EXCHANGE_SHARED_DIR points elsewhere.
 SHARED = Path(os.environ.get("EXCHANGE_SHARED_DIR", REPO / "tests" / "data"))
+
+
+def code_root() -> Path:
+    """The directory holding the ``exchange_server`` this process imports (REPO unless an older
+    checkout comes first on ``PYTHONPATH``, as under ``bench.compare``)."""
+    spec = importlib.util.find_spec("exchange_server")
+    if spec is None or spec.origin is None:
+        return REPO
+    return Path(spec.origin).resolve().parents[1]
+
+
+#: Where server processes run: ``python -m exchange_server`` imports the package from here.
+CODE = code_root()
+
+
+def options_in_help(text: str) -> frozenset[str]:
+    """The ``--long-option`` names an argparse usage/help text mentions."""
+    return frozenset(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text))
+
+
+@functools.cache
+def run_options() -> frozenset[str] | None:
+    """The options ``exchange-server run`` of :data:`CODE` accepts; None: this tree's own code,
+    which knows every option the helpers pass (no probe)."""
+    if CODE == REPO:
+        return None
+    out = subprocess.run([sys.executable, "-m", "exchange_server", "run", "--help"], cwd=CODE,
+                         capture_output=True, text=True, timeout=60)
+    return options_in_help(out.stdout)
+
+
+def known_args(args: list[str], known: Collection[str] | None) -> list[str]:
+    """``args`` without the ``--option value`` pairs ``known`` lacks (None: keep everything)."""
+    if known is None:
+        return list(args)
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg.startswith("--") and arg.split("=", 1)[0] not in known:
+            skip = "=" not in arg  # the value follows unless given as --option=value
+        else:
+            kept.append(arg)
+    return kept
 
 
 #: Every server a test started: whatever a failing test left running is killed at exit.
@@ -64,8 +122,9 @@ class ServerProcess:
         if self.config is not None:
             args += ["--config", str(self.config)]
         args += self.extra
+        args = args[:4] + known_args(args[4:], run_options())
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, cwd=CODE, stdout=log, stderr=subprocess.STDOUT)
         _STARTED.append(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from exchange_server.common.config import MysqlConfig
-from tests.support.server import REPO, SHARED, free_port
+from tests.support.server import CODE, SHARED, free_port
 
 
 def _db(cfg: MysqlConfig) -> dict[str, Any]:
@@ -132,7 +132,7 @@ class Topology:
         result = subprocess.run(
             [sys.executable, "-m", "exchange_server", name, "-c", str(self.conf / f"{name}.json"),
              "--daemon", "--lock-dir", str(self.lock_dir)],
-            cwd=REPO, env=self.env(), capture_output=True, text=True, timeout=60)
+            cwd=CODE, env=self.env(), capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
         self.wait_worker(name)
 
