@@ -23,10 +23,10 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.bench_history import drop_mysql
 from bench.bench_topology import _mysql
 from bench.common import report
 from exchange_server.common.config import MysqlConfig
-from exchange_server.storage import mysql as mysql_db
 from tests.support.failover import USERS, Acked, Pair, Worker, fund, orders_again
 from tests.support.waiting import wait_until
 
@@ -115,13 +115,7 @@ def run(rounds: int = 3, lease: float = 6.0) -> dict[str, object]:
 
 def _drop(cfg: MysqlConfig) -> None:
     try:
-        conn = mysql_db.connect(cfg, database=False)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS {mysql_db.quote_name(cfg.name)}")
-            conn.commit()
-        finally:
-            conn.close()
+        drop_mysql(cfg)
     except Exception as e:  # the figures matter more than the clean-up
         print(f"could not drop {cfg.name}: {e}", file=sys.stderr)
 

@@ -16,6 +16,7 @@ import json
 import random
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 from tests.integration.test_history_writer import reference_dump
 from tests.support.history_support import HistoryBackend
 from tests.support.server import ServerProcess
+from tests.support.waiting import wait_until
 
 USERS = list(range(1, 9))
 Acked = tuple[str, list[Any], Any]
@@ -123,19 +125,31 @@ def replay_state(methods: MatchEngineMethods) -> dict[str, Any]:
     return json.loads(json.dumps({"balances": balances, "books": books}))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("storage", ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
-def test_sigkill_during_load(tmp_path: Path, storage: str, request: pytest.FixtureRequest) -> None:
-    config = default_matchengine_data()
-    config["slice_interval"] = 86400
+@dataclass
+class Loaded:
+    """A server (SQLite or MariaDB log) under eight concurrent clients, as the crash tests
+    start it: ``acked`` collects every acknowledged reply."""
+
+    server: ServerProcess
+    data: Path
+    config_path: Path
+    mysql: MysqlConfig | None
+    history: Any
+    acked: list[Acked]
+    workers: list[Worker]
+
+
+def start_under_load(tmp_path: Path, storage: str, request: pytest.FixtureRequest,
+                     config: dict[str, Any], prefix: str) -> Loaded:
+    """Start ``exchange-server run`` with ``config`` on ``storage`` (MariaDB databases named
+    ``<prefix>_log`` and ``<prefix>_history``), fund the users and start the clients."""
     mysql: MysqlConfig | None = None
-    history_location: Any = tmp_path / "data"
-    make_mysql = None
+    history: Any = tmp_path / "data"
     if storage == "mysql":
         make_mysql = request.getfixturevalue("mysql_config")
-        mysql = make_mysql("test_crash_log")
-        history_location = make_mysql("test_crash_history")
-        for key, cfg in (("db_log", mysql), ("db_history", history_location)):
+        mysql = make_mysql(f"{prefix}_log")
+        history = make_mysql(f"{prefix}_history")
+        for key, cfg in (("db_log", mysql), ("db_history", history)):
             config[key] = {"host": cfg.host, "port": cfg.port, "user": cfg.user,
                            "pass": cfg.password, "name": cfg.name}
     config_path = tmp_path / "matchengine.json"
@@ -145,12 +159,24 @@ def test_sigkill_during_load(tmp_path: Path, storage: str, request: pytest.Fixtu
     for u in USERS:
         server.call("balance.update", u, "BTC", "deposit", u, "1000", {})
         server.call("balance.update", u, "BCH", "deposit", 100 + u, "1000000", {})
-
     acked: list[Acked] = []
     workers = [Worker(server.port, i + 1, USERS[i], acked) for i in range(8)]
     for w in workers:
         w.start()
-    time.sleep(2.0)
+    return Loaded(server, data, config_path, mysql, history, acked, workers)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def test_sigkill_during_load(tmp_path: Path, storage: str, request: pytest.FixtureRequest) -> None:
+    config = default_matchengine_data()
+    config["slice_interval"] = 86400
+    loaded = start_under_load(tmp_path, storage, request, config, "test_crash")
+    server, data, config_path, acked, workers = (
+        loaded.server, loaded.data, loaded.config_path, loaded.acked, loaded.workers)
+    mysql, history_location = loaded.mysql, loaded.history
+    make_mysql = request.getfixturevalue("mysql_config") if storage == "mysql" else None
+    wait_until(lambda: len(acked) > 300, 120, 0.05, "a sustained load")
     server.kill()
     for w in workers:
         w.join(15)

@@ -10,7 +10,6 @@ whole log gives (balances, both books).
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,13 @@ from exchange_server.common.config import MysqlConfig, default_matchengine_data
 from exchange_server.matchengine.store import EngineStore, SliceInfo
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
-from tests.integration.test_crash import USERS, Acked, Worker, replay, replay_state, state_of
+from tests.integration.test_crash import (
+    USERS,
+    replay,
+    replay_state,
+    start_under_load,
+    state_of,
+)
 from tests.support.server import ServerProcess
 from tests.support.waiting import wait_until
 
@@ -53,26 +58,10 @@ def test_operation_count_slices_and_sigkill_restart(tmp_path: Path, storage: str
     config: dict[str, Any] = default_matchengine_data()
     config["slice_interval"] = 86400  # no time slice during the test: only the count triggers
     config["slice_oper_interval"] = EVERY
-    mysql: MysqlConfig | None = None
-    if storage == "mysql":
-        make_mysql = request.getfixturevalue("mysql_config")
-        mysql = make_mysql("test_operslice_log")
-        history = make_mysql("test_operslice_history")
-        for key, cfg in (("db_log", mysql), ("db_history", history)):
-            config[key] = {"host": cfg.host, "port": cfg.port, "user": cfg.user,
-                           "pass": cfg.password, "name": cfg.name}
-    config_path = tmp_path / "matchengine.json"
-    config_path.write_text(json.dumps(config))
-    data = tmp_path / "data"
-    server = ServerProcess(data, config=config_path, extra=["--storage", storage]).start()
-    for u in USERS:
-        server.call("balance.update", u, "BTC", "deposit", u, "1000", {})
-        server.call("balance.update", u, "BCH", "deposit", 100 + u, "1000000", {})
-
-    acked: list[Acked] = []
-    workers = [Worker(server.port, i + 1, USERS[i], acked) for i in range(8)]
-    for w in workers:
-        w.start()
+    loaded = start_under_load(tmp_path, storage, request, config, "test_operslice")
+    server, data, config_path, acked, workers, mysql = (
+        loaded.server, loaded.data, loaded.config_path, loaded.acked, loaded.workers,
+        loaded.mysql)
     store = open_store(data, mysql)
     seen: set[int] = set()
     try:
