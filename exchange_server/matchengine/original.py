@@ -46,8 +46,8 @@ from typing import Any
 from exchange_server.common.decimals import truncate
 from exchange_server.matchengine.core.engine import Engine, EngineState
 from exchange_server.matchengine.logcodec import decode_detail
+from exchange_server.matchengine.slicerows import order_from_row
 from exchange_server.matchengine.store import SliceInfo, StoreError
-from exchange_server.matchengine.store_sqlite import order_from_row
 
 log = logging.getLogger("exchange_server.matchengine")
 

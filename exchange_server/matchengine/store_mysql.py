@@ -18,7 +18,10 @@ unverified.  ``slice_history.checksum`` likewise holds each published slice's ch
 Slices: ``slice_history`` as in the original; ``slice_order_T``, ``slice_balance_T`` and
 ``slice_update_T`` (the balance.update dedup window, new), ``slice_stop_T`` (pending stop
 orders) and ``slice_config_T`` (runtime configuration, JSON details) created ``LIKE`` their
-``*_example`` templates.  Slices older than the last two tables still load.  Deliberate
+``*_example`` templates.  Slices older than the last two tables still load.  Each slice of
+ours also has ``slice_state_T``: the whole state as one checksummed document
+(:mod:`~exchange_server.matchengine.slicedoc`), which a restart reads instead of the tables,
+about three times faster (the tables are read when it is absent or damaged).  Deliberate
 differences from the original's tables:
 
 * ``slice_order`` has a ``source VARCHAR(64) NULL`` column: restored orders keep their source;
@@ -32,7 +35,8 @@ differences from the original's tables:
   decimal values, space-separated in column order, and restart reads ONLY that column: the
   restored Decimals are identical to the dumped ones, exponent included.  The DECIMAL columns
   are a convenience for queries (truncated toward zero to 24 decimals; NULL for a value with 26
-  or more integer digits); editing them by hand has no effect on a restart.
+  or more integer digits); editing them by hand has no effect on a restart (nor, with the
+  slice document, does editing ``exact``).
 
 An original ViaBTC's ``trade_log`` (its templates lack ``exact``) is taken over by ``open()``
 (matchengine/original.py): its takeover point is recorded, its slice templates are set aside for
@@ -59,6 +63,7 @@ old slice's tables would otherwise wait for the parent).  Connection errors beco
 from __future__ import annotations
 
 import heapq
+import logging
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -68,20 +73,10 @@ from typing import Any
 import pymysql
 
 from exchange_server.common.config import MysqlConfig
-from exchange_server.matchengine import original
+from exchange_server.matchengine import original, slicedoc
 from exchange_server.matchengine.core.engine import EngineState
 from exchange_server.matchengine.logcodec import LogRow, decode_rows, encode_detail
-from exchange_server.matchengine.store import (
-    Deposed,
-    EngineStore,
-    OperRecord,
-    SliceInfo,
-    StoreError,
-    check_slice,
-    record_checksum,
-    state_checksum,
-)
-from exchange_server.matchengine.store_sqlite import (
+from exchange_server.matchengine.slicerows import (
     ORDER_DECIMALS,
     SLICE_KINDS,
     STOP_DECIMALS,
@@ -93,7 +88,19 @@ from exchange_server.matchengine.store_sqlite import (
     stop_decimals,
     stop_from_row,
 )
+from exchange_server.matchengine.store import (
+    Deposed,
+    EngineStore,
+    OperRecord,
+    SliceInfo,
+    StoreError,
+    check_slice,
+    record_checksum,
+    state_checksum,
+)
 from exchange_server.storage import mysql as mysql_db
+
+log = logging.getLogger("exchange_server.matchengine")
 
 #: Rows per INSERT statement and per SELECT page.
 CHUNK = 1000
@@ -166,6 +173,12 @@ SCHEMA = [
     " t TINYINT UNSIGNED NOT NULL,"
     f" balance {DECIMAL_TYPE} NULL,"
     " exact TEXT NOT NULL"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    # the slice document (slicedoc): a restart's fast path; chunks of compressed JSON
+    "CREATE TABLE IF NOT EXISTS slice_state_example ("
+    " id INT UNSIGNED NOT NULL PRIMARY KEY,"
+    " checksum INT UNSIGNED NOT NULL,"
+    " data LONGBLOB NOT NULL"
     ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     "CREATE TABLE IF NOT EXISTS slice_update_example ("
     " id INT UNSIGNED NOT NULL PRIMARY KEY AUTO_INCREMENT,"
@@ -638,7 +651,24 @@ class MysqlEngineStore(EngineStore):
             last = rows[-1][0]
 
     def read_slice(self, info: SliceInfo) -> EngineState:
+        """The slice's document when it has one (the fast path, see slicedoc), else (or if the
+        document is damaged, which is logged) its tables."""
         t = slice_time(info)
+        table = f"slice_state_{t}"
+        try:
+            chunks = ([(int(crc), bytes(data)) for crc, data in self._query(
+                f"SELECT checksum, data FROM `{table}` ORDER BY id")]
+                if self._query(f"SHOW TABLES LIKE '{table}'") else None)
+        except pymysql.MySQLError as e:
+            raise self._error(f"cannot read slice {t}", e) from e
+        if chunks is not None:
+            try:
+                return slicedoc.decode(chunks, info, f"{self!r}: {table}")
+            except StoreError as e:
+                log.error("%s; loading the slice from its tables instead", e)
+        return self._read_slice_tables(info, t)
+
+    def _read_slice_tables(self, info: SliceInfo, t: int) -> EngineState:
         names = (f"slice_order_{t}", f"slice_balance_{t}", f"slice_update_{t}")
         stop_table, config_table = f"slice_stop_{t}", f"slice_config_{t}"
         state = EngineState(order_id=info.end_order_id, deal_id=info.end_deals_id)
@@ -704,13 +734,16 @@ class MysqlEngineStore(EngineStore):
         balance_rows = [(user, asset, kind, _sql_decimal(value), str(value))
                         for user, asset, kind, value in state.balances]
         update_rows = list(state.updates)
-        self._slice_sums[t] = state_checksum(state)
+        checksum = self._slice_sums[t] = state_checksum(state)
+        document = [(i, crc, data) for i, (crc, data)
+                    in enumerate(slicedoc.encode(state, checksum), 1)]
         inserts: list[tuple[str, str, Sequence[Sequence[Any]]]] = [
             (f"slice_order_{t}", _ORDER_COLUMNS, order_rows),
             (f"slice_balance_{t}", "user_id, asset, t, balance, exact", balance_rows),
             (f"slice_update_{t}", "user_id, asset, business, business_id, time", update_rows),
             (f"slice_stop_{t}", _STOP_COLUMNS, stop_rows),
             (f"slice_config_{t}", "kind, name, detail", config_rows),
+            (f"slice_state_{t}", "id, checksum, data", document),
         ]
         conn = None
         try:

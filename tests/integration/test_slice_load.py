@@ -20,13 +20,14 @@ import pytest
 
 from exchange_server.common.config import default_matchengine_data, load_matchengine
 from exchange_server.matchengine.configured import Engine
+from exchange_server.matchengine.core.engine import EngineState
 from exchange_server.matchengine.core.market import Market
 from exchange_server.matchengine.core.model import ASK, BID, LIMIT, Order
 from exchange_server.matchengine.store import EngineStore, SliceInfo, StoreError
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 from exchange_server.storage import mysql as mysql_db
-from tests.integration.test_store import make_state
+from tests.integration.test_store import assert_same_state, make_state
 
 T = 1_700_000_123
 
@@ -127,15 +128,88 @@ def damage_first_order(store: EngineStore, order: Order) -> None:
         conn.close()
 
 
-def test_a_changed_order_row_is_a_damaged_slice(slice_store: EngineStore) -> None:
-    state = make_state(seed=3, orders=500, balances=10, updates=5)
+def slice_sql(store: EngineStore, sql: str, args: Any = ()) -> list[Any]:
+    """Run one statement on the store's slice database, committed; its rows."""
+    if isinstance(store, SqliteEngineStore):
+        db = sqlite3.connect(store.slice_path)
+        try:
+            rows = db.execute(sql.replace("%s", "?"), args).fetchall()
+            db.commit()
+            return rows
+        finally:
+            db.close()
+    assert isinstance(store, MysqlEngineStore)
+    conn = mysql_db.connect(store.cfg)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            rows = list(cur.fetchall())
+        conn.commit()
+        return rows
+    finally:
+        conn.close()
+
+
+def damage_document(store: EngineStore) -> None:
+    """Flip one bit of the slice document's first chunk (its stored checksum unchanged)."""
+    ((data,),) = slice_sql(store, f"SELECT data FROM slice_state_{T} WHERE id = 1")
+    data = bytes(data)
+    slice_sql(store, f"UPDATE slice_state_{T} SET data = %s WHERE id = 1",
+              (data[:20] + bytes([data[20] ^ 1]) + data[21:],))
+
+
+def published_slice(store: EngineStore, state: EngineState) -> SliceInfo:
     info = SliceInfo(T, 10, state.order_id, state.deal_id)
-    slice_store.write_slice_data(info, state)
-    slice_store.publish_slice(info)
-    published = slice_store.latest_slice()
+    store.write_slice_data(info, state)
+    store.publish_slice(info)
+    published = store.latest_slice()
     assert published is not None
+    return published
+
+
+def test_a_changed_order_row_is_a_damaged_slice(slice_store: EngineStore) -> None:
+    """The tables' own check (the path of a slice without its document: written before it,
+    or with the document damaged)."""
+    state = make_state(seed=3, orders=500, balances=10, updates=5)
+    published = published_slice(slice_store, state)
+    slice_sql(slice_store, f"DROP TABLE slice_state_{T}")
     slice_store.read_slice(published)  # intact: loads
     first = min(state.orders, key=lambda o: o.id)
     damage_first_order(slice_store, first)
     with pytest.raises(StoreError, match="damaged"):
         slice_store.read_slice(published)
+
+
+def test_a_damaged_document_loads_the_tables_instead(
+        slice_store: EngineStore, caplog: pytest.LogCaptureFixture) -> None:
+    state = make_state(seed=5, orders=400, balances=30, updates=5)
+    published = published_slice(slice_store, state)
+    from_document = slice_store.read_slice(published)
+    assert not caplog.records
+    damage_document(slice_store)
+    from_tables = slice_store.read_slice(published)
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert f"slice_state_{T}: chunk 1 is damaged" in record.getMessage()
+    assert "loading the slice from its tables instead" in record.getMessage()
+    assert_same_state(from_tables, from_document)
+    assert_same_state(from_document, state)
+
+
+def test_a_damaged_document_and_a_changed_row_is_a_damaged_slice(
+        slice_store: EngineStore) -> None:
+    state = make_state(seed=6, orders=300, balances=10, updates=5)
+    published = published_slice(slice_store, state)
+    damage_document(slice_store)
+    damage_first_order(slice_store, min(state.orders, key=lambda o: o.id))
+    with pytest.raises(StoreError, match=f"slice {T} .* is damaged"):
+        slice_store.read_slice(published)
+
+
+def test_editing_the_tables_does_not_change_a_slice_with_its_document(
+        slice_store: EngineStore) -> None:
+    """The document is what a restart reads (documented: operators' edits to the tables have
+    no effect while it is there)."""
+    state = make_state(seed=8, orders=200, balances=10, updates=5)
+    published = published_slice(slice_store, state)
+    damage_first_order(slice_store, min(state.orders, key=lambda o: o.id))
+    assert_same_state(slice_store.read_slice(published), state)

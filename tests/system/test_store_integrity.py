@@ -186,16 +186,20 @@ def test_damaged_slice_stops_start_up(setup: Setup) -> None:
         server.call("balance.update", 1, "BTC", "deposit", 1, "1000", {})
     finally:
         assert server.stop() == 0  # writes the final slice
+    # the slice document (read first) and the tables it falls back to are both damaged
     if setup.storage == "sqlite":
         db = sqlite3.connect(setup.data / "slices.sqlite")
         (t,) = db.execute("SELECT time FROM slice_history").fetchone()
         db.execute(f"UPDATE slice_balance_{t} SET balance = '1008'")
+        db.execute(f"UPDATE slice_state_{t} SET checksum = (checksum + 1) % 4294967296")
         db.commit()
         db.close()
     else:
         (t,) = setup.execute("SELECT time FROM slice_history")[0]
         setup.execute(f"UPDATE slice_balance_{t} SET exact = '1008'")
+        setup.execute(f"UPDATE slice_state_{t} SET checksum = (checksum + 1) % 4294967296")
     output = _start_fails(setup.args())
+    assert f"slice_state_{t}: chunk 1 is damaged" in output, output
     (line,) = _cannot_start_lines(output)
     assert f"slice {t}" in line and "damaged" in line, output
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, Self
 
 from exchange_server.common.decimals import ZERO, fmt
@@ -109,6 +110,9 @@ class EngineState:
     #: admin command left (config file shape), kind "state" = a market's
     #: ``{"last": text, "suspended": bool}``.
     config: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+#: The sort key of slice rows (a C-level getter: a restart sorts every open order by it).
+_by_id = attrgetter("id")
 
 
 class Engine:
@@ -555,7 +559,7 @@ class Engine:
             market.last = Decimal(detail["last"])
             market.suspended = bool(detail["suspended"])
         books: dict[str, list[Order]] = {name: [] for name in self.markets}
-        for order in sorted(state.orders, key=lambda o: o.id):
+        for order in sorted(state.orders, key=_by_id):
             book = books.get(order.market)
             if book is None:
                 warnings.append(f"order {order.id}: unknown market {order.market}, skipped")
@@ -563,7 +567,7 @@ class Engine:
             book.append(order)
         for name, orders in books.items():
             self.markets[name].load_book(orders)
-        for stop in sorted(state.stops, key=lambda s: s.id):
+        for stop in sorted(state.stops, key=_by_id):
             market = self.markets.get(stop.market)
             if market is None:
                 warnings.append(f"stop {stop.id}: unknown market {stop.market}, skipped")

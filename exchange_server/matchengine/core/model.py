@@ -149,6 +149,38 @@ class Order:
         order.stp_cancelled = False
         return order
 
+    @classmethod
+    def restored(cls, *, id: int, market: str, source: str | None, type: OrderType,
+                 side: Side, user: int, ctime: float, mtime: float, price: Decimal,
+                 amount: Decimal, taker_fee: Decimal, maker_fee: Decimal, left: Decimal,
+                 freeze: Decimal, deal_stock: Decimal, deal_money: Decimal, deal_fee: Decimal,
+                 option: int, client_id: str | None) -> Order:
+        """An order as a slice stored it, every field given.  Why not the constructor: a
+        restart builds every open order this way (as :meth:`fresh`, a classmethod takes the
+        keywords without packing them into a dict)."""
+        order: Order = _object_new(cls)
+        order.id = id
+        order.market = market
+        order.source = source
+        order.type = type
+        order.side = side
+        order.user = user
+        order.ctime = ctime
+        order.mtime = mtime
+        order.price = price
+        order.amount = amount
+        order.taker_fee = taker_fee
+        order.maker_fee = maker_fee
+        order.left = left
+        order.freeze = freeze
+        order.deal_stock = deal_stock
+        order.deal_money = deal_money
+        order.deal_fee = deal_fee
+        order.option = option
+        order.client_id = client_id
+        order.stp_cancelled = False
+        return order
+
     def snapshot(self) -> OrderSnapshot:
         # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function, and a
         # snapshot is taken for every order placed and every maker a deal touches
