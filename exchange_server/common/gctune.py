@@ -11,6 +11,8 @@ frozen out of future collections.
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 GEN0_THRESHOLD = 100_000
 GEN1_THRESHOLD = 50
@@ -27,3 +29,17 @@ def freeze_startup_state() -> None:
     reach, so full collections no longer walk it."""
     gc.collect()
     gc.freeze()
+
+
+@contextmanager
+def paused() -> Iterator[None]:
+    """No cyclic collection inside the block.  For a slice load: it allocates hundreds of
+    thousands of long-lived objects (orders, decimals, book levels) and almost no garbage, so
+    the collections it would trigger only walk the new state again (10-15% of the load)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

@@ -47,7 +47,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from exchange_server.common import jsonfmt, metrics
+from exchange_server.common import gctune, jsonfmt, metrics
 from exchange_server.common.config import MatchEngineConfig
 from exchange_server.common.errors import (
     INTERNAL_ERROR,
@@ -190,10 +190,12 @@ class MatchEngineService:
                             min(marks))
                 info = None
         if info is not None:
-            state = store.read_slice(info)
-            if isinstance(state, OriginalState):
-                apply_load_rules(state, self.engine)
-            for warning in self.engine.load_state(state):
+            with gctune.paused():
+                state = store.read_slice(info)
+                if isinstance(state, OriginalState):
+                    apply_load_rules(state, self.engine)
+                warnings = self.engine.load_state(state)
+            for warning in warnings:
                 log.warning("slice %d: %s", info.time, warning)
             self.oper_id = info.end_oper_id
             self._last_slice_time = self._sliced_time = info.time
