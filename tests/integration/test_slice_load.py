@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import random
-import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -26,8 +25,8 @@ from exchange_server.matchengine.core.model import ASK, BID, LIMIT, Order
 from exchange_server.matchengine.store import EngineStore, SliceInfo, StoreError
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
-from exchange_server.storage import mysql as mysql_db
 from tests.integration.test_store import assert_same_state, make_state
+from tests.support.sql import execute as sql_execute
 
 T = 1_700_000_123
 
@@ -108,46 +107,23 @@ def damage_first_order(store: EngineStore, order: Order) -> None:
     """Change one digit of the first order's price where the store keeps its exact text."""
     changed = str(order.price + 1)
     if isinstance(store, SqliteEngineStore):
-        db = sqlite3.connect(store.slice_path)
-        db.execute(f"UPDATE slice_order_{T} SET price = ? WHERE id = ?", (changed, order.id))
-        db.commit()
-        db.close()
+        slice_sql(store, f"UPDATE slice_order_{T} SET price = %s WHERE id = %s",
+                  (changed, order.id))
         return
-    assert isinstance(store, MysqlEngineStore)
-    conn = mysql_db.connect(store.cfg)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"SELECT exact FROM slice_order_{T} WHERE id = %s", (order.id,))
-            (exact,) = cur.fetchone()
-            parts = exact.split(" ")
-            parts[0] = changed
-            cur.execute(f"UPDATE slice_order_{T} SET exact = %s WHERE id = %s",
-                        (" ".join(parts), order.id))
-        conn.commit()
-    finally:
-        conn.close()
+    ((exact,),) = slice_sql(store, f"SELECT exact FROM slice_order_{T} WHERE id = %s",
+                            (order.id,))
+    parts = exact.split(" ")
+    parts[0] = changed
+    slice_sql(store, f"UPDATE slice_order_{T} SET exact = %s WHERE id = %s",
+              (" ".join(parts), order.id))
 
 
 def slice_sql(store: EngineStore, sql: str, args: Any = ()) -> list[Any]:
     """Run one statement on the store's slice database, committed; its rows."""
     if isinstance(store, SqliteEngineStore):
-        db = sqlite3.connect(store.slice_path)
-        try:
-            rows = db.execute(sql.replace("%s", "?"), args).fetchall()
-            db.commit()
-            return rows
-        finally:
-            db.close()
+        return sql_execute(store.slice_path, sql, args)
     assert isinstance(store, MysqlEngineStore)
-    conn = mysql_db.connect(store.cfg)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            rows = list(cur.fetchall())
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
+    return sql_execute(store.cfg, sql, args)
 
 
 def damage_document(store: EngineStore) -> None:

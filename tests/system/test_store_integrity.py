@@ -28,6 +28,7 @@ from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore, encode_detail
 from exchange_server.storage import mysql as mysql_db
 from tests.support.server import REPO, ServerProcess
+from tests.support.sql import execute as sql_execute
 from tests.support.topology import Topology
 
 DEPOSITS = ["1000", "1000", "1000"]
@@ -71,23 +72,9 @@ class Setup:
     def execute(self, sql: str, args: Any = None) -> list[Any]:
         """Run SQL on the operation log database (the SQLite file or the MySQL database)."""
         if self.storage == "sqlite":
-            db = sqlite3.connect(self.data / "trade_log.sqlite")
-            try:
-                rows = db.execute(sql.replace("%s", "?"), args or ()).fetchall()
-                db.commit()
-                return rows
-            finally:
-                db.close()
+            return sql_execute(self.data / "trade_log.sqlite", sql, args)
         assert self.log_cfg is not None
-        conn = mysql_db.connect(self.log_cfg)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, args)
-                rows = list(cur.fetchall())
-            conn.commit()
-            return rows
-        finally:
-            conn.close()
+        return sql_execute(self.log_cfg, sql, args)
 
     def operlog_table(self) -> str:
         if self.storage == "sqlite":
