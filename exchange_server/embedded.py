@@ -46,6 +46,7 @@ from exchange_server.matchprocess.console import Console, ConsoleServer
 from exchange_server.matchprocess.follower import FollowerProcess, FollowerSpec
 from exchange_server.matchprocess.lifecycle import engine_steps
 from exchange_server.matchprocess.observe import register_gauges
+from exchange_server.process.inherited import parent_only
 from exchange_server.process.lifecycle import Composite, StartupFailed, Step, step
 from exchange_server.readhistory.reader import HistoryReader, MysqlHistoryReader, SqliteHistoryReader
 from exchange_server.readhistory.service import ReadHistoryService
@@ -103,7 +104,7 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
     handle.flush()
-    return handle
+    return parent_only(handle)
 
 
 def _mysql(config: MatchEngineConfig, name: str) -> MysqlConfig:

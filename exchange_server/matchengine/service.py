@@ -71,6 +71,7 @@ from exchange_server.matchengine.store import (
     SliceInfo,
     StoreError,
 )
+from exchange_server.process.inherited import release_in_child
 
 log = logging.getLogger("exchange_server.matchengine")
 
@@ -649,6 +650,7 @@ class MatchEngineService:
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
             try:
+                release_in_child()  # the parent's ports and locks die with the parent
                 self._child_write_slice(info)
                 code = 0
             except BaseException:

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import IO
 
+from exchange_server.process.inherited import parent_only
+
 LOCK_DIR_ENV = "EXCHANGE_LOCK_DIR"
 
 
@@ -36,7 +38,7 @@ def acquire_process_lock(name: str, lock_dir: str | os.PathLike[str] | None = No
         handle.close()
         raise ProcessExists(f"process: {name} exist") from None
     write_pid(handle)
-    return handle
+    return parent_only(handle)
 
 
 def write_pid(handle: IO[str], pid: int | None = None) -> None:

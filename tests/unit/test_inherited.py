@@ -1,0 +1,110 @@
+"""A forked helper child lets go of its parent's listening sockets and instance locks, and the
+parent keeps both.
+
+Why: a slice child outliving a SIGKILLed engine kept the dead engine's port accepting
+connections nobody served (gateways waited instead of failing over) and its locks held (the
+restart was refused until the child finished).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from pathlib import Path
+
+from exchange_server.embedded import DataDirLocked, lock_data_dir
+from exchange_server.process.inherited import release_in_child
+
+
+def port_listens_in_child(port: int) -> bool:
+    """Whether a forked child still holds a socket listening on ``port`` after
+    release_in_child (the parent holds one)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: release, then ask and exit without any cleanup
+        code = 0
+        try:
+            os.close(read)
+            release_in_child()
+            own = {int(n) for n in os.listdir("/proc/self/fd")}
+            answer = [b"0"]
+            for fd in own:
+                try:
+                    probe = socket.socket(fileno=os.dup(fd))
+                except OSError:
+                    continue
+                try:
+                    if (probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                            and probe.getsockname()[1] == port):
+                        answer[0] = b"1"
+                except OSError:
+                    pass
+                finally:
+                    probe.close()
+            os.write(write, b"".join(answer))
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        answer = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return answer == b"1"
+
+
+def test_a_forked_child_releases_ports_and_locks(tmp_path: Path) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    data = tmp_path / "data"
+    lock = lock_data_dir(data)
+    try:
+        assert not port_listens_in_child(port)
+        # the parent still has both: the port accepts, the lock is still taken
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+        try:
+            lock_data_dir(data)
+            raise AssertionError("the data directory lock was released")
+        except DataDirLocked:
+            pass
+    finally:
+        lock.close()
+        server.close()
+
+
+def test_a_child_that_outlives_its_parent_holds_no_lock(tmp_path: Path) -> None:
+    """The lock is free as soon as the parent is gone, though its forked child lives on."""
+    data = tmp_path / "data"
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    parent = os.fork()
+    if parent == 0:  # an "engine": takes the lock, forks a helper child, then dies
+        code = 0
+        try:
+            lock_data_dir(data)
+            if os.fork() == 0:  # the helper child: releases, then lives until told
+                release_in_child()
+                os.write(ready_w, b"r")
+                os.read(done_r, 1)
+                os._exit(0)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)  # the "engine" dies; its helper child lives on
+    os.close(ready_w)  # only the helper child writes it: EOF (b"") if it failed
+    os.close(done_r)
+    try:
+        assert os.read(ready_r, 1) == b"r", "the helper child failed before it was ready"
+        os.waitpid(parent, 0)
+        handle = open(data / "exchange-server.lock", "a+")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if the child held it
+        finally:
+            handle.close()
+    finally:
+        os.write(done_w, b"d")
+        os.close(done_w)
+        os.close(ready_r)
