@@ -139,6 +139,9 @@ class MatchEngineService:
         #: records at or below this id were written by an original ViaBTC (original.py)
         self.original_end = 0
         self.replayed = 0
+        #: every sink has processed the operations up to here (``restore`` reads their marks):
+        #: a replay builds no events for them
+        self.sinks_mark = 0
         #: seconds a commit may take before it counts as failed
         self.commit_timeout = config.commit_timeout
         #: called with the new durable id whenever it advances (the follower's read limit)
@@ -174,6 +177,7 @@ class MatchEngineService:
             for sink in self.sinks:
                 sink.start_after(self.original_end)
         marks = [sink.durable_mark() for sink in self.sinks]
+        self.sinks_mark = min(marks, default=0)
         last = store.last_oper_id()
         if marks and max(marks) > last:
             # A sink that has seen operations the log does not hold: the log was reset or
@@ -217,19 +221,29 @@ class MatchEngineService:
 
         Records come in pages of plain tuples (``read_operlog_rows``) and go straight to the
         methods' write functions: no request checks (they passed when the operation was
-        accepted), no reply, and no event copying when no sink is there to take them."""
+        accepted), no reply, and no events for the operations no sink takes: with no sink at
+        all, or up to ``sinks_mark`` (the engine is quiet for them, see ``Engine.set_quiet``)."""
         count = 0
-        for page in store.read_operlog_rows(self.oper_id):
-            for oper_id, when, method, params in page:
-                if limit is not None and oper_id > limit:
-                    return count
-                if oper_id != self.oper_id + 1:
-                    raise OperLogGap(self.oper_id + 1, oper_id)
-                self._apply_logged(oper_id, when, method, params)
-                self.oper_id = oper_id
-                count += 1
-                if progress is not None and count % PROGRESS_EVERY == 0:
-                    progress()
+        engine = self.engine
+        # the operations up to this one are replayed quiet (no sink: all of them)
+        quiet_through: float = self.sinks_mark if self.sinks else float("inf")
+        engine.set_quiet(self.oper_id < quiet_through)
+        try:
+            for page in store.read_operlog_rows(self.oper_id):
+                for oper_id, when, method, params in page:
+                    if limit is not None and oper_id > limit:
+                        return count
+                    if oper_id != self.oper_id + 1:
+                        raise OperLogGap(self.oper_id + 1, oper_id)
+                    if oper_id > quiet_through and engine.quiet:
+                        engine.set_quiet(False)
+                    self._apply_logged(oper_id, when, method, params)
+                    self.oper_id = oper_id
+                    count += 1
+                    if progress is not None and count % PROGRESS_EVERY == 0:
+                        progress()
+        finally:
+            engine.set_quiet(False)
         return count
 
     def _apply_logged(self, oper_id: int, when: float, method: str, params: list[Any]) -> None:
@@ -250,10 +264,10 @@ class MatchEngineService:
                     "configuration it was logged under)" if e.code == INVALID_ARGUMENT else "")
             raise StoreError(f"operation {oper_id} ({method}) cannot be replayed: "
                              f"{e.code} {e.message}{hint}") from None
-        if self.sinks:
-            self._deliver(oper_id, self.engine.take_events())
-        else:
-            self.engine.events.clear()
+        if not self.engine.quiet:
+            events = self.engine.take_events()
+            if self.sinks:
+                self._deliver(oper_id, events)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

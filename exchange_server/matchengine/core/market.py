@@ -70,6 +70,9 @@ class Market:
         self.money_prec = config.money_prec
         self.balances = balances
         self.events = events
+        #: no one takes the events (replay): matching and resting orders append none (the
+        #: engine's ``quiet``, which sets it)
+        self.quiet = False
         #: price of the market's last deal (0 before the first): what stop orders watch.
         self.last = ZERO
         #: trading suspended by an admin command: new orders and stops are refused.
@@ -206,7 +209,7 @@ class Market:
             self.bid_amount = self.bid_amount - order.left
             if order.freeze > 0:
                 self.balances.unfreeze(order.user, self.money, order.freeze)
-        if order.deal_stock > 0 or order.stp_cancelled:
+        if (order.deal_stock > 0 or order.stp_cancelled) and not self.quiet:
             self.events.append(_new(OrderFinished, (order.snapshot(),)))
 
     def side_orders(self, side: Side) -> Iterator[Order]:
@@ -311,10 +314,11 @@ class Market:
                 self._deal(taker, maker, price, amount, now, deal_id)
                 self.last = price
                 if not maker.left:
-                    self.events.append(_new(OrderChanged, (EVENT_FINISH, maker.snapshot(),
-                                                           self.stock, self.money)))
+                    if not self.quiet:
+                        self.events.append(_new(OrderChanged, (EVENT_FINISH, maker.snapshot(),
+                                                               self.stock, self.money)))
                     self.remove(maker)
-                else:
+                elif not self.quiet:
                     self.events.append(_new(OrderChanged, (EVENT_UPDATE, maker.snapshot(),
                                                            self.stock, self.money)))
             # ``remove`` drops an emptied level from the book, so peekitem sees the next one.
@@ -329,8 +333,9 @@ class Market:
         if mode in (STP_CANCEL_MAKER, STP_CANCEL_BOTH):
             maker.stp_cancelled = True
             cancelled.append(maker.id)
-            self.events.append(OrderChanged(EVENT_FINISH, maker.snapshot(), self.stock,
-                                            self.money))
+            if not self.quiet:
+                self.events.append(OrderChanged(EVENT_FINISH, maker.snapshot(), self.stock,
+                                                self.money))
             self.remove(maker)
             if mode == STP_CANCEL_MAKER:
                 return False
@@ -417,11 +422,6 @@ class Market:
     def _deal(self, taker: Order, maker: Order, price: Decimal, amount: Decimal, now: float,
               deal_id: int) -> None:
         deal = price * amount
-        balances = self.balances
-        events = self.events
-        stock = self.stock
-        money = self.money
-        name = self.name
         taker.mtime = maker.mtime = now
         if taker.side == ASK:
             ask, bid = taker, maker
@@ -433,59 +433,64 @@ class Market:
         if self._ask_fee_quant is not None:
             ask_fee = ask_fee.quantize(self._ask_fee_quant, ROUND_DOWN, CONTEXT)
         bid_fee = amount * bid_rate
+        ask.left = ask.left - amount
+        ask.deal_stock = ask.deal_stock + amount
+        ask.deal_money = ask.deal_money + deal
+        ask.deal_fee = ask.deal_fee + ask_fee
+        bid.left = bid.left - (deal if bid is taker and bid.type == MARKET else amount)
+        bid.deal_stock = bid.deal_stock + amount
+        bid.deal_money = bid.deal_money + deal
+        bid.deal_fee = bid.deal_fee + bid_fee
+        if maker is ask:
+            maker.freeze = maker.freeze - amount
+            self.ask_amount = self.ask_amount - amount
+        else:
+            maker.freeze = maker.freeze - deal
+            self.bid_amount = self.bid_amount - amount
+
+        # The taker first, then the maker, each: give, receive, pay the fee (engine.md 7).
+        stock = self.stock
+        money = self.money
+        trade = self.balances.trade
+        if self.quiet:  # nobody takes the events (replay)
+            if taker is ask:
+                trade(taker.user, stock, amount, False, money, deal, ask_fee)
+                trade(maker.user, money, deal, True, stock, amount, bid_fee)
+            else:
+                trade(taker.user, money, deal, False, stock, amount, bid_fee)
+                trade(maker.user, stock, amount, True, money, deal, ask_fee)
+            return
+        # Events are built with tuple.__new__: a NamedTuple's own __new__ is a Python function
+        # and this is the hottest loop of the engine.
+        events = self.events
+        name = self.name
         events.append(_new(Deal, (
             now, name, deal_id, price, amount, deal, ask_fee, bid_fee, taker.side,
             ask.id, ask.user, TAKER if ask is taker else MAKER,
             bid.id, bid.user, TAKER if bid is taker else MAKER, stock, money,
         )))
-
-        # The taker first, then the maker, each: give, receive, pay the fee (engine.md 7).
-        # Events are built with tuple.__new__: a NamedTuple's own __new__ is a Python function
-        # and this is the hottest loop of the engine.
         for order in (taker, maker):
-            is_taker = order is taker
-            order.deal_stock = order.deal_stock + amount
-            order.deal_money = order.deal_money + deal
             user = order.user
             detail = _new(TradeDetail, (name, order.id, price, amount, None))
-            if order.side == ASK:
-                order.left = order.left - amount
-                order.deal_fee = order.deal_fee + ask_fee
-                if is_taker:
-                    total = balances.sub(user, stock, amount)
-                else:
-                    order.freeze = order.freeze - amount
-                    total = balances.sub_frozen(user, stock, amount)
-                    self.ask_amount = self.ask_amount - amount
+            if order is ask:
+                out_total, in_total, fee_total = trade(user, stock, amount, order is maker,
+                                                       money, deal, ask_fee)
                 events.append(_new(BalanceChanged, (now, user, stock, "trade", -amount,
-                                                    total, detail)))
-                total = balances.add(user, money, deal)
-                events.append(_new(BalanceChanged, (now, user, money, "trade", deal, total,
+                                                    out_total, detail)))
+                events.append(_new(BalanceChanged, (now, user, money, "trade", deal, in_total,
                                                     detail)))
                 if ask_fee:
-                    total = balances.sub(user, money, ask_fee)
                     events.append(_new(BalanceChanged, (
-                        now, user, money, "trade", -ask_fee, total,
+                        now, user, money, "trade", -ask_fee, fee_total,
                         _new(TradeDetail, (name, order.id, price, amount, ask_rate)))))
             else:
-                if is_taker and order.type == MARKET:
-                    order.left = order.left - deal
-                else:
-                    order.left = order.left - amount
-                order.deal_fee = order.deal_fee + bid_fee
-                if is_taker:
-                    total = balances.sub(user, money, deal)
-                else:
-                    order.freeze = order.freeze - deal
-                    total = balances.sub_frozen(user, money, deal)
-                    self.bid_amount = self.bid_amount - amount
+                out_total, in_total, fee_total = trade(user, money, deal, order is maker,
+                                                       stock, amount, bid_fee)
                 events.append(_new(BalanceChanged, (now, user, money, "trade", -deal,
-                                                    total, detail)))
-                total = balances.add(user, stock, amount)
-                events.append(_new(BalanceChanged, (now, user, stock, "trade", amount, total,
+                                                    out_total, detail)))
+                events.append(_new(BalanceChanged, (now, user, stock, "trade", amount, in_total,
                                                     detail)))
                 if bid_fee:
-                    total = balances.sub(user, stock, bid_fee)
                     events.append(_new(BalanceChanged, (
-                        now, user, stock, "trade", -bid_fee, total,
+                        now, user, stock, "trade", -bid_fee, fee_total,
                         _new(TradeDetail, (name, order.id, price, amount, bid_rate)))))
