@@ -392,7 +392,10 @@ class MatchEngineMethods:
         if len(params) != 8:
             return self._put_limit_ext(now, params, live)
         stp = self.engine.self_trade_prevention if live else 0  # self._stp(0, live)
-        result = self._put_limit(now, params, stp)
+        # _put_limit(now, params, stp), written out (the call is a few percent of an order)
+        user, market, side, amount, price, taker_fee, maker_fee, source = self._read_limit(params)
+        result = self.engine.put_limit(now, market, user, side, amount, price, taker_fee,
+                                       maker_fee, source, stp)
         if stp:
             params.append(stp)
         return result
@@ -401,8 +404,11 @@ class MatchEngineMethods:
         """``order_put_limit(now, params, live=False)``, without the keyword call's cost (replay
         runs it for every logged order)."""
         count = len(params)
-        if count == 8:
-            return self._put_limit(now, params, 0)
+        if count == 8:  # _put_limit(now, params, 0), written out
+            user, market, side, amount, price, taker_fee, maker_fee, source = (
+                self._read_limit(params))
+            return self.engine.put_limit(now, market, user, side, amount, price, taker_fee,
+                                         maker_fee, source)
         if count == 9:
             return self._put_limit(now, params, _recorded_stp(params[8]))
         return self._put_limit_ext(now, params, False)

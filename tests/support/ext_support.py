@@ -160,3 +160,10 @@ class Ex:
         quiet = self.replayed(quiet=True)
         assert fingerprint(quiet) == expected
         assert list(quiet.balances.items()) == list(self.engine.balances.items())
+        # a slice of it loads the same books, best prices included
+        loaded = Engine.from_config(self.cfg)
+        assert loaded.load_state(self.engine.dump_state()) == []
+        assert fingerprint(loaded) == expected
+        for name, market in loaded.markets.items():
+            live = self.engine.markets[name]
+            assert (market.ask_top, market.bid_top) == (live.ask_top, live.bid_top)

@@ -209,12 +209,15 @@ class Engine:
         left to the trigger loop."""
         if market.suspended:
             raise PutLimit.SUSPENDED()
-        balances = self.balances
+        # balances.get_available, written out (one call less for every order placed)
         if side == ASK:
-            if balances.get_available(user, market.stock) < amount:
+            account = self.balances.accounts.get((user, market.stock))
+            if (ZERO if account is None else account[0]) < amount:
                 raise PutLimit.BALANCE_NOT_ENOUGH()
-        elif balances.get_available(user, market.money) < amount * price:
-            raise PutLimit.BALANCE_NOT_ENOUGH()
+        else:
+            account = self.balances.accounts.get((user, market.money))
+            if (ZERO if account is None else account[0]) < amount * price:
+                raise PutLimit.BALANCE_NOT_ENOUGH()
         if amount < market.min_amount and not option & OPTION_UNLIMITED_MIN_AMOUNT:
             raise PutLimit.AMOUNT_TOO_SMALL()
         if option:

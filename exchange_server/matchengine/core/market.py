@@ -85,6 +85,12 @@ class Market:
         self.stops_high: SortedDict = SortedDict()
         self.asks: SortedDict = SortedDict()
         self.bids: SortedDict = SortedDict()
+        #: the best price of each side (the lowest ask, the highest bid; None: the side is
+        #: empty), the very key object of its level in the book: kept by ``insert``, ``remove``
+        #: and ``load_book`` so that matching reads it instead of asking the sorted map (two
+        #: Python calls for every order placed)
+        self.ask_top: Decimal | None = None
+        self.bid_top: Decimal | None = None
         self.orders: dict[int, Order] = {}
         self.users: dict[int, dict[int, Order]] = {}
         self.ask_count = 0
@@ -109,23 +115,37 @@ class Market:
     # -- the book ---------------------------------------------------------------------------------
 
     def best_ask(self) -> Order | None:
-        if not self.asks:
+        if self.ask_top is None:
             return None
-        level: Level = self.asks.peekitem(0)[1]
+        level: Level = self.asks[self.ask_top]
         return next(iter(level.values()))
 
     def best_bid(self) -> Order | None:
-        if not self.bids:
+        if self.bid_top is None:
             return None
-        level: Level = self.bids.peekitem(-1)[1]
+        level: Level = self.bids[self.bid_top]
         return next(iter(level.values()))
+
+    def _tops(self) -> None:
+        """``ask_top`` and ``bid_top`` read from the book."""
+        self.ask_top = self.asks.peekitem(0)[0] if self.asks else None
+        self.bid_top = self.bids.peekitem(-1)[0] if self.bids else None
 
     def insert(self, order: Order) -> None:
         """Put a resting limit order on the book without touching balances (also slice load)."""
-        book = self.asks if order.side == ASK else self.bids
-        level = book.get(order.price)
-        if level is None:
-            level = book[order.price] = OrderedDict()
+        price = order.price
+        if order.side == ASK:
+            level = self.asks.get(price)
+            if level is None:
+                level = self.asks[price] = OrderedDict()
+                if self.ask_top is None or price < self.ask_top:
+                    self.ask_top = price
+        else:
+            level = self.bids.get(price)
+            if level is None:
+                level = self.bids[price] = OrderedDict()
+                if self.bid_top is None or price > self.bid_top:
+                    self.bid_top = price
         level[order.id] = order
         self.orders[order.id] = order
         user_orders = self.users.get(order.user)
@@ -172,6 +192,7 @@ class Market:
                 bid_amount = bid_amount + order.left
         self.asks.update(levels[0])
         self.bids.update(levels[1])
+        self._tops()
         self.ask_count += asks
         self.bid_count += len(orders) - asks
         self.ask_amount, self.bid_amount = ask_amount, bid_amount
@@ -194,6 +215,11 @@ class Market:
         del level[order.id]
         if not level:
             del book[order.price]
+            if order.side == ASK:
+                if order.price == self.ask_top:
+                    self.ask_top = book.peekitem(0)[0] if book else None
+            elif order.price == self.bid_top:
+                self.bid_top = book.peekitem(-1)[0] if book else None
         del self.orders[order.id]
         user_orders = self.users[order.user]
         del user_orders[order.id]
@@ -275,23 +301,20 @@ class Market:
         goes on, or matching stops and the result's ``stp_stopped`` tells the caller to cancel
         the taker's remainder (or both).  Without one (the original's behaviour) they trade as
         any two orders do."""
-        if taker.side == ASK:
-            book = self.bids
-            best = -1
-        else:
-            book = self.asks
-            best = 0
+        selling = taker.side == ASK
+        book = self.bids if selling else self.asks
         limit_price = taker.price if taker.type == LIMIT else None
         market_bid = taker.type == MARKET and taker.side == BID
         user = taker.user if taker.option & OPTION_STP_MASK else None
         deal_id = next_deal_id
         stp_makers: list[int] | None = None
-        while taker.left and book:
-            price, level = book.peekitem(best)
-            if limit_price is not None and (
-                limit_price > price if taker.side == ASK else limit_price < price
+        while taker.left:
+            price = self.bid_top if selling else self.ask_top
+            if price is None or limit_price is not None and (
+                limit_price > price if selling else limit_price < price
             ):
                 break
+            level: Level = book[price]
             while level and taker.left:
                 maker: Order = next(iter(level.values()))
                 if maker.user == user:
@@ -321,7 +344,7 @@ class Market:
                 elif not self.quiet:
                     self.events.append(_new(OrderChanged, (EVENT_UPDATE, maker.snapshot(),
                                                            self.stock, self.money)))
-            # ``remove`` drops an emptied level from the book, so peekitem sees the next one.
+            # ``remove`` drops an emptied level from the book and moves the top to the next.
         return _new(Execution, (deal_id, False, tuple(stp_makers) if stp_makers else ()))
 
     def _self_trade(self, taker: Order, maker: Order, cancelled: list[int]) -> bool:
@@ -379,8 +402,8 @@ class Market:
     def crosses(self, side: Side, price: Decimal) -> bool:
         """Whether a limit order at ``price`` would take (the post-only check)."""
         if side == ASK:
-            return bool(self.bids) and self.bids.peekitem(-1)[0] >= price
-        return bool(self.asks) and self.asks.peekitem(0)[0] <= price
+            return self.bid_top is not None and self.bid_top >= price
+        return self.ask_top is not None and self.ask_top <= price
 
     # -- stop orders ------------------------------------------------------------------------------
 
