@@ -129,7 +129,7 @@ _ACCEPTED_MAX = 65536
 
 def _positive(value: Any, prec: int) -> Decimal:
     parsed = parse(value, prec)
-    if parsed is None or parsed <= 0:
+    if parsed is None or parsed <= ZERO:
         raise invalid_argument()
     _accept(_ACCEPTED_POSITIVE[prec], value, parsed)
     return parsed
@@ -137,7 +137,7 @@ def _positive(value: Any, prec: int) -> Decimal:
 
 def _fee(value: Any, prec: int) -> Decimal:
     parsed = parse(value, prec)
-    if parsed is None or parsed < 0 or parsed >= ONE:
+    if parsed is None or parsed < ZERO or parsed >= ONE:
         raise invalid_argument()
     _accept(_ACCEPTED_FEE[prec], value, parsed)
     return parsed

@@ -19,6 +19,10 @@ AVAILABLE = 1
 FREEZE = 2
 
 
+# Comparisons are with the Decimal ZERO, never the int 0: a Decimal compared with an int
+# converts the int into a new Decimal first (twice the cost, on every balance change).
+
+
 class BalanceError(Exception):
     """An impossible balance operation inside the engine: a bug, never a user error."""
 
@@ -37,9 +41,9 @@ def _subtraction(index: int, doc: str) -> Callable[[Balances, int, str, Decimal]
                 raise BalanceError(f"balance of user {user} {asset} would go negative")
             return ZERO
         value = account[index] - amount
-        if value > 0:
+        if value > ZERO:
             account[index] = value.quantize(self._quant[asset], ROUND_DOWN, CONTEXT)
-        elif value == 0:
+        elif value == ZERO:
             account[index] = ZERO
             if not account[other]:
                 del self.accounts[key]
@@ -114,9 +118,9 @@ class Balances:
         else:
             index = 1 if from_frozen else 0
             value = account[index] - out
-            if value > 0:
+            if value > ZERO:
                 account[index] = value.quantize(quant[out_asset], ROUND_DOWN, CONTEXT)
-            elif value < 0:
+            elif value < ZERO:
                 raise BalanceError(f"balance of user {user} {out_asset} would go negative")
             elif account[1 - index]:
                 account[index] = ZERO
@@ -144,9 +148,9 @@ class Balances:
         if not fee:
             return out_total, in_total, in_total
         value = account[0] - fee
-        if value > 0:
+        if value > ZERO:
             account[0] = value.quantize(q, ROUND_DOWN, CONTEXT)
-        elif value == 0:
+        elif value == ZERO:
             account[0] = ZERO
             if not frozen:
                 del accounts[key]
@@ -168,9 +172,9 @@ class Balances:
             return
         quant = self._quant[asset]
         value = account[0] - amount
-        if value > 0:
+        if value > ZERO:
             account[0] = value.quantize(quant, ROUND_DOWN, CONTEXT)
-        elif value == 0:
+        elif value == ZERO:
             account[0] = ZERO
             if not account[1]:
                 del self.accounts[key]

@@ -132,32 +132,43 @@ class Market:
         self.bid_top = self.bids.peekitem(-1)[0] if self.bids else None
 
     def insert(self, order: Order) -> None:
-        """Put a resting limit order on the book without touching balances (also slice load)."""
+        """Put a resting limit order on the book without touching balances (slice load: the
+        slice's balances hold its funds frozen already)."""
+        self.put(order, False)
+
+    def put(self, order: Order, freeze: bool = True) -> None:
+        """Rest a limit order: freeze its funds (ask: stock = left, bid: money = price x left;
+        not when ``freeze`` is False, see ``insert``), then file it in the book.  (One method:
+        this runs for every order that rests.)"""
         price = order.price
         if order.side == ASK:
+            if freeze:
+                order.freeze = order.left
+                self.balances.freeze(order.user, self.stock, order.left)
             level = self.asks.get(price)
             if level is None:
                 level = self.asks[price] = OrderedDict()
                 if self.ask_top is None or price < self.ask_top:
                     self.ask_top = price
+            self.ask_count += 1
+            self.ask_amount = self.ask_amount + order.left
         else:
+            if freeze:
+                order.freeze = price * order.left
+                self.balances.freeze(order.user, self.money, order.freeze)
             level = self.bids.get(price)
             if level is None:
                 level = self.bids[price] = OrderedDict()
                 if self.bid_top is None or price > self.bid_top:
                     self.bid_top = price
+            self.bid_count += 1
+            self.bid_amount = self.bid_amount + order.left
         level[order.id] = order
         self.orders[order.id] = order
         user_orders = self.users.get(order.user)
         if user_orders is None:
             user_orders = self.users[order.user] = {}
         user_orders[order.id] = order
-        if order.side == ASK:
-            self.ask_count += 1
-            self.ask_amount = self.ask_amount + order.left
-        else:
-            self.bid_count += 1
-            self.bid_amount = self.bid_amount + order.left
 
     def load_book(self, orders: list[Order]) -> None:
         """Slice load: rest ``orders`` (in id order) at once, exactly as ``insert`` one by one
@@ -197,16 +208,6 @@ class Market:
         self.bid_count += len(orders) - asks
         self.ask_amount, self.bid_amount = ask_amount, bid_amount
 
-    def put(self, order: Order) -> None:
-        """Rest a limit order: freeze its funds (ask: stock = left, bid: money = price x left)."""
-        if order.side == ASK:
-            order.freeze = order.left
-            self.balances.freeze(order.user, self.stock, order.left)
-        else:
-            order.freeze = order.price * order.left
-            self.balances.freeze(order.user, self.money, order.freeze)
-        self.insert(order)
-
     def remove(self, order: Order) -> None:
         """Take an order off the book, release what is still frozen for it, record history
         (an order with deals, or one that self-trade prevention cancelled)."""
@@ -228,14 +229,14 @@ class Market:
         if order.side == ASK:
             self.ask_count -= 1
             self.ask_amount = self.ask_amount - order.left
-            if order.freeze > 0:
+            if order.freeze > ZERO:
                 self.balances.unfreeze(order.user, self.stock, order.freeze)
         else:
             self.bid_count -= 1
             self.bid_amount = self.bid_amount - order.left
-            if order.freeze > 0:
+            if order.freeze > ZERO:
                 self.balances.unfreeze(order.user, self.money, order.freeze)
-        if (order.deal_stock > 0 or order.stp_cancelled) and not self.quiet:
+        if (order.deal_stock > ZERO or order.stp_cancelled) and not self.quiet:
             self.events.append(_new(OrderFinished, (order.snapshot(),)))
 
     def side_orders(self, side: Side) -> Iterator[Order]:
