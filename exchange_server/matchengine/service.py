@@ -93,6 +93,14 @@ def _settle(fut: asyncio.Future[None], error: RpcError | None) -> None:
             fut.set_exception(error)
 
 
+def _unreplayable(oper_id: int, method: str, error: RpcError) -> StoreError:
+    """A logged operation that the engine refuses now (see ``_apply_logged``)."""
+    hint = (" (is a market or asset it uses no longer configured? restore the "
+            "configuration it was logged under)" if error.code == INVALID_ARGUMENT else "")
+    return StoreError(f"operation {oper_id} ({method}) cannot be replayed: "
+                      f"{error.code} {error.message}{hint}")
+
+
 def _unavailable() -> tuple[int, str]:
     error = service_unavailable()
     return error.code, error.message
@@ -227,7 +235,12 @@ class MatchEngineService:
         engine = self.engine
         # the operations up to this one are replayed quiet (no sink: all of them)
         quiet_through: float = self.sinks_mark if self.sinks else float("inf")
-        engine.set_quiet(self.oper_id < quiet_through)
+        quiet = self.oper_id < quiet_through
+        engine.set_quiet(quiet)
+        # a quiet operation after the original's records needs nothing but its write function:
+        # called here, without _apply_logged's lookups (replay is mostly this)
+        runs = {name: write.run for name, write in self.methods.by_log_name.items()}
+        original_end = self.original_end
         try:
             for page in store.read_operlog_rows(self.oper_id):
                 for oper_id, when, method, params in page:
@@ -235,9 +248,17 @@ class MatchEngineService:
                         return count
                     if oper_id != self.oper_id + 1:
                         raise OperLogGap(self.oper_id + 1, oper_id)
-                    if oper_id > quiet_through and engine.quiet:
+                    if quiet and oper_id > quiet_through:
+                        quiet = False
                         engine.set_quiet(False)
-                    self._apply_logged(oper_id, when, method, params)
+                    run = runs.get(method)
+                    if not quiet or run is None or oper_id <= original_end:
+                        self._apply_logged(oper_id, when, method, params)
+                    else:
+                        try:
+                            run(when, params)
+                        except RpcError as e:
+                            raise _unreplayable(oper_id, method, e) from None
                     self.oper_id = oper_id
                     count += 1
                     if progress is not None and count % PROGRESS_EVERY == 0:
@@ -260,10 +281,7 @@ class MatchEngineService:
             write.run(when, params)
         except RpcError as e:
             self.engine.take_events()
-            hint = (" (is a market or asset it uses no longer configured? restore the "
-                    "configuration it was logged under)" if e.code == INVALID_ARGUMENT else "")
-            raise StoreError(f"operation {oper_id} ({method}) cannot be replayed: "
-                             f"{e.code} {e.message}{hint}") from None
+            raise _unreplayable(oper_id, method, e) from None
         if not self.engine.quiet:
             events = self.engine.take_events()
             if self.sinks:
