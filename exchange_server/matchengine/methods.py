@@ -21,6 +21,7 @@ the config: a logged order without a mode had none, the original's behaviour.
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -116,19 +117,36 @@ def _dec(value: Any, prec: int) -> Decimal:
 # _positive, _fee and _source call parse / check the type themselves rather than through _dec /
 # _str: four of them run for every order placed, and a Python call costs as much as the check.
 
+#: The texts ``_positive`` / ``_fee`` accepted, with their values, per precision.  Why: an
+#: order's four decimal params are looked up here in one go (``_read_limit``) instead of going
+#: through four readers and four parse calls; a text not found is read in full.  Only strings
+#: ever go in (parse takes nothing else), so a hit is exactly what the reader would return.
+_ACCEPTED_POSITIVE: defaultdict[int, dict[str, Decimal]] = defaultdict(dict)
+_ACCEPTED_FEE: defaultdict[int, dict[str, Decimal]] = defaultdict(dict)
+#: a table is emptied when it reaches this many texts (as parse's cache)
+_ACCEPTED_MAX = 65536
+
 
 def _positive(value: Any, prec: int) -> Decimal:
     parsed = parse(value, prec)
-    if parsed is None or parsed <= 0:
+    if parsed is None or parsed <= ZERO:
         raise invalid_argument()
+    _accept(_ACCEPTED_POSITIVE[prec], value, parsed)
     return parsed
 
 
 def _fee(value: Any, prec: int) -> Decimal:
     parsed = parse(value, prec)
-    if parsed is None or parsed < 0 or parsed >= ONE:
+    if parsed is None or parsed < ZERO or parsed >= ONE:
         raise invalid_argument()
+    _accept(_ACCEPTED_FEE[prec], value, parsed)
     return parsed
+
+
+def _accept(accepted: dict[str, Decimal], text: str, value: Decimal) -> None:
+    if len(accepted) >= _ACCEPTED_MAX:
+        accepted.clear()
+    accepted[text] = value
 
 
 def _side(value: Any) -> Side:
@@ -322,7 +340,7 @@ class MatchEngineMethods:
         self.writes: dict[str, WriteMethod] = {w.name: w for w in writes}
         # replay: the same functions, but the self-trade prevention config is not consulted
         replays: dict[str, Callable[[float, Params], Any]] = {
-            "order.put_limit": partial(self.order_put_limit, live=False),
+            "order.put_limit": self._replay_put_limit,
             "order.put_market": partial(self.order_put_market, live=False),
             "order.put_stop_limit": partial(self.order_put_stop_limit, live=False),
             "order.put_stop_market": partial(self.order_put_stop_market, live=False),
@@ -374,37 +392,71 @@ class MatchEngineMethods:
         if len(params) != 8:
             return self._put_limit_ext(now, params, live)
         stp = self.engine.self_trade_prevention if live else 0  # self._stp(0, live)
-        result = self._put_limit(now, params, stp)
+        # _put_limit(now, params, stp), written out (the call is a few percent of an order)
+        user, market, side, amount, price, taker_fee, maker_fee, source = self._read_limit(params)
+        result = self.engine.put_limit(now, market, user, side, amount, price, taker_fee,
+                                       maker_fee, source, stp)
         if stp:
             params.append(stp)
         return result
 
+    def _replay_put_limit(self, now: float, params: Params) -> Any:
+        """``order_put_limit(now, params, live=False)``, without the keyword call's cost (replay
+        runs it for every logged order)."""
+        count = len(params)
+        if count == 8:  # _put_limit(now, params, 0), written out
+            user, market, side, amount, price, taker_fee, maker_fee, source = (
+                self._read_limit(params))
+            return self.engine.put_limit(now, market, user, side, amount, price, taker_fee,
+                                         maker_fee, source)
+        if count == 9:
+            return self._put_limit(now, params, _recorded_stp(params[8]))
+        return self._put_limit_ext(now, params, False)
+
     def _put_limit(self, now: float, params: Params, option: int) -> Any:
         """The original's 8 params; ``option``: the self-trade prevention mode only."""
-        user = _user(params[0])
-        market = self._market(params[1])
-        side = _side(params[2])
-        amount = _positive(params[3], market.stock_prec)
-        price = _positive(params[4], market.money_prec)
-        taker_fee = _fee(params[5], market.fee_prec)
-        maker_fee = _fee(params[6], market.fee_prec)
-        source = _source(params[7])
+        user, market, side, amount, price, taker_fee, maker_fee, source = self._read_limit(params)
         return self.engine.put_limit(now, market, user, side, amount, price, taker_fee, maker_fee,
                                      source, option)
+
+    def _read_limit(self, params: Params) -> tuple[int, Market, Side, Decimal, Decimal, Decimal,
+                                                   Decimal, str]:
+        """``user_id, market, side, amount, price, taker_fee, maker_fee, source``, the first
+        8 params of every put_limit layout: each reader's checks, written out (this runs for
+        every order placed and replayed; the readers cost more in calls than in checks).  Any
+        failed check is the same code 1."""
+        user = params[0]
+        if type(user) is not int or not 0 < user <= U32_MAX:  # _user
+            raise invalid_argument()
+        name = params[1]
+        market = self.engine.markets.get(name) if type(name) is str else None  # _market
+        if market is None:
+            raise invalid_argument()
+        side: Side = params[2]
+        if type(side) is not int or (side != ASK and side != BID):  # _side
+            raise invalid_argument()
+        try:  # texts accepted before
+            amount = _ACCEPTED_POSITIVE[market.stock_prec][params[3]]
+            price = _ACCEPTED_POSITIVE[market.money_prec][params[4]]
+            fees = _ACCEPTED_FEE[market.fee_prec]
+            taker_fee = fees[params[5]]
+            maker_fee = fees[params[6]]
+        except (KeyError, TypeError):  # one is new (or not even hashable): read them in full
+            amount = _positive(params[3], market.stock_prec)
+            price = _positive(params[4], market.money_prec)
+            taker_fee = _fee(params[5], market.fee_prec)
+            maker_fee = _fee(params[6], market.fee_prec)
+        source = params[7]
+        if type(source) is not str or len(source.encode()) >= SOURCE_MAX_BYTES:  # _source
+            raise invalid_argument()
+        return user, market, side, amount, price, taker_fee, maker_fee, source
 
     def _put_limit_ext(self, now: float, params: Params, live: bool) -> Any:
         """[user_id, market, side, amount, price, taker_fee, maker_fee, source, fee_asset,
         fee_discount, option?, client_id?] (the fork's v1 layout, HEAD without ``account``)."""
         if not 10 <= len(params) <= 12:
             raise invalid_argument()
-        user = _user(params[0])
-        market = self._market(params[1])
-        side = _side(params[2])
-        amount = _positive(params[3], market.stock_prec)
-        price = _positive(params[4], market.money_prec)
-        taker_fee = _fee(params[5], market.fee_prec)
-        maker_fee = _fee(params[6], market.fee_prec)
-        source = _source(params[7])
+        user, market, side, amount, price, taker_fee, maker_fee, source = self._read_limit(params)
         given, client_id = _extension(params, 8)
         option = self._stp(given, live)
         result = self.engine.put_limit(now, market, user, side, amount, price, taker_fee,

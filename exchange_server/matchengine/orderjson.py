@@ -20,7 +20,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from exchange_server.common import jsonfmt
-from exchange_server.common.decimals import ZERO, fmt, fmt_raw
+from exchange_server.common.decimals import ZERO, fmt, fmt_param, fmt_raw
 from exchange_server.matchengine.core.model import Deal, Order, OrderSnapshot, order_info
 
 #: the last time written and its text (the events of one operation share their time object)
@@ -53,16 +53,16 @@ def _order_json(o: Order | OrderSnapshot) -> str:
     text = f'{{"id": {o.id:d}, "market": {encode_basestring(o.market)}'
     if o.source is not None:
         text += f', "source": {encode_basestring(o.source)}'
-    amount = fmt(o.amount)
+    amount = fmt_param(o.amount)
     left = amount if o.left is o.amount else fmt(o.left)
-    maker_fee = "0" if o.maker_fee is ZERO else fmt(o.maker_fee)
+    maker_fee = "0" if o.maker_fee is ZERO else fmt_param(o.maker_fee)
     deal_stock = "0" if o.deal_stock is ZERO else fmt(o.deal_stock)
     deal_money = "0" if o.deal_money is ZERO else fmt(o.deal_money)
     deal_fee = "0" if o.deal_fee is ZERO else fmt(o.deal_fee)
     text += (f', "type": {o.type:d}, "side": {o.side:d}, "user": {o.user:d}, '
              f'"ctime": {_number(o.ctime)}, "mtime": {_number(o.mtime)}, '
-             f'"price": "{fmt(o.price)}", "amount": "{amount}", '
-             f'"taker_fee": "{fmt(o.taker_fee)}", "maker_fee": "{maker_fee}", "left": "{left}", '
+             f'"price": "{fmt_param(o.price)}", "amount": "{amount}", '
+             f'"taker_fee": "{fmt_param(o.taker_fee)}", "maker_fee": "{maker_fee}", "left": "{left}", '
              f'"deal_stock": "{deal_stock}", "deal_money": "{deal_money}", '
              f'"deal_fee": "{deal_fee}"')
     if o.client_id is not None:

@@ -94,6 +94,14 @@ def _settle(fut: asyncio.Future[None], error: RpcError | None) -> None:
             fut.set_exception(error)
 
 
+def _unreplayable(oper_id: int, method: str, error: RpcError) -> StoreError:
+    """A logged operation that the engine refuses now (see ``_apply_logged``)."""
+    hint = (" (is a market or asset it uses no longer configured? restore the "
+            "configuration it was logged under)" if error.code == INVALID_ARGUMENT else "")
+    return StoreError(f"operation {oper_id} ({method}) cannot be replayed: "
+                      f"{error.code} {error.message}{hint}")
+
+
 def _unavailable() -> tuple[int, str]:
     error = service_unavailable()
     return error.code, error.message
@@ -140,6 +148,9 @@ class MatchEngineService:
         #: records at or below this id were written by an original ViaBTC (original.py)
         self.original_end = 0
         self.replayed = 0
+        #: every sink has processed the operations up to here (``restore`` reads their marks):
+        #: a replay builds no events for them
+        self.sinks_mark = 0
         #: seconds a commit may take before it counts as failed
         self.commit_timeout = config.commit_timeout
         #: called with the new durable id whenever it advances (the follower's read limit)
@@ -175,6 +186,7 @@ class MatchEngineService:
             for sink in self.sinks:
                 sink.start_after(self.original_end)
         marks = [sink.durable_mark() for sink in self.sinks]
+        self.sinks_mark = min(marks, default=0)
         last = store.last_oper_id()
         if marks and max(marks) > last:
             # A sink that has seen operations the log does not hold: the log was reset or
@@ -218,19 +230,42 @@ class MatchEngineService:
 
         Records come in pages of plain tuples (``read_operlog_rows``) and go straight to the
         methods' write functions: no request checks (they passed when the operation was
-        accepted), no reply, and no event copying when no sink is there to take them."""
+        accepted), no reply, and no events for the operations no sink takes: with no sink at
+        all, or up to ``sinks_mark`` (the engine is quiet for them, see ``Engine.set_quiet``)."""
         count = 0
-        for page in store.read_operlog_rows(self.oper_id):
-            for oper_id, when, method, params in page:
-                if limit is not None and oper_id > limit:
-                    return count
-                if oper_id != self.oper_id + 1:
-                    raise OperLogGap(self.oper_id + 1, oper_id)
-                self._apply_logged(oper_id, when, method, params)
-                self.oper_id = oper_id
-                count += 1
-                if progress is not None and count % PROGRESS_EVERY == 0:
-                    progress()
+        engine = self.engine
+        # the operations up to this one are replayed quiet (no sink: all of them)
+        quiet_through: float = self.sinks_mark if self.sinks else float("inf")
+        quiet = self.oper_id < quiet_through
+        engine.set_quiet(quiet)
+        # a quiet operation after the original's records needs nothing but its write function:
+        # called here, without _apply_logged's lookups (replay is mostly this)
+        runs = {name: write.run for name, write in self.methods.by_log_name.items()}
+        original_end = self.original_end
+        try:
+            for page in store.read_operlog_rows(self.oper_id):
+                for oper_id, when, method, params in page:
+                    if limit is not None and oper_id > limit:
+                        return count
+                    if oper_id != self.oper_id + 1:
+                        raise OperLogGap(self.oper_id + 1, oper_id)
+                    if quiet and oper_id > quiet_through:
+                        quiet = False
+                        engine.set_quiet(False)
+                    run = runs.get(method)
+                    if not quiet or run is None or oper_id <= original_end:
+                        self._apply_logged(oper_id, when, method, params)
+                    else:
+                        try:
+                            run(when, params)
+                        except RpcError as e:
+                            raise _unreplayable(oper_id, method, e) from None
+                    self.oper_id = oper_id
+                    count += 1
+                    if progress is not None and count % PROGRESS_EVERY == 0:
+                        progress()
+        finally:
+            engine.set_quiet(False)
         return count
 
     def _apply_logged(self, oper_id: int, when: float, method: str, params: list[Any]) -> None:
@@ -247,14 +282,11 @@ class MatchEngineService:
             write.run(when, params)
         except RpcError as e:
             self.engine.take_events()
-            hint = (" (is a market or asset it uses no longer configured? restore the "
-                    "configuration it was logged under)" if e.code == INVALID_ARGUMENT else "")
-            raise StoreError(f"operation {oper_id} ({method}) cannot be replayed: "
-                             f"{e.code} {e.message}{hint}") from None
-        if self.sinks:
-            self._deliver(oper_id, self.engine.take_events())
-        else:
-            self.engine.events.clear()
+            raise _unreplayable(oper_id, method, e) from None
+        if not self.engine.quiet:
+            events = self.engine.take_events()
+            if self.sinks:
+                self._deliver(oper_id, events)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

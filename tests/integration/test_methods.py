@@ -280,6 +280,17 @@ PUT_LIMIT_INVALID = [
     [1, "BTCBCH", 1, "1", "100", "0.002", "0.001", 5],
     [1, "BTCBCH", 1, "1", "100", "0.002", "0.001", "s" * 31],
     [1, "BTCBCH", 1, "1", "100", "0.002", "0.001", None],
+    # not the JSON types the readers take (accepted texts are looked up first: these must
+    # still be refused, hashable or not)
+    [True, "BTCBCH", 1, "1", "100", "0.002", "0.001", "api"],
+    [1, ["BTCBCH"], 1, "1", "100", "0.002", "0.001", "api"],
+    [1, "BTCBCH", True, "1", "100", "0.002", "0.001", "api"],
+    [1, "BTCBCH", 1, 1, "100", "0.002", "0.001", "api"],
+    [1, "BTCBCH", 1, ["1"], "100", "0.002", "0.001", "api"],
+    [1, "BTCBCH", 1, "1", {"p": "100"}, "0.002", "0.001", "api"],
+    [1, "BTCBCH", 1, "1", "100", ["0.002"], "0.001", "api"],
+    [1, "BTCBCH", 1, "1", "100", "0.002", 0.001, "api"],
+    [1, "BTCBCH", 1, "1", "100", "0.002", "0.001", "中" * 11],  # 33 bytes
 ]
 
 
@@ -288,6 +299,19 @@ async def test_put_limit_invalid(client: Client, params: list[Any]) -> None:
     await client.deposit(1, "BTC", "10", 1)
     assert await client.err("order.put_limit", *params) == 1
     assert (await client.ok("order.book", "BTCBCH", 1, 0, 10))["total"] == 0
+
+
+async def test_a_text_reads_at_each_markets_precision(client: Client) -> None:
+    """The same texts are truncated to each market's own precisions (an accepted text is
+    remembered per precision), and a text accepted as an amount is no fee."""
+    await client.deposit(1, "BTC", "10", 1)
+    params = ["0.123456789", "100.129", "0.002", "0.001", "a"]
+    bch = await client.ok("order.put_limit", 1, "BTCBCH", 1, *params)
+    usdt = await client.ok("order.put_limit", 1, "BTCUSDT", 1, *params)
+    assert (bch["amount"], bch["price"]) == ("0.12345678", "100.129")
+    assert (usdt["amount"], usdt["price"]) == ("0.12345678", "100.12")
+    assert await client.err("order.put_limit", 1, "BTCBCH", 1, "0.1", "100", "0.1", "100.129",
+                            "a") == 1
 
 
 async def test_put_limit_business_errors(client: Client) -> None:

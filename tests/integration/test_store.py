@@ -240,6 +240,11 @@ def test_append_read_round_trip(store: EngineStore) -> None:
         rec(4, 1700000001.0, "market_order", [2**32 - 1, "ETHBTC", 2, "1e+3", "0", ""]),
         rec(5, 1700000002.25, "cancel_order", [1, "BTCUSDT", 2**70]),
         rec(6, 1700000003.1, "weird", [0.1, 1e300, -0.0, 123456789.987654321, "\\\"'%s\x00\n"]),
+        # plain params (what replay reads with orjson alone) around orjson's integer range
+        rec(7, 1700000004.0, "cancel_order", [2**64 - 1, -2**63, "123456789012345678901234",
+                                              True, None, 10**18]),
+        rec(8, 1700000005.0, "cancel_order", [2**64, "x"]),
+        rec(9, 1700000006.0, "cancel_order", [-2**63 - 1, 1]),
     ]
     store.append(records[:1])
     store.append(records[1:])

@@ -134,6 +134,9 @@ def check(ex: Ex, flows: dict[str, Decimal], fees_paid: dict[str, Decimal]) -> N
         best_ask, best_bid = m.best_ask(), m.best_bid()
         if best_ask and best_bid:
             assert best_bid.price < best_ask.price
+        # the tops matching reads are the book's own first keys (the very objects)
+        assert m.ask_top is (m.asks.peekitem(0)[0] if m.asks else None)
+        assert m.bid_top is (m.bids.peekitem(-1)[0] if m.bids else None)
         assert m.ask_count + m.bid_count == len(m.orders)
         assert len(m.stops_low) + len(m.stops_high) == len(m.stops)
     assert {k: v for k, v in expected.items() if v} == frozen

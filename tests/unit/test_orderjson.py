@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from exchange_server.bus.messages import deal_message, order_message
 from exchange_server.common import jsonfmt
-from exchange_server.common.decimals import ZERO, fmt, fmt_raw
+from exchange_server.common.decimals import ZERO, fmt, fmt_param, fmt_raw
 from exchange_server.marketprice.state import deal_item_text
 from exchange_server.matchengine.core.model import Deal, Order, OrderChanged, order_info
 from exchange_server.matchengine.orderjson import deal_json, order_json
@@ -27,6 +27,22 @@ times = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(
                   st.sampled_from([1764572400.123456, 0.1 + 0.2, 1e-7, 1e22]))
 texts = st.text()  # quotes, backslashes, control characters, non-ASCII, surrogates
 ints = st.integers(0, 2**63)
+
+
+@settings(max_examples=200)
+@given(st.lists(decimals, min_size=1, max_size=50))
+def test_fmt_param_is_fmt(values: list[Decimal]) -> None:
+    """Remembered by identity: equal values of other exponents (1.0, 1.00) keep their own
+    texts, and a value asked again gets the same text."""
+    values += [Decimal("1.0"), Decimal("1.00"), Decimal("1E+1"), Decimal("10")]
+    for value in values + values:
+        assert fmt_param(value) == fmt(value)
+
+
+def test_fmt_param_stays_right_past_its_size() -> None:
+    values = [Decimal(n).scaleb(-8) for n in range(10_000)]  # more than it keeps
+    for value in values + values[::-1]:
+        assert fmt_param(value) == fmt(value)
 
 
 @st.composite

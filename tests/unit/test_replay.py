@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from exchange_server.common.config import default_matchengine_data
+from exchange_server.matchengine.core.model import Deal, Event
 from exchange_server.matchengine.service import PROGRESS_EVERY, MatchEngineService
 from exchange_server.matchengine.store import OperLogGap, StoreError
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 from exchange_server.matchprocess.follower import FATAL_EXIT, FollowerProcess, FollowerSpec
 from tests.integration.test_methods import config
+from tests.support.ext_support import fingerprint
 from tests.support.waiting import wait_until
 
 
@@ -85,3 +87,65 @@ async def test_the_follower_stops_for_good_on_a_gap(tmp_path: Path) -> None:
         assert follower.failed and follower.restarts == 0
     finally:
         follower.stop(timeout=10)
+
+
+class _Recorder:
+    """A sink that has processed the operations up to ``mark`` and records what it is given."""
+
+    def __init__(self, mark: int) -> None:
+        self.mark = mark
+        self.got: dict[int, list[Event]] = {}
+
+    def durable_mark(self) -> int:
+        return self.mark
+
+    def start_after(self, oper_id: int) -> None:
+        self.mark = max(self.mark, oper_id)
+
+    def on_events(self, oper_id: int, events: list[Event]) -> None:
+        self.got[oper_id] = events
+
+    def overloaded(self) -> bool:
+        return False
+
+
+async def test_a_replay_builds_events_only_for_what_a_sink_has_not_processed(
+        tmp_path: Path) -> None:
+    """Up to the lowest sink mark (or all of it without sinks) the engine replays quietly; after
+    it every operation's events are the ones a full replay gives, and the state is the same."""
+    data = tmp_path / "data"
+    store = SqliteEngineStore(data)
+    store.open()
+    service = MatchEngineService(config(), store)
+    await service.start()
+    for user in (1, 2):
+        service.execute("balance.update", [user, "BTC", "deposit", user, "100", {}])
+        service.execute("balance.update", [user, "BCH", "deposit", user, "100000", {}])
+    for n in range(40):  # alternating sides around 100: about half of them trade
+        side = 1 + n % 2
+        price = f"{100 + (n % 5 - 2) * (1 if side == 2 else -1)}"
+        service.execute("order.put_limit", [1 + n % 2, "BTCBCH", side, f"0.{n % 9 + 1}", price,
+                                            "0.002", "0.001", "t"])
+    last = service.oper_id
+    await service.stop(final_slice=False)
+    store.close()
+
+    def restored(*sinks: _Recorder) -> MatchEngineService:
+        replica = _fresh(data)
+        for sink in sinks:
+            replica.add_sink(sink)
+        replica.restore()
+        replica.store.close()
+        assert not replica.engine.quiet and replica.oper_id == last
+        return replica
+
+    full, behind, ahead = _Recorder(0), _Recorder(20), _Recorder(30)
+    everything = restored(full)
+    assert sorted(full.got) == list(range(1, last + 1))
+    assert any(type(e) is Deal for events in full.got.values() for e in events)
+    partial = restored(behind, ahead)
+    assert sorted(behind.got) == sorted(ahead.got) == list(range(21, last + 1))
+    assert {i: full.got[i] for i in range(21, last + 1)} == behind.got
+    silent = restored()
+    assert fingerprint(partial.engine) == fingerprint(everything.engine)
+    assert fingerprint(silent.engine) == fingerprint(everything.engine)

@@ -19,6 +19,10 @@ AVAILABLE = 1
 FREEZE = 2
 
 
+# Comparisons are with the Decimal ZERO, never the int 0: a Decimal compared with an int
+# converts the int into a new Decimal first (twice the cost, on every balance change).
+
+
 class BalanceError(Exception):
     """An impossible balance operation inside the engine: a bug, never a user error."""
 
@@ -37,9 +41,9 @@ def _subtraction(index: int, doc: str) -> Callable[[Balances, int, str, Decimal]
                 raise BalanceError(f"balance of user {user} {asset} would go negative")
             return ZERO
         value = account[index] - amount
-        if value > 0:
+        if value > ZERO:
             account[index] = value.quantize(self._quant[asset], ROUND_DOWN, CONTEXT)
-        elif value == 0:
+        elif value == ZERO:
             account[index] = ZERO
             if not account[other]:
                 del self.accounts[key]
@@ -94,6 +98,67 @@ class Balances:
     sub_frozen = _subtraction(1, "frozen -= amount (a resting order's funds leave in a deal).  "
                                  "Returns the new total.")
 
+    def trade(self, user: int, out_asset: str, out: Decimal, from_frozen: bool, in_asset: str,
+              got: Decimal, fee: Decimal) -> tuple[Decimal, Decimal, Decimal]:
+        """One side of a deal: ``sub`` (or ``sub_frozen``) ``out`` of ``out_asset``, ``add``
+        ``got`` of ``in_asset``, then ``sub`` the ``fee`` from it if there is one; the three
+        new totals (the last equals the second without a fee).
+
+        Why one method: a deal makes these three changes for each of its two orders, and one
+        call instead of three (and one account lookup for the asset both received and paid as
+        a fee) is a tenth of a deal's cost.  It is exactly those calls, in that order."""
+        accounts = self.accounts
+        quant = self._quant
+        key = (user, out_asset)
+        account = accounts.get(key)
+        if account is None:
+            if out:
+                raise BalanceError(f"balance of user {user} {out_asset} would go negative")
+            out_total = ZERO
+        else:
+            index = 1 if from_frozen else 0
+            value = account[index] - out
+            if value > ZERO:
+                account[index] = value.quantize(quant[out_asset], ROUND_DOWN, CONTEXT)
+            elif value < ZERO:
+                raise BalanceError(f"balance of user {user} {out_asset} would go negative")
+            elif account[1 - index]:
+                account[index] = ZERO
+            else:  # both parts zero: the account goes
+                del accounts[key]
+                account = None
+            if account is None:
+                out_total = ZERO
+            else:
+                frozen = account[1]
+                out_total = account[0] if frozen is ZERO else account[0] + frozen
+        key = (user, in_asset)
+        account = accounts.get(key)
+        q = quant[in_asset]
+        if account is None:
+            if not got:
+                if fee:
+                    raise BalanceError(f"balance of user {user} {in_asset} would go negative")
+                return out_total, ZERO, ZERO
+            account = accounts[key] = [got.quantize(q, ROUND_DOWN, CONTEXT), ZERO]
+        else:
+            account[0] = (account[0] + got).quantize(q, ROUND_DOWN, CONTEXT)
+        frozen = account[1]
+        in_total = account[0] if frozen is ZERO else account[0] + frozen
+        if not fee:
+            return out_total, in_total, in_total
+        value = account[0] - fee
+        if value > ZERO:
+            account[0] = value.quantize(q, ROUND_DOWN, CONTEXT)
+        elif value == ZERO:
+            account[0] = ZERO
+            if not frozen:
+                del accounts[key]
+                return out_total, in_total, ZERO
+        else:
+            raise BalanceError(f"balance of user {user} {in_asset} would go negative")
+        return out_total, in_total, account[0] if frozen is ZERO else account[0] + frozen
+
     def freeze(self, user: int, asset: str, amount: Decimal) -> None:
         """Move ``amount`` from available to frozen.  (a subtraction then an add, written out: this
         runs for every order that rests.)  An account whose available part empties while
@@ -107,9 +172,9 @@ class Balances:
             return
         quant = self._quant[asset]
         value = account[0] - amount
-        if value > 0:
+        if value > ZERO:
             account[0] = value.quantize(quant, ROUND_DOWN, CONTEXT)
-        elif value == 0:
+        elif value == ZERO:
             account[0] = ZERO
             if not account[1]:
                 del self.accounts[key]

@@ -123,6 +123,9 @@ class Engine:
         #: behaviour), for orders that choose no mode; the methods resolve and log it
         self.self_trade_prevention = self_trade_prevention
         self.events: list[Event] = []
+        #: no one takes the events (a replay whose operations every sink has): commands
+        #: append none, which spares building them (``set_quiet``)
+        self.quiet = False
         self.assets: dict[str, AssetSpec] = {a.name: a for a in assets}
         self.balances = Balances(assets)
         self.markets: dict[str, Market] = {
@@ -140,6 +143,16 @@ class Engine:
     @engine_context
     def from_config(cls, config: EngineSpec) -> Self:
         return cls(config.assets, config.markets, STP_MODES[config.self_trade_prevention])
+
+    @engine_context  # no arithmetic, but every public entry point has it (test_core_purity)
+    def set_quiet(self, quiet: bool) -> None:
+        """Whether commands append events (False, the default) or none at all.  Why: a replay
+        of operations every sink has already processed needs only the state they leave, and
+        the events (deals, balance changes, order snapshots) are half of what matching costs.
+        The state, the replies and the errors are the same either way."""
+        self.quiet = quiet
+        for market in self.markets.values():
+            market.quiet = quiet
 
     def take_events(self) -> list[Event]:
         """Hand over the events of the operations since the last call.  No decimal is touched,
@@ -167,6 +180,8 @@ class Engine:
                 raise BalanceUpdate.BALANCE_NOT_ENOUGH()
             balances.sub(user, asset, -change)
         self.updates[key] = now
+        if self.quiet:
+            return
         detail = dict(detail)
         detail["id"] = business_id
         self.events.append(BalanceChanged(now, user, asset, business, change,
@@ -194,12 +209,15 @@ class Engine:
         left to the trigger loop."""
         if market.suspended:
             raise PutLimit.SUSPENDED()
-        balances = self.balances
+        # balances.get_available, written out (one call less for every order placed)
         if side == ASK:
-            if balances.get_available(user, market.stock) < amount:
+            account = self.balances.accounts.get((user, market.stock))
+            if (ZERO if account is None else account[0]) < amount:
                 raise PutLimit.BALANCE_NOT_ENOUGH()
-        elif balances.get_available(user, market.money) < amount * price:
-            raise PutLimit.BALANCE_NOT_ENOUGH()
+        else:
+            account = self.balances.accounts.get((user, market.money))
+            if (ZERO if account is None else account[0]) < amount * price:
+                raise PutLimit.BALANCE_NOT_ENOUGH()
         if amount < market.min_amount and not option & OPTION_UNLIMITED_MIN_AMOUNT:
             raise PutLimit.AMOUNT_TOO_SMALL()
         if option:
@@ -211,7 +229,8 @@ class Engine:
 
         self.order_id += 1
         events = self.events
-        if stop is not None:
+        quiet = self.quiet
+        if stop is not None and not quiet:
             events.append(_activated(stop, self.order_id, market))
         order = Order.fresh(id=self.order_id, market=market.name, source=source, type=LIMIT,
                             side=side, user=user, now=now, price=price, amount=amount,
@@ -223,10 +242,13 @@ class Engine:
         snapshot = order.snapshot()
         if stp_makers:  # the makers self-trade prevention cancelled for it
             snapshot = snapshot._replace(stp_cancelled_orders=stp_makers)
-        if not order.left:
+        rests = order.left and not stopped and not option & OPTION_IOC
+        if quiet:
+            pass
+        elif not order.left:
             events.append(_new(OrderFinished, (snapshot,)))
             events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
-        elif stopped or option & OPTION_IOC:
+        elif not rests:
             # the remainder is cancelled: finished like a cancelled order (history only if
             # something was dealt)
             if order.deal_stock or stopped:
@@ -234,6 +256,7 @@ class Engine:
             events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
         else:
             events.append(_new(OrderChanged, (EVENT_PUT, snapshot, market.stock, market.money)))
+        if rests:
             market.put(order)
         if market.stops and stop is None and market.last != before:
             self._trigger(now, market, before)
@@ -279,7 +302,7 @@ class Engine:
             raise PutMarket.FILL_OR_KILL()
 
         self.order_id += 1
-        if stop is not None:
+        if stop is not None and not self.quiet:
             self.events.append(_activated(stop, self.order_id, market))
         order = Order.fresh(id=self.order_id, market=market.name, source=source, type=MARKET,
                             side=side, user=user, now=now, price=ZERO, amount=amount,
@@ -290,8 +313,10 @@ class Engine:
         snapshot = order.snapshot()
         if stp_makers:  # the makers self-trade prevention cancelled for it
             snapshot = snapshot._replace(stp_cancelled_orders=stp_makers)
-        self.events.append(_new(OrderFinished, (snapshot,)))
-        self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock, market.money)))
+        if not self.quiet:
+            self.events.append(_new(OrderFinished, (snapshot,)))
+            self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot, market.stock,
+                                                   market.money)))
         return snapshot
 
     @engine_context
@@ -306,7 +331,8 @@ class Engine:
 
     def _cancel(self, market: Market, order: Order) -> OrderSnapshot:
         snapshot = order.snapshot()
-        self.events.append(OrderChanged(EVENT_FINISH, snapshot, market.stock, market.money))
+        if not self.quiet:
+            self.events.append(OrderChanged(EVENT_FINISH, snapshot, market.stock, market.money))
         market.remove(order)
         return snapshot
 
@@ -375,8 +401,9 @@ class Engine:
         self.balances.freeze(user, asset, freeze)
         market.add_stop(stop)
         snapshot = stop.snapshot()
-        self.events.append(StopChanged(STOP_EVENT_PUT, snapshot, 0, 0, market.stock,
-                                       market.money))
+        if not self.quiet:
+            self.events.append(StopChanged(STOP_EVENT_PUT, snapshot, 0, 0, market.stock,
+                                           market.money))
         return snapshot
 
     @engine_context
@@ -393,8 +420,9 @@ class Engine:
         stop.mtime = now
         snapshot = stop.snapshot()
         market.remove_stop(stop)
-        self.events.append(StopChanged(STOP_EVENT_CANCEL, snapshot, 0, 0, market.stock,
-                                       market.money))
+        if not self.quiet:
+            self.events.append(StopChanged(STOP_EVENT_CANCEL, snapshot, 0, 0, market.stock,
+                                           market.money))
         return snapshot
 
     @engine_context
@@ -442,8 +470,9 @@ class Engine:
                 self._market(now, market, stop.user, stop.side, stop.amount, stop.taker_fee,
                              stop.source, stop.option, stop.client_id, stop)
         except RpcError:
-            self.events.append(StopChanged(STOP_EVENT_ACTIVE, stop.snapshot(), STOP_STATUS_FAIL,
-                                           0, market.stock, market.money))
+            if not self.quiet:
+                self.events.append(StopChanged(STOP_EVENT_ACTIVE, stop.snapshot(),
+                                               STOP_STATUS_FAIL, 0, market.stock, market.money))
 
     # -- runtime configuration (admin) ------------------------------------------------------------
 
@@ -471,7 +500,8 @@ class Engine:
         self.check_market(config)
         market = self.markets.get(config.name)
         if market is None:
-            self.markets[config.name] = Market(config, self.balances, self.events)
+            market = self.markets[config.name] = Market(config, self.balances, self.events)
+            market.quiet = self.quiet
         else:
             old = market.config
             if (old.stock, old.money, old.stock_prec, old.money_prec) != (

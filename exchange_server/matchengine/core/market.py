@@ -70,6 +70,9 @@ class Market:
         self.money_prec = config.money_prec
         self.balances = balances
         self.events = events
+        #: no one takes the events (replay): matching and resting orders append none (the
+        #: engine's ``quiet``, which sets it)
+        self.quiet = False
         #: price of the market's last deal (0 before the first): what stop orders watch.
         self.last = ZERO
         #: trading suspended by an admin command: new orders and stops are refused.
@@ -82,6 +85,12 @@ class Market:
         self.stops_high: SortedDict = SortedDict()
         self.asks: SortedDict = SortedDict()
         self.bids: SortedDict = SortedDict()
+        #: the best price of each side (the lowest ask, the highest bid; None: the side is
+        #: empty), the very key object of its level in the book: kept by ``insert``, ``remove``
+        #: and ``load_book`` so that matching reads it instead of asking the sorted map (two
+        #: Python calls for every order placed)
+        self.ask_top: Decimal | None = None
+        self.bid_top: Decimal | None = None
         self.orders: dict[int, Order] = {}
         self.users: dict[int, dict[int, Order]] = {}
         self.ask_count = 0
@@ -106,35 +115,60 @@ class Market:
     # -- the book ---------------------------------------------------------------------------------
 
     def best_ask(self) -> Order | None:
-        if not self.asks:
+        if self.ask_top is None:
             return None
-        level: Level = self.asks.peekitem(0)[1]
+        level: Level = self.asks[self.ask_top]
         return next(iter(level.values()))
 
     def best_bid(self) -> Order | None:
-        if not self.bids:
+        if self.bid_top is None:
             return None
-        level: Level = self.bids.peekitem(-1)[1]
+        level: Level = self.bids[self.bid_top]
         return next(iter(level.values()))
 
+    def _tops(self) -> None:
+        """``ask_top`` and ``bid_top`` read from the book."""
+        self.ask_top = self.asks.peekitem(0)[0] if self.asks else None
+        self.bid_top = self.bids.peekitem(-1)[0] if self.bids else None
+
     def insert(self, order: Order) -> None:
-        """Put a resting limit order on the book without touching balances (also slice load)."""
-        book = self.asks if order.side == ASK else self.bids
-        level = book.get(order.price)
-        if level is None:
-            level = book[order.price] = OrderedDict()
+        """Put a resting limit order on the book without touching balances (slice load: the
+        slice's balances hold its funds frozen already)."""
+        self.put(order, False)
+
+    def put(self, order: Order, freeze: bool = True) -> None:
+        """Rest a limit order: freeze its funds (ask: stock = left, bid: money = price x left;
+        not when ``freeze`` is False, see ``insert``), then file it in the book.  (One method:
+        this runs for every order that rests.)"""
+        price = order.price
+        if order.side == ASK:
+            if freeze:
+                order.freeze = order.left
+                self.balances.freeze(order.user, self.stock, order.left)
+            level = self.asks.get(price)
+            if level is None:
+                level = self.asks[price] = OrderedDict()
+                if self.ask_top is None or price < self.ask_top:
+                    self.ask_top = price
+            self.ask_count += 1
+            self.ask_amount = self.ask_amount + order.left
+        else:
+            if freeze:
+                order.freeze = price * order.left
+                self.balances.freeze(order.user, self.money, order.freeze)
+            level = self.bids.get(price)
+            if level is None:
+                level = self.bids[price] = OrderedDict()
+                if self.bid_top is None or price > self.bid_top:
+                    self.bid_top = price
+            self.bid_count += 1
+            self.bid_amount = self.bid_amount + order.left
         level[order.id] = order
         self.orders[order.id] = order
         user_orders = self.users.get(order.user)
         if user_orders is None:
             user_orders = self.users[order.user] = {}
         user_orders[order.id] = order
-        if order.side == ASK:
-            self.ask_count += 1
-            self.ask_amount = self.ask_amount + order.left
-        else:
-            self.bid_count += 1
-            self.bid_amount = self.bid_amount + order.left
 
     def load_book(self, orders: list[Order]) -> None:
         """Slice load: rest ``orders`` (in id order) at once, exactly as ``insert`` one by one
@@ -169,19 +203,10 @@ class Market:
                 bid_amount = bid_amount + order.left
         self.asks.update(levels[0])
         self.bids.update(levels[1])
+        self._tops()
         self.ask_count += asks
         self.bid_count += len(orders) - asks
         self.ask_amount, self.bid_amount = ask_amount, bid_amount
-
-    def put(self, order: Order) -> None:
-        """Rest a limit order: freeze its funds (ask: stock = left, bid: money = price x left)."""
-        if order.side == ASK:
-            order.freeze = order.left
-            self.balances.freeze(order.user, self.stock, order.left)
-        else:
-            order.freeze = order.price * order.left
-            self.balances.freeze(order.user, self.money, order.freeze)
-        self.insert(order)
 
     def remove(self, order: Order) -> None:
         """Take an order off the book, release what is still frozen for it, record history
@@ -191,6 +216,11 @@ class Market:
         del level[order.id]
         if not level:
             del book[order.price]
+            if order.side == ASK:
+                if order.price == self.ask_top:
+                    self.ask_top = book.peekitem(0)[0] if book else None
+            elif order.price == self.bid_top:
+                self.bid_top = book.peekitem(-1)[0] if book else None
         del self.orders[order.id]
         user_orders = self.users[order.user]
         del user_orders[order.id]
@@ -199,14 +229,14 @@ class Market:
         if order.side == ASK:
             self.ask_count -= 1
             self.ask_amount = self.ask_amount - order.left
-            if order.freeze > 0:
+            if order.freeze > ZERO:
                 self.balances.unfreeze(order.user, self.stock, order.freeze)
         else:
             self.bid_count -= 1
             self.bid_amount = self.bid_amount - order.left
-            if order.freeze > 0:
+            if order.freeze > ZERO:
                 self.balances.unfreeze(order.user, self.money, order.freeze)
-        if order.deal_stock > 0 or order.stp_cancelled:
+        if (order.deal_stock > ZERO or order.stp_cancelled) and not self.quiet:
             self.events.append(_new(OrderFinished, (order.snapshot(),)))
 
     def side_orders(self, side: Side) -> Iterator[Order]:
@@ -272,23 +302,20 @@ class Market:
         goes on, or matching stops and the result's ``stp_stopped`` tells the caller to cancel
         the taker's remainder (or both).  Without one (the original's behaviour) they trade as
         any two orders do."""
-        if taker.side == ASK:
-            book = self.bids
-            best = -1
-        else:
-            book = self.asks
-            best = 0
+        selling = taker.side == ASK
+        book = self.bids if selling else self.asks
         limit_price = taker.price if taker.type == LIMIT else None
         market_bid = taker.type == MARKET and taker.side == BID
         user = taker.user if taker.option & OPTION_STP_MASK else None
         deal_id = next_deal_id
         stp_makers: list[int] | None = None
-        while taker.left and book:
-            price, level = book.peekitem(best)
-            if limit_price is not None and (
-                limit_price > price if taker.side == ASK else limit_price < price
+        while taker.left:
+            price = self.bid_top if selling else self.ask_top
+            if price is None or limit_price is not None and (
+                limit_price > price if selling else limit_price < price
             ):
                 break
+            level: Level = book[price]
             while level and taker.left:
                 maker: Order = next(iter(level.values()))
                 if maker.user == user:
@@ -311,13 +338,14 @@ class Market:
                 self._deal(taker, maker, price, amount, now, deal_id)
                 self.last = price
                 if not maker.left:
-                    self.events.append(_new(OrderChanged, (EVENT_FINISH, maker.snapshot(),
-                                                           self.stock, self.money)))
+                    if not self.quiet:
+                        self.events.append(_new(OrderChanged, (EVENT_FINISH, maker.snapshot(),
+                                                               self.stock, self.money)))
                     self.remove(maker)
-                else:
+                elif not self.quiet:
                     self.events.append(_new(OrderChanged, (EVENT_UPDATE, maker.snapshot(),
                                                            self.stock, self.money)))
-            # ``remove`` drops an emptied level from the book, so peekitem sees the next one.
+            # ``remove`` drops an emptied level from the book and moves the top to the next.
         return _new(Execution, (deal_id, False, tuple(stp_makers) if stp_makers else ()))
 
     def _self_trade(self, taker: Order, maker: Order, cancelled: list[int]) -> bool:
@@ -329,8 +357,9 @@ class Market:
         if mode in (STP_CANCEL_MAKER, STP_CANCEL_BOTH):
             maker.stp_cancelled = True
             cancelled.append(maker.id)
-            self.events.append(OrderChanged(EVENT_FINISH, maker.snapshot(), self.stock,
-                                            self.money))
+            if not self.quiet:
+                self.events.append(OrderChanged(EVENT_FINISH, maker.snapshot(), self.stock,
+                                                self.money))
             self.remove(maker)
             if mode == STP_CANCEL_MAKER:
                 return False
@@ -374,8 +403,8 @@ class Market:
     def crosses(self, side: Side, price: Decimal) -> bool:
         """Whether a limit order at ``price`` would take (the post-only check)."""
         if side == ASK:
-            return bool(self.bids) and self.bids.peekitem(-1)[0] >= price
-        return bool(self.asks) and self.asks.peekitem(0)[0] <= price
+            return self.bid_top is not None and self.bid_top >= price
+        return self.ask_top is not None and self.ask_top <= price
 
     # -- stop orders ------------------------------------------------------------------------------
 
@@ -417,11 +446,6 @@ class Market:
     def _deal(self, taker: Order, maker: Order, price: Decimal, amount: Decimal, now: float,
               deal_id: int) -> None:
         deal = price * amount
-        balances = self.balances
-        events = self.events
-        stock = self.stock
-        money = self.money
-        name = self.name
         taker.mtime = maker.mtime = now
         if taker.side == ASK:
             ask, bid = taker, maker
@@ -433,59 +457,64 @@ class Market:
         if self._ask_fee_quant is not None:
             ask_fee = ask_fee.quantize(self._ask_fee_quant, ROUND_DOWN, CONTEXT)
         bid_fee = amount * bid_rate
+        ask.left = ask.left - amount
+        ask.deal_stock = ask.deal_stock + amount
+        ask.deal_money = ask.deal_money + deal
+        ask.deal_fee = ask.deal_fee + ask_fee
+        bid.left = bid.left - (deal if bid is taker and bid.type == MARKET else amount)
+        bid.deal_stock = bid.deal_stock + amount
+        bid.deal_money = bid.deal_money + deal
+        bid.deal_fee = bid.deal_fee + bid_fee
+        if maker is ask:
+            maker.freeze = maker.freeze - amount
+            self.ask_amount = self.ask_amount - amount
+        else:
+            maker.freeze = maker.freeze - deal
+            self.bid_amount = self.bid_amount - amount
+
+        # The taker first, then the maker, each: give, receive, pay the fee (engine.md 7).
+        stock = self.stock
+        money = self.money
+        trade = self.balances.trade
+        if self.quiet:  # nobody takes the events (replay)
+            if taker is ask:
+                trade(taker.user, stock, amount, False, money, deal, ask_fee)
+                trade(maker.user, money, deal, True, stock, amount, bid_fee)
+            else:
+                trade(taker.user, money, deal, False, stock, amount, bid_fee)
+                trade(maker.user, stock, amount, True, money, deal, ask_fee)
+            return
+        # Events are built with tuple.__new__: a NamedTuple's own __new__ is a Python function
+        # and this is the hottest loop of the engine.
+        events = self.events
+        name = self.name
         events.append(_new(Deal, (
             now, name, deal_id, price, amount, deal, ask_fee, bid_fee, taker.side,
             ask.id, ask.user, TAKER if ask is taker else MAKER,
             bid.id, bid.user, TAKER if bid is taker else MAKER, stock, money,
         )))
-
-        # The taker first, then the maker, each: give, receive, pay the fee (engine.md 7).
-        # Events are built with tuple.__new__: a NamedTuple's own __new__ is a Python function
-        # and this is the hottest loop of the engine.
         for order in (taker, maker):
-            is_taker = order is taker
-            order.deal_stock = order.deal_stock + amount
-            order.deal_money = order.deal_money + deal
             user = order.user
             detail = _new(TradeDetail, (name, order.id, price, amount, None))
-            if order.side == ASK:
-                order.left = order.left - amount
-                order.deal_fee = order.deal_fee + ask_fee
-                if is_taker:
-                    total = balances.sub(user, stock, amount)
-                else:
-                    order.freeze = order.freeze - amount
-                    total = balances.sub_frozen(user, stock, amount)
-                    self.ask_amount = self.ask_amount - amount
+            if order is ask:
+                out_total, in_total, fee_total = trade(user, stock, amount, order is maker,
+                                                       money, deal, ask_fee)
                 events.append(_new(BalanceChanged, (now, user, stock, "trade", -amount,
-                                                    total, detail)))
-                total = balances.add(user, money, deal)
-                events.append(_new(BalanceChanged, (now, user, money, "trade", deal, total,
+                                                    out_total, detail)))
+                events.append(_new(BalanceChanged, (now, user, money, "trade", deal, in_total,
                                                     detail)))
                 if ask_fee:
-                    total = balances.sub(user, money, ask_fee)
                     events.append(_new(BalanceChanged, (
-                        now, user, money, "trade", -ask_fee, total,
+                        now, user, money, "trade", -ask_fee, fee_total,
                         _new(TradeDetail, (name, order.id, price, amount, ask_rate)))))
             else:
-                if is_taker and order.type == MARKET:
-                    order.left = order.left - deal
-                else:
-                    order.left = order.left - amount
-                order.deal_fee = order.deal_fee + bid_fee
-                if is_taker:
-                    total = balances.sub(user, money, deal)
-                else:
-                    order.freeze = order.freeze - deal
-                    total = balances.sub_frozen(user, money, deal)
-                    self.bid_amount = self.bid_amount - amount
+                out_total, in_total, fee_total = trade(user, money, deal, order is maker,
+                                                       stock, amount, bid_fee)
                 events.append(_new(BalanceChanged, (now, user, money, "trade", -deal,
-                                                    total, detail)))
-                total = balances.add(user, stock, amount)
-                events.append(_new(BalanceChanged, (now, user, stock, "trade", amount, total,
+                                                    out_total, detail)))
+                events.append(_new(BalanceChanged, (now, user, stock, "trade", amount, in_total,
                                                     detail)))
                 if bid_fee:
-                    total = balances.sub(user, stock, bid_fee)
                     events.append(_new(BalanceChanged, (
-                        now, user, stock, "trade", -bid_fee, total,
+                        now, user, stock, "trade", -bid_fee, fee_total,
                         _new(TradeDetail, (name, order.id, price, amount, bid_rate)))))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Final, Literal, NamedTuple
 
-from exchange_server.common.decimals import ZERO, fmt
+from exchange_server.common.decimals import ZERO, fmt, fmt_param
 
 # Sides, types and roles are plain ints at run time (they are ints on the wire, in the log and in
 # every table); the Literal types name them in signatures, and mypy checks every value passed.
@@ -234,10 +234,10 @@ def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
     info["mtime"] = o.mtime
     # fmt is skipped where the text is known: ZERO (the very object) is "0", and an order
     # nothing has dealt yet has its amount object left (one reply per order placed)
-    info["price"] = fmt(o.price)
-    info["amount"] = amount = fmt(o.amount)
-    info["taker_fee"] = fmt(o.taker_fee)
-    info["maker_fee"] = "0" if o.maker_fee is ZERO else fmt(o.maker_fee)
+    info["price"] = fmt_param(o.price)
+    info["amount"] = amount = fmt_param(o.amount)
+    info["taker_fee"] = fmt_param(o.taker_fee)
+    info["maker_fee"] = "0" if o.maker_fee is ZERO else fmt_param(o.maker_fee)
     info["left"] = amount if o.left is o.amount else fmt(o.left)
     info["deal_stock"] = "0" if o.deal_stock is ZERO else fmt(o.deal_stock)
     info["deal_money"] = "0" if o.deal_money is ZERO else fmt(o.deal_money)
