@@ -38,7 +38,9 @@ def fingerprint(engine: Engine) -> dict[str, Any]:
         "deal_id": state.deal_id,
         "orders": [tuple(str(getattr(o, f)) for f in o.__slots__) for o in state.orders],
         "stops": sorted(tuple(str(getattr(s, f)) for f in s.__slots__) for s in state.stops),
-        "balances": sorted((u, a, k, str(v)) for u, a, k, v in state.balances),
+        # by value: a balance untouched since config.update_asset raised its asset's prec_save
+        # keeps the old exponent in the live engine and loads from a slice at the new one
+        "balances": sorted((u, a, k, v) for u, a, k, v in state.balances),
         "updates": sorted(state.updates),
         "config": sorted((k, n, json.dumps(d, sort_keys=True)) for k, n, d in state.config),
         "assets": sorted((a.name, a.prec_save, a.prec_show) for a in engine.assets.values()),
