@@ -29,6 +29,12 @@ def config() -> MatchEngineConfig:
     return base_config()
 
 
+def _value_text(value: Decimal) -> str:
+    """A decimal's value as text without trailing zeros (``100.000`` and ``100.00`` alike)."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def fingerprint(engine: Engine) -> dict[str, Any]:
     """Everything a restart must give back: counters, orders and stops (every field), balances,
     the dedup window, runtime configuration and each market's state."""
@@ -40,7 +46,7 @@ def fingerprint(engine: Engine) -> dict[str, Any]:
         "stops": sorted(tuple(str(getattr(s, f)) for f in s.__slots__) for s in state.stops),
         # by value: a balance untouched since config.update_asset raised its asset's prec_save
         # keeps the old exponent in the live engine and loads from a slice at the new one
-        "balances": sorted((u, a, k, v) for u, a, k, v in state.balances),
+        "balances": sorted((u, a, k, _value_text(v)) for u, a, k, v in state.balances),
         "updates": sorted(state.updates),
         "config": sorted((k, n, json.dumps(d, sort_keys=True)) for k, n, d in state.config),
         "assets": sorted((a.name, a.prec_save, a.prec_show) for a in engine.assets.values()),

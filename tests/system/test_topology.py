@@ -38,8 +38,9 @@ REDIS_DB = 7
 SERVICES = ("alertcenter", "matchengine", "readhistory", "accesshttp", "marketprice", "accessws")
 
 
-def call(port: int, method: str, *params: Any, timeout: float = 15.0) -> Any:
-    """Call through accesshttp, retrying while a restarted backend reconnects."""
+def call(port: int, method: str, *params: Any, timeout: float = 60.0) -> Any:
+    """Call through accesshttp, retrying while a restarted backend reconnects (a liveness
+    wait: generous, since a restart on a loaded machine may take many seconds)."""
     deadline = time.monotonic() + timeout
     while True:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
