@@ -26,7 +26,7 @@ from exchange_server.matchengine.core.model import (
     StopChanged,
     stop_info,
 )
-from exchange_server.matchengine.orderjson import deal_json, order_json
+from exchange_server.matchengine.orderjson import deal_json, taken_order_json
 
 
 def deal_message(d: Deal) -> bytes:
@@ -38,7 +38,7 @@ def deal_message(d: Deal) -> bytes:
 
 def order_message(e: OrderChanged) -> bytes:
     """``{"event": n, "order": <order info>, "stock": asset, "money": asset}``."""
-    return (f'{{"event": {e.event:d}, "order": {order_json(e.order)}, '
+    return (f'{{"event": {e.event:d}, "order": {taken_order_json(e.order)}, '
             f'"stock": {encode_basestring(e.stock)}, "money": {encode_basestring(e.money)}}}'
             ).encode()
 

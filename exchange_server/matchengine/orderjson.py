@@ -49,6 +49,34 @@ def order_json(o: Order | OrderSnapshot) -> str:
         return jsonfmt.dumps(order_info(o))
 
 
+#: Texts of order snapshots written for a reply, by the snapshot's identity, until the
+#: ``orders`` message of the same snapshot takes them (``kept_order_json``).  An entry holds its
+#: snapshot, so no other object can have that id while the entry is there.
+_KEPT: dict[int, tuple[OrderSnapshot, str]] = {}
+#: without a bus nothing takes the texts: past this many they are dropped (and written again)
+_KEPT_MAX = 4096
+
+
+def kept_order_json(o: OrderSnapshot) -> str:
+    """``order_json(o)``, kept for ``taken_order_json``.  Why: the reply to an order placed and
+    the taker's ``orders`` message write the very same snapshot (the engine hands the one
+    object to both), once each; the second write is a dictionary lookup instead."""
+    text = order_json(o)
+    if len(_KEPT) >= _KEPT_MAX:
+        _KEPT.clear()
+    _KEPT[id(o)] = (o, text)
+    return text
+
+
+def taken_order_json(o: OrderSnapshot) -> str:
+    """``order_json(o)``: the text ``kept_order_json`` wrote for this very object if any (then
+    forgotten: a snapshot has one ``orders`` message), else written now."""
+    kept = _KEPT.pop(id(o), None)
+    if kept is not None and kept[0] is o:
+        return kept[1]
+    return order_json(o)
+
+
 def _order_json(o: Order | OrderSnapshot) -> str:
     text = f'{{"id": {o.id:d}, "market": {encode_basestring(o.market)}'
     if o.source is not None:

@@ -61,7 +61,7 @@ from exchange_server.common.jsondepth import check_params_depth
 from exchange_server.matchengine.configured import Engine
 from exchange_server.matchengine.core.model import Event, OrderSnapshot
 from exchange_server.matchengine.methods import MatchEngineMethods, present
-from exchange_server.matchengine.orderjson import order_json
+from exchange_server.matchengine.orderjson import kept_order_json
 from exchange_server.matchengine.original import OriginalState, apply_load_rules, original_params
 from exchange_server.matchengine.sink import EventSink
 from exchange_server.matchengine.store import (
@@ -374,7 +374,7 @@ class MatchEngineService:
         try:
             result = self._apply(method, params)
             if type(result) is OrderSnapshot and not self.debug:  # an order placed: templated
-                return jsonfmt.reply_text(order_json(result), req_id)
+                return jsonfmt.reply_text(kept_order_json(result), req_id)
             return jsonfmt.reply_body(present(result), req_id, self.debug)
         except RpcError as e:
             return jsonfmt.error_body(e.code, e.message, req_id, self.debug)

@@ -14,7 +14,12 @@ from exchange_server.common import jsonfmt
 from exchange_server.common.decimals import ZERO, fmt, fmt_param, fmt_raw
 from exchange_server.marketprice.state import deal_item_text
 from exchange_server.matchengine.core.model import Deal, Order, OrderChanged, order_info
-from exchange_server.matchengine.orderjson import deal_json, order_json
+from exchange_server.matchengine.orderjson import (
+    deal_json,
+    kept_order_json,
+    order_json,
+    taken_order_json,
+)
 
 decimals = st.one_of(
     st.just(ZERO),
@@ -104,6 +109,31 @@ def test_a_field_the_template_cannot_write_goes_through_the_encoder() -> None:
                         maker_fee=ZERO, option=0, client_id="c")
     order.option = None  # type: ignore[assignment]
     assert order_json(order) == jsonfmt.dumps(order_info(order))
+
+
+@settings(max_examples=100)
+@given(orders(), orders())
+def test_an_order_text_kept_for_the_reply_is_taken_by_its_message(a: Order, b: Order) -> None:
+    """The message of the snapshot the reply wrote gets the reply's text, once; any other
+    snapshot (an equal one included) is written anew."""
+    first, other = a.snapshot(), b.snapshot()
+    twin = first._replace()  # equal, another object
+    assert kept_order_json(first) == order_json(first)
+    assert taken_order_json(other) == order_json(other)
+    assert taken_order_json(twin) == order_json(twin)
+    assert taken_order_json(first) == order_json(first)
+    assert taken_order_json(first) == order_json(first)  # taken already: written again
+
+
+def test_kept_order_texts_stay_right_past_their_size() -> None:
+    snapshots = [Order.fresh(id=n, market="BTCBCH", source="api", type=1, side=1, user=n,
+                             now=1.5, price=Decimal(n), amount=Decimal("2"), taker_fee=ZERO,
+                             maker_fee=ZERO, option=0, client_id=None).snapshot()
+                 for n in range(10_000)]  # more than it keeps, never taken
+    for snapshot in snapshots:
+        kept_order_json(snapshot)
+    for snapshot in snapshots[::-1]:
+        assert taken_order_json(snapshot) == order_json(snapshot)
 
 
 @settings(max_examples=200)
