@@ -141,7 +141,7 @@ class BusPublisher:
         if oper_id <= self._last_oper_id:
             return  # replayed and already acknowledged before the restart
         self._last_oper_id = oper_id
-        messages = list(encode_events(events))
+        messages = encode_events(events)
         if not messages:
             return
         oper = _Oper(oper_id, len(messages), tuple(self._published))
