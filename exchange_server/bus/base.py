@@ -59,7 +59,9 @@ ResetCallback = Callable[[], None]
 
 
 class Transport(Protocol):
-    """Producer side of an adapter."""
+    """Producer side of an adapter.  One that always takes every message may also offer
+    ``send_all(topic, messages)`` (``send`` for each (oper_id, value), in order); the publisher
+    then hands a topic's waiting messages over in one call (the in-process bus)."""
 
     #: True when offsets survive a restart only through the publisher's durable mark (the
     #: in-process adapter); the publisher then stores each topic's next offset with the mark.

@@ -234,9 +234,19 @@ class BusPublisher:
 
     def _pump(self) -> None:
         send = self.transport.send
+        # a transport that takes every message at once (the in-process bus): handed over a
+        # topic at a time
+        send_all = getattr(self.transport, "send_all", None)
         for topic in ALL_TOPICS:
             waiting = self._waiting[topic]
+            if not waiting:
+                continue
             inflight = self._inflight[topic]
+            if send_all is not None:
+                inflight.extend(waiting)
+                send_all(topic, waiting)
+                waiting.clear()
+                continue
             while waiting:
                 item = waiting[0]
                 inflight.append(item)
