@@ -156,8 +156,14 @@ class BusPublisher:
             self._pump()
 
     def overloaded(self) -> bool:
+        """Checked before every write: a plain loop (no generator)."""
         limit = self.max_pending
-        return any(len(self._inflight[t]) + len(self._waiting[t]) >= limit for t in ALL_TOPICS)
+        inflight = self._inflight
+        waiting = self._waiting
+        for t in ALL_TOPICS:  # noqa: SIM110 - any() builds a generator
+            if len(inflight[t]) + len(waiting[t]) >= limit:
+                return True
+        return False
 
     # -- state ------------------------------------------------------------------------------------
 
