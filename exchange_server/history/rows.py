@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, NamedTuple
 
-from exchange_server.common.decimals import fmt
+from exchange_server.common.decimals import fmt, fmt_param
 from exchange_server.matchengine.core.model import (
     ASK,
     BID,
@@ -261,14 +261,27 @@ def _quoted(text: str) -> str:
     return quoted
 
 
+#: (the last TradeDetail written, its text): a deal's two balance changes of one side share
+#: their detail object, so every other call is an identity check.  One tuple, replaced whole,
+#: so a reader in another thread sees a consistent pair.
+_last_detail: tuple[object, str] = (None, "")
+
+
 def trade_detail_json(d: TradeDetail) -> str:
     """``{"a": amount, "f": fee_rate?, "i": order_id, "m": market, "p": price}`` (sorted keys,
-    jansson's default separators)."""
+    jansson's default separators).  The price is an order's (a request param: ``fmt_param``)."""
+    global _last_detail
+    last = _last_detail
+    if d is last[0]:
+        return last[1]
     if d.fee_rate is None:
-        return (f'{{"a": "{fmt(d.amount)}", "i": {d.order_id}, "m": {_quoted(d.market)}, '
-                f'"p": "{fmt(d.price)}"}}')
-    return (f'{{"a": "{fmt(d.amount)}", "f": "{fmt(d.fee_rate)}", "i": {d.order_id}, '
-            f'"m": {_quoted(d.market)}, "p": "{fmt(d.price)}"}}')
+        text = (f'{{"a": "{fmt(d.amount)}", "i": {d.order_id}, "m": {_quoted(d.market)}, '
+                f'"p": "{fmt_param(d.price)}"}}')
+    else:
+        text = (f'{{"a": "{fmt(d.amount)}", "f": "{fmt_param(d.fee_rate)}", '
+                f'"i": {d.order_id}, "m": {_quoted(d.market)}, "p": "{fmt_param(d.price)}"}}')
+    _last_detail = (d, text)
+    return text
 
 
 def detail_json(detail: dict[str, Any] | TradeDetail) -> str:
