@@ -249,6 +249,10 @@ _VARCHAR_TYPE = re.compile(r"VARCHAR\((\d+)\)\Z")
 
 # -- events -> rows -------------------------------------------------------------------------------
 
+#: Rows are built with tuple.__new__ (as the engine builds its events): a NamedTuple's own
+#: ``__new__`` is a Python function, and the follower builds some ten rows per order placed.
+_new = tuple.__new__
+
 _json_str: dict[str, str] = {}
 
 
@@ -301,31 +305,31 @@ def detail_json(detail: dict[str, Any] | TradeDetail) -> str:
 
 
 def balance_row(e: BalanceChanged) -> BalanceRow:
-    return BalanceRow(e.time, e.user, e.asset, e.business, e.change, e.balance,
-                      detail_json(e.detail))
+    return _new(BalanceRow, (e.time, e.user, e.asset, e.business, e.change, e.balance,
+                             detail_json(e.detail)))
 
 
 def order_row(e: OrderFinished) -> OrderRow:
     o = e.order
-    return OrderRow(
+    return _new(OrderRow, (
         o.id, o.ctime, o.mtime, o.user, o.market, NULL_SOURCE if o.source is None else o.source,
         o.type, o.side, o.price, o.amount, o.taker_fee, o.maker_fee, o.deal_stock, o.deal_money,
         o.deal_fee,
-    )
+    ))
 
 
 def deal_rows(e: Deal) -> tuple[DealRow, DealRow, UserDealRow, UserDealRow]:
     """The ask order's and the bid order's deal_history rows, then the two users' rows."""
-    ask = DealRow(e.time, e.ask_user, e.deal_id, e.ask_order_id, e.bid_order_id, e.ask_side_role,
-                  e.price, e.amount, e.deal, e.ask_fee, e.bid_fee)
-    bid = DealRow(e.time, e.bid_user, e.deal_id, e.bid_order_id, e.ask_order_id, e.bid_side_role,
-                  e.price, e.amount, e.deal, e.bid_fee, e.ask_fee)
-    user_ask = UserDealRow(e.time, e.ask_user, e.market, e.deal_id, e.ask_order_id,
-                           e.bid_order_id, ASK, e.ask_side_role, e.price, e.amount, e.deal,
-                           e.ask_fee, e.bid_fee)
-    user_bid = UserDealRow(e.time, e.bid_user, e.market, e.deal_id, e.bid_order_id,
-                           e.ask_order_id, BID, e.bid_side_role, e.price, e.amount, e.deal,
-                           e.bid_fee, e.ask_fee)
+    ask = _new(DealRow, (e.time, e.ask_user, e.deal_id, e.ask_order_id, e.bid_order_id,
+                         e.ask_side_role, e.price, e.amount, e.deal, e.ask_fee, e.bid_fee))
+    bid = _new(DealRow, (e.time, e.bid_user, e.deal_id, e.bid_order_id, e.ask_order_id,
+                         e.bid_side_role, e.price, e.amount, e.deal, e.bid_fee, e.ask_fee))
+    user_ask = _new(UserDealRow, (e.time, e.ask_user, e.market, e.deal_id, e.ask_order_id,
+                                  e.bid_order_id, ASK, e.ask_side_role, e.price, e.amount,
+                                  e.deal, e.ask_fee, e.bid_fee))
+    user_bid = _new(UserDealRow, (e.time, e.bid_user, e.market, e.deal_id, e.bid_order_id,
+                                  e.ask_order_id, BID, e.bid_side_role, e.price, e.amount,
+                                  e.deal, e.bid_fee, e.ask_fee))
     return ask, bid, user_ask, user_bid
 
 
