@@ -478,18 +478,26 @@ def row_converter(kind: str) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
     Why generated: it runs for every history row, and a loop over a list of per-column
     converters cost more than the conversions.  The generated function unpacks the row and
     builds the tuple in one expression, calling a converter only where one is needed (times,
-    strings, decimals near their column's range); same values as the per-column converters."""
+    strings too long for their column, decimals near their column's range); same values as the
+    per-column converters."""
     names: dict[str, Any] = {}
     values: list[str] = []
     for i, ((_name, sql_type), conv) in enumerate(zip(TABLES[kind], column_converters(kind),
                                                       strict=True)):
         dec = _DECIMAL_TYPE.match(sql_type)
+        var = _VARCHAR_TYPE.match(sql_type)
         if conv is None:
             values.append(f"v{i}")
         elif dec:
             names[f"c{i}"] = conv
             values.append(decimal_fast_path(int(dec.group(1)), int(dec.group(2)), f"v{i}",
                                             f"c{i}"))
+        elif var or sql_type == "TEXT":
+            # strings that fit are handed over as they are, without the converter's call
+            # (varchar_converter and text_value return them unchanged)
+            names[f"c{i}"] = conv
+            fits = int(var.group(1)) if var else TEXT_MAX_BYTES // 4
+            values.append(f"(v{i} if len(v{i}) <= {fits} else c{i}(v{i}))")
         else:
             names[f"c{i}"] = conv
             values.append(f"c{i}(v{i})")
