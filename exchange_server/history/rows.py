@@ -414,13 +414,28 @@ def decimal_converter(precision: int, scale: int) -> Callable[[Decimal], str]:
 _last_time: tuple[object, float] = (None, 0.0)
 
 
+#: time_value's results by the time object's identity, for the times that are not the last
+#: one: an order row carries its creation time (an older operation's clock reading, shared by
+#: every order that operation made) between two rows of the current time.  An entry holds its
+#: object, so no other object can have that id while the entry is there.
+_TIMES: dict[int, tuple[float, float]] = {}
+_TIMES_MAX = 4096
+
+
 def time_value(value: float) -> float:
     """The original wrote times with printf ``%f``: microsecond precision."""
     global _last_time
     last = _last_time
     if value is last[0]:
         return last[1]
-    result = float(f"{value:.6f}")
+    hit = _TIMES.get(id(value))
+    if hit is not None and hit[0] is value:
+        result = hit[1]
+    else:
+        result = float(f"{value:.6f}")
+        if len(_TIMES) >= _TIMES_MAX:
+            _TIMES.clear()
+        _TIMES[id(value)] = (value, result)
     _last_time = (value, result)
     return result
 

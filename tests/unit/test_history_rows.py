@@ -217,6 +217,14 @@ def test_other_columns() -> None:
     assert row == (1700000000.123457, 1, "BTC", "trade", "-0.15", "149.85", "{}")
 
 
+def test_time_value_stays_right_past_its_size() -> None:
+    """Remembered by identity: every value, asked again in any order and past the number it
+    keeps, gives its own microsecond value."""
+    values = [T0 + n / 7 for n in range(10_000)]
+    for value in values + values[::-1] + values[::3]:
+        assert time_value(value) == float(f"{value:.6f}")
+
+
 @pytest.mark.parametrize("asset,business,detail", [
     ("BTC", "trade", "{}"),
     ("A" * 30, "b" * 30, "x" * (R.TEXT_MAX_BYTES // 4)),  # at the limits: as they are
