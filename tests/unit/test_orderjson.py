@@ -50,6 +50,17 @@ def test_fmt_param_stays_right_past_its_size() -> None:
         assert fmt_param(value) == fmt(value)
 
 
+def test_times_stay_right_past_what_is_remembered() -> None:
+    """Time texts are remembered by the float's identity: asked again in any order and past
+    the number kept, every order object still has its own times."""
+    snapshots = [Order.fresh(id=n, market="BTCBCH", source="api", type=1, side=1, user=n,
+                             now=1764572400.0 + n / 7, price=Decimal(n + 1), amount=Decimal(2),
+                             taker_fee=ZERO, maker_fee=ZERO, option=0, client_id=None).snapshot()
+                 for n in range(10_000)]
+    for snapshot in snapshots + snapshots[::-1] + snapshots[::3]:
+        assert order_json(snapshot) == jsonfmt.dumps(order_info(snapshot))
+
+
 @st.composite
 def orders(draw: st.DrawFn) -> Order:
     order = Order.fresh(
