@@ -178,48 +178,70 @@ class UserFeeds:
                 log.exception("bus batch failed")
 
     def on_orders(self, batch: list[Message]) -> None:
-        self._order_messages(batch, ORDER_UPDATE)
+        if not all(msg.event is not None for msg in batch):
+            self._order_messages(batch, ORDER_UPDATE)
+            return
+        # From the in-process bus: each message's OrderChanged event is at hand, so the text
+        # is parsed only for a user with a connection (most orders have none watching).
+        users = self.users
+        wanted: dict[tuple[int, str], None] = {}
+        for msg in batch:
+            e = msg.event
+            order = e.order
+            self._seen(order.id, order.mtime)
+            conns = users.get(order.user)
+            if conns:
+                self._order_message(msg, ORDER_UPDATE, wanted)
+        for user, asset in wanted:
+            self.refresh_asset(user, asset)
 
     def _order_messages(self, batch: list[Message], notify: str) -> None:
         """``orders`` messages, or ``stops`` messages, which have the same shape."""
         wanted: dict[tuple[int, str], None] = {}
-        users = self.users
         for msg in batch:
-            try:
-                data = orjson.loads(msg.value)
-                event = data["event"]
-                order = data["order"]
-                user = order["user"]
-                market = order["market"]
-                stock = data["stock"]
-                money = data["money"]
-                if notify == ORDER_UPDATE:
-                    self._seen_order(order)
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                # fatal level (alerted): our publisher never writes one
-                log.critical("orders message at offset %d is malformed, skipped: %r",
-                             msg.offset, msg.value[:200])
-                continue
-            conns = users.get(user)
-            if not conns:
-                continue
-            frame: bytes | None = None
-            for conn in conns:
-                if conn.orders is not None and market in conn.orders and conn.user_id == user:
-                    if frame is None:
-                        frame = notify_frame(notify, [event, order])
-                    conn.send_frame(frame)
-            for asset in (stock, money):
-                if any(c.assets is not None and asset in c.assets for c in conns):
-                    wanted[(user, asset)] = None
+            self._order_message(msg, notify, wanted)
         for user, asset in wanted:
             self.refresh_asset(user, asset)
 
+    def _order_message(self, msg: Message, notify: str,
+                       wanted: dict[tuple[int, str], None]) -> None:
+        """Push one ``orders`` or ``stops`` message to its user's connections; the balances
+        they watch that it touches go to ``wanted``."""
+        try:
+            data = orjson.loads(msg.value)
+            event = data["event"]
+            order = data["order"]
+            user = order["user"]
+            market = order["market"]
+            stock = data["stock"]
+            money = data["money"]
+            if notify == ORDER_UPDATE:
+                self._seen_order(order)
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            # fatal level (alerted): our publisher never writes one
+            log.critical("orders message at offset %d is malformed, skipped: %r",
+                         msg.offset, msg.value[:200])
+            return
+        conns = self.users.get(user)
+        if not conns:
+            return
+        frame: bytes | None = None
+        for conn in conns:
+            if conn.orders is not None and market in conn.orders and conn.user_id == user:
+                if frame is None:
+                    frame = notify_frame(notify, [event, order])
+                conn.send_frame(frame)
+        for asset in (stock, money):
+            if any(c.assets is not None and asset in c.assets for c in conns):
+                wanted[(user, asset)] = None
+
     def _seen_order(self, order: dict[str, Any]) -> None:
-        oid = order.get("id")
+        self._seen(order.get("id"), order.get("mtime"))
+
+    def _seen(self, oid: Any, mtime: Any) -> None:
+        """The newest order id in the orders messages, and its time (the status gauges)."""
         if type(oid) is int and oid > self.last_order_id:
             self.last_order_id = oid
-            mtime = order.get("mtime")
             self.last_order_time = float(mtime) if isinstance(mtime, (int, float)) else 0.0
 
     def on_stops(self, batch: list[Message]) -> None:

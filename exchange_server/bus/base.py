@@ -12,7 +12,7 @@ the publisher and the consumers (marketprice, accessws) never know which one the
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 DEALS = "deals"
 ORDERS = "orders"
@@ -31,11 +31,14 @@ OPER_ID_HEADER = "oper_id"
 
 class Message(NamedTuple):
     """One message of a topic.  ``oper_id`` is None for messages without the header (e.g.
-    produced by the original C matchengine)."""
+    produced by the original C matchengine).  ``event``: on the in-process bus, the engine
+    event ``value`` was written from (bus.messages), so a consumer in the same process can read
+    its fields without parsing the text; None from Kafka."""
 
     offset: int
     value: bytes
     oper_id: int | None
+    event: Any = None
 
 
 def encode_oper_id(oper_id: int) -> bytes:
@@ -59,7 +62,10 @@ ResetCallback = Callable[[], None]
 
 
 class Transport(Protocol):
-    """Producer side of an adapter."""
+    """Producer side of an adapter.  One that always takes every message may also offer
+    ``send_all(topic, messages)`` (``send`` for each (oper_id, value, event), in order, the
+    event being what the value was written from); the publisher then hands a topic's waiting
+    messages over in one call (the in-process bus)."""
 
     #: True when offsets survive a restart only through the publisher's durable mark (the
     #: in-process adapter); the publisher then stores each topic's next offset with the mark.

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 from exchange_server.bus.base import (
     ALL_TOPICS,
@@ -114,6 +116,23 @@ class InProcessBus:
             self._ack(t, offset)
         self._trim(t)
         return True
+
+    def send_all(self, topic: str, messages: Iterable[tuple[int, bytes, Any]]) -> None:
+        """``send`` for each (oper_id, value, event) of ``messages``, in order; always taken.
+        Why: the publisher hands over an operation's (or a commit's) messages together, and
+        the waking, acknowledging and trimming are done once for them all.  The event goes
+        with the message (``Message.event``)."""
+        t = self._topic(topic)
+        items = t.items
+        offset = t.first + len(items)
+        new = tuple.__new__
+        for oper_id, value, event in messages:
+            items.append(new(Message, (offset, value, oper_id, event)))
+            offset += 1
+        t.wake()
+        if t.committed() >= offset - 1:
+            self._ack(t, offset - 1)
+        self._trim(t)
 
     async def close(self, timeout: float) -> None:
         self._deliver_acks()

@@ -36,7 +36,10 @@ EXACT_MAX_DEPTH = 256
 # An integer outside orjson's range (-2**63 .. 2**64-1) has at least 19 digits.  A run this long
 # may also sit in a string or a float: that costs the slower parser, never exactness.
 _LONG_DIGITS_TEXT = re.compile(r"\d{19}")
-_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
+#: bytes: every ASCII digit made "0" (what ``\d`` matches in bytes), then a search for 19 of
+#: them: two passes in C, a third of the regex's time on a request body (0.27 against 0.89 us)
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_ZEROS = b"0" * 19
 
 
 class JsonTooDeep(ValueError):
@@ -70,7 +73,7 @@ def loads(data: bytes | bytearray | memoryview | str, *, lenient_depth: bool = F
 def _has_long_digits(data: bytes | str) -> bool:
     if isinstance(data, str):
         return _LONG_DIGITS_TEXT.search(data) is not None
-    return _LONG_DIGITS_BYTES.search(data) is not None
+    return _LONG_ZEROS in data.translate(_DIGITS_AS_ZERO)
 
 
 def _may_be_deep(data: bytes | str) -> bool:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, NamedTuple
 
-from exchange_server.common.decimals import fmt
+from exchange_server.common.decimals import fmt, fmt_param
 from exchange_server.matchengine.core.model import (
     ASK,
     BID,
@@ -249,6 +249,10 @@ _VARCHAR_TYPE = re.compile(r"VARCHAR\((\d+)\)\Z")
 
 # -- events -> rows -------------------------------------------------------------------------------
 
+#: Rows are built with tuple.__new__ (as the engine builds its events): a NamedTuple's own
+#: ``__new__`` is a Python function, and the follower builds some ten rows per order placed.
+_new = tuple.__new__
+
 _json_str: dict[str, str] = {}
 
 
@@ -261,14 +265,27 @@ def _quoted(text: str) -> str:
     return quoted
 
 
+#: (the last TradeDetail written, its text): a deal's two balance changes of one side share
+#: their detail object, so every other call is an identity check.  One tuple, replaced whole,
+#: so a reader in another thread sees a consistent pair.
+_last_detail: tuple[object, str] = (None, "")
+
+
 def trade_detail_json(d: TradeDetail) -> str:
     """``{"a": amount, "f": fee_rate?, "i": order_id, "m": market, "p": price}`` (sorted keys,
-    jansson's default separators)."""
+    jansson's default separators).  The price is an order's (a request param: ``fmt_param``)."""
+    global _last_detail
+    last = _last_detail
+    if d is last[0]:
+        return last[1]
     if d.fee_rate is None:
-        return (f'{{"a": "{fmt(d.amount)}", "i": {d.order_id}, "m": {_quoted(d.market)}, '
-                f'"p": "{fmt(d.price)}"}}')
-    return (f'{{"a": "{fmt(d.amount)}", "f": "{fmt(d.fee_rate)}", "i": {d.order_id}, '
-            f'"m": {_quoted(d.market)}, "p": "{fmt(d.price)}"}}')
+        text = (f'{{"a": "{fmt(d.amount)}", "i": {d.order_id}, "m": {_quoted(d.market)}, '
+                f'"p": "{fmt_param(d.price)}"}}')
+    else:
+        text = (f'{{"a": "{fmt(d.amount)}", "f": "{fmt_param(d.fee_rate)}", '
+                f'"i": {d.order_id}, "m": {_quoted(d.market)}, "p": "{fmt_param(d.price)}"}}')
+    _last_detail = (d, text)
+    return text
 
 
 def detail_json(detail: dict[str, Any] | TradeDetail) -> str:
@@ -288,31 +305,31 @@ def detail_json(detail: dict[str, Any] | TradeDetail) -> str:
 
 
 def balance_row(e: BalanceChanged) -> BalanceRow:
-    return BalanceRow(e.time, e.user, e.asset, e.business, e.change, e.balance,
-                      detail_json(e.detail))
+    return _new(BalanceRow, (e.time, e.user, e.asset, e.business, e.change, e.balance,
+                             detail_json(e.detail)))
 
 
 def order_row(e: OrderFinished) -> OrderRow:
     o = e.order
-    return OrderRow(
+    return _new(OrderRow, (
         o.id, o.ctime, o.mtime, o.user, o.market, NULL_SOURCE if o.source is None else o.source,
         o.type, o.side, o.price, o.amount, o.taker_fee, o.maker_fee, o.deal_stock, o.deal_money,
         o.deal_fee,
-    )
+    ))
 
 
 def deal_rows(e: Deal) -> tuple[DealRow, DealRow, UserDealRow, UserDealRow]:
     """The ask order's and the bid order's deal_history rows, then the two users' rows."""
-    ask = DealRow(e.time, e.ask_user, e.deal_id, e.ask_order_id, e.bid_order_id, e.ask_side_role,
-                  e.price, e.amount, e.deal, e.ask_fee, e.bid_fee)
-    bid = DealRow(e.time, e.bid_user, e.deal_id, e.bid_order_id, e.ask_order_id, e.bid_side_role,
-                  e.price, e.amount, e.deal, e.bid_fee, e.ask_fee)
-    user_ask = UserDealRow(e.time, e.ask_user, e.market, e.deal_id, e.ask_order_id,
-                           e.bid_order_id, ASK, e.ask_side_role, e.price, e.amount, e.deal,
-                           e.ask_fee, e.bid_fee)
-    user_bid = UserDealRow(e.time, e.bid_user, e.market, e.deal_id, e.bid_order_id,
-                           e.ask_order_id, BID, e.bid_side_role, e.price, e.amount, e.deal,
-                           e.bid_fee, e.ask_fee)
+    ask = _new(DealRow, (e.time, e.ask_user, e.deal_id, e.ask_order_id, e.bid_order_id,
+                         e.ask_side_role, e.price, e.amount, e.deal, e.ask_fee, e.bid_fee))
+    bid = _new(DealRow, (e.time, e.bid_user, e.deal_id, e.bid_order_id, e.ask_order_id,
+                         e.bid_side_role, e.price, e.amount, e.deal, e.bid_fee, e.ask_fee))
+    user_ask = _new(UserDealRow, (e.time, e.ask_user, e.market, e.deal_id, e.ask_order_id,
+                                  e.bid_order_id, ASK, e.ask_side_role, e.price, e.amount,
+                                  e.deal, e.ask_fee, e.bid_fee))
+    user_bid = _new(UserDealRow, (e.time, e.bid_user, e.market, e.deal_id, e.bid_order_id,
+                                  e.ask_order_id, BID, e.bid_side_role, e.price, e.amount,
+                                  e.deal, e.bid_fee, e.ask_fee))
     return ask, bid, user_ask, user_bid
 
 
@@ -397,13 +414,28 @@ def decimal_converter(precision: int, scale: int) -> Callable[[Decimal], str]:
 _last_time: tuple[object, float] = (None, 0.0)
 
 
+#: time_value's results by the time object's identity, for the times that are not the last
+#: one: an order row carries its creation time (an older operation's clock reading, shared by
+#: every order that operation made) between two rows of the current time.  An entry holds its
+#: object, so no other object can have that id while the entry is there.
+_TIMES: dict[int, tuple[float, float]] = {}
+_TIMES_MAX = 4096
+
+
 def time_value(value: float) -> float:
     """The original wrote times with printf ``%f``: microsecond precision."""
     global _last_time
     last = _last_time
     if value is last[0]:
         return last[1]
-    result = float(f"{value:.6f}")
+    hit = _TIMES.get(id(value))
+    if hit is not None and hit[0] is value:
+        result = hit[1]
+    else:
+        result = float(f"{value:.6f}")
+        if len(_TIMES) >= _TIMES_MAX:
+            _TIMES.clear()
+        _TIMES[id(value)] = (value, result)
     _last_time = (value, result)
     return result
 
@@ -461,18 +493,26 @@ def row_converter(kind: str) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
     Why generated: it runs for every history row, and a loop over a list of per-column
     converters cost more than the conversions.  The generated function unpacks the row and
     builds the tuple in one expression, calling a converter only where one is needed (times,
-    strings, decimals near their column's range); same values as the per-column converters."""
+    strings too long for their column, decimals near their column's range); same values as the
+    per-column converters."""
     names: dict[str, Any] = {}
     values: list[str] = []
     for i, ((_name, sql_type), conv) in enumerate(zip(TABLES[kind], column_converters(kind),
                                                       strict=True)):
         dec = _DECIMAL_TYPE.match(sql_type)
+        var = _VARCHAR_TYPE.match(sql_type)
         if conv is None:
             values.append(f"v{i}")
         elif dec:
             names[f"c{i}"] = conv
             values.append(decimal_fast_path(int(dec.group(1)), int(dec.group(2)), f"v{i}",
                                             f"c{i}"))
+        elif var or sql_type == "TEXT":
+            # strings that fit are handed over as they are, without the converter's call
+            # (varchar_converter and text_value return them unchanged)
+            names[f"c{i}"] = conv
+            fits = int(var.group(1)) if var else TEXT_MAX_BYTES // 4
+            values.append(f"(v{i} if len(v{i}) <= {fits} else c{i}(v{i}))")
         else:
             names[f"c{i}"] = conv
             values.append(f"c{i}(v{i})")

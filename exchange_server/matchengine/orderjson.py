@@ -26,6 +26,12 @@ from exchange_server.matchengine.core.model import Deal, Order, OrderSnapshot, o
 #: the last time written and its text (the events of one operation share their time object)
 _last_time: object = None
 _last_text = ""
+#: texts of other times by the float object's identity: a maker's order object carries its
+#: creation time (an older operation's clock reading) between texts of the current time, and
+#: float.__repr__ costs five lookups.  An entry holds its object, so no other object can have
+#: that id while the entry is there.
+_TIMES: dict[int, tuple[float, str]] = {}
+_TIMES_MAX = 4096
 
 
 def _number(value: Any) -> str:
@@ -34,8 +40,16 @@ def _number(value: Any) -> str:
     if value is _last_time:
         return _last_text
     if type(value) is float and value - value == 0.0:
-        _last_time, _last_text = value, float.__repr__(value)
-        return _last_text
+        hit = _TIMES.get(id(value))
+        if hit is not None and hit[0] is value:
+            text = hit[1]
+        else:
+            text = float.__repr__(value)
+            if len(_TIMES) >= _TIMES_MAX:
+                _TIMES.clear()
+            _TIMES[id(value)] = (value, text)
+        _last_time, _last_text = value, text
+        return text
     if type(value) is int:
         return int.__repr__(value)
     return jsonfmt.dumps(value)
@@ -47,6 +61,34 @@ def order_json(o: Order | OrderSnapshot) -> str:
         return _order_json(o)
     except (TypeError, ValueError):  # a field of a type the template does not write
         return jsonfmt.dumps(order_info(o))
+
+
+#: Texts of order snapshots written for a reply, by the snapshot's identity, until the
+#: ``orders`` message of the same snapshot takes them (``kept_order_json``).  An entry holds its
+#: snapshot, so no other object can have that id while the entry is there.
+_KEPT: dict[int, tuple[OrderSnapshot, str]] = {}
+#: without a bus nothing takes the texts: past this many they are dropped (and written again)
+_KEPT_MAX = 4096
+
+
+def kept_order_json(o: OrderSnapshot) -> str:
+    """``order_json(o)``, kept for ``taken_order_json``.  Why: the reply to an order placed and
+    the taker's ``orders`` message write the very same snapshot (the engine hands the one
+    object to both), once each; the second write is a dictionary lookup instead."""
+    text = order_json(o)
+    if len(_KEPT) >= _KEPT_MAX:
+        _KEPT.clear()
+    _KEPT[id(o)] = (o, text)
+    return text
+
+
+def taken_order_json(o: OrderSnapshot) -> str:
+    """``order_json(o)``: the text ``kept_order_json`` wrote for this very object if any (then
+    forgotten: a snapshot has one ``orders`` message), else written now."""
+    kept = _KEPT.pop(id(o), None)
+    if kept is not None and kept[0] is o:
+        return kept[1]
+    return order_json(o)
 
 
 def _order_json(o: Order | OrderSnapshot) -> str:

@@ -61,7 +61,7 @@ from exchange_server.common.jsondepth import check_params_depth
 from exchange_server.matchengine.configured import Engine
 from exchange_server.matchengine.core.model import Event, OrderSnapshot
 from exchange_server.matchengine.methods import MatchEngineMethods, present
-from exchange_server.matchengine.orderjson import order_json
+from exchange_server.matchengine.orderjson import kept_order_json
 from exchange_server.matchengine.original import OriginalState, apply_load_rules, original_params
 from exchange_server.matchengine.sink import EventSink
 from exchange_server.matchengine.store import (
@@ -374,7 +374,7 @@ class MatchEngineService:
         try:
             result = self._apply(method, params)
             if type(result) is OrderSnapshot and not self.debug:  # an order placed: templated
-                return jsonfmt.reply_text(order_json(result), req_id)
+                return jsonfmt.reply_text(kept_order_json(result), req_id)
             return jsonfmt.reply_body(present(result), req_id, self.debug)
         except RpcError as e:
             return jsonfmt.error_body(e.code, e.message, req_id, self.debug)
@@ -398,8 +398,8 @@ class MatchEngineService:
         if write is None:
             raise method_not_found()
         self._check_depth(params)
-        if self.degraded or len(self._pending) >= self.config.operlog_max_pending or any(
-                sink.overloaded() for sink in self.sinks) or any(p() for p in self.pressure):
+        if self.degraded or len(self._pending) >= self.config.operlog_max_pending or (
+                self._backpressure()):
             self.refused_writes += 1  # metrics: code 3 refusals
             raise service_unavailable()
         if write.check is not None:
@@ -419,6 +419,17 @@ class MatchEngineService:
         self._pending_events.append((self.oper_id, self.engine.take_events()))
         self._kick_soon()
         return result
+
+    def _backpressure(self) -> bool:
+        """A sink or another pressure source (the history follower) cannot take more now.
+        Plain loops: ``any()`` over generators made two generator objects per write."""
+        for sink in self.sinks:
+            if sink.overloaded():
+                return True
+        for pressing in self.pressure:  # noqa: SIM110 - any() builds a generator
+            if pressing():
+                return True
+        return False
 
     def _check_depth(self, params: list[Any]) -> None:
         """Code 1 for params nested deeper than ``max_json_depth``, before anything is applied:

@@ -217,6 +217,30 @@ def test_other_columns() -> None:
     assert row == (1700000000.123457, 1, "BTC", "trade", "-0.15", "149.85", "{}")
 
 
+def test_time_value_stays_right_past_its_size() -> None:
+    """Remembered by identity: every value, asked again in any order and past the number it
+    keeps, gives its own microsecond value."""
+    values = [T0 + n / 7 for n in range(10_000)]
+    for value in values + values[::-1] + values[::3]:
+        assert time_value(value) == float(f"{value:.6f}")
+
+
+@pytest.mark.parametrize("asset,business,detail", [
+    ("BTC", "trade", "{}"),
+    ("A" * 30, "b" * 30, "x" * (R.TEXT_MAX_BYTES // 4)),  # at the limits: as they are
+    ("A" * 31, "b" * 99, "é" * 40_000),  # over: truncated, and "{}"
+    ("é" * 30, "", "e" * 65_000),  # fits in bytes though longer than the quick check
+])
+def test_generated_row_converter_equals_the_column_converters(asset: str, business: str,
+                                                              detail: str) -> None:
+    """Strings are checked inline in the generated converter: the same values as calling
+    each column's converter."""
+    values = (T0 + 0.5, 7, asset, business, D("-1.5"), D("12345678901234.5"), detail)
+    expected = tuple(value if conv is None else conv(value)
+                     for value, conv in zip(values, R.column_converters(BALANCE), strict=True))
+    assert R.ROW_CONVERTERS[BALANCE](BalanceRow(*values)) == expected
+
+
 @pytest.mark.parametrize("text,reply", [
     ("100.00000000", "100"),
     ("0.00000000", "0"),

@@ -14,7 +14,12 @@ from exchange_server.common import jsonfmt
 from exchange_server.common.decimals import ZERO, fmt, fmt_param, fmt_raw
 from exchange_server.marketprice.state import deal_item_text
 from exchange_server.matchengine.core.model import Deal, Order, OrderChanged, order_info
-from exchange_server.matchengine.orderjson import deal_json, order_json
+from exchange_server.matchengine.orderjson import (
+    deal_json,
+    kept_order_json,
+    order_json,
+    taken_order_json,
+)
 
 decimals = st.one_of(
     st.just(ZERO),
@@ -43,6 +48,17 @@ def test_fmt_param_stays_right_past_its_size() -> None:
     values = [Decimal(n).scaleb(-8) for n in range(10_000)]  # more than it keeps
     for value in values + values[::-1]:
         assert fmt_param(value) == fmt(value)
+
+
+def test_times_stay_right_past_what_is_remembered() -> None:
+    """Time texts are remembered by the float's identity: asked again in any order and past
+    the number kept, every order object still has its own times."""
+    snapshots = [Order.fresh(id=n, market="BTCBCH", source="api", type=1, side=1, user=n,
+                             now=1764572400.0 + n / 7, price=Decimal(n + 1), amount=Decimal(2),
+                             taker_fee=ZERO, maker_fee=ZERO, option=0, client_id=None).snapshot()
+                 for n in range(10_000)]
+    for snapshot in snapshots + snapshots[::-1] + snapshots[::3]:
+        assert order_json(snapshot) == jsonfmt.dumps(order_info(snapshot))
 
 
 @st.composite
@@ -104,6 +120,31 @@ def test_a_field_the_template_cannot_write_goes_through_the_encoder() -> None:
                         maker_fee=ZERO, option=0, client_id="c")
     order.option = None  # type: ignore[assignment]
     assert order_json(order) == jsonfmt.dumps(order_info(order))
+
+
+@settings(max_examples=100)
+@given(orders(), orders())
+def test_an_order_text_kept_for_the_reply_is_taken_by_its_message(a: Order, b: Order) -> None:
+    """The message of the snapshot the reply wrote gets the reply's text, once; any other
+    snapshot (an equal one included) is written anew."""
+    first, other = a.snapshot(), b.snapshot()
+    twin = first._replace()  # equal, another object
+    assert kept_order_json(first) == order_json(first)
+    assert taken_order_json(other) == order_json(other)
+    assert taken_order_json(twin) == order_json(twin)
+    assert taken_order_json(first) == order_json(first)
+    assert taken_order_json(first) == order_json(first)  # taken already: written again
+
+
+def test_kept_order_texts_stay_right_past_their_size() -> None:
+    snapshots = [Order.fresh(id=n, market="BTCBCH", source="api", type=1, side=1, user=n,
+                             now=1.5, price=Decimal(n), amount=Decimal("2"), taker_fee=ZERO,
+                             maker_fee=ZERO, option=0, client_id=None).snapshot()
+                 for n in range(10_000)]  # more than it keeps, never taken
+    for snapshot in snapshots:
+        kept_order_json(snapshot)
+    for snapshot in snapshots[::-1]:
+        assert taken_order_json(snapshot) == order_json(snapshot)
 
 
 @settings(max_examples=200)
