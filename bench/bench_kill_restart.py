@@ -290,14 +290,15 @@ class Rpc:
         reply: dict[str, Any] = json.loads(data)
         return reply
 
-    def results(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
-        """Results of ``calls`` (BATCH at a time); an error raises."""
+    def results(self, calls: list[tuple[str, list[Any]]], errors: bool = True) -> list[Any]:
+        """Results of ``calls`` (BATCH at a time); an error raises (None for it if not
+        ``errors``: a service still starting answers code 3)."""
         out: list[Any] = []
         for part in chunks(calls, BATCH):
             for reply in self.batch(part):
-                if reply["error"] is not None:
+                if reply["error"] is not None and errors:
                     raise RuntimeError(f"{part[0][0]}: {reply['error']}")
-                out.append(reply["result"])
+                out.append(reply["result"] if reply["error"] is None else None)
         return out
 
     def close(self) -> None:
@@ -508,7 +509,7 @@ def open_orders(port: int) -> int:
         rpc.close()
 
 
-def lost_orders(port: int, acked: Acked, timeout: float = 300.0) -> list[int]:
+def lost_orders(port: int, acked: Acked, timeout: float = 120.0) -> list[int]:
     """Acknowledged orders that are neither open nor finished (the history follower may still
     be writing finished ones after a restart: looked up again until ``timeout``)."""
     rpc = Rpc(port)
@@ -519,7 +520,7 @@ def lost_orders(port: int, acked: Acked, timeout: float = 300.0) -> list[int]:
                    if not order_matches(order, acked[i])]
         deadline = time.monotonic() + timeout
         while missing:
-            finished = rpc.results([("order.finished_detail", [i]) for i in missing])
+            finished = rpc.results([("order.finished_detail", [i]) for i in missing], False)
             missing = [i for i, order in zip(missing, finished, strict=True)
                        if not order_matches(order, acked[i])]
             if not missing or time.monotonic() > deadline:
