@@ -51,6 +51,8 @@ def direction(label: str) -> str | None:
     low = label.lower()
     if low.startswith("cpu us/") or "latency" in low or "seconds" in low or "(s)" in low:
         return LOWER
+    if " us per " in low:  # a cost in microseconds (bench_kill_restart's per open order)
+        return LOWER
     if low in ("refused", "rejected", "non-200 answers") or low.startswith("rss"):
         return LOWER
     if "/s" in low:

@@ -14,6 +14,7 @@ BENCHMARKS = [
     ("bench.bench_e2e", "main"),
     ("bench.bench_stall", "main"),
     ("bench.bench_restart", "main"),
+    ("bench.bench_kill_restart", "main"),
     ("bench.bench_memory", "main"),
     ("bench.bench_history", "main"),
     ("bench.bench_bus", "main"),

@@ -712,16 +712,33 @@ class MatchEngineService:
         store.open()
         try:
             store.write_slice_data(info, self.engine.dump_state())
-            deadline = time.monotonic() + SLICE_DURABLE_TIMEOUT
-            while store.last_oper_id() < info.end_oper_id:
-                if os.getppid() != parent or time.monotonic() > deadline:
-                    store.delete_slice(info)
-                    raise StoreError("operations of the slice never became durable")
-                time.sleep(0.02)
+            self._child_wait_durable(store, info, parent)
             store.publish_slice(info)
             self._prune_slices(store, info.time)
         finally:
             store.close()
+
+    @staticmethod
+    def _child_wait_durable(store: EngineStore, info: SliceInfo,
+                            parent: int) -> None:  # pragma: no cover - forked child
+        """Return once the log holds the slice's last operation, written by the engine that
+        forked this child; else delete the slice and raise.  The engine must be alive *after*
+        the log was seen that far: an engine killed before committing the slice's last
+        operations lost them, and a restarted engine may since have logged other operations
+        under the same ids, which this slice does not hold."""
+        deadline = time.monotonic() + SLICE_DURABLE_TIMEOUT
+        while True:
+            durable = store.last_oper_id() >= info.end_oper_id
+            if os.getppid() != parent:
+                store.delete_slice(info)
+                raise StoreError("the engine died before the slice's operations were seen "
+                                 "durable: not published")
+            if durable:
+                return
+            if time.monotonic() > deadline:
+                store.delete_slice(info)
+                raise StoreError("operations of the slice never became durable")
+            time.sleep(0.02)
 
     def _write_slice_inline(self, info: SliceInfo) -> None:
         self.store.write_slice_data(info, self.engine.dump_state())

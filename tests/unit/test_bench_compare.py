@@ -58,6 +58,7 @@ def test_ratio_above_one_means_better_either_way() -> None:
     assert compare.direction("p99 latency (ms)") == compare.LOWER
     assert compare.direction("CPU us/order main") == compare.LOWER
     assert compare.direction("refused") == compare.LOWER
+    assert compare.direction("during: restart us per open order") == compare.LOWER
     assert compare.direction("orders") is None
     assert compare.ratio("orders/s", 1000.0, 3000.0) == 3.0
     assert compare.ratio("p99 latency (ms)", 30.0, 10.0) == 3.0
