@@ -149,7 +149,9 @@ class Stack:
         from exchange_server.matchengine.service import MatchEngineService
         from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 
-        me_config = load_matchengine(default_matchengine_data(), embedded=True)
+        # answered in process: no refusal for a slow commit on a loaded machine (test_methods)
+        me_config = load_matchengine(dict(default_matchengine_data(), commit_timeout=30.0),
+                                     embedded=True)
         store = SqliteEngineStore(self.data_dir / "engine")
         store.open()
         self.bus = InProcessBus()
