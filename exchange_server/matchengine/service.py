@@ -689,12 +689,15 @@ class MatchEngineService:
     def _fork_slice(self) -> None:
         info = self._slice_info()
         self._sliced_oper, self._sliced_time = info.end_oper_id, info.time
+        # taken before the fork: a child first scheduled after its engine died would read the
+        # reaper's pid as its parent, and never notice the death (_child_wait_durable)
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
             try:
                 release_in_child()  # the parent's ports and locks die with the parent
-                self._child_write_slice(info)
+                self._child_write_slice(info, parent)
                 code = 0
             except BaseException:
                 log.exception("slice %d failed", info.time)
@@ -704,10 +707,10 @@ class MatchEngineService:
         self._slice_pending[pid] = info
         log.info("slice %d: child %d dumping up to operation %d", info.time, pid, info.end_oper_id)
 
-    def _child_write_slice(self, info: SliceInfo) -> None:  # pragma: no cover - forked child
+    def _child_write_slice(self, info: SliceInfo,
+                           parent: int) -> None:  # pragma: no cover - forked child
         # A child that hangs for any reason dies by SIGALRM instead of living on.
         signal.alarm(int(SLICE_DURABLE_TIMEOUT) + 600)
-        parent = os.getppid()
         store = self.store.clone()
         store.open()
         try:

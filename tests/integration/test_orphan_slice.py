@@ -11,8 +11,8 @@ unacknowledged ones).  The child must check that its engine is still alive after
 the log reach its slice, not only while it waits.
 
 The engine here is a service in a forked process that applies an operation, forks a slice
-before that operation's commit starts, and blocks; the slice child is stopped (so it is still
-writing whatever the timing), the engine SIGKILLed, a restarted service logs two other
+before that operation's commit starts, and blocks; the slice child, its slice written and
+waiting for that operation, is stopped, the engine SIGKILLed, a restarted service logs two other
 operations, then the child is continued and finishes.  A fresh restore must hold exactly what
 the log holds.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -80,6 +81,25 @@ async def log_other_operations(directory: Path) -> None:
     store.close()
 
 
+def waits_for_the_log(child: int, directory: Path) -> bool:
+    """The child has committed its slice's tables and closed the slice file, so it now only
+    reads the log, waiting for operation 2.  (Stopped at a random moment it could hold the
+    slice file's lock, e.g. while closing its connection checkpoints the WAL, and the restarted
+    engine would wait for it: a CI run failed with "database is locked".)"""
+    try:
+        files = [os.readlink(f"/proc/{child}/fd/{fd}") for fd in os.listdir(f"/proc/{child}/fd")]
+    except OSError:
+        return False
+    if any("slices.sqlite" in f for f in files):
+        return False
+    db = sqlite3.connect(str(directory / "slices.sqlite"))
+    try:
+        found = db.execute("SELECT 1 FROM sqlite_master WHERE name LIKE 'slice_state_%'")
+        return found.fetchone() is not None
+    finally:
+        db.close()
+
+
 def btc(service: MatchEngineService, user: int) -> str:
     return str(service.execute("balance.query", [user, "BTC"])["BTC"]["available"])
 
@@ -94,7 +114,9 @@ def test_an_orphaned_slice_child_never_publishes_lost_operations(tmp_path: Path)
     child = 0
     try:
         child = wait_until(lambda: children(engine), 60, message="the slice child")[0]
-        os.kill(child, signal.SIGSTOP)  # still writing, or waiting for operation 2
+        wait_until(lambda: waits_for_the_log(child, tmp_path), 60,
+                   message="the slice child to wait for operation 2")
+        os.kill(child, signal.SIGSTOP)
         os.kill(engine, signal.SIGKILL)
         os.waitpid(engine, 0)
         asyncio.run(log_other_operations(tmp_path))
@@ -114,3 +136,4 @@ def test_an_orphaned_slice_child_never_publishes_lost_operations(tmp_path: Path)
         assert all(s.end_oper_id != 2 for s in store.list_slices())
     finally:
         store.close()
+
