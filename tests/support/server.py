@@ -90,10 +90,21 @@ def _kill_leftovers() -> None:
             server.proc.wait(10)
 
 
+#: every port free_port handed out in this process
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on now and that this process has not handed out before: two
+    binds of port 0 in a row may get the same port from the kernel (a CI run gave one server
+    the same HTTP and console port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 class ServerProcess:
