@@ -50,6 +50,7 @@ from bench.common import report
 from bench.cpu import children, cpu_seconds
 from exchange_server.common.config import default_matchengine_data
 from tests.support.server import ServerProcess
+from tests.support.waiting import wait_until
 
 USERS = 10_000
 #: Every user's deposits; fees are 0, so each asset's balances must sum to USERS times this.
@@ -406,17 +407,6 @@ class Load:
         return time.monotonic() - self.started
 
 
-def wait_for(condition: Any, timeout: float, what: str, interval: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not within {timeout} s")
-        time.sleep(interval)
-
-
 def wait_moment(server: ServerProcess, kind: str, load: Load, rng: random.Random,
                 min_acks: int, jitter: bool = True, timeout: float = 300.0) -> None:
     """Return at a moment of ``kind``: the load running (``min_acks`` accepted this round),
@@ -424,17 +414,17 @@ def wait_moment(server: ServerProcess, kind: str, load: Load, rng: random.Random
     no slice child; ``during``: a random moment (0-1 s) into a slice child's life."""
     assert server.proc is not None
     main = server.proc.pid
-    wait_for(lambda: load.accepted >= min_acks, timeout, "a sustained load")
+    wait_until(lambda: load.accepted >= min_acks, timeout, 0.01, "a sustained load")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if kind == "between":
-            wait_for(lambda: not slice_children(main), timeout, "no slice child")
+            wait_until(lambda: not slice_children(main), timeout, 0.01, "no slice child")
             if jitter:
                 time.sleep(rng.uniform(0, 2))
             if not slice_children(main):
                 return
         else:
-            child = wait_for(lambda: slice_children(main), timeout, "a slice child", 0.002)[0]
+            child = wait_until(lambda: slice_children(main), timeout, 0.002, "a slice child")[0]
             if jitter:
                 time.sleep(rng.uniform(0, 1))
             if alive(child) and child in slice_children(main):
@@ -474,7 +464,7 @@ def restart(old: ServerProcess, config: Path) -> tuple[ServerProcess, float, dic
         old.port, old.ws_port, old.cli_port, old.metrics_port)
     t0 = time.perf_counter()
     new.start(timeout=600)
-    result = wait_for(lambda: probe(new), 600, "an order accepted after the restart")
+    result = wait_until(lambda: probe(new), 600, 0.01, "an order accepted after the restart")
     elapsed = time.perf_counter() - t0
     with open(new.log_path, "rb") as f:
         f.seek(offset)
@@ -600,7 +590,7 @@ class Run:
         self.errors += money_errors(self.server.port, self.users)
         self.thaw()
         for pid in orphans:  # the next round starts without them
-            wait_for(lambda p=pid: not alive(p), 600, f"slice child {pid} to finish", 0.05)
+            wait_until(lambda p=pid: not alive(p), 600, 0.05, f"slice child {pid} to finish")
         self.kills.append(kill)
         return kill
 
