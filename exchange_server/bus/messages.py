@@ -68,13 +68,18 @@ ENCODERS: dict[type, tuple[str, Callable[[Any], bytes]]] = {
 }
 
 
-def encode_events(events: list[Event]) -> list[tuple[str, bytes]]:
-    """(topic, body) for every event of one operation that the original publishes, in event
-    order (so per topic in the order the original pushed them)."""
+def published_events(events: list[Event]) -> list[tuple[str, bytes, Event]]:
+    """(topic, body, the event it was written from) for every event of one operation that the
+    original publishes, in event order (so per topic in the order the original pushed them)."""
     encoders = ENCODERS
-    messages: list[tuple[str, bytes]] = []
+    messages: list[tuple[str, bytes, Event]] = []
     for e in events:
         encoder = encoders.get(type(e))
         if encoder is not None:
-            messages.append((encoder[0], encoder[1](e)))
+            messages.append((encoder[0], encoder[1](e), e))
     return messages
+
+
+def encode_events(events: list[Event]) -> list[tuple[str, bytes]]:
+    """(topic, body) of ``published_events``."""
+    return [(topic, body) for topic, body, _ in published_events(events)]

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from exchange_server.bus.base import ALL_TOPICS, Transport
 from exchange_server.bus.mark import Mark, MarkFile, MarkStore
-from exchange_server.bus.messages import ENCODERS
+from exchange_server.bus.messages import published_events
 from exchange_server.matchengine.core.model import Event
 
 log = logging.getLogger("exchange_server.bus")
@@ -144,12 +144,7 @@ class BusPublisher:
         if oper_id <= self._last_oper_id:
             return  # replayed and already acknowledged before the restart
         self._last_oper_id = oper_id
-        encoders = ENCODERS
-        messages: list[tuple[str, bytes, Event]] = []
-        for e in events:
-            encoder = encoders.get(type(e))
-            if encoder is not None:
-                messages.append((encoder[0], encoder[1](e), e))
+        messages = published_events(events)
         if not messages:
             return
         oper = _Oper(oper_id, len(messages), tuple(self._published))
