@@ -11,6 +11,7 @@ at once, and a standby notices when the log it applied was rewritten.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -145,6 +146,38 @@ def test_stale_epoch_commits_nothing(leases: Callable[[], LeaseStore],
         assert other.clone().fence == (LEASE_NAME, 2)
     finally:
         other.close()
+
+
+def test_a_stopped_leaders_slice_child_publishes_nothing(
+        leases: Callable[[], LeaseStore], store: MysqlEngineStore, cfg: MysqlConfig) -> None:
+    """A leader stopped (SIGSTOP, a frozen VM) while its slice child writes: the child still
+    sees a living parent, and once the new leader has logged past the slice's last id it sees
+    that id "durable" although other operations than the slice's hold it.  Its store is a
+    clone carrying the parent's epoch, so the publication is refused: the slice, which holds
+    operations that were never committed, is never loaded."""
+    a, b = leases(), leases()
+    assert a.take(a.read(), "a:1", 0.2) == 1
+    store.set_fence(LEASE_NAME, 1)
+    store.append(records(1, 3))
+    child = store.clone()  # what the forked slice child opens
+    child.open()
+    try:
+        info = SliceInfo(1_700_000_200, 5, 0, 0)  # operations 4 and 5 were never committed
+        child.write_slice_data(info, EngineState())
+        assert b.take(expired(b), "b:2", 30) == 2
+        other = MysqlEngineStore(cfg)
+        other.open()
+        try:
+            other.set_fence(LEASE_NAME, 2)
+            other.append(records(4, 3))  # the new leader's operations 4 to 6
+        finally:
+            other.close()
+        MatchEngineService._child_wait_durable(child, info, os.getppid())  # parent "alive"
+        with pytest.raises(Deposed):
+            child.publish_slice(info)
+        assert child.latest_slice() is None
+    finally:
+        child.close()
 
 
 def test_takeover_kills_a_stopped_writer(leases: Callable[[], LeaseStore],
