@@ -30,6 +30,8 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from decimal import Decimal
+from itertools import chain, islice
+from operator import attrgetter, lt
 from typing import Any
 
 import orjson
@@ -56,6 +58,10 @@ LEVEL = 1
 ORDER_COLUMNS = ("id", "t", "side", "create_time", "update_time", "user_id", "market", "source",
                  *ORDER_DECIMALS, "option", "client_id")
 BALANCE_COLUMNS = ("user_id", "asset", "t", "balance")
+#: The Order fields of the order columns not named as the field.
+ORDER_FIELDS = {"t": "type", "create_time": "ctime", "update_time": "mtime", "user_id": "user"}
+
+_by_id = attrgetter("id")
 
 #: One stored chunk: (checksum, data).
 Chunk = tuple[int, bytes]
@@ -63,7 +69,9 @@ Chunk = tuple[int, bytes]
 
 def encode(state: EngineState, checksum: int | None) -> list[Chunk]:
     """The chunks that store ``state`` (``checksum``: its state_checksum, or None)."""
-    orders = state.orders
+    # in id order: the restart builds the orders in document order, and filing them in the
+    # book in id order then walks memory in order (in book order, cache misses cost 2x)
+    orders = sorted(state.orders, key=_by_id)
     texts = [[str(d) for d in order_decimals(o)] for o in orders]
     order_columns: list[list[Any]] = [
         [o.id for o in orders], [int(o.type) for o in orders], [int(o.side) for o in orders],
@@ -138,22 +146,25 @@ def _state(document: dict[str, Any], info: SliceInfo) -> EngineState:
 
 def _orders(columns: dict[str, list[Any]]) -> list[Order]:
     """The orders of the order columns: the decimal columns mapped through one dict of parsed
-    texts (in C), then each order built once."""
+    texts, then the orders built a field at a time (both C-level passes over the columns)."""
+    columns = _in_id_order({name: columns[name] for name in ORDER_COLUMNS})
     decimal_columns = [columns[name] for name in ORDER_DECIMALS]
-    parsed = decimals_of_texts(text for column in decimal_columns for text in column)
-    dec = parsed.__getitem__
-    (prices, amounts, taker_fees, maker_fees, lefts, freezes, deal_stocks, deal_moneys,
-     deal_fees) = (map(dec, column) for column in decimal_columns)
-    restored = Order.restored
-    return [
-        restored(id=oid, market=market, source=source, type=kind, side=side, user=user,
-                 ctime=ctime, mtime=mtime, price=price, amount=amount, taker_fee=taker_fee,
-                 maker_fee=maker_fee, left=left, freeze=freeze, deal_stock=deal_stock,
-                 deal_money=deal_money, deal_fee=deal_fee, option=option, client_id=client_id)
-        for (oid, kind, side, ctime, mtime, user, market, source, price, amount, taker_fee,
-             maker_fee, left, freeze, deal_stock, deal_money, deal_fee, option, client_id)
-        in zip(columns["id"], columns["t"], columns["side"], columns["create_time"],
-               columns["update_time"], columns["user_id"], columns["market"], columns["source"],
-               prices, amounts, taker_fees, maker_fees, lefts, freezes, deal_stocks,
-               deal_moneys, deal_fees, columns["option"], columns["client_id"], strict=True)
-    ]
+    dec = decimals_of_texts(chain.from_iterable(decimal_columns)).__getitem__
+    fields = {ORDER_FIELDS.get(name, name): columns[name] for name in ORDER_COLUMNS}
+    fields.update((name, list(map(dec, column)))
+                  for name, column in zip(ORDER_DECIMALS, decimal_columns, strict=True))
+    return Order.restored_columns(fields)
+
+
+def _in_id_order(columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The order columns sorted by id (a document written before :func:`encode` sorted them
+    is in book order).  Why: the orders are allocated in column order, and the book is built
+    in id order; walking them in memory order is about twice as fast.  ValueError if the
+    columns are not all of one length."""
+    if len({len(column) for column in columns.values()}) > 1:
+        raise ValueError("order columns of different lengths")
+    ids = columns["id"]
+    if all(map(lt, ids, islice(ids, 1, None))):
+        return columns
+    index = sorted(range(len(ids)), key=ids.__getitem__)
+    return {name: list(map(column.__getitem__, index)) for name, column in columns.items()}
