@@ -13,6 +13,7 @@ after it; a fresh service on the same SQLite files then restores, as after SIGKI
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import sys
 import tempfile
@@ -70,17 +71,26 @@ def build(directory: Path, n: int, tail: int) -> tuple[int, int]:
 
 def load_slice(directory: Path) -> tuple[float, float, float]:
     """Seconds to read the newest slice and load it into a fresh engine, to read it only, and
-    the CPU seconds of read + load (steadier than wall time on a shared machine)."""
+    the CPU seconds of read + load (steadier than wall time on a shared machine).
+
+    The cyclic collector is off meanwhile, as ``MatchEngineService.restore`` has it since
+    2026-12-01 (``gctune.paused``), and for every tree measured: otherwise the young collections
+    the new state triggers (a sixth to a third of the load) are counted too, and trees that
+    allocate differently would be compared on the collector's schedule."""
     store = SqliteEngineStore(directory)
     store.open()
     service = MatchEngineService(bench_config(), store)
     info = store.latest_slice()
     assert info is not None
-    t0, c0 = time.perf_counter(), time.process_time()
-    state = store.read_slice(info)
-    read = time.perf_counter() - t0
-    service.engine.load_state(state)
-    load, cpu = time.perf_counter() - t0, time.process_time() - c0
+    gc.disable()
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        state = store.read_slice(info)
+        read = time.perf_counter() - t0
+        service.engine.load_state(state)
+        load, cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        gc.enable()
     store.close()
     return load, read, cpu
 

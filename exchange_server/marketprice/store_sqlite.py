@@ -4,6 +4,8 @@ Same content as the Redis layout, as tables: ``kline(market, kind, time, value)`
 ``deal(market, id, value)`` (newest 10000 per market kept), ``market(name, last, seen)`` and
 ``meta('offset', value)``.  A flush is one SQLite transaction, so data and offset are
 committed together.  All SQL runs on one worker thread; the event loop never waits on disk.
+Each call on it is inside ``FORK_GUARD.using()`` (storage/forkguard.py): the matchengine in
+the same process forks its slice children away from it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from exchange_server.marketprice.state import DEALS_MAX, KINDS, Changes, StoredMarket
+from exchange_server.storage.forkguard import FORK_GUARD
 
 T = TypeVar("T")
 
@@ -34,6 +37,15 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITH
 FILENAME = "marketprice.db"
 
 
+def _guarded(fn: Callable[[], T]) -> T:
+    """Run ``fn`` (SQLite work) where the matchengine's slice fork waits for it.  Why: in
+    embedded mode this worker thread lives in the matchengine's process; a ``fork()`` while it
+    was inside SQLite left a slice child blocked forever on SQLite's mutex in its first
+    ``connect`` (seen in bench_kill_restart: no slice was taken after it)."""
+    with FORK_GUARD.using():
+        return fn()
+
+
 class SqliteStore:
     def __init__(self, path: str | Path) -> None:
         """``path``: the database file, or a directory to hold ``marketprice.db``."""
@@ -45,7 +57,7 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="marketprice-db")
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, _guarded, fn)
 
     @property
     def db(self) -> sqlite3.Connection:

@@ -39,7 +39,7 @@ CORE_PACKAGE = "exchange_server.matchengine.core"
 #: Pure standard-library modules and the third-party ones the core may import.
 ALLOWED_MODULES = frozenset({
     "__future__", "collections", "collections.abc", "dataclasses", "decimal", "enum",
-    "functools", "operator", "typing", "sortedcontainers",
+    "functools", "itertools", "operator", "typing", "sortedcontainers",
 })
 #: Project modules outside the core that the core may import.
 ALLOWED_PROJECT = frozenset({"exchange_server.common.decimals", "exchange_server.common.errors"})

@@ -8,8 +8,11 @@ that the store falls back to the tables instead of loading a wrong book.
 
 from __future__ import annotations
 
+import random
 import zlib
+from typing import Any, cast
 
+import orjson
 import pytest
 
 from exchange_server.matchengine import slicedoc
@@ -91,6 +94,73 @@ def test_the_document_of_another_slice_is_refused(
 
 
 def test_a_document_of_another_format_is_refused() -> None:
-    data = zlib.compress(b'{"format": 2}')
-    with pytest.raises(StoreError, match="not a slice document of format 1"):
+    data = zlib.compress(b'{"format": 3}')
+    with pytest.raises(StoreError, match=r"not a slice document of format \(1, 2\)"):
         slicedoc.decode([(zlib.crc32(data), data)], info_for(None), "here")
+
+
+def document_of(chunks: list[slicedoc.Chunk]) -> dict[str, Any]:
+    return cast(dict[str, Any], orjson.loads(zlib.decompress(b"".join(p for _, p in chunks))))
+
+
+def chunks_of(document: dict[str, Any]) -> list[slicedoc.Chunk]:
+    data = zlib.compress(orjson.dumps(document))
+    return [(zlib.crc32(data), data)]
+
+
+def test_format_2_indexes_the_decimals_and_texts() -> None:
+    state = make_state(seed=4, orders=300, balances=20, updates=5)
+    document = document_of(slicedoc.encode(state, None))
+    assert document["format"] == 2
+    columns = document["orders"]
+    assert columns["id"] == sorted(o.id for o in state.orders)  # written in id order
+    assert all(type(i) is int for name in slicedoc.ORDER_DECIMALS for i in columns[name])
+    assert len(document["decimals"]) == len(set(document["decimals"]))
+    assert {document["texts"][i] for i in columns["market"]} == {o.market for o in state.orders}
+
+
+def format_1(document: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """The document as the previous version wrote it: values in the columns, book order."""
+    columns = dict(document["orders"])
+    for name in slicedoc.ORDER_DECIMALS:
+        columns[name] = [document["decimals"][i] for i in columns[name]]
+    for name in slicedoc.INDEXED_TEXTS:
+        columns[name] = [document["texts"][i] for i in columns[name]]
+    order = list(range(len(columns["id"])))
+    rng.shuffle(order)
+    columns = {name: [column[i] for i in order] for name, column in columns.items()}
+    old = {k: v for k, v in document.items() if k not in ("decimals", "texts")}
+    return {**old, "format": 1, "orders": columns}
+
+
+def test_a_format_1_document_still_loads() -> None:
+    """A slice written by the previous version (values in the columns, orders in book order)
+    gives the same state, orders in id order."""
+    state = make_state(seed=4, orders=300, balances=200, updates=50)
+    checksum = state_checksum(state)
+    old = format_1(document_of(slicedoc.encode(state, checksum)), random.Random(1))
+    got = slicedoc.decode(chunks_of(old), info_for(checksum), "here")
+    assert [o.id for o in got.orders] == sorted(o.id for o in state.orders)
+    state.orders.sort(key=lambda o: o.id)
+    assert_same_state(got, state)
+
+
+@pytest.mark.parametrize("damage", [
+    "index out of range", "decimal not a text", "column short", "format 1 column short"])
+def test_a_well_formed_but_wrong_document_is_a_store_error(damage: str) -> None:
+    """Damage the chunk checksums cannot see (a document written wrong) is refused by name,
+    never a crash or a wrong order."""
+    state = make_state(seed=4, orders=50, balances=5, updates=5)
+    document = document_of(slicedoc.encode(state, None))
+    columns = document["orders"]
+    if damage == "index out of range":
+        columns["price"][3] = len(document["decimals"])
+    elif damage == "decimal not a text":
+        document["decimals"][0] = 1.5
+    elif damage == "column short":
+        columns["client_id"].pop()
+    else:
+        document = format_1(document, random.Random(2))
+        document["orders"]["left"].pop()
+    with pytest.raises(StoreError, match="here: the document is damaged"):
+        slicedoc.decode(chunks_of(document), info_for(None), "here")

@@ -7,7 +7,10 @@ are formatted by whoever consumes them.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from itertools import repeat
 from typing import Any, Final, Literal, NamedTuple
 
 from exchange_server.common.decimals import ZERO, fmt, fmt_param
@@ -180,6 +183,27 @@ class Order:
         order.client_id = client_id
         order.stp_cancelled = False
         return order
+
+    @classmethod
+    def restored_columns(cls, columns: Mapping[str, Sequence[Any]]) -> list[Order]:
+        """Orders as a slice stored them, one per position of ``columns`` (a column per field
+        of :meth:`restored`, by name, all of one length; ValueError otherwise).
+
+        Why: a restart builds every open order (up to millions).  Setting one field of every
+        order at a time through C-level ``map`` costs about half of calling :meth:`restored`
+        per order (no Python frame, no keyword matching per order)."""
+        fields = cls.__slots__[:-1]  # all but stp_cancelled
+        missing = [name for name in fields if name not in columns]
+        if missing:
+            raise ValueError(f"order columns missing: {missing}")
+        n = len(columns[fields[0]])
+        if any(len(columns[name]) != n for name in fields):
+            raise ValueError("order columns of different lengths")
+        orders: list[Order] = list(map(_object_new, repeat(cls, n)))
+        for name in fields:
+            deque(map(setattr, orders, repeat(name), columns[name]), 0)
+        deque(map(setattr, orders, repeat("stp_cancelled"), repeat(False, n)), 0)
+        return orders
 
     def snapshot(self) -> OrderSnapshot:
         # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function, and a
