@@ -109,8 +109,9 @@ def fmt(value: Decimal) -> str:
 
 
 #: ``fmt``'s text of request params' decimals, by the object's identity (see ``fmt_param``).  An
-#: entry holds its object, so no other object can have that id while the entry is there.
-_FMT_PARAM: dict[int, tuple[Decimal, str]] = {}
+#: entry holds its object, so no other object can have that id while the entry is there.  Public:
+#: ``order_info`` reads it in place (four calls less per order object).
+PARAM_TEXTS: dict[int, tuple[Decimal, str]] = {}
 _FMT_PARAM_MAX = 4096
 
 
@@ -120,13 +121,13 @@ def fmt_param(value: Decimal) -> str:
     ``orders`` messages) formats these, and they are the same few objects again and again
     (parse's cache and the methods' tables of accepted texts share them); a lookup costs
     half of ``fmt``.  Decimals are immutable, so a remembered text cannot go stale."""
-    hit = _FMT_PARAM.get(id(value))
+    hit = PARAM_TEXTS.get(id(value))
     if hit is not None and hit[0] is value:
         return hit[1]
     text = fmt(value)
-    if len(_FMT_PARAM) >= _FMT_PARAM_MAX:
-        _FMT_PARAM.clear()
-    _FMT_PARAM[id(value)] = (value, text)
+    if len(PARAM_TEXTS) >= _FMT_PARAM_MAX:
+        PARAM_TEXTS.clear()
+    PARAM_TEXTS[id(value)] = (value, text)
     return text
 
 

@@ -244,6 +244,11 @@ class MatchEngineService:
         original_end = self.original_end
         try:
             for page in store.read_operlog_rows(self.oper_id):
+                if (page and quiet and progress is None and page[0][0] > original_end
+                        and page[-1][0] <= quiet_through
+                        and (limit is None or page[-1][0] <= limit)):
+                    count += self._replay_quiet_page(page, runs)
+                    continue
                 for oper_id, when, method, params in page:
                     if limit is not None and oper_id > limit:
                         return count
@@ -267,6 +272,31 @@ class MatchEngineService:
         finally:
             engine.set_quiet(False)
         return count
+
+    def _replay_quiet_page(self, page: list[tuple[int, float, str, list[Any]]],
+                           runs: dict[str, Callable[[float, list[Any]], Any]]) -> int:
+        """Apply a page of records that are all quiet, after the original's and within the
+        limit: ``replay_from``'s loop with only what such a record needs (its id is the next
+        one, its write function runs).  Why: a restart replays mostly such pages, and the
+        general loop's per-record tests were a few percent of replaying an order.  Returns how
+        many were applied; ``oper_id`` is the last applied one however it ends."""
+        expected = self.oper_id + 1
+        try:
+            for oper_id, when, method, params in page:
+                if oper_id != expected:
+                    raise OperLogGap(expected, oper_id)
+                run = runs.get(method)
+                if run is None:
+                    self._apply_logged(oper_id, when, method, params)  # raises: unknown
+                else:
+                    try:
+                        run(when, params)
+                    except RpcError as e:
+                        raise _unreplayable(oper_id, method, e) from None
+                expected += 1
+        finally:
+            self.oper_id = expected - 1
+        return len(page)
 
     def _apply_logged(self, oper_id: int, when: float, method: str, params: list[Any]) -> None:
         """Apply one logged operation again.  Every logged operation was applied once with the

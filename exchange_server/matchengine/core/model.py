@@ -13,7 +13,7 @@ from decimal import Decimal
 from itertools import repeat
 from typing import Any, Final, Literal, NamedTuple
 
-from exchange_server.common.decimals import ZERO, fmt, fmt_param
+from exchange_server.common.decimals import PARAM_TEXTS, ZERO, fmt, fmt_param
 
 # Sides, types and roles are plain ints at run time (they are ints on the wire, in the log and in
 # every table); the Literal types name them in signatures, and mypy checks every value passed.
@@ -257,11 +257,25 @@ def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
     info["ctime"] = o.ctime
     info["mtime"] = o.mtime
     # fmt is skipped where the text is known: ZERO (the very object) is "0", and an order
-    # nothing has dealt yet has its amount object left (one reply per order placed)
-    info["price"] = fmt_param(o.price)
-    info["amount"] = amount = fmt_param(o.amount)
-    info["taker_fee"] = fmt_param(o.taker_fee)
-    info["maker_fee"] = "0" if o.maker_fee is ZERO else fmt_param(o.maker_fee)
+    # nothing has dealt yet has its amount object left (one reply per order placed).  The
+    # params' texts are fmt_param's, looked up here (four calls less per order object)
+    texts = PARAM_TEXTS
+    value = o.price
+    hit = texts.get(id(value))
+    info["price"] = hit[1] if hit is not None and hit[0] is value else fmt_param(value)
+    value = o.amount
+    hit = texts.get(id(value))
+    info["amount"] = amount = (hit[1] if hit is not None and hit[0] is value
+                               else fmt_param(value))
+    value = o.taker_fee
+    hit = texts.get(id(value))
+    info["taker_fee"] = hit[1] if hit is not None and hit[0] is value else fmt_param(value)
+    value = o.maker_fee
+    if value is ZERO:
+        info["maker_fee"] = "0"
+    else:
+        hit = texts.get(id(value))
+        info["maker_fee"] = hit[1] if hit is not None and hit[0] is value else fmt_param(value)
     info["left"] = amount if o.left is o.amount else fmt(o.left)
     info["deal_stock"] = "0" if o.deal_stock is ZERO else fmt(o.deal_stock)
     info["deal_money"] = "0" if o.deal_money is ZERO else fmt(o.deal_money)
