@@ -193,13 +193,22 @@ class SqliteHistoryStore:
                 # per table, the column values of all its rows in one flat list
                 grouped: dict[str, list[object]] = {}
                 count = 0
+                # a finished order's order_history and order_detail rows are one row object
+                # (rows.rows_of) with one converter (one table layout): converted once
+                last_row: object = None
+                last_convert: object = None
+                values: tuple[object, ...] = ()
                 for _oper_id, rows in todo:
                     count += len(rows)
                     for kind, row in rows:
                         flat = grouped.get(kind)
                         if flat is None:
                             flat = grouped[kind] = []
-                        flat.extend(ROW_CONVERTERS[kind](row))
+                        convert = ROW_CONVERTERS[kind]
+                        if row is not last_row or convert is not last_convert:
+                            values = convert(row)
+                            last_row, last_convert = row, convert
+                        flat.extend(values)
                 for kind, flat in grouped.items():
                     insert_rows(conn, kind, flat)
                 conn.execute('INSERT OR REPLACE INTO "history_offset" ("id", "oper_id") '
