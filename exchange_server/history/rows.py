@@ -524,8 +524,11 @@ def row_converter(kind: str) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
 
 
 ROW_CONVERTERS: dict[str, Callable[[Sequence[Any]], tuple[Any, ...]]] = {
-    kind: row_converter(kind) for kind in ALL_KINDS
+    kind: row_converter(kind) for kind in ALL_KINDS if kind != DETAIL
 }
+#: order_detail has order_history's columns: one converter, so a store can tell that a row
+#: given for both (rows_of) converts to the same values
+ROW_CONVERTERS[DETAIL] = ROW_CONVERTERS[ORDER]
 
 
 # -- stored text -> reply text --------------------------------------------------------------------
