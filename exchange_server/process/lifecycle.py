@@ -16,11 +16,19 @@ that takes its address, a synchronous open/close) into a step.
 from __future__ import annotations
 
 import inspect
+import logging
+import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+
+log = logging.getLogger("exchange_server")
+
+#: Steps that start faster than this are left out of the start-up timing line.
+TIMING_FLOOR = 0.005
 
 #: A start or stop action: a plain call or a coroutine function.
 Action = Callable[[], Awaitable[Any] | Any]
@@ -113,8 +121,35 @@ async def start_steps(steps: Iterable[Step]) -> AsyncExitStack:
     """Start each step in order; returns the stack whose ``aclose()`` stops them in reverse.
 
     When step N fails, steps 1..N-1 are stopped (in reverse) before its error propagates; an
-    OSError becomes :class:`StartupFailed` naming the step."""
+    OSError becomes :class:`StartupFailed` naming the step.  Once all have started, one line
+    says how long the start took and which steps took it (where a restart's seconds go)."""
+    timings: list[tuple[str, float]] = []
+    started = time.perf_counter()
     async with AsyncExitStack() as stack:
         for item in steps:
+            begun = time.perf_counter()
             await _enter(stack, item)
+            timings.append((item.name, time.perf_counter() - begun))
+        log.info("%s", timing_line(time.perf_counter() - started, timings, process_age()))
         return stack.pop_all()
+
+
+def process_age() -> float | None:
+    """Seconds since this process was created (Linux ``/proc``, 10 ms steps); None elsewhere.
+    Why: a restart's time starts at exec, before the first import, which no step sees."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def timing_line(total: float, timings: Iterable[tuple[str, float]],
+                age: float | None = None) -> str:
+    """``started in 1.52 s (2.01 s after exec): restore 1.20 s, gc freeze 0.08 s, ...``: the
+    steps that took at least :data:`TIMING_FLOOR`, slowest first."""
+    slow = sorted((t for t in timings if t[1] >= TIMING_FLOOR), key=lambda t: -t[1])
+    parts = ", ".join(f"{name} {seconds:.3f} s" for name, seconds in slow)
+    after = f" ({age:.2f} s after exec)" if age is not None else ""
+    return f"started in {total:.3f} s{after}" + (f": {parts}" if parts else "")

@@ -11,6 +11,7 @@ under a small wrapper that becomes the parent of whatever the command leaves beh
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -23,12 +24,14 @@ import pytest
 from exchange_server.common.config import default_matchengine_data, load_matchengine
 from exchange_server.embedded import EmbeddedOptions, EmbeddedSystem, lock_data_dir
 from exchange_server.matchprocess.standalone import StandaloneMatchEngine
+from exchange_server.process import lifecycle
 from exchange_server.process.lifecycle import (
     Composite,
     StartupFailed,
     Step,
     start_steps,
     step,
+    timing_line,
 )
 from tests.support.server import REPO, free_port
 from tests.support.topology import Topology
@@ -64,6 +67,32 @@ async def test_steps_stop_in_the_reverse_order() -> None:
     assert rec.calls == ["start a", "start b", "start c"]
     await stack.aclose()
     assert rec.calls[3:] == ["stop c", "stop b", "stop a"]
+
+
+async def test_a_start_logs_where_its_time_went(caplog: pytest.LogCaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """One line per start with the slow steps, slowest first, and the seconds since exec:
+    where a restart's time goes, from the log alone.  The clock is the test's: the "restore"
+    step moves it on by 1.25 s."""
+    now = [100.0]
+    monkeypatch.setattr(lifecycle.time, "perf_counter", lambda: now[0])
+
+    def restore() -> None:
+        now[0] += 1.25
+
+    caplog.set_level(logging.INFO, logger="exchange_server")
+    stack = await start_steps([step("quick"), step("restore", restore)])
+    await stack.aclose()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("started in")]
+    assert len(lines) == 1
+    assert lines[0].startswith("started in 1.250 s (")
+    assert lines[0].endswith(" s after exec): restore 1.250 s")
+
+
+def test_the_timing_line_lists_slow_steps_slowest_first() -> None:
+    line = timing_line(1.5, [("a", 0.001), ("gc freeze", 0.1), ("restore", 1.2)], 2.25)
+    assert line == "started in 1.500 s (2.25 s after exec): restore 1.200 s, gc freeze 0.100 s"
+    assert timing_line(0.002, [("a", 0.001)]) == "started in 0.002 s"
 
 
 async def test_a_failure_at_step_n_stops_steps_1_to_n_minus_1_in_reverse() -> None:
