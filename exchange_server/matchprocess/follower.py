@@ -193,10 +193,17 @@ class FollowerProcess:
 
     def create_schema(self) -> None:
         """Create the history tables now: the follower does too, but readhistory may be asked
-        before it has run."""
+        before it has run.  And start ``applied`` at the history's stored mark: the follower
+        reports only once it has restored (a second or more for a large slice), and until then
+        a lag counted from 0 would refuse every write (code 3) of an engine more than
+        ``max_lag`` operations old, whatever its history's real lag."""
         store = history_store(self.spec)
         store.open()
-        store.close()
+        try:
+            mark = store.read_mark()
+        finally:
+            store.close()
+        self.applied.value = max(self.applied.value, mark)
 
     async def watch(self) -> None:
         """Run for the matching process's life: restart the follower whenever it dies."""

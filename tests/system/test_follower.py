@@ -52,3 +52,25 @@ def test_follower_ends_when_its_parent_dies(tmp_path: Path) -> None:
     while _alive(pid):
         assert time.monotonic() < deadline, "the orphaned follower kept running"
         time.sleep(0.1)
+
+
+def test_the_lag_starts_at_the_history_mark_not_at_zero(tmp_path: Path) -> None:
+    """An engine restarted after more than ``max_lag`` operations must take writes before its
+    new follower has restored: until the follower reports, its lag counts from the history's
+    stored mark (it used to count from 0: every write refused with code 3 for the follower's
+    whole start-up, a second or more with a large slice)."""
+    from exchange_server.common.config import default_matchengine_data
+    from exchange_server.history.store_sqlite import SqliteHistoryStore
+    from exchange_server.matchprocess.follower import FollowerProcess, FollowerSpec
+
+    history = SqliteHistoryStore(tmp_path)
+    history.open()
+    history.write([(250_000, [])])  # history written up to operation 250,000
+    history.close()
+    follower = FollowerProcess(FollowerSpec(default_matchengine_data(), True, str(tmp_path),
+                                            "sqlite"), max_lag=1_000)
+    assert follower.overloaded(250_500)  # before: counted from 0
+    follower.create_schema()
+    assert follower.applied.value == 250_000
+    assert not follower.overloaded(250_500)
+    assert follower.overloaded(251_001)  # a real lag still refuses
