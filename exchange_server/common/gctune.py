@@ -26,8 +26,13 @@ def tune() -> None:
 
 def freeze_startup_state() -> None:
     """Move everything alive now (e.g. the restored engine state) out of the collector's
-    reach, so full collections no longer walk it."""
-    gc.collect()
+    reach, so full collections no longer walk it.
+
+    No full collection first: after restoring 100,000 open orders it walked the whole new heap
+    for 0.1-0.4 s of the restart (cache misses over hundreds of MB) and found nothing to free
+    (0 unreachable objects: a restore builds no reference cycles; the replay's own
+    collections ran meanwhile).  Whatever cyclic garbage a restore might leave is at most what
+    accumulated since its last collection, frozen once."""
     gc.freeze()
 
 
