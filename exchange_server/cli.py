@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from exchange_server.accesshttp.limits import HttpLimits
 from exchange_server.common import logs
@@ -113,7 +114,7 @@ SERVICE_MODULES = {
 def cmd_service(args: argparse.Namespace) -> int:
     import importlib
 
-    from exchange_server.process import run_service
+    from exchange_server.process.runner import run_service
 
     module = importlib.import_module(SERVICE_MODULES[args.command])
     return run_service(args.command, args.config, module.build, daemon=args.daemon,
@@ -121,7 +122,29 @@ def cmd_service(args: argparse.Namespace) -> int:
                        log_stderr=args.log_stderr)
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Sub-commands whose parsers live in their own (heavier) modules: deploy's tables, status's
+#: judging code, the API client.  Built only when asked for or when the command line names no
+#: other command (``--help``), so ``exchange-server run`` starts without importing them.
+SEPARATE_COMMANDS = ("deploy", "status", "call")
+
+
+def command_word(argv: list[str]) -> str | None:
+    """The sub-command ``argv`` names: its first word that is neither an option nor the value
+    of ``--log-level`` (the one top-level option with a value); None when there is none."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            skip = "=" not in arg and len(arg) > 2 and "--log-level".startswith(arg)
+        else:
+            return arg
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; given the ``command`` about to run, the sub-commands of
+    :data:`SEPARATE_COMMANDS` other than it are left out (they would only cost imports)."""
     parser = argparse.ArgumentParser(prog="exchange-server", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -188,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--config", "-c", required=True, help="matchengine config (db_log, db_history)")
     init.set_defaults(func=cmd_db_init)
 
+    separate = command is None or command in SEPARATE_COMMANDS or command not in sub.choices
+    if separate:
+        add_separate_parsers(sub)
+    return parser
+
+
+def add_separate_parsers(sub: Any) -> None:
+    """``deploy``, ``status`` and ``call``, from their modules."""
     from exchange_server import deploy
 
     deploy.add_parser(sub)
@@ -199,11 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     from exchange_server.client.cli import add_call_parser
 
     add_call_parser(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(command_word(argv))
     args = parser.parse_args(argv)
     logs.setup(args.log_level.upper())
     try:

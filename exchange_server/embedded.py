@@ -39,7 +39,6 @@ from exchange_server.marketprice.service import MarketPriceService
 from exchange_server.marketprice.store_sqlite import SqliteStore as MarketSqliteStore
 from exchange_server.matchengine.service import MatchEngineService
 from exchange_server.matchengine.store import EngineStore
-from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 from exchange_server.matchprocess.console import DEFAULT_PORT as CONSOLE_PORT
 from exchange_server.matchprocess.console import Console, ConsoleServer
@@ -48,7 +47,7 @@ from exchange_server.matchprocess.lifecycle import engine_steps
 from exchange_server.matchprocess.observe import register_gauges
 from exchange_server.process.inherited import parent_only
 from exchange_server.process.lifecycle import Composite, StartupFailed, Step, step
-from exchange_server.readhistory.reader import HistoryReader, MysqlHistoryReader, SqliteHistoryReader
+from exchange_server.readhistory.reader import HistoryReader, SqliteHistoryReader
 from exchange_server.readhistory.service import ReadHistoryService
 from exchange_server.rpc.addr import SockAddr
 from exchange_server.status.page import local_status
@@ -115,15 +114,21 @@ def _mysql(config: MatchEngineConfig, name: str) -> MysqlConfig:
 
 
 def make_engine_store(config: MatchEngineConfig, options: EmbeddedOptions) -> EngineStore:
+    """The operation log's store.  The MySQL one (and its client library) is imported only
+    when asked for: every restart of a SQLite data directory would pay for it."""
     if options.storage == Storage.SQLITE:
         return SqliteEngineStore(options.data_dir)
     if options.storage == Storage.MYSQL:
+        from exchange_server.matchengine.store_mysql import MysqlEngineStore
+
         return MysqlEngineStore(_mysql(config, "db_log"))
     raise ConfigError(f"unknown storage {options.storage!r}")
 
 
 def make_history_reader(config: MatchEngineConfig, options: EmbeddedOptions) -> HistoryReader:
     if options.storage == Storage.MYSQL:
+        from exchange_server.readhistory.reader import MysqlHistoryReader
+
         return MysqlHistoryReader(_mysql(config, "db_history"))
     return SqliteHistoryReader(options.data_dir)
 

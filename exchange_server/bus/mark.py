@@ -29,12 +29,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import pymysql
+from typing import TYPE_CHECKING, Any, Protocol
 
 from exchange_server.common.config import MatchEngineConfig, MysqlConfig
-from exchange_server.storage import mysql as mysql_db
+
+if TYPE_CHECKING:
+    import pymysql
 
 log = logging.getLogger("exchange_server.bus")
 
@@ -146,6 +146,8 @@ class MysqlMark:
     def load(self) -> Mark:
         """The stored mark; raises :class:`MarkStoreError` when the database cannot be read
         (unlike a bad file, a database that is down must not read as mark 0)."""
+        import pymysql  # here, not at the top: the embedded mode's mark is a file
+
         try:
             row = self._read()
             if row is None and self.legacy is not None and self.legacy.exists():
@@ -155,6 +157,8 @@ class MysqlMark:
         return row or Mark()
 
     def save(self, mark: Mark) -> None:
+        import pymysql
+
         try:
             self._write(mark)
         except pymysql.MySQLError as e:
@@ -163,6 +167,8 @@ class MysqlMark:
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
+            import pymysql
+
             try:
                 conn.close()
             except pymysql.MySQLError:
@@ -171,6 +177,8 @@ class MysqlMark:
     # -- internals --------------------------------------------------------------------------------
 
     def _connection(self) -> pymysql.Connection:
+        from exchange_server.storage import mysql as mysql_db
+
         if self._conn is None:
             mysql_db.ensure_database(self.cfg)  # (a first start: the log's may not exist yet)
             self._conn = mysql_db.connect(self.cfg, connect_timeout=MYSQL_TIMEOUT,

@@ -10,7 +10,22 @@
 * :mod:`.settings`: the ``process``, ``log``, ``alert`` and ``monitor`` config blocks
 """
 
+from typing import TYPE_CHECKING, Any
+
 from exchange_server.process.lifecycle import StartupFailed
-from exchange_server.process.runner import ManagedService, run_service
+
+if TYPE_CHECKING:
+    from exchange_server.process.runner import ManagedService, run_service
 
 __all__ = ["ManagedService", "StartupFailed", "run_service"]
+
+
+def __getattr__(name: str) -> Any:
+    """``run_service`` and ``ManagedService`` on first use: the runner brings the status page,
+    the monitor and MySQL's client, which ``exchange-server run`` (embedded mode, where
+    :mod:`.settings` and :mod:`.lifecycle` are imported) never needs before its first order."""
+    if name in ("ManagedService", "run_service"):
+        from exchange_server.process import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

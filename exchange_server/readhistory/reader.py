@@ -16,13 +16,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import pymysql
-
 from exchange_server.common.config import MysqlConfig
 from exchange_server.history.rows import SHARDS
 from exchange_server.history.store import HistoryStoreError
 from exchange_server.history.store_sqlite import FILENAME
-from exchange_server.storage import mysql as mysql_db
 from exchange_server.storage import sqlite as sqlite_db
 from exchange_server.storage.forkguard import FORK_GUARD
 
@@ -263,6 +260,11 @@ class MysqlHistoryReader:
         return f"MysqlHistoryReader({self.cfg.user}@{self.cfg.host}:{self.cfg.port}/{self.cfg.name})"
 
     def _run(self, work: Callable[[Any], T]) -> T:
+        # MySQL's client on first use: the embedded mode (SQLite) imports this module too
+        import pymysql
+
+        from exchange_server.storage import mysql as mysql_db
+
         try:
             conn = self._conns.get()
             if conn is None:

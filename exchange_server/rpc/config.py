@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from exchange_server.common.config import ConfigError, Node, SvrConfig, read_svr
 from exchange_server.common.configread import load_fields, setting
 from exchange_server.rpc.addr import parse_sock_addr
-from exchange_server.rpc.client import RpcClient
+
+if TYPE_CHECKING:
+    from exchange_server.rpc.client import RpcClient
 
 
 def _check_addrs(node: Node, key: str, values: list[str], kinds: tuple[str, ...]) -> None:
@@ -52,7 +55,10 @@ def read_rpc_server(node: Node) -> SvrConfig:
 
 
 def make_client(cfg: RpcClientConfig, timeout: float | None = None) -> RpcClient:
-    """An (unstarted) client for the block; ``timeout`` applies to every request if set."""
+    """An (unstarted) client for the block; ``timeout`` applies to every request if set.  The
+    client is imported here: reading a config (the embedded mode's accessws block) needs none."""
+    from exchange_server.rpc.client import RpcClient
+
     return RpcClient(cfg.name, cfg.addr, max_pkg_size=cfg.max_pkg_size, timeout=timeout,
                      heartbeat_timeout=cfg.heartbeat_timeout,
                      reconnect_timeout=cfg.reconnect_timeout)

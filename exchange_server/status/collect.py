@@ -27,21 +27,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import pymysql
-import pymysql.cursors
-from prometheus_client.parser import text_string_to_metric_families
-
 from exchange_server.common.config import ConfigError, MysqlConfig, read_json, read_mysql
 from exchange_server.common.configread import Node
 from exchange_server.rpc.addr import parse_sock_addr
-from exchange_server.storage import mysql as mysql_db
 
 log = logging.getLogger("exchange_server.status")
 
@@ -166,7 +159,12 @@ def log_database_from_configs(path: str | Path) -> MysqlConfig | None:
 def leader_history(cfg: MysqlConfig, limit: int = 10,
                    timeout: int = int(SCRAPE_TIMEOUT)) -> list[dict[str, Any]] | None:
     """The last ``limit`` leader changes, newest first (None when the table cannot be read:
-    no standby configured yet, or the database is down; status says so without failing)."""
+    no standby configured yet, or the database is down; status says so without failing).
+    MySQL's client is imported here: the embedded mode's status page never reads the table."""
+    import pymysql.cursors
+
+    from exchange_server.storage import mysql as mysql_db
+
     try:
         conn = mysql_db.connect(cfg, connect_timeout=timeout, read_timeout=timeout,
                                 write_timeout=timeout)
@@ -204,6 +202,10 @@ def _seconds(value: Any) -> float | None:
 
 
 def parse_metrics(text: str) -> dict[str, dict[str, float]]:
+    """Our samples of a Prometheus text page (the parser is imported on the first page, not
+    when a service starts)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     values: dict[str, dict[str, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -214,6 +216,9 @@ def parse_metrics(text: str) -> dict[str, dict[str, float]]:
 
 
 def scrape(target: Target, timeout: float = SCRAPE_TIMEOUT) -> Scrape:
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(target.url, timeout=timeout) as resp:
             text = resp.read().decode("utf-8", "replace")
