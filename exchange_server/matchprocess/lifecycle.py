@@ -29,7 +29,8 @@ FAILING_PUBLISHER_STOP_TIMEOUT = 1.0
 
 def engine_steps(service: MatchEngineService, follower: FollowerProcess,
                  publisher: BusPublisher, before_restore: Sequence[Step] = ()) -> list[Step]:
-    """Operation log, restore, history follower, bus publisher, the service itself."""
+    """Operation log, (the history schema checked beside the restore), restore, history
+    follower, bus publisher, the service itself."""
     store = service.store
 
     def follower_timeout() -> float:
@@ -42,6 +43,8 @@ def engine_steps(service: MatchEngineService, follower: FollowerProcess,
     return [
         step("operation log", store.open, store.close),
         step("gc tuning", gctune.tune),
+        # checked in a thread while the restore runs; the follower's step waits for it
+        step("history schema check", follower.check_schema_soon, follower.forget_schema_check),
         *before_restore,
         step("restore", service.restore),
         step("gc freeze", gctune.freeze_startup_state),

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.server import REPO
 
 SCRIPT = r"""
@@ -74,3 +76,41 @@ def test_the_lag_starts_at_the_history_mark_not_at_zero(tmp_path: Path) -> None:
     assert follower.applied.value == 250_000
     assert not follower.overloaded(250_500)
     assert follower.overloaded(251_001)  # a real lag still refuses
+
+
+async def test_the_schema_check_started_early_is_the_one_the_follower_waits_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``check_schema_soon`` (a step before the restore) checks the schema in a thread; the
+    follower's step waits for that check instead of making its own on the event loop."""
+    import threading
+
+    from exchange_server.common.config import default_matchengine_data
+    from exchange_server.matchprocess.follower import FollowerProcess, FollowerSpec
+
+    follower = FollowerProcess(FollowerSpec(default_matchengine_data(), True, str(tmp_path),
+                                            "sqlite"))
+    checked_in: list[int] = []
+    real_check = follower.create_schema
+    monkeypatch.setattr(follower, "create_schema",
+                        lambda: (checked_in.append(threading.get_ident()), real_check()))
+    monkeypatch.setattr(follower, "start", lambda: None)  # no process: the schema is the point
+    monkeypatch.setattr(follower, "stop", lambda timeout: None)
+    await follower.check_schema_soon()
+    async with follower.running(lambda: 1.0):
+        assert len(checked_in) == 1 and checked_in[0] != threading.get_ident()
+    assert (tmp_path / "trade_history.sqlite").exists()
+    async with follower.running(lambda: 1.0):  # no early check: made here, once
+        assert len(checked_in) == 2 and checked_in[1] == threading.get_ident()
+
+
+async def test_a_check_never_waited_for_is_settled_by_the_stop(tmp_path: Path) -> None:
+    from exchange_server.common.config import default_matchengine_data
+    from exchange_server.matchprocess.follower import FollowerProcess, FollowerSpec
+
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # the data directory is a file: the check fails
+    follower = FollowerProcess(FollowerSpec(default_matchengine_data(), True, str(blocked),
+                                            "sqlite"))
+    await follower.check_schema_soon()
+    await follower.forget_schema_check()  # waits, and keeps the start's error to the start
+    assert follower._schema is None

@@ -162,8 +162,8 @@ def _names(steps: list[Step]) -> list[str]:
     return [s.name for s in steps]
 
 
-SHARED_ORDER = ["operation log", "gc tuning", "restore", "gc freeze", "history follower",
-                "bus publisher", "matchengine"]
+SHARED_ORDER = ["operation log", "gc tuning", "history schema check", "restore", "gc freeze",
+                "history follower", "bus publisher", "matchengine"]
 
 
 async def test_embedded_with_the_websocket_port_taken_releases_everything(
