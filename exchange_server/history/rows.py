@@ -14,7 +14,8 @@ order, each tagged with the table kind it goes to:
 
 Row values are raw Python values (Decimals, floats, ints, str); turning them into column values
 (rounding a decimal to the column's scale, microsecond times) is :func:`column_converters`' job,
-shared by both stores so SQLite and MySQL hold identical values.
+shared by both stores so SQLite and MySQL hold identical values.  :func:`stored_rows_of` gives
+the SQLite store's form: ``rows_of``'s rows already turned into their column values.
 
 :data:`TABLES` describes each table's columns with the original's SQL types; the MySQL DDL, the
 SQLite DDL, the INSERT statements and the column conversions are all derived from it.
@@ -144,6 +145,8 @@ class StopRow(NamedTuple):
 AnyRow = BalanceRow | OrderRow | DealRow | UserDealRow | StopRow
 #: (table kind, row)
 Row = tuple[str, AnyRow]
+#: (table kind, the row's stored column values): what ``stored_rows_of`` gives
+StoredRow = tuple[str, tuple[Any, ...]]
 
 
 # -- table descriptions ---------------------------------------------------------------------------
@@ -529,6 +532,91 @@ ROW_CONVERTERS: dict[str, Callable[[Sequence[Any]], tuple[Any, ...]]] = {
 #: order_detail has order_history's columns: one converter, so a store can tell that a row
 #: given for both (rows_of) converts to the same values
 ROW_CONVERTERS[DETAIL] = ROW_CONVERTERS[ORDER]
+
+
+# -- events -> stored values ---------------------------------------------------------------------
+
+#: Column converters for the values stored_rows_of converts outside the common case.
+_DEC_8 = decimal_converter(30, 8)
+_DEC_16 = decimal_converter(30, 16)
+_DEC_4 = decimal_converter(30, 4)
+_VARCHAR_30 = varchar_converter(30)
+#: decimal_fast_path's bounds for DECIMAL(30, 8) / (30, 16) / (30, 4): a value whose
+#: ``adjusted()`` is below them is stored as ``str(value)``
+_LIMIT_8, _LIMIT_16, _LIMIT_4 = 30 - 8 - 1, 30 - 16 - 1, 30 - 4 - 1
+_TEXT_FITS = TEXT_MAX_BYTES // 4
+
+
+def _dec8(v: Decimal) -> str:
+    return str(v) if not v or v.adjusted() < _LIMIT_8 else _DEC_8(v)
+
+
+def _dec16(v: Decimal) -> str:
+    return str(v) if not v or v.adjusted() < _LIMIT_16 else _DEC_16(v)
+
+
+def _dec4(v: Decimal) -> str:
+    return str(v) if not v or v.adjusted() < _LIMIT_4 else _DEC_4(v)
+
+
+def _varchar30(v: str) -> str:
+    return v if len(v) <= 30 else _VARCHAR_30(v)
+
+
+def stored_rows_of(events: Iterable[Event]) -> list[StoredRow]:
+    """``rows_of`` with every row already turned into its stored column values: the same
+    (kind, values) as ``ROW_CONVERTERS[kind](row)`` for each of ``rows_of``'s rows.
+
+    Why: the SQLite store writes those values as they are, and built straight from the events
+    a deal's price, amount, deal and fees are converted once for its four rows (instead of four
+    times), its time once, and no row tuple is built only to be unpacked again.  A finished
+    order's order_history and order_detail rows are one values tuple (the store converts
+    nothing, so it can be given twice)."""
+    rows: list[StoredRow] = []
+    append = rows.append
+    for e in events:
+        if type(e) is BalanceChanged:
+            append((BALANCE, _stored_balance(e)))
+        elif type(e) is Deal:
+            t = time_value(e.time)
+            price, amount, deal = _dec8(e.price), _dec8(e.amount), _dec16(e.deal)
+            ask_fee, bid_fee = _dec16(e.ask_fee), _dec16(e.bid_fee)
+            ask_user, bid_user, deal_id = e.ask_user, e.bid_user, e.deal_id
+            ask_order, bid_order = e.ask_order_id, e.bid_order_id
+            ask_role, bid_role = e.ask_side_role, e.bid_side_role
+            market = _varchar30(e.market)
+            append((DEAL, (t, ask_user, deal_id, ask_order, bid_order, ask_role, price, amount,
+                           deal, ask_fee, bid_fee)))
+            append((DEAL, (t, bid_user, deal_id, bid_order, ask_order, bid_role, price, amount,
+                           deal, bid_fee, ask_fee)))
+            append((USER_DEAL, (t, ask_user, market, deal_id, ask_order, bid_order, ASK,
+                                ask_role, price, amount, deal, ask_fee, bid_fee)))
+            append((USER_DEAL, (t, bid_user, market, deal_id, bid_order, ask_order, BID,
+                                bid_role, price, amount, deal, bid_fee, ask_fee)))
+        elif type(e) is OrderFinished:
+            values = _stored_order(e)
+            append((ORDER, values))
+            append((DETAIL, values))
+        elif type(e) is StopChanged and e.event in (STOP_EVENT_ACTIVE, STOP_EVENT_CANCEL):
+            append((STOP, ROW_CONVERTERS[STOP](stop_row(e))))
+    return rows
+
+
+def _stored_balance(e: BalanceChanged) -> tuple[Any, ...]:
+    detail = e.detail
+    text = trade_detail_json(detail) if type(detail) is TradeDetail else detail_json(detail)
+    return (time_value(e.time), e.user, _varchar30(e.asset), _varchar30(e.business),
+            _dec8(e.change), _dec16(e.balance),
+            text if len(text) <= _TEXT_FITS else text_value(text))
+
+
+def _stored_order(e: OrderFinished) -> tuple[Any, ...]:
+    o = e.order
+    source = o.source
+    return (o.id, time_value(o.ctime), time_value(o.mtime), o.user, _varchar30(o.market),
+            NULL_SOURCE if source is None else _varchar30(source), o.type, o.side,
+            _dec8(o.price), _dec8(o.amount), _dec4(o.taker_fee), _dec4(o.maker_fee),
+            _dec8(o.deal_stock), _dec16(o.deal_money), _dec16(o.deal_fee))
 
 
 # -- stored text -> reply text --------------------------------------------------------------------

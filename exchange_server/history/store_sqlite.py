@@ -4,7 +4,8 @@ One table per kind (no sharding), with the original's column names; decimals are
 exactly what the original's DECIMAL column would hold (rounded to the column's scale, see
 ``rows.column_converters``), so readers format both backends the same way.  ``id`` is the
 rowid: AUTO_INCREMENT-like for balance/deal rows (never reused: rows are never deleted), the
-order id for order rows.
+order id for order rows.  The writer's rows come from this store's ``rows_of`` already as their
+stored values (``rows.stored_rows_of``), so a flush only groups them per table and inserts them.
 
 WAL with ``synchronous=NORMAL``: a power cut can lose the last transactions, rows and mark
 together, and the operation log (fully synchronous) replays them.  That is all the durability
@@ -33,12 +34,13 @@ from exchange_server.history.rows import (
     DEAL,
     DETAIL,
     ORDER,
-    ROW_CONVERTERS,
     STOP,
     TABLES,
     USER_DEAL,
+    stored_rows_of,
 )
-from exchange_server.history.store import HistoryStoreError, Operation, skip_stored
+from exchange_server.history.store import HistoryStoreError, Operation, StoreRow, skip_stored
+from exchange_server.matchengine.core.model import Event
 from exchange_server.storage import sqlite as sqlite_db
 from exchange_server.storage.forkguard import FORK_GUARD
 
@@ -140,6 +142,10 @@ class SqliteHistoryStore:
     def __repr__(self) -> str:
         return f"SqliteHistoryStore({str(self.path)!r})"
 
+    def rows_of(self, events: list[Event]) -> list[StoreRow]:
+        """Rows as their stored column values (``rows.stored_rows_of``): written as they are."""
+        return stored_rows_of(events)
+
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite_db.connect(self.path)
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -193,21 +199,12 @@ class SqliteHistoryStore:
                 # per table, the column values of all its rows in one flat list
                 grouped: dict[str, list[object]] = {}
                 count = 0
-                # a finished order's order_history and order_detail rows are one row object
-                # (rows.rows_of) with one converter (one table layout): converted once
-                last_row: object = None
-                last_convert: object = None
-                values: tuple[object, ...] = ()
                 for _oper_id, rows in todo:
                     count += len(rows)
-                    for kind, row in rows:
+                    for kind, values in rows:
                         flat = grouped.get(kind)
                         if flat is None:
                             flat = grouped[kind] = []
-                        convert = ROW_CONVERTERS[kind]
-                        if row is not last_row or convert is not last_convert:
-                            values = convert(row)
-                            last_row, last_convert = row, convert
                         flat.extend(values)
                 for kind, flat in grouped.items():
                     insert_rows(conn, kind, flat)

@@ -151,7 +151,8 @@ def test_crash_and_replay_exactly_once(history_backend: HistoryBackend) -> None:
     first.flush_now()
     feed(first, ops[cut // 2:cut])
     batch = first._take()  # half of what is queued goes in flight...
-    first.store.write([op.operation() for op in batch])  # ...committed, then the process dies
+    # ...committed, then the process dies
+    first.store.write([op.operation(first.store.rows_of) for op in batch])
     mark = history_backend.mark(location)
     assert ops[cut // 2][0] <= mark < ops[cut - 1][0]
     del first  # crash: queued rows are gone
