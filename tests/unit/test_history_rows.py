@@ -297,6 +297,7 @@ def _edge_events() -> list[Any]:
              1, 6, 2, 2, "BTC", "BCH"),
         OrderFinished(order),
         OrderFinished(order._replace(source="src", market="BTCBCH", price=D(0))),
+        OrderFinished(order._replace(id=10, source="s" * 31, taker_fee=D("-1E+26"))),
         StopChanged(STOP_EVENT_ACTIVE, stop, 1, 12, "BTC", "BCH"),
         StopChanged(STOP_EVENT_CANCEL, stop, 0, 0, "BTC", "BCH"),
         StopChanged(STOP_EVENT_PUT, stop, 0, 0, "BTC", "BCH"),
