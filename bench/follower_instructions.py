@@ -16,7 +16,8 @@ records.  Each mode is one start of a ``MatchEngineService`` on that log under c
 * ``replay``: restore with a sink that takes the events and drops them (the follower's replay
   thread, events included);
 * ``rows``: the same, the sink turning every operation's events into rows and column values
-  (``rows_of`` and ``ROW_CONVERTERS``) and dropping them;
+  (the SQLite store's ``rows_of``; ``rows_of`` and ``ROW_CONVERTERS`` in trees without it) and
+  dropping them;
 * ``history``: the same, the sink being the real ``HistoryWriter`` on the SQLite store, flushed
   every ``--flush`` operations in the calling thread (the follower's writer flushes every
   0.1 s: some 500 operations at 5,000 orders/s).
@@ -93,22 +94,30 @@ def build(log_dir: Path, n: int) -> int:
 
 class _Drop:
     """A sink that takes every operation's events (so the replay builds them) and drops them;
-    with ``rows``, turns them into rows and column values first."""
+    with ``rows``, turns them into the SQLite store's rows and column values first (the
+    store's ``rows_of`` where the tree has one, else ``rows_of`` and ``ROW_CONVERTERS``)."""
 
     def __init__(self, rows: bool) -> None:
         self.rows = rows
         from exchange_server.history.rows import ROW_CONVERTERS, rows_of
+        from exchange_server.history.store_sqlite import SqliteHistoryStore
+
         self._rows_of = rows_of
         self._converters = ROW_CONVERTERS
+        self._store_rows_of = getattr(SqliteHistoryStore(tempfile.gettempdir()), "rows_of", None)
 
     def durable_mark(self) -> int:
         return 0
 
     def on_events(self, oper_id: int, events: list[Any]) -> None:
-        if self.rows:
-            converters = self._converters
-            for kind, row in self._rows_of(events):
-                converters[kind](row)
+        if not self.rows:
+            return
+        if self._store_rows_of is not None:
+            self._store_rows_of(events)
+            return
+        converters = self._converters
+        for kind, row in self._rows_of(events):
+            converters[kind](row)
 
     def overloaded(self) -> bool:
         return False

@@ -11,11 +11,13 @@ other.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
-from exchange_server.history.rows import Row
+from exchange_server.matchengine.core.model import Event
 
-Operation = tuple[int, list[Row]]
+#: (table kind, row): a row as the store's ``rows_of`` gives it
+StoreRow = tuple[str, tuple[Any, ...]]
+Operation = tuple[int, Sequence[StoreRow]]
 
 
 class HistoryStoreError(Exception):
@@ -23,6 +25,12 @@ class HistoryStoreError(Exception):
 
 
 class HistoryStore(Protocol):
+    def rows_of(self, events: list[Event]) -> Sequence[StoreRow]:
+        """One operation's events -> the rows ``write`` takes, in ``rows.rows_of``'s order and
+        number (each store takes them in the form it converts fastest).  Pure, and safe in any
+        thread."""
+        ...
+
     def open(self) -> None:
         """Make sure the tables exist (creating them if needed)."""
         ...

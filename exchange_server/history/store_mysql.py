@@ -48,11 +48,14 @@ from exchange_server.history.rows import (
     STOP,
     TABLES,
     USER_DEAL,
+    Row,
     column_converters,
     decimal_fast_path,
+    rows_of,
     time_value,
 )
 from exchange_server.history.store import HistoryStoreError, Operation, skip_stored
+from exchange_server.matchengine.core.model import Event
 from exchange_server.storage import mysql as mysql_db
 
 log = logging.getLogger("exchange_server.history")
@@ -296,6 +299,10 @@ class MysqlHistoryStore:
 
     def __repr__(self) -> str:
         return f"MysqlHistoryStore({self.cfg.user}@{self.cfg.host}:{self.cfg.port}/{self.cfg.name})"
+
+    def rows_of(self, events: list[Event]) -> list[Row]:
+        """``rows.rows_of``'s rows: their SQL literals are made from the raw values."""
+        return rows_of(events)
 
     def _schema_present(self) -> bool:
         """Whether every table exists (a database made before a kind was added, e.g.

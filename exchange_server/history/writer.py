@@ -4,8 +4,8 @@
 queues the events (about 1 us per operation); it never touches the database.  A single flusher
 thread wakes every ``flush_interval`` (0.1 s, the original's timer) — or at once when
 ``batch_rows`` rows are waiting — takes whole operations from the queue (up to ``batch_rows``
-rows), turns their events into rows (``rows.rows_of``; events are immutable snapshots, so this
-is safe off the loop) and writes them in ONE transaction together with the ``history_offset``
+rows), turns their events into rows (the store's ``rows_of``; events are immutable snapshots, so
+this is safe off the loop) and writes them in ONE transaction together with the ``history_offset``
 mark (= the id of the last operation in the batch).  Rows and mark commit
 atomically, so after a crash the stored mark says exactly which operations' rows are stored:
 ``durable_mark()`` reports it, the matchengine replays its log, and ``on_events`` drops every
@@ -31,9 +31,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 
-from exchange_server.history.rows import Row, rows_of
-from exchange_server.history.store import HistoryStore, HistoryStoreError, Operation
+from exchange_server.history.store import HistoryStore, HistoryStoreError, Operation, StoreRow
 from exchange_server.matchengine.core.model import BalanceChanged, Deal, Event, OrderFinished, StopChanged
 
 log = logging.getLogger("exchange_server.history")
@@ -50,7 +50,8 @@ RETRY_DELAY = 1.0
 ERROR_LOG_INTERVAL = 30.0
 
 
-#: Rows each event becomes (rows.rows_of): counted in on_events, built by the flusher.
+#: Rows each event becomes (rows.rows_of, so any store's rows_of): counted in on_events, built
+#: by the flusher.
 #: (StopChanged: at most one; a PUT makes none, counted anyway: it only weighs backpressure)
 ROWS_PER_EVENT: dict[type, int] = {BalanceChanged: 1, Deal: 4, OrderFinished: 2, StopChanged: 1}
 
@@ -64,9 +65,10 @@ class _Op:
         self.oper_id = oper_id
         self.count = count
         self.events: list[Event] | None = events
-        self.rows: list[Row] | None = None
+        self.rows: Sequence[StoreRow] | None = None
 
-    def operation(self) -> Operation:
+    def operation(self, rows_of: Callable[[list[Event]], Sequence[StoreRow]]) -> Operation:
+        """(id, rows), the rows made by ``rows_of`` (the store's) once, kept for a retry."""
         if self.rows is None:
             assert self.events is not None
             self.rows = rows_of(self.events)
@@ -283,7 +285,8 @@ class HistoryWriter:
         rows = sum(op.count for op in batch)
         with self._write_lock:
             try:
-                written = self.store.write([_operation(op) for op in batch])
+                rows_of = self.store.rows_of
+                written = self.store.write([_operation(op, rows_of) for op in batch])
             except BaseException:
                 with self._cond:
                     self._queue.extendleft(reversed(batch))
@@ -383,9 +386,9 @@ class HistoryRecordError(Exception):
     """An operation whose events cannot be turned into history rows (fatal, never retried)."""
 
 
-def _operation(op: _Op) -> Operation:
+def _operation(op: _Op, rows_of: Callable[[list[Event]], Sequence[StoreRow]]) -> Operation:
     try:
-        return op.operation()
+        return op.operation(rows_of)
     except Exception as e:
         raise HistoryRecordError(f"operation {op.oper_id}: its events cannot be turned into "
                                  f"history rows: {e!r}") from e

@@ -332,18 +332,17 @@ def test_exactjson_refuses_depth_without_recursion() -> None:
 
 def test_history_writer_stops_for_good_on_an_operation_it_cannot_turn_into_rows(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    from exchange_server.history import writer as writer_module
     from exchange_server.history.store_sqlite import SqliteHistoryStore
 
-    real_rows_of = writer_module.rows_of
+    store = SqliteHistoryStore(tmp_path)
+    real_rows_of = store.rows_of
 
     def rows_of(events: Any) -> Any:
         if events == ["poison"]:
             raise ValueError("cannot be a row")
         return real_rows_of(events)
 
-    monkeypatch.setattr(writer_module, "rows_of", rows_of)
-    store = SqliteHistoryStore(tmp_path)
+    monkeypatch.setattr(store, "rows_of", rows_of)
     store.open()
     writer = HistoryWriter(store, retry_delay=0.01)
     writer.start()

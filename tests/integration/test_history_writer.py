@@ -151,7 +151,8 @@ def test_crash_and_replay_exactly_once(history_backend: HistoryBackend) -> None:
     first.flush_now()
     feed(first, ops[cut // 2:cut])
     batch = first._take()  # half of what is queued goes in flight...
-    first.store.write([op.operation() for op in batch])  # ...committed, then the process dies
+    # ...committed, then the process dies
+    first.store.write([op.operation(first.store.rows_of) for op in batch])
     mark = history_backend.mark(location)
     assert ops[cut // 2][0] <= mark < ops[cut - 1][0]
     del first  # crash: queued rows are gone
@@ -448,3 +449,100 @@ def test_mysql_flush_in_pipelined_steps(tmp_path: Path, mysql_config: Any) -> No
     finally:
         mysql.close()
         sqlite.close()
+
+
+# -- SQLite: order_detail as a view of order_history ----------------------------------------------
+
+
+def _old_detail_table() -> str:
+    """order_detail's table as a file made before the view has it."""
+    from exchange_server.history.rows import TABLES
+    from exchange_server.history.store_sqlite import _sqlite_type
+
+    cols = ['"id" INTEGER PRIMARY KEY'] + [f'"{name}" {_sqlite_type(sql_type)} NOT NULL'
+                                          for name, sql_type in TABLES[DETAIL][1:]]
+    return f'CREATE TABLE IF NOT EXISTS "order_detail" ({", ".join(cols)})'
+
+
+def _detail_type(backend: HistoryBackend, location: Any) -> str:
+    rows = backend.query(location, "SELECT `type` FROM sqlite_master WHERE `name` = 'order_detail'")
+    return str(rows[0][0])
+
+
+def test_sqlite_order_detail_is_a_view_of_order_history(tmp_path: Path) -> None:
+    """A new SQLite file has order_detail as a view: every finished order once, answered the same
+    as the table did (rows, and readhistory's order detail by id)."""
+    backend = HistoryBackend("sqlite", tmp_path)
+    try:
+        ops = scripted_ops()
+        location = backend.new_location()
+        writer = HistoryWriter(backend.store(location))
+        writer.durable_mark()
+        feed(writer, ops)
+        writer.flush_now()
+        assert writer.rows_written == total_rows(ops)
+        assert _detail_type(backend, location) == "view"
+        dump = backend.dump(location)
+        assert len(dump[ORDER]) == 3 and dump[DETAIL] == dump[ORDER]
+        assert dump == reference_dump(backend, ops)  # a second new file: the same
+        reader = backend.reader(location)
+        detail = reader.order_detail(5)
+        assert detail is not None and detail[0] == 5 and reader.order_detail(99) is None
+        plan = backend.query(location, "EXPLAIN QUERY PLAN SELECT * FROM `order_detail` "
+                                       "WHERE `id` = 5")
+        assert "INTEGER PRIMARY KEY" in plan[0][-1]  # a rowid lookup in order_history
+    finally:
+        backend.close()
+
+
+def test_sqlite_file_with_an_order_detail_table_keeps_it(tmp_path: Path) -> None:
+    """A file made before the view keeps its order_detail table (no migration), still written."""
+    import sqlite3
+
+    from exchange_server.history.store_sqlite import FILENAME
+
+    backend = HistoryBackend("sqlite", tmp_path)
+    try:
+        ops = scripted_ops()
+        location = backend.new_location()
+        with sqlite3.connect(Path(location) / FILENAME) as conn:
+            conn.execute(_old_detail_table())
+        writer = HistoryWriter(backend.store(location))
+        writer.durable_mark()
+        feed(writer, ops)
+        writer.flush_now()
+        assert _detail_type(backend, location) == "table"
+        assert backend.query(location, "SELECT count(*) FROM `order_detail`")[0][0] == 3
+        assert backend.dump(location) == reference_dump(backend, ops)
+    finally:
+        backend.close()
+
+
+def test_sqlite_older_version_writing_a_file_with_the_view(tmp_path: Path) -> None:
+    """An older version on a file with the view: its schema statement and its order_detail
+    inserts do nothing (the trigger ignores them) and its history goes on, the same rows."""
+    import sqlite3
+
+    from exchange_server.history.rows import ROW_CONVERTERS
+    from exchange_server.history.store_sqlite import FILENAME, insert_sql
+
+    backend = HistoryBackend("sqlite", tmp_path)
+    try:
+        ops = scripted_ops()
+        location = backend.new_location()
+        writer = HistoryWriter(backend.store(location))
+        writer.durable_mark()
+        feed(writer, ops)
+        writer.flush_now()
+        before = backend.dump(location)
+        details = [ROW_CONVERTERS[DETAIL](row) for _, events in ops
+                   for kind, row in rows_of(events) if kind == DETAIL]
+        assert len(details) == 3
+        with sqlite3.connect(Path(location) / FILENAME) as conn:
+            conn.execute(_old_detail_table())
+            conn.executemany(insert_sql(DETAIL), details)
+            conn.execute(insert_sql(DETAIL, 3), [v for row in details for v in row])
+        assert _detail_type(backend, location) == "view"
+        assert backend.dump(location) == before
+    finally:
+        backend.close()

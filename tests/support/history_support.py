@@ -21,7 +21,7 @@ from typing import Any
 from exchange_server.common.config import MysqlConfig, load_matchengine, read_json
 from exchange_server.common.errors import RpcError
 from exchange_server.history.rows import KINDS, SHARDS, TABLES
-from exchange_server.history.store import HistoryStore, HistoryStoreError, Operation
+from exchange_server.history.store import HistoryStore, HistoryStoreError, Operation, StoreRow
 from exchange_server.history.store_mysql import MysqlHistoryStore
 from exchange_server.history.store_sqlite import FILENAME, SqliteHistoryStore
 from exchange_server.matchengine.configured import Engine
@@ -263,6 +263,9 @@ class FlakyStore:
         self.failures = failures
         self.attempts = 0
         self.lock = threading.Lock()
+
+    def rows_of(self, events: list[Event]) -> Sequence[StoreRow]:
+        return self.inner.rows_of(events)
 
     def open(self) -> None:
         self.inner.open()

@@ -30,8 +30,19 @@ from exchange_server.history.rows import (
     text_value,
     time_value,
 )
-from exchange_server.matchengine.core.model import BalanceChanged, OrderSnapshot, TradeDetail
-from tests.support.history_support import T0, scripted_ops
+from exchange_server.matchengine.core.model import (
+    STOP_EVENT_ACTIVE,
+    STOP_EVENT_CANCEL,
+    STOP_EVENT_PUT,
+    BalanceChanged,
+    Deal,
+    OrderFinished,
+    OrderSnapshot,
+    StopChanged,
+    StopSnapshot,
+    TradeDetail,
+)
+from tests.support.history_support import T0, golden_ops, scripted_ops
 
 
 def _trade(order_id: int, price: str, amount: str, fee: str | None = None) -> str:
@@ -157,7 +168,6 @@ def test_balance_update_detail_json() -> None:
 def test_orders_without_source() -> None:
     snap = OrderSnapshot(9, "BTCBCH", None, 1, 1, 5, 1.0, 2.0, D(1), D(1), D(0), D(0), D(0), D(1),
                          D(1), D(0))
-    from exchange_server.matchengine.core.model import OrderFinished
 
     rows = rows_of([OrderFinished(snap)])
     assert [k for k, _ in rows] == [ORDER, DETAIL]
@@ -261,3 +271,54 @@ def test_decimal_text_of_mysql_values() -> None:
     assert decimal_text(D("1.00000000E-8"), 8) == "0.00000001"
     assert decimal_text("0.123456785", 8) == "0.12345679"
     assert decimal_text("-0.000000001", 8) == "0"
+
+
+def _converted(events: list[Any]) -> list[tuple[str, tuple[Any, ...]]]:
+    return [(kind, R.ROW_CONVERTERS[kind](row)) for kind, row in rows_of(events)]
+
+
+def _edge_events() -> list[Any]:
+    """Events whose values take the converters' slow paths: decimals near and beyond their
+    columns' range, strings longer than their columns, a detail too big for TEXT, an order
+    without a source, a stop that fired and one that was cancelled."""
+    big, huge = D("123456789012345678901.123456789"), D("9" * 40)
+    order = OrderSnapshot(9, "M" * 31, None, 1, 2, 4, T0 + 0.1234567, T0 + 2.5, huge, big,
+                          D("12345678901234567890123456.5"), D("0.001"), D(0), big,
+                          D("-" + "9" * 20),
+                          D("12345678901234.00000000000000005"))
+    stop = StopSnapshot(3, "BTCBCH", "s" * 40, 1, 1, 4, T0, T0 + 1, big, D(100), D("0.5"),
+                        D("0.002"), D("0.001"), 0, "c" * 33, 2)
+    return [
+        BalanceChanged(T0 + 0.5, 1, "A" * 31, "b" * 40, D("-1.5"), D("12345678901234.5"),
+                       {"x": "é" * 40_000}),
+        BalanceChanged(T0 + 0.5, 1, "BTC", "trade", huge, D("-" + "9" * 16),
+                       TradeDetail("BTCBCH", 5, D("100.5"), D("0.25"), None)),
+        Deal(T0 + 1.0000005, "X" * 35, 7, big, D("0.00000001"), huge, D(0), D("-0"), 1, 5, 1,
+             1, 6, 2, 2, "BTC", "BCH"),
+        OrderFinished(order),
+        OrderFinished(order._replace(source="src", market="BTCBCH", price=D(0))),
+        OrderFinished(order._replace(id=10, source="s" * 31, taker_fee=D("-1E+26"))),
+        StopChanged(STOP_EVENT_ACTIVE, stop, 1, 12, "BTC", "BCH"),
+        StopChanged(STOP_EVENT_CANCEL, stop, 0, 0, "BTC", "BCH"),
+        StopChanged(STOP_EVENT_PUT, stop, 0, 0, "BTC", "BCH"),
+    ]
+
+
+def test_stored_rows_equal_the_converted_rows() -> None:
+    """stored_rows_of builds the stored values straight from the events: the same kinds and
+    values as converting every row of rows_of, for a scripted and a golden session and for
+    values on every converter's slow path."""
+    sessions = [events for _, events in scripted_ops() + golden_ops()] + [_edge_events()]
+    for events in sessions:
+        got = R.stored_rows_of(events)
+        assert got == _converted(events)
+        assert all(type(values) is tuple for _, values in got)
+    assert sum(len(R.stored_rows_of(events)) for events in sessions) > 50
+
+
+def test_stored_rows_of_a_finished_order_share_one_tuple() -> None:
+    """order_history and order_detail get one values tuple (the store converts nothing, so
+    sharing is safe and builds it once)."""
+    (kind_a, a), (kind_b, b) = R.stored_rows_of([_edge_events()[3]])
+    assert (kind_a, kind_b) == (ORDER, DETAIL) and a is b
+    assert a[4] == "M" * 30 and a[5] == R.NULL_SOURCE and a[8] == "9" * 22 + "." + "9" * 8
