@@ -35,7 +35,6 @@ from exchange_server.matchengine.core.model import (
     STP_CANCEL_BOTH,
     STP_CANCEL_MAKER,
     TAKER,
-    BalanceChanged,
     Deal,
     Event,
     Order,
@@ -44,7 +43,6 @@ from exchange_server.matchengine.core.model import (
     OrderType,
     Side,
     Stop,
-    TradeDetail,
 )
 
 Level = OrderedDict[int, Order]
@@ -492,45 +490,20 @@ class Market:
         stock = self.stock
         money = self.money
         trade = self.balances.trade
+        if taker is ask:
+            ask_totals = trade(taker.user, stock, amount, False, money, deal, ask_fee)
+            bid_totals = trade(maker.user, money, deal, True, stock, amount, bid_fee)
+        else:
+            bid_totals = trade(taker.user, money, deal, False, stock, amount, bid_fee)
+            ask_totals = trade(maker.user, stock, amount, True, money, deal, ask_fee)
         if self.quiet:  # nobody takes the events (replay)
-            if taker is ask:
-                trade(taker.user, stock, amount, False, money, deal, ask_fee)
-                trade(maker.user, money, deal, True, stock, amount, bid_fee)
-            else:
-                trade(taker.user, money, deal, False, stock, amount, bid_fee)
-                trade(maker.user, stock, amount, True, money, deal, ask_fee)
             return
-        # Events are built with tuple.__new__: a NamedTuple's own __new__ is a Python function
-        # and this is the hottest loop of the engine.
-        events = self.events
-        name = self.name
-        events.append(_new(Deal, (
-            now, name, deal_id, price, amount, deal, ask_fee, bid_fee, taker.side,
+        # One event with the balance totals (Deal.balance_changes makes the balance history of
+        # it), built with tuple.__new__: a NamedTuple's own __new__ is a Python function and
+        # this is the hottest loop of the engine.
+        self.events.append(_new(Deal, (
+            now, self.name, deal_id, price, amount, deal, ask_fee, bid_fee, taker.side,
             ask.id, ask.user, TAKER if ask is taker else MAKER,
             bid.id, bid.user, TAKER if bid is taker else MAKER, stock, money,
+            ask_rate, bid_rate, ask_totals, bid_totals,
         )))
-        for order in (taker, maker):
-            user = order.user
-            detail = _new(TradeDetail, (name, order.id, price, amount, None))
-            if order is ask:
-                out_total, in_total, fee_total = trade(user, stock, amount, order is maker,
-                                                       money, deal, ask_fee)
-                events.append(_new(BalanceChanged, (now, user, stock, "trade", -amount,
-                                                    out_total, detail)))
-                events.append(_new(BalanceChanged, (now, user, money, "trade", deal, in_total,
-                                                    detail)))
-                if ask_fee:
-                    events.append(_new(BalanceChanged, (
-                        now, user, money, "trade", -ask_fee, fee_total,
-                        _new(TradeDetail, (name, order.id, price, amount, ask_rate)))))
-            else:
-                out_total, in_total, fee_total = trade(user, money, deal, order is maker,
-                                                       stock, amount, bid_fee)
-                events.append(_new(BalanceChanged, (now, user, money, "trade", -deal,
-                                                    out_total, detail)))
-                events.append(_new(BalanceChanged, (now, user, stock, "trade", amount, in_total,
-                                                    detail)))
-                if bid_fee:
-                    events.append(_new(BalanceChanged, (
-                        now, user, stock, "trade", -bid_fee, fee_total,
-                        _new(TradeDetail, (name, order.id, price, amount, bid_rate)))))

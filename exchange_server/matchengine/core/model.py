@@ -13,7 +13,7 @@ from decimal import Decimal
 from itertools import repeat
 from typing import Any, Final, Literal, NamedTuple
 
-from exchange_server.common.decimals import PARAM_TEXTS, ZERO, fmt, fmt_param
+from exchange_server.common.decimals import CONTEXT, PARAM_TEXTS, ZERO, fmt, fmt_param
 
 # Sides, types and roles are plain ints at run time (they are ints on the wire, in the log and in
 # every table); the Literal types name them in signatures, and mypy checks every value passed.
@@ -36,6 +36,8 @@ EVENT_FINISH = 3
 
 _new = tuple.__new__
 _object_new = object.__new__
+#: ``-x`` as the engine computes it (in its own context, whatever the caller's thread has)
+_minus = CONTEXT.minus
 
 # -- order options (the CoinEx fork's ``option`` bits, extensions.md 2.1, plus ours) ----------------
 
@@ -433,7 +435,13 @@ class OrderFinished(NamedTuple):
 
 
 class Deal(NamedTuple):
-    """One execution between a taker and a maker (deal history and the ``deals`` message)."""
+    """One execution between a taker and a maker (deal history, the ``deals`` message, and the
+    deal's balance history rows: :meth:`balance_changes`).
+
+    Why the balance changes ride on the deal instead of being events of their own: a deal
+    changes four to six balances, and building an event (and a detail) for each was a fifth
+    of an order's cost in the engine; the history follower, their only consumer, builds them
+    from the deal."""
 
     time: float
     market: str
@@ -452,6 +460,42 @@ class Deal(NamedTuple):
     bid_side_role: int
     stock: str
     money: str
+    #: the ask and bid orders' fee rates (the fee rows' detail "f")
+    ask_fee_rate: Decimal = ZERO
+    bid_fee_rate: Decimal = ZERO
+    #: the ask user's totals after each of its balance changes (stock given, money received,
+    #: the money fee paid: equal to the second without a fee), as ``Balances.trade`` returns
+    #: them; the bid user's likewise (money given, stock received, the stock fee paid).  None:
+    #: a deal without balance changes recorded (no balance rows)
+    ask_totals: tuple[Decimal, Decimal, Decimal] | None = None
+    bid_totals: tuple[Decimal, Decimal, Decimal] | None = None
+
+    def balance_changes(self) -> list[BalanceChanged]:
+        """The deal's "trade" balance changes in the order the engine made them: the taker's
+        user's, then the maker's, each what it gives, what it receives, then the fee it pays
+        (when not zero).  The two changes of one side without a fee share one detail."""
+        if self.ask_totals is None or self.bid_totals is None:
+            return []
+        time, market, price, amount, deal = self.time, self.market, self.price, self.amount, self.deal
+        stock, money = self.stock, self.money
+        ask_user, bid_user = self.ask_user, self.bid_user
+        out, got, after_fee = self.ask_totals
+        detail = TradeDetail(market, self.ask_order_id, price, amount, None)
+        ask = [BalanceChanged(time, ask_user, stock, "trade", _minus(amount), out, detail),
+               BalanceChanged(time, ask_user, money, "trade", deal, got, detail)]
+        if self.ask_fee:
+            ask.append(BalanceChanged(
+                time, ask_user, money, "trade", _minus(self.ask_fee), after_fee,
+                TradeDetail(market, self.ask_order_id, price, amount, self.ask_fee_rate)))
+        out, got, after_fee = self.bid_totals
+        detail = TradeDetail(market, self.bid_order_id, price, amount, None)
+        bid = [BalanceChanged(time, bid_user, money, "trade", _minus(deal), out, detail),
+               BalanceChanged(time, bid_user, stock, "trade", amount, got, detail)]
+        if self.bid_fee:
+            bid.append(BalanceChanged(
+                time, bid_user, stock, "trade", _minus(self.bid_fee), after_fee,
+                TradeDetail(market, self.bid_order_id, price, amount, self.bid_fee_rate)))
+        return ask + bid if self.taker_side == ASK else bid + ask
 
 
 class StopChanged(NamedTuple):
