@@ -40,6 +40,7 @@ from exchange_server.matchengine.core.model import (
     Order,
     OrderChanged,
     OrderFinished,
+    OrderSnapshot,
     OrderType,
     Side,
     Stop,
@@ -222,9 +223,11 @@ class Market:
         self.ask_amount = sum(map(_left, asks), self.ask_amount)
         self.bid_amount = sum(map(_left, bids), self.bid_amount)
 
-    def remove(self, order: Order) -> None:
+    def remove(self, order: Order, snapshot: OrderSnapshot | None = None) -> None:
         """Take an order off the book, release what is still frozen for it, record history
-        (an order with deals, or one that self-trade prevention cancelled)."""
+        (an order with deals, or one that self-trade prevention cancelled).  ``snapshot``: the
+        order's, taken by the caller for its finish event (the history then shares it rather
+        than taking the same values again), or None."""
         book = self.asks if order.side == ASK else self.bids
         level: Level = book[order.price]
         del level[order.id]
@@ -251,7 +254,8 @@ class Market:
             if order.freeze > ZERO:
                 self.balances.unfreeze(order.user, self.money, order.freeze)
         if (order.deal_stock > ZERO or order.stp_cancelled) and not self.quiet:
-            self.events.append(_new(OrderFinished, (order.snapshot(),)))
+            self.events.append(_new(OrderFinished, (
+                order.snapshot() if snapshot is None else snapshot,)))
 
     def side_orders(self, side: Side) -> Iterator[Order]:
         """Orders of one side in matching priority."""
@@ -352,10 +356,13 @@ class Market:
                 self._deal(taker, maker, price, amount, now, deal_id)
                 self.last = price
                 if not maker.left:
-                    if not self.quiet:
-                        self.events.append(_new(OrderChanged, (EVENT_FINISH, maker.snapshot(),
+                    if self.quiet:
+                        self.remove(maker)
+                    else:
+                        snapshot = maker.snapshot()
+                        self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot,
                                                                self.stock, self.money)))
-                    self.remove(maker)
+                        self.remove(maker, snapshot)
                 elif not self.quiet:
                     self.events.append(_new(OrderChanged, (EVENT_UPDATE, maker.snapshot(),
                                                            self.stock, self.money)))
@@ -371,10 +378,12 @@ class Market:
         if mode in (STP_CANCEL_MAKER, STP_CANCEL_BOTH):
             maker.stp_cancelled = True
             cancelled.append(maker.id)
-            if not self.quiet:
-                self.events.append(OrderChanged(EVENT_FINISH, maker.snapshot(), self.stock,
-                                                self.money))
-            self.remove(maker)
+            if self.quiet:
+                self.remove(maker)
+            else:
+                snapshot = maker.snapshot()
+                self.events.append(OrderChanged(EVENT_FINISH, snapshot, self.stock, self.money))
+                self.remove(maker, snapshot)
             if mode == STP_CANCEL_MAKER:
                 return False
         return True
