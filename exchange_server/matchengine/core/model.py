@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from itertools import repeat
+from operator import attrgetter
 from typing import Any, Final, Literal, NamedTuple
 
 from exchange_server.common.decimals import CONTEXT, PARAM_TEXTS, ZERO, fmt, fmt_param
@@ -248,46 +249,67 @@ class OrderSnapshot(NamedTuple):
     stp_cancelled_orders: tuple[int, ...] = ()
 
 
+#: an order's snapshot fields but the last (``stp_cancelled_orders``, which an Order lacks), read
+#: in one C call
+_order_fields = attrgetter(*OrderSnapshot._fields[:-1])
+
+
 def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
-    """The order object of rpc.md section 3.1, keys in the original's order."""
-    info: dict[str, Any] = {"id": o.id, "market": o.market}
-    if o.source is not None:
-        info["source"] = o.source
-    info["type"] = o.type
-    info["side"] = o.side
-    info["user"] = o.user
-    info["ctime"] = o.ctime
-    info["mtime"] = o.mtime
+    """The order object of rpc.md section 3.1, keys in the original's order.
+
+    Why the fields are unpacked rather than read by name: a snapshot's named fields are
+    descriptors the interpreter does not specialize (about 150 instructions per read), and
+    this runs for the reply of every order placed."""
+    if type(o) is OrderSnapshot:
+        (id_, market, source, type_, side, user, ctime, mtime, price, amount, taker_fee,
+         maker_fee, left, deal_stock, deal_money, deal_fee, option, client_id, stp_cancelled,
+         stp_orders) = o
+    else:
+        (id_, market, source, type_, side, user, ctime, mtime, price, amount, taker_fee,
+         maker_fee, left, deal_stock, deal_money, deal_fee, option, client_id,
+         stp_cancelled) = _order_fields(o)
+        stp_orders = getattr(o, "stp_cancelled_orders", ())
     # fmt is skipped where the text is known: ZERO (the very object) is "0", and an order
     # nothing has dealt yet has its amount object left (one reply per order placed).  The
     # params' texts are fmt_param's, looked up here (four calls less per order object)
     texts = PARAM_TEXTS
-    value = o.price
-    hit = texts.get(id(value))
-    info["price"] = hit[1] if hit is not None and hit[0] is value else fmt_param(value)
-    value = o.amount
-    hit = texts.get(id(value))
-    info["amount"] = amount = (hit[1] if hit is not None and hit[0] is value
-                               else fmt_param(value))
-    value = o.taker_fee
-    hit = texts.get(id(value))
-    info["taker_fee"] = hit[1] if hit is not None and hit[0] is value else fmt_param(value)
-    value = o.maker_fee
-    if value is ZERO:
-        info["maker_fee"] = "0"
+    hit = texts.get(id(price))
+    price_text = hit[1] if hit is not None and hit[0] is price else fmt_param(price)
+    hit = texts.get(id(amount))
+    amount_text = hit[1] if hit is not None and hit[0] is amount else fmt_param(amount)
+    hit = texts.get(id(taker_fee))
+    taker_text = hit[1] if hit is not None and hit[0] is taker_fee else fmt_param(taker_fee)
+    if maker_fee is ZERO:
+        maker_text = "0"
     else:
-        hit = texts.get(id(value))
-        info["maker_fee"] = hit[1] if hit is not None and hit[0] is value else fmt_param(value)
-    info["left"] = amount if o.left is o.amount else fmt(o.left)
-    info["deal_stock"] = "0" if o.deal_stock is ZERO else fmt(o.deal_stock)
-    info["deal_money"] = "0" if o.deal_money is ZERO else fmt(o.deal_money)
-    info["deal_fee"] = "0" if o.deal_fee is ZERO else fmt(o.deal_fee)
-    if o.client_id is not None:
-        info["option"] = o.option
-        info["client_id"] = o.client_id
-    if o.stp_cancelled:
+        hit = texts.get(id(maker_fee))
+        maker_text = hit[1] if hit is not None and hit[0] is maker_fee else fmt_param(maker_fee)
+    # one dict display (no growing step by step), source's key in its place when there is one
+    if source is None:
+        info: dict[str, Any] = {
+            "id": id_, "market": market, "type": type_, "side": side, "user": user,
+            "ctime": ctime, "mtime": mtime, "price": price_text, "amount": amount_text,
+            "taker_fee": taker_text, "maker_fee": maker_text,
+            "left": amount_text if left is amount else fmt(left),
+            "deal_stock": "0" if deal_stock is ZERO else fmt(deal_stock),
+            "deal_money": "0" if deal_money is ZERO else fmt(deal_money),
+            "deal_fee": "0" if deal_fee is ZERO else fmt(deal_fee),
+        }
+    else:
+        info = {
+            "id": id_, "market": market, "source": source, "type": type_, "side": side,
+            "user": user, "ctime": ctime, "mtime": mtime, "price": price_text,
+            "amount": amount_text, "taker_fee": taker_text, "maker_fee": maker_text,
+            "left": amount_text if left is amount else fmt(left),
+            "deal_stock": "0" if deal_stock is ZERO else fmt(deal_stock),
+            "deal_money": "0" if deal_money is ZERO else fmt(deal_money),
+            "deal_fee": "0" if deal_fee is ZERO else fmt(deal_fee),
+        }
+    if client_id is not None:
+        info["option"] = option
+        info["client_id"] = client_id
+    if stp_cancelled:
         info["stp_cancelled"] = True
-    stp_orders = getattr(o, "stp_cancelled_orders", ())
     if stp_orders:
         info["stp_cancelled_orders"] = list(stp_orders)
     return info
