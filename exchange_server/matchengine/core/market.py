@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 from itertools import compress, repeat
 from operator import attrgetter, eq, ne
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from sortedcontainers import SortedDict
 
@@ -49,15 +49,11 @@ from exchange_server.matchengine.core.model import (
 Level = OrderedDict[int, Order]
 
 
-class Execution(NamedTuple):
-    """What matching a new order did besides its deals (which are events)."""
-
-    #: the last deal id used
-    deal_id: int
-    #: self-trade prevention stopped the taker: its remainder is to be cancelled
-    stp_stopped: bool
-    #: the ids of the taker's user's makers self-trade prevention cancelled
-    stp_makers: tuple[int, ...]
+#: What matching a new order did besides its deals (which are events): the last deal id used;
+#: whether self-trade prevention stopped the taker (its remainder is to be cancelled); the ids
+#: of the taker's user's makers self-trade prevention cancelled.  A plain tuple: the caller
+#: unpacks it at once, and a NamedTuple instance costs a second allocation on every order.
+Execution = tuple[int, bool, tuple[int, ...]]
 
 _new = tuple.__new__
 
@@ -340,7 +336,7 @@ class Market:
                     if stp_makers is None:
                         stp_makers = []
                     if self._self_trade(taker, maker, stp_makers):
-                        return _new(Execution, (deal_id, True, tuple(stp_makers)))
+                        return deal_id, True, tuple(stp_makers)
                     continue
                 if market_bid:
                     amount = (taker.left / price).quantize(self._stock_step, ROUND_DOWN, CONTEXT)
@@ -349,7 +345,7 @@ class Market:
                     if amount > maker.left:
                         amount = maker.left
                     if not amount:
-                        return _new(Execution, (deal_id, False, tuple(stp_makers or ())))
+                        return deal_id, False, tuple(stp_makers or ())
                 else:
                     amount = taker.left if taker.left < maker.left else maker.left
                 deal_id += 1
@@ -367,7 +363,7 @@ class Market:
                     self.events.append(_new(OrderChanged, (EVENT_UPDATE, maker.snapshot(),
                                                            self.stock, self.money)))
             # ``remove`` drops an emptied level from the book and moves the top to the next.
-        return _new(Execution, (deal_id, False, tuple(stp_makers) if stp_makers else ()))
+        return deal_id, False, tuple(stp_makers) if stp_makers else ()
 
     def _self_trade(self, taker: Order, maker: Order, cancelled: list[int]) -> bool:
         """The taker (with a prevention mode) meets an order of its own user.  Cancel the maker
