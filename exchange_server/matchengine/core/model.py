@@ -254,6 +254,14 @@ class OrderSnapshot(NamedTuple):
 _order_fields = attrgetter(*OrderSnapshot._fields[:-1])
 
 
+def order_values(o: Order | OrderSnapshot) -> tuple[Any, ...]:
+    """An order's values in ``OrderSnapshot``'s field order, to unpack: a snapshot is its own
+    values (reading its fields by name costs what ``order_info`` says)."""
+    if type(o) is OrderSnapshot:
+        return o
+    return (*_order_fields(o), getattr(o, "stp_cancelled_orders", ()))
+
+
 def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
     """The order object of rpc.md section 3.1, keys in the original's order.
 
@@ -496,28 +504,26 @@ class Deal(NamedTuple):
         """The deal's "trade" balance changes in the order the engine made them: the taker's
         user's, then the maker's, each what it gives, what it receives, then the fee it pays
         (when not zero).  The two changes of one side without a fee share one detail."""
-        if self.ask_totals is None or self.bid_totals is None:
+        # unpacked: named reads of a NamedTuple's fields are not specialized (see order_info)
+        (time, market, _, price, amount, deal, ask_fee, bid_fee, taker_side, ask_id, ask_user, _,
+         bid_id, bid_user, _, stock, money, ask_rate, bid_rate, ask_totals, bid_totals) = self
+        if ask_totals is None or bid_totals is None:
             return []
-        time, market, price, amount, deal = self.time, self.market, self.price, self.amount, self.deal
-        stock, money = self.stock, self.money
-        ask_user, bid_user = self.ask_user, self.bid_user
-        out, got, after_fee = self.ask_totals
-        detail = TradeDetail(market, self.ask_order_id, price, amount, None)
+        out, got, after_fee = ask_totals
+        detail = TradeDetail(market, ask_id, price, amount, None)
         ask = [BalanceChanged(time, ask_user, stock, "trade", _minus(amount), out, detail),
                BalanceChanged(time, ask_user, money, "trade", deal, got, detail)]
-        if self.ask_fee:
-            ask.append(BalanceChanged(
-                time, ask_user, money, "trade", _minus(self.ask_fee), after_fee,
-                TradeDetail(market, self.ask_order_id, price, amount, self.ask_fee_rate)))
-        out, got, after_fee = self.bid_totals
-        detail = TradeDetail(market, self.bid_order_id, price, amount, None)
+        if ask_fee:
+            ask.append(BalanceChanged(time, ask_user, money, "trade", _minus(ask_fee), after_fee,
+                                      TradeDetail(market, ask_id, price, amount, ask_rate)))
+        out, got, after_fee = bid_totals
+        detail = TradeDetail(market, bid_id, price, amount, None)
         bid = [BalanceChanged(time, bid_user, money, "trade", _minus(deal), out, detail),
                BalanceChanged(time, bid_user, stock, "trade", amount, got, detail)]
-        if self.bid_fee:
-            bid.append(BalanceChanged(
-                time, bid_user, stock, "trade", _minus(self.bid_fee), after_fee,
-                TradeDetail(market, self.bid_order_id, price, amount, self.bid_fee_rate)))
-        return ask + bid if self.taker_side == ASK else bid + ask
+        if bid_fee:
+            bid.append(BalanceChanged(time, bid_user, stock, "trade", _minus(bid_fee), after_fee,
+                                      TradeDetail(market, bid_id, price, amount, bid_rate)))
+        return ask + bid if taker_side == ASK else bid + ask
 
 
 class StopChanged(NamedTuple):
