@@ -101,11 +101,8 @@ def fmt(value: Decimal) -> str:
     text = str(value)
     if "E" in text:
         return text.lower()
-    if "." in text:
-        text = text.rstrip("0")
-        if text[-1] == ".":
-            text = text[:-1]
-    return text
+    # zeros then the point: "12.500" -> "12.5", "12.000" -> "12." -> "12" (one point at most)
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 #: ``fmt``'s text of request params' decimals, by the object's identity (see ``fmt_param``).  An

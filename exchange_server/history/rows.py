@@ -7,7 +7,8 @@ order, each tagged with the table kind it goes to:
 * every :class:`OrderFinished` -> one ``order_history`` and one ``order_detail`` row (identical
   values; ``finish_time`` = the snapshot's ``mtime``);
 * every :class:`Deal` -> two ``deal_history`` rows (ask order's, then bid order's) and two
-  ``user_deal_history`` rows (same order);
+  ``user_deal_history`` rows (same order), then a ``balance_history`` row for each of its
+  balance changes (``Deal.balance_changes``: the taker's user's, then the maker's);
 * every :class:`StopChanged` of a stop that fired or was cancelled -> one ``stop_history``
   row (the CoinEx fork's table, plus cancelled stops and the id of the order a stop spawned);
 * other events (bus messages only) -> nothing.
@@ -359,6 +360,8 @@ def rows_of(events: Iterable[Event]) -> list[Row]:
             append((DEAL, bid))
             append((USER_DEAL, user_ask))
             append((USER_DEAL, user_bid))
+            for change in e.balance_changes():
+                append((BALANCE, balance_row(change)))
         elif type(e) is OrderFinished:
             row = order_row(e)
             append((ORDER, row))
@@ -589,6 +592,8 @@ def stored_rows_of(events: Iterable[Event]) -> list[StoredRow]:
                                 ask_role, price, amount, deal, ask_fee, bid_fee)))
             append((USER_DEAL, (t, bid_user, market, deal_id, bid_order, ask_order, BID,
                                 bid_role, price, amount, deal, bid_fee, ask_fee)))
+            for change in e.balance_changes():  # its balance rows, as rows_of makes them
+                append((BALANCE, _stored_balance(change)))
         elif type(e) is OrderFinished:
             values = _stored_order(e.order)
             append((ORDER, values))

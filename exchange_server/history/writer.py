@@ -52,8 +52,9 @@ ERROR_LOG_INTERVAL = 30.0
 
 #: Rows each event becomes (rows.rows_of, so any store's rows_of): counted in on_events, built
 #: by the flusher.
-#: (StopChanged: at most one; a PUT makes none, counted anyway: it only weighs backpressure)
-ROWS_PER_EVENT: dict[type, int] = {BalanceChanged: 1, Deal: 4, OrderFinished: 2, StopChanged: 1}
+#: (StopChanged: at most one; a PUT makes none, counted anyway: it only weighs backpressure;
+#: Deal: four deal rows and four to six balance rows, counted as ten)
+ROWS_PER_EVENT: dict[type, int] = {BalanceChanged: 1, Deal: 10, OrderFinished: 2, StopChanged: 1}
 
 
 class _Op:

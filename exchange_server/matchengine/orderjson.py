@@ -21,7 +21,13 @@ from typing import Any
 
 from exchange_server.common import jsonfmt
 from exchange_server.common.decimals import ZERO, fmt, fmt_param, fmt_raw
-from exchange_server.matchengine.core.model import Deal, Order, OrderSnapshot, order_info
+from exchange_server.matchengine.core.model import (
+    Deal,
+    Order,
+    OrderSnapshot,
+    order_info,
+    order_values,
+)
 
 #: the last time written and its text (the events of one operation share their time object)
 _last_time: object = None
@@ -92,26 +98,30 @@ def taken_order_json(o: OrderSnapshot) -> str:
 
 
 def _order_json(o: Order | OrderSnapshot) -> str:
-    text = f'{{"id": {o.id:d}, "market": {encode_basestring(o.market)}'
-    if o.source is not None:
-        text += f', "source": {encode_basestring(o.source)}'
-    amount = fmt_param(o.amount)
-    left = amount if o.left is o.amount else fmt(o.left)
-    maker_fee = "0" if o.maker_fee is ZERO else fmt_param(o.maker_fee)
-    deal_stock = "0" if o.deal_stock is ZERO else fmt(o.deal_stock)
-    deal_money = "0" if o.deal_money is ZERO else fmt(o.deal_money)
-    deal_fee = "0" if o.deal_fee is ZERO else fmt(o.deal_fee)
-    text += (f', "type": {o.type:d}, "side": {o.side:d}, "user": {o.user:d}, '
-             f'"ctime": {_number(o.ctime)}, "mtime": {_number(o.mtime)}, '
-             f'"price": "{fmt_param(o.price)}", "amount": "{amount}", '
-             f'"taker_fee": "{fmt_param(o.taker_fee)}", "maker_fee": "{maker_fee}", "left": "{left}", '
-             f'"deal_stock": "{deal_stock}", "deal_money": "{deal_money}", '
-             f'"deal_fee": "{deal_fee}"')
-    if o.client_id is not None:
-        text += f', "option": {o.option:d}, "client_id": {encode_basestring(o.client_id)}'
-    if o.stp_cancelled:
+    # unpacked: a snapshot's fields read by name are not specialized (see model.order_info)
+    (id_, market, source, type_, side, user, ctime, mtime, price, amount, taker_fee, maker_fee,
+     left, deal_stock, deal_money, deal_fee, option, client_id, stp_cancelled,
+     stp_orders) = order_values(o)
+    text = f'{{"id": {id_:d}, "market": {encode_basestring(market)}'
+    if source is not None:
+        text += f', "source": {encode_basestring(source)}'
+    amount_text = fmt_param(amount)
+    left_text = amount_text if left is amount else fmt(left)
+    maker_text = "0" if maker_fee is ZERO else fmt_param(maker_fee)
+    stock_text = "0" if deal_stock is ZERO else fmt(deal_stock)
+    money_text = "0" if deal_money is ZERO else fmt(deal_money)
+    fee_text = "0" if deal_fee is ZERO else fmt(deal_fee)
+    text += (f', "type": {type_:d}, "side": {side:d}, "user": {user:d}, '
+             f'"ctime": {_number(ctime)}, "mtime": {_number(mtime)}, '
+             f'"price": "{fmt_param(price)}", "amount": "{amount_text}", '
+             f'"taker_fee": "{fmt_param(taker_fee)}", "maker_fee": "{maker_text}", '
+             f'"left": "{left_text}", '
+             f'"deal_stock": "{stock_text}", "deal_money": "{money_text}", '
+             f'"deal_fee": "{fee_text}"')
+    if client_id is not None:
+        text += f', "option": {option:d}, "client_id": {encode_basestring(client_id)}'
+    if stp_cancelled:
         text += ', "stp_cancelled": true'
-    stp_orders = getattr(o, "stp_cancelled_orders", ())
     if stp_orders:
         text += f', "stp_cancelled_orders": [{", ".join([f"{i:d}" for i in stp_orders])}]'
     return text + "}"

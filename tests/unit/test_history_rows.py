@@ -3,7 +3,10 @@ hand for a scripted session run through the real engine."""
 
 from __future__ import annotations
 
+import decimal
 import json
+import random
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal as D
 from typing import Any
@@ -31,9 +34,13 @@ from exchange_server.history.rows import (
     time_value,
 )
 from exchange_server.matchengine.core.model import (
+    ASK,
+    BID,
+    MAKER,
     STOP_EVENT_ACTIVE,
     STOP_EVENT_CANCEL,
     STOP_EVENT_PUT,
+    TAKER,
     BalanceChanged,
     Deal,
     OrderFinished,
@@ -42,7 +49,7 @@ from exchange_server.matchengine.core.model import (
     StopSnapshot,
     TradeDetail,
 )
-from tests.support.history_support import T0, golden_ops, scripted_ops
+from tests.support.history_support import T0, golden_ops, run_session, scripted_ops, small_methods
 
 
 def _trade(order_id: int, price: str, amount: str, fee: str | None = None) -> str:
@@ -134,6 +141,80 @@ def test_scripted_session_rows() -> None:
         for (kind, g), (_, w) in zip(got, want, strict=True):
             assert type(g) is type(w), f"operation {oper_id} {kind}"
             assert tuple(g) == tuple(w), f"operation {oper_id} {kind}: {g} != {w}"
+
+
+def test_deal_balance_rows_follow_the_accounts() -> None:
+    """A deal's balance rows (``Deal.balance_changes``, no events of their own) over a random
+    session: every row's total is the account's running sum of the changes rows recorded, with
+    takers on both sides, fees of zero and not, and users trading with themselves (then the
+    totals of one account change between the taker's rows and the maker's), and the sums end
+    at the engine's balances."""
+    rng = random.Random(7)
+    methods = small_methods()
+    requests: list[tuple[float, str, list[Any]]] = []
+    now = T0
+    for user in (1, 2, 3):
+        for n, asset in enumerate(("BTC", "BCH")):
+            now += 1
+            requests.append((now, "balance.update",
+                             [user, asset, "deposit", user * 10 + n, "100000", {}]))
+    for _ in range(400):
+        now += 1
+        side = rng.choice((ASK, BID))
+        price = f"{rng.randint(95, 105)}.{rng.randint(0, 99):02d}"
+        amount = f"{rng.randint(1, 300) / 100}"
+        fees = rng.choice((("0", "0"), ("0.002", "0.001"), ("0.0015", "0"), ("0", "0.0007")))
+        if rng.random() < 0.15:
+            requests.append((now, "order.put_market", [rng.randint(1, 3), "BTCBCH", side,
+                                                       amount, fees[0], "t"]))
+        else:
+            requests.append((now, "order.put_limit", [rng.randint(1, 3), "BTCBCH", side, amount,
+                                                      price, fees[0], fees[1], "t"]))
+    running: defaultdict[tuple[int, str], D] = defaultdict(D)
+    deals = trade_rows = 0
+    for _, events in run_session(methods, requests):
+        deals += sum(type(e) is Deal for e in events)
+        assert not any(type(e) is BalanceChanged and e.business == "trade" for e in events)
+        for kind, row in rows_of(events):
+            if kind == BALANCE:
+                assert isinstance(row, BalanceRow)
+                running[(row.user_id, row.asset)] += row.change
+                assert running[(row.user_id, row.asset)] == row.balance, row
+                trade_rows += row.business == "trade"
+    assert deals > 100 and trade_rows >= 4 * deals
+    balances = methods.engine.balances
+    for (user, asset), total in running.items():
+        assert balances.total(user, asset) == total, (user, asset)
+
+
+def test_deal_balance_changes() -> None:
+    """The rows of one deal, taker first, in the engine's own context whatever the caller's
+    thread has (the changes are exact negations, exponents kept), fee rows only for a fee."""
+    amount = D("1.234567890123456789012345678901234")  # more digits than a default context
+    deal = Deal(9.5, "BTCBCH", 4, D("100.0"), amount, D("123.4567890123456789012345678901234"),
+                D("0.00"), D("0.0012"), BID, 7, 1, MAKER, 8, 2, TAKER, "BTC", "BCH", D("0.001"),
+                D("0.0010"), (D("5"), D("6"), D("6")), (D("7"), D("8"), D("9")))
+    with ThreadPoolExecutor(1) as pool:
+        def hostile() -> list[BalanceChanged]:
+            decimal.setcontext(decimal.Context(prec=5, rounding=decimal.ROUND_UP))
+            return deal.balance_changes()
+        got = pool.submit(hostile).result()
+    bid = TradeDetail("BTCBCH", 8, D("100.0"), amount, None)
+    ask = TradeDetail("BTCBCH", 7, D("100.0"), amount, None)
+    assert got == [
+        BalanceChanged(9.5, 2, "BCH", "trade", D("-123.4567890123456789012345678901234"), D(7),
+                       bid),
+        BalanceChanged(9.5, 2, "BTC", "trade", amount, D(8), bid),
+        BalanceChanged(9.5, 2, "BTC", "trade", D("-0.0012"), D(9),
+                       TradeDetail("BTCBCH", 8, D("100.0"), amount, D("0.0010"))),
+        BalanceChanged(9.5, 1, "BTC", "trade", -amount, D(5), ask),
+        BalanceChanged(9.5, 1, "BCH", "trade", deal.deal, D(6), ask),
+    ]
+    assert [str(c.change) for c in got] == [
+        "-123.4567890123456789012345678901234", str(amount), "-0.0012", "-" + str(amount),
+        "123.4567890123456789012345678901234"]
+    assert got[0].detail is got[1].detail
+    assert Deal(*deal[:17]).balance_changes() == []
 
 
 def test_shards() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +33,17 @@ times = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(
                   st.sampled_from([1764572400.123456, 0.1 + 0.2, 1e-7, 1e22]))
 texts = st.text()  # quotes, backslashes, control characters, non-ASCII, surrogates
 ints = st.integers(0, 2**63)
+
+
+@pytest.mark.parametrize("value,text", [
+    ("12.500", "12.5"), ("12.000", "12"), ("0.000", "0"), ("-0.50", "-0.5"), ("100", "100"),
+    ("100.0", "100"), ("1E-8", "1e-8"), ("0E-16", "0e-16"), ("1E+3", "1e+3"), ("-0", "-0"),
+    ("0.10200", "0.102"), ("1234567.89012345678900", "1234567.890123456789"),
+])
+def test_fmt(value: str, text: str) -> None:
+    """The original's to-sci-string with trailing zeros (and then the point) stripped, only
+    when there is no exponent."""
+    assert fmt(Decimal(value)) == text
 
 
 @settings(max_examples=200)

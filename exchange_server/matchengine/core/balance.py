@@ -21,6 +21,10 @@ from exchange_server.matchengine.core.config import AssetSpec
 AVAILABLE = 1
 FREEZE = 2
 
+#: ``value.quantize(q, ROUND_DOWN, CONTEXT)`` (CONTEXT rounds down): the same result, without
+#: the method's keyword argument parsing and rounding lookup, on every balance change
+_quantize = CONTEXT.quantize
+
 
 # Comparisons are with the Decimal ZERO, never the int 0: a Decimal compared with an int
 # converts the int into a new Decimal first (twice the cost, on every balance change).
@@ -45,7 +49,7 @@ def _subtraction(index: int, doc: str) -> Callable[[Balances, int, str, Decimal]
             return ZERO
         value = account[index] - amount
         if value > ZERO:
-            account[index] = value.quantize(self._quant[asset], ROUND_DOWN, CONTEXT)
+            account[index] = _quantize(value, self._quant[asset])
         elif value == ZERO:
             account[index] = ZERO
             if not account[other]:
@@ -87,10 +91,9 @@ class Balances:
             if not amount:
                 return ZERO
             account = self.accounts[key] = [
-                amount.quantize(self._quant[asset], ROUND_DOWN, CONTEXT), ZERO]
+                _quantize(amount, self._quant[asset]), ZERO]
         else:
-            account[0] = (account[0] + amount).quantize(self._quant[asset], ROUND_DOWN,
-                                                              CONTEXT)
+            account[0] = _quantize(account[0] + amount, self._quant[asset])
         frozen = account[1]  # _total(account), inlined: this runs for every balance change
         return account[0] if frozen is ZERO else account[0] + frozen
 
@@ -122,7 +125,7 @@ class Balances:
             index = 1 if from_frozen else 0
             value = account[index] - out
             if value > ZERO:
-                account[index] = value.quantize(quant[out_asset], ROUND_DOWN, CONTEXT)
+                account[index] = _quantize(value, quant[out_asset])
             elif value < ZERO:
                 raise BalanceError(f"balance of user {user} {out_asset} would go negative")
             elif account[1 - index]:
@@ -143,16 +146,16 @@ class Balances:
                 if fee:
                     raise BalanceError(f"balance of user {user} {in_asset} would go negative")
                 return out_total, ZERO, ZERO
-            account = accounts[key] = [got.quantize(q, ROUND_DOWN, CONTEXT), ZERO]
+            account = accounts[key] = [_quantize(got, q), ZERO]
         else:
-            account[0] = (account[0] + got).quantize(q, ROUND_DOWN, CONTEXT)
+            account[0] = _quantize(account[0] + got, q)
         frozen = account[1]
         in_total = account[0] if frozen is ZERO else account[0] + frozen
         if not fee:
             return out_total, in_total, in_total
         value = account[0] - fee
         if value > ZERO:
-            account[0] = value.quantize(q, ROUND_DOWN, CONTEXT)
+            account[0] = _quantize(value, q)
         elif value == ZERO:
             account[0] = ZERO
             if not frozen:
@@ -176,17 +179,17 @@ class Balances:
         quant = self._quant[asset]
         value = account[0] - amount
         if value > ZERO:
-            account[0] = value.quantize(quant, ROUND_DOWN, CONTEXT)
+            account[0] = _quantize(value, quant)
         elif value == ZERO:
             account[0] = ZERO
             if not account[1]:
                 del self.accounts[key]
                 if amount:
-                    self.accounts[key] = [ZERO, amount.quantize(quant, ROUND_DOWN, CONTEXT)]
+                    self.accounts[key] = [ZERO, _quantize(amount, quant)]
                 return
         else:
             raise BalanceError(f"balance of user {user} {asset} would go negative")
-        account[1] = (account[1] + amount).quantize(quant, ROUND_DOWN, CONTEXT)
+        account[1] = _quantize(account[1] + amount, quant)
 
     def unfreeze(self, user: int, asset: str, amount: Decimal) -> None:
         """Move ``amount`` from frozen back to available."""

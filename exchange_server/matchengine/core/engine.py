@@ -335,7 +335,7 @@ class Engine:
         snapshot = order.snapshot()
         if not self.quiet:
             self.events.append(OrderChanged(EVENT_FINISH, snapshot, market.stock, market.money))
-        market.remove(order)
+        market.remove(order, snapshot)
         return snapshot
 
     @engine_context

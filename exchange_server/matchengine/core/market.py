@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 from itertools import compress, repeat
 from operator import attrgetter, eq, ne
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from sortedcontainers import SortedDict
 
@@ -35,30 +35,25 @@ from exchange_server.matchengine.core.model import (
     STP_CANCEL_BOTH,
     STP_CANCEL_MAKER,
     TAKER,
-    BalanceChanged,
     Deal,
     Event,
     Order,
     OrderChanged,
     OrderFinished,
+    OrderSnapshot,
     OrderType,
     Side,
     Stop,
-    TradeDetail,
 )
 
 Level = OrderedDict[int, Order]
 
 
-class Execution(NamedTuple):
-    """What matching a new order did besides its deals (which are events)."""
-
-    #: the last deal id used
-    deal_id: int
-    #: self-trade prevention stopped the taker: its remainder is to be cancelled
-    stp_stopped: bool
-    #: the ids of the taker's user's makers self-trade prevention cancelled
-    stp_makers: tuple[int, ...]
+#: What matching a new order did besides its deals (which are events): the last deal id used;
+#: whether self-trade prevention stopped the taker (its remainder is to be cancelled); the ids
+#: of the taker's user's makers self-trade prevention cancelled.  A plain tuple: the caller
+#: unpacks it at once, and a NamedTuple instance costs a second allocation on every order.
+Execution = tuple[int, bool, tuple[int, ...]]
 
 _new = tuple.__new__
 
@@ -224,9 +219,11 @@ class Market:
         self.ask_amount = sum(map(_left, asks), self.ask_amount)
         self.bid_amount = sum(map(_left, bids), self.bid_amount)
 
-    def remove(self, order: Order) -> None:
+    def remove(self, order: Order, snapshot: OrderSnapshot | None = None) -> None:
         """Take an order off the book, release what is still frozen for it, record history
-        (an order with deals, or one that self-trade prevention cancelled)."""
+        (an order with deals, or one that self-trade prevention cancelled).  ``snapshot``: the
+        order's, taken by the caller for its finish event (the history then shares it rather
+        than taking the same values again), or None."""
         book = self.asks if order.side == ASK else self.bids
         level: Level = book[order.price]
         del level[order.id]
@@ -253,7 +250,8 @@ class Market:
             if order.freeze > ZERO:
                 self.balances.unfreeze(order.user, self.money, order.freeze)
         if (order.deal_stock > ZERO or order.stp_cancelled) and not self.quiet:
-            self.events.append(_new(OrderFinished, (order.snapshot(),)))
+            self.events.append(_new(OrderFinished, (
+                order.snapshot() if snapshot is None else snapshot,)))
 
     def side_orders(self, side: Side) -> Iterator[Order]:
         """Orders of one side in matching priority."""
@@ -338,7 +336,7 @@ class Market:
                     if stp_makers is None:
                         stp_makers = []
                     if self._self_trade(taker, maker, stp_makers):
-                        return _new(Execution, (deal_id, True, tuple(stp_makers)))
+                        return deal_id, True, tuple(stp_makers)
                     continue
                 if market_bid:
                     amount = (taker.left / price).quantize(self._stock_step, ROUND_DOWN, CONTEXT)
@@ -347,22 +345,25 @@ class Market:
                     if amount > maker.left:
                         amount = maker.left
                     if not amount:
-                        return _new(Execution, (deal_id, False, tuple(stp_makers or ())))
+                        return deal_id, False, tuple(stp_makers or ())
                 else:
                     amount = taker.left if taker.left < maker.left else maker.left
                 deal_id += 1
                 self._deal(taker, maker, price, amount, now, deal_id)
                 self.last = price
                 if not maker.left:
-                    if not self.quiet:
-                        self.events.append(_new(OrderChanged, (EVENT_FINISH, maker.snapshot(),
+                    if self.quiet:
+                        self.remove(maker)
+                    else:
+                        snapshot = maker.snapshot()
+                        self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot,
                                                                self.stock, self.money)))
-                    self.remove(maker)
+                        self.remove(maker, snapshot)
                 elif not self.quiet:
                     self.events.append(_new(OrderChanged, (EVENT_UPDATE, maker.snapshot(),
                                                            self.stock, self.money)))
             # ``remove`` drops an emptied level from the book and moves the top to the next.
-        return _new(Execution, (deal_id, False, tuple(stp_makers) if stp_makers else ()))
+        return deal_id, False, tuple(stp_makers) if stp_makers else ()
 
     def _self_trade(self, taker: Order, maker: Order, cancelled: list[int]) -> bool:
         """The taker (with a prevention mode) meets an order of its own user.  Cancel the maker
@@ -373,10 +374,12 @@ class Market:
         if mode in (STP_CANCEL_MAKER, STP_CANCEL_BOTH):
             maker.stp_cancelled = True
             cancelled.append(maker.id)
-            if not self.quiet:
-                self.events.append(OrderChanged(EVENT_FINISH, maker.snapshot(), self.stock,
-                                                self.money))
-            self.remove(maker)
+            if self.quiet:
+                self.remove(maker)
+            else:
+                snapshot = maker.snapshot()
+                self.events.append(OrderChanged(EVENT_FINISH, snapshot, self.stock, self.money))
+                self.remove(maker, snapshot)
             if mode == STP_CANCEL_MAKER:
                 return False
         return True
@@ -492,45 +495,20 @@ class Market:
         stock = self.stock
         money = self.money
         trade = self.balances.trade
+        if taker is ask:
+            ask_totals = trade(taker.user, stock, amount, False, money, deal, ask_fee)
+            bid_totals = trade(maker.user, money, deal, True, stock, amount, bid_fee)
+        else:
+            bid_totals = trade(taker.user, money, deal, False, stock, amount, bid_fee)
+            ask_totals = trade(maker.user, stock, amount, True, money, deal, ask_fee)
         if self.quiet:  # nobody takes the events (replay)
-            if taker is ask:
-                trade(taker.user, stock, amount, False, money, deal, ask_fee)
-                trade(maker.user, money, deal, True, stock, amount, bid_fee)
-            else:
-                trade(taker.user, money, deal, False, stock, amount, bid_fee)
-                trade(maker.user, stock, amount, True, money, deal, ask_fee)
             return
-        # Events are built with tuple.__new__: a NamedTuple's own __new__ is a Python function
-        # and this is the hottest loop of the engine.
-        events = self.events
-        name = self.name
-        events.append(_new(Deal, (
-            now, name, deal_id, price, amount, deal, ask_fee, bid_fee, taker.side,
+        # One event with the balance totals (Deal.balance_changes makes the balance history of
+        # it), built with tuple.__new__: a NamedTuple's own __new__ is a Python function and
+        # this is the hottest loop of the engine.
+        self.events.append(_new(Deal, (
+            now, self.name, deal_id, price, amount, deal, ask_fee, bid_fee, taker.side,
             ask.id, ask.user, TAKER if ask is taker else MAKER,
             bid.id, bid.user, TAKER if bid is taker else MAKER, stock, money,
+            ask_rate, bid_rate, ask_totals, bid_totals,
         )))
-        for order in (taker, maker):
-            user = order.user
-            detail = _new(TradeDetail, (name, order.id, price, amount, None))
-            if order is ask:
-                out_total, in_total, fee_total = trade(user, stock, amount, order is maker,
-                                                       money, deal, ask_fee)
-                events.append(_new(BalanceChanged, (now, user, stock, "trade", -amount,
-                                                    out_total, detail)))
-                events.append(_new(BalanceChanged, (now, user, money, "trade", deal, in_total,
-                                                    detail)))
-                if ask_fee:
-                    events.append(_new(BalanceChanged, (
-                        now, user, money, "trade", -ask_fee, fee_total,
-                        _new(TradeDetail, (name, order.id, price, amount, ask_rate)))))
-            else:
-                out_total, in_total, fee_total = trade(user, money, deal, order is maker,
-                                                       stock, amount, bid_fee)
-                events.append(_new(BalanceChanged, (now, user, money, "trade", -deal,
-                                                    out_total, detail)))
-                events.append(_new(BalanceChanged, (now, user, stock, "trade", amount, in_total,
-                                                    detail)))
-                if bid_fee:
-                    events.append(_new(BalanceChanged, (
-                        now, user, stock, "trade", -bid_fee, fee_total,
-                        _new(TradeDetail, (name, order.id, price, amount, bid_rate)))))

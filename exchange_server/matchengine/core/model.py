@@ -11,9 +11,10 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from itertools import repeat
+from operator import attrgetter
 from typing import Any, Final, Literal, NamedTuple
 
-from exchange_server.common.decimals import PARAM_TEXTS, ZERO, fmt, fmt_param
+from exchange_server.common.decimals import CONTEXT, PARAM_TEXTS, ZERO, fmt, fmt_param
 
 # Sides, types and roles are plain ints at run time (they are ints on the wire, in the log and in
 # every table); the Literal types name them in signatures, and mypy checks every value passed.
@@ -36,6 +37,8 @@ EVENT_FINISH = 3
 
 _new = tuple.__new__
 _object_new = object.__new__
+#: ``-x`` as the engine computes it (in its own context, whatever the caller's thread has)
+_minus = CONTEXT.minus
 
 # -- order options (the CoinEx fork's ``option`` bits, extensions.md 2.1, plus ours) ----------------
 
@@ -246,46 +249,75 @@ class OrderSnapshot(NamedTuple):
     stp_cancelled_orders: tuple[int, ...] = ()
 
 
+#: an order's snapshot fields but the last (``stp_cancelled_orders``, which an Order lacks), read
+#: in one C call
+_order_fields = attrgetter(*OrderSnapshot._fields[:-1])
+
+
+def order_values(o: Order | OrderSnapshot) -> tuple[Any, ...]:
+    """An order's values in ``OrderSnapshot``'s field order, to unpack: a snapshot is its own
+    values (reading its fields by name costs what ``order_info`` says)."""
+    if type(o) is OrderSnapshot:
+        return o
+    return (*_order_fields(o), getattr(o, "stp_cancelled_orders", ()))
+
+
 def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
-    """The order object of rpc.md section 3.1, keys in the original's order."""
-    info: dict[str, Any] = {"id": o.id, "market": o.market}
-    if o.source is not None:
-        info["source"] = o.source
-    info["type"] = o.type
-    info["side"] = o.side
-    info["user"] = o.user
-    info["ctime"] = o.ctime
-    info["mtime"] = o.mtime
+    """The order object of rpc.md section 3.1, keys in the original's order.
+
+    Why the fields are unpacked rather than read by name: a snapshot's named fields are
+    descriptors the interpreter does not specialize (about 150 instructions per read), and
+    this runs for the reply of every order placed."""
+    if type(o) is OrderSnapshot:
+        (id_, market, source, type_, side, user, ctime, mtime, price, amount, taker_fee,
+         maker_fee, left, deal_stock, deal_money, deal_fee, option, client_id, stp_cancelled,
+         stp_orders) = o
+    else:
+        (id_, market, source, type_, side, user, ctime, mtime, price, amount, taker_fee,
+         maker_fee, left, deal_stock, deal_money, deal_fee, option, client_id,
+         stp_cancelled) = _order_fields(o)
+        stp_orders = getattr(o, "stp_cancelled_orders", ())
     # fmt is skipped where the text is known: ZERO (the very object) is "0", and an order
     # nothing has dealt yet has its amount object left (one reply per order placed).  The
     # params' texts are fmt_param's, looked up here (four calls less per order object)
     texts = PARAM_TEXTS
-    value = o.price
-    hit = texts.get(id(value))
-    info["price"] = hit[1] if hit is not None and hit[0] is value else fmt_param(value)
-    value = o.amount
-    hit = texts.get(id(value))
-    info["amount"] = amount = (hit[1] if hit is not None and hit[0] is value
-                               else fmt_param(value))
-    value = o.taker_fee
-    hit = texts.get(id(value))
-    info["taker_fee"] = hit[1] if hit is not None and hit[0] is value else fmt_param(value)
-    value = o.maker_fee
-    if value is ZERO:
-        info["maker_fee"] = "0"
+    hit = texts.get(id(price))
+    price_text = hit[1] if hit is not None and hit[0] is price else fmt_param(price)
+    hit = texts.get(id(amount))
+    amount_text = hit[1] if hit is not None and hit[0] is amount else fmt_param(amount)
+    hit = texts.get(id(taker_fee))
+    taker_text = hit[1] if hit is not None and hit[0] is taker_fee else fmt_param(taker_fee)
+    if maker_fee is ZERO:
+        maker_text = "0"
     else:
-        hit = texts.get(id(value))
-        info["maker_fee"] = hit[1] if hit is not None and hit[0] is value else fmt_param(value)
-    info["left"] = amount if o.left is o.amount else fmt(o.left)
-    info["deal_stock"] = "0" if o.deal_stock is ZERO else fmt(o.deal_stock)
-    info["deal_money"] = "0" if o.deal_money is ZERO else fmt(o.deal_money)
-    info["deal_fee"] = "0" if o.deal_fee is ZERO else fmt(o.deal_fee)
-    if o.client_id is not None:
-        info["option"] = o.option
-        info["client_id"] = o.client_id
-    if o.stp_cancelled:
+        hit = texts.get(id(maker_fee))
+        maker_text = hit[1] if hit is not None and hit[0] is maker_fee else fmt_param(maker_fee)
+    # one dict display (no growing step by step), source's key in its place when there is one
+    if source is None:
+        info: dict[str, Any] = {
+            "id": id_, "market": market, "type": type_, "side": side, "user": user,
+            "ctime": ctime, "mtime": mtime, "price": price_text, "amount": amount_text,
+            "taker_fee": taker_text, "maker_fee": maker_text,
+            "left": amount_text if left is amount else fmt(left),
+            "deal_stock": "0" if deal_stock is ZERO else fmt(deal_stock),
+            "deal_money": "0" if deal_money is ZERO else fmt(deal_money),
+            "deal_fee": "0" if deal_fee is ZERO else fmt(deal_fee),
+        }
+    else:
+        info = {
+            "id": id_, "market": market, "source": source, "type": type_, "side": side,
+            "user": user, "ctime": ctime, "mtime": mtime, "price": price_text,
+            "amount": amount_text, "taker_fee": taker_text, "maker_fee": maker_text,
+            "left": amount_text if left is amount else fmt(left),
+            "deal_stock": "0" if deal_stock is ZERO else fmt(deal_stock),
+            "deal_money": "0" if deal_money is ZERO else fmt(deal_money),
+            "deal_fee": "0" if deal_fee is ZERO else fmt(deal_fee),
+        }
+    if client_id is not None:
+        info["option"] = option
+        info["client_id"] = client_id
+    if stp_cancelled:
         info["stp_cancelled"] = True
-    stp_orders = getattr(o, "stp_cancelled_orders", ())
     if stp_orders:
         info["stp_cancelled_orders"] = list(stp_orders)
     return info
@@ -433,7 +465,13 @@ class OrderFinished(NamedTuple):
 
 
 class Deal(NamedTuple):
-    """One execution between a taker and a maker (deal history and the ``deals`` message)."""
+    """One execution between a taker and a maker (deal history, the ``deals`` message, and the
+    deal's balance history rows: :meth:`balance_changes`).
+
+    Why the balance changes ride on the deal instead of being events of their own: a deal
+    changes four to six balances, and building an event (and a detail) for each was a fifth
+    of an order's cost in the engine; the history follower, their only consumer, builds them
+    from the deal."""
 
     time: float
     market: str
@@ -452,6 +490,40 @@ class Deal(NamedTuple):
     bid_side_role: int
     stock: str
     money: str
+    #: the ask and bid orders' fee rates (the fee rows' detail "f")
+    ask_fee_rate: Decimal = ZERO
+    bid_fee_rate: Decimal = ZERO
+    #: the ask user's totals after each of its balance changes (stock given, money received,
+    #: the money fee paid: equal to the second without a fee), as ``Balances.trade`` returns
+    #: them; the bid user's likewise (money given, stock received, the stock fee paid).  None:
+    #: a deal without balance changes recorded (no balance rows)
+    ask_totals: tuple[Decimal, Decimal, Decimal] | None = None
+    bid_totals: tuple[Decimal, Decimal, Decimal] | None = None
+
+    def balance_changes(self) -> list[BalanceChanged]:
+        """The deal's "trade" balance changes in the order the engine made them: the taker's
+        user's, then the maker's, each what it gives, what it receives, then the fee it pays
+        (when not zero).  The two changes of one side without a fee share one detail."""
+        # unpacked: named reads of a NamedTuple's fields are not specialized (see order_info)
+        (time, market, _, price, amount, deal, ask_fee, bid_fee, taker_side, ask_id, ask_user, _,
+         bid_id, bid_user, _, stock, money, ask_rate, bid_rate, ask_totals, bid_totals) = self
+        if ask_totals is None or bid_totals is None:
+            return []
+        out, got, after_fee = ask_totals
+        detail = TradeDetail(market, ask_id, price, amount, None)
+        ask = [BalanceChanged(time, ask_user, stock, "trade", _minus(amount), out, detail),
+               BalanceChanged(time, ask_user, money, "trade", deal, got, detail)]
+        if ask_fee:
+            ask.append(BalanceChanged(time, ask_user, money, "trade", _minus(ask_fee), after_fee,
+                                      TradeDetail(market, ask_id, price, amount, ask_rate)))
+        out, got, after_fee = bid_totals
+        detail = TradeDetail(market, bid_id, price, amount, None)
+        bid = [BalanceChanged(time, bid_user, money, "trade", _minus(deal), out, detail),
+               BalanceChanged(time, bid_user, stock, "trade", amount, got, detail)]
+        if bid_fee:
+            bid.append(BalanceChanged(time, bid_user, stock, "trade", _minus(bid_fee), after_fee,
+                                      TradeDetail(market, bid_id, price, amount, bid_rate)))
+        return ask + bid if taker_side == ASK else bid + ask
 
 
 class StopChanged(NamedTuple):
