@@ -51,12 +51,18 @@ def total_rows(ops: Ops) -> int:
     return sum(len(rows_of(events)) for _, events in ops)
 
 
-def reference_dump(backend: HistoryBackend, ops: Ops) -> dict[str, list[tuple[Any, ...]]]:
-    location = backend.new_location()
+def write_all(backend: HistoryBackend, location: Any, ops: Ops) -> HistoryWriter:
+    """A new writer on ``location`` (nothing stored yet) given ``ops``, flushed."""
     writer = HistoryWriter(backend.store(location))
     assert writer.durable_mark() == 0
     feed(writer, ops)
     writer.flush_now()
+    return writer
+
+
+def reference_dump(backend: HistoryBackend, ops: Ops) -> dict[str, list[tuple[Any, ...]]]:
+    location = backend.new_location()
+    write_all(backend, location, ops)
     return backend.dump(location)
 
 
@@ -476,10 +482,7 @@ def test_sqlite_order_detail_is_a_view_of_order_history(tmp_path: Path) -> None:
     try:
         ops = scripted_ops()
         location = backend.new_location()
-        writer = HistoryWriter(backend.store(location))
-        writer.durable_mark()
-        feed(writer, ops)
-        writer.flush_now()
+        writer = write_all(backend, location, ops)
         assert writer.rows_written == total_rows(ops)
         assert _detail_type(backend, location) == "view"
         dump = backend.dump(location)
@@ -507,10 +510,7 @@ def test_sqlite_file_with_an_order_detail_table_keeps_it(tmp_path: Path) -> None
         location = backend.new_location()
         with sqlite3.connect(Path(location) / FILENAME) as conn:
             conn.execute(_old_detail_table())
-        writer = HistoryWriter(backend.store(location))
-        writer.durable_mark()
-        feed(writer, ops)
-        writer.flush_now()
+        write_all(backend, location, ops)
         assert _detail_type(backend, location) == "table"
         assert backend.query(location, "SELECT count(*) FROM `order_detail`")[0][0] == 3
         assert backend.dump(location) == reference_dump(backend, ops)
@@ -530,10 +530,7 @@ def test_sqlite_older_version_writing_a_file_with_the_view(tmp_path: Path) -> No
     try:
         ops = scripted_ops()
         location = backend.new_location()
-        writer = HistoryWriter(backend.store(location))
-        writer.durable_mark()
-        feed(writer, ops)
-        writer.flush_now()
+        write_all(backend, location, ops)
         before = backend.dump(location)
         details = [ROW_CONVERTERS[DETAIL](row) for _, events in ops
                    for kind, row in rows_of(events) if kind == DETAIL]
