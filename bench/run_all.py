@@ -11,6 +11,7 @@ BENCHMARKS = [
     ("bench.bench_engine", "main"),
     ("bench.bench_engine_ext", "main"),
     ("bench.bench_http", "run"),
+    ("bench.bench_batch", "main"),
     ("bench.bench_e2e", "main"),
     ("bench.bench_stall", "main"),
     ("bench.bench_restart", "main"),
