@@ -509,21 +509,27 @@ class Deal(NamedTuple):
          bid_id, bid_user, _, stock, money, ask_rate, bid_rate, ask_totals, bid_totals) = self
         if ask_totals is None or bid_totals is None:
             return []
-        out, got, after_fee = ask_totals
-        detail = TradeDetail(market, ask_id, price, amount, None)
-        ask = [BalanceChanged(time, ask_user, stock, "trade", _minus(amount), out, detail),
-               BalanceChanged(time, ask_user, money, "trade", deal, got, detail)]
-        if ask_fee:
-            ask.append(BalanceChanged(time, ask_user, money, "trade", _minus(ask_fee), after_fee,
-                                      TradeDetail(market, ask_id, price, amount, ask_rate)))
-        out, got, after_fee = bid_totals
-        detail = TradeDetail(market, bid_id, price, amount, None)
-        bid = [BalanceChanged(time, bid_user, money, "trade", _minus(deal), out, detail),
-               BalanceChanged(time, bid_user, stock, "trade", amount, got, detail)]
-        if bid_fee:
-            bid.append(BalanceChanged(time, bid_user, stock, "trade", _minus(bid_fee), after_fee,
-                                      TradeDetail(market, bid_id, price, amount, bid_rate)))
+        ask = _side_changes(time, market, price, amount, ask_user, ask_id, stock, amount, money,
+                            deal, ask_fee, ask_rate, ask_totals)
+        bid = _side_changes(time, market, price, amount, bid_user, bid_id, money, deal, stock,
+                            amount, bid_fee, bid_rate, bid_totals)
         return ask + bid if taker_side == ASK else bid + ask
+
+
+def _side_changes(time: float, market: str, price: Decimal, amount: Decimal, user: int,
+                  order_id: int, gives: str, given: Decimal, gets: str, got: Decimal,
+                  fee: Decimal, rate: Decimal,
+                  totals: tuple[Decimal, Decimal, Decimal]) -> list[BalanceChanged]:
+    """One side of a deal (Deal.balance_changes): what its user gives, what it receives, then
+    the fee it pays in the received asset when not zero; the first two share one detail."""
+    out, received, after_fee = totals
+    detail = TradeDetail(market, order_id, price, amount, None)
+    changes = [BalanceChanged(time, user, gives, "trade", _minus(given), out, detail),
+               BalanceChanged(time, user, gets, "trade", got, received, detail)]
+    if fee:
+        changes.append(BalanceChanged(time, user, gets, "trade", _minus(fee), after_fee,
+                                      TradeDetail(market, order_id, price, amount, rate)))
+    return changes
 
 
 class StopChanged(NamedTuple):
