@@ -20,6 +20,7 @@ the config: a logged order without a mode had none, the original's behaviour.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -348,6 +349,8 @@ class MatchEngineMethods:
         self.by_log_name: dict[str, WriteMethod] = {
             w.log_name: replace(w, run=replays[w.name]) if w.name in replays else w
             for w in writes}
+        #: the core's put_limit without its context wrapper (``_quiet_put_limit`` only)
+        self._unwrapped_put_limit = inspect.unwrap(type(engine).put_limit)
 
     def _market(self, value: Any) -> Market:
         if type(value) is not str:
@@ -412,6 +415,46 @@ class MatchEngineMethods:
         if count == 9:
             return self._put_limit(now, params, _recorded_stp(params[8]))
         return self._put_limit_ext(now, params, False)
+
+    def quiet_replays(self) -> dict[str, Callable[[float, Params], Any]]:
+        """The write functions of a quiet replay (``Engine.set_quiet``), by log name: those of
+        ``by_log_name``, but ``limit_order`` (nearly every record of a log) through
+        :meth:`_quiet_put_limit`.  Only for a caller that holds the engine's decimal context
+        installed in its thread for the whole replay (``MatchEngineService.replay_from``):
+        that function calls the core's ``put_limit`` without its context wrapper."""
+        runs = {name: write.run for name, write in self.by_log_name.items()}
+        runs["limit_order"] = self._quiet_put_limit
+        return runs
+
+    def _quiet_put_limit(self, now: float, params: Params) -> None:
+        """Replay a logged put_limit of the original's 8 params, quiet, its result unused.
+
+        Why: replay is mostly this, and what it saves here is a tenth of a replayed order.
+        Such a record was accepted live (``_read_limit``'s checks passed) and logged as it was
+        accepted, so of those checks only what can turn out otherwise now is done again: the
+        market (the config may have dropped it) and the decimals (precisions may have changed:
+        a text ``_positive``/``_fee`` did not accept at this precision is read in full, with
+        every check).  The user, side and source cannot fail again.  The engine's context
+        wrapper is skipped (see :meth:`quiet_replays`).  Any other layout goes through
+        :meth:`_replay_put_limit`."""
+        if len(params) != 8:
+            self._replay_put_limit(now, params)
+            return
+        user, name, side, amount, price, taker_fee, maker_fee, source = params
+        market = self.engine.markets.get(name) if type(name) is str else None
+        if market is None:
+            raise invalid_argument()
+        try:  # texts accepted before, as _read_limit
+            amount = _ACCEPTED_POSITIVE[market.stock_prec][amount]
+            price = _ACCEPTED_POSITIVE[market.money_prec][price]
+            fees = _ACCEPTED_FEE[market.fee_prec]
+            taker_fee = fees[taker_fee]
+            maker_fee = fees[maker_fee]
+        except (KeyError, TypeError):
+            user, market, side, amount, price, taker_fee, maker_fee, source = (
+                self._read_limit(params))
+        self._unwrapped_put_limit(self.engine, now, market, user, side, amount, price,
+                                  taker_fee, maker_fee, source)
 
     def _put_limit(self, now: float, params: Params, option: int) -> Any:
         """The original's 8 params; ``option``: the self-trade prevention mode only."""

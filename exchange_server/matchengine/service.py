@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import decimal
 import functools
 import logging
 import os
@@ -49,6 +50,7 @@ from typing import Any
 
 from exchange_server.common import gctune, jsonfmt, metrics
 from exchange_server.common.config import MatchEngineConfig
+from exchange_server.common.decimals import CONTEXT
 from exchange_server.common.errors import (
     INTERNAL_ERROR,
     INVALID_ARGUMENT,
@@ -240,8 +242,12 @@ class MatchEngineService:
         engine.set_quiet(quiet)
         # a quiet operation after the original's records needs nothing but its write function:
         # called here, without _apply_logged's lookups (replay is mostly this)
-        runs = {name: write.run for name, write in self.methods.by_log_name.items()}
+        runs = self.methods.quiet_replays()
         original_end = self.original_end
+        # one context for the whole replay: the quiet write functions call the core without
+        # its per-command context wrapper (MatchEngineMethods.quiet_replays)
+        saved_context = decimal.getcontext()
+        decimal.setcontext(CONTEXT)
         try:
             for page in store.read_operlog_rows(self.oper_id):
                 if (page and quiet and progress is None and page[0][0] > original_end
@@ -271,6 +277,7 @@ class MatchEngineService:
                         progress()
         finally:
             engine.set_quiet(False)
+            decimal.setcontext(saved_context)
         return count
 
     def _replay_quiet_page(self, page: list[tuple[int, float, str, list[Any]]],

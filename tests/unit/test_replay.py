@@ -4,12 +4,17 @@ the same error (:class:`OperLogGap`) for each of them."""
 
 from __future__ import annotations
 
+import decimal
 import sqlite3
+from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from exchange_server.common.config import default_matchengine_data
+from exchange_server.common.decimals import CONTEXT
+from exchange_server.matchengine import methods as methods_module
 from exchange_server.matchengine.core.model import Deal, Event
 from exchange_server.matchengine.service import PROGRESS_EVERY, MatchEngineService
 from exchange_server.matchengine.store import OperLogGap, StoreError
@@ -149,3 +154,79 @@ async def test_a_replay_builds_events_only_for_what_a_sink_has_not_processed(
     silent = restored()
     assert fingerprint(partial.engine) == fingerprint(everything.engine)
     assert fingerprint(silent.engine) == fingerprint(everything.engine)
+
+
+async def _write_orders(data: Path) -> MatchEngineService:
+    """A log of deposits then put_limit orders whose amounts times prices need more than 9
+    digits, about half of them crossing, in the original's 8 params and the fork's layout;
+    the live service (stopped, no slice) is returned."""
+    store = SqliteEngineStore(data)
+    store.open()
+    service = MatchEngineService(config(), store)
+    await service.start()
+    for user in (1, 2, 3):
+        service.execute("balance.update", [user, "BTC", "deposit", user, "1000", {}])
+        service.execute("balance.update", [user, "BCH", "deposit", user, "1000000", {}])
+    for n in range(60):
+        side = 1 + n % 2
+        price = f"{123 + (n % 5 - 2) * (1 if side == 2 else -1)}.4567{n % 7}891"
+        params: list[object] = [1 + n % 3, "BTCBCH", side, f"0.1234567{n % 9}", price,
+                                "0.0021", "0.0013", "t"]
+        if n % 4 == 3:
+            params += [None, None, 0, f"c{n}"]  # the fork's layout: not the quiet 8 params
+        service.execute("order.put_limit", params)
+    await service.stop(final_slice=False)
+    store.close()
+    return service
+
+
+async def test_a_quiet_replay_gives_the_live_state_whatever_the_threads_context(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quiet replay runs the engine's put_limit without its context wrapper, under one
+    context installed for the whole replay: the state is exactly the live one even when the
+    restoring thread holds a context that would round the amounts, whose decimals are new to
+    the process (read in full) or accepted before, and the thread's context comes back."""
+    data = tmp_path / "data"
+    live = await _write_orders(data)
+    hostile = decimal.Context(prec=9, rounding=decimal.ROUND_UP, traps=[])
+    for cold in (True, False):
+        if cold:  # every decimal text new: _read_limit's full reading of each
+            monkeypatch.setattr(methods_module, "_ACCEPTED_POSITIVE", defaultdict(dict))
+            monkeypatch.setattr(methods_module, "_ACCEPTED_FEE", defaultdict(dict))
+        replica = _fresh(data)
+        decimal.setcontext(hostile)
+        try:
+            replica.restore()
+            assert decimal.getcontext() is hostile
+        finally:
+            decimal.setcontext(CONTEXT)
+        replica.store.close()
+        assert replica.replayed == live.oper_id
+        assert fingerprint(replica.engine) == fingerprint(live.engine)
+
+
+async def test_a_quiet_replay_reads_what_a_full_replay_reads_under_a_changed_config(
+        tmp_path: Path) -> None:
+    """With the market's precisions lowered since the log was written, a quiet replay (no
+    sink) truncates the logged amounts as a full one (a sink that wants every event, which
+    reads each order through ``_read_limit``) does: the quiet path's shortcut for decimals
+    accepted before is taken only at the precision they were accepted at."""
+    data = tmp_path / "data"
+    live = await _write_orders(data)
+    lower = config()
+    market = next(m for m in lower.markets if m.name == "BTCBCH")
+    lower.markets[lower.markets.index(market)] = replace(market, stock_prec=5, money_prec=3)
+
+    def restored(*sinks: _Recorder) -> MatchEngineService:
+        store = SqliteEngineStore(data)
+        store.open()
+        replica = MatchEngineService(lower, store)
+        for sink in sinks:
+            replica.add_sink(sink)
+        replica.restore()
+        store.close()
+        return replica
+
+    quiet, full = restored(), restored(_Recorder(0))
+    assert fingerprint(quiet.engine) == fingerprint(full.engine)
+    assert fingerprint(quiet.engine) != fingerprint(live.engine)  # the precisions do bite
