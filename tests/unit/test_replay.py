@@ -8,6 +8,7 @@ import decimal
 import sqlite3
 from collections import defaultdict
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,16 @@ import pytest
 from exchange_server.common.config import default_matchengine_data
 from exchange_server.common.decimals import CONTEXT
 from exchange_server.matchengine import methods as methods_module
-from exchange_server.matchengine.core.model import Deal, Event
+from exchange_server.matchengine.configured import Engine
+from exchange_server.matchengine.core.model import (
+    ASK,
+    BID,
+    OPTION_IOC,
+    STP_CANCEL_MAKER,
+    Deal,
+    Event,
+    OrderSnapshot,
+)
 from exchange_server.matchengine.service import PROGRESS_EVERY, MatchEngineService
 from exchange_server.matchengine.store import OperLogGap, StoreError
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
@@ -230,3 +240,35 @@ async def test_a_quiet_replay_reads_what_a_full_replay_reads_under_a_changed_con
     quiet, full = restored(), restored(_Recorder(0))
     assert fingerprint(quiet.engine) == fingerprint(full.engine)
     assert fingerprint(quiet.engine) != fingerprint(live.engine)  # the precisions do bite
+
+
+def test_a_quiet_put_limit_gives_no_reply_and_the_same_state() -> None:
+    """While quiet (a replay) the core's put_limit makes no reply (None: building the order's
+    snapshot was 4% of a replayed order); the state it leaves is the one of a put_limit that
+    replies, for resting, filled, self-trade-prevented and immediate-or-cancel orders."""
+    fee = Decimal("0.001")
+    orders = [  # user, side, amount, price, option
+        (1, ASK, "2", "100", 0), (2, BID, "1", "101", 0), (1, ASK, "1", "99", 0),
+        (1, BID, "0.5", "100", STP_CANCEL_MAKER), (2, ASK, "3", "102", 0),
+        (3, BID, "5", "102", OPTION_IOC), (3, BID, "1", "98", 0)]
+
+    def run(quiet: bool) -> tuple[Engine, list[OrderSnapshot | None]]:
+        engine = Engine.from_config(config())
+        for user in (1, 2, 3):
+            engine.update_balance(0.0, user, "BTC", "deposit", user, Decimal("10"), {})
+            engine.update_balance(0.0, user, "BCH", "deposit", user, Decimal("10000"), {})
+        engine.take_events()
+        engine.set_quiet(quiet)
+        market = engine.markets["BTCBCH"]
+        replies = [engine.put_limit(float(n), market, user, side, Decimal(amount),
+                                    Decimal(price), fee, fee, "t", option)
+                   for n, (user, side, amount, price, option) in enumerate(orders)]
+        engine.set_quiet(False)
+        return engine, replies
+
+    (loud, replies), (quiet, none) = run(False), run(True)
+    assert none == [None] * len(orders)
+    assert all(type(reply) is OrderSnapshot for reply in replies)
+    assert any(reply is not None and reply.stp_cancelled_orders for reply in replies)
+    assert loud.deal_id > 0 and loud.events and not quiet.events
+    assert fingerprint(quiet) == fingerprint(loud)

@@ -151,7 +151,8 @@ class Engine:
         """Whether commands append events (False, the default) or none at all.  Why: a replay
         of operations every sink has already processed needs only the state they leave, and
         the events (deals, balance changes, order snapshots) are half of what matching costs.
-        The state, the replies and the errors are the same either way."""
+        The state, the replies and the errors are the same either way, but for ``put_limit``,
+        which gives no reply while quiet (None: a replay discards it)."""
         self.quiet = quiet
         for market in self.markets.values():
             market.quiet = quiet
@@ -204,11 +205,12 @@ class Engine:
     def put_limit(self, now: float, market: Market, user: int, side: Side, amount: Decimal,
                   price: Decimal, taker_fee: Decimal, maker_fee: Decimal, source: str,
                   option: int = 0, client_id: str | None = None,
-                  stop: Stop | None = None) -> OrderSnapshot:
+                  stop: Stop | None = None) -> OrderSnapshot | None:
         """order.put_limit after parameter validation (engine.md 7), then the stops the new
-        last price reaches.  ``stop``: the triggered stop this order is spawned for (see
-        ``_fire``); its ACTIVE event goes first, once the order is accepted, and the stops are
-        left to the trigger loop."""
+        last price reaches; the order's snapshot (the reply), or None while the engine is quiet
+        (a replay discards replies: building it was 4% of a replayed order).  ``stop``: the
+        triggered stop this order is spawned for (see ``_fire``); its ACTIVE event goes first,
+        once the order is accepted, and the stops are left to the trigger loop."""
         if market.suspended:
             raise PutLimit.SUSPENDED()
         # balances.get_available, written out (one call less for every order placed)
@@ -241,10 +243,11 @@ class Engine:
         before = market.last
         self.deal_id, stopped, stp_makers = market.execute(order, now, self.deal_id)
         order.stp_cancelled = stopped
-        snapshot = order.snapshot()
-        if stp_makers:  # the makers self-trade prevention cancelled for it
-            snapshot = snapshot._replace(stp_cancelled_orders=stp_makers)
         rests = order.left and not stopped and not option & OPTION_IOC
+        # quiet (a replay): nobody takes the reply either, so none is made (see set_quiet)
+        snapshot = None if quiet else order.snapshot()
+        if stp_makers and snapshot is not None:  # the makers self-trade prevention cancelled
+            snapshot = snapshot._replace(stp_cancelled_orders=stp_makers)
         if quiet:
             pass
         elif not order.left:
