@@ -45,7 +45,7 @@ from exchange_server.accesshttp.limits import DEFAULT_MAX_BODY, HttpLimits
 from exchange_server.accesshttp.routes import ROUTES
 from exchange_server.accesshttp.trust import Grant, TrustPolicy
 from exchange_server.common import exactjson, jsonfmt, metrics
-from exchange_server.common.backend import Backend
+from exchange_server.common.backend import Backend, NowaitCall
 from exchange_server.common.errors import (
     GENERIC_MESSAGES,
     METHOD_NOT_FOUND,
@@ -79,8 +79,17 @@ BATCH_MAX = 1000
 #: BATCH_CHUNK (from 4 for the first batch, then from where the previous batch ended).  CPU
 #: time, not wall time: a write's wait for its durable commit holds nothing, and counting it
 #: shrank a batch of writes to one call, so one commit, at a time (2-4x slower than 105fc31).
+#: Calls to a backend that answers without a task (the embedded matchengine) are made in
+#: chunks of their own (``_start_chunk``): as many as fit in BATCH_SLICE of CPU, counted call
+#: by call, up to INLINE_BATCH_CHUNK.
 BATCH_CHUNK = 32
 BATCH_SLICE = 0.004
+#: Most calls of one chunk made inline (see BATCH_CHUNK): what bounds them is BATCH_SLICE;
+#: this only keeps cheap calls (answered at once) from piling up one large reply.
+INLINE_BATCH_CHUNK = 256
+#: Chunks of a batch made inline before the replies of the first of them came (see
+#: ``batch_chunks``): the writes of those after it join the next commit.
+BATCH_AHEAD = 4
 #: A batch's replies are held up to this many bytes; beyond, they are sent as they come (chunked
 #: encoding; HTTP/1.0: until the connection closes) and no more calls are made while the
 #: transport is above its high-water mark (what one connection holds stays bounded).
@@ -128,6 +137,15 @@ class _DateCache:
 
 
 _date = _DateCache()
+
+
+def _separated(replies: list[bytes], first: int) -> list[bytes]:
+    """A batch's replies from its ``first``-th on, each after its separator (``[`` before
+    the batch's first reply, ``", "`` before the others)."""
+    parts: list[bytes] = []
+    for body in replies:
+        parts += (b", " if first or parts else b"[", body)
+    return parts
 
 
 class BadRequest(Exception):
@@ -192,6 +210,39 @@ class _InlineCall:
             self._answered(status, body)
         except Exception:  # called from the engine's commit: never break it
             log.exception("reply failed")
+
+
+class _InlineChunk:
+    """A chunk of a batch's calls made inline (AccessHttp._start_chunk): their replies in call
+    order, and a future done once every one is answered (by its backend, or 504)."""
+
+    __slots__ = ("replies", "missing", "done")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.replies: list[bytes] = []
+        #: replies not given yet, plus one until every call is made (``finish``)
+        self.missing = 1
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def slot(self) -> Callable[[int, bytes], None]:
+        """The ``answered`` callback of the next call: its reply goes to its place."""
+        index = len(self.replies)
+        self.replies.append(b"")
+        self.missing += 1
+
+        def answered(status: int, body: bytes) -> None:
+            self.replies[index] = body
+            self.missing -= 1
+            if not self.missing and not self.done.done():
+                self.done.set_result(None)
+
+        return answered
+
+    def finish(self) -> None:
+        """Every call is made: done now if every one was answered at once."""
+        self.missing -= 1
+        if not self.missing and not self.done.done():
+            self.done.set_result(None)
 
 
 class AccessHttp:
@@ -285,12 +336,8 @@ class AccessHttp:
             method, params, req_id = parse_request(data)
         except BadRequest:
             return False
-        route = ROUTES.get(method)
-        if route is None or not self.trust.allows(method, grant):
-            return False
-        backend = self.backends.get(route[0])
-        nowait = getattr(backend, "call_nowait", None)
-        if nowait is None or backend is None or not backend.connected():
+        nowait = self._nowait(method, grant)
+        if nowait is None:
             return False
         self.requests += 1
         call = _InlineCall(method, req_id, time.perf_counter(), answered)
@@ -301,6 +348,19 @@ class AccessHttp:
             return 200, body
         self._expire_later(call, loop)
         return None
+
+    def _nowait(self, method: str, grant: Grant) -> NowaitCall | None:
+        """How to call ``method`` without a task (its backend's ``call_nowait``), or None when
+        it cannot be (unknown or not allowed: answered by ``_route``; a backend that has no
+        such call or is down)."""
+        route = ROUTES.get(method)
+        if route is None or not self.trust.allows(method, grant):
+            return None
+        backend = self.backends.get(route[0])
+        nowait: NowaitCall | None = getattr(backend, "call_nowait", None)
+        if nowait is None or backend is None or not backend.connected():
+            return None
+        return nowait
 
     def _expire_later(self, call: _InlineCall, loop: asyncio.AbstractEventLoop) -> None:
         """Answer ``call`` 504 if it is not answered in ``timeout`` seconds: one timer for all
@@ -337,32 +397,94 @@ class AccessHttp:
                            grant: Grant = Grant.NONE) -> AsyncIterator[list[bytes]]:
         """The replies of a batch, a chunk of calls at a time, each reply after its separator
         (``[`` then ``", "``); the closing ``]`` is the caller's.  BadRequest (before any
-        call) when the batch is empty, too long or has an invalid request."""
+        call) when the batch is empty, too long or has an invalid request.
+
+        Chunks whose calls all go to a backend that answers without a task are made inline
+        (``_start_chunk``), and the next ones are made before the replies of those before
+        came, up to BATCH_AHEAD chunks: their writes gather into the next commit while one is
+        in flight (awaiting each chunk's replies before the next made a batch of 500 writes
+        wait for some 16 commits one after the other).  What is held stays bounded: at most
+        BATCH_AHEAD chunks of at most BATCH_SLICE of CPU each."""
         if not items or len(items) > BATCH_MAX:
             raise BadRequest
         requests = [parse_request(item) for item in items]
+        loop = asyncio.get_running_loop()
+        done = 0  # calls made
+        given = 0  # replies given out
+        ahead: deque[_InlineChunk] = deque()  # made inline, replies not given out yet
+        while True:
+            made = None
+            if done < len(requests):
+                if done:
+                    await asyncio.sleep(0)  # the engine and other clients between chunks
+                made = self._start_chunk(requests, done, grant, loop)
+                if made is not None:
+                    ahead.append(made)
+                    done += len(made.replies)
+            # all made, or the next call is the task path's: what was made before goes first
+            drain = made is None or done == len(requests)
+            while ahead and (drain or ahead[0].done.done() or len(ahead) >= BATCH_AHEAD):
+                chunk = ahead.popleft()
+                await chunk.done
+                yield _separated(chunk.replies, given)
+                given += len(chunk.replies)
+            if done == len(requests):
+                return
+            if made is None:
+                bodies = await self._call_chunk(requests, done, grant)
+                yield _separated(bodies, given)
+                given += len(bodies)
+                done += len(bodies)
+
+    async def _call_chunk(self, requests: list[tuple[str, list[Any], int]], start: int,
+                          grant: Grant) -> list[bytes]:
+        """The replies of a chunk of calls from ``requests[start]`` on, each a task (up to
+        the next call that can be made inline), its size adapted to the CPU it held (see
+        BATCH_CHUNK)."""
         size = self._batch_chunk
-        done = 0
-        while done < len(requests):
-            if done:
-                await asyncio.sleep(0)  # the engine and other clients between chunks
-            chunk = requests[done:done + size]
-            started = time.thread_time()
-            replies = await asyncio.gather(*(self._call(m, p, i, grant) for m, p, i in chunk))
-            took = time.thread_time() - started
-            if took > BATCH_SLICE:
-                size = max(1, size // 2)
-            elif took < BATCH_SLICE / 4:
-                size = min(BATCH_CHUNK, size * 2)
-            self._batch_chunk = size  # the next batch starts from what this one learned
-            parts: list[bytes] = []
-            for (status, body), (_, _, req_id) in zip(replies, chunk, strict=True):
-                if status == 500:
-                    body = jsonfmt.error_body(SERVICE_UNAVAILABLE,
-                                              GENERIC_MESSAGES[SERVICE_UNAVAILABLE], req_id)
-                parts += (b", " if done or parts else b"[", body)
-            done += len(chunk)
-            yield parts
+        chunk = requests[start:start + size]
+        for k in range(1, len(chunk)):  # up to the next call made inline
+            if self._nowait(chunk[k][0], grant) is not None:
+                chunk = chunk[:k]
+                break
+        started = time.thread_time()
+        replies = await asyncio.gather(*(self._call(m, p, i, grant) for m, p, i in chunk))
+        took = time.thread_time() - started
+        if took > BATCH_SLICE:
+            size = max(1, size // 2)
+        elif took < BATCH_SLICE / 4:
+            size = min(BATCH_CHUNK, size * 2)
+        self._batch_chunk = size  # the next batch starts from what this one learned
+        return [jsonfmt.error_body(SERVICE_UNAVAILABLE, GENERIC_MESSAGES[SERVICE_UNAVAILABLE],
+                                   req_id) if status == 500 else body
+                for (status, body), (_, _, req_id) in zip(replies, chunk, strict=True)]
+
+    def _start_chunk(self, requests: list[tuple[str, list[Any], int]], start: int,
+                     grant: Grant, loop: asyncio.AbstractEventLoop) -> _InlineChunk | None:
+        """Make calls from ``requests[start]`` on as ``call_inline`` does (no task, future or
+        timeout per call: a call not answered in ``timeout`` is answered 504), until they
+        have held this thread's CPU for BATCH_SLICE or INLINE_BATCH_CHUNK are made; None (and
+        nothing made) when ``requests[start]`` is not such a call.  Stops before a call that
+        is not (404, 403, another backend): the task path answers that one."""
+        made: _InlineChunk | None = None
+        started = time.thread_time()
+        for method, params, req_id in requests[start:start + INLINE_BATCH_CHUNK]:
+            nowait = self._nowait(method, grant)
+            if nowait is None:
+                break
+            if made is None:
+                made = _InlineChunk(loop)
+            call = _InlineCall(method, req_id, time.perf_counter(), made.slot())
+            body = nowait(method, params, req_id, call.reply)
+            if body is not None:
+                call.reply(body)
+            else:
+                self._expire_later(call, loop)
+            if time.thread_time() - started > BATCH_SLICE:
+                break
+        if made is not None:
+            made.finish()
+        return made
 
     def admit(self, connection: HttpProtocol) -> bool:
         """Count a new connection in, or refuse it (False) when the maximum is open."""

@@ -150,6 +150,36 @@ Row = tuple[str, AnyRow]
 #: (table kind, the row's stored column values): what ``stored_rows_of`` gives
 StoredRow = tuple[str, tuple[Any, ...]]
 
+#: ``stored_rows_of``'s kinds for a deal's two deal_history rows (the ask order's, then the bid
+#: order's) and for its two user_deal_history rows: one values tuple for both rows, each value
+#: they share in it once.  Why: the SQLite store inserts such a pair with numbered parameters
+#: (a ``?N`` written twice is bound once; ``sqlite3_bind_text`` copies every text it binds), so
+#: a deal binds 27 values instead of 48.  ``unpaired`` gives the two rows back.
+DEAL_PAIR = "deal_history pair"
+USER_DEAL_PAIR = "user_deal_history pair"
+#: Per pair kind: its table, and for each of its two rows the value of every column: the index
+#: of a value in the pair's tuple, or a constant's SQL text (the side of a user_deal row).
+#: deal_history pair: (time, ask_user, bid_user, deal_id, ask_order, bid_order, ask_role,
+#: bid_role, price, amount, deal, ask_fee, bid_fee); user_deal_history pair: (time, ask_user,
+#: bid_user, market, deal_id, ask_order, bid_order, ask_role, bid_role, price, amount, deal,
+#: ask_fee, bid_fee).
+PAIRS: dict[str, tuple[str, tuple[tuple[int | str, ...], tuple[int | str, ...]]]] = {
+    DEAL_PAIR: (DEAL, ((0, 1, 3, 4, 5, 6, 8, 9, 10, 11, 12),
+                       (0, 2, 3, 5, 4, 7, 8, 9, 10, 12, 11))),
+    USER_DEAL_PAIR: (USER_DEAL, ((0, 1, 3, 4, 5, 6, f"{ASK:d}", 7, 9, 10, 11, 12, 13),
+                                 (0, 2, 3, 4, 6, 5, f"{BID:d}", 8, 9, 10, 11, 13, 12))),
+}
+
+
+def unpaired(kind: str, values: tuple[Any, ...]) -> list[StoredRow]:
+    """A stored row as its table's rows: a pair's two (see PAIRS), any other row itself."""
+    pair = PAIRS.get(kind)
+    if pair is None:
+        return [(kind, values)]
+    table, layouts = pair
+    return [(table, tuple(values[v] if type(v) is int else int(v) for v in layout))
+            for layout in layouts]
+
 
 # -- table descriptions ---------------------------------------------------------------------------
 
@@ -561,7 +591,9 @@ def _dec16(v: Decimal) -> str:
 
 def stored_rows_of(events: Iterable[Event]) -> list[StoredRow]:
     """``rows_of`` with every row already turned into its stored column values: the same
-    (kind, values) as ``ROW_CONVERTERS[kind](row)`` for each of ``rows_of``'s rows.
+    (kind, values) as ``ROW_CONVERTERS[kind](row)`` for each of ``rows_of``'s rows, but a
+    deal's two deal_history and two user_deal_history rows each given as one pair (PAIRS;
+    ``unpaired`` gives the rows).
 
     Why: the SQLite store writes those values as they are, and built straight from the events
     a deal's price, amount, deal and fees are converted once for its four rows (instead of four
@@ -584,14 +616,11 @@ def stored_rows_of(events: Iterable[Event]) -> list[StoredRow]:
             market = e.market
             if len(market) > 30:
                 market = _VARCHAR_30(market)
-            append((DEAL, (t, ask_user, deal_id, ask_order, bid_order, ask_role, price, amount,
-                           deal, ask_fee, bid_fee)))
-            append((DEAL, (t, bid_user, deal_id, bid_order, ask_order, bid_role, price, amount,
-                           deal, bid_fee, ask_fee)))
-            append((USER_DEAL, (t, ask_user, market, deal_id, ask_order, bid_order, ASK,
-                                ask_role, price, amount, deal, ask_fee, bid_fee)))
-            append((USER_DEAL, (t, bid_user, market, deal_id, bid_order, ask_order, BID,
-                                bid_role, price, amount, deal, bid_fee, ask_fee)))
+            append((DEAL_PAIR, (t, ask_user, bid_user, deal_id, ask_order, bid_order, ask_role,
+                                bid_role, price, amount, deal, ask_fee, bid_fee)))
+            append((USER_DEAL_PAIR, (t, ask_user, bid_user, market, deal_id, ask_order,
+                                     bid_order, ask_role, bid_role, price, amount, deal,
+                                     ask_fee, bid_fee)))
             for change in e.balance_changes():  # its balance rows, as rows_of makes them
                 append((BALANCE, _stored_balance(change)))
         elif type(e) is OrderFinished:

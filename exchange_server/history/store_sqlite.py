@@ -36,6 +36,7 @@ from exchange_server.history.rows import (
     DEAL,
     DETAIL,
     ORDER,
+    PAIRS,
     STOP,
     TABLES,
     USER_DEAL,
@@ -134,23 +135,49 @@ def insert_sql(kind: str, rows: int = 1) -> str:
     return f'{verb} INTO "{kind}" ({columns}) VALUES {", ".join([marks] * rows)}'
 
 
+def pair_insert_sql(kind: str, pairs: int = 1) -> str:
+    """The INSERT of ``pairs`` pairs of rows (rows.PAIRS): each pair's values given once, in
+    the pair's order, and every row naming its values by number (``?N``)."""
+    table, layouts = PAIRS[kind]
+    width = _pair_width(kind)
+    columns = ", ".join(f'"{name}"' for name, _ in TABLES[table])
+    rows = [
+        "(" + ", ".join(f"?{base + v + 1}" if type(v) is int else str(v) for v in layout) + ")"
+        for base in range(0, pairs * width, width) for layout in layouts]
+    return f'INSERT INTO "{table}" ({columns}) VALUES {", ".join(rows)}'
+
+
+def _pair_width(kind: str) -> int:
+    """Values in one pair of ``kind``: every index its rows name."""
+    return 1 + max(v for layout in PAIRS[kind][1] for v in layout if type(v) is int)
+
+
 _INSERTS = {kind: insert_sql(kind) for kind in ALL_KINDS}
 _MULTI_INSERTS = {kind: insert_sql(kind, ROWS_PER_INSERT) for kind in ALL_KINDS}
 _COLUMNS = {kind: len(TABLES[kind]) for kind in ALL_KINDS}
+#: rows each unit of a kind's values stands for: 2 for a pair
+_ROWS = dict.fromkeys(ALL_KINDS, 1)
+for _kind in PAIRS:
+    _INSERTS[_kind] = pair_insert_sql(_kind)
+    _MULTI_INSERTS[_kind] = pair_insert_sql(_kind, ROWS_PER_INSERT // 2)
+    _COLUMNS[_kind] = _pair_width(_kind)
+    _ROWS[_kind] = 2
 
 
-def insert_rows(conn: sqlite3.Connection, kind: str, values: list[object]) -> None:
-    """Insert rows of ``kind`` given as one flat list of their column values, in order:
-    ROWS_PER_INSERT rows a statement, then the rest one a statement (a statement per size would
-    be compiled again and again: the sqlite3 module keeps 128)."""
-    step = ROWS_PER_INSERT * _COLUMNS[kind]
+def insert_rows(conn: sqlite3.Connection, kind: str, values: list[object]) -> int:
+    """Insert rows of ``kind`` given as one flat list of their column values (a pair kind:
+    the pairs' values), in order: ROWS_PER_INSERT rows a statement, then the rest one (one
+    pair) a statement (a statement per size would be compiled again and again: the sqlite3
+    module keeps 128).  Returns how many rows."""
+    width = _COLUMNS[kind]
+    step = ROWS_PER_INSERT // _ROWS[kind] * width
     full = len(values) - len(values) % step
     if full:
         conn.executemany(_MULTI_INSERTS[kind], [values[i:i + step] for i in range(0, full, step)])
     if full < len(values):
-        width = _COLUMNS[kind]
         conn.executemany(_INSERTS[kind], [values[i:i + width]
                                           for i in range(full, len(values), width)])
+    return len(values) // width * _ROWS[kind]
 
 
 def _detail_is_view(conn: sqlite3.Connection) -> bool:
@@ -227,20 +254,20 @@ class SqliteHistoryStore:
                 if not todo:
                     conn.execute("ROLLBACK")
                     return 0
-                # per table, the column values of all its rows in one flat list
+                # per table (or pair kind), the column values of all its rows in one flat list
                 grouped: dict[str, list[object]] = {}
-                count = 0
                 for _oper_id, rows in todo:
-                    count += len(rows)
                     for kind, values in rows:
                         flat = grouped.get(kind)
                         if flat is None:
                             flat = grouped[kind] = []
                         flat.extend(values)
+                count = 0
                 if not self._write_detail:
-                    grouped.pop(DETAIL, None)  # order_history's rows are the view's
+                    detail = grouped.pop(DETAIL, None)  # order_history's rows are the view's
+                    count += len(detail or ()) // _COLUMNS[DETAIL]
                 for kind, flat in grouped.items():
-                    insert_rows(conn, kind, flat)
+                    count += insert_rows(conn, kind, flat)
                 conn.execute('INSERT OR REPLACE INTO "history_offset" ("id", "oper_id") '
                              'VALUES (1, ?)', (todo[-1][0],))
                 conn.execute("COMMIT")

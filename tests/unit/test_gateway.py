@@ -7,7 +7,8 @@ import json
 import time
 from typing import Any
 
-from exchange_server.accesshttp.server import BATCH_CHUNK, BATCH_SLICE, AccessHttp
+from exchange_server.accesshttp.server import BATCH_AHEAD, BATCH_CHUNK, BATCH_SLICE, AccessHttp
+from tests.support.waiting import wait_until_async
 
 
 class SlowBackend:
@@ -91,3 +92,97 @@ async def test_a_batch_of_cpu_heavy_calls_shrinks_its_chunks() -> None:
     status, _ = await app.dispatch(_batch(20))
     assert status == 200 and len(backend.calls) == 20
     assert app._batch_chunk == 1
+
+
+class NowaitBackend:
+    """Answers as the embedded matchengine does, without a task (``call_nowait``): a read at
+    once, a write (``order.*``) held until ``release`` (as until its durable commit), each
+    after holding this thread's CPU for ``busy`` seconds."""
+
+    def __init__(self, busy: float = 0.0) -> None:
+        self.busy = busy
+        self.calls: list[int | None] = []
+        self.task_calls: list[int | None] = []
+        self.held: list[tuple[int | None, Any]] = []
+
+    def connected(self) -> bool:
+        return True
+
+    async def call(self, method: str, params: list[Any], req_id: int | None) -> bytes:
+        self.task_calls.append(req_id)
+        return _reply(req_id)
+
+    def call_nowait(self, method: str, params: list[Any], req_id: int | None,
+                    reply: Any) -> bytes | None:
+        held = time.thread_time()
+        while time.thread_time() - held < self.busy:
+            pass
+        self.calls.append(req_id)
+        if not method.startswith("order."):
+            return _reply(req_id)
+        self.held.append((req_id, reply))
+        return None
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for req_id, reply in held:
+            reply(_reply(req_id))
+
+
+def _reply(req_id: int | None) -> bytes:
+    return json.dumps({"error": None, "result": req_id, "id": req_id}).encode()
+
+
+def _calls(methods: list[str]) -> bytes:
+    return json.dumps([{"method": m, "params": [], "id": i} for i, m in enumerate(methods)]).encode()
+
+
+async def _loop_rounds(n: int = 20) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_a_batch_of_writes_is_made_a_cpu_slice_at_a_time_some_chunks_ahead() -> None:
+    """Calls to a backend without a task are made as many as fit in BATCH_SLICE of CPU at a
+    time, and the next chunks before the first one's replies came (their writes join the
+    next commit), BATCH_AHEAD chunks at most; the replies come back whole and in order."""
+    backend = NowaitBackend(busy=BATCH_SLICE * 0.4)  # 3 calls pass the slice
+    app = AccessHttp({"matchengine": backend})
+    answer = asyncio.ensure_future(app.dispatch(_calls(["order.put_limit"] * 20)))
+    made = 3 * BATCH_AHEAD
+    assert made < 20
+    await wait_until_async(lambda: len(backend.held) >= made)
+    await _loop_rounds()
+    assert backend.calls == list(range(made)) and not answer.done()
+    await wait_until_async(lambda: backend.release() or answer.done())
+    status, body = await answer
+    assert status == 200 and json.loads(body) == [json.loads(_reply(i)) for i in range(20)]
+    assert backend.calls == list(range(20)) and backend.task_calls == []
+
+
+async def test_a_batch_call_held_past_the_timeout_is_answered_504_in_its_place() -> None:
+    backend = NowaitBackend()
+    app = AccessHttp({"matchengine": backend}, timeout=0.1)
+    status, body = await app.dispatch(_calls(["asset.list", "order.put_limit", "asset.list"]))
+    assert status == 200
+    assert json.loads(body) == [
+        json.loads(_reply(0)),
+        {"error": {"code": 5, "message": "service timeout"}, "result": None, "id": 1},
+        json.loads(_reply(2))]
+
+
+async def test_a_batch_mixing_inline_calls_and_others_answers_in_order() -> None:
+    """A call the inline chunk cannot make (an unknown method here) ends it: the task path
+    answers that one, in its place, and the calls after it are made inline again."""
+    backend = NowaitBackend()
+    app = AccessHttp({"matchengine": backend})
+    answer = asyncio.ensure_future(app.dispatch(
+        _calls(["order.put_limit", "asset.list", "no.such", "order.cancel", "asset.list"])))
+    await wait_until_async(lambda: backend.release() or answer.done())
+    status, body = await answer
+    assert status == 200
+    replies = json.loads(body)
+    assert [r["id"] for r in replies] == [0, 1, 2, 3, 4]
+    assert replies[2]["error"] == {"code": 4, "message": "method not found"}
+    assert [r["result"] for r in replies[:2] + replies[3:]] == [0, 1, 3, 4]
+    assert backend.calls == [0, 1, 3, 4] and backend.task_calls == []

@@ -6,6 +6,8 @@ from __future__ import annotations
 import decimal
 import json
 import random
+import re
+import sqlite3
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal as D
@@ -14,6 +16,7 @@ from typing import Any
 import pytest
 
 from exchange_server.history import rows as R
+from exchange_server.history import store_sqlite as S
 from exchange_server.history.rows import (
     BALANCE,
     DEAL,
@@ -392,7 +395,8 @@ def test_stored_rows_equal_the_converted_rows() -> None:
     sessions = [events for _, events in scripted_ops() + golden_ops()] + [_edge_events()]
     for events in sessions:
         got = R.stored_rows_of(events)
-        assert got == _converted(events)
+        assert [row for kind, values in got for row in R.unpaired(kind, values)] == (
+            _converted(events))
         assert all(type(values) is tuple for _, values in got)
     assert sum(len(R.stored_rows_of(events)) for events in sessions) > 50
 
@@ -403,3 +407,29 @@ def test_stored_rows_of_a_finished_order_share_one_tuple() -> None:
     (kind_a, a), (kind_b, b) = R.stored_rows_of([_edge_events()[3]])
     assert (kind_a, kind_b) == (ORDER, DETAIL) and a is b
     assert a[4] == "M" * 30 and a[5] == R.NULL_SOURCE and a[8] == "9" * 22 + "." + "9" * 8
+
+
+def test_a_deal_pair_inserts_its_two_rows_binding_shared_values_once() -> None:
+    """The SQLite store inserts a deal's pairs (rows.PAIRS) with numbered parameters: the
+    table gets exactly the rows ``unpaired`` gives, in order, one pair per statement or many
+    (a full statement then the rest), with 13 + 14 values bound per deal instead of 48."""
+    deals = [e for _, events in scripted_ops() + golden_ops() for e in events
+             if type(e) is Deal] + [e for e in _edge_events() if type(e) is Deal]
+    assert len(deals) > 3
+    deals = (deals * (S.ROWS_PER_INSERT // len(deals) + 2))[:S.ROWS_PER_INSERT // 2 + 3]
+    stored = [row for d in deals for row in R.stored_rows_of([d]) if row[0] in R.PAIRS]
+    for kind, expected_width in ((R.DEAL_PAIR, 13), (R.USER_DEAL_PAIR, 14)):
+        table = R.PAIRS[kind][0]
+        pairs = [values for k, values in stored if k == kind]
+        assert {len(values) for values in pairs} == {expected_width}
+        assert len(set(re.findall(r"\?(\d+)", S.pair_insert_sql(kind)))) == expected_width
+        for count in (1, len(pairs)):  # one statement of one pair; a full one then the rest
+            conn = sqlite3.connect(":memory:")
+            for statement in S.schema():
+                conn.execute(statement)
+            written = S.insert_rows(conn, kind, [v for values in pairs[:count] for v in values])
+            names = ", ".join(f'"{name}"' for name, _ in R.TABLES[table])
+            got = conn.execute(f'SELECT {names} FROM "{table}" ORDER BY "id"').fetchall()
+            want = [row for values in pairs[:count] for _, row in R.unpaired(kind, values)]
+            assert written == len(want) == 2 * count and got == want
+            conn.close()

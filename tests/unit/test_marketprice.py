@@ -451,3 +451,31 @@ def test_invalid_and_duplicate_messages_are_skipped() -> None:
     assert data.offset == 1009
     assert len(call(service, "market.deals", ["BTCBCH", 10000, 0])) == sum(
         d.market == "BTCBCH" for d in deals)
+
+
+def _state(data: Any) -> Any:
+    """Everything a MarketData holds per market, as comparable values."""
+    return {name: (m.last, str(m.last), [{ts: k.values() for ts, k in kind.items()} for kind in m.klines],
+                   list(m.deals), m.new_deals, sorted(m.dirty))
+            for name, m in data.markets.items()}
+
+
+def test_a_deal_read_from_its_event_is_the_deal_read_from_its_text() -> None:
+    """In-process messages carry the engine's Deal (``Message.event``): marketprice reads it
+    instead of parsing the text, with the same outcome (prices, klines, deal texts, last and
+    its exponent, duplicates), for the session's deals and for a deal delivered twice."""
+    from exchange_server.marketprice.localtime import LocalTime
+    from exchange_server.marketprice.state import MarketData
+
+    deals = session().deals
+    by_text, by_event = (MarketData(LocalTime(TZ), RETENTION) for _ in range(2))
+    for data in (by_text, by_event):
+        data.add_market("BTCBCH")
+    messages = [(n, deal_message(d), d) for n, d in enumerate(deals + deals[:3])]
+    for n, value, d in messages:
+        assert by_text.apply(Message(n, value, n)) == by_event.apply(Message(n, value, n, d))
+    assert by_event.applied == by_text.applied == len(deals)
+    assert by_event.duplicates == by_text.duplicates == 3
+    assert (by_event.last_deal_id, by_event.last_deal_time, by_event.offset) == (
+        by_text.last_deal_id, by_text.last_deal_time, by_text.offset)
+    assert _state(by_event) == _state(by_text) and len(_state(by_text)) == 2
