@@ -71,7 +71,11 @@ from exchange_server.matchengine.store import (
     SliceInfo,
     StoreError,
 )
-from exchange_server.process.inherited import die_with_parent, release_in_child
+from exchange_server.process.inherited import (
+    die_with_parent,
+    prepare_die_with_parent,
+    release_in_child,
+)
 
 log = logging.getLogger("exchange_server.matchengine")
 
@@ -727,6 +731,7 @@ class MatchEngineService:
         # taken before the fork: a child first scheduled after its engine died would read the
         # reaper's pid as its parent, and never notice the death (_child_wait_durable)
         parent = os.getpid()
+        prepare_die_with_parent()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1

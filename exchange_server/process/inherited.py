@@ -16,11 +16,13 @@ dies (:func:`die_with_parent`).
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
 import stat
 import sys
+from collections.abc import Callable
 from typing import IO, Any
 
 #: Open files only the process that opened them (and a watchdog's worker) may keep.
@@ -48,25 +50,41 @@ def release_in_child() -> None:
 PR_SET_PDEATHSIG = 1
 
 
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` through ctypes; None off Linux or without it.  Looked up in the parent
+    (:func:`prepare_die_with_parent`): a forked child must not load libraries, since a lock
+    another thread of its parent held at the fork (the dynamic loader's) stays held in it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        function = ctypes.CDLL(None, use_errno=True).prctl
+        function.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+        return function
+    except (OSError, AttributeError):
+        return None
+
+
+def prepare_die_with_parent() -> None:
+    """In the parent, before forking a child that will call :func:`die_with_parent`."""
+    _prctl()
+
+
 def die_with_parent(parent: int) -> bool:
     """In a freshly forked helper child: have the kernel SIGKILL this process as soon as its
     parent (pid ``parent``, taken before the fork) dies, so that a SIGKILLed engine leaves no
     child working on; False when the parent is already gone (it died before the request was
     made: the child must exit at once).
 
-    Linux only (``prctl(PR_SET_PDEATHSIG)``, through ctypes); elsewhere, or if the call fails,
-    the child lives on and only the answer tells it its parent is gone, as the slice writer
-    also checks before it publishes.  The signal comes when the *thread* that forked exits: the
-    slice writer is forked by the event loop's thread, which lives as long as the engine."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0),
-                       ctypes.c_ulong(0), ctypes.c_ulong(0))
-        except (OSError, AttributeError):
-            pass  # no prctl: the checks of the parent's pid remain
+    Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere, or if the call fails, the child lives
+    on and only the answer tells it its parent is gone, as the slice writer also checks before
+    it publishes.  The signal comes when the *thread* that forked exits: the slice writer is
+    forked by the event loop's thread, which lives as long as the engine."""
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     return os.getppid() == parent
 
 

@@ -20,7 +20,11 @@ from pathlib import Path
 import pytest
 
 from exchange_server.embedded import DataDirLocked, lock_data_dir
-from exchange_server.process.inherited import die_with_parent, release_in_child
+from exchange_server.process.inherited import (
+    die_with_parent,
+    prepare_die_with_parent,
+    release_in_child,
+)
 
 
 def port_listens_in_child(port: int) -> bool:
@@ -151,6 +155,7 @@ def death_signal() -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
 def test_a_helper_child_asks_to_die_with_its_parent() -> None:
     parent = os.getpid()
+    prepare_die_with_parent()  # as the service does before its fork
     assert in_child(lambda: death_signal() == 0)  # nothing asked: a forked child has none
     assert in_child(lambda: die_with_parent(parent) and death_signal() == signal.SIGKILL)
 
