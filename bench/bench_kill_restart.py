@@ -165,6 +165,9 @@ class Kill:
     child_outlived_restart: bool = False
     #: the restarted server's start-up timing line (where its seconds went)
     startup: str = ""
+    #: CPU seconds of the restarted main process at its first accepted order (its start, the
+    #: restore, the listeners): what the restart costs whatever the machine's load
+    cpu_seconds: float = 0.0
 
     @property
     def us_per_open_order(self) -> float:
@@ -181,6 +184,7 @@ def kind_figures(kind: str, kills: list[Kill]) -> dict[str, Any]:
     figures[f"{kind}: restart seconds, worst"] = max(seconds)
     figures[f"{kind}: restart seconds, mean"] = sum(seconds) / len(seconds)
     figures[f"{kind}: restart us per open order"] = max(k.us_per_open_order for k in mine)
+    figures[f"{kind}: restart CPU seconds, mean"] = sum(k.cpu_seconds for k in mine) / len(mine)
     figures[f"{kind}: operations replayed, max"] = max(k.replayed for k in mine)
     figures[f"{kind}: open orders, min"] = min(k.open_orders for k in mine)
     if kind == "during":
@@ -472,9 +476,10 @@ def freeze_slice_child(main: int, lock: Path, cpu: float = 0.02) -> int | None:
 
 # -- restart and checks ------------------------------------------------------------------------
 
-def restart(old: ServerProcess, config: Path) -> tuple[ServerProcess, float, dict[str, Any], str]:
-    """Start on the same data and ports; seconds to the first accepted order, that order, and
-    what the server logged meanwhile."""
+def restart(old: ServerProcess,
+            config: Path) -> tuple[ServerProcess, float, dict[str, Any], str, float]:
+    """Start on the same data and ports; seconds to the first accepted order, that order,
+    what the server logged meanwhile and the CPU seconds its main process had used then."""
     offset = old.log_path.stat().st_size if old.log_path.exists() else 0
     new = ServerProcess(old.data_dir, config=config)
     new.port, new.ws_port, new.cli_port, new.metrics_port = (
@@ -483,10 +488,12 @@ def restart(old: ServerProcess, config: Path) -> tuple[ServerProcess, float, dic
     new.start(timeout=600)
     result = wait_until(lambda: probe(new), 600, 0.01, "an order accepted after the restart")
     elapsed = time.perf_counter() - t0
+    assert new.proc is not None
+    cpu = cpu_seconds(new.proc.pid) or 0.0
     with open(new.log_path, "rb") as f:
         f.seek(offset)
         logged = f.read().decode(errors="replace")
-    return new, elapsed, result, logged
+    return new, elapsed, result, logged, cpu
 
 
 def probe(server: ServerProcess) -> dict[str, Any] | None:
@@ -597,13 +604,13 @@ class Run:
             self.load_seconds += load.stop()
         self.load_accepted += load.accepted
         self.acked.update(load.acked)
-        self.server, seconds, probe, logged = restart(self.server, self.config)
+        self.server, seconds, probe, logged, cpu = restart(self.server, self.config)
         self.acked[probe["id"]] = (PROBE[2], PROBE[3], PROBE[4])
         outlived = any(alive(pid) for pid in writers)
         restored = restored_line(logged) or ("?", -1)
         kill = Kill("during" if writers else "between", seconds, restored[1],
                     open_orders(self.server.port), restored[0], len(self.acked), outlived,
-                    started_line(logged))
+                    started_line(logged), cpu)
         self.lost += lost_orders(self.server.port, self.acked)
         self.errors += money_errors(self.server.port, self.users)
         self.thaw()
@@ -631,7 +638,8 @@ def plan(kills: list[Kill], rounds: int, slices: bool) -> str | None:
 
 
 def print_round(n: int, kill: Kill) -> None:
-    print(f"   round {n}: {kill.kind:<7} restart {kill.restart_seconds:6.2f} s, "
+    print(f"   round {n}: {kill.kind:<7} restart {kill.restart_seconds:6.2f} s "
+          f"(CPU {kill.cpu_seconds:.2f} s), "
           f"{kill.open_orders:,} open orders ({kill.us_per_open_order:.1f} us each), "
           f"slice {kill.slice_time}, {kill.replayed:,} operations replayed, "
           f"{kill.acked_before:,} orders acknowledged so far"

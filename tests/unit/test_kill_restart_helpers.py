@@ -103,7 +103,7 @@ def test_plan_alternates_and_figures() -> None:
     kills.append(Kill("during", 1.0, 50, 50_000, "1", 20, True))
     kills.append(Kill("between", 1.0, 300, 100_000, "2", 30))
     assert plan(kills, 2, True) == "during"
-    kills.append(Kill("during", 3.0, 10, 100_000, "2", 40, False))
+    kills.append(Kill("during", 3.0, 10, 100_000, "2", 40, False, cpu_seconds=1.0))
     assert plan(kills, 2, True) is None
     figures = kind_figures("between", kills)
     assert figures["between: kills"] == 2
@@ -114,6 +114,7 @@ def test_plan_alternates_and_figures() -> None:
     during = kind_figures("during", kills)
     assert during["during: restart us per open order"] == 30.0
     assert during["during: child outlived the restart"] == 1
+    assert during["during: restart CPU seconds, mean"] == 0.5
     assert all(len(label) <= 34 for label in [*figures, *during])
 
 
