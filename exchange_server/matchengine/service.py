@@ -773,10 +773,15 @@ class MatchEngineService:
         ``SLICE_ABANDONED_AFTER``.  By age, because only age proves nobody writes them any
         more: this engine has one slice child at a time and no other engine runs on its data
         (the data directory's lock, the ports), but an orphaned child where the kernel does
-        not kill it, or a deposed leader's child (leader lease), may still be writing, and
-        dropping the tables under a child about to publish would publish a slice without
-        them.  Here, when a slice begins, so that a restart does not pay for it."""
-        dropped = store.drop_unpublished_slices(before=info.time - SLICE_ABANDONED_AFTER)
+        not kill it, or two engines under a leader lease (a deposed one slices until it
+        notices), may be at work, and tables dropped under a writer about to publish would
+        make a published slice without them.  Here, when a slice begins, so that a restart
+        does not pay for it; housekeeping, so a failure is logged and the slice goes on."""
+        try:
+            dropped = store.drop_unpublished_slices(before=info.time - SLICE_ABANDONED_AFTER)
+        except StoreError as e:
+            log.warning("slice %d: unpublished slices not dropped: %s", info.time, e)
+            return
         if dropped:
             log.info("slice %d: dropped the tables of unpublished slice(s) %s", info.time,
                      ", ".join(map(str, dropped)))

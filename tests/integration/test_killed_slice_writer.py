@@ -31,7 +31,7 @@ from bench.cpu import children
 from exchange_server.common.config import MatchEngineConfig, default_matchengine_data, load_matchengine
 from exchange_server.matchengine.service import SLICE_ABANDONED_AFTER, MatchEngineService
 from exchange_server.matchengine.slicerows import SLICE_KINDS
-from exchange_server.matchengine.store import EngineStore, state_checksum
+from exchange_server.matchengine.store import EngineStore, StoreError, state_checksum
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 from tests.integration.test_store import slice_db, slice_tables
@@ -162,3 +162,27 @@ def test_a_killed_slice_writer_dies_and_its_tables_go(make_store: MakeStore) -> 
     restored.restore()
     assert state_checksum(restored.engine.dump_state()) == \
         state_checksum(replayed.engine.dump_state())
+
+
+def test_a_failing_drop_does_not_fail_the_slice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Dropping old unpublished tables is housekeeping: when it fails the slice is written
+    all the same (here the final slice of a stop, written in-process)."""
+    store = SqliteEngineStore(tmp_path / "data")
+    store.open()
+
+    def fails(before: int) -> list[int]:
+        raise StoreError("disk I/O error")
+
+    monkeypatch.setattr(store, "drop_unpublished_slices", fails)
+    service = MatchEngineService(config(), store)
+
+    async def run() -> None:
+        await service.start()
+        service.execute("balance.update", deposit(1, 1, "1"))
+        await service.stop()
+
+    asyncio.run(run())
+    assert [s.end_oper_id for s in store.list_slices()] == [1]
+    assert "unpublished slices not dropped: disk I/O error" in caplog.text
+    store.close()
