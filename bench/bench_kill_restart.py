@@ -9,11 +9,13 @@ default) in the middle of a concurrent HTTP order load, at two kinds of moment:
 
 * ``between``: no slice child alive (a random moment after the last slice was published);
 * ``during``: while a slice child (a forked copy of the engine, same command line) writes a
-  slice: the engine and its follower die, the child lives on and finishes by itself, as when
-  the engine alone is killed (OOM killer, crash).
+  slice: the engine and its follower die; the child is not killed by the benchmark, as when
+  the engine alone is killed (OOM killer, crash): since branch restart5 the kernel kills it
+  with its engine, before that it lived on and finished by itself.
 
 Each kill is SIGKILL of the main process and its other children (the history follower, the
-resource tracker), never of the slice child.  The restart runs on the same data directory and
+resource tracker), never of the slice child; the kind is whether a slice child was alive
+when the engine was killed.  The restart runs on the same data directory and
 the same ports (a slice child still holding the dead engine's ports or data-dir lock would
 make it fail), and is timed from the command to the reply of the first order accepted.  Then,
 with the load stopped, every order whose ``put_limit`` reply arrived before any kill so far is
@@ -111,6 +113,16 @@ def restored_line(log: str) -> tuple[str, int] | None:
     return (found.group(1), int(found.group(2))) if found else None
 
 
+STARTED = re.compile(r"started in [^\n]*")
+
+
+def started_line(log: str) -> str:
+    """The server's start-up timing line (``started in T s (A s after exec): step s, ...``,
+    process/lifecycle.py); "" from a checkout that does not log it."""
+    found = STARTED.search(log)
+    return found.group(0) if found else ""
+
+
 def balance_sums(results: Iterable[dict[str, dict[str, str]]]) -> dict[str, Decimal]:
     """Per asset, available + frozen summed over ``balance.query`` results."""
     sums: dict[str, Decimal] = {}
@@ -151,6 +163,11 @@ class Kill:
     acked_before: int
     #: the killed engine's slice child was still running when the first order was accepted
     child_outlived_restart: bool = False
+    #: the restarted server's start-up timing line (where its seconds went)
+    startup: str = ""
+    #: CPU seconds of the restarted main process at its first accepted order (its start, the
+    #: restore, the listeners): what the restart costs whatever the machine's load
+    cpu_seconds: float = 0.0
 
     @property
     def us_per_open_order(self) -> float:
@@ -167,6 +184,7 @@ def kind_figures(kind: str, kills: list[Kill]) -> dict[str, Any]:
     figures[f"{kind}: restart seconds, worst"] = max(seconds)
     figures[f"{kind}: restart seconds, mean"] = sum(seconds) / len(seconds)
     figures[f"{kind}: restart us per open order"] = max(k.us_per_open_order for k in mine)
+    figures[f"{kind}: restart CPU seconds, mean"] = sum(k.cpu_seconds for k in mine) / len(mine)
     figures[f"{kind}: operations replayed, max"] = max(k.replayed for k in mine)
     figures[f"{kind}: open orders, min"] = min(k.open_orders for k in mine)
     if kind == "during":
@@ -248,13 +266,16 @@ def holds_inherited(pid: int, lock: Path) -> bool:
     return False
 
 
-def kill_engine(server: ServerProcess) -> list[int]:
+def kill_engine(server: ServerProcess) -> tuple[list[int], list[int]]:
     """SIGKILL the main process, then its children other than slice writers (the follower, the
-    resource tracker); return the slice children that outlive it."""
+    resource tracker); return the slice children alive at the kill, and every process with
+    the engine's command line alive after it (orphaned slice children, also older ones)."""
     assert server.proc is not None
     main = server.proc.pid
     main_cmd = cmdline(main) or b""
-    others = [c for c in children(main) if not is_slice_child(cmdline(c), main_cmd)]
+    found = children(main)
+    others = [c for c in found if not is_slice_child(cmdline(c), main_cmd)]
+    writers = [c for c in found if c not in others and alive(c)]
     os.kill(main, signal.SIGKILL)
     for pid in others:
         try:
@@ -262,7 +283,7 @@ def kill_engine(server: ServerProcess) -> list[int]:
         except ProcessLookupError:
             pass
     server.proc.wait(60)
-    return same_command(main_cmd)
+    return writers, same_command(main_cmd)
 
 
 # -- JSON-RPC over one keep-alive connection (raw: works with any checkout's server) -----------
@@ -455,9 +476,10 @@ def freeze_slice_child(main: int, lock: Path, cpu: float = 0.02) -> int | None:
 
 # -- restart and checks ------------------------------------------------------------------------
 
-def restart(old: ServerProcess, config: Path) -> tuple[ServerProcess, float, dict[str, Any], str]:
-    """Start on the same data and ports; seconds to the first accepted order, that order, and
-    what the server logged meanwhile."""
+def restart(old: ServerProcess,
+            config: Path) -> tuple[ServerProcess, float, dict[str, Any], str, float]:
+    """Start on the same data and ports; seconds to the first accepted order, that order,
+    what the server logged meanwhile and the CPU seconds its main process had used then."""
     offset = old.log_path.stat().st_size if old.log_path.exists() else 0
     new = ServerProcess(old.data_dir, config=config)
     new.port, new.ws_port, new.cli_port, new.metrics_port = (
@@ -466,10 +488,12 @@ def restart(old: ServerProcess, config: Path) -> tuple[ServerProcess, float, dic
     new.start(timeout=600)
     result = wait_until(lambda: probe(new), 600, 0.01, "an order accepted after the restart")
     elapsed = time.perf_counter() - t0
+    assert new.proc is not None
+    cpu = cpu_seconds(new.proc.pid) or 0.0
     with open(new.log_path, "rb") as f:
         f.seek(offset)
         logged = f.read().decode(errors="replace")
-    return new, elapsed, result, logged
+    return new, elapsed, result, logged, cpu
 
 
 def probe(server: ServerProcess) -> dict[str, Any] | None:
@@ -575,17 +599,18 @@ class Run:
                 if child is not None:
                     self.frozen.append(child)
                     break
-            orphans = kill_engine(self.server)
+            writers, orphans = kill_engine(self.server)
         finally:
             self.load_seconds += load.stop()
         self.load_accepted += load.accepted
         self.acked.update(load.acked)
-        self.server, seconds, probe, logged = restart(self.server, self.config)
+        self.server, seconds, probe, logged, cpu = restart(self.server, self.config)
         self.acked[probe["id"]] = (PROBE[2], PROBE[3], PROBE[4])
-        outlived = any(alive(pid) for pid in orphans)
+        outlived = any(alive(pid) for pid in writers)
         restored = restored_line(logged) or ("?", -1)
-        kill = Kill("during" if orphans else "between", seconds, restored[1],
-                    open_orders(self.server.port), restored[0], len(self.acked), outlived)
+        kill = Kill("during" if writers else "between", seconds, restored[1],
+                    open_orders(self.server.port), restored[0], len(self.acked), outlived,
+                    started_line(logged), cpu)
         self.lost += lost_orders(self.server.port, self.acked)
         self.errors += money_errors(self.server.port, self.users)
         self.thaw()
@@ -613,12 +638,15 @@ def plan(kills: list[Kill], rounds: int, slices: bool) -> str | None:
 
 
 def print_round(n: int, kill: Kill) -> None:
-    print(f"   round {n}: {kill.kind:<7} restart {kill.restart_seconds:6.2f} s, "
+    print(f"   round {n}: {kill.kind:<7} restart {kill.restart_seconds:6.2f} s "
+          f"(CPU {kill.cpu_seconds:.2f} s), "
           f"{kill.open_orders:,} open orders ({kill.us_per_open_order:.1f} us each), "
           f"slice {kill.slice_time}, {kill.replayed:,} operations replayed, "
           f"{kill.acked_before:,} orders acknowledged so far"
           f"{', the slice child outlived the restart' if kill.child_outlived_restart else ''}",
           flush=True)
+    if kill.startup:
+        print(f"      {kill.startup}", flush=True)
 
 
 SLICE_STARTED = re.compile(r"slice \d+: child \d+ dumping")

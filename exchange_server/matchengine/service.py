@@ -73,12 +73,21 @@ from exchange_server.matchengine.store import (
     SliceInfo,
     StoreError,
 )
-from exchange_server.process.inherited import release_in_child
+from exchange_server.process.inherited import (
+    die_with_parent,
+    prepare_die_with_parent,
+    release_in_child,
+)
 
 log = logging.getLogger("exchange_server.matchengine")
 
 #: How long a slice child waits for its operations to become durable before giving up.
 SLICE_DURABLE_TIMEOUT = 600.0
+#: Seconds after its fork by which a slice child is dead whatever happens (its SIGALRM).
+SLICE_CHILD_LIFETIME = int(SLICE_DURABLE_TIMEOUT) + 600
+#: Unpublished slice tables this much older than a child's lifetime are abandoned: nobody can
+#: still be writing them, even on another engine whose clock is off by up to a minute.
+SLICE_ABANDONED_AFTER = SLICE_CHILD_LIFETIME + 60
 #: Seconds between attempts to rebuild the engine / probe the storage while degraded.
 PROBE_INTERVAL = 1.0
 #: How long stop() waits for the last commit before giving up on it.
@@ -729,10 +738,15 @@ class MatchEngineService:
         # taken before the fork: a child first scheduled after its engine died would read the
         # reaper's pid as its parent, and never notice the death (_child_wait_durable)
         parent = os.getpid()
+        prepare_die_with_parent()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
             try:
+                # killed with its engine: an orphan would write for nothing on a core the
+                # restart needs, and what it leaves is dropped by the next slice
+                if not die_with_parent(parent):
+                    raise StoreError("the engine died before its slice child started")
                 release_in_child()  # the parent's ports and locks die with the parent
                 self._child_write_slice(info, parent)
                 code = 0
@@ -747,16 +761,37 @@ class MatchEngineService:
     def _child_write_slice(self, info: SliceInfo,
                            parent: int) -> None:  # pragma: no cover - forked child
         # A child that hangs for any reason dies by SIGALRM instead of living on.
-        signal.alarm(int(SLICE_DURABLE_TIMEOUT) + 600)
+        signal.alarm(SLICE_CHILD_LIFETIME)
         store = self.store.clone()
         store.open()
         try:
+            self._drop_unpublished(store, info)
             store.write_slice_data(info, self.engine.dump_state())
             self._child_wait_durable(store, info, parent)
             store.publish_slice(info)
             self._prune_slices(store, info.time)
         finally:
             store.close()
+
+    @staticmethod
+    def _drop_unpublished(store: EngineStore, info: SliceInfo) -> None:
+        """Drop what slice writers killed before publishing left (their engine was killed, and
+        they with it): the tables of slices ``slice_history`` does not list, once older than
+        ``SLICE_ABANDONED_AFTER``.  By age, because only age proves nobody writes them any
+        more: this engine has one slice child at a time and no other engine runs on its data
+        (the data directory's lock, the ports), but an orphaned child where the kernel does
+        not kill it, or two engines under a leader lease (a deposed one slices until it
+        notices), may be at work, and tables dropped under a writer about to publish would
+        make a published slice without them.  Here, when a slice begins, so that a restart
+        does not pay for it; housekeeping, so a failure is logged and the slice goes on."""
+        try:
+            dropped = store.drop_unpublished_slices(before=info.time - SLICE_ABANDONED_AFTER)
+        except StoreError as e:
+            log.warning("slice %d: unpublished slices not dropped: %s", info.time, e)
+            return
+        if dropped:
+            log.info("slice %d: dropped the tables of unpublished slice(s) %s", info.time,
+                     ", ".join(map(str, dropped)))
 
     @staticmethod
     def _child_wait_durable(store: EngineStore, info: SliceInfo,
@@ -781,6 +816,7 @@ class MatchEngineService:
             time.sleep(0.02)
 
     def _write_slice_inline(self, info: SliceInfo) -> None:
+        self._drop_unpublished(self.store, info)
         self.store.write_slice_data(info, self.engine.dump_state())
         self.store.publish_slice(info)
         self._prune_slices(self.store, info.time)

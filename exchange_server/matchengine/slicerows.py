@@ -9,7 +9,8 @@ the same objects from columns; each conversion is written once here.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any, cast
 
@@ -143,3 +144,15 @@ def decode_config_detail(text: str, where: str) -> dict[str, Any]:
 
 #: The tables of one slice: slice_<kind>_<time>.
 SLICE_KINDS = ("order", "balance", "update", "stop", "config", "state")
+
+_SLICE_TABLE = re.compile(rf"slice_(?:{'|'.join(SLICE_KINDS)})_(\d+)")
+
+
+def unpublished_slice_times(tables: Iterable[str], published: Iterable[int],
+                            before: int) -> list[int]:
+    """The times before ``before`` of the slices whose tables are among ``tables`` but which
+    are not ``published`` (no ``slice_history`` row), oldest first: what a slice writer killed
+    before publishing left.  Templates (``slice_order_example``, the original's
+    ``*_example_viabtc``) and other tables are not slices."""
+    found = {int(m.group(1)) for name in tables if (m := _SLICE_TABLE.fullmatch(name))}
+    return sorted(t for t in found - set(published) if t < before)

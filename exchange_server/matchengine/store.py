@@ -265,6 +265,13 @@ class EngineStore(ABC):
     def delete_slice(self, info: SliceInfo) -> None:
         """Drop a slice's tables and its history row."""
 
+    @abstractmethod
+    def drop_unpublished_slices(self, before: int) -> list[int]:
+        """Drop the tables of every slice older than ``before`` that has no ``slice_history``
+        row (a slice writer killed before it published leaves them); their times.  A
+        published slice is never touched; ``before`` must be old enough that no writer can
+        still be at work on such a slice (see the service's ``SLICE_ABANDONED_AFTER``)."""
+
     def delete_old_slices(self, now: int, keeptime: int) -> None:
         """The original's retention: once a slice at least as new as ``now - keeptime`` exists,
         every older slice is removed."""

@@ -87,6 +87,7 @@ from exchange_server.matchengine.slicerows import (
     slice_time,
     stop_decimals,
     stop_from_row,
+    unpublished_slice_times,
 )
 from exchange_server.matchengine.store import (
     Deposed,
@@ -796,3 +797,24 @@ class MysqlEngineStore(EngineStore):
                     cur.execute(f"DROP TABLE IF EXISTS `slice_{kind}_{t}`")
         except pymysql.MySQLError as e:
             raise self._error(f"cannot delete slice {t}", e) from e
+
+    def drop_unpublished_slices(self, before: int) -> list[int]:
+        """DDL commits on its own, so the list and the drops cannot be one transaction: each
+        time is looked up in ``slice_history`` again just before its tables go (``before``
+        is old enough that no writer can publish one of them meanwhile)."""
+        try:
+            tables = [r[0] for r in self._query("SHOW TABLES LIKE 'slice\\_%'")]
+            published = [int(r[0]) for r in self._query("SELECT time FROM slice_history")]
+            times = unpublished_slice_times(tables, published, before)
+            conn = self._connection()
+            dropped = []
+            for t in times:
+                if self._query("SELECT 1 FROM slice_history WHERE time = %s", (t,)):
+                    continue
+                with conn.cursor() as cur:
+                    for kind in SLICE_KINDS:
+                        cur.execute(f"DROP TABLE IF EXISTS `slice_{kind}_{t}`")
+                dropped.append(t)
+        except pymysql.MySQLError as e:
+            raise self._error("cannot drop unpublished slices", e) from e
+        return dropped

@@ -60,6 +60,7 @@ from exchange_server.matchengine.slicerows import (
     slice_time,
     stop_decimals,
     stop_from_row,
+    unpublished_slice_times,
 )
 from exchange_server.matchengine.store import (
     EngineStore,
@@ -440,6 +441,27 @@ class SqliteEngineStore(EngineStore):
             for kind in SLICE_KINDS:
                 db.execute(f"DROP TABLE IF EXISTS slice_{kind}_{t}")
             db.execute("COMMIT")
+
+    def drop_unpublished_slices(self, before: int) -> list[int]:
+        """Read first (nothing to drop: no write lock taken), then again and drop in one
+        write transaction, so a slice published meanwhile keeps its tables."""
+        with self._slice_db() as db:
+            if not _unpublished(db, before):
+                return []
+            db.execute("BEGIN IMMEDIATE")
+            times = _unpublished(db, before)
+            for t in times:
+                for kind in SLICE_KINDS:
+                    db.execute(f"DROP TABLE IF EXISTS slice_{kind}_{t}")
+            db.execute("COMMIT")
+        return times
+
+
+def _unpublished(db: sqlite3.Connection, before: int) -> list[int]:
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                       " AND name LIKE 'slice\\_%' ESCAPE '\\'")]
+    published = [r[0] for r in db.execute("SELECT time FROM slice_history")]
+    return unpublished_slice_times(tables, published, before)
 
 
 def _document_chunks(db: sqlite3.Connection, t: int) -> list[slicedoc.Chunk] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ import pytest
 from exchange_server.matchengine.core.engine import EngineState
 from exchange_server.matchengine.core.model import ASK, BID, LIMIT, Order, Side
 from exchange_server.matchengine.logcodec import decode_detail, encode_detail
+from exchange_server.matchengine.slicerows import SLICE_KINDS
 from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
@@ -430,6 +432,57 @@ def test_delete_old_slices(store: EngineStore) -> None:
     assert store.list_slices() == []
     assert store.latest_slice() is None
     store.delete_slice(infos[2])  # deleting twice is harmless
+
+
+def slice_db(store: EngineStore, sql: str) -> list[tuple[Any, ...]]:
+    """One statement on the store's slice tables through a connection of the test's own."""
+    if isinstance(store, MysqlEngineStore):
+        conn = mysql_db.connect(store.cfg)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+    assert isinstance(store, SqliteEngineStore)
+    db = sqlite3.connect(str(store.slice_path), isolation_level=None)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def slice_tables(store: EngineStore) -> set[str]:
+    """The slice tables as the database lists them (templates and slice_history left out)."""
+    sql = ("SHOW TABLES LIKE 'slice\\_%'" if isinstance(store, MysqlEngineStore) else
+           "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'slice_%'")
+    return {r[0] for r in slice_db(store, sql)
+            if r[0] != "slice_history" and "example" not in r[0]}
+
+
+def test_drop_unpublished_slices(store: EngineStore) -> None:
+    """What a slice writer killed before publishing leaves (tables, no history row) goes once
+    older than ``before``; published slices and younger unpublished ones stay."""
+    published = [info_at(t) for t in (1000, 3000)]
+    for info in published:
+        store.write_slice_data(info, make_state(1, 3, 3, 3))
+        store.publish_slice(info)
+    store.write_slice_data(info_at(2000), make_state(2, 3, 3, 3))  # killed before publishing
+    store.write_slice_data(info_at(4000), make_state(3, 3, 3, 3))  # still being written
+    store.write_slice_data(info_at(2500), make_state(4, 3, 3, 3))
+    for kind in ("state", "config", "stop"):  # killed while writing its tables: some are made
+        slice_db(store, f"DROP TABLE slice_{kind}_2500")
+    assert store.drop_unpublished_slices(before=1000) == []
+    assert store.drop_unpublished_slices(before=4000) == [2000, 2500]
+    assert {int(n.rsplit("_", 1)[1]) for n in slice_tables(store)} == {1000, 3000, 4000}
+    assert len(slice_tables(store)) == 3 * len(SLICE_KINDS)
+    assert store.list_slices() == published
+    for info in published:
+        assert_same_state(store.read_slice(info), _with_counters(make_state(1, 3, 3, 3), info))
+    assert store.drop_unpublished_slices(before=4000) == []
+    store.publish_slice(info_at(4000))  # the younger one was left whole
+    assert_same_state(store.read_slice(info_at(4000)),
+                      _with_counters(make_state(3, 3, 3, 3), info_at(4000)))
 
 
 def test_read_missing_slice_fails(store: EngineStore) -> None:

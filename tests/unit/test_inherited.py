@@ -1,5 +1,5 @@
 """A forked helper child lets go of its parent's listening sockets and instance locks, and the
-parent keeps both.
+parent keeps both; it asks the kernel to kill it with its parent.
 
 Why: a slice child outliving a SIGKILLed engine kept the dead engine's port accepting
 connections nobody served (gateways waited instead of failing over) and its locks held (the
@@ -8,13 +8,23 @@ restart was refused until the child finished).
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
+import signal
 import socket
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from exchange_server.embedded import DataDirLocked, lock_data_dir
-from exchange_server.process.inherited import release_in_child
+from exchange_server.process.inherited import (
+    die_with_parent,
+    prepare_die_with_parent,
+    release_in_child,
+)
 
 
 def port_listens_in_child(port: int) -> bool:
@@ -108,3 +118,49 @@ def test_a_child_that_outlives_its_parent_holds_no_lock(tmp_path: Path) -> None:
         os.write(done_w, b"d")
         os.close(done_w)
         os.close(ready_r)
+
+
+PR_GET_PDEATHSIG = 2
+
+
+def in_child(check: Callable[[], bool]) -> bool:
+    """``check()`` run in a forked child (what it changes in its process stays there)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answer, then exit without any cleanup
+        code = 0
+        try:
+            os.close(read)
+            os.write(write, b"1" if check() else b"0")
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        answer = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return answer == b"1"
+
+
+def death_signal() -> int:
+    """This process's parent-death signal as the kernel holds it (prctl PR_GET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    value = ctypes.c_int(-1)
+    assert libc.prctl(PR_GET_PDEATHSIG, ctypes.byref(value), 0, 0, 0) == 0
+    return value.value
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_a_helper_child_asks_to_die_with_its_parent() -> None:
+    parent = os.getpid()
+    prepare_die_with_parent()  # as the service does before its fork
+    assert in_child(lambda: death_signal() == 0)  # nothing asked: a forked child has none
+    assert in_child(lambda: die_with_parent(parent) and death_signal() == signal.SIGKILL)
+
+
+def test_a_child_whose_parent_is_gone_is_told() -> None:
+    """The parent died before the child asked (its pid is then the reaper's): the kernel
+    would never signal it, so the answer must say so."""
+    assert not in_child(lambda: die_with_parent(os.getpid() + 1_000_000))

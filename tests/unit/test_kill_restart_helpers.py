@@ -24,6 +24,7 @@ from bench.bench_kill_restart import (
     order_matches,
     plan,
     restored_line,
+    started_line,
 )
 
 ENGINE = b"/venv/bin/python\0-m\0exchange_server\0run\0--data-dir\0/tmp/x/data\0"
@@ -102,7 +103,7 @@ def test_plan_alternates_and_figures() -> None:
     kills.append(Kill("during", 1.0, 50, 50_000, "1", 20, True))
     kills.append(Kill("between", 1.0, 300, 100_000, "2", 30))
     assert plan(kills, 2, True) == "during"
-    kills.append(Kill("during", 3.0, 10, 100_000, "2", 40, False))
+    kills.append(Kill("during", 3.0, 10, 100_000, "2", 40, False, cpu_seconds=1.0))
     assert plan(kills, 2, True) is None
     figures = kind_figures("between", kills)
     assert figures["between: kills"] == 2
@@ -113,4 +114,14 @@ def test_plan_alternates_and_figures() -> None:
     during = kind_figures("during", kills)
     assert during["during: restart us per open order"] == 30.0
     assert during["during: child outlived the restart"] == 1
+    assert during["during: restart CPU seconds, mean"] == 0.5
     assert all(len(label) <= 34 for label in [*figures, *during])
+
+
+def test_the_start_up_line_is_found_whole() -> None:
+    log = ("... restored: slice 17, 5 operations replayed, last operation id 9\n"
+           "2026-12-02 INFO started in 1.728 s (2.52 s after exec): restore 1.613 s, "
+           "history follower 0.050 s\nnext line\n")
+    assert started_line(log) == ("started in 1.728 s (2.52 s after exec): restore 1.613 s, "
+                                 "history follower 0.050 s")
+    assert started_line("an older checkout logs no such line\n") == ""
