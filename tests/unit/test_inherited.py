@@ -26,33 +26,18 @@ from exchange_server.process.inherited import (
     release_in_child,
 )
 
+PR_GET_PDEATHSIG = 2
 
-def port_listens_in_child(port: int) -> bool:
-    """Whether a forked child still holds a socket listening on ``port`` after
-    release_in_child (the parent holds one)."""
+
+def in_child(check: Callable[[], bool]) -> bool:
+    """``check()`` run in a forked child (what it changes in its process stays there)."""
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: release, then ask and exit without any cleanup
+    if pid == 0:  # the child: answer, then exit without any cleanup
         code = 0
         try:
             os.close(read)
-            release_in_child()
-            own = {int(n) for n in os.listdir("/proc/self/fd")}
-            answer = [b"0"]
-            for fd in own:
-                try:
-                    probe = socket.socket(fileno=os.dup(fd))
-                except OSError:
-                    continue
-                try:
-                    if (probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-                            and probe.getsockname()[1] == port):
-                        answer[0] = b"1"
-                except OSError:
-                    pass
-                finally:
-                    probe.close()
-            os.write(write, b"".join(answer))
+            os.write(write, b"1" if check() else b"0")
         except BaseException:
             code = 1
         finally:
@@ -63,6 +48,29 @@ def port_listens_in_child(port: int) -> bool:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     return answer == b"1"
+
+
+def port_listens_in_child(port: int) -> bool:
+    """Whether a forked child still holds a socket listening on ``port`` after
+    release_in_child (the parent holds one)."""
+    def check() -> bool:
+        release_in_child()
+        for fd in {int(n) for n in os.listdir("/proc/self/fd")}:
+            try:
+                probe = socket.socket(fileno=os.dup(fd))
+            except OSError:
+                continue
+            try:
+                if (probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                        and probe.getsockname()[1] == port):
+                    return True
+            except OSError:
+                pass
+            finally:
+                probe.close()
+        return False
+
+    return in_child(check)
 
 
 def test_a_forked_child_releases_ports_and_locks(tmp_path: Path) -> None:
@@ -118,30 +126,6 @@ def test_a_child_that_outlives_its_parent_holds_no_lock(tmp_path: Path) -> None:
         os.write(done_w, b"d")
         os.close(done_w)
         os.close(ready_r)
-
-
-PR_GET_PDEATHSIG = 2
-
-
-def in_child(check: Callable[[], bool]) -> bool:
-    """``check()`` run in a forked child (what it changes in its process stays there)."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: answer, then exit without any cleanup
-        code = 0
-        try:
-            os.close(read)
-            os.write(write, b"1" if check() else b"0")
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write)
-    with os.fdopen(read, "rb") as f:
-        answer = f.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return answer == b"1"
 
 
 def death_signal() -> int:
