@@ -28,12 +28,12 @@ import pytest
 
 from bench.bench_kill_restart import alive
 from bench.cpu import children
-from exchange_server.common.config import MatchEngineConfig, default_matchengine_data, load_matchengine
 from exchange_server.matchengine.service import SLICE_ABANDONED_AFTER, MatchEngineService
 from exchange_server.matchengine.slicerows import SLICE_KINDS
 from exchange_server.matchengine.store import EngineStore, StoreError, state_checksum
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
+from tests.integration.test_orphan_slice import config, deposit
 from tests.integration.test_store import slice_db, slice_tables
 from tests.support.waiting import wait_until
 
@@ -68,16 +68,6 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeS
     yield opened_store
     for store in opened:
         store.close()
-
-
-def config() -> MatchEngineConfig:
-    data = default_matchengine_data()
-    data["slice_interval"] = 86400
-    return load_matchengine(data, embedded=True)
-
-
-def deposit(user: int, business_id: int, amount: str) -> list[object]:
-    return [user, "BTC", "deposit", business_id, amount, {}]
 
 
 async def engine_killed_while_slicing(make_store: MakeStore) -> None:  # pragma: no cover
