@@ -128,26 +128,6 @@ def fmt_param(value: Decimal) -> str:
     return text
 
 
-def order_param_texts(price: Decimal, amount: Decimal, taker_fee: Decimal,
-                      maker_fee: Decimal) -> tuple[str, str, str, str]:
-    """``fmt_param`` of an order's price, amount and fee rates in one call.  Why one call: every
-    order object written needs all four, and they are nearly always remembered already, so
-    looking them up in place saves three calls per order object (``model.order_info`` and
-    ``orderjson``'s text share it)."""
-    texts = PARAM_TEXTS
-    hit = texts.get(id(price))
-    price_text = hit[1] if hit is not None and hit[0] is price else fmt_param(price)
-    hit = texts.get(id(amount))
-    amount_text = hit[1] if hit is not None and hit[0] is amount else fmt_param(amount)
-    hit = texts.get(id(taker_fee))
-    taker_text = hit[1] if hit is not None and hit[0] is taker_fee else fmt_param(taker_fee)
-    if maker_fee is ZERO:
-        return price_text, amount_text, taker_text, "0"
-    hit = texts.get(id(maker_fee))
-    maker_text = hit[1] if hit is not None and hit[0] is maker_fee else fmt_param(maker_fee)
-    return price_text, amount_text, taker_text, maker_text
-
-
 def fmt_raw(value: Decimal) -> str:
     """to-sci-string without zero stripping (Kafka messages, market.last)."""
     text = str(value)

@@ -20,7 +20,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from exchange_server.common import jsonfmt
-from exchange_server.common.decimals import ZERO, fmt, fmt_raw, order_param_texts
+from exchange_server.common.decimals import PARAM_TEXTS, ZERO, fmt, fmt_param, fmt_raw
 from exchange_server.matchengine.core.model import (
     Deal,
     Order,
@@ -122,8 +122,19 @@ def _order_json(o: Order | OrderSnapshot) -> str:
     (id_, market, source, type_, side, user, ctime, mtime, price, amount, taker_fee, maker_fee,
      left, deal_stock, deal_money, deal_fee, option, client_id, stp_cancelled,
      stp_orders) = order_values(o)
-    price_text, amount_text, taker_text, maker_text = order_param_texts(
-        price, amount, taker_fee, maker_fee)
+    # the params' texts looked up in place, as order_info does (fmt_param's calls cost more)
+    texts = PARAM_TEXTS
+    hit = texts.get(id(price))
+    price_text = hit[1] if hit is not None and hit[0] is price else fmt_param(price)
+    hit = texts.get(id(amount))
+    amount_text = hit[1] if hit is not None and hit[0] is amount else fmt_param(amount)
+    hit = texts.get(id(taker_fee))
+    taker_text = hit[1] if hit is not None and hit[0] is taker_fee else fmt_param(taker_fee)
+    if maker_fee is ZERO:
+        maker_text = "0"
+    else:
+        hit = texts.get(id(maker_fee))
+        maker_text = hit[1] if hit is not None and hit[0] is maker_fee else fmt_param(maker_fee)
     left_text = amount_text if left is amount else fmt(left)
     stock_text = "0" if deal_stock is ZERO else fmt(deal_stock)
     money_text = "0" if deal_money is ZERO else fmt(deal_money)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from exchange_server.bus.messages import deal_message, order_message
 from exchange_server.common import jsonfmt
-from exchange_server.common.decimals import ZERO, fmt, fmt_param, fmt_raw, order_param_texts
+from exchange_server.common.decimals import ZERO, fmt, fmt_param, fmt_raw
 from exchange_server.marketprice.state import deal_item_text
 from exchange_server.matchengine.core.model import Deal, Order, OrderChanged, order_info
 from exchange_server.matchengine.orderjson import (
@@ -60,18 +60,6 @@ def test_fmt_param_stays_right_past_its_size() -> None:
     values = [Decimal(n).scaleb(-8) for n in range(10_000)]  # more than it keeps
     for value in values + values[::-1]:
         assert fmt_param(value) == fmt(value)
-
-
-@settings(max_examples=200)
-@given(st.lists(decimals, min_size=4, max_size=4))
-def test_order_param_texts_are_fmt(values: list[Decimal]) -> None:
-    """The four texts of an order's params, asked cold and then remembered, are ``fmt``'s (and
-    ZERO as the maker fee is "0")."""
-    price, amount, taker_fee, maker_fee = values
-    expected = (fmt(price), fmt(amount), fmt(taker_fee), fmt(maker_fee))
-    assert order_param_texts(price, amount, taker_fee, maker_fee) == expected
-    assert order_param_texts(price, amount, taker_fee, maker_fee) == expected
-    assert order_param_texts(price, amount, taker_fee, ZERO)[3] == "0"
 
 
 def test_times_stay_right_past_what_is_remembered() -> None:

@@ -14,7 +14,7 @@ from itertools import repeat
 from operator import attrgetter
 from typing import Any, Final, Literal, NamedTuple
 
-from exchange_server.common.decimals import CONTEXT, ZERO, fmt, order_param_texts
+from exchange_server.common.decimals import CONTEXT, PARAM_TEXTS, ZERO, fmt, fmt_param
 
 # Sides, types and roles are plain ints at run time (they are ints on the wire, in the log and in
 # every table); the Literal types name them in signatures, and mypy checks every value passed.
@@ -279,9 +279,19 @@ def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
         stp_orders = getattr(o, "stp_cancelled_orders", ())
     # fmt is skipped where the text is known: ZERO (the very object) is "0", and an order
     # nothing has dealt yet has its amount object left (one reply per order placed).  The
-    # params' texts are fmt_param's, looked up in one call (three calls less per order object)
-    price_text, amount_text, taker_text, maker_text = order_param_texts(
-        price, amount, taker_fee, maker_fee)
+    # params' texts are fmt_param's, looked up here (four calls less per order object)
+    texts = PARAM_TEXTS
+    hit = texts.get(id(price))
+    price_text = hit[1] if hit is not None and hit[0] is price else fmt_param(price)
+    hit = texts.get(id(amount))
+    amount_text = hit[1] if hit is not None and hit[0] is amount else fmt_param(amount)
+    hit = texts.get(id(taker_fee))
+    taker_text = hit[1] if hit is not None and hit[0] is taker_fee else fmt_param(taker_fee)
+    if maker_fee is ZERO:
+        maker_text = "0"
+    else:
+        hit = texts.get(id(maker_fee))
+        maker_text = hit[1] if hit is not None and hit[0] is maker_fee else fmt_param(maker_fee)
     # one dict display (no growing step by step), source's key in its place when there is one
     if source is None:
         info: dict[str, Any] = {
