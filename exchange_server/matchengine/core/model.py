@@ -279,7 +279,8 @@ def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
         stp_orders = getattr(o, "stp_cancelled_orders", ())
     # fmt is skipped where the text is known: ZERO (the very object) is "0", and an order
     # nothing has dealt yet has its amount object left (one reply per order placed).  The
-    # params' texts are fmt_param's, looked up here (four calls less per order object)
+    # params' texts are fmt_param's, looked up here (four calls less per order object; the
+    # same lines as orderjson._order_json's, inlined in both: see there)
     texts = PARAM_TEXTS
     hit = texts.get(id(price))
     price_text = hit[1] if hit is not None and hit[0] is price else fmt_param(price)
