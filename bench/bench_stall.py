@@ -48,7 +48,8 @@ def rpc(method: str, params: list[Any], req_id: int = 1) -> bytes:
 
 
 class Conn:
-    """One keep-alive HTTP connection; replies read by Content-Length."""
+    """One keep-alive HTTP connection; replies read by Content-Length, or chunked (a batch's
+    reply over the server's held size is streamed as it comes)."""
 
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
@@ -57,15 +58,35 @@ class Conn:
 
     def call(self, body: bytes) -> bytes:
         self.sock.sendall(post(body))
-        while b"\r\n\r\n" not in self.buf:
+        head = self._until(b"\r\n\r\n").lower()
+        if b"transfer-encoding: chunked" in head:
+            return self._chunked()
+        length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+        return self._exactly(length)
+
+    def _chunked(self) -> bytes:
+        body = bytearray()
+        while True:
+            size = int(self._until(b"\r\n").split(b";")[0], 16)
+            if size == 0:
+                self._until(b"\r\n")  # no trailers: the empty line that ends the body
+                return bytes(body)
+            body += self._exactly(size)
+            self._exactly(2)  # the chunk's line end
+
+    def _until(self, mark: bytes) -> bytes:
+        """The bytes before ``mark`` (read as needed), ``mark`` consumed."""
+        while mark not in self.buf:
             self.buf += self._recv()
-        head, _, first = self.buf.partition(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-        rest = bytearray(first)
-        while len(rest) < length:
+        line, _, self.buf = self.buf.partition(mark)
+        return line
+
+    def _exactly(self, n: int) -> bytes:
+        rest = bytearray(self.buf)
+        while len(rest) < n:
             rest += self._recv()
-        self.buf = bytes(rest[length:])
-        return bytes(rest[:length])
+        self.buf = bytes(rest[n:])
+        return bytes(rest[:n])
 
     def _recv(self) -> bytes:
         chunk = self.sock.recv(1 << 20)
