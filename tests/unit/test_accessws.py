@@ -609,8 +609,12 @@ async def test_deals_price_state_today_kline_updates(stack: Stack,
     while state[1]["volume"] == "0":
         state = await c.next("state.update")
     assert (state[1]["last"], state[1]["volume"], state[1]["deal"]) == ("100", "0.4", "40")
+    # market.status_today's volume/deal are the same rolling window (rpc.md 305): same wait
     today = await c.next("today.update")
+    while today[1]["volume"] == "0":
+        today = await c.next("today.update")
     assert today == [MARKET, await _mp(stack, "market.status_today", MARKET)]
+    assert (today[1]["last"], today[1]["volume"], today[1]["deal"]) == ("100", "0.4", "40")
     row = await _next_kline_row_with_volume(c)
     assert row[0] == int(time.time()) // 60 * 60 or row[0] == int(time.time()) // 60 * 60 - 60
     assert (row[2], row[5], row[6], row[7]) == ("100", "0.4", "40", MARKET)
