@@ -45,7 +45,7 @@ from typing import Any
 import orjson
 
 from exchange_server.matchengine.core.engine import EngineState
-from exchange_server.matchengine.core.model import Order
+from exchange_server.matchengine.core.model import Order, OrderColumns
 from exchange_server.matchengine.slicerows import (
     ORDER_DECIMALS,
     decode_config_detail,
@@ -174,20 +174,20 @@ def _state(document: dict[str, Any], info: SliceInfo) -> EngineState:
 
 def _orders(columns: dict[str, list[Any]]) -> list[Order]:
     """The orders of the order columns: the decimal columns mapped through one dict of parsed
-    texts, then the orders built a field at a time (both C-level passes over the columns)."""
+    texts, then the orders built from the columns, one call each."""
     columns = _in_id_order({name: columns[name] for name in ORDER_COLUMNS})
     decimal_columns = [columns[name] for name in ORDER_DECIMALS]
     dec = decimals_of_texts(chain.from_iterable(decimal_columns)).__getitem__
     fields = {ORDER_FIELDS.get(name, name): columns[name] for name in ORDER_COLUMNS}
     fields.update((name, list(map(dec, column)))
                   for name, column in zip(ORDER_DECIMALS, decimal_columns, strict=True))
-    return Order.restored_columns(fields)
+    return OrderColumns(**fields).orders()
 
 
 def _indexed_orders(document: dict[str, Any]) -> list[Order]:
     """The orders of a format 2 document: each distinct decimal parsed once, every indexed
-    column mapped through its list by position (C-level passes), the orders built a field at
-    a time.  The columns are in id order (:func:`encode` sorts them)."""
+    column mapped through its list by position (C-level passes), the orders built one call
+    each.  The columns are in id order (:func:`encode` sorts them)."""
     columns = document["orders"]
     if len({len(columns[name]) for name in ORDER_COLUMNS}) > 1:
         raise ValueError("order columns of different lengths")
@@ -200,7 +200,7 @@ def _indexed_orders(document: dict[str, Any]) -> list[Order]:
                   for name in ORDER_DECIMALS)
     fields.update((name, list(map(texts.__getitem__, columns[name])))
                   for name in INDEXED_TEXTS)
-    return Order.restored_columns(fields)
+    return OrderColumns(**fields).orders()
 
 
 def _in_id_order(columns: dict[str, list[Any]]) -> dict[str, list[Any]]:

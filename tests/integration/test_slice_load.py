@@ -211,7 +211,7 @@ def engine_shape(e: Engine) -> dict[str, Any]:
 
 
 async def test_a_bulk_restored_engine_is_the_one_built_by_replay(tmp_path: Path) -> None:
-    """The slice load (document -> columns -> ``restored_columns`` -> ``load_book`` /
+    """The slice load (document -> columns -> ``OrderColumns.orders`` -> ``load_book`` /
     ``Balances.load``) gives, field by field, the engine a replay of the whole log builds:
     a trading session with fills, cancels and withdrawals on two markets."""
     from exchange_server.matchengine.service import MatchEngineService
