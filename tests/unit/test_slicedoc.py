@@ -9,7 +9,10 @@ that the store falls back to the tables instead of loading a wrong book.
 from __future__ import annotations
 
 import random
+import sys
 import zlib
+from array import array
+from pathlib import Path
 from typing import Any, cast
 
 import orjson
@@ -20,6 +23,7 @@ from exchange_server.matchengine.store import SliceInfo, StoreError, state_check
 from tests.integration.test_store import assert_same_state, make_state
 
 INFO = SliceInfo(1_700_000_000, 10, 0, 0)
+DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 def info_for(checksum: int | None) -> SliceInfo:
@@ -94,33 +98,135 @@ def test_the_document_of_another_slice_is_refused(
 
 
 def test_a_document_of_another_format_is_refused() -> None:
-    data = zlib.compress(b'{"format": 3}')
-    with pytest.raises(StoreError, match=r"not a slice document of format \(1, 2\)"):
+    data = zlib.compress(b'{"format": 4}')
+    with pytest.raises(StoreError, match=r"not a slice document of format \(1, 2, 3\)"):
         slicedoc.decode([(zlib.crc32(data), data)], info_for(None), "here")
 
 
+def parts_of(chunks: list[slicedoc.Chunk]) -> tuple[dict[str, Any], bytes]:
+    """A format 3 document as stored: its JSON part and its binary part."""
+    head, newline, blob = zlib.decompress(b"".join(p for _, p in chunks)).partition(b"\n")
+    assert newline
+    return cast(dict[str, Any], orjson.loads(head)), blob
+
+
+def arrays_of(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The references of the document's columns stored as arrays."""
+    return [column for table in ("orders", "balances", "updates")
+            for column in document[table].values() if isinstance(column, dict)]
+
+
 def document_of(chunks: list[slicedoc.Chunk]) -> dict[str, Any]:
-    return cast(dict[str, Any], orjson.loads(zlib.decompress(b"".join(p for _, p in chunks))))
+    """A format 3 document with every array column as a JSON list (also a valid document)."""
+    document, blob = parts_of(chunks)
+    for table in ("orders", "balances", "updates"):
+        document[table] = {name: slicedoc._unpacked(column, memoryview(blob), False)
+                           for name, column in document[table].items()}
+    return document
 
 
-def chunks_of(document: dict[str, Any]) -> list[slicedoc.Chunk]:
-    data = zlib.compress(orjson.dumps(document))
+def chunks_of(document: dict[str, Any], blob: bytes | None = None) -> list[slicedoc.Chunk]:
+    data = zlib.compress(orjson.dumps(document) + (b"" if blob is None else b"\n" + blob))
     return [(zlib.crc32(data), data)]
 
 
-def test_format_2_indexes_the_decimals_and_texts() -> None:
+def test_format_3_indexes_the_decimals_and_texts_and_packs_numbers() -> None:
     state = make_state(seed=4, orders=300, balances=20, updates=5)
-    document = document_of(slicedoc.encode(state, None))
-    assert document["format"] == 2
+    chunks = slicedoc.encode(state, None)
+    packed, _ = parts_of(chunks)
+    assert packed["format"] == 3
+    # every order column is numbers or indexes: all in the binary part, none in the JSON
+    assert all(isinstance(packed["orders"][name], dict) for name in slicedoc.ORDER_COLUMNS)
+    assert packed["orders"]["side"]["array"] == "B"  # the smallest type that holds them
+    assert packed["orders"]["create_time"]["array"] == "d"
+    document = document_of(chunks)
     columns = document["orders"]
     assert columns["id"] == sorted(o.id for o in state.orders)  # written in id order
     assert all(type(i) is int for name in slicedoc.ORDER_DECIMALS for i in columns[name])
     assert len(document["decimals"]) == len(set(document["decimals"]))
     assert {document["texts"][i] for i in columns["market"]} == {o.market for o in state.orders}
+    assert ({document["texts"][i] for i in document["balances"]["asset"]}
+            == {b[1] for b in state.balances})
+
+
+def test_a_document_without_its_binary_part_loads_the_same() -> None:
+    """Every column may be a JSON list instead (as one that no array holds exactly)."""
+    state = make_state(seed=4, orders=300, balances=200, updates=50)
+    checksum = state_checksum(state)
+    got = slicedoc.decode(chunks_of(document_of(slicedoc.encode(state, checksum))),
+                          info_for(checksum), "here")
+    assert_same_state(got, state)
+
+
+def test_values_no_array_holds_round_trip_exactly() -> None:
+    """An int beyond 64 bits (texts), an int time among floats (a JSON list), a negative
+    option (a signed array): exact."""
+    state = make_state(seed=4, orders=30, balances=20, updates=5)
+    state.orders[5].ctime = 5  # type: ignore[assignment]
+    state.orders[6].option = -1
+    state.updates.append((3, "BTC", "deposit", 2**64, 1.5))
+    document, _ = parts_of(slicedoc.encode(state, None))
+    assert isinstance(document["orders"]["create_time"], list)
+    assert document["orders"]["option"]["array"] == "q"
+    assert document["updates"]["business_id"][-1] == str(2**64)
+    assert_same_state(slicedoc.decode(slicedoc.encode(state, None), info_for(None), "here"),
+                      state)
+
+
+def test_a_document_of_the_other_byte_order_loads_the_same() -> None:
+    state = make_state(seed=4, orders=300, balances=200, updates=50)
+    checksum = state_checksum(state)
+    document, blob = parts_of(slicedoc.encode(state, checksum))
+    swapped = bytearray(blob)
+    for column in arrays_of(document):
+        start, stop = column["bytes"]
+        values = array(column["array"], blob[start:stop])
+        values.byteswap()
+        swapped[start:stop] = values.tobytes()
+    document["byteorder"] = "big" if sys.byteorder == "little" else "little"
+    assert swapped != blob
+    got = slicedoc.decode(chunks_of(document, bytes(swapped)), info_for(checksum), "here")
+    assert_same_state(got, state)
+
+
+def test_a_format_2_document_written_by_the_previous_version_still_loads() -> None:
+    """tests/data/slice_document_format2.zlib: the document f04c9d3 (main of 2026-12-03,
+    format 2) wrote for this state; a slice written before an upgrade loads unchanged."""
+    state = make_state(seed=4, orders=300, balances=200, updates=50)
+    checksum = state_checksum(state)
+    data = (DATA / "slice_document_format2.zlib").read_bytes()
+    assert orjson.loads(zlib.decompress(data))["format"] == 2
+    got = slicedoc.decode([(zlib.crc32(data), data)], info_for(checksum), "here")
+    state.orders.sort(key=lambda o: o.id)
+    assert_same_state(got, state)
+    assert state_checksum(got) == checksum
+
+
+def format_2(document: dict[str, Any]) -> dict[str, Any]:
+    """A format 3 document (its columns as lists) as format 2 had it: balance assets as texts,
+    updates as rows with their business ids as texts."""
+    texts = document["texts"]
+    balances = dict(document["balances"], asset=[texts[i] for i in document["balances"]["asset"]])
+    u = document["updates"]
+    updates = [[user, texts[asset], texts[business], str(business_id), when]
+               for user, asset, business, business_id, when in zip(
+                   u["user_id"], u["asset"], u["business"], u["business_id"], u["time"],
+                   strict=True)]
+    old = {k: v for k, v in document.items() if k != "byteorder"}
+    return {**old, "format": 2, "balances": balances, "updates": updates}
+
+
+def test_a_format_2_document_still_loads() -> None:
+    state = make_state(seed=4, orders=300, balances=200, updates=50)
+    checksum = state_checksum(state)
+    old = format_2(document_of(slicedoc.encode(state, checksum)))
+    got = slicedoc.decode(chunks_of(old), info_for(checksum), "here")
+    assert_same_state(got, state)
 
 
 def format_1(document: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    """The document as the previous version wrote it: values in the columns, book order."""
+    """The document as the version before that wrote it: values in the columns, book order."""
+    document = format_2(document)
     columns = dict(document["orders"])
     for name in slicedoc.ORDER_DECIMALS:
         columns[name] = [document["decimals"][i] for i in columns[name]]
@@ -146,7 +252,9 @@ def test_a_format_1_document_still_loads() -> None:
 
 
 @pytest.mark.parametrize("damage", [
-    "index out of range", "decimal not a text", "column short", "format 1 column short"])
+    "index out of range", "decimal not a text", "column short", "format 1 column short",
+    "array short", "array outside", "array of no type", "array of a float index",
+    "text index out of range", "bytes after a format 2 document"])
 def test_a_well_formed_but_wrong_document_is_a_store_error(damage: str) -> None:
     """Damage the chunk checksums cannot see (a document written wrong) is refused by name,
     never a crash or a wrong order."""
@@ -159,8 +267,27 @@ def test_a_well_formed_but_wrong_document_is_a_store_error(damage: str) -> None:
         document["decimals"][0] = 1.5
     elif damage == "column short":
         columns["client_id"].pop()
-    else:
+    elif damage == "format 1 column short":
         document = format_1(document, random.Random(2))
         document["orders"]["left"].pop()
+    elif damage == "text index out of range":
+        document["balances"]["asset"][0] = len(document["texts"])
+    if damage == "bytes after a format 2 document":
+        chunks = chunks_of(format_2(document), b"\x00")
+    elif damage.startswith("array"):
+        document, blob = parts_of(slicedoc.encode(state, None))
+        reference = document["orders"]["user_id"]
+        start, stop = reference["bytes"]
+        if damage == "array short":
+            reference["bytes"] = [start, stop - 1]
+        elif damage == "array outside":
+            reference["bytes"] = [start, len(blob) + 8]
+        elif damage == "array of no type":
+            reference["array"] = "x"
+        elif damage == "array of a float index":
+            document["orders"]["price"]["array"] = "d"
+        chunks = chunks_of(document, blob)
+    else:
+        chunks = chunks_of(document)
     with pytest.raises(StoreError, match="here: the document is damaged"):
-        slicedoc.decode(chunks_of(document), info_for(None), "here")
+        slicedoc.decode(chunks, info_for(None), "here")
