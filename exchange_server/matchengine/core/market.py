@@ -338,6 +338,11 @@ class Market:
                     if self._self_trade(taker, maker, stp_makers):
                         return deal_id, True, tuple(stp_makers)
                     continue
+                # the maker's own price (engine.md 7): the level's key is equal in value but
+                # is the price object of the order that opened the level, which may be gone
+                # and written with another exponent ("100.810" for "100.81"), and the deal's
+                # amounts, the last price and the messages keep the exponent
+                price = maker.price
                 if market_bid:
                     amount = (taker.left / price).quantize(self._stock_step, ROUND_DOWN, CONTEXT)
                     while amount * price > taker.left:
