@@ -60,7 +60,7 @@ from typing import Any
 import orjson
 
 from exchange_server.matchengine.core.engine import EngineState
-from exchange_server.matchengine.core.model import Order, OrderColumns
+from exchange_server.matchengine.core.model import OrderColumns
 from exchange_server.matchengine.slicerows import (
     ORDER_DECIMALS,
     decode_config_detail,
@@ -248,8 +248,9 @@ def decode(chunks: Sequence[Chunk], info: SliceInfo, where: str) -> EngineState:
 
 def _state(document: dict[str, Any], info: SliceInfo) -> EngineState:
     state = EngineState(order_id=info.end_order_id, deal_id=info.end_deals_id)
-    state.orders = (_orders(document["orders"]) if document["format"] == 1
-                    else _indexed_orders(document))
+    columns = (_orders(document["orders"]) if document["format"] == 1
+               else _indexed_orders(document))
+    state.orders, state.order_columns = columns.orders(), columns
     balances = document["balances"]
     values = decimals_of_texts(balances["balance"])
     state.balances = list(zip(balances["user_id"], balances["asset"], balances["t"],
@@ -273,7 +274,8 @@ def _state_3(document: dict[str, Any], info: SliceInfo, blob: memoryview) -> Eng
     columns = {name: _unpacked(column, blob, swap)
                for name, column in document["orders"].items()}
     state = EngineState(order_id=info.end_order_id, deal_id=info.end_deals_id)
-    state.orders = _indexed_orders({**document, "orders": columns})
+    order_columns = _indexed_orders({**document, "orders": columns})
+    state.orders, state.order_columns = order_columns.orders(), order_columns
     balances = {name: _unpacked(document["balances"][name], blob, swap)
                 for name in BALANCE_COLUMNS}
     values = decimals_of_texts(balances["balance"])
@@ -294,22 +296,22 @@ def _state_3(document: dict[str, Any], info: SliceInfo, blob: memoryview) -> Eng
     return state
 
 
-def _orders(columns: dict[str, list[Any]]) -> list[Order]:
-    """The orders of the order columns: the decimal columns mapped through one dict of parsed
-    texts, then the orders built from the columns, one call each."""
+def _orders(columns: dict[str, list[Any]]) -> OrderColumns:
+    """The order columns of a format 1 document, in id order: the decimal columns mapped
+    through one dict of parsed texts."""
     columns = _in_id_order({name: columns[name] for name in ORDER_COLUMNS})
     decimal_columns = [columns[name] for name in ORDER_DECIMALS]
     dec = decimals_of_texts(chain.from_iterable(decimal_columns)).__getitem__
     fields = {ORDER_FIELDS.get(name, name): columns[name] for name in ORDER_COLUMNS}
     fields.update((name, list(map(dec, column)))
                   for name, column in zip(ORDER_DECIMALS, decimal_columns, strict=True))
-    return OrderColumns(**fields).orders()
+    return OrderColumns(**fields)
 
 
-def _indexed_orders(document: dict[str, Any]) -> list[Order]:
-    """The orders of a format 2 document: each distinct decimal parsed once, every indexed
-    column mapped through its list by position (C-level passes), the orders built one call
-    each.  The columns are in id order (:func:`encode` sorts them)."""
+def _indexed_orders(document: dict[str, Any]) -> OrderColumns:
+    """The order columns of a format 2 or 3 document (its columns as lists): each distinct
+    decimal parsed once, every indexed column mapped through its list by position (C-level
+    passes).  The columns are in id order (:func:`encode` sorts them)."""
     columns = document["orders"]
     if len({len(columns[name]) for name in ORDER_COLUMNS}) > 1:
         raise ValueError("order columns of different lengths")
@@ -322,7 +324,7 @@ def _indexed_orders(document: dict[str, Any]) -> list[Order]:
                   for name in ORDER_DECIMALS)
     fields.update((name, list(map(texts.__getitem__, columns[name])))
                   for name in INDEXED_TEXTS)
-    return OrderColumns(**fields).orders()
+    return OrderColumns(**fields)
 
 
 def _in_id_order(columns: dict[str, list[Any]]) -> dict[str, list[Any]]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from itertools import compress, repeat
-from operator import attrgetter, eq
+from itertools import compress, islice, repeat
+from operator import attrgetter, eq, lt
 from typing import Any, Self
 
 from exchange_server.common.decimals import ZERO, fmt
@@ -53,9 +53,11 @@ from exchange_server.matchengine.core.model import (
     STP_MODES,
     BalanceChanged,
     BalanceUpdated,
+    BookKeys,
     Event,
     Order,
     OrderChanged,
+    OrderColumns,
     OrderFinished,
     OrderSnapshot,
     OrderType,
@@ -103,6 +105,10 @@ class EngineState:
     order_id: int = 0
     deal_id: int = 0
     orders: list[Order] = field(default_factory=list)
+    #: the columns ``orders`` were built from, position for position, in id order (a slice
+    #: document's), or None.  ``load_state`` then files the books by them (one pass over the
+    #: orders' objects fewer per key).  Whoever changes ``orders`` sets this to None.
+    order_columns: OrderColumns | None = None
     balances: list[tuple[int, str, int, Decimal]] = field(default_factory=list)
     updates: list[tuple[int, str, str, int, float]] = field(default_factory=list)
     #: pending stop orders (their funds are frozen: the balances above include them)
@@ -115,6 +121,11 @@ class EngineState:
 #: The sort key of slice rows (a C-level getter: a restart sorts every open order by it).
 _by_id = attrgetter("id")
 _market_of = attrgetter("market")
+
+
+def _increasing(ids: list[int]) -> bool:
+    """Each id greater than the one before (a C-level pass)."""
+    return all(map(lt, ids, islice(ids, 1, None)))
 
 
 class Engine:
@@ -568,12 +579,21 @@ class Engine:
             config=config,
         )
 
-    def _books(self, orders: list[Order], warnings: list[str]) -> dict[str, list[Order]]:
-        """A slice's orders by market, each market's in id order; a warning for each order of
-        an unknown market (skipped).  Why not a loop per order: a restart loads every open
-        order, and most systems have a few markets (a C-level pass per market instead)."""
-        ordered = sorted(orders, key=_by_id)
-        names = list(map(_market_of, ordered))
+    def _books(self, state: EngineState,
+               warnings: list[str]) -> dict[str, tuple[list[Order], BookKeys | None]]:
+        """A slice's orders by market, each market's in id order with its book keys when the
+        state has its columns; a warning for each order of an unknown market (skipped).  Why
+        not a loop per order: a restart loads every open order, and most systems have a few
+        markets (a C-level pass per market instead)."""
+        columns = state.order_columns
+        if columns is not None and (len(columns.id) != len(state.orders)
+                                    or not _increasing(columns.id)):
+            columns = None  # not the orders' columns: read the orders
+        if columns is None:
+            ordered = sorted(state.orders, key=_by_id)
+            names = list(map(_market_of, ordered))
+        else:
+            ordered, names = state.orders, columns.market
         present = dict.fromkeys(names)
         unknown = present.keys() - self.markets.keys()
         for order in ordered if unknown else ():
@@ -581,8 +601,13 @@ class Engine:
                 warnings.append(f"order {order.id}: unknown market {order.market}, skipped")
         known = [name for name in present if name not in unknown]
         if len(present) == 1 and known:
-            return {known[0]: ordered}
-        return {name: list(compress(ordered, map(eq, names, repeat(name)))) for name in known}
+            return {known[0]: (ordered, None if columns is None else columns.book_keys())}
+        books: dict[str, tuple[list[Order], BookKeys | None]] = {}
+        for name in known:
+            mask = list(map(eq, names, repeat(name)))
+            books[name] = (list(compress(ordered, mask)),
+                           None if columns is None else columns.book_keys(mask))
+        return books
 
     @engine_context
     def load_state(self, state: EngineState) -> list[str]:
@@ -610,8 +635,8 @@ class Engine:
                 continue
             market.last = Decimal(detail["last"])
             market.suspended = bool(detail["suspended"])
-        for name, orders in self._books(state.orders, warnings).items():
-            self.markets[name].load_book(orders)
+        for name, (orders, keys) in self._books(state, warnings).items():
+            self.markets[name].load_book(orders, keys)
         for stop in sorted(state.stops, key=_by_id):
             market = self.markets.get(stop.market)
             if market is None:

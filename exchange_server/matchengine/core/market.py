@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 from itertools import compress, repeat
-from operator import attrgetter, eq, ne
+from operator import attrgetter, eq, not_
 from typing import Any, TypeVar
 
 from sortedcontainers import SortedDict
@@ -35,6 +35,7 @@ from exchange_server.matchengine.core.model import (
     STP_CANCEL_BOTH,
     STP_CANCEL_MAKER,
     TAKER,
+    BookKeys,
     Deal,
     Event,
     Order,
@@ -66,22 +67,28 @@ _price = attrgetter("price")
 _left = attrgetter("left")
 
 
-def _grouped(orders: list[Order], keys: list[Any],
-             kind: type[Grouped]) -> dict[Any, Grouped]:
+def _grouped(orders: list[Order], keys: list[Any], kind: type[Grouped],
+             ids: list[int]) -> dict[Any, Grouped]:
     """{key: a new ``kind`` (dict or OrderedDict) of {id: order}} for the distinct keys of
     ``keys`` (one per order), keys in the order they first appear (equal keys merge onto the
     first object, as a dict keeps them), the orders of a key in their order in ``orders``.
     Why: every step is a C-level pass (``map`` of C methods), no Python step per order."""
     groups = {key: kind() for key in dict.fromkeys(keys)}
     # kind's own __setitem__: dict's would skip an OrderedDict's order bookkeeping
-    deque(map(kind.__setitem__, map(groups.__getitem__, keys), map(_id, orders), orders), 0)
+    deque(map(kind.__setitem__, map(groups.__getitem__, keys), ids, orders), 0)
     return groups
 
 
-def _levels(orders: list[Order]) -> dict[Decimal, Level]:
+def _levels(orders: list[Order], keys: BookKeys) -> dict[Decimal, Level]:
     """One side's price levels {price: FIFO of its orders in id order}, each keyed by the
     price object of its first order, as ``put`` files them."""
-    return _grouped(orders, list(map(_price, orders)), OrderedDict)
+    return _grouped(orders, keys.price, OrderedDict, keys.id)
+
+
+def _book_keys(orders: list[Order]) -> BookKeys:
+    """The book keys of ``orders`` read from the orders."""
+    return BookKeys(list(map(_id, orders)), list(map(_user, orders)), list(map(_side, orders)),
+                    list(map(_price, orders)), list(map(_left, orders)))
 
 
 class Market:
@@ -193,9 +200,11 @@ class Market:
             user_orders = self.users[order.user] = {}
         user_orders[order.id] = order
 
-    def load_book(self, orders: list[Order]) -> None:
+    def load_book(self, orders: list[Order], keys: BookKeys | None = None) -> None:
         """Slice load: rest ``orders`` (in id order) at once, exactly as ``insert`` one by one
         would (same levels and level keys, time priority, user index, counts and amounts).
+        ``keys``: the orders' ids, users, sides, prices and amounts left, position for
+        position (a slice's columns), or None to read them from the orders.
 
         Why in bulk: a restart rests every open order (up to millions), and a Python loop
         filing each one cost about 2.5 us per order.  Here every step is a C-level pass over
@@ -205,19 +214,26 @@ class Market:
             for order in orders:
                 self.insert(order)
             return
-        self.orders.update(zip(map(_id, orders), orders, strict=True))
-        self.users.update(_grouped(orders, list(map(_user, orders)), dict))
-        sides = list(map(_side, orders))
-        asks = list(compress(orders, map(eq, sides, repeat(ASK))))
-        bids = list(compress(orders, map(ne, sides, repeat(ASK))))
-        self.asks.update(_levels(asks))
-        self.bids.update(_levels(bids))
+        if keys is None:
+            keys = _book_keys(orders)
+        if len(keys.id) != len(orders):
+            raise ValueError("book keys of other orders")
+        self.orders.update(zip(keys.id, orders, strict=True))
+        self.users.update(_grouped(orders, keys.user, dict, keys.id))
+        is_ask = list(map(eq, keys.side, repeat(ASK)))
+        is_bid = list(map(not_, is_ask))
+        asks = list(compress(orders, is_ask))
+        bids = list(compress(orders, is_bid))
+        ask_keys = keys.selected(is_ask)
+        bid_keys = keys.selected(is_bid)
+        self.asks.update(_levels(asks, ask_keys))
+        self.bids.update(_levels(bids, bid_keys))
         self._tops()
         self.ask_count += len(asks)
         self.bid_count += len(bids)
         # summed in id order from the current totals, as ``put`` adds them
-        self.ask_amount = sum(map(_left, asks), self.ask_amount)
-        self.bid_amount = sum(map(_left, bids), self.bid_amount)
+        self.ask_amount = sum(ask_keys.left, self.ask_amount)
+        self.bid_amount = sum(bid_keys.left, self.bid_amount)
 
     def remove(self, order: Order, snapshot: OrderSnapshot | None = None) -> None:
         """Take an order off the book, release what is still frozen for it, record history

@@ -7,7 +7,9 @@ are formatted by whoever consumes them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
+from itertools import compress
 from operator import attrgetter
 from typing import Any, Final, Literal, NamedTuple
 
@@ -269,6 +271,28 @@ class OrderColumns(NamedTuple):
         """The orders, in column order (ValueError if the columns differ in length)."""
         self.check()
         return list(map(_restored, *self))
+
+    def book_keys(self, selected: Sequence[bool] | None = None) -> BookKeys:
+        """The columns a book is filed by, of every order or of the ``selected`` ones."""
+        keys = BookKeys(self.id, self.user, self.side, self.price, self.left)
+        return keys if selected is None else keys.selected(selected)
+
+
+class BookKeys(NamedTuple):
+    """What ``Market.load_book`` files orders by, a list per field, parallel to its orders.
+    Why: read from a slice's columns, they spare a pass over the order objects per field."""
+
+    id: list[int]
+    user: list[int]
+    side: list[Side]
+    price: list[Decimal]
+    left: list[Decimal]
+
+    def selected(self, mask: Sequence[bool]) -> BookKeys:
+        """The keys of the orders whose ``mask`` is true."""
+        return BookKeys(list(compress(self.id, mask)), list(compress(self.user, mask)),
+                        list(compress(self.side, mask)), list(compress(self.price, mask)),
+                        list(compress(self.left, mask)))
 
 
 class OrderSnapshot(NamedTuple):
