@@ -278,9 +278,12 @@ def _state_3(document: dict[str, Any], info: SliceInfo, blob: memoryview) -> Eng
     state.orders, state.order_columns = order_columns.orders(), order_columns
     balances = {name: _unpacked(document["balances"][name], blob, swap)
                 for name in BALANCE_COLUMNS}
-    values = decimals_of_texts(balances["balance"])
+    if not set(map(type, balances["balance"])) <= {str}:  # Decimal(float) is inexact
+        raise ValueError("a balance is not a text")
+    # parsed one by one: balances are nearly all distinct (sharing one Decimal per text
+    # costs two hashes per balance for little)
     state.balances = list(zip(balances["user_id"], map(text, balances["asset"]), balances["t"],
-                              map(values.__getitem__, balances["balance"]), strict=True))
+                              map(Decimal, balances["balance"]), strict=True))
     updates = {name: _unpacked(document["updates"][name], blob, swap)
                for name in UPDATE_COLUMNS}
     business_ids = updates["business_id"]

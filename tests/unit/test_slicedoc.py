@@ -254,7 +254,7 @@ def test_a_format_1_document_still_loads() -> None:
 @pytest.mark.parametrize("damage", [
     "index out of range", "decimal not a text", "column short", "format 1 column short",
     "array short", "array outside", "array of no type", "array of a float index",
-    "text index out of range", "bytes after a format 2 document"])
+    "text index out of range", "bytes after a format 2 document", "balance not a text"])
 def test_a_well_formed_but_wrong_document_is_a_store_error(damage: str) -> None:
     """Damage the chunk checksums cannot see (a document written wrong) is refused by name,
     never a crash or a wrong order."""
@@ -270,6 +270,8 @@ def test_a_well_formed_but_wrong_document_is_a_store_error(damage: str) -> None:
     elif damage == "format 1 column short":
         document = format_1(document, random.Random(2))
         document["orders"]["left"].pop()
+    elif damage == "balance not a text":
+        document["balances"]["balance"][0] = 1.5
     elif damage == "text index out of range":
         document["balances"]["asset"][0] = len(document["texts"])
     if damage == "bytes after a format 2 document":
