@@ -35,18 +35,10 @@ REPO = HERE.parent.parent
 
 
 def build_child(directory: Path, n: int) -> None:
-    """Write a slice of ``n`` open orders (no log tail) in ``directory``.  The commits may take
-    their time: on the loaded machine one took over ``commit_timeout`` (0.7 s) and the service
-    refused the rest; this is setup, not what is counted."""
-    import dataclasses
+    """Write a slice of ``n`` open orders (no log tail) in ``directory``."""
+    from bench.bench_slice import build
 
-    from bench import bench_slice
-
-    config = bench_slice.bench_config()
-    if any(f.name == "commit_timeout" for f in dataclasses.fields(config)):
-        config = dataclasses.replace(config, commit_timeout=600.0)
-    bench_slice.bench_config = lambda: config  # type: ignore[assignment]
-    open_orders, _ = bench_slice.build(directory, n, 0)
+    open_orders, _ = build(directory, n, 0)
     print(f"open orders {open_orders}")
 
 
