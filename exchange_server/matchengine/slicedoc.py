@@ -92,6 +92,8 @@ INT_ARRAYS = (("B", 0, 2**8 - 1), ("H", 0, 2**16 - 1), ("I", 0, 2**32 - 1),
 ARRAY_CODES = frozenset(code for code, _, _ in INT_ARRAYS) | {"d"}
 #: The order columns of strings (or null) that format 2 stores as indexes into ``texts``.
 INDEXED_TEXTS = ("market", "source", "client_id")
+#: The order columns of indexes (into ``decimals`` or ``texts``) in formats 2 and 3.
+INDEX_COLUMNS = frozenset(ORDER_DECIMALS + INDEXED_TEXTS)
 #: The Order fields of the order columns not named as the field.
 ORDER_FIELDS = {"t": "type", "create_time": "ctime", "update_time": "mtime", "user_id": "user"}
 
@@ -184,9 +186,12 @@ def _packed(column: list[Any], blob: bytearray) -> list[Any] | dict[str, Any]:
     return {"array": code, "bytes": [start, len(blob)]}
 
 
-def _unpacked(column: list[Any] | dict[str, Any], blob: memoryview, swap: bool) -> list[Any]:
+def _unpacked(column: list[Any] | dict[str, Any], blob: memoryview, swap: bool,
+              as_list: bool = True) -> Sequence[Any]:
     """The values of a column as :func:`_packed` stored it (ValueError if its reference is
-    not one: an unknown typecode, bytes outside the binary part or not whole items)."""
+    not one: an unknown typecode, bytes outside the binary part or not whole items); with
+    ``as_list`` False, an array stays one (a column of indexes, only mapped through its list:
+    no list of the indexes made on the way)."""
     if type(column) is list:
         return column
     if not isinstance(column, dict):
@@ -199,7 +204,7 @@ def _unpacked(column: list[Any] | dict[str, Any], blob: memoryview, swap: bool) 
     values.frombytes(blob[start:stop])
     if swap:
         values.byteswap()
-    return values.tolist()
+    return values.tolist() if as_list else values
 
 
 def _indexed(columns: dict[str, list[Any]], names: Sequence[str]) -> list[Any]:
@@ -271,12 +276,12 @@ def _state_3(document: dict[str, Any], info: SliceInfo, blob: memoryview) -> Eng
         raise ValueError(f"unknown byte order {document['byteorder']!r}")
     texts = document["texts"]
     text = texts.__getitem__
-    columns = {name: _unpacked(column, blob, swap)
+    columns = {name: _unpacked(column, blob, swap, name not in INDEX_COLUMNS)
                for name, column in document["orders"].items()}
     state = EngineState(order_id=info.end_order_id, deal_id=info.end_deals_id)
     order_columns = _indexed_orders({**document, "orders": columns})
     state.orders, state.order_columns = order_columns.orders(), order_columns
-    balances = {name: _unpacked(document["balances"][name], blob, swap)
+    balances = {name: _unpacked(document["balances"][name], blob, swap, name != "asset")
                 for name in BALANCE_COLUMNS}
     if not set(map(type, balances["balance"])) <= {str}:  # Decimal(float) is inexact
         raise ValueError("a balance is not a text")
@@ -284,7 +289,8 @@ def _state_3(document: dict[str, Any], info: SliceInfo, blob: memoryview) -> Eng
     # costs two hashes per balance for little)
     state.balances = list(zip(balances["user_id"], map(text, balances["asset"]), balances["t"],
                               map(Decimal, balances["balance"]), strict=True))
-    updates = {name: _unpacked(document["updates"][name], blob, swap)
+    updates = {name: _unpacked(document["updates"][name], blob, swap,
+                               name not in ("asset", "business"))
                for name in UPDATE_COLUMNS}
     business_ids = updates["business_id"]
     if type(document["updates"]["business_id"]) is list:  # texts (ints beyond 64 bits)
