@@ -41,7 +41,7 @@ from pathlib import Path
 
 from exchange_server.bus.base import ALL_TOPICS, Transport
 from exchange_server.bus.mark import Mark, MarkFile, MarkStore
-from exchange_server.bus.messages import published_events
+from exchange_server.bus.messages import published_events, published_topics
 from exchange_server.matchengine.core.model import Event
 
 log = logging.getLogger("exchange_server.bus")
@@ -54,8 +54,9 @@ MARK_INTERVAL = 0.5
 RETRY_DELAY = 0.1
 
 _INDEX = {t: i for i, t in enumerate(ALL_TOPICS)}
-#: a message waiting or in flight: (operation id, body, the event it was written from)
-_Queued = tuple[int, bytes, Event]
+#: a message waiting or in flight: (operation id, body, the event it was written from); the body
+#: is None for a transport with ``lazy_bodies`` (written from the event when read)
+_Queued = tuple[int, bytes | None, Event]
 
 
 class _Oper:
@@ -79,6 +80,9 @@ class BusPublisher:
             mark, (str, Path)) else mark
         self.max_pending = max_pending
         self.mark_interval = mark_interval
+        #: the transport writes bodies itself when they are read (the in-process bus)
+        self._lazy = bool(getattr(transport, "lazy_bodies", False)) and hasattr(
+            transport, "send_all")
         self._loaded = Mark()
         self._is_loaded = False
         self._base = tuple(0 for _ in ALL_TOPICS)
@@ -144,19 +148,31 @@ class BusPublisher:
         if oper_id <= self._last_oper_id:
             return  # replayed and already acknowledged before the restart
         self._last_oper_id = oper_id
-        messages = published_events(events)
-        if not messages:
-            return
-        oper = _Oper(oper_id, len(messages), tuple(self._published))
-        self._opers.append(oper)
-        self._by_id[oper_id] = oper
         published = self._published
         waiting = self._waiting
-        for topic, body, event in messages:
-            waiting[topic].append((oper_id, body, event))
-            published[_INDEX[topic]] += 1
+        if self._lazy:
+            lazy = published_topics(events)
+            if not lazy:
+                return
+            self._add_oper(oper_id, len(lazy))
+            for topic, event in lazy:
+                waiting[topic].append((oper_id, None, event))
+                published[_INDEX[topic]] += 1
+        else:
+            messages = published_events(events)
+            if not messages:
+                return
+            self._add_oper(oper_id, len(messages))
+            for topic, body, event in messages:
+                waiting[topic].append((oper_id, body, event))
+                published[_INDEX[topic]] += 1
         if self._started:
             self._pump()
+
+    def _add_oper(self, oper_id: int, count: int) -> None:
+        oper = _Oper(oper_id, count, tuple(self._published))
+        self._opers.append(oper)
+        self._by_id[oper_id] = oper
 
     def overloaded(self) -> bool:
         """Checked before every write: a plain loop (no generator)."""
@@ -258,8 +274,10 @@ class BusPublisher:
                 continue
             while waiting:
                 item = waiting[0]
+                body = item[1]
+                assert body is not None  # bodies are left unwritten only for send_all
                 inflight.append(item)
-                if not send(topic, item[1], item[0]):
+                if not send(topic, body, item[0]):
                     inflight.pop()
                     self._schedule_retry()
                     break
