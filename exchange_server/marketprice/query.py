@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any, Protocol
 
+import orjson
 from sortedcontainers import SortedDict
 
 from exchange_server.common.decimals import fmt
@@ -269,14 +270,20 @@ def status_today(state: MarketState, now: int, local: LocalTime) -> dict[str, An
             "deal": fmt(deal) if deal is not None else "0"}
 
 
-def deals(state: MarketState, limit: int, last_id: int) -> list[dict[str, Any]]:
-    """Newest first, stopping at the first id <= last_id, at most ``limit``."""
-    result: list[dict[str, Any]] = []
-    for deal in state.deals:
-        if deal["id"] <= last_id:
+def deal_texts(state: MarketState, limit: int, last_id: int) -> list[str]:
+    """The deals' JSON texts, newest first, stopping at the first id <= last_id, at most
+    ``limit``."""
+    result: list[str] = []
+    for deal_id, text in state.deals:
+        if deal_id <= last_id:
             break
-        result.append(deal)
+        result.append(text)
         if len(result) >= limit:
             break
     return result
+
+
+def deals(state: MarketState, limit: int, last_id: int) -> list[dict[str, Any]]:
+    """``deal_texts`` as objects ``{"id", "time", "price", "amount", "type"}``."""
+    return [orjson.loads(text) for text in deal_texts(state, limit, last_id)]
 
