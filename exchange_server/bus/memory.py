@@ -47,7 +47,7 @@ DEFAULT_MAX_BEHIND = 100_000
 
 
 class _Topic:
-    def __init__(self, name: str, base: int, trim_from: int) -> None:
+    def __init__(self, name: str, base: int) -> None:
         self.name = name
         #: offset of items[0]
         self.first = base
@@ -59,8 +59,6 @@ class _Topic:
         self.acked = base - 1
         #: open live (non-durable) subscriptions
         self.live: set[InProcessSubscription] = set()
-        #: ``_trim`` does nothing below this many kept messages
-        self.trim_at = trim_from
 
     @property
     def end(self) -> int:
@@ -93,27 +91,18 @@ class InProcessBus:
     def __init__(self, mark_file: MarkFile | None = None, retain: int = DEFAULT_RETAIN,
                  max_behind: int = DEFAULT_MAX_BEHIND) -> None:
         base = mark_file.load().offsets if mark_file is not None else {}
+        self.topics: dict[str, _Topic] = {t: _Topic(t, base.get(t, 0)) for t in ALL_TOPICS}
         self.retain = retain
         self.max_behind = max_behind
-        #: a trim is tried from this many kept messages (at most size - retain can go, and only
-        #: when that is half the list)...
-        self._trim_from = max(2 * retain, retain + 17)
-        #: ...and, when consumers held everything back, again only this many messages later
-        self._trim_retry = max(16, retain // 8)
-        self.topics: dict[str, _Topic] = {t: self._new_topic(t, base.get(t, 0))
-                                          for t in ALL_TOPICS}
         self._on_acked: AckCallback | None = None
         self._ack_counts: dict[str, int] = {}
         self._ack_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _new_topic(self, name: str, base: int) -> _Topic:
-        return _Topic(name, base, self._trim_from)
-
     def _topic(self, name: str) -> _Topic:
         topic = self.topics.get(name)
         if topic is None:
-            topic = self.topics[name] = self._new_topic(name, 0)
+            topic = self.topics[name] = _Topic(name, 0)
         return topic
 
     # -- transport --------------------------------------------------------------------------------
@@ -174,13 +163,12 @@ class InProcessBus:
 
     def _trim(self, t: _Topic) -> None:
         """Drop the oldest messages nobody needs (in chunks of at least half the kept list, so
-        the cost per message stays constant).  Why the retry waits (``trim_at``): while a
-        consumer holds messages back (marketprice commits once a second, a live subscriber
-        lags) nothing can go, and working that out again for every message sent was a
-        measurable part of the bus's cost; a commit tries at once (``commit``)."""
+        the cost per message stays constant)."""
         items = t.items
         size = len(items)
-        if size < t.trim_at:  # checked first: this runs for every message sent
+        # at most size - retain can go, and only when that is half the list: nothing to do
+        # below twice retain (checked first: this runs for every message sent)
+        if size < 2 * self.retain or size <= self.retain + 16:
             return
         end = t.end
         keep_from = min(t.committed() + 1, end - self.retain)  # durable consumers: always
@@ -188,12 +176,9 @@ class InProcessBus:
             slowest = min(s.position for s in t.live)
             keep_from = min(keep_from, max(slowest, end - self.max_behind))
         drop = keep_from - t.first
-        if drop > 0 and drop * 2 >= size:
+        if drop > 0 and drop * 2 >= len(items):
             del items[:drop]
             t.first += drop
-            t.trim_at = self._trim_from
-        else:
-            t.trim_at = size + self._trim_retry
 
     # -- reader -----------------------------------------------------------------------------------
 
@@ -214,7 +199,6 @@ class InProcessBus:
         if offset > t.durable.get(durable, -1):
             t.durable[durable] = offset
         self._ack(t, t.committed())
-        t.trim_at = self._trim_from  # what the consumer held back may go now
         self._trim(t)
 
     def forget(self, topic: str, durable: str) -> None:
@@ -222,7 +206,6 @@ class InProcessBus:
         t = self._topic(topic)
         t.durable.pop(durable, None)
         self._ack(t, t.committed())
-        t.trim_at = self._trim_from
 
     def end_offset(self, topic: str) -> int:
         return self._topic(topic).end
