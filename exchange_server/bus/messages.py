@@ -80,18 +80,6 @@ def published_events(events: list[Event]) -> list[tuple[str, bytes, Event]]:
     return messages
 
 
-def published_topics(events: list[Event]) -> list[tuple[str, Event]]:
-    """(topic, event) of ``published_events`` without the bodies: for a transport whose
-    consumers read the events themselves (the in-process bus, ``LazyMessage``)."""
-    encoders = ENCODERS
-    messages: list[tuple[str, Event]] = []
-    for e in events:
-        encoder = encoders.get(type(e))
-        if encoder is not None:
-            messages.append((encoder[0], e))
-    return messages
-
-
 class LazyMessage(Message):
     """A message of the in-process bus whose body is written from its event when read.
 

@@ -76,6 +76,7 @@ async def test_no_body_is_written_until_read_and_then_byte_identical(writes: lis
     await publisher.start()
     for op in session().ops:
         publisher.on_events(op.oper_id, op.events)
+    assert await publisher.flush(5)
     assert writes == []
     got = read_all(bus)
     assert sum(len(v) for v in want.values()) > 300
@@ -109,6 +110,7 @@ async def test_replay_filter_tells_in_process_repeats_by_offset_without_writing(
     await publisher.start()
     for op in session().ops[:40]:
         publisher.on_events(op.oper_id, op.events)
+    assert await publisher.flush(5)
     orders = read_all(bus)["orders"]
     assert len(orders) > 20
     f = ReplayFilter()
@@ -117,4 +119,32 @@ async def test_replay_filter_tells_in_process_repeats_by_offset_without_writing(
     assert f.fresh(orders[5:20]) == orders[10:20]
     assert f.duplicates == 5 and f.last_oper_id == orders[19].oper_id
     assert writes == []
+    await publisher.stop()
+
+
+async def test_operations_handed_over_in_one_callback_reach_the_bus_together() -> None:
+    """The matchengine delivers a group commit's operations in one callback: the publisher
+    hands them to the in-process bus once that callback is done, one call per topic."""
+    bus = InProcessBus()
+    calls: list[tuple[str, int]] = []
+    send_all = bus.send_all
+
+    def counting(topic: str, messages: Any) -> None:
+        calls.append((topic, len(messages)))
+        send_all(topic, messages)
+
+    bus.send_all = counting  # type: ignore[method-assign]
+    publisher = BusPublisher(bus)
+    await publisher.start()
+    ops = session().ops[:60]
+    for op in ops:
+        publisher.on_events(op.oper_id, op.events)
+    assert calls == []  # not yet: after the callback
+    assert await publisher.flush(5)
+    want = expected()
+    assert sorted(t for t, _ in calls) == sorted({t for t in ALL_TOPICS if read_all(bus)[t]})
+    for topic, count in calls:
+        assert count == len(read_all(bus)[topic])
+        assert [(m.oper_id, m.value) for m in read_all(bus)[topic]] == [
+            item for item in want[topic] if item[0] <= ops[-1].oper_id]
     await publisher.stop()
