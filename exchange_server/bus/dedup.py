@@ -36,6 +36,17 @@ class ReplayFilter:
 
     def fresh(self, batch: list[Message]) -> list[Message]:
         """The messages of ``batch`` not seen before, in order."""
+        if batch:
+            first, last = batch[0], batch[-1]
+            if (first.event is not None and first.offset > self.last_offset
+                    and last.oper_id is not None):
+                # in-process, all after the newest offset seen (offsets ascend in a batch):
+                # the usual case, without a look at each message
+                self.last_offset = last.offset
+                if last.oper_id > self.last_oper_id:
+                    self.last_oper_id = last.oper_id
+                    self._bodies = set()
+                return batch
         out: list[Message] = []
         for msg in batch:
             if self._is_new(msg):
