@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any, Protocol
 
-import orjson
 from sortedcontainers import SortedDict
 
 from exchange_server.common.decimals import fmt
@@ -281,9 +280,4 @@ def deal_texts(state: MarketState, limit: int, last_id: int) -> list[str]:
         if len(result) >= limit:
             break
     return result
-
-
-def deals(state: MarketState, limit: int, last_id: int) -> list[dict[str, Any]]:
-    """``deal_texts`` as objects ``{"id", "time", "price", "amount", "type"}``."""
-    return [orjson.loads(text) for text in deal_texts(state, limit, last_id)]
 
