@@ -1,7 +1,9 @@
 """The in-process bus (embedded mode): topics kept in memory, Kafka-like offsets.
 
-Each topic is an append-only log of ``Message(offset, value, oper_id)``.  Consumers in the same
-process (marketprice, accessws) subscribe from an offset and get an async iterator.
+Each topic is an append-only log of ``Message(offset, value, oper_id, event)``.  Consumers in the
+same process (marketprice, accessws) subscribe from an offset and get an async iterator.  The
+publisher hands messages over without their text (``lazy_bodies``): each is a ``LazyMessage``
+whose JSON is written from its engine event only if a consumer reads ``value``.
 
 Acknowledgement = durability.  A consumer that keeps its own state (marketprice, in SQLite)
 subscribes with a ``durable`` name and calls ``commit(offset)`` once that state is stored; a
