@@ -43,6 +43,7 @@ from exchange_server.bus.base import ALL_TOPICS, Transport
 from exchange_server.bus.mark import Mark, MarkFile, MarkStore
 from exchange_server.bus.messages import ENCODERS, published_events
 from exchange_server.matchengine.core.model import Event
+from exchange_server.matchengine.orderjson import keep_order_texts
 
 log = logging.getLogger("exchange_server.bus")
 
@@ -86,6 +87,8 @@ class BusPublisher:
         #: the transport writes bodies itself when they are read (the in-process bus)
         self._lazy = bool(getattr(transport, "lazy_bodies", False)) and hasattr(
             transport, "send_all")
+        if not self._lazy:
+            keep_order_texts()  # the taker's orders message takes the reply's text
         self._loaded = Mark()
         self._is_loaded = False
         self._base = tuple(0 for _ in ALL_TOPICS)
