@@ -178,20 +178,25 @@ class UserFeeds:
                 log.exception("bus batch failed")
 
     def on_orders(self, batch: list[Message]) -> None:
-        if not all(msg.event is not None for msg in batch):
+        if batch[0].event is None:  # a batch is of one bus: all carry their event or none
             self._order_messages(batch, ORDER_UPDATE)
             return
         # From the in-process bus: each message's OrderChanged event is at hand, so the text
         # is parsed only for a user with a connection (most orders have none watching).
         users = self.users
         wanted: dict[tuple[int, str], None] = {}
+        newest = self.last_order_id
+        newest_time = self.last_order_time
         for msg in batch:
-            e = msg.event
-            order = e.order
-            self._seen(order.id, order.mtime)
-            conns = users.get(order.user)
-            if conns:
+            order = msg.event.order
+            oid = order.id
+            if oid > newest:  # ``_seen``, inline (once per order message)
+                newest = oid
+                newest_time = float(order.mtime)
+            if order.user in users:
                 self._order_message(msg, ORDER_UPDATE, wanted)
+        self.last_order_id = newest
+        self.last_order_time = newest_time
         for user, asset in wanted:
             self.refresh_asset(user, asset)
 

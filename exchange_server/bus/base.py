@@ -33,7 +33,8 @@ class Message(NamedTuple):
     """One message of a topic.  ``oper_id`` is None for messages without the header (e.g.
     produced by the original C matchengine).  ``event``: on the in-process bus, the engine
     event ``value`` was written from (bus.messages), so a consumer in the same process can read
-    its fields without parsing the text; None from Kafka."""
+    its fields without parsing the text; None from Kafka.  There ``value`` is written from the
+    event only when read (``bus.messages.LazyMessage``)."""
 
     offset: int
     value: bytes

@@ -12,6 +12,11 @@ or balance change).  So a message is a repeat when its operation id is below the
 seen, or equal to it with a body already seen for that operation.  Only the newest
 operation's bodies are kept.  Messages without an id (published by an original ViaBTC
 matchengine) always pass.
+
+Messages of the in-process bus (those carrying their event, whose body is written only when
+read: ``bus.messages.LazyMessage``) are told apart by offset instead: that bus's offsets are
+stable (a message published again gets back the offset it had, bus/memory.py), so a repeat is
+a message at an offset already seen; comparing bodies would write every body.
 """
 
 from __future__ import annotations
@@ -24,11 +29,24 @@ class ReplayFilter:
         #: the newest operation id seen (0: none yet)
         self.last_oper_id = 0
         self._bodies: set[bytes] = set()
+        #: the newest offset seen of a message carrying its event (in-process bus)
+        self.last_offset = -1
         #: messages dropped as repeats since start
         self.duplicates = 0
 
     def fresh(self, batch: list[Message]) -> list[Message]:
         """The messages of ``batch`` not seen before, in order."""
+        if batch:
+            first, last = batch[0], batch[-1]
+            if (first.event is not None and first.offset > self.last_offset
+                    and last.oper_id is not None):
+                # in-process, all after the newest offset seen (offsets ascend in a batch):
+                # the usual case, without a look at each message
+                self.last_offset = last.offset
+                if last.oper_id > self.last_oper_id:
+                    self.last_oper_id = last.oper_id
+                    self._bodies = set()
+                return batch
         out: list[Message] = []
         for msg in batch:
             if self._is_new(msg):
@@ -40,6 +58,14 @@ class ReplayFilter:
     def _is_new(self, msg: Message) -> bool:
         oper_id = msg.oper_id
         if oper_id is None:
+            return True
+        if msg.event is not None:
+            if msg.offset <= self.last_offset:
+                return False
+            self.last_offset = msg.offset
+            if oper_id > self.last_oper_id:
+                self.last_oper_id = oper_id
+                self._bodies = set()
             return True
         if oper_id > self.last_oper_id:
             self.last_oper_id = oper_id

@@ -1,7 +1,9 @@
 """The in-process bus (embedded mode): topics kept in memory, Kafka-like offsets.
 
-Each topic is an append-only log of ``Message(offset, value, oper_id)``.  Consumers in the same
-process (marketprice, accessws) subscribe from an offset and get an async iterator.
+Each topic is an append-only log of ``Message(offset, value, oper_id, event)``.  Consumers in the
+same process (marketprice, accessws) subscribe from an offset and get an async iterator.  The
+publisher hands messages over without their text (``lazy_bodies``): each is a ``LazyMessage``
+whose JSON is written from its engine event only if a consumer reads ``value``.
 
 Acknowledgement = durability.  A consumer that keeps its own state (marketprice, in SQLite)
 subscribes with a ``durable`` name and calls ``commit(offset)`` once that state is stored; a
@@ -36,6 +38,7 @@ from exchange_server.bus.base import (
     ResetCallback,
 )
 from exchange_server.bus.mark import MarkFile
+from exchange_server.bus.messages import LazyMessage
 
 log = logging.getLogger("exchange_server.bus")
 
@@ -83,6 +86,9 @@ class InProcessBus:
     """Transport (producer side) and reader (consumer side) of the embedded bus."""
 
     stable_offsets = True
+    #: the publisher hands messages over without their bodies (value None): each becomes a
+    #: ``LazyMessage``, its text written from its event only if a consumer reads it
+    lazy_bodies = True
 
     def __init__(self, mark_file: MarkFile | None = None, retain: int = DEFAULT_RETAIN,
                  max_behind: int = DEFAULT_MAX_BEHIND) -> None:
@@ -117,17 +123,18 @@ class InProcessBus:
         self._trim(t)
         return True
 
-    def send_all(self, topic: str, messages: Iterable[tuple[int, bytes, Any]]) -> None:
+    def send_all(self, topic: str, messages: Iterable[tuple[int, bytes | None, Any]]) -> None:
         """``send`` for each (oper_id, value, event) of ``messages``, in order; always taken.
         Why: the publisher hands over an operation's (or a commit's) messages together, and
         the waking, acknowledging and trimming are done once for them all.  The event goes
-        with the message (``Message.event``)."""
+        with the message (``Message.event``); a value None makes a ``LazyMessage``."""
         t = self._topic(topic)
         items = t.items
         offset = t.first + len(items)
         new = tuple.__new__
         for oper_id, value, event in messages:
-            items.append(new(Message, (offset, value, oper_id, event)))
+            items.append(new(LazyMessage if value is None else Message,
+                             (offset, value, oper_id, event)))
             offset += 1
         t.wake()
         if t.committed() >= offset - 1:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from json.encoder import encode_basestring
 from typing import Any
 
-from exchange_server.bus.base import BALANCES, DEALS, ORDERS, STOPS
+from exchange_server.bus.base import BALANCES, DEALS, ORDERS, STOPS, Message
 from exchange_server.common.decimals import fmt_raw
 from exchange_server.common.jsonfmt import dumps
 from exchange_server.matchengine.core.model import (
@@ -78,6 +78,24 @@ def published_events(events: list[Event]) -> list[tuple[str, bytes, Event]]:
         if encoder is not None:
             messages.append((encoder[0], encoder[1](e), e))
     return messages
+
+
+class LazyMessage(Message):
+    """A message of the in-process bus whose body is written from its event when read.
+
+    Why: in embedded mode the consumers read the events' fields (marketprice every deal,
+    accessws every order), and most bodies were never read as text: writing the JSON of every
+    order and deal message was most of the bus's cost per order.  The events are immutable
+    (named tuples of numbers, strings, decimals and snapshots), so the text written later is
+    the very text that would have been written at publication: byte-identical to the
+    original's.  Not kept: a consumer reading it twice writes it twice (none does)."""
+
+    __slots__ = ()
+
+    @property
+    def value(self) -> bytes:
+        event = self.event
+        return ENCODERS[type(event)][1](event)
 
 
 def encode_events(events: list[Event]) -> list[tuple[str, bytes]]:

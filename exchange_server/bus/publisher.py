@@ -41,8 +41,9 @@ from pathlib import Path
 
 from exchange_server.bus.base import ALL_TOPICS, Transport
 from exchange_server.bus.mark import Mark, MarkFile, MarkStore
-from exchange_server.bus.messages import published_events
+from exchange_server.bus.messages import ENCODERS, published_events
 from exchange_server.matchengine.core.model import Event
+from exchange_server.matchengine.orderjson import keep_order_texts
 
 log = logging.getLogger("exchange_server.bus")
 
@@ -54,8 +55,12 @@ MARK_INTERVAL = 0.5
 RETRY_DELAY = 0.1
 
 _INDEX = {t: i for i, t in enumerate(ALL_TOPICS)}
-#: a message waiting or in flight: (operation id, body, the event it was written from)
-_Queued = tuple[int, bytes, Event]
+#: event type -> (its topic, the topic's index): the published events (bus.messages.ENCODERS)
+_ROUTES: dict[type, tuple[str, int]] = {kind: (topic, _INDEX[topic])
+                                        for kind, (topic, _) in ENCODERS.items()}
+#: a message waiting or in flight: (operation id, body, the event it was written from); the body
+#: is None for a transport with ``lazy_bodies`` (written from the event when read)
+_Queued = tuple[int, bytes | None, Event]
 
 
 class _Oper:
@@ -79,6 +84,11 @@ class BusPublisher:
             mark, (str, Path)) else mark
         self.max_pending = max_pending
         self.mark_interval = mark_interval
+        #: the transport writes bodies itself when they are read (the in-process bus)
+        self._lazy = bool(getattr(transport, "lazy_bodies", False)) and hasattr(
+            transport, "send_all")
+        if not self._lazy:
+            keep_order_texts()  # the taker's orders message takes the reply's text
         self._loaded = Mark()
         self._is_loaded = False
         self._base = tuple(0 for _ in ALL_TOPICS)
@@ -96,6 +106,7 @@ class BusPublisher:
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retry: asyncio.TimerHandle | None = None
+        self._pump_scheduled = False
         self._mark_task: asyncio.Task[None] | None = None
         self._saving: asyncio.Future[None] | None = None
 
@@ -144,19 +155,41 @@ class BusPublisher:
         if oper_id <= self._last_oper_id:
             return  # replayed and already acknowledged before the restart
         self._last_oper_id = oper_id
-        messages = published_events(events)
-        if not messages:
-            return
-        oper = _Oper(oper_id, len(messages), tuple(self._published))
-        self._opers.append(oper)
-        self._by_id[oper_id] = oper
         published = self._published
         waiting = self._waiting
-        for topic, body, event in messages:
-            waiting[topic].append((oper_id, body, event))
-            published[_INDEX[topic]] += 1
+        if self._lazy:
+            # no bodies (LazyMessage), and no list of them: the events routed as they come
+            oper: _Oper | None = None
+            routes = _ROUTES
+            for e in events:
+                route = routes.get(type(e))
+                if route is not None:
+                    if oper is None:
+                        oper = self._add_oper(oper_id, 0)
+                    waiting[route[0]].append((oper_id, None, e))
+                    published[route[1]] += 1
+                    oper.remaining += 1
+            if oper is None:
+                return
+        else:
+            messages = published_events(events)
+            if not messages:
+                return
+            self._add_oper(oper_id, len(messages))
+            for topic, body, event in messages:
+                waiting[topic].append((oper_id, body, event))
+                published[_INDEX[topic]] += 1
         if self._started:
-            self._pump()
+            if self._lazy:
+                self._pump_soon()
+            else:
+                self._pump()
+
+    def _add_oper(self, oper_id: int, count: int) -> _Oper:
+        oper = _Oper(oper_id, count, tuple(self._published))
+        self._opers.append(oper)
+        self._by_id[oper_id] = oper
+        return oper
 
     def overloaded(self) -> bool:
         """Checked before every write: a plain loop (no generator)."""
@@ -215,6 +248,7 @@ class BusPublisher:
         crash would)."""
         start = time.monotonic()
         if self._started:
+            self._pump()  # what waits for the end of the current callback too (_pump_soon)
             await self.flush(timeout)
         if self._mark_task is not None:
             self._mark_task.cancel()
@@ -258,12 +292,29 @@ class BusPublisher:
                 continue
             while waiting:
                 item = waiting[0]
+                body = item[1]
+                assert body is not None  # bodies are left unwritten only for send_all
                 inflight.append(item)
-                if not send(topic, item[1], item[0]):
+                if not send(topic, body, item[0]):
                     inflight.pop()
                     self._schedule_retry()
                     break
                 waiting.popleft()
+
+    def _pump_soon(self) -> None:
+        """``_pump`` once the current callback is done (the in-process bus).  Why: the
+        matchengine hands over a group commit's operations one after the other in one
+        callback; handed to the bus together, they cost one wake-up, acknowledgement check and
+        trim per topic instead of one per operation, and no consumer could have run in between
+        anyway."""
+        if not self._pump_scheduled and self._loop is not None:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._pump_now)
+
+    def _pump_now(self) -> None:
+        self._pump_scheduled = False
+        if self._started:
+            self._pump()
 
     def _schedule_retry(self) -> None:
         if self._retry is None and self._loop is not None:

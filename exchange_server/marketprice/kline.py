@@ -41,6 +41,19 @@ class Kline:
         if price < self.low:
             self.low = price
 
+    def fold(self, close: Decimal, high: Decimal, low: Decimal, volume: Decimal,
+             deal: Decimal) -> None:
+        """Several trades in this bucket at once (``MarketState.fold``): the last one's price,
+        the highest and lowest prices (the first of their value), the summed amounts and
+        deals; the same as ``update`` for each in turn."""
+        self.close = close
+        self.volume += volume
+        self.deal += deal
+        if high > self.high:
+            self.high = high
+        if low < self.low:
+            self.low = low
+
     def merge(self, other: Kline) -> None:
         """Append a later bucket (used to build wider output buckets)."""
         self.close = other.close

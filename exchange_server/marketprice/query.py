@@ -269,13 +269,14 @@ def status_today(state: MarketState, now: int, local: LocalTime) -> dict[str, An
             "deal": fmt(deal) if deal is not None else "0"}
 
 
-def deals(state: MarketState, limit: int, last_id: int) -> list[dict[str, Any]]:
-    """Newest first, stopping at the first id <= last_id, at most ``limit``."""
-    result: list[dict[str, Any]] = []
-    for deal in state.deals:
-        if deal["id"] <= last_id:
+def deal_texts(state: MarketState, limit: int, last_id: int) -> list[str]:
+    """The deals' JSON texts, newest first, stopping at the first id <= last_id, at most
+    ``limit``."""
+    result: list[str] = []
+    for deal_id, text in state.deals:
+        if deal_id <= last_id:
             break
-        result.append(deal)
+        result.append(text)
         if len(result) >= limit:
             break
     return result

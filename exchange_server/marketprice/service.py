@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterator
 from datetime import tzinfo
 from typing import Any
 
+import orjson
+
 from exchange_server.bus.base import DEALS, BusReader, Subscription
 from exchange_server.common import jsonfmt
 from exchange_server.common.decimals import fmt_raw, use_engine_context
@@ -224,6 +226,11 @@ class MarketPriceService:
         try:
             if method == "market.kline" and not self.debug:
                 return await self._kline_reply(params, req_id)
+            if method == "market.deals" and not self.debug:
+                # the deals are kept as their JSON texts: joined, not parsed and re-encoded
+                check_params_depth(params)
+                texts = self._run(self._deal_texts, params)
+                return jsonfmt.reply_text("[" + ", ".join(texts) + "]", req_id)
             result = self.execute(method, params)
             return jsonfmt.reply_body(result, req_id, self.debug)
         except RpcError as e:
@@ -314,6 +321,9 @@ class MarketPriceService:
         return fmt_raw(self._market(params[0]).last)
 
     def market_deals(self, params: Params) -> Any:
+        return [orjson.loads(text) for text in self._deal_texts(params)]
+
+    def _deal_texts(self, params: Params) -> list[str]:
         if len(params) != 3:
             raise invalid_argument()
         state = self._market(params[0])
@@ -323,7 +333,7 @@ class MarketPriceService:
         last_id = _int(params[2])
         if last_id < 0:
             last_id += U64  # the original reads it as uint64
-        return query.deals(state, limit, last_id)
+        return query.deal_texts(state, limit, last_id)
 
     def market_kline(self, params: Params) -> Any:
         rows: list[Any] = []

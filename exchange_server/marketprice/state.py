@@ -1,8 +1,9 @@
 """marketprice's in-memory state: per market the last price, k-line buckets and recent deals.
 
-``MarketData.apply`` consumes one ``deals`` message (engine.md 16).  Everything it changes is
-remembered as dirty until ``take_changes`` hands it to the store together with the offset of
-the last consumed message, so a store commits data and offset in one transaction.
+``MarketData.apply`` consumes one ``deals`` message (engine.md 16); the deal waits in its
+market's ``pending`` list until something reads the market (``MarketState.fold``).  Everything
+it changes is remembered as dirty until ``take_changes`` hands it to the store together with
+the offset of the last consumed message, so a store commits data and offset in one transaction.
 """
 
 from __future__ import annotations
@@ -49,23 +50,159 @@ class Retention:
                 now // 3600 * 3600 - self.hour_max * 3600)
 
 
-class MarketState:
-    __slots__ = ("name", "last", "klines", "deals", "dirty", "deleted", "new_deals",
-                 "last_dirty")
+#: a deal not yet folded into a market's state: (time, price, amount, taker side, deal id)
+PendingDeal = tuple[float, Decimal, Decimal, int, int]
 
-    def __init__(self, name: str, last: Decimal = ZERO) -> None:
+
+class MarketState:
+    """One market: last price, k-line buckets, recent deals, and what the next flush writes.
+
+    Deals are folded lazily.  Why: ``MarketData.apply`` runs for every deal in the matching
+    process's loop (embedded mode), and updating four buckets, a deal object and its stored
+    text per deal was most of marketprice's cost; nothing reads them between two flushes (1 s)
+    unless a query comes.  So a deal only joins ``pending``; reading ``last``, ``klines``,
+    ``deals``, ``dirty`` or ``new_deals`` first folds what is pending, a second's deals at a
+    time: one update of each of the four buckets per run of deals in the same second, with the
+    run's close, high, low and sums.  The result is exactly deal-by-deal application's: the sums
+    are exact (60-digit context, never rounded, so their order does not change them) and high
+    and low keep the first price of their value as ``Kline.update`` does
+    (tests/unit/test_marketprice_fold.py)."""
+
+    __slots__ = ("name", "local", "pending", "_last", "_klines", "_deals", "_dirty", "deleted",
+                 "_new_deals", "_last_dirty")
+
+    def __init__(self, name: str, last: Decimal = ZERO, local: LocalTime | None = None) -> None:
         self.name = name
-        self.last = last
+        self.local = local if local is not None else LocalTime()
+        #: deals applied but not yet folded, oldest first
+        self.pending: list[PendingDeal] = []
+        self._last = last
         #: SEC, MIN, HOUR, DAY: bucket start -> Kline
-        self.klines: tuple[SortedDict, SortedDict, SortedDict, SortedDict] = (
+        self._klines: tuple[SortedDict, SortedDict, SortedDict, SortedDict] = (
             SortedDict(), SortedDict(), SortedDict(), SortedDict())
-        #: newest first: {"id", "time", "price", "amount", "type"}
-        self.deals: deque[dict[str, Any]] = deque(maxlen=DEALS_MAX)
-        self.dirty: set[tuple[int, int]] = set()
+        #: newest first: (deal id, its JSON text {"id", "time", "price", "amount", "type"})
+        self._deals: deque[tuple[int, str]] = deque(maxlen=DEALS_MAX)
+        self._dirty: set[tuple[int, int]] = set()
         self.deleted: set[tuple[int, int]] = set()
         #: (id, stored JSON) of deals not yet written, oldest first
-        self.new_deals: list[tuple[int, str]] = []
-        self.last_dirty = False
+        self._new_deals: list[tuple[int, str]] = []
+        self._last_dirty = False
+
+    # -- the folded state (each read folds the pending deals first) -------------------------------
+
+    @property
+    def last(self) -> Decimal:
+        if self.pending:
+            self.fold()
+        return self._last
+
+    @last.setter
+    def last(self, value: Decimal) -> None:
+        if self.pending:
+            self.fold()
+        self._last = value
+
+    @property
+    def klines(self) -> tuple[SortedDict, SortedDict, SortedDict, SortedDict]:
+        if self.pending:
+            self.fold()
+        return self._klines
+
+    @property
+    def deals(self) -> deque[tuple[int, str]]:
+        if self.pending:
+            self.fold()
+        return self._deals
+
+    @property
+    def dirty(self) -> set[tuple[int, int]]:
+        if self.pending:
+            self.fold()
+        return self._dirty
+
+    @dirty.setter
+    def dirty(self, value: set[tuple[int, int]]) -> None:
+        if self.pending:
+            self.fold()
+        self._dirty = value
+
+    @property
+    def new_deals(self) -> list[tuple[int, str]]:
+        if self.pending:
+            self.fold()
+        return self._new_deals
+
+    @new_deals.setter
+    def new_deals(self, value: list[tuple[int, str]]) -> None:
+        if self.pending:
+            self.fold()
+        self._new_deals = value
+
+    @property
+    def last_dirty(self) -> bool:
+        if self.pending:
+            self.fold()
+        return self._last_dirty
+
+    @last_dirty.setter
+    def last_dirty(self, value: bool) -> None:
+        if self.pending:
+            self.fold()
+        self._last_dirty = value
+
+    # -- folding ------------------------------------------------------------------------------------
+
+    def fold(self) -> None:
+        """Fold every pending deal into the state, a run of same-second deals at a time."""
+        pending = self.pending
+        self.pending = []
+        count = len(pending)
+        i = 0
+        while i < count:
+            sec = int(pending[i][0])
+            j = i + 1
+            while j < count and int(pending[j][0]) == sec:
+                j += 1
+            self._fold_run(pending, i, j, sec)
+            i = j
+        self._last_dirty = True
+        self._record_deals(pending)
+
+    def _fold_run(self, pending: list[PendingDeal], i: int, j: int, sec: int) -> None:
+        """Deals ``pending[i:j]``, all in second ``sec``, into its four buckets."""
+        price = pending[i][1]
+        high = low = price
+        volume = pending[i][2]
+        deal = price * volume
+        for k in range(i + 1, j):
+            _, price, amount, _, _ = pending[k]
+            volume += amount
+            deal += price * amount
+            if price > high:
+                high = price
+            if price < low:
+                low = price
+        last = self._last
+        keys = (sec, sec - sec % 60, sec - sec % 3600, self.local.day_start(sec))
+        dirty = self._dirty
+        for kind in (SEC, MIN, HOUR, DAY):
+            buckets = self._klines[kind]
+            ts = keys[kind]
+            kline = buckets.get(ts)
+            if kline is None:
+                kline = buckets[ts] = Kline.seed(last)
+            kline.fold(price, high, low, volume, deal)
+            dirty.add((kind, ts))
+        self._last = price
+
+    def _record_deals(self, pending: list[PendingDeal]) -> None:
+        """The deals' texts, newest first in ``deals`` and oldest first in ``new_deals``."""
+        deals = self._deals
+        new_deals = self._new_deals
+        for t, price, amount, side, deal_id in pending:
+            text = deal_text(deal_id, t, fmt(price), fmt(amount), "sell" if side == ASK else "buy")
+            deals.appendleft((deal_id, text))
+            new_deals.append((deal_id, text))
 
 
 @dataclass
@@ -101,16 +238,21 @@ class StoredMarket:
     deals: list[str] = field(default_factory=list)
 
 
-def deal_item_text(item: dict[str, Any]) -> str:
-    """``dumps(item)`` of a deal item as ``_update`` builds it, from a template (once per deal,
+def deal_text(deal_id: int, t: float, price: str, amount: str, side: str) -> str:
+    """``dumps`` of the deal item ``{"id", "time", "price", "amount", "type"}`` of these values
+    (its stored and replied text), from a template, without building the item (once per deal,
     in the matching process's loop in embedded mode): an int id, a finite float time (a
     message's time is checked to be one), decimal texts from ``fmt`` and "sell"/"buy" need no
     escaping.  Anything else goes through the encoder."""
-    deal_id, t = item["id"], item["time"]
     if type(deal_id) is not int or type(t) is not float or t - t != 0.0:
-        return dumps(item)
-    return (f'{{"id": {deal_id:d}, "time": {float.__repr__(t)}, "price": "{item["price"]}", '
-            f'"amount": "{item["amount"]}", "type": "{item["type"]}"}}')
+        return dumps({"id": deal_id, "time": t, "price": price, "amount": amount, "type": side})
+    return (f'{{"id": {deal_id:d}, "time": {float.__repr__(t)}, "price": "{price}", '
+            f'"amount": "{amount}", "type": "{side}"}}')
+
+
+def deal_item_text(item: dict[str, Any]) -> str:
+    """``deal_text`` of a deal item."""
+    return deal_text(item["id"], item["time"], item["price"], item["amount"], item["type"])
 
 
 class MarketData:
@@ -137,7 +279,7 @@ class MarketData:
     def add_market(self, name: str, last: Decimal = ZERO, record: bool = False) -> MarketState:
         state = self.markets.get(name)
         if state is None:
-            state = self.markets[name] = MarketState(name, last)
+            state = self.markets[name] = MarketState(name, last, self.local)
             if record:
                 self._new_markets.append(name)
         return state
@@ -174,7 +316,7 @@ class MarketData:
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 log.error("market %s: bad stored deal %r", name, text)
                 continue
-            state.deals.append(deal)
+            state.deals.append((deal_id, dumps(deal)))
             if type(deal_id) is int and deal_id > self.last_deal_id:
                 self.last_deal_id = deal_id
 
@@ -246,25 +388,7 @@ class MarketData:
         if state is None:
             # a market not in the list: created on the fly, its last price = this deal's
             state = self.add_market(market, price, record=True)
-        deal = price * amount
-        sec = int(t)
-        keys = (sec, sec - sec % 60, sec - sec % 3600, self.local.day_start(sec))
-        last = state.last
-        dirty = state.dirty
-        for kind in (SEC, MIN, HOUR, DAY):
-            buckets = state.klines[kind]
-            ts = keys[kind]
-            kline = buckets.get(ts)
-            if kline is None:
-                kline = buckets[ts] = Kline.seed(last)
-            kline.update(price, amount, deal)
-            dirty.add((kind, ts))
-        state.last = price
-        state.last_dirty = True
-        item = {"id": deal_id, "time": t, "price": fmt(price), "amount": fmt(amount),
-                "type": "sell" if side == ASK else "buy"}
-        state.deals.appendleft(item)
-        state.new_deals.append((deal_id, deal_item_text(item)))
+        state.pending.append((t, price, amount, side, deal_id))
 
     # -- retention --------------------------------------------------------------------------------
 

@@ -77,11 +77,27 @@ _KEPT: dict[int, tuple[OrderSnapshot, str]] = {}
 _KEPT_MAX = 4096
 
 
+#: whether ``kept_order_json`` keeps its texts: only while a publisher writes the ``orders``
+#: messages as it publishes them (Kafka; ``keep_order_texts``).  The in-process bus writes a
+#: message's text only if a consumer reads it (bus.messages.LazyMessage): nothing would take
+#: them, and 4,096 snapshots held until the next clear were 4,096 more objects for the GC.
+_KEEPING = [False]
+
+
+def keep_order_texts(on: bool = True) -> None:
+    """Make ``kept_order_json`` keep its texts (or not); called by bus/publisher.py."""
+    _KEEPING[0] = on
+    if not on:
+        _KEPT.clear()
+
+
 def kept_order_json(o: OrderSnapshot) -> str:
     """``order_json(o)``, kept for ``taken_order_json``.  Why: the reply to an order placed and
     the taker's ``orders`` message write the very same snapshot (the engine hands the one
     object to both), once each; the second write is a dictionary lookup instead."""
     text = order_json(o)
+    if not _KEEPING[0]:
+        return text
     if len(_KEPT) >= _KEPT_MAX:
         _KEPT.clear()
     _KEPT[id(o)] = (o, text)

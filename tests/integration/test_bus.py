@@ -299,9 +299,9 @@ async def test_inprocess_mark_follows_durable_consumer_commits(tmp_path: Path) -
     publisher = BusPublisher(bus, mark, mark_interval=0.05)
     await publisher.start()
     publish(publisher, ops)
-    await asyncio.sleep(0)
     deals = expected_topics(ops)[DEALS]
-    assert publisher.pending(ORDERS) == publisher.pending(BALANCES) == 0
+    await wait_until_async(lambda: publisher.pending(ORDERS) == publisher.pending(BALANCES) == 0,
+                           message="orders and balances acknowledged")
     assert publisher.pending(DEALS) == len(deals)
     first_deal_op = deals[0][0]
     assert publisher.current_mark().oper_id == first_deal_op - 1

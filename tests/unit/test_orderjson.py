@@ -14,9 +14,11 @@ from exchange_server.bus.messages import deal_message, order_message
 from exchange_server.common import jsonfmt
 from exchange_server.common.decimals import ZERO, fmt, fmt_param, fmt_raw
 from exchange_server.marketprice.state import deal_item_text
+from exchange_server.matchengine import orderjson
 from exchange_server.matchengine.core.model import Deal, Order, OrderChanged, order_info
 from exchange_server.matchengine.orderjson import (
     deal_json,
+    keep_order_texts,
     kept_order_json,
     order_json,
     taken_order_json,
@@ -139,9 +141,11 @@ def test_a_field_the_template_cannot_write_goes_through_the_encoder() -> None:
 def test_an_order_text_kept_for_the_reply_is_taken_by_its_message(a: Order, b: Order) -> None:
     """The message of the snapshot the reply wrote gets the reply's text, once; any other
     snapshot (an equal one included) is written anew."""
+    keep_order_texts()
     first, other = a.snapshot(), b.snapshot()
     twin = first._replace()  # equal, another object
     assert kept_order_json(first) == order_json(first)
+    assert orderjson._KEPT[id(first)] == (first, order_json(first))
     assert taken_order_json(other) == order_json(other)
     assert taken_order_json(twin) == order_json(twin)
     assert taken_order_json(first) == order_json(first)
@@ -153,10 +157,28 @@ def test_kept_order_texts_stay_right_past_their_size() -> None:
                              now=1.5, price=Decimal(n), amount=Decimal("2"), taker_fee=ZERO,
                              maker_fee=ZERO, option=0, client_id=None).snapshot()
                  for n in range(10_000)]  # more than it keeps, never taken
+    keep_order_texts()
     for snapshot in snapshots:
         kept_order_json(snapshot)
     for snapshot in snapshots[::-1]:
         assert taken_order_json(snapshot) == order_json(snapshot)
+
+
+def test_order_texts_are_kept_only_for_a_publisher_writing_messages_at_once() -> None:
+    """The in-process bus writes a message's text when read, if ever: nothing is kept for it."""
+    from exchange_server.bus import BusPublisher, InProcessBus
+    from tests.unit.test_bus_lazy import EagerTransport
+
+    keep_order_texts(False)
+    BusPublisher(InProcessBus())
+    snapshot = Order.fresh(id=7, market="BTCBCH", source="api", type=1, side=1, user=7, now=1.5,
+                           price=Decimal(3), amount=Decimal("2"), taker_fee=ZERO, maker_fee=ZERO,
+                           option=0, client_id=None).snapshot()
+    assert kept_order_json(snapshot) == order_json(snapshot)
+    assert id(snapshot) not in orderjson._KEPT
+    BusPublisher(EagerTransport())
+    kept_order_json(snapshot)
+    assert orderjson._KEPT[id(snapshot)] == (snapshot, order_json(snapshot))
 
 
 @settings(max_examples=200)
