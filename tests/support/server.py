@@ -124,7 +124,7 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
 
-    def start(self, timeout: float = 30.0) -> ServerProcess:
+    def start(self, timeout: float = 120.0) -> ServerProcess:
         args = [sys.executable, "-m", "exchange_server", "run", "--data-dir", str(self.data_dir),
                 "--http-port", str(self.port), "--ws-port", str(self.ws_port),
                 "--cli-port", str(self.cli_port)]
