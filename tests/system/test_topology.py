@@ -88,7 +88,7 @@ def check_status_and_monitoring_names(topology: Topology) -> None:
         status: dict[str, Any] = json.loads(result.stdout)
         return status if result.returncode == 0 else None
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while (status := healthy()) is None:
         assert time.monotonic() < deadline, "the production topology never looked healthy"
         time.sleep(0.2)
