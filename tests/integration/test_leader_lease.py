@@ -113,6 +113,26 @@ def test_dead_holder_frees_its_lock(leases: Callable[[], LeaseStore]) -> None:
     assert b.take(row, "b:2", 30) == 2
 
 
+def test_leases_of_two_databases_are_independent(
+        leases: Callable[[], LeaseStore], mysql_config: Callable[..., MysqlConfig]) -> None:
+    """Two exchanges whose log databases share one MariaDB server: MariaDB's named locks are
+    server-wide, so each epoch's lock must be named after its database too, or the second
+    exchange's standby could never take epoch 1 while the first exchange's active holds it."""
+    ours = leases()
+    other = mysql_config("test_lease_other")
+    theirs, their_standby = LeaseStore(other), LeaseStore(other)
+    theirs.open()
+    try:
+        assert theirs.take(theirs.read(), "x:1", 30) == 1
+        assert ours.holder_gone(1)  # nobody holds *our* epoch 1
+        assert ours.take(ours.read(), "a:1", 30) == 1
+        # each holds its own (seen from another connection: a holder may take its lock again)
+        assert not leases().holder_gone(1) and not their_standby.holder_gone(1)
+    finally:
+        theirs.close()
+        their_standby.close()
+
+
 def test_stale_epoch_commits_nothing(leases: Callable[[], LeaseStore],
                                      store: MysqlEngineStore, cfg: MysqlConfig) -> None:
     a, b = leases(), leases()
