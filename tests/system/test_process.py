@@ -60,6 +60,9 @@ class Tiny:
         self.exit_status = self.cfg.get("exit_status")
 
     async def start(self):
+        go = self.cfg.get("exit_when")
+        # decided before the pid file tells the test this worker runs (then it may create go)
+        self.restarted = go is not None and os.path.exists(go)
         pid_file = self.cfg["pid_file"]
         with open(pid_file + ".tmp", "w") as f:
             f.write(str(os.getpid()))
@@ -75,7 +78,7 @@ class Tiny:
     async def finished(self):
         go = self.cfg.get("exit_when")
         if go is not None:  # the first worker ends once the file exists; the next ones never
-            if os.path.exists(go):
+            if self.restarted:
                 await asyncio.Event().wait()
             while not os.path.exists(go):
                 await asyncio.sleep(0.02)
