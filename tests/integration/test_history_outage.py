@@ -21,7 +21,7 @@ from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from tests.integration.test_crash import replay
 from tests.integration.test_history_writer import reference_dump
 from tests.support.history_support import HistoryBackend
-from tests.support.server import REPO, CallError, ServerProcess, free_port
+from tests.support.server import GATEWAY_TIMEOUT, REPO, CallError, ServerProcess, free_port
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.mysql, pytest.mark.slow]
@@ -86,8 +86,16 @@ def test_history_database_outage(tmp_path: Path, outage_db: OutageDatabase,
             server.call("order.put_limit", 2, "BTCBCH", 2, "0.1", "100", "0.002", "0.001", "t")
 
         trade()
-        wait_until(lambda: server.call("balance.history", 1, "BTC", "", 0, 0, 0, 10)["records"],
-                   120, 0.1, "history of the first trade")
+
+        def history_arrived() -> bool:
+            try:
+                return bool(server.call("balance.history", 1, "BTC", "", 0, 0, 0, 10)["records"])
+            except CallError as e:  # a query slowed past the gateway's 1 s by a loaded machine
+                if e.status != GATEWAY_TIMEOUT:
+                    raise
+                return False
+
+        wait_until(history_arrived, 120, 0.1, "history of the first trade")
 
         outage_db.down()
         accepted = 0
@@ -97,6 +105,8 @@ def test_history_database_outage(tmp_path: Path, outage_db: OutageDatabase,
                 trade()
                 accepted += 1
             except CallError as e:
+                if e.status == GATEWAY_TIMEOUT:  # a commit slowed past the gateway's 1 s: load,
+                    continue  # neither an acceptance nor the refusal under test
                 refused = e.code
                 break
         assert accepted > 0, "matching must go on while the backlog is under its bound"
@@ -113,7 +123,8 @@ def test_history_database_outage(tmp_path: Path, outage_db: OutageDatabase,
             try:
                 trade()
             except CallError as e:
-                assert e.code == 3, e.error  # refused until the backlog drains, nothing else
+                # refused until the backlog drains (or a 504 of a loaded machine), nothing else
+                assert e.code == 3 or e.status == GATEWAY_TIMEOUT, (e.status, e.error)
                 return False
             return True
 
