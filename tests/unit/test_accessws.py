@@ -679,7 +679,9 @@ async def test_list_subscribe_validation(stack: Stack, clients: list[WsClient]) 
     conn = next(iter(stack.ws.connections))
     assert conn.price == [MARKET]
     assert stack.ws.market.price.topics[MARKET].sessions == {conn}
-    assert not stack.ws.market.price.topics["ETHBCH"].sessions
+    # empty, or already pruned (a poll in between drops a topic nobody subscribes)
+    dropped = stack.ws.market.price.topics.get("ETHBCH")
+    assert dropped is None or not dropped.sessions
     assert await c.error("state.subscribe", "S" * 16) == (1, "invalid argument")
     assert await c.call("today.subscribe") == {"status": "success"}  # empty list: nothing
     too_many = [f"M{i}" for i in range(300)]
