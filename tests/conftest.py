@@ -53,7 +53,7 @@ def mysql_server() -> MysqlConfig:
     """The reachable test server (fails the test with instructions if it is not)."""
     cfg = mysql_server_config()
     try:
-        conn = mysql_db.connect(cfg, database=False, connect_timeout=5)
+        conn = mysql_db.connect(cfg, database=False, connect_timeout=30)
         conn.close()
     except pymysql.MySQLError as e:
         pytest.fail(
@@ -164,7 +164,7 @@ def redis_server() -> tuple[str, int]:
 
     host, port = redis_server_addr()
     try:
-        redis.Redis(host=host, port=port, socket_timeout=5).ping()
+        redis.Redis(host=host, port=port, socket_timeout=30).ping()
     except Exception as e:
         pytest.fail(f"Redis is not reachable at {host}:{port} ({e}).\n{_SERVICES_HINT}",
                     pytrace=False)
@@ -180,7 +180,7 @@ def sentinel_server(redis_server: tuple[str, int]) -> tuple[list[str], str]:
     name = os.environ.get("EXCHANGE_SENTINEL_MASTER", "mymaster")
     host, _, port = addr.rpartition(":")
     try:
-        master = Sentinel([(host, int(port))], socket_timeout=5).discover_master(name)
+        master = Sentinel([(host, int(port))], socket_timeout=30).discover_master(name)
     except Exception as e:
         pytest.fail(f"Redis Sentinel is not reachable at {addr} (master {name}: {e}).\n"
                     f"{_SERVICES_HINT}", pytrace=False)

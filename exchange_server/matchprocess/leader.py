@@ -18,8 +18,9 @@ again, and the new one replays everything committed before the bump.
 
 Speed: a standby takes over when the lease expired in the database's clock (a stopped or
 partitioned active), or at once when the active's process is gone: the active's lease
-connection holds the MariaDB named lock ``matchengine_leader_<epoch>``, and a connection of a
-dead process is closed by its kernel, which frees the lock.  (A named lock alone cannot be the
+connection holds the MariaDB named lock ``matchengine_leader_<epoch>_<database>`` (named
+locks are server-wide: the database keeps exchanges sharing a server apart), and a connection
+of a dead process is closed by its kernel, which frees the lock.  (A named lock alone cannot be the
 lease: a stopped process's connection keeps it for hours.)  Before taking over an expired lease
 the standby KILLs the old writer connection, whose open transaction would otherwise hold the
 lease row's lock for as long as the old process is stopped.
@@ -42,6 +43,7 @@ to the new active's publisher.  The mark (a row of the log database, bus/mark.py
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import socket
 import time
@@ -100,9 +102,16 @@ SCHEMA = [
 _NOW = "UNIX_TIMESTAMP(NOW(6))"
 
 
-def lock_name(epoch: int) -> str:
-    """The named lock the active of ``epoch`` holds while its process lives."""
-    return f"{LEASE_NAME}_leader_{epoch}"
+def lock_name(database: str, lease: str, epoch: int) -> str:
+    """The named lock the active of ``epoch`` holds while its process lives.
+
+    Why the database in it: MariaDB's named locks are server-wide, so two exchanges whose log
+    databases share a server (or two test runs) would otherwise hold each other's epochs.
+    A name past MariaDB's 64 characters names the database by a digest instead."""
+    name = f"{lease}_leader_{epoch}_{database}"
+    if len(name) <= 64:
+        return name
+    return f"{lease}_leader_{epoch}_{hashlib.sha256(database.encode()).hexdigest()[:24]}"
 
 
 def holder_id(config: MatchEngineConfig) -> str:
@@ -143,6 +152,9 @@ class LeaseStore:
         self._conn: pymysql.Connection | None = None
         #: the epoch whose named lock this connection holds
         self._locked: int | None = None
+
+    def _lock_name(self, epoch: int) -> str:
+        return lock_name(self.cfg.name, self.name, epoch)
 
     def _connection(self) -> pymysql.Connection:
         if self._conn is None:
@@ -206,9 +218,9 @@ class LeaseStore:
     def holder_gone(self, epoch: int) -> bool:
         """Whether no live connection holds the named lock of ``epoch`` (its holder's process
         ended).  The lock is let go again at once."""
-        (got,), = self._run("SELECT GET_LOCK(%s, 0)", (lock_name(epoch),))
+        (got,), = self._run("SELECT GET_LOCK(%s, 0)", (self._lock_name(epoch),))
         if got == 1:
-            self._run("SELECT RELEASE_LOCK(%s)", (lock_name(epoch),))
+            self._run("SELECT RELEASE_LOCK(%s)", (self._lock_name(epoch),))
             return True
         return False
 
@@ -218,7 +230,7 @@ class LeaseStore:
         if row.expired and row.writer is not None:
             self._kill(row.writer)
         epoch = row.epoch + 1
-        (got,), = self._run("SELECT GET_LOCK(%s, 0)", (lock_name(epoch),))
+        (got,), = self._run("SELECT GET_LOCK(%s, 0)", (self._lock_name(epoch),))
         if got != 1:
             return None
         conn = self._connection()
@@ -246,7 +258,7 @@ class LeaseStore:
         except pymysql.MySQLError:
             self.close()
             raise
-        self._run("SELECT RELEASE_LOCK(%s)", (lock_name(epoch),))
+        self._run("SELECT RELEASE_LOCK(%s)", (self._lock_name(epoch),))
         return None
 
     def _kill(self, connection_id: int) -> None:
@@ -266,7 +278,7 @@ class LeaseStore:
     def renew(self, epoch: int, holder: str, lease: float) -> bool:
         """Extend the lease of ``epoch``; False when the epoch is no longer ours."""
         if self._locked != epoch:  # a new connection: take the liveness lock back
-            (got,), = self._run("SELECT GET_LOCK(%s, 0)", (lock_name(epoch),))
+            (got,), = self._run("SELECT GET_LOCK(%s, 0)", (self._lock_name(epoch),))
             if got == 1:
                 self._locked = epoch
         return self._execute(f"UPDATE leader_lease SET expires = {_NOW} + %s"

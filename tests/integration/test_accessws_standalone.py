@@ -8,7 +8,6 @@ readhistory point at nothing (their methods then answer error 2, as when a backe
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import time
 from collections.abc import AsyncIterator, Callable
@@ -89,24 +88,20 @@ async def test_standalone_rpc_and_kafka(tmp_path: Path, auth: AuthService, kafka
             assert time.monotonic() < deadline, "no push from Kafka"
             await deposit("BCH", "1")
         client.drain("asset.update")
-        await asyncio.sleep(0.3)
-        client.drain("asset.update")
         # forwarded over the RPC: the reply body passes through verbatim
         balance = await client.request("asset.query", "BCH")
         available = balance["result"]["BCH"]["available"]
         expected = await me.call("balance.query", [USER, "BCH"], balance["id"])
         assert client.raw_replies[balance["id"]] == expected.decode()
         # pushes from Kafka
-        start = time.monotonic()
         reply = await me.call("order.put_limit", [USER, MARKET, 2, "1", "100", "0.001", "0.001",
                                                   "x"], 1)
         order = __import__("orjson").loads(reply)["result"]
         assert await client.next("order.update") == [1, order]
-        latency = time.monotonic() - start
         update = await client.next("asset.update")
+        while update[0]["BCH"]["freeze"] == "0":  # a late push of the warm-up's balance
+            update = await client.next("asset.update")
         assert update == [{"BCH": {"available": str(int(available) - 100), "freeze": "100"}}]
-        assert latency < 1.0, latency
-        print(f"\nput_limit -> order.update over Kafka: {latency * 1000:.1f} ms")
         # depth over the RPC
         await client.call("depth.subscribe", MARKET, 5, "0")
         assert await client.next("depth.update") == [True, {"asks": [], "bids": [["100", "1"]]},

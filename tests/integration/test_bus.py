@@ -211,7 +211,7 @@ async def test_kafka_producer_rebuilt_mid_stream_resends_in_order(
     await publisher.start()
     half = len(ops) // 2
     publish(publisher, ops[:half])
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # shapes the scenario (some in flight), asserts nothing by itself
     publish(publisher, ops[half:half + 50])
     transport.set_brokers(kafka_brokers)  # drops the producer with whatever it had in flight
     publish(publisher, ops[half + 50:])

@@ -356,7 +356,7 @@ def test_history_writer_stops_for_good_on_an_operation_it_cannot_turn_into_rows(
         assert len(fatal) == 1 and "operation 2" in fatal[0].getMessage()
         assert writer.errors == 0  # not retried
     finally:
-        writer.stop(timeout=5)  # closes the store
+        writer.stop(timeout=60)  # closes the store
 
 
 def test_decimals_have_fewer_than_24_integer_digits() -> None:

@@ -49,7 +49,8 @@ class Worker(threading.Thread):
         self.business_id = seed * 1_000_000
 
     def run(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        # a deadline only (a reply held up on a loaded machine must not end the load)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         while True:
             method, params = self.next_request()
             try:
@@ -157,8 +158,8 @@ def start_under_load(tmp_path: Path, storage: str, request: pytest.FixtureReques
     data = tmp_path / "data"
     server = ServerProcess(data, config=config_path, extra=["--storage", storage]).start()
     for u in USERS:
-        server.call("balance.update", u, "BTC", "deposit", u, "1000", {})
-        server.call("balance.update", u, "BCH", "deposit", 100 + u, "1000000", {})
+        server.setup_call("balance.update", u, "BTC", "deposit", u, "1000", {})
+        server.setup_call("balance.update", u, "BCH", "deposit", 100 + u, "1000000", {})
     acked: list[Acked] = []
     workers = [Worker(server.port, i + 1, USERS[i], acked) for i in range(8)]
     for w in workers:
@@ -179,7 +180,7 @@ def test_sigkill_during_load(tmp_path: Path, storage: str, request: pytest.Fixtu
     wait_until(lambda: len(acked) > 300, 120, 0.05, "a sustained load")
     server.kill()
     for w in workers:
-        w.join(15)
+        w.join(60)
     assert len(acked) > 200, f"load too small to mean anything: {len(acked)} replies"
 
     restarted = ServerProcess(data, config=config_path, extra=["--storage", storage]).start()

@@ -46,7 +46,7 @@ def test_trades_reach_marketprice_and_websocket(server: ServerProcess) -> None:
         deadline = time.monotonic() + 60
         while not any(d["price"] == Decimal("101") for d in seen):
             assert time.monotonic() < deadline, f"no deal pushed: {seen}"
-            market, batch = deals.get(timeout=5)[:2]
+            market, batch = deals.get(timeout=30)[:2]
             assert market == "BTCBCH"
             seen += batch
         assert ws.call("server.ping") == "pong"
@@ -93,7 +93,7 @@ def test_prometheus_metrics(tmp_path: Path) -> None:
 
 def _scrape(port: int) -> str | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
             return str(resp.read().decode())
     except OSError:
         return None

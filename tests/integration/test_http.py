@@ -99,7 +99,7 @@ def test_oversized_body(server: ServerProcess) -> None:
 
 def test_keep_alive_and_pipelining(server: ServerProcess) -> None:
     requests = b"".join(post(b'{"method": "asset.list", "params": [], "id": %d}' % i) for i in range(20))
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
         s.sendall(requests)
         data = b""
         while data.count(b"HTTP/1.1 200 OK") < 20 or not data.endswith(b', "id": 19}'):

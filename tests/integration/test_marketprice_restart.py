@@ -111,6 +111,8 @@ async def test_sqlite_inprocess_restart_mid_stream(tmp_path: Path) -> None:
     stored = mp.data.offset
     publish(publisher, ops[250:400])
     await mp.wait_offset(deal_count(ops[:400]) - 1)
+    # an absence under test: given time for its 0.05 s mark timer to run, the publisher's
+    # mark still must not pass what marketprice stored (below)
     await asyncio.sleep(0.1)
     await mp.stop(flush=False)  # the deals after `stored` are lost with the process
     await publisher.stop(timeout=0)

@@ -40,11 +40,12 @@ def open_store(data: Path, mysql: MysqlConfig | None) -> EngineStore:
     return store
 
 
-def sliced_with_tail(store: EngineStore, seen: set[int]) -> SliceInfo | None:
+def sliced_with_tail(store: EngineStore, seen: dict[int, int]) -> SliceInfo | None:
     """The newest slice once three were published by operation count and the log has grown
-    a tail past the newest (``seen``: every slice time observed, thinned ones included)."""
+    a tail past the newest (``seen``: the end operation id of every slice time observed,
+    thinned ones included)."""
     slices = store.list_slices()
-    seen.update(s.time for s in slices if s.end_oper_id > 0)
+    seen.update((s.time, s.end_oper_id) for s in slices if s.end_oper_id > 0)
     if len(seen) < 3 or not slices:
         return None
     newest = slices[-1]
@@ -63,7 +64,7 @@ def test_operation_count_slices_and_sigkill_restart(tmp_path: Path, storage: str
         loaded.server, loaded.data, loaded.config_path, loaded.acked, loaded.workers,
         loaded.mysql)
     store = open_store(data, mysql)
-    seen: set[int] = set()
+    seen: dict[int, int] = {}
     try:
         newest = wait_until(lambda: sliced_with_tail(store, seen), timeout=120,
                             message="three slices by operation count and a tail after the newest")
@@ -73,7 +74,7 @@ def test_operation_count_slices_and_sigkill_restart(tmp_path: Path, storage: str
         store.close()
     server.kill()
     for w in workers:
-        w.join(15)
+        w.join(60)
     assert newest.end_oper_id >= EVERY
 
     before = server.log_path.read_text()
@@ -81,15 +82,22 @@ def test_operation_count_slices_and_sigkill_restart(tmp_path: Path, storage: str
     live = state_of(restarted)
     assert restarted.stop() == 0
     started = server.log_path.read_text()[len(before):]
-    found = re.search(r"restored: slice (\d+), (\d+) operations replayed", started)
+    found = re.search(r"restored: slice (\d+), (\d+) operations replayed, last operation id "
+                      r"(\d+)", started)
     assert found is not None, started[-2000:]
-    assert int(found.group(1)) in seen and int(found.group(2)) > 0
+    restored, replayed, last = (int(g) for g in found.groups())
 
     store = open_store(data, mysql)
     try:
+        # The load went on between the wait above and the kill: a slice published meanwhile
+        # is one the restart may have come back from.  It is in the store now.
+        sliced_with_tail(store, seen)
         methods, results, _ = replay(store)
     finally:
         store.close()
+    # a slice by operation count, plus exactly the operations logged after it
+    assert restored in seen and seen[restored] + replayed == last, (restored, replayed, last)
+    assert replayed > 0 or restored != newest.time  # the tail waited for after that slice
     # the restart (slice + tail) holds exactly what a replay of the whole log holds
     assert live == replay_state(methods)
     assert len(results) >= len(acked) + 2 * len(USERS)

@@ -19,6 +19,7 @@ from exchange_server.history.writer import HistoryWriter
 from exchange_server.readhistory.reader import MysqlHistoryReader, SqliteHistoryReader
 from exchange_server.readhistory.service import ReadHistoryService
 from tests.support.history_support import T0, HistoryBackend, mysql_drop, scripted_ops
+from tests.support.waiting import wait_until_async
 
 
 def body(raw: bytes) -> Any:
@@ -418,8 +419,7 @@ async def test_pending_jobs_bound(fake: tuple[ReadHistoryService, FakeReader]) -
     assert svc.max_pending == 10
     reader.gate = threading.Event()
     tasks = [asyncio.create_task(svc.call("order.deals", [i + 1, 0, 10], i)) for i in range(10)]
-    while svc.pending < 10:
-        await asyncio.sleep(0.005)
+    await wait_until_async(lambda: svc.pending == 10, message="ten jobs pending")
     assert await call(svc, "order.deals", [1, 0, 10]) == ("error", 3, "service unavailable")
     # checked before the params, as the original
     assert await call(svc, "order.deals", []) == ("error", 3, "service unavailable")
@@ -436,7 +436,7 @@ async def test_event_loop_not_blocked(fake: tuple[ReadHistoryService, FakeReader
     reader.gate = threading.Event()
     task = asyncio.create_task(svc.call("order.deals", [1, 0, 10], 1))
     ticks = 0
-    for _ in range(10):
+    for _ in range(10):  # the loop turns (the thing under test) while the query is held
         await asyncio.sleep(0.001)
         ticks += 1
     assert ticks == 10 and not task.done()

@@ -30,6 +30,10 @@ from exchange_server.common.config import default_matchengine_data, load_matchen
 
 MARKET = "BTCBCH"
 
+#: Deadline of a reply, a push or a close: a liveness check only (it never makes a passing test
+#: slower), so long enough for a heavily loaded machine.
+WAIT = 30.0
+
 # -- auth service ---------------------------------------------------------------------------------
 
 
@@ -286,7 +290,7 @@ class WsClient:
             q = self.notes[method] = asyncio.Queue()
         return q
 
-    async def request(self, method: str, *params: Any, timeout: float = 5.0) -> dict[str, Any]:
+    async def request(self, method: str, *params: Any, timeout: float = WAIT) -> dict[str, Any]:
         """The whole reply object."""
         self._next_id += 1
         req_id = self._next_id
@@ -296,7 +300,7 @@ class WsClient:
                                              "id": req_id}).decode())
         return await asyncio.wait_for(fut, timeout)
 
-    async def call(self, method: str, *params: Any, timeout: float = 5.0) -> Any:
+    async def call(self, method: str, *params: Any, timeout: float = WAIT) -> Any:
         """The result; AssertionError if the reply is an error."""
         reply = await self.request(method, *params, timeout=timeout)
         assert reply["error"] is None, reply["error"]
@@ -307,7 +311,7 @@ class WsClient:
         assert reply["result"] is None and reply["error"] is not None, reply
         return reply["error"]["code"], reply["error"]["message"]
 
-    async def next(self, method: str, timeout: float = 5.0) -> list[Any]:
+    async def next(self, method: str, timeout: float = WAIT) -> list[Any]:
         return await asyncio.wait_for(self.queue(method).get(), timeout)
 
     async def quiet(self, method: str, wait: float = 0.3) -> bool:
@@ -353,7 +357,7 @@ class RawWs:
         writer.write(request)
         await writer.drain()
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
         except (asyncio.IncompleteReadError, ConnectionError):
             head = b""
         return cls(reader, writer), head
@@ -387,7 +391,7 @@ class RawWs:
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         self.writer.write(head + mask + masked)
 
-    async def read_frame(self, timeout: float = 5.0) -> tuple[int, bytes] | None:
+    async def read_frame(self, timeout: float = WAIT) -> tuple[int, bytes] | None:
         """(opcode, payload) of the next frame; None when the connection is closed."""
         import struct
 
@@ -403,7 +407,7 @@ class RawWs:
             return None
         return head[0] & 0x0F, payload
 
-    async def closed(self, timeout: float = 5.0) -> bool:
+    async def closed(self, timeout: float = WAIT) -> bool:
         """True once the server has closed (after at most a close frame), within timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

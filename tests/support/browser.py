@@ -25,6 +25,13 @@ import aiohttp
 
 from tests.support.waiting import wait_until_async
 
+#: Deadline of chromium's start and of one DevTools command: a liveness check only, long
+#: enough for a heavily loaded machine.
+WAIT = 120.0
+#: DevTools errors of an evaluation that met a document being replaced: not an answer yet.
+NAVIGATING = ("Execution context was destroyed", "Cannot find context",
+              "Cannot find default execution context")
+
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -57,7 +64,7 @@ class Browser:
         self.errors: list[str] = []
         self.console: list[str] = []
 
-    async def start(self, timeout: float = 30.0) -> Browser:
+    async def start(self, timeout: float = WAIT) -> Browser:
         path = chromium_path()
         if path is None:
             raise RuntimeError("chromium is not installed (apt-get install -y chromium)")
@@ -130,11 +137,20 @@ class Browser:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = future
         await self._ws.send_str(json.dumps({"id": req_id, "method": method, "params": params}))
-        return await asyncio.wait_for(future, 30)
+        return await asyncio.wait_for(future, WAIT)
 
     async def goto(self, url: str) -> None:
-        await self.send("Page.navigate", url=url)
-        await self.wait_for("document.readyState === 'complete'")
+        """Navigate; return once the new document has loaded.  Why the marker: right after
+        Page.navigate the old document is still there, and 'complete' too, so waiting on
+        readyState alone could return (and let the test read) the page being left."""
+        await self.evaluate("window.__leftBehind = true")
+        result = await self.send("Page.navigate", url=url)
+        if result.get("errorText"):
+            raise RuntimeError(f"{url}: {result['errorText']}")
+        if result.get("loaderId"):  # a new document; none for a change of the #fragment
+            await self.wait_for("!window.__leftBehind && document.readyState === 'complete'")
+        else:
+            await self.wait_for("document.readyState === 'complete'")
 
     async def evaluate(self, expression: str) -> Any:
         reply = await self.send("Runtime.evaluate", expression=expression, returnByValue=True,
@@ -148,7 +164,12 @@ class Browser:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            value = await self.evaluate(expression)
+            try:
+                value = await self.evaluate(expression)
+            except RuntimeError as e:  # the document is being replaced: ask the next one
+                if not any(text in str(e) for text in NAVIGATING):
+                    raise
+                value = None
             if value:
                 return value
             if loop.time() > deadline:

@@ -172,7 +172,7 @@ class Pair:
         """The leader gauges of one engine (empty while its metrics are not served)."""
         try:
             with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.metrics[engine]}/metrics", timeout=5) as resp:
+                    f"http://127.0.0.1:{self.metrics[engine]}/metrics", timeout=30) as resp:
                 text = resp.read().decode()
         except OSError:
             return {}

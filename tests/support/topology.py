@@ -165,7 +165,7 @@ class Topology:
                              text=True).stdout.split()
         return int(out[0]) if out else None
 
-    def wait_worker(self, name: str, not_pid: int | None = None, timeout: float = 20.0) -> int:
+    def wait_worker(self, name: str, not_pid: int | None = None, timeout: float = 60.0) -> int:
         deadline = time.monotonic() + timeout
         while True:
             pid = self.worker_pid(name)

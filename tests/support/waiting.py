@@ -16,8 +16,9 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-#: Default deadline: long enough for a 2-core machine shared by several suites.
-DEFAULT_TIMEOUT = 30.0
+#: Default deadline: long enough for a 2-core machine shared by several suites (CI is busier
+#: still: things may take 10x longer there than here).
+DEFAULT_TIMEOUT = 60.0
 #: Pause between two polls.
 INTERVAL = 0.02
 

@@ -88,7 +88,7 @@ def leader_gauge(inst: Instance) -> float | None:
     """``exchange_leader{service="matchengine"}`` of one engine (None: not served now)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{inst.ports['metrics']}/metrics",
-                                    timeout=5) as resp:
+                                    timeout=30) as resp:
             text = resp.read().decode()
     except OSError:
         return None

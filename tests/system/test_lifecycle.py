@@ -229,7 +229,7 @@ def left():
                 out.append(int(entry))
     return out
 
-deadline = time.monotonic() + 30
+deadline = time.monotonic() + 120
 while left() and time.monotonic() < deadline:
     time.sleep(0.05)
 remaining = left()

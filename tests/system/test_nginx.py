@@ -160,8 +160,8 @@ def request(port: int, method: str, path: str, body: Any = None,
             tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     """One HTTP request (a new connection): (status, body)."""
     conn: http.client.HTTPConnection = (
-        http.client.HTTPSConnection("localhost", port, context=tls, timeout=5)
-        if tls is not None else http.client.HTTPConnection("127.0.0.1", port, timeout=5))
+        http.client.HTTPSConnection("localhost", port, context=tls, timeout=30)
+        if tls is not None else http.client.HTTPConnection("127.0.0.1", port, timeout=30))
     try:
         conn.request(method, path, None if body is None else json.dumps(body),
                      {"Content-Type": "application/json"})
@@ -211,7 +211,7 @@ async def ws_call(url: str, method: str, *params: Any, tls: ssl.SSLContext | Non
             url, ssl=tls if tls is not None else False) as ws:
         await ws.send_json({"method": method, "params": list(params), "id": 7})
         while True:
-            reply = await ws.receive_json(timeout=5)
+            reply = await ws.receive_json(timeout=30)
             if reply.get("id") == 7:
                 assert reply["error"] is None, reply
                 return reply["result"]
@@ -358,7 +358,7 @@ def test_scale_out_behind_nginx(scaled: Scaled) -> None:
             results = []
             for ws in sockets:
                 await ws.send_json({"method": "server.ping", "params": [], "id": 1})
-                results.append((await ws.receive_json(timeout=5))["result"])
+                results.append((await ws.receive_json(timeout=30))["result"])
             for ws in sockets:
                 await ws.close()
             return results
@@ -380,7 +380,7 @@ def test_scale_out_behind_nginx(scaled: Scaled) -> None:
 
     # -- every process serves its Prometheus metrics where its config says
     for inst in scaled.deployment.instances:
-        conn = http.client.HTTPConnection("127.0.0.1", inst.ports["metrics"], timeout=5)
+        conn = http.client.HTTPConnection("127.0.0.1", inst.ports["metrics"], timeout=30)
         try:
             conn.request("GET", "/metrics")
             resp = conn.getresponse()

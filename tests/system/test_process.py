@@ -46,6 +46,9 @@ from tests.support.waiting import wait_until_async
 from tests.unit.test_rpc import free_port
 
 ROOT = REPO
+#: Deadline of a process start, restart or exit: a liveness check only, long enough for a
+#: heavily loaded machine.
+WAIT = 60.0
 
 WORKER = '''
 import asyncio, logging, os, sys
@@ -57,6 +60,9 @@ class Tiny:
         self.exit_status = self.cfg.get("exit_status")
 
     async def start(self):
+        go = self.cfg.get("exit_when")
+        # decided before the pid file tells the test this worker runs (then it may create go)
+        self.restarted = go is not None and os.path.exists(go)
         pid_file = self.cfg["pid_file"]
         with open(pid_file + ".tmp", "w") as f:
             f.write(str(os.getpid()))
@@ -70,6 +76,13 @@ class Tiny:
             f.write(f"{os.getpid()}\\n")
 
     async def finished(self):
+        go = self.cfg.get("exit_when")
+        if go is not None:  # the first worker ends once the file exists; the next ones never
+            if self.restarted:
+                await asyncio.Event().wait()
+            while not os.path.exists(go):
+                await asyncio.sleep(0.02)
+            return
         if self.cfg.get("exit_after") is None:
             await asyncio.Event().wait()
         await asyncio.sleep(self.cfg["exit_after"])
@@ -119,7 +132,7 @@ class Worker:
         self.procs.append(proc)
         return proc
 
-    def worker_pid(self, timeout: float = 5.0, not_pid: int | None = None) -> int:
+    def worker_pid(self, timeout: float = WAIT, not_pid: int | None = None) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -165,7 +178,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_dead(pid: int, timeout: float = 30.0) -> None:
+def wait_dead(pid: int, timeout: float = WAIT) -> None:
     deadline = time.monotonic() + timeout
     while alive(pid):
         if time.monotonic() > deadline:
@@ -200,11 +213,11 @@ def test_second_instance_prints_exist_and_exits_1(worker: Worker) -> None:
     first = worker.start()
     worker.worker_pid()
     second = worker.start()
-    out, _ = second.communicate(timeout=10)
+    out, _ = second.communicate(timeout=WAIT)
     assert second.returncode == 1
     assert out.strip() == f"process: {worker.name} exist"
     first.send_signal(signal.SIGTERM)
-    assert first.wait(timeout=10) == 0
+    assert first.wait(timeout=WAIT) == 0
 
 
 # -- watchdog and daemon ----------------------------------------------------------------------
@@ -215,14 +228,12 @@ def test_watchdog_restarts_killed_worker_and_sigterm_stops_all(worker: Worker) -
     first = worker.worker_pid()
     assert first != watchdog.pid
     assert (worker.tmp / f"{worker.name}.lock").read_text().strip() == str(watchdog.pid)
-    killed_at = time.monotonic()
     os.kill(first, signal.SIGKILL)
-    second = worker.worker_pid(timeout=3, not_pid=first)
-    assert time.monotonic() - killed_at < 1.0
+    second = worker.worker_pid(not_pid=first)  # restarted (when is the machine's business)
     assert alive(second) and watchdog.poll() is None
     # SIGTERM to the watchdog: the worker stops gracefully, then the watchdog exits
     watchdog.send_signal(signal.SIGTERM)
-    assert watchdog.wait(timeout=10) == 0
+    assert watchdog.wait(timeout=WAIT) == 0
     wait_dead(second)
     assert worker.stopped_file.read_text().split() == [str(second)]
     log_text = Path(f"{worker.log_path}.log").read_text()
@@ -233,14 +244,18 @@ def test_watchdog_restarts_killed_worker_and_sigterm_stops_all(worker: Worker) -
 def test_watchdog_restarts_a_worker_that_asks_for_it(tmp_path: Path) -> None:
     """A worker ending with RESTART_STATUS (a deposed matchengine stepping down) gets a fresh
     worker, without a fatal line; SIGTERM still stops everything."""
-    w = Worker(tmp_path, exit_after=0.5, exit_status=RESTART_STATUS)
+    go = tmp_path / "go"
+    w = Worker(tmp_path, exit_when=str(go), exit_status=RESTART_STATUS)
     try:
         watchdog = w.start("--watchdog")
         first = w.worker_pid()
-        second = w.worker_pid(timeout=10, not_pid=first)
+        # only the first worker asks for a restart, when told: the SIGTERM below can't meet a
+        # worker that is itself ending (the watchdog would then return its status)
+        go.touch()
+        second = w.worker_pid(not_pid=first)
         assert second != first and watchdog.poll() is None
         watchdog.send_signal(signal.SIGTERM)
-        assert watchdog.wait(timeout=10) == 0
+        assert watchdog.wait(timeout=WAIT) == 0
         log_text = Path(f"{w.log_path}.log").read_text()
         assert f"watchdog: worker {first} asked for a restart" in log_text
         assert "[fatal]" not in log_text
@@ -252,7 +267,7 @@ def test_watchdog_exits_when_worker_exits_normally(tmp_path: Path) -> None:
     w = Worker(tmp_path, exit_after=0.2)
     try:
         watchdog = w.start("--watchdog")
-        assert watchdog.wait(timeout=10) == 1  # the service ended by itself: status 1
+        assert watchdog.wait(timeout=WAIT) == 1  # the service ended by itself: status 1
         assert w.stopped_file.exists()
     finally:
         w.cleanup()
@@ -265,26 +280,26 @@ def test_sigterm_to_worker_is_graceful_stop(worker: Worker) -> None:
     proc = worker.start()  # foreground, no watchdog
     pid = worker.worker_pid()
     assert pid == proc.pid
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + WAIT
     while True:  # the monitor port answers connections (started after the service)
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+            with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as probe:
                 probe.sendall(b"ping")
             break
         except ConnectionRefusedError:
             assert time.monotonic() < deadline
             time.sleep(0.02)
     os.kill(pid, signal.SIGQUIT)
-    assert proc.wait(timeout=10) == 0
+    assert proc.wait(timeout=WAIT) == 0
     assert worker.stopped_file.read_text().split() == [str(pid)]
 
 
 def test_daemon_detaches_and_keeps_worker_alive(worker: Worker) -> None:
     launcher = worker.start("--daemon")
-    assert launcher.wait(timeout=10) == 0  # the launching process returns at once
+    assert launcher.wait(timeout=WAIT) == 0  # the launching process returns at once
     first = worker.worker_pid()
     lock_file = worker.tmp / f"{worker.name}.lock"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + WAIT
     watchdog_pid = 0
     while time.monotonic() < deadline:
         text = lock_file.read_text().strip()
@@ -296,11 +311,11 @@ def test_daemon_detaches_and_keeps_worker_alive(worker: Worker) -> None:
     assert os.getsid(watchdog_pid) != os.getsid(0)  # own session, no terminal
     assert os.readlink(f"/proc/{first}/fd/1") == "/dev/null"
     os.kill(first, signal.SIGKILL)
-    second = worker.worker_pid(timeout=3, not_pid=first)
+    second = worker.worker_pid(not_pid=first)
     assert alive(second)
     # a second start while the daemon runs is refused
     again = worker.start("--daemon")
-    out, _ = again.communicate(timeout=10)
+    out, _ = again.communicate(timeout=WAIT)
     assert again.returncode == 1 and "exist" in out
     os.kill(watchdog_pid, signal.SIGTERM)
     wait_dead(watchdog_pid)
@@ -314,7 +329,7 @@ def test_bad_config_reported_before_detaching(tmp_path: Path) -> None:
         w.data["log"] = {"path": str(tmp_path / "x")}  # flag missing
         w.config.write_text(json.dumps(w.data))
         proc = w.start("--daemon")
-        _, err = proc.communicate(timeout=10)
+        _, err = proc.communicate(timeout=WAIT)
         assert proc.returncode == 2
         assert "log.flag: required field is missing" in err
     finally:

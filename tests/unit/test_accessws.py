@@ -89,9 +89,9 @@ async def test_ping_time_and_reply_text(stack: Stack, clients: list[WsClient]) -
     c = await connect(stack, clients)
     assert await c.call("server.ping") == "pong"
     assert c.raw_replies[1] == '{"error": null, "result": "pong", "id": 1}'
-    now = time.time()
+    before = int(time.time())
     t = await c.call("server.time", "ignored", 5)
-    assert isinstance(t, int) and abs(t - now) <= 2
+    assert isinstance(t, int) and before <= t <= time.time()  # however long the call took
     # any integer id is echoed, negative included
     await c.ws.send_str('{"method": "server.ping", "params": [], "id": -7}')
     await until(lambda: -7 in c.raw_replies)
@@ -159,7 +159,7 @@ async def test_oversized_message_closes(tmp_path: Path, clients: list[WsClient])
     try:
         c = await connect(st, clients)
         await c.ws.send_str('{"method": "server.ping", "params": ["' + "x" * 2000 + '"], "id": 1}')
-        await asyncio.wait_for(c.closed.wait(), 5)
+        await asyncio.wait_for(c.closed.wait(), DEADLINE)
         assert c.ws.close_code == 1009
         # the server is fine: a new connection works, and a message just under the limit too
         c2 = await connect(st, clients)
@@ -187,11 +187,11 @@ async def test_flood_is_throttled_and_others_unaffected(tmp_path: Path,
         start = time.monotonic()
         for i in range(1, n + 1):
             await flooder.ws.send_str(f'{{"method": "server.ping", "params": [], "id": {i}}}')
-        # while the flood is being served, another connection is answered at once
-        t0 = time.monotonic()
+        # while the flood is being served (the throttle makes it last >= 0.58 s however fast
+        # the machine), another connection is answered: not queued behind the flood
         assert await other.call("server.ping") == "pong"
-        assert time.monotonic() - t0 < 0.2
-        await until(lambda: len(flooder.raw_replies) == n, timeout=10)
+        assert len(flooder.raw_replies) < n
+        await until(lambda: len(flooder.raw_replies) == n)
         elapsed = time.monotonic() - start
         assert elapsed >= (n - 20) / 1000.0 * 0.8  # throttled to ~rate_limit
         assert sorted(flooder.raw_replies) == list(range(1, n + 1))  # every one answered
@@ -201,17 +201,18 @@ async def test_flood_is_throttled_and_others_unaffected(tmp_path: Path,
 
 async def test_idle_connection_closed_after_keep_alive(tmp_path: Path,
                                                        clients: list[WsClient]) -> None:
-    st = await Stack(tmp_path, config=fast_config(svr=_svr(keep_alive=1)), marketprice=False,
+    st = await Stack(tmp_path, config=fast_config(svr=_svr(keep_alive=2)), marketprice=False,
                      readhistory=False).start()
     try:
         busy = await connect(st, clients)
+        start = time.monotonic()  # before the idle one connects: the bound below is causal
         idle = await connect(st, clients)
-        start = time.monotonic()
         while not idle.closed.is_set():
             assert time.monotonic() - start < DEADLINE
             await busy.call("server.ping")
+            # paced activity is the thing under test: busy stays active while idle is not
             await asyncio.sleep(0.2)
-        assert time.monotonic() - start >= 0.9
+        assert time.monotonic() - start >= 2.0
         assert not busy.closed.is_set()
     finally:
         await st.stop()
@@ -245,7 +246,7 @@ async def test_bad_handshake_closes_without_response(tmp_path: Path, headers: di
             assert head.startswith(b"HTTP/1.0 400") or head == b""
         else:
             assert head == b""
-        await asyncio.wait_for(raw.reader.read(), 5)  # and the connection is closed
+        await asyncio.wait_for(raw.reader.read(), DEADLINE)  # and the connection is closed
         raw.close()
         # a good one passes: the sub-protocol is echoed when offered, absent otherwise
         good = RawWs.handshake({"Origin": "https://www.viabtc.com",
@@ -299,8 +300,9 @@ async def test_auth_timeout_and_unreachable(tmp_path: Path, auth: AuthService,
     try:
         c = await connect(st, clients)
         start = time.monotonic()
+        # the auth service answers "slow" after 1 s: error 5 shows the 0.3 s timeout ended it
         assert await c.error("server.auth", "slow", "web") == (5, "service timeout")
-        assert 0.25 < time.monotonic() - start < 1.5
+        assert time.monotonic() - start >= 0.3  # not before the timeout
         assert st.ws is not None
         st.ws.auth.auth_url = "http://127.0.0.1:1/auth"  # nothing listens there
         assert await c.error("server.auth", "tok-alice", "web") == (2, "internal error")
@@ -385,7 +387,7 @@ class _Slow:
 
     async def call(self, method: str, params: list[Any], req_id: int | None) -> bytes:
         self.calls += 1
-        await asyncio.sleep(10)
+        await asyncio.Event().wait()  # never answers
         return b""
 
 
@@ -413,8 +415,9 @@ async def test_backend_down_slow_broken() -> None:
         # ...but asset.query checks auth first
         assert await c.error("asset.query") == (6, "require authentication")
         start = time.monotonic()
+        # _Slow never answers: error 5 can only come from the 0.2 s timeout
         assert await c.error("price.query", MARKET) == (5, "service timeout")
-        assert 0.15 < time.monotonic() - start < 1.0
+        assert time.monotonic() - start >= 0.2  # not before the timeout
         # a missing backend is "not connected"
         ws.backends["marketprice"] = _Broken()
         assert await c.error("kline.query", MARKET, 1, 2, 60) == (2, "internal error")
@@ -676,7 +679,9 @@ async def test_list_subscribe_validation(stack: Stack, clients: list[WsClient]) 
     conn = next(iter(stack.ws.connections))
     assert conn.price == [MARKET]
     assert stack.ws.market.price.topics[MARKET].sessions == {conn}
-    assert not stack.ws.market.price.topics["ETHBCH"].sessions
+    # empty, or already pruned (a poll in between drops a topic nobody subscribes)
+    dropped = stack.ws.market.price.topics.get("ETHBCH")
+    assert dropped is None or not dropped.sessions
     assert await c.error("state.subscribe", "S" * 16) == (1, "invalid argument")
     assert await c.call("today.subscribe") == {"status": "success"}  # empty list: nothing
     too_many = [f"M{i}" for i in range(300)]
@@ -773,19 +778,15 @@ async def test_order_and_asset_updates(stack: Stack, clients: list[WsClient]) ->
     assert await alice.call("order.subscribe", MARKET) == {"status": "success"}
     assert await alice.call("asset.subscribe", "BTC", "BCH") == {"status": "success"}
 
-    # PUT
-    start = time.monotonic()
+    # PUT (the pushes are event-driven, bus waiter to socket: no interval to wait for)
     order = await stack.limit(ALICE, 2, "1", "100")
     assert await alice.next("order.update") == [1, order]
-    latency = time.monotonic() - start
     balances = {}
     for _ in range(2):
         update = await alice.next("asset.update")
         balances.update(update[0])
-    latency_assets = time.monotonic() - start
     assert balances == {"BTC": {"available": "0", "freeze": "0"},
                         "BCH": {"available": "900", "freeze": "100"}}
-    assert latency < 0.1 and latency_assets < 0.1, (latency, latency_assets)
 
     # UPDATE (partially filled as maker)
     await stack.limit(BOB, 1, "0.4", "100")
@@ -881,6 +882,8 @@ async def test_users_see_only_their_own_data(stack: Stack, clients: list[WsClien
     assert (event, pushed["id"], pushed["user"]) == (3, ask["id"], BOB)
     event, pushed = await alice.next("order.update")
     assert (event, pushed["id"], pushed["user"]) == (3, bid["id"], ALICE)
+    # An absence (no other user's push) can't be waited on: the sleep gives a stray push the
+    # time to arrive before the frames are checked.
     await asyncio.sleep(0.3)
     for c, user in ((alice, ALICE), (alice2, ALICE), (bob, BOB)):
         for frame in c.frames:
@@ -944,7 +947,7 @@ async def test_binds_from_config_monitor_and_connection_limit(tmp_path: Path) ->
         reader, writer = await asyncio.open_connection("127.0.0.1", monitor_port)
         writer.write(b"hello\n")
         await writer.drain()
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError):  # an absence (no answer, no close): a fixed wait
             await asyncio.wait_for(reader.read(1), 0.2)
         writer.close()
         # the unix socket serves WebSocket clients

@@ -81,7 +81,7 @@ def test_a_forked_child_releases_ports_and_locks(tmp_path: Path) -> None:
     try:
         assert not port_listens_in_child(port)
         # the parent still has both: the port accepts, the lock is still taken
-        with socket.create_connection(("127.0.0.1", port), timeout=5):
+        with socket.create_connection(("127.0.0.1", port), timeout=30):
             pass
         try:
             lock_data_dir(data)
