@@ -12,6 +12,9 @@ orders: put_limit on BTCBCH, amount 0.01, prices 95..105, random side, user ``n 
 100), built once into a scratch directory by this checkout, so every tree replays the very same
 records.  Each mode is one start of a ``MatchEngineService`` on that log under cachegrind:
 
+Each service is built as the follower builds its replica (``set_history_only(True)`` in the
+trees that have it: only the events the history writer uses, and its replay fast path).
+
 * ``start``: open the log and the service, restore nothing;
 * ``replay``: restore with a sink that takes the events and drops them (the follower's replay
   thread, events included);
@@ -157,6 +160,10 @@ def child(log_dir: str, mode: str, every: int) -> None:
     store = SqliteEngineStore(Path(log_dir))
     store.open()
     service = MatchEngineService(bench_config(), store)
+    # as the follower builds its replica, in trees that have the history-only mode
+    history_only = getattr(service, "set_history_only", None)
+    if history_only is not None:
+        history_only(True)
     writer = None
     if mode == "history":
         from exchange_server.history.store_sqlite import SqliteHistoryStore

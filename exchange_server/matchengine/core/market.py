@@ -96,6 +96,10 @@ class Market:
         #: no one takes the events (replay): matching and resting orders append none (the
         #: engine's ``quiet``, which sets it)
         self.quiet = False
+        #: whether matching appends the bus-only ``OrderChanged`` events of the makers: not while
+        #: ``quiet``, nor in the history follower (the engine's ``history_only``); the engine
+        #: sets it with either, so the matching loop reads one flag
+        self.notify = True
         #: price of the market's last deal (0 before the first): what stop orders watch.
         self.last = ZERO
         #: trading suspended by an admin command: new orders and stops are refused.
@@ -352,14 +356,14 @@ class Market:
                 self._deal(taker, maker, price, amount, now, deal_id)
                 self.last = price
                 if not maker.left:
-                    if self.quiet:
+                    if not self.notify:
                         self.remove(maker)
                     else:
                         snapshot = maker.snapshot()
                         self.events.append(_new(OrderChanged, (EVENT_FINISH, snapshot,
                                                                self.stock, self.money)))
                         self.remove(maker, snapshot)
-                elif not self.quiet:
+                elif self.notify:
                     self.events.append(_new(OrderChanged, (EVENT_UPDATE, maker.snapshot(),
                                                            self.stock, self.money)))
             # ``remove`` drops an emptied level from the book and moves the top to the next.
@@ -374,7 +378,7 @@ class Market:
         if mode in (STP_CANCEL_MAKER, STP_CANCEL_BOTH):
             maker.stp_cancelled = True
             cancelled.append(maker.id)
-            if self.quiet:
+            if not self.notify:
                 self.remove(maker)
             else:
                 snapshot = maker.snapshot()
