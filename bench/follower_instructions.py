@@ -127,12 +127,15 @@ class _Drop:
 
 
 class _Flushing:
-    """The real history writer, flushed every ``every`` operations in the calling thread."""
+    """The real history writer, flushed every ``every`` operations in the calling thread: at
+    the first operation delivered at or after each multiple of ``every`` (by id, not by
+    deliveries: a replay that delivers only the operations with history makes as many
+    flushes, so as many transactions, as one that delivers every operation)."""
 
     def __init__(self, writer: Any, every: int) -> None:
         self.writer = writer
         self.every = every
-        self.count = 0
+        self.flushed = 0
 
     def durable_mark(self) -> int:
         mark: int = self.writer.durable_mark()
@@ -140,8 +143,8 @@ class _Flushing:
 
     def on_events(self, oper_id: int, events: list[Any]) -> None:
         self.writer.on_events(oper_id, events)
-        self.count += 1
-        if self.count % self.every == 0:
+        if oper_id // self.every > self.flushed:
+            self.flushed = oper_id // self.every
             self.writer.flush_now()
 
     def overloaded(self) -> bool:
