@@ -159,8 +159,7 @@ class Engine:
         self.quiet = quiet
         self.balances.totals = not quiet
         for market in self.markets.values():
-            market.quiet = quiet
-            market.notify = not quiet and not self.history_only
+            market.quiet = self._market_quiet()
 
     @engine_context  # no arithmetic, but every public entry point has it (test_core_purity)
     def set_history_only(self, history_only: bool) -> None:
@@ -175,7 +174,13 @@ class Engine:
         while quiet (a replay discards it)."""
         self.history_only = history_only
         for market in self.markets.values():
-            market.notify = not history_only and not self.quiet
+            market.quiet = self._market_quiet()
+
+    def _market_quiet(self) -> bool | None:
+        """``Market.quiet`` for this engine's modes (see there)."""
+        if self.quiet:
+            return True
+        return None if self.history_only else False
 
     def take_events(self) -> list[Event]:
         """Hand over the events of the operations since the last call.  No decimal is touched,
@@ -534,8 +539,7 @@ class Engine:
         market = self.markets.get(config.name)
         if market is None:
             market = self.markets[config.name] = Market(config, self.balances, self.events)
-            market.quiet = self.quiet
-            market.notify = not self.quiet and not self.history_only
+            market.quiet = self._market_quiet()
         else:
             old = market.config
             if (old.stock, old.money, old.stock_prec, old.money_prec) != (
