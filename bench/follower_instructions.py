@@ -12,6 +12,9 @@ orders: put_limit on BTCBCH, amount 0.01, prices 95..105, random side, user ``n 
 100), built once into a scratch directory by this checkout, so every tree replays the very same
 records.  Each mode is one start of a ``MatchEngineService`` on that log under cachegrind:
 
+Each service is built as the follower builds its replica (``set_history_only(True)`` in the
+trees that have it: only the events the history writer uses, and its replay fast path).
+
 * ``start``: open the log and the service, restore nothing;
 * ``replay``: restore with a sink that takes the events and drops them (the follower's replay
   thread, events included);
@@ -124,12 +127,15 @@ class _Drop:
 
 
 class _Flushing:
-    """The real history writer, flushed every ``every`` operations in the calling thread."""
+    """The real history writer, flushed every ``every`` operations in the calling thread: at
+    the first operation delivered at or after each multiple of ``every`` (by id, not by
+    deliveries: a replay that delivers only the operations with history makes as many
+    flushes, so as many transactions, as one that delivers every operation)."""
 
     def __init__(self, writer: Any, every: int) -> None:
         self.writer = writer
         self.every = every
-        self.count = 0
+        self.flushed = 0
 
     def durable_mark(self) -> int:
         mark: int = self.writer.durable_mark()
@@ -137,8 +143,8 @@ class _Flushing:
 
     def on_events(self, oper_id: int, events: list[Any]) -> None:
         self.writer.on_events(oper_id, events)
-        self.count += 1
-        if self.count % self.every == 0:
+        if oper_id // self.every > self.flushed:
+            self.flushed = oper_id // self.every
             self.writer.flush_now()
 
     def overloaded(self) -> bool:
@@ -157,6 +163,10 @@ def child(log_dir: str, mode: str, every: int) -> None:
     store = SqliteEngineStore(Path(log_dir))
     store.open()
     service = MatchEngineService(bench_config(), store)
+    # as the follower builds its replica, in trees that have the history-only mode
+    history_only = getattr(service, "set_history_only", None)
+    if history_only is not None:
+        history_only(True)
     writer = None
     if mode == "history":
         from exchange_server.history.store_sqlite import SqliteHistoryStore

@@ -417,8 +417,9 @@ class MatchEngineMethods:
         return self._put_limit_ext(now, params, False)
 
     def quiet_replays(self) -> dict[str, Callable[[float, Params], Any]]:
-        """The write functions of a quiet replay (``Engine.set_quiet``), by log name: those of
-        ``by_log_name``, but ``limit_order`` (nearly every record of a log) through
+        """The write functions of a replay that discards their results (quiet, see
+        ``Engine.set_quiet``, or history only, ``Engine.set_history_only``), by log name: those
+        of ``by_log_name``, but ``limit_order`` (nearly every record of a log) through
         :meth:`_quiet_put_limit`.  Only for a caller that holds the engine's decimal context
         installed in its thread for the whole replay (``MatchEngineService.replay_from``):
         that function calls the core's ``put_limit`` without its context wrapper."""
@@ -427,7 +428,8 @@ class MatchEngineMethods:
         return runs
 
     def _quiet_put_limit(self, now: float, params: Params) -> None:
-        """Replay a logged put_limit of the original's 8 params, quiet, its result unused.
+        """Replay a logged put_limit of the original's 8 params, its result unused (quiet or
+        history only: the events are the engine's, as for any command).
 
         Why: replay is mostly this, and what it saves here is a tenth of a replayed order.
         Such a record was accepted live (``_read_limit``'s checks passed) and logged as it was

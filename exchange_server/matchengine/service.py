@@ -36,6 +36,7 @@ refused ever takes effect.  Storage is probed every ``PROBE_INTERVAL`` seconds.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import decimal
 import functools
@@ -46,6 +47,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from operator import itemgetter
 from typing import Any
 
 from exchange_server.common import gctune, jsonfmt, metrics
@@ -95,6 +97,8 @@ STOP_FLUSH_TIMEOUT = 3.0
 #: replay_from() reports its progress after this many records.
 PROGRESS_EVERY = 1000
 
+_record_id = itemgetter(0)
+
 
 def _settle(fut: asyncio.Future[None], error: RpcError | None) -> None:
     """A durability waiter's future: done, or refused with ``error``."""
@@ -111,6 +115,17 @@ def _unreplayable(oper_id: int, method: str, error: RpcError) -> StoreError:
             "configuration it was logged under)" if error.code == INVALID_ARGUMENT else "")
     return StoreError(f"operation {oper_id} ({method}) cannot be replayed: "
                       f"{error.code} {error.message}{hint}")
+
+
+def _unknown_method(oper_id: int, method: str) -> StoreError:
+    return StoreError(f"operation {oper_id}: unknown method {method!r}; the log was written by "
+                      "another program or version")
+
+
+def _within(page: list[tuple[int, float, str, list[Any]]],
+            limit: int) -> list[tuple[int, float, str, list[Any]]]:
+    """The records of ``page`` (in id order) up to ``limit``."""
+    return page[:bisect.bisect_right(page, limit, key=_record_id)]
 
 
 def _unavailable() -> tuple[int, str]:
@@ -162,6 +177,8 @@ class MatchEngineService:
         #: every sink has processed the operations up to here (``restore`` reads their marks):
         #: a replay builds no events for them
         self.sinks_mark = 0
+        #: the history follower's replica (``set_history_only``)
+        self.history_only = False
         #: seconds a commit may take before it counts as failed
         self.commit_timeout = config.commit_timeout
         #: called with the new durable id whenever it advances (the follower's read limit)
@@ -179,6 +196,14 @@ class MatchEngineService:
 
     def add_sink(self, sink: EventSink) -> None:
         self.sinks.append(sink)
+
+    def set_history_only(self, history_only: bool) -> None:
+        """The history follower's replica: its engine makes only the events the history writer
+        turns into rows (``Engine.set_history_only``), and its replay hands them over without
+        the general loop (``_replay_history_page``).  Only for a service whose sinks are
+        history writers and which takes no requests (no replies, no bus)."""
+        self.history_only = history_only
+        self.engine.set_history_only(history_only)
 
     def restore(self, limit: int | None = None) -> None:
         """Load a slice, then replay the log after it (engine.md 12), up to ``limit`` if given
@@ -242,7 +267,9 @@ class MatchEngineService:
         Records come in pages of plain tuples (``read_operlog_rows``) and go straight to the
         methods' write functions: no request checks (they passed when the operation was
         accepted), no reply, and no events for the operations no sink takes: with no sink at
-        all, or up to ``sinks_mark`` (the engine is quiet for them, see ``Engine.set_quiet``)."""
+        all, or up to ``sinks_mark`` (the engine is quiet for them, see ``Engine.set_quiet``).
+        In history-only mode (the follower, :meth:`set_history_only`) the operations the sinks
+        take go the same way, their events straight to the sinks (``_replay_history_page``)."""
         count = 0
         engine = self.engine
         # the operations up to this one are replayed quiet (no sink: all of them)
@@ -263,6 +290,15 @@ class MatchEngineService:
                         and page[-1][0] <= quiet_through
                         and (limit is None or page[-1][0] <= limit)):
                     count += self._replay_quiet_page(page, runs)
+                    continue
+                if page and self.history_only and page[0][0] > max(original_end, quiet_through):
+                    if quiet:
+                        quiet = False
+                        engine.set_quiet(False)
+                    within = page if limit is None else _within(page, limit)
+                    count = self._replay_history_pages(within, runs, count, progress)
+                    if len(within) < len(page):
+                        return count
                     continue
                 for oper_id, when, method, params in page:
                     if limit is not None and oper_id > limit:
@@ -314,14 +350,70 @@ class MatchEngineService:
             self.oper_id = expected - 1
         return len(page)
 
+    def _replay_history_pages(self, page: list[tuple[int, float, str, list[Any]]],
+                              runs: dict[str, Callable[[float, list[Any]], Any]], count: int,
+                              progress: Callable[[], None] | None) -> int:
+        """``_replay_history_page`` over ``page`` in pieces that end where ``count`` (the
+        records replayed so far, returned updated) reaches a multiple of ``PROGRESS_EVERY``,
+        calling ``progress`` there, as the general loop does."""
+        if progress is None:
+            return count + self._replay_history_page(page, runs)
+        while page:
+            take = PROGRESS_EVERY - count % PROGRESS_EVERY
+            count += self._replay_history_page(page[:take], runs)
+            page = page[take:]
+            if count % PROGRESS_EVERY == 0:
+                progress()
+        return count
+
+    def _replay_history_page(self, page: list[tuple[int, float, str, list[Any]]],
+                             runs: dict[str, Callable[[float, list[Any]], Any]]) -> int:
+        """Apply a page of records after the original's, within the limit and after the sinks'
+        marks, in history-only mode: each record's write function, then its events (if any)
+        to the sinks.  Why: the follower replays every operation for its history, and
+        ``_apply_logged``'s lookups and an empty delivery per operation that makes no history
+        (an order that rests without a deal) were a tenth of its replay.  An operation without
+        events is not delivered, but for the page's last one (so the sinks' marks still reach
+        the page's end); only history writers take a history-only replay's events, and a
+        history mark may stand on any operation whose rows, and its predecessors', are stored.
+        Returns how many were applied; ``oper_id`` is the last applied one however it ends."""
+        events = self.engine.events
+        deliver = self._deliver
+        expected = self.oper_id + 1
+        delivered = True
+        try:
+            for oper_id, when, method, params in page:
+                if oper_id != expected:
+                    raise OperLogGap(expected, oper_id)
+                run = runs.get(method)
+                if run is None:
+                    raise _unknown_method(oper_id, method)
+                try:
+                    run(when, params)
+                except RpcError as e:
+                    events.clear()
+                    raise _unreplayable(oper_id, method, e) from None
+                if events:
+                    taken = events[:]
+                    events.clear()
+                    deliver(oper_id, taken)
+                    delivered = True
+                else:
+                    delivered = False
+                expected += 1
+        finally:
+            self.oper_id = expected - 1
+        if not delivered:
+            deliver(self.oper_id, [])
+        return len(page)
+
     def _apply_logged(self, oper_id: int, when: float, method: str, params: list[Any]) -> None:
         """Apply one logged operation again.  Every logged operation was applied once with the
         same state, time and params, so one that fails now means the configuration or the log
         changed under it: a StoreError, never a skip (skipping would drop its money)."""
         write = self.methods.by_log_name.get(method)
         if write is None:
-            raise StoreError(f"operation {oper_id}: unknown method {method!r}; the "
-                             "log was written by another program or version")
+            raise _unknown_method(oper_id, method)
         if oper_id <= self.original_end:  # written by an original ViaBTC: its integer rules
             params = original_params(method, params)
         try:

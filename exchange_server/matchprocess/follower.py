@@ -108,6 +108,8 @@ def _build(spec: FollowerSpec) -> tuple[Any, Any, Any]:
     history = HistoryWriter(history_store(spec), max_pending_rows=config.history_max_pending)
     service = MatchEngineService(config, store)
     service.add_sink(history)
+    # the replica only writes history: no bus events, no replies (Engine.set_history_only)
+    service.set_history_only(True)
     return store, service, history
 
 

@@ -385,6 +385,15 @@ def _edge_events() -> list[Any]:
         StopChanged(STOP_EVENT_ACTIVE, stop, 1, 12, "BTC", "BCH"),
         StopChanged(STOP_EVENT_CANCEL, stop, 0, 0, "BTC", "BCH"),
         StopChanged(STOP_EVENT_PUT, stop, 0, 0, "BTC", "BCH"),
+        # deals with their balance changes: long asset names, totals of zero and beyond
+        # their column, a fee on one side only (bid taker), then on both (ask taker, amounts
+        # beyond the change column)
+        Deal(T0 + 1.5, "BTCBCH", 8, D("100.5"), D("0.25"), D("25.125"), D("0.05025"), D(0), 2,
+             5, 1, 1, 6, 2, 2, "S" * 31, "BCH", D("0.002"), D("0.001"),
+             (D(0), huge, D("-" + "9" * 16)), (D("12345678901234.5"), D("0.25"), D("0.25"))),
+        Deal(T0 + 2, "M" * 31, 9, D("1E-8"), huge, big, D("0.1"), D("1E-20"), 1, 5, 1, 2, 6,
+             2, 1, "BTC", "B" * 33, D("0.002"), D("0"), (D(1), D(2), D(3)),
+             (D(4), D(5), D("0E-16"))),
     ]
 
 
