@@ -114,6 +114,16 @@ def lock_name(database: str, lease: str, epoch: int) -> str:
     return f"{lease}_leader_{epoch}_{hashlib.sha256(database.encode()).hexdigest()[:24]}"
 
 
+def legacy_lock_name(lease: str, epoch: int) -> str:
+    """The name versions before the database was part of it used (``lock_name``).
+
+    Why it is still held (best effort, never required): a pair upgraded one engine at a time
+    runs an old and a new engine side by side; each must see the other's active alive, or each
+    would take over from a healthy active in turn (every takeover refuses writes, restarts a
+    worker and replays).  To be dropped once no release before this one runs anywhere."""
+    return f"{lease}_leader_{epoch}"
+
+
 def holder_id(config: MatchEngineConfig) -> str:
     """The configured ``instance``, else ``host:rpc-port``."""
     assert config.leader is not None and config.svr is not None
@@ -155,6 +165,27 @@ class LeaseStore:
 
     def _lock_name(self, epoch: int) -> str:
         return lock_name(self.cfg.name, self.name, epoch)
+
+    def _get_locks(self, epoch: int) -> bool:
+        """Take ``epoch``'s named lock, and its legacy name when free (see ``legacy_lock_name``;
+        another exchange on the server may hold that one, so it is never required)."""
+        (got,), = self._run("SELECT GET_LOCK(%s, 0)", (self._lock_name(epoch),))
+        if got == 1:
+            self._run("SELECT GET_LOCK(%s, 0)", (legacy_lock_name(self.name, epoch),))
+        return got == 1
+
+    def _release_locks(self, epoch: int) -> None:
+        self._run("SELECT RELEASE_LOCK(%s), RELEASE_LOCK(%s)",
+                  (self._lock_name(epoch), legacy_lock_name(self.name, epoch)))
+
+    def _legacy_holder_here(self, epoch: int) -> bool:
+        """Whether a connection to this log database holds ``epoch``'s legacy lock: an active
+        of a version before the database was in the name (one on another database is another
+        exchange's)."""
+        return bool(self._run(
+            "SELECT 1 FROM information_schema.PROCESSLIST"
+            " WHERE ID = IS_USED_LOCK(%s) AND DB = DATABASE()",
+            (legacy_lock_name(self.name, epoch),)))
 
     def _connection(self) -> pymysql.Connection:
         if self._conn is None:
@@ -217,12 +248,13 @@ class LeaseStore:
 
     def holder_gone(self, epoch: int) -> bool:
         """Whether no live connection holds the named lock of ``epoch`` (its holder's process
-        ended).  The lock is let go again at once."""
+        ended).  The lock is let go again at once.  An active of an earlier version holds only
+        the legacy name (``legacy_lock_name``): it counts as alive too."""
         (got,), = self._run("SELECT GET_LOCK(%s, 0)", (self._lock_name(epoch),))
-        if got == 1:
-            self._run("SELECT RELEASE_LOCK(%s)", (self._lock_name(epoch),))
-            return True
-        return False
+        if got != 1:
+            return False
+        self._run("SELECT RELEASE_LOCK(%s)", (self._lock_name(epoch),))
+        return not self._legacy_holder_here(epoch)
 
     def take(self, row: LeaseRow, holder: str, lease: float) -> int | None:
         """Try to become the holder after ``row``'s epoch: the new epoch, or None when another
@@ -230,8 +262,7 @@ class LeaseStore:
         if row.expired and row.writer is not None:
             self._kill(row.writer)
         epoch = row.epoch + 1
-        (got,), = self._run("SELECT GET_LOCK(%s, 0)", (self._lock_name(epoch),))
-        if got != 1:
+        if not self._get_locks(epoch):
             return None
         conn = self._connection()
         try:
@@ -258,7 +289,7 @@ class LeaseStore:
         except pymysql.MySQLError:
             self.close()
             raise
-        self._run("SELECT RELEASE_LOCK(%s)", (self._lock_name(epoch),))
+        self._release_locks(epoch)
         return None
 
     def _kill(self, connection_id: int) -> None:
@@ -277,10 +308,8 @@ class LeaseStore:
 
     def renew(self, epoch: int, holder: str, lease: float) -> bool:
         """Extend the lease of ``epoch``; False when the epoch is no longer ours."""
-        if self._locked != epoch:  # a new connection: take the liveness lock back
-            (got,), = self._run("SELECT GET_LOCK(%s, 0)", (self._lock_name(epoch),))
-            if got == 1:
-                self._locked = epoch
+        if self._locked != epoch and self._get_locks(epoch):  # a new connection: lock back
+            self._locked = epoch
         return self._execute(f"UPDATE leader_lease SET expires = {_NOW} + %s"
                              " WHERE name = %s AND epoch = %s AND holder = %s",
                              (lease, self.name, epoch, holder)) == 1

@@ -29,6 +29,7 @@ from exchange_server.matchprocess.leader import (
     Leadership,
     LeaseRow,
     LeaseStore,
+    legacy_lock_name,
 )
 from exchange_server.storage import mysql as mysql_db
 from tests.support.server import SHARED
@@ -131,6 +132,33 @@ def test_leases_of_two_databases_are_independent(
     finally:
         theirs.close()
         their_standby.close()
+
+
+def test_an_earlier_versions_active_and_standby_see_ours(
+        leases: Callable[[], LeaseStore], cfg: MysqlConfig) -> None:
+    """A pair upgraded one engine at a time: versions before the database was in the lock's
+    name hold and test ``<lease>_leader_<epoch>`` only.  An old active on our database must
+    count as alive for a new standby, and a new active must hold the old name too, or each side
+    would take over from the other's healthy active in turn."""
+    standby = leases()  # opens (creates) the log database
+    old_active = mysql_db.connect(cfg)
+    try:
+        with old_active.cursor() as cur:
+            cur.execute("SELECT GET_LOCK(%s, 0)", (legacy_lock_name(LEASE_NAME, 1),))
+            assert cur.fetchone() == (1,)
+        assert not standby.holder_gone(1)
+    finally:
+        old_active.close()
+    assert wait_until(lambda: standby.holder_gone(1))  # MariaDB frees it once the session ends
+    active = leases()
+    assert active.take(active.read(), "a:1", 30) == 1
+    old_standby = mysql_db.connect(cfg)
+    try:
+        with old_standby.cursor() as cur:
+            cur.execute("SELECT GET_LOCK(%s, 0)", (legacy_lock_name(LEASE_NAME, 1),))
+            assert cur.fetchone() == (0,)  # held: the old standby sees our active alive
+    finally:
+        old_standby.close()
 
 
 def test_stale_epoch_commits_nothing(leases: Callable[[], LeaseStore],
