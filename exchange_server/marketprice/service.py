@@ -189,9 +189,15 @@ class MarketPriceService:
             await asyncio.sleep(0)
 
     async def _flush_loop(self) -> None:
+        """Flushes until stopped: one failing flush (a store error is retried by ``flush``
+        itself; anything else is a bug) is alerted and never ends the loop, which would stop
+        marketprice from storing and committing for good."""
         while True:
             await asyncio.sleep(self.flush_interval)
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:
+                log.critical("marketprice flush failed", exc_info=True)
 
     async def _cleanup_loop(self) -> None:
         while True:

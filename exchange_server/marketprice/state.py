@@ -50,6 +50,10 @@ class Retention:
                 now // 3600 * 3600 - self.hour_max * 3600)
 
 
+#: a deal's time must be before this (year 3000): a calendar (``LocalTime``) cannot place a time
+#: past the year 9999, and a deal time's bucket is only computed when its second is folded
+MAX_DEAL_TIME = 32_503_680_000.0
+
 #: a deal not yet folded into a market's state: (time, price, amount, taker side, deal id)
 PendingDeal = tuple[float, Decimal, Decimal, int, int]
 
@@ -158,15 +162,23 @@ class MarketState:
         self.pending = []
         count = len(pending)
         i = 0
+        bad: set[int] = set()  # ids of deals that could not be folded
         while i < count:
             sec = int(pending[i][0])
             j = i + 1
             while j < count and int(pending[j][0]) == sec:
                 j += 1
-            self._fold_run(pending, i, j, sec)
+            try:
+                self._fold_run(pending, i, j, sec)
+            except (ArithmeticError, ValueError, OSError):
+                # ``apply`` checks every deal, so only a bug gets here; the run's buckets are
+                # untouched (its keys are computed first) and the rest still folds
+                log.critical("market %s: deals %s cannot be folded, skipped", self.name,
+                             [d[4] for d in pending[i:j]], exc_info=True)
+                bad.update(d[4] for d in pending[i:j])
             i = j
         self._last_dirty = True
-        self._record_deals(pending)
+        self._record_deals([d for d in pending if d[4] not in bad] if bad else pending)
 
     def _fold_run(self, pending: list[PendingDeal], i: int, j: int, sec: int) -> None:
         """Deals ``pending[i:j]``, all in second ``sec``, into its four buckets."""
@@ -338,7 +350,7 @@ class MarketData:
         market = data[1]
         side = data[10]
         deal_id = data[11]
-        if type(t) is not float or t == 0 or type(market) is not str:
+        if type(t) is not float or not 0 < t < MAX_DEAL_TIME or type(market) is not str:
             return self._invalid(msg)
         price = parse(data[6])
         amount = parse(data[7])

@@ -154,3 +154,38 @@ def test_a_query_between_deals_sees_every_deal_applied() -> None:
     assert query.status(state, 86400, BASE + 9) == {
         "period": 86400, "last": "99", "open": "0", "close": "99", "high": "101", "low": "0",
         "volume": "6", "deal": "599"}
+
+
+def deals_message(offset: int, t: float, deal_id: int) -> Message:
+    """A deals message as Kafka carries it (text only)."""
+    return Message(offset, orjson.dumps([t, "BTCUSD", 1, 2, 3, 4, "100.5", "1", "0", "0", 1,
+                                         deal_id, "BTC", "USD"]), deal_id)
+
+
+def test_a_deal_time_no_calendar_holds_is_skipped_and_its_neighbours_kept() -> None:
+    """A time past what ``LocalTime`` can place (1e20) used to pass ``apply`` and fail in the
+    fold, which had already emptied ``pending``: the valid deals around it were lost and the
+    flush raised.  Now ``apply`` refuses it (counted invalid) and both others are written."""
+    data = MarketData(LocalTime(), Retention())
+    data.add_market("BTCUSD")
+    assert data.apply(deals_message(0, BASE + 0.5, 1))
+    assert not data.apply(deals_message(1, 1e20, 2))
+    assert not data.apply(deals_message(2, -5.0, 3))
+    assert data.apply(deals_message(3, BASE + 1.5, 4))
+    assert data.invalid == 2
+    changes = data.take_changes()
+    assert changes is not None and changes.offset == 3
+    assert [deal_id for deal_id, _ in data.markets["BTCUSD"].deals] == [4, 1]
+
+
+def test_a_run_that_cannot_be_folded_leaves_the_others_folded() -> None:
+    """Defence behind ``apply``'s checks: a pending run whose bucket cannot be computed is
+    skipped (alerted); the runs around it fold and their deals are written."""
+    data = MarketData(LocalTime(), Retention())
+    market = data.add_market("BTCUSD")
+    price, amount = Decimal("100.5"), Decimal("1")
+    market.pending.extend([(BASE + 0.5, price, amount, 1, 1), (1e20, price, amount, 1, 2),
+                           (BASE + 1.5, price, amount, 2, 3)])
+    assert [deal_id for deal_id, _ in market.deals] == [3, 1]
+    assert market.last == price
+    assert (SEC, BASE) in market.dirty and (SEC, BASE + 1) in market.dirty
