@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any, cast
 
-from exchange_server.matchengine.core.model import Order, OrderType, Side, Stop
+from exchange_server.matchengine.core.model import Order, OrderType, Side, Stop, restored_order
 from exchange_server.matchengine.store import (
     SliceInfo,
     StoreError,
@@ -81,7 +81,7 @@ def orders_from_rows(rows: Sequence[Sequence[Any]], where: str) -> tuple[list[Or
             texts = tuple(str(dec(text)) for text in texts)
         total += crc(oid, market, source, kind, side, user, ctime, mtime, texts, option,
                      client_id)
-        append(Order.restored(id=oid, market=market, source=source, type=cast(OrderType, kind),
+        append(restored_order(id=oid, market=market, source=source, type=cast(OrderType, kind),
                      side=cast(Side, side), user=user, ctime=ctime, mtime=mtime,
                      price=dec(price), amount=dec(amount), taker_fee=dec(taker_fee),
                      maker_fee=dec(maker_fee), left=dec(left), freeze=dec(freeze),

@@ -154,38 +154,6 @@ class Order:
         order.stp_cancelled = False
         return order
 
-    @classmethod
-    def restored(cls, *, id: int, market: str, source: str | None, type: OrderType,
-                 side: Side, user: int, ctime: float, mtime: float, price: Decimal,
-                 amount: Decimal, taker_fee: Decimal, maker_fee: Decimal, left: Decimal,
-                 freeze: Decimal, deal_stock: Decimal, deal_money: Decimal, deal_fee: Decimal,
-                 option: int, client_id: str | None) -> Order:
-        """An order as a slice stored it, every field given.  Why not the constructor: a
-        restart builds every open order this way (as :meth:`fresh`, a classmethod takes the
-        keywords without packing them into a dict)."""
-        order: Order = _object_new(cls)
-        order.id = id
-        order.market = market
-        order.source = source
-        order.type = type
-        order.side = side
-        order.user = user
-        order.ctime = ctime
-        order.mtime = mtime
-        order.price = price
-        order.amount = amount
-        order.taker_fee = taker_fee
-        order.maker_fee = maker_fee
-        order.left = left
-        order.freeze = freeze
-        order.deal_stock = deal_stock
-        order.deal_money = deal_money
-        order.deal_fee = deal_fee
-        order.option = option
-        order.client_id = client_id
-        order.stp_cancelled = False
-        return order
-
     def snapshot(self) -> OrderSnapshot:
         # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function, and a
         # snapshot is taken for every order placed and every maker a deal touches
@@ -200,15 +168,17 @@ class Order:
         return order_info(self)
 
 
-def _restored(id: int, market: str, source: str | None, type: OrderType, side: Side,
+def restored_order(id: int, market: str, source: str | None, type: OrderType, side: Side,
               user: int, ctime: float, mtime: float, price: Decimal, amount: Decimal,
               taker_fee: Decimal, maker_fee: Decimal, left: Decimal, freeze: Decimal,
               deal_stock: Decimal, deal_money: Decimal, deal_fee: Decimal, option: int,
               client_id: str | None) -> Order:
-    """:meth:`Order.restored` with positional arguments, for ``map`` over columns.  Why: a
-    plain function called from C with positional arguments is the cheapest Python call, and
-    its attribute stores are specialised to slot writes (about half the cost of one C-level
-    ``setattr`` pass per field, which looks each name up for every order)."""
+    """An order as a slice stored it, every field given (positionally by ``map`` over a
+    slice document's columns, by keywords from a slice's rows).  Why not the constructor: a
+    restart builds every open order this way.  Why a plain function: called from C with
+    positional arguments it is the cheapest Python call, and its attribute stores are
+    specialised to slot writes (about half the cost of one C-level ``setattr`` pass per field,
+    which looks each name up for every order)."""
     order: Order = _object_new(Order)
     order.id = id
     order.market = market
@@ -234,7 +204,7 @@ def _restored(id: int, market: str, source: str | None, type: OrderType, side: S
 
 
 class OrderColumns(NamedTuple):
-    """Open orders as columns, one list per field of :meth:`Order.restored` (in its order),
+    """Open orders as columns, one list per field of :func:`restored_order` (in its order),
     position ``i`` of every list being order ``i``: how a slice document stores them.
 
     Why: a restart builds every open order (up to millions) and files it in its book.  Decoded
@@ -270,7 +240,7 @@ class OrderColumns(NamedTuple):
     def orders(self) -> list[Order]:
         """The orders, in column order (ValueError if the columns differ in length)."""
         self.check()
-        return list(map(_restored, *self))
+        return list(map(restored_order, *self))
 
     def book_keys(self, selected: Sequence[bool] | None = None) -> BookKeys:
         """The columns a book is filed by, of every order or of the ``selected`` ones."""
