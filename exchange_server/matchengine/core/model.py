@@ -169,10 +169,10 @@ class Order:
 
 
 def restored_order(id: int, market: str, source: str | None, type: OrderType, side: Side,
-              user: int, ctime: float, mtime: float, price: Decimal, amount: Decimal,
-              taker_fee: Decimal, maker_fee: Decimal, left: Decimal, freeze: Decimal,
-              deal_stock: Decimal, deal_money: Decimal, deal_fee: Decimal, option: int,
-              client_id: str | None) -> Order:
+                   user: int, ctime: float, mtime: float, price: Decimal, amount: Decimal,
+                   taker_fee: Decimal, maker_fee: Decimal, left: Decimal, freeze: Decimal,
+                   deal_stock: Decimal, deal_money: Decimal, deal_fee: Decimal, option: int,
+                   client_id: str | None) -> Order:
     """An order as a slice stored it, every field given (positionally by ``map`` over a
     slice document's columns, by keywords from a slice's rows).  Why not the constructor: a
     restart builds every open order this way.  Why a plain function: called from C with
