@@ -42,10 +42,7 @@ class ReplayFilter:
                     and last.oper_id is not None):
                 # in-process, all after the newest offset seen (offsets ascend in a batch):
                 # the usual case, without a look at each message
-                self.last_offset = last.offset
-                if last.oper_id > self.last_oper_id:
-                    self.last_oper_id = last.oper_id
-                    self._bodies = set()
+                self._passed_at(last.offset, last.oper_id)
                 return batch
         out: list[Message] = []
         for msg in batch:
@@ -62,10 +59,7 @@ class ReplayFilter:
         if msg.event is not None:
             if msg.offset <= self.last_offset:
                 return False
-            self.last_offset = msg.offset
-            if oper_id > self.last_oper_id:
-                self.last_oper_id = oper_id
-                self._bodies = set()
+            self._passed_at(msg.offset, oper_id)
             return True
         if oper_id > self.last_oper_id:
             self.last_oper_id = oper_id
@@ -75,3 +69,10 @@ class ReplayFilter:
             return False
         self._bodies.add(msg.value)
         return True
+
+    def _passed_at(self, offset: int, oper_id: int) -> None:
+        """An in-process message (told by offset) passed at ``offset``: the newest seen."""
+        self.last_offset = offset
+        if oper_id > self.last_oper_id:
+            self.last_oper_id = oper_id
+            self._bodies = set()
