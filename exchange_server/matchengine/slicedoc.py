@@ -262,6 +262,11 @@ def _state(document: dict[str, Any], info: SliceInfo) -> EngineState:
                               map(values.__getitem__, balances["balance"]), strict=True))
     state.updates = [(user, asset, business, int(business_id), when)
                      for user, asset, business, business_id, when in document["updates"]]
+    return _with_stops_and_config(state, document)
+
+
+def _with_stops_and_config(state: EngineState, document: dict[str, Any]) -> EngineState:
+    """``state`` with the document's stops and runtime config (stored alike in every format)."""
     state.stops = [stop_from_row(row[:11], [Decimal(v) for v in row[11:]])
                    for row in document["stops"]]
     state.config = [(kind, name, decode_config_detail(detail, f"config {name}"))
@@ -271,9 +276,9 @@ def _state(document: dict[str, Any], info: SliceInfo) -> EngineState:
 
 def _state_3(document: dict[str, Any], info: SliceInfo, blob: memoryview) -> EngineState:
     """The state of a format 3 document whose binary part is ``blob``."""
-    swap = document["byteorder"] != sys.byteorder
     if document["byteorder"] not in ("little", "big"):
         raise ValueError(f"unknown byte order {document['byteorder']!r}")
+    swap = document["byteorder"] != sys.byteorder
     texts = document["texts"]
     text = texts.__getitem__
     columns = {name: _unpacked(column, blob, swap, name not in INDEX_COLUMNS)
@@ -298,11 +303,7 @@ def _state_3(document: dict[str, Any], info: SliceInfo, blob: memoryview) -> Eng
     state.updates = list(zip(updates["user_id"], map(text, updates["asset"]),
                              map(text, updates["business"]), business_ids, updates["time"],
                              strict=True))
-    state.stops = [stop_from_row(row[:11], [Decimal(v) for v in row[11:]])
-                   for row in document["stops"]]
-    state.config = [(kind, name, decode_config_detail(detail, f"config {name}"))
-                    for kind, name, detail in document["config"]]
-    return state
+    return _with_stops_and_config(state, document)
 
 
 def _orders(columns: dict[str, list[Any]]) -> OrderColumns:
