@@ -262,11 +262,6 @@ def deal_text(deal_id: int, t: float, price: str, amount: str, side: str) -> str
             f'"amount": "{amount}", "type": "{side}"}}')
 
 
-def deal_item_text(item: dict[str, Any]) -> str:
-    """``deal_text`` of a deal item."""
-    return deal_text(item["id"], item["time"], item["price"], item["amount"], item["type"])
-
-
 class MarketData:
     def __init__(self, local: LocalTime, retention: Retention) -> None:
         use_engine_context()  # 60-digit decimal context: sums are never rounded

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from exchange_server.bus.messages import deal_message, order_message
 from exchange_server.common import jsonfmt
 from exchange_server.common.decimals import ZERO, fmt, fmt_param, fmt_raw
-from exchange_server.marketprice.state import deal_item_text
+from exchange_server.marketprice.state import deal_text
 from exchange_server.matchengine import orderjson
 from exchange_server.matchengine.core.model import Deal, Order, OrderChanged, order_info
 from exchange_server.matchengine.orderjson import (
@@ -197,4 +197,4 @@ def test_reply_of_an_order_equals_the_encoders(order: Order, req_id: int | None)
 def test_marketprice_deal_item_equals_the_encoders(deal_id: int, t: float, price: Decimal,
                                                    amount: Decimal, kind: str) -> None:
     item = {"id": deal_id, "time": t, "price": fmt(price), "amount": fmt(amount), "type": kind}
-    assert deal_item_text(item) == jsonfmt.dumps(item)
+    assert deal_text(deal_id, t, item["price"], item["amount"], kind) == jsonfmt.dumps(item)
