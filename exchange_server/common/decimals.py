@@ -92,12 +92,41 @@ def _parse(text: str, prec: int | None) -> Decimal | None:
     return value
 
 
+#: ``normalize`` that never rounds, clamps or goes subnormal unnoticed: any such signal is
+#: trapped, and ``fmt`` then takes the text of the value itself.
+_EXACT = decimal.Context(
+    prec=decimal.MAX_PREC,
+    rounding=ROUND_DOWN,
+    Emax=decimal.MAX_EMAX,
+    Emin=decimal.MIN_EMIN,
+    traps=[decimal.InvalidOperation, decimal.Inexact, decimal.Rounded, decimal.Clamped,
+           decimal.Subnormal],
+)
+_normalized = _EXACT.normalize
+
+
 def fmt(value: Decimal) -> str:
     """The original's output format: to-sci-string, lowercase ``e``, trailing zeros stripped.
 
     Zeros are only stripped when the text has no exponent, so values below 1e-6 keep forms like
     ``1e-8`` or ``0e-16`` exactly as the C server prints them.
+
+    Why through ``normalize`` first: stripping the zeros of the text (``rstrip("0")``) costs
+    per zero, and a deal's amounts carry a dozen (``57.0570000000000000``); every order object
+    written formats up to four of them.  A non-zero value whose normalized text has no
+    exponent is exactly that stripped text (normalizing drops the coefficient's trailing zeros
+    and keeps the adjusted exponent, so the plain or scientific form is the same, and a zero
+    stripped past the point shows as ``E+``); zeros, those with an exponent and anything
+    ``normalize`` would signal for take the text of the value itself.
     """
+    if value:
+        try:
+            text = str(_normalized(value))
+        except decimal.DecimalException:
+            pass
+        else:
+            if "E" not in text:
+                return text
     text = str(value)
     if "E" in text:
         return text.lower()

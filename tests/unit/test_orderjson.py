@@ -48,6 +48,40 @@ def test_fmt(value: str, text: str) -> None:
     assert fmt(Decimal(value)) == text
 
 
+def _stripped_text(value: Decimal) -> str:
+    """``fmt`` as the C server's format is defined: the to-sci-string text, lowercased if it
+    has an exponent, else its trailing zeros (and then the point) stripped."""
+    text = str(value)
+    if "E" in text:
+        return text.lower()
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+@settings(max_examples=2000)
+@given(st.one_of(
+    st.decimals(places=None),  # NaNs, signalling ones, infinities, any exponent
+    st.decimals(allow_nan=False, allow_infinity=False, places=None,
+                min_value=Decimal("-1e30"), max_value=Decimal("1e30")),
+    st.builds(Decimal, st.from_regex(r"-?[0-9]{1,90}(\.[0-9]{0,90})?(E[+-]?[0-9]{1,6})?",
+                                     fullmatch=True)),
+))
+def test_fmt_is_the_stripped_text(value: Decimal) -> None:
+    """fmt goes through ``normalize`` for speed: its text is still the stripped one for every
+    value (zeros of any exponent, integers with zeros, tiny and huge exponents, more digits
+    than any context's precision, NaNs and infinities)."""
+    assert fmt(value) == _stripped_text(value)
+
+
+@pytest.mark.parametrize("value", [
+    "57.0570000000000000", "100.00", "100", "1E+2", "0.000001000", "0.0000001000", "-0.0500",
+    "5.000", "0E-16", "-0E+3", "1" + "0" * 70 + ".000", "0." + "0" * 6 + "1" + "0" * 80,
+    "sNaN", "-sNaN12", "NaN", "Infinity", "-Infinity", "1E+999999999999999999",
+    "1.000E-999999999999999999", "9" * 100 + "E-999999999999999999",
+])
+def test_fmt_edges(value: str) -> None:
+    assert fmt(Decimal(value)) == _stripped_text(Decimal(value))
+
+
 @settings(max_examples=200)
 @given(st.lists(decimals, min_size=1, max_size=50))
 def test_fmt_param_is_fmt(values: list[Decimal]) -> None:
