@@ -44,7 +44,9 @@ from exchange_server.matchengine.core.model import (
     OrderFinished,
     OrderSnapshot,
     StopChanged,
+    Totals,
     TradeDetail,
+    total_of,
 )
 
 log = logging.getLogger("exchange_server.history")
@@ -663,12 +665,14 @@ def _stored_deal_balances(append: Callable[[StoredRow], None], e: Deal, t: float
 
 def _deal_side(append: Callable[[StoredRow], None], t: float, user: int, order_id: int,
                gives: str, given: Decimal, gets: str, got: Decimal, fee: Decimal, rate: Decimal,
-               totals: tuple[Decimal, Decimal, Decimal], head: str, tail: str) -> None:
+               totals: Totals, head: str, tail: str) -> None:
     """One side of a deal's balance rows (``model._side_changes``' changes, stored): what its
     user gives, what it receives, then the fee it pays in the received asset when not zero.
     The decimals as ``_dec8`` / ``_dec16`` store them, written out; the details as
     ``trade_detail_json`` writes them (``head`` and ``tail``: the text around the order id)."""
-    out, received, after_fee = totals
+    out, out_frozen, received, received_frozen, after_fee, after_fee_frozen = totals
+    out = total_of(out, out_frozen)
+    received = total_of(received, received_frozen)
     detail = f'{head}"i": {order_id}{tail}'
     if len(detail) > _TEXT_FITS:
         detail = text_value(detail)
@@ -687,6 +691,7 @@ def _deal_side(append: Callable[[StoredRow], None], t: float, user: int, order_i
         if len(text) > _TEXT_FITS:
             text = text_value(text)
         change = _minus(fee)
+        after_fee = total_of(after_fee, after_fee_frozen)
         append((BALANCE, (t, user, gets, "trade",
                           str(change) if not change or change.adjusted() < _LIMIT_8 else _DEC_8(change),
                           str(after_fee) if not after_fee or after_fee.adjusted() < _LIMIT_16

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from exchange_server.common.decimals import ZERO
 from exchange_server.history import rows as R
 from exchange_server.history import store_sqlite as S
 from exchange_server.history.rows import (
@@ -196,7 +197,8 @@ def test_deal_balance_changes() -> None:
     amount = D("1.234567890123456789012345678901234")  # more digits than a default context
     deal = Deal(9.5, "BTCBCH", 4, D("100.0"), amount, D("123.4567890123456789012345678901234"),
                 D("0.00"), D("0.0012"), BID, 7, 1, MAKER, 8, 2, TAKER, "BTC", "BCH", D("0.001"),
-                D("0.0010"), (D("5"), D("6"), D("6")), (D("7"), D("8"), D("9")))
+                D("0.0010"), (D("4.99999999"), D("0.00000001"), D("6"), ZERO, D("6"), ZERO),
+                (D("7"), ZERO, D("8"), D("0E-12"), D("9"), D("0E-12")))
     with ThreadPoolExecutor(1) as pool:
         def hostile() -> list[BalanceChanged]:
             decimal.setcontext(decimal.Context(prec=5, rounding=decimal.ROUND_UP))
@@ -217,6 +219,10 @@ def test_deal_balance_changes() -> None:
         "-123.4567890123456789012345678901234", str(amount), "-0.0012", "-" + str(amount),
         "123.4567890123456789012345678901234"]
     assert got[0].detail is got[1].detail
+    # the totals are the accounts' parts added up in the engine's context (exponents kept: the
+    # ZERO object adds nothing, any other zero its exponent)
+    assert [str(c.balance) for c in got] == [
+        "7", "8.000000000000", "9.000000000000", "5.00000000", "6"]
     assert Deal(*deal[:17]).balance_changes() == []
 
 
@@ -390,10 +396,11 @@ def _edge_events() -> list[Any]:
         # beyond the change column)
         Deal(T0 + 1.5, "BTCBCH", 8, D("100.5"), D("0.25"), D("25.125"), D("0.05025"), D(0), 2,
              5, 1, 1, 6, 2, 2, "S" * 31, "BCH", D("0.002"), D("0.001"),
-             (D(0), huge, D("-" + "9" * 16)), (D("12345678901234.5"), D("0.25"), D("0.25"))),
+             (D(0), ZERO, huge, ZERO, D("-" + "9" * 16), ZERO),
+             (D("12345678901234"), D("0.5"), D("0.25"), ZERO, D("0.20"), D("0.05"))),
         Deal(T0 + 2, "M" * 31, 9, D("1E-8"), huge, big, D("0.1"), D("1E-20"), 1, 5, 1, 2, 6,
-             2, 1, "BTC", "B" * 33, D("0.002"), D("0"), (D(1), D(2), D(3)),
-             (D(4), D(5), D("0E-16"))),
+             2, 1, "BTC", "B" * 33, D("0.002"), D("0"), (D(1), ZERO, D(2), ZERO, D(3), ZERO),
+             (D(4), ZERO, D(2), D(3), D("0E-16"), ZERO)),
     ]
 
 

@@ -168,7 +168,6 @@ class Engine:
         The state, the replies and the errors are the same either way, but for ``put_limit``,
         which gives no reply while quiet (None: a replay discards it)."""
         self.quiet = quiet
-        self.balances.totals = not quiet
         for market in self.markets.values():
             market.quiet = self._market_quiet()
 

@@ -38,6 +38,8 @@ _new = tuple.__new__
 _object_new = object.__new__
 #: ``-x`` as the engine computes it (in its own context, whatever the caller's thread has)
 _minus = CONTEXT.minus
+#: ``a + b`` as the engine computes it (``total_of``)
+_add = CONTEXT.add
 
 # -- order options (the CoinEx fork's ``option`` bits, extensions.md 2.1, plus ours) ----------------
 
@@ -508,6 +510,20 @@ class OrderFinished(NamedTuple):
     order: OrderSnapshot
 
 
+#: One side of a deal's balances as ``Balances.trade`` returns them: the account's (available,
+#: frozen) after what its user gives, after what it receives, after the fee it pays in the
+#: received asset (the same as the second without a fee); a removed account's are ZERO.  The
+#: totals the balance history records are the sums (``total_of``), made only there.
+Totals = tuple[Decimal, Decimal, Decimal, Decimal, Decimal, Decimal]
+
+
+def total_of(available: Decimal, frozen: Decimal) -> Decimal:
+    """An account's total from its two parts, exactly as ``Balances.total`` makes it: the
+    ZERO object adds nothing (not even its exponent), any other frozen part is added in the
+    engine's context (whatever the calling thread's is)."""
+    return available if frozen is ZERO else _add(available, frozen)
+
+
 class Deal(NamedTuple):
     """One execution between a taker and a maker (deal history, the ``deals`` message, and the
     deal's balance history rows: :meth:`balance_changes`).
@@ -537,12 +553,12 @@ class Deal(NamedTuple):
     #: the ask and bid orders' fee rates (the fee rows' detail "f")
     ask_fee_rate: Decimal = ZERO
     bid_fee_rate: Decimal = ZERO
-    #: the ask user's totals after each of its balance changes (stock given, money received,
-    #: the money fee paid: equal to the second without a fee), as ``Balances.trade`` returns
-    #: them; the bid user's likewise (money given, stock received, the stock fee paid).  None:
-    #: a deal without balance changes recorded (no balance rows)
-    ask_totals: tuple[Decimal, Decimal, Decimal] | None = None
-    bid_totals: tuple[Decimal, Decimal, Decimal] | None = None
+    #: the ask user's account parts after each of its balance changes (stock given, money
+    #: received, the money fee paid), as ``Balances.trade`` returns them (:data:`Totals`); the
+    #: bid user's likewise (money given, stock received, the stock fee paid).  None: a deal
+    #: without balance changes recorded (no balance rows)
+    ask_totals: Totals | None = None
+    bid_totals: Totals | None = None
 
     def balance_changes(self) -> list[BalanceChanged]:
         """The deal's "trade" balance changes in the order the engine made them: the taker's
@@ -563,15 +579,19 @@ class Deal(NamedTuple):
 def _side_changes(time: float, market: str, price: Decimal, amount: Decimal, user: int,
                   order_id: int, gives: str, given: Decimal, gets: str, got: Decimal,
                   fee: Decimal, rate: Decimal,
-                  totals: tuple[Decimal, Decimal, Decimal]) -> list[BalanceChanged]:
+                  totals: Totals) -> list[BalanceChanged]:
     """One side of a deal (Deal.balance_changes): what its user gives, what it receives, then
     the fee it pays in the received asset when not zero; the first two share one detail."""
-    out, received, after_fee = totals
+    out, out_frozen, received, received_frozen, after_fee, after_fee_frozen = totals
     detail = TradeDetail(market, order_id, price, amount, None)
-    changes = [BalanceChanged(time, user, gives, "trade", _minus(given), out, detail),
-               BalanceChanged(time, user, gets, "trade", got, received, detail)]
+    changes = [
+        BalanceChanged(time, user, gives, "trade", _minus(given), total_of(out, out_frozen),
+                       detail),
+        BalanceChanged(time, user, gets, "trade", got, total_of(received, received_frozen),
+                       detail)]
     if fee:
-        changes.append(BalanceChanged(time, user, gets, "trade", _minus(fee), after_fee,
+        changes.append(BalanceChanged(time, user, gets, "trade", _minus(fee),
+                                      total_of(after_fee, after_fee_frozen),
                                       TradeDetail(market, order_id, price, amount, rate)))
     return changes
 
