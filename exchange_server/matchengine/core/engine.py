@@ -274,10 +274,10 @@ class Engine:
         quiet = self.quiet
         if stop is not None and not quiet:
             events.append(_activated(stop, self.order_id, market))
-        order = Order.fresh(id=self.order_id, market=market.name, source=source, type=LIMIT,
-                            side=side, user=user, now=now, price=price, amount=amount,
-                            taker_fee=taker_fee, maker_fee=maker_fee, option=option,
-                            client_id=client_id)
+        # by position (see Order.fresh): id, market, source, type, side, user, now, price,
+        # amount, taker_fee, maker_fee, option, client_id
+        order = Order.fresh(self.order_id, market.name, source, LIMIT, side, user, now, price,
+                            amount, taker_fee, maker_fee, option, client_id)
         before = market.last
         self.deal_id, stopped, stp_makers = market.execute(order, now, self.deal_id)
         order.stp_cancelled = stopped

