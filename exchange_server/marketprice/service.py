@@ -3,8 +3,11 @@
 Life cycle (``start``): open the store, take the market list (a callable: accesshttp
 ``market.list`` in production, the matchengine's markets in embedded mode) plus the markets
 the store has seen in deals, load their state, then consume ``deals`` from the stored offset
-+ 1.  Every ``flush_interval`` (1 s; the original: 10 s) the changes and the offset of the
-last consumed message are committed in one store transaction, then the offset is committed to
++ 1.  ``start`` is ``subscribe`` (store, market list, durable subscription) then ``load``
+(the state); ``exchange-server run`` subscribes before the matchengine's restore and loads
+after its listeners (``load_soon``: requests wait for the state meanwhile).  Every
+``flush_interval`` (1 s; the original: 10 s) the changes and the offset of the last consumed
+message are committed in one store transaction, then the offset is committed to
 the bus (which, in embedded mode, lets the publisher's durable mark advance).  After a crash
 the state therefore matches the stored offset exactly; deals that the publisher sent twice
 (at-least-once after its own restart) carry a deal id not above the last one applied and are
@@ -132,13 +135,13 @@ class MarketPriceService:
 
     async def load(self) -> None:
         """Load the state of the listed and the stored markets, then consume and flush."""
+        assert self._subscription is not None, "subscribe() first"
         seen = await self.store.load_market_names()
         now = int(self.clock())
         for name in dict.fromkeys(self._names + seen):
             self.data.load_market(name, await self.store.load_market(name), now)
         log.info("marketprice: %d markets loaded, consuming %s from offset %d",
                  len(self.data.markets), self.topic, self.data.offset + 1)
-        assert self._subscription is not None, "subscribe() first"
         self._tasks = [
             asyncio.create_task(self._consume()),
             asyncio.create_task(self._flush_loop()),
