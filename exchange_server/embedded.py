@@ -206,10 +206,11 @@ class EmbeddedSystem(Composite):
     def steps(self) -> list[Step]:
         """The start order (stopped in the reverse): the data directory, the matching process's
         steps shared with the standalone matchengine (matchprocess/lifecycle.py) with
-        marketprice before the restore (it registers as a durable consumer of the deals it has
-        not stored yet), then the listeners."""
+        marketprice's subscription before the restore (it registers as a durable consumer of
+        the deals it has not stored yet), then the listeners, then marketprice's state (loaded
+        while the listeners take orders: the first order does not wait for k-lines)."""
         before_restore = [] if self.marketprice is None else [
-            step("marketprice", self.marketprice.start, self._stop_marketprice)]
+            step("marketprice", self.marketprice.subscribe, self._stop_marketprice)]
         return [
             step("data directory", self._lock_data_dir, self._unlock_data_dir),
             *([] if self.readhistory is None else [step("readhistory", stop=self.readhistory.close)]),
@@ -225,6 +226,10 @@ class EmbeddedSystem(Composite):
         if self.public_http is not None and options.public_port is not None:
             steps.append(step("accesshttp (public)", self._start_public_http,
                               self.public_http.stop))
+        if self.marketprice is not None:
+            # its state loads while the listeners already take orders; its requests wait
+            steps += [step("marketprice load", self.marketprice.load_soon),
+                      step("marketprice state", self.marketprice.loaded)]
         if options.metrics_port:
             steps += [step("loop lag probe", self.loop_lag.start, self.loop_lag.stop),
                       step("metrics", partial(self.metrics.start, options.http_host,
@@ -261,7 +266,8 @@ class EmbeddedSystem(Composite):
 
     async def _stop_marketprice(self) -> None:
         assert self.marketprice is not None
-        if not self.matchengine.degraded:  # a failing storage must not hold the exit up
+        # a failing storage must not hold the exit up; a state never loaded consumes nothing
+        if not self.matchengine.degraded and self.marketprice.is_loaded:
             with contextlib.suppress(TimeoutError):
                 await self.marketprice.wait_offset(self.bus.end_offset("deals") - 1, 5)
         await self.marketprice.stop()

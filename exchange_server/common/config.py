@@ -120,7 +120,9 @@ class MatchEngineConfig:
     slice_keeptime: int = 259200
     #: Extension: also take a slice once this many operations were logged since the last one
     #: (0: only every ``slice_interval``), so a restart replays a bounded tail at any uptime.
-    slice_oper_interval: int = 20_000
+    #: 10,000 (20,000 until 2026-12-03): a kill while a slice is written replays the slice
+    #: before it plus this many operations and more (docs/operations.md section 14).
+    slice_oper_interval: int = 10_000
     cache_timeout: float = 0.45
     history_thread: int = 10
     brokers: str | None = None

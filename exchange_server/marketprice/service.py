@@ -3,8 +3,11 @@
 Life cycle (``start``): open the store, take the market list (a callable: accesshttp
 ``market.list`` in production, the matchengine's markets in embedded mode) plus the markets
 the store has seen in deals, load their state, then consume ``deals`` from the stored offset
-+ 1.  Every ``flush_interval`` (1 s; the original: 10 s) the changes and the offset of the
-last consumed message are committed in one store transaction, then the offset is committed to
++ 1.  ``start`` is ``subscribe`` (store, market list, durable subscription) then ``load``
+(the state); ``exchange-server run`` subscribes before the matchengine's restore and loads
+after its listeners (``load_soon``: requests wait for the state meanwhile).  Every
+``flush_interval`` (1 s; the original: 10 s) the changes and the offset of the last consumed
+message are committed in one store transaction, then the offset is committed to
 the bus (which, in embedded mode, lets the publisher's durable mark advance).  After a crash
 the state therefore matches the stored offset exactly; deals that the publisher sent twice
 (at-least-once after its own restart) carry a deal id not above the last one applied and are
@@ -88,6 +91,10 @@ class MarketPriceService:
         self.market_refresh_interval = market_refresh_interval
         self.data = MarketData(self.local, self.retention)
         self._subscription: Subscription | None = None
+        #: the market list taken by subscribe(); loaded by load()
+        self._names: list[str] = []
+        self._loading: asyncio.Task[None] | None = None
+        self._loaded = False
         self._tasks: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
         self._cache: dict[str, tuple[float, Any]] = {}
@@ -109,33 +116,70 @@ class MarketPriceService:
     # -- life cycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Subscribe, then load the state and consume (standalone: both before it serves)."""
+        await self.subscribe()
+        await self.load()
+
+    async def subscribe(self) -> None:
+        """Open the store, take the market list and register the durable subscription from
+        the stored offset + 1, without loading the markets' state.  Why apart from
+        :meth:`load`: in embedded mode the subscription must exist before the matchengine's
+        restore (the publisher keeps the deals a durable consumer has not stored), but the
+        state (k-lines, deals) is needed only by marketprice's own answers, so it is loaded
+        after the listeners are up (:meth:`load_soon`), off the first order's path."""
         await self.store.open()
-        names = await get_markets(self.market_source)
-        seen = await self.store.load_market_names()
-        now = int(self.clock())
-        for name in dict.fromkeys(names + seen):
-            self.data.load_market(name, await self.store.load_market(name), now)
+        self._names = await get_markets(self.market_source)
         self.data.offset = await self.store.load_offset()
-        log.info("marketprice: %d markets loaded, consuming %s from offset %d",
-                 len(self.data.markets), self.topic, self.data.offset + 1)
         self._subscription = self.reader.subscribe(self.topic, self.data.offset + 1,
                                                    durable=self.durable_name)
+
+    async def load(self) -> None:
+        """Load the state of the listed and the stored markets, then consume and flush."""
+        assert self._subscription is not None, "subscribe() first"
+        seen = await self.store.load_market_names()
+        now = int(self.clock())
+        for name in dict.fromkeys(self._names + seen):
+            self.data.load_market(name, await self.store.load_market(name), now)
+        log.info("marketprice: %d markets loaded, consuming %s from offset %d",
+                 len(self.data.markets), self.topic, self.data.offset + 1)
         self._tasks = [
             asyncio.create_task(self._consume()),
             asyncio.create_task(self._flush_loop()),
             asyncio.create_task(self._cleanup_loop()),
             asyncio.create_task(self._refresh_markets_loop()),
         ]
+        self._loaded = True
+
+    def load_soon(self) -> None:
+        """Start :meth:`load` as a task; every request waits for it (:meth:`loaded`)."""
+        self._loading = asyncio.create_task(self.load())
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._loaded
+
+    async def loaded(self) -> None:
+        """Return once the state is loaded; raise what the load raised.  Why: a request
+        answered from a half-loaded state would be wrong (a market unknown, k-lines empty)."""
+        if self._loading is not None:
+            await asyncio.shield(self._loading)
 
     async def stop(self, flush: bool = True) -> None:
-        """Stop consuming; ``flush=False`` leaves unflushed changes unstored (a crash)."""
+        """Stop consuming; ``flush=False`` leaves unflushed changes unstored (a crash).  A
+        load still running is cancelled, and a state never loaded is not flushed (nothing was
+        consumed; what the load dropped past retention is dropped again next time)."""
+        if self._loading is not None:
+            self._loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._loading
+            self._loading = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        if flush:
+        if flush and self._loaded:
             await self.flush()
         if self._subscription is not None:
             await self._subscription.close()
@@ -230,6 +274,8 @@ class MarketPriceService:
 
     async def call(self, method: str, params: Params, req_id: int | None) -> bytes:
         try:
+            if not self._loaded:
+                await self._until_loaded()
             if method == "market.kline" and not self.debug:
                 return await self._kline_reply(params, req_id)
             if method == "market.deals" and not self.debug:
@@ -241,6 +287,13 @@ class MarketPriceService:
             return jsonfmt.reply_body(result, req_id, self.debug)
         except RpcError as e:
             return jsonfmt.error_body(e.code, e.message, req_id, self.debug)
+
+    async def _until_loaded(self) -> None:
+        """Wait for the state (:meth:`loaded`); a load that failed is an internal error."""
+        try:
+            await self.loaded()
+        except Exception:
+            raise internal_error() from None
 
     def execute(self, method: str, params: Params) -> Any:
         handler = self.methods.get(method)

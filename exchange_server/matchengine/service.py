@@ -90,6 +90,12 @@ SLICE_CHILD_LIFETIME = int(SLICE_DURABLE_TIMEOUT) + 600
 #: Unpublished slice tables this much older than a child's lifetime are abandoned: nobody can
 #: still be writing them, even on another engine whose clock is off by up to a minute.
 SLICE_ABANDONED_AFTER = SLICE_CHILD_LIFETIME + 60
+#: Fewest seconds from one slice's start to the next by operation count.  Why: the count
+#: (``slice_oper_interval``) bounds a restart's tail; at a high rate it would also fork and
+#: write a slice every second or two, costing the live load (a fork's pause, a core writing).
+#: With this floor a slice by count comes every max(slice_oper_interval operations, 3 s):
+#: at bench_e2e's 6,000-8,000 operations/s as often as 20,000 operations did.
+SLICE_OPER_MIN_GAP = 3
 #: Seconds between attempts to rebuild the engine / probe the storage while degraded.
 PROBE_INTERVAL = 1.0
 #: How long stop() waits for the last commit before giving up on it.
@@ -803,12 +809,14 @@ class MatchEngineService:
         """A slice by operation count (``slice_oper_interval``): due once that many operations
         were applied since the last slice was started, unless one is still being written (the
         next follows it, so children never pile up under a sustained load) or one was started
-        this second (a slice's tables are named by its second).  A slice that failed is retried
-        after as many operations again, not every second."""
+        less than SLICE_OPER_MIN_GAP seconds ago (also: a slice's tables are named by its
+        second).  A slice that failed is retried after as many operations again, not every
+        second."""
         every = self.config.slice_oper_interval
         if every <= 0 or self._slice_requested or self._slice_children:
             return False
-        return self.oper_id - self._sliced_oper >= every and now > self._sliced_time
+        return (self.oper_id - self._sliced_oper >= every
+                and now - self._sliced_time >= SLICE_OPER_MIN_GAP)
 
     def request_slice(self) -> None:
         """Take a slice as soon as no commit is in flight (so the forked child inherits no

@@ -192,6 +192,9 @@ def test_embedded_and_standalone_share_the_matching_process_order(tmp_path: Path
     names = _names(embedded.steps())
     assert [n for n in names if n in SHARED_ORDER] == SHARED_ORDER
     assert names.index("marketprice") < names.index("restore")  # a durable bus consumer
+    # its state loads once the listeners take orders (the first order does not wait for it)
+    assert names.index("accesshttp") < names.index("marketprice load") < names.index(
+        "marketprice state") < names.index("console")
     assert names[0] == "data directory" and names[-1] == "console"
     data = {**default_matchengine_data(), "svr": {"bind": ["tcp@127.0.0.1:1"]},
             "db_log": _db(), "db_history": _db(), "brokers": "127.0.0.1:1",

@@ -7,8 +7,10 @@ and "killed during a slice write" with these; a wrong helper would pass a broken
 
 from __future__ import annotations
 
+import json
 import random
 from decimal import Decimal
+from pathlib import Path
 
 from bench.bench_kill_restart import (
     DEPOSITS,
@@ -21,10 +23,12 @@ from bench.bench_kill_restart import (
     kind_figures,
     listen_inodes,
     load_order,
+    logged_since,
     order_matches,
     plan,
     restored_line,
     started_line,
+    write_config,
 )
 
 ENGINE = b"/venv/bin/python\0-m\0exchange_server\0run\0--data-dir\0/tmp/x/data\0"
@@ -125,3 +129,16 @@ def test_the_start_up_line_is_found_whole() -> None:
     assert started_line(log) == ("started in 1.728 s (2.52 s after exec): restore 1.613 s, "
                                  "history follower 0.050 s")
     assert started_line("an older checkout logs no such line\n") == ""
+
+
+def test_the_config_leaves_the_interval_to_the_checkout_unless_given(tmp_path: Path) -> None:
+    """The restart goal is about the default ``slice_oper_interval``: each checkout's own."""
+    default = json.loads(write_config(tmp_path).read_text())
+    assert "slice_oper_interval" not in default and default["slice_interval"] == 86400
+    assert json.loads(write_config(tmp_path, 300).read_text())["slice_oper_interval"] == 300
+
+
+def test_logged_since_reads_from_the_offset(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_bytes(b"before\nstarted in 1.0 s\n")
+    assert logged_since(log, 7) == "started in 1.0 s\n"
