@@ -53,13 +53,21 @@ async def stored_last(path: Path, last: str) -> None:
     await store.close()
 
 
-async def test_a_request_during_the_load_waits_for_the_loaded_state(tmp_path: Path) -> None:
-    await stored_last(tmp_path, "101.5")
-    store = GatedStore(tmp_path)
+async def loading(path: Path, last: str | None) -> tuple[GatedStore, MarketPriceService]:
+    """A service whose state load has begun and is held in the store (``last``: a stored last
+    price first)."""
+    if last is not None:
+        await stored_last(path, last)
+    store = GatedStore(path)
     service = service_on(store)
     await service.subscribe()
     service.load_soon()
     await store.entered.wait()
+    return store, service
+
+
+async def test_a_request_during_the_load_waits_for_the_loaded_state(tmp_path: Path) -> None:
+    store, service = await loading(tmp_path, "101.5")
     reply = asyncio.create_task(service.call("market.last", [MARKET], 1))
     await wait_until_async(lambda: not service.is_loaded and store.entered.is_set())
     for _ in range(20):  # the request is served only once the state is there
@@ -90,12 +98,7 @@ async def test_a_failed_load_answers_internal_errors_and_fails_loaded(tmp_path: 
 
 
 async def test_stop_during_the_load_cancels_it_and_stores_nothing(tmp_path: Path) -> None:
-    await stored_last(tmp_path, "7")
-    store = GatedStore(tmp_path)
-    service = service_on(store)
-    await service.subscribe()
-    service.load_soon()
-    await store.entered.wait()
+    _, service = await loading(tmp_path, "7")
     await service.stop()
     assert not service.is_loaded
     again = service_on(SqliteStore(tmp_path))
