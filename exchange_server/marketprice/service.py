@@ -94,6 +94,9 @@ class MarketPriceService:
         #: the market list taken by subscribe(); loaded by load()
         self._names: list[str] = []
         self._loading: asyncio.Task[None] | None = None
+        #: made by subscribe(), settled by load(): what every request waits on until then
+        #: (one made only by load_soon() would let a request in between answer from nothing)
+        self._ready: asyncio.Future[None] | None = None
         self._loaded = False
         self._tasks: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
@@ -127,6 +130,7 @@ class MarketPriceService:
         restore (the publisher keeps the deals a durable consumer has not stored), but the
         state (k-lines, deals) is needed only by marketprice's own answers, so it is loaded
         after the listeners are up (:meth:`load_soon`), off the first order's path."""
+        self._ready = asyncio.get_running_loop().create_future()
         await self.store.open()
         self._names = await get_markets(self.market_source)
         self.data.offset = await self.store.load_offset()
@@ -134,14 +138,18 @@ class MarketPriceService:
                                                    durable=self.durable_name)
 
     async def load(self) -> None:
-        """Load the state of the listed and the stored markets, then consume and flush."""
-        assert self._subscription is not None, "subscribe() first"
-        seen = await self.store.load_market_names()
-        now = int(self.clock())
-        for name in dict.fromkeys(self._names + seen):
-            self.data.load_market(name, await self.store.load_market(name), now)
-        log.info("marketprice: %d markets loaded, consuming %s from offset %d",
-                 len(self.data.markets), self.topic, self.data.offset + 1)
+        """Load the state of the listed and the stored markets, then consume and flush;
+        requests waiting for the state (:meth:`loaded`) get its outcome."""
+        assert self._subscription is not None and self._ready is not None, "subscribe() first"
+        try:
+            await self._load_markets()
+        except asyncio.CancelledError:
+            self._ready.cancel()
+            raise
+        except Exception as e:
+            self._ready.set_exception(e)
+            self._ready.exception()  # retrieved: the caller of load() has it too
+            raise
         self._tasks = [
             asyncio.create_task(self._consume()),
             asyncio.create_task(self._flush_loop()),
@@ -149,6 +157,15 @@ class MarketPriceService:
             asyncio.create_task(self._refresh_markets_loop()),
         ]
         self._loaded = True
+        self._ready.set_result(None)
+
+    async def _load_markets(self) -> None:
+        seen = await self.store.load_market_names()
+        now = int(self.clock())
+        for name in dict.fromkeys(self._names + seen):
+            self.data.load_market(name, await self.store.load_market(name), now)
+        log.info("marketprice: %d markets loaded, consuming %s from offset %d",
+                 len(self.data.markets), self.topic, self.data.offset + 1)
 
     def load_soon(self) -> None:
         """Start :meth:`load` as a task; every request waits for it (:meth:`loaded`)."""
@@ -161,8 +178,8 @@ class MarketPriceService:
     async def loaded(self) -> None:
         """Return once the state is loaded; raise what the load raised.  Why: a request
         answered from a half-loaded state would be wrong (a market unknown, k-lines empty)."""
-        if self._loading is not None:
-            await asyncio.shield(self._loading)
+        if self._ready is not None:
+            await asyncio.shield(self._ready)
 
     async def stop(self, flush: bool = True) -> None:
         """Stop consuming; ``flush=False`` leaves unflushed changes unstored (a crash).  A
@@ -173,6 +190,8 @@ class MarketPriceService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._loading
             self._loading = None
+        if self._ready is not None and not self._ready.done():
+            self._ready.cancel()  # never loaded: nothing waits for a state that cannot come
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

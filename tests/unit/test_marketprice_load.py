@@ -79,6 +79,23 @@ async def test_a_request_during_the_load_waits_for_the_loaded_state(tmp_path: Pa
     await service.stop()
 
 
+async def test_a_request_before_the_load_has_begun_waits_for_it(tmp_path: Path) -> None:
+    """Between the subscription and ``load_soon`` (``exchange-server run`` starts its other
+    listeners in between) a request waits too, instead of answering from an empty state."""
+    await stored_last(tmp_path, "42")
+    store = GatedStore(tmp_path)
+    store.gate.set()
+    service = service_on(store)
+    await service.subscribe()
+    reply = asyncio.create_task(service.call("market.last", [MARKET], 4))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not reply.done()
+    service.load_soon()
+    assert orjson.loads(await reply) == {"error": None, "result": "42", "id": 4}
+    await service.stop()
+
+
 async def test_a_failed_load_answers_internal_errors_and_fails_loaded(tmp_path: Path) -> None:
     store = GatedStore(tmp_path)
     store.fail = True
