@@ -26,7 +26,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
+from aiohttp.http import WSCloseCode
 from aiohttp.web_protocol import RequestHandler
 
 log = logging.getLogger("exchange_server.accessws")

@@ -43,7 +43,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import web
+from aiohttp.http import WSCloseCode, WSMsgType
 
 from exchange_server.accessws.auth import AuthClient
 from exchange_server.accessws.cache import QueryCache
