@@ -88,16 +88,16 @@ def complete() -> None:
 
 def _attribute(name: str) -> object:
     """The bare package's missing names: a submodule is imported (as ``from aiohttp import
-    web`` does anyway); any other name completes the package first."""
-    module = sys.modules["aiohttp"]
-    if _bare is module and importlib.util.find_spec(f"aiohttp.{name}") is not None:
+    web`` does anyway), without the lock: a thread importing a submodule never waits for the
+    completion, which may need that submodule.  Any other name completes the package first
+    (or, when the completion runs in another thread, waits for it)."""
+    if name.isidentifier() and importlib.util.find_spec(f"aiohttp.{name}") is not None:
         return importlib.import_module(f"aiohttp.{name}")
-    with _completing:
-        if _bare is module:
-            complete()
-        elif name in module.__dict__:  # completed by another thread meanwhile
-            return module.__dict__[name]
-        else:
-            raise AttributeError(f"partially initialized module 'aiohttp' has no attribute "
-                                 f"{name!r}")
-    return getattr(module, name)
+    complete()  # nothing when the calling thread is the one running the __init__
+    module = sys.modules.get("aiohttp")
+    if module is not None and name in module.__dict__:
+        return module.__dict__[name]
+    package_getattr = module.__dict__.get("__getattr__") if module is not None else None
+    if package_getattr is not None and package_getattr is not _attribute:
+        return package_getattr(name)  # the completed package's own
+    raise AttributeError(f"partially initialized module 'aiohttp' has no attribute {name!r}")

@@ -89,3 +89,28 @@ sys.exit(cli.main(["--log-level", "WARNING", "run", "--data-dir", {str(tmp_path)
     assert out.returncode != 0
     assert "ModuleNotFoundError: import of aiohttp.client halted" in out.stderr, out.stderr
     assert "aiohttp_lazy" in out.stderr
+
+
+def test_threads_asking_while_another_completes_get_the_same_package() -> None:
+    """The last start step completes the package in a thread while the loop may ask for a name
+    or import a submodule: each waits for the one completion or imports beside it."""
+    out = run_python("""
+import sys, threading
+from exchange_server.common import aiohttp_lazy
+assert aiohttp_lazy.defer_client()
+from aiohttp import web
+got = []
+def ask(name):
+    import aiohttp
+    got.append(getattr(aiohttp, name))
+threads = [threading.Thread(target=aiohttp_lazy.complete)] + [
+    threading.Thread(target=ask, args=(n,)) for n in ("ClientSession", "client_ws", "TCPConnector")]
+for t in threads: t.start()
+for t in threads: t.join(60)
+import aiohttp, aiohttp.client_ws
+assert got and sorted(map(id, got)) == sorted(map(id, (
+    aiohttp.ClientSession, aiohttp.client_ws, aiohttp.TCPConnector))), got
+print("ok")
+""")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
