@@ -76,6 +76,34 @@ print("ok")
     assert out.returncode == 0, out.stderr
 
 
+def test_run_listens_before_it_imports_the_client_side(tmp_path: object) -> None:
+    """The real command's start: when accesshttp listens, aiohttp's connector is not imported
+    yet; the start's last step imports it.  (The patches need ``embedded`` imported before
+    ``cmd_run`` runs, so this defers first as ``cmd_run`` does; the next test shows that
+    ``cmd_run`` does it itself.)"""
+    out = run_python(f"""
+import os, sys
+from exchange_server.common import aiohttp_lazy
+assert aiohttp_lazy.defer_client()
+from exchange_server import cli, embedded
+start_http, steps = embedded.EmbeddedSystem._start_http, embedded.EmbeddedSystem._listener_steps
+async def start_http_and_look(self):
+    await start_http(self)
+    print("listening", "aiohttp.connector" in sys.modules, aiohttp_lazy.is_deferred(), flush=True)
+def listener_steps_then_stop(self):
+    return [*steps(self), embedded.step("look", lambda: print(
+        "started", "aiohttp.connector" in sys.modules, aiohttp_lazy.is_deferred(), flush=True)
+        or os.kill(os.getpid(), 15))]
+embedded.EmbeddedSystem._start_http = start_http_and_look
+embedded.EmbeddedSystem._listener_steps = listener_steps_then_stop
+sys.exit(cli.main(["--log-level", "WARNING", "run", "--data-dir", {str(tmp_path)!r},
+                   "--http-port", "0", "--ws-port", "0", "--cli-port", "0"]))
+""")
+    assert out.returncode == 0, out.stderr
+    looked = [line for line in out.stdout.splitlines() if line.startswith(("listening", "started"))]
+    assert looked == ["listening False True", "started True False"], out.stdout
+
+
 def test_a_client_side_that_cannot_be_imported_fails_the_start(tmp_path: object) -> None:
     """``exchange-server run`` whose aiohttp client cannot be imported exits with the import's
     traceback at its last start step, as it did when the import came first."""
