@@ -223,7 +223,8 @@ class EmbeddedSystem(Composite):
         steps shared with the standalone matchengine (matchprocess/lifecycle.py) with
         marketprice's subscription before the restore (it registers as a durable consumer of
         the deals it has not stored yet), then the listeners, then marketprice's state (loaded
-        while the listeners take orders: the first order does not wait for k-lines)."""
+        while the listeners take orders: the first order does not wait for k-lines), metrics and
+        the console, and last aiohttp's client side (common/aiohttp_lazy.py)."""
         before_restore = [] if self.marketprice is None else [
             step("marketprice", self.marketprice.subscribe, self._stop_marketprice)]
         return [
