@@ -39,8 +39,12 @@ def wrk_summary(out: str) -> dict[str, Any]:
     raise SystemExit(f"wrk printed no summary:\n{out}")
 
 
-def one(seconds: int, connections: int) -> dict[str, Any]:
+def one(seconds: int, connections: int, pause_ms: int = 0) -> dict[str, Any]:
+    """One run at ``connections``; ``pause_ms`` > 0: each connection waits that long after a
+    reply before its next request (``wrk_orders_paced.lua``, bench/bench_paced.py)."""
     wrk = ensure_wrk()
+    script = HERE / ("wrk_orders_paced.lua" if pause_ms else "wrk_orders.lua")
+    pause = ["--", str(pause_ms)] if pause_ms else []
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp) / "data").start()
         try:
@@ -50,7 +54,7 @@ def one(seconds: int, connections: int) -> dict[str, Any]:
             meter = CpuMeter({"main": server.proc.pid}).begin()
             out = subprocess.run(
                 [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s",
-                 str(HERE / "wrk_orders.lua"), url],
+                 str(script), url, *pause],
                 check=True, capture_output=True, text=True).stdout
             settle(meter)
         finally:
@@ -65,7 +69,8 @@ def one(seconds: int, connections: int) -> dict[str, Any]:
         "p99 latency (ms)": float(summary["p99_ms"]),
     }
     figures.update(meter.per_order(int(summary["ok"])))
-    report(f"{TITLE}, {connections} connections", figures)
+    paced = f", paced: {pause_ms} ms between a reply and the next request" if pause_ms else ""
+    report(f"{TITLE}{paced}, {connections} connections", figures)
     return figures
 
 

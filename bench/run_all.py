@@ -13,6 +13,7 @@ BENCHMARKS = [
     ("bench.bench_http", "run"),
     ("bench.bench_batch", "main"),
     ("bench.bench_e2e", "main"),
+    ("bench.bench_paced", "main"),
     ("bench.bench_stall", "main"),
     ("bench.bench_restart", "main"),
     ("bench.bench_kill_restart", "main"),
