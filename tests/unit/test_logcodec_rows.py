@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 import orjson
 import pytest
@@ -67,7 +68,7 @@ DETAILS = [
 ]
 
 
-def _reference(rows: list[tuple[int, float, str, int]]) -> list[object]:
+def _reference(rows: list[tuple[int, float, Any, int | None]]) -> list[object]:
     """Each row decoded alone by ``decode_detail``, or its error's text."""
     out: list[object] = []
     for oper_id, t, detail, _ in rows:
@@ -78,7 +79,7 @@ def _reference(rows: list[tuple[int, float, str, int]]) -> list[object]:
     return out
 
 
-def _decoded(rows: list[tuple[int, float, str, int]]) -> list[object]:
+def _decoded(rows: list[tuple[int, float, Any, int | None]]) -> list[object]:
     try:
         return list(decode_rows(rows))
     except StoreError as e:
@@ -93,7 +94,12 @@ def test_a_page_decodes_as_each_of_its_rows_alone(seed: int) -> None:
     rng = random.Random(seed)
     details = [encode_detail(*ORDER)] * rng.randint(0, 5) + rng.sample(DETAILS, rng.randint(1, 4))
     rng.shuffle(details)
-    rows = [(i, 1.5, d, record_checksum(i, 1.5, d)) for i, d in enumerate(details, 1)]
+    rows: list[tuple[int, float, Any, int | None]] = [
+        (i, 1.5, d, record_checksum(i, 1.5, d)) for i, d in enumerate(details, 1)]
+    if seed % 4 == 0:  # a detail as bytes, and one not a text at all, both unchecked
+        rows.insert(rng.randint(0, len(rows)), (len(rows) + 1, 1.5, details[0].encode(), None))
+    if seed % 8 == 4:
+        rows.insert(rng.randint(0, len(rows)), (len(rows) + 1, 1.5, 7, None))
     expected = _reference(rows)
     got = _decoded(rows)
     if expected and isinstance(expected[-1], str):  # an error stops the page
