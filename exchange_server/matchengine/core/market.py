@@ -248,12 +248,19 @@ class Market:
         level: Level = book[order.price]
         del level[order.id]
         if not level:
-            del book[order.price]
+            # the emptied level is mostly the top one (a maker's last order dealt): it is the
+            # book's first (asks) or last (bids) key, popped without searching the sorted keys
             if order.side == ASK:
                 if order.price == self.ask_top:
+                    book.popitem(0)
                     self.ask_top = book.peekitem(0)[0] if book else None
+                else:
+                    del book[order.price]
             elif order.price == self.bid_top:
+                book.popitem(-1)
                 self.bid_top = book.peekitem(-1)[0] if book else None
+            else:
+                del book[order.price]
         del self.orders[order.id]
         user_orders = self.users[order.user]
         del user_orders[order.id]
