@@ -269,12 +269,12 @@ class Market:
         if order.side == ASK:
             self.ask_count -= 1
             self.ask_amount = self.ask_amount - order.left
-            if order.freeze > ZERO:
+            if order.freeze and not order.freeze.is_signed():  # > ZERO, as in Balances.trade
                 self.balances.unfreeze(order.user, self.stock, order.freeze)
         else:
             self.bid_count -= 1
             self.bid_amount = self.bid_amount - order.left
-            if order.freeze > ZERO:
+            if order.freeze and not order.freeze.is_signed():  # > ZERO, as in Balances.trade
                 self.balances.unfreeze(order.user, self.money, order.freeze)
         # quiet first: a Decimal comparison for every maker a replay removes costs more
         if not self.quiet and (order.deal_stock > ZERO or order.stp_cancelled):
