@@ -62,3 +62,13 @@ def test_load_onto_balances_that_hold_values_is_set_row_by_row() -> None:
     bulk = one_by_one(rows(seed=4, n=100))
     bulk.load(rows(seed=5, n=100))
     assert shape(bulk) == shape(one_by_one(rows(seed=4, n=100) + rows(seed=5, n=100)))
+
+
+@pytest.mark.parametrize("text", ["1", "0.00000001", "1E+30", "123.4560", "0", "-0", "0E-8",
+                                  "-0E-8", "-0.00000001", "-5", "Infinity", "-Infinity"])
+def test_the_sign_test_of_trade_and_freeze_is_a_comparison_with_zero(text: str) -> None:
+    """``Balances.trade``/``freeze`` test a new value with ``value and not value.is_signed()``
+    instead of ``value > ZERO`` (cheaper): the same verdict for every value that is not NaN,
+    negative zeros included."""
+    value = Decimal(text)
+    assert bool(value and not value.is_signed()) is (value > Decimal(0))

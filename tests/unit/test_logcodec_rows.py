@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 import orjson
 import pytest
 
-from exchange_server.matchengine.logcodec import decode_rows, encode_detail
+from exchange_server.matchengine.logcodec import decode_detail, decode_rows, encode_detail
 from exchange_server.matchengine.store import StoreError, record_checksum
 
 ORDER = ["limit_order", [7, "BTCBCH", 1, "0.90", "99.6", "0.002", "0.001", "bench"]]
@@ -47,3 +48,61 @@ def test_a_changed_row_is_an_error_naming_it_whatever_the_text_of_its_time(t: fl
                     (oper_id, when, detail, stored ^ 1)]:
         with pytest.raises(StoreError, match="id 3 is damaged"):
             decode_rows([_row(1, 1.5, *ORDER), damaged])
+
+
+#: details whose params orjson alone reads exactly or not: long integers (nested and not), a
+#: 19-digit run in a string and in a float, non-ASCII digits, deep nesting, damaged texts
+DETAILS = [
+    encode_detail(*ORDER),
+    encode_detail("update_balance", [1, "BTC", "deposit", 2, "1", {}]),
+    encode_detail("update_balance", [1, "BTC", "deposit", 2**64 - 1, "1", {"a": 2**70}]),
+    encode_detail("update_balance", [1, "BTC", "deposit", 3, "1", {"a": [-2**63 - 1]}]),
+    encode_detail("x", [{"s": "12345678901234567890", "f": 1.5}]),
+    encode_detail("x", [1.2345678901234567891, {"n": 1e300}]),
+    encode_detail("x", ["\u0661" * 19, 0.5, [1]]),
+    encode_detail("x", [2**70]),
+    '{"method":"x","params":[' + "[" * 300 + "]" * 300 + "]}",
+    '{"method":"x","params":[1,',
+    '{"method":"x"}',
+    '["x", []]',
+]
+
+
+def _reference(rows: list[tuple[int, float, Any, int | None]]) -> list[object]:
+    """Each row decoded alone by ``decode_detail``, or its error's text."""
+    out: list[object] = []
+    for oper_id, t, detail, _ in rows:
+        try:
+            out.append((oper_id, t, *decode_detail(detail, oper_id)))
+        except StoreError as e:
+            return [*out, str(e)]
+    return out
+
+
+def _decoded(rows: list[tuple[int, float, Any, int | None]]) -> list[object]:
+    try:
+        return list(decode_rows(rows))
+    except StoreError as e:
+        return [str(e)]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_page_decodes_as_each_of_its_rows_alone(seed: int) -> None:
+    """Whatever a page holds besides orders (a long integer, a run of 19 digits, non-ASCII
+    text), each row comes out as ``decode_detail`` reads it alone, integers exact (the page's
+    shared test for runs of digits only spares the per-row ones)."""
+    rng = random.Random(seed)
+    details = [encode_detail(*ORDER)] * rng.randint(0, 5) + rng.sample(DETAILS, rng.randint(1, 4))
+    rng.shuffle(details)
+    rows: list[tuple[int, float, Any, int | None]] = [
+        (i, 1.5, d, record_checksum(i, 1.5, d)) for i, d in enumerate(details, 1)]
+    if seed % 4 == 0:  # a detail as bytes, and one not a text at all, both unchecked
+        rows.insert(rng.randint(0, len(rows)), (len(rows) + 1, 1.5, details[0].encode(), None))
+    if seed % 8 == 4:
+        rows.insert(rng.randint(0, len(rows)), (len(rows) + 1, 1.5, 7, None))
+    expected = _reference(rows)
+    got = _decoded(rows)
+    if expected and isinstance(expected[-1], str):  # an error stops the page
+        assert got == [expected[-1]]
+    else:
+        assert repr(got) == repr(expected)  # repr: 2**70 and its float are == but not alike

@@ -28,7 +28,10 @@ _quantize = CONTEXT.quantize
 
 
 # Comparisons are with the Decimal ZERO, never the int 0: a Decimal compared with an int
-# converts the int into a new Decimal first (twice the cost, on every balance change).
+# converts the int into a new Decimal first (twice the cost, on every balance change).  Where a
+# deal tests a new value for ``> ZERO`` (trade, freeze), ``value and not value.is_signed()``
+# says the same of any finite value for 60% of a comparison's cost (which looks up the
+# thread's decimal context): 100 instructions, three to four times an order.
 
 
 class BalanceError(Exception):
@@ -129,7 +132,7 @@ class Balances:
         else:
             index = 1 if from_frozen else 0
             value = account[index] - out
-            if value > ZERO:
+            if value and not value.is_signed():
                 account[index] = _quantize(value, quant[out_asset])
             elif value < ZERO:
                 raise BalanceError(f"balance of user {user} {out_asset} would go negative")
@@ -154,7 +157,7 @@ class Balances:
         if not fee:
             return out_available, out_frozen, available, frozen, available, frozen
         value = available - fee
-        if value > ZERO:
+        if value and not value.is_signed():
             account[0] = _quantize(value, q)
         elif value == ZERO:
             account[0] = ZERO
@@ -178,7 +181,7 @@ class Balances:
             return
         quant = self._quant[asset]
         value = account[0] - amount
-        if value > ZERO:
+        if value and not value.is_signed():
             account[0] = _quantize(value, quant)
         elif value == ZERO:
             account[0] = ZERO

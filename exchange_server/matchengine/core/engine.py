@@ -66,6 +66,7 @@ from exchange_server.matchengine.core.model import (
     Stop,
     StopChanged,
     StopSnapshot,
+    fresh_order,
 )
 
 #: balance.update business ids are remembered this long (seconds of command time).
@@ -274,9 +275,9 @@ class Engine:
         quiet = self.quiet
         if stop is not None and not quiet:
             events.append(_activated(stop, self.order_id, market))
-        # by position (see Order.fresh): id, market, source, type, side, user, now, price,
+        # by position (see fresh_order): id, market, source, type, side, user, now, price,
         # amount, taker_fee, maker_fee, option, client_id
-        order = Order.fresh(self.order_id, market.name, source, LIMIT, side, user, now, price,
+        order = fresh_order(self.order_id, market.name, source, LIMIT, side, user, now, price,
                             amount, taker_fee, maker_fee, option, client_id)
         before = market.last
         self.deal_id, stopped, stp_makers = market.execute(order, now, self.deal_id)
