@@ -5,6 +5,7 @@ values."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -15,7 +16,13 @@ from exchange_server.common import jsonfmt
 from exchange_server.common.decimals import ZERO, fmt, fmt_param, fmt_raw
 from exchange_server.marketprice.state import deal_text
 from exchange_server.matchengine import orderjson
-from exchange_server.matchengine.core.model import Deal, Order, OrderChanged, order_info
+from exchange_server.matchengine.core.model import (
+    Deal,
+    Order,
+    OrderChanged,
+    OrderSnapshot,
+    order_info,
+)
 from exchange_server.matchengine.orderjson import (
     deal_json,
     keep_order_texts,
@@ -123,6 +130,48 @@ def orders(draw: st.DrawFn) -> Order:
     order.deal_stock, order.deal_money, order.deal_fee = (draw(decimals) for _ in range(3))
     order.stp_cancelled = draw(st.booleans())
     return order
+
+
+def _plain_order_object(o: Order | OrderSnapshot) -> dict[str, Any]:
+    """rpc.md's order object written out plainly, every decimal through ``fmt``: what
+    ``order_info`` builds (as an instance's attribute dict, with texts looked up)."""
+    info: dict[str, Any] = {"id": o.id, "market": o.market}
+    if o.source is not None:
+        info["source"] = o.source
+    info.update({"type": o.type, "side": o.side, "user": o.user, "ctime": o.ctime,
+                 "mtime": o.mtime, "price": fmt(o.price), "amount": fmt(o.amount),
+                 "taker_fee": fmt(o.taker_fee), "maker_fee": fmt(o.maker_fee),
+                 "left": fmt(o.left), "deal_stock": fmt(o.deal_stock),
+                 "deal_money": fmt(o.deal_money), "deal_fee": fmt(o.deal_fee)})
+    if o.client_id is not None:
+        info["option"] = o.option
+        info["client_id"] = o.client_id
+    if o.stp_cancelled:
+        info["stp_cancelled"] = True
+    stp_orders = getattr(o, "stp_cancelled_orders", ())
+    if stp_orders:
+        info["stp_cancelled_orders"] = list(stp_orders)
+    return info
+
+
+@settings(max_examples=400)
+@given(st.lists(st.tuples(orders(), st.lists(ints, max_size=3)), min_size=1, max_size=4))
+def test_order_info_is_the_plain_order_object(drawn: list[tuple[Order, list[int]]]) -> None:
+    """Keys, their order, values and their types, for orders and snapshots with and without
+    a source, a client id and cancelled makers, built one after another (the attribute dicts
+    share one class's keys); the dict is a plain one, free to change."""
+    for order, stp in drawn:
+        snapshot = order.snapshot()._replace(stp_cancelled_orders=tuple(stp))
+        for o in (order, snapshot):
+            info = order_info(o)
+            expected = _plain_order_object(o)
+            assert type(info) is dict
+            assert list(info.items()) == list(expected.items())
+            assert [type(v) for v in info.values()] == [type(v) for v in expected.values()]
+            assert jsonfmt.dumps(info) == jsonfmt.dumps(expected)
+            info["extra"] = 1
+            del info["id"]
+            assert list(info) == [*list(expected)[1:], "extra"]
 
 
 @settings(max_examples=400)

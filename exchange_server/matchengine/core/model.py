@@ -309,6 +309,37 @@ def order_values(o: Order | OrderSnapshot) -> tuple[Any, ...]:
     return (*_order_fields(o), getattr(o, "stp_cancelled_orders", ()))
 
 
+class _OrderObject:
+    """An order object (``order_info``) written as an instance's attributes: its ``__dict__``
+    is the object, a plain dict with the keys in the order they were set.
+
+    Why not a dict display: the instances of a class share one table of keys, so the dict of
+    an instance's attributes holds only its values; a sixteen-key display builds and fills a
+    table of its own (and frees it again) for every reply: 4,600 instructions against 2,700
+    for the attributes and their dict (cachegrind, the bench's reply snapshots)."""
+
+    id: int
+    market: str
+    source: str
+    type: int
+    side: int
+    user: int
+    ctime: float
+    mtime: float
+    price: str
+    amount: str
+    taker_fee: str
+    maker_fee: str
+    left: str
+    deal_stock: str
+    deal_money: str
+    deal_fee: str
+    option: int
+    client_id: str
+    stp_cancelled: bool
+    stp_cancelled_orders: list[int]
+
+
 def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
     """The order object of rpc.md section 3.1, keys in the original's order.
 
@@ -340,35 +371,33 @@ def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
     else:
         hit = texts.get(id(maker_fee))
         maker_text = hit[1] if hit is not None and hit[0] is maker_fee else fmt_param(maker_fee)
-    # one dict display (no growing step by step), source's key in its place when there is one
-    if source is None:
-        info: dict[str, Any] = {
-            "id": id_, "market": market, "type": type_, "side": side, "user": user,
-            "ctime": ctime, "mtime": mtime, "price": price_text, "amount": amount_text,
-            "taker_fee": taker_text, "maker_fee": maker_text,
-            "left": amount_text if left is amount else fmt(left),
-            "deal_stock": "0" if deal_stock is ZERO else fmt(deal_stock),
-            "deal_money": "0" if deal_money is ZERO else fmt(deal_money),
-            "deal_fee": "0" if deal_fee is ZERO else fmt(deal_fee),
-        }
-    else:
-        info = {
-            "id": id_, "market": market, "source": source, "type": type_, "side": side,
-            "user": user, "ctime": ctime, "mtime": mtime, "price": price_text,
-            "amount": amount_text, "taker_fee": taker_text, "maker_fee": maker_text,
-            "left": amount_text if left is amount else fmt(left),
-            "deal_stock": "0" if deal_stock is ZERO else fmt(deal_stock),
-            "deal_money": "0" if deal_money is ZERO else fmt(deal_money),
-            "deal_fee": "0" if deal_fee is ZERO else fmt(deal_fee),
-        }
+    # the keys in their order (see _OrderObject), source's in its place when there is one
+    info = _OrderObject()
+    info.id = id_
+    info.market = market
+    if source is not None:
+        info.source = source
+    info.type = type_
+    info.side = side
+    info.user = user
+    info.ctime = ctime
+    info.mtime = mtime
+    info.price = price_text
+    info.amount = amount_text
+    info.taker_fee = taker_text
+    info.maker_fee = maker_text
+    info.left = amount_text if left is amount else fmt(left)
+    info.deal_stock = "0" if deal_stock is ZERO else fmt(deal_stock)
+    info.deal_money = "0" if deal_money is ZERO else fmt(deal_money)
+    info.deal_fee = "0" if deal_fee is ZERO else fmt(deal_fee)
     if client_id is not None:
-        info["option"] = option
-        info["client_id"] = client_id
+        info.option = option
+        info.client_id = client_id
     if stp_cancelled:
-        info["stp_cancelled"] = True
+        info.stp_cancelled = True
     if stp_orders:
-        info["stp_cancelled_orders"] = list(stp_orders)
-    return info
+        info.stp_cancelled_orders = list(stp_orders)
+    return info.__dict__
 
 
 class Stop:
