@@ -134,6 +134,16 @@ def fmt(value: Decimal) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+#: The last characters of the ``fmt`` texts that only the value decides: a text without ``e``
+#: ending in one of these is ``str(normalize(value))`` (``fmt``'s first path), so every equal
+#: value has it, whatever its exponent.  (``fmt``'s other texts without ``e`` end in ``0``: an
+#: integer whose normalized form has an exponent, ``100`` for ``1E+2``; a zero is ``0``.)
+#: Why: an order all of whose amount is dealt has ``deal_stock`` equal to its amount, and the
+#: amount's text is at hand where the order object is written: a comparison is a third of
+#: ``fmt``.
+VALUE_TEXT_ENDS = "123456789"
+
+
 #: ``fmt``'s text of request params' decimals, by the object's identity (see ``fmt_param``).  An
 #: entry holds its object, so no other object can have that id while the entry is there.  Public:
 #: ``order_info`` reads it in place (four calls less per order object).

@@ -4,7 +4,7 @@ values."""
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
 from typing import Any
 
 import pytest
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from exchange_server.bus.messages import deal_message, order_message
 from exchange_server.common import jsonfmt
-from exchange_server.common.decimals import ZERO, fmt, fmt_param, fmt_raw
+from exchange_server.common.decimals import VALUE_TEXT_ENDS, ZERO, fmt, fmt_param, fmt_raw
 from exchange_server.marketprice.state import deal_text
 from exchange_server.matchengine import orderjson
 from exchange_server.matchengine.core.model import (
@@ -172,6 +172,40 @@ def test_order_info_is_the_plain_order_object(drawn: list[tuple[Order, list[int]
             info["extra"] = 1
             del info["id"]
             assert list(info) == [*list(expected)[1:], "extra"]
+
+
+@settings(max_examples=1000)
+@given(decimals, st.integers(0, 30))
+def test_a_value_text_is_every_equal_value_s(value: Decimal, zeros: int) -> None:
+    """VALUE_TEXT_ENDS: a ``fmt`` text without ``e`` ending in one of them is the text of every
+    value equal to it (more trailing zeros, or none); the texts left out are not."""
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    padded = Decimal((sign, (*digits, *(0,) * zeros), exponent - zeros))
+    stripped = padded.normalize(Context(prec=100, Emax=MAX_EMAX, Emin=MIN_EMIN))
+    text = fmt(value)
+    if text[-1] in VALUE_TEXT_ENDS and "e" not in text:
+        assert fmt(padded) == fmt(stripped) == text
+    assert fmt(Decimal("100")) != fmt(Decimal("1E+2"))  # why texts ending in 0 are left out
+
+
+@settings(max_examples=300)
+@given(orders(), st.integers(0, 12), st.integers(0, 12), st.booleans())
+def test_an_order_all_dealt_writes_its_amount_s_text(order: Order, zeros: int,
+                                                     left_zeros: int, strip: bool) -> None:
+    """The order object of an order whose amount is all dealt (left zero, deal_stock equal to
+    the amount, exponents of their own: more zeros, or none at all): each field as ``fmt``
+    writes it."""
+    sign, digits, exponent = order.amount.as_tuple()
+    assert isinstance(exponent, int)
+    order.deal_stock = Decimal((sign, (*digits, *(0,) * zeros), exponent - zeros))
+    if strip:
+        order.deal_stock = order.deal_stock.normalize(Context(prec=100, Emax=MAX_EMAX,
+                                                              Emin=MIN_EMIN))
+    order.left = Decimal((0, (0,), -left_zeros))
+    snapshot = order.snapshot()
+    assert list(order_info(snapshot).items()) == list(_plain_order_object(snapshot).items())
+    assert order_json(snapshot) == jsonfmt.dumps(_plain_order_object(snapshot))
 
 
 @settings(max_examples=400)

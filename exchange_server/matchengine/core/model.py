@@ -13,7 +13,14 @@ from itertools import compress
 from operator import attrgetter
 from typing import Any, Final, Literal, NamedTuple
 
-from exchange_server.common.decimals import CONTEXT, PARAM_TEXTS, ZERO, fmt, fmt_param
+from exchange_server.common.decimals import (
+    CONTEXT,
+    PARAM_TEXTS,
+    VALUE_TEXT_ENDS,
+    ZERO,
+    fmt,
+    fmt_param,
+)
 
 # Sides, types and roles are plain ints at run time (they are ints on the wire, in the log and in
 # every table); the Literal types name them in signatures, and mypy checks every value passed.
@@ -387,7 +394,13 @@ def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
     info.taker_fee = taker_text
     info.maker_fee = maker_text
     info.left = amount_text if left is amount else fmt(left)
-    info.deal_stock = "0" if deal_stock is ZERO else fmt(deal_stock)
+    if deal_stock is ZERO:
+        info.deal_stock = "0"
+    elif (not left and amount_text[-1] in VALUE_TEXT_ENDS and "e" not in amount_text
+          and deal_stock == amount):  # all of it dealt: its amount's text (see VALUE_TEXT_ENDS)
+        info.deal_stock = amount_text
+    else:
+        info.deal_stock = fmt(deal_stock)
     info.deal_money = "0" if deal_money is ZERO else fmt(deal_money)
     info.deal_fee = "0" if deal_fee is ZERO else fmt(deal_fee)
     if client_id is not None:
