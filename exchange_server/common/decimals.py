@@ -11,6 +11,7 @@ from __future__ import annotations
 import decimal
 import re
 from decimal import ROUND_DOWN, Decimal
+from typing import Any
 
 CONTEXT = decimal.Context(
     prec=60,
@@ -149,6 +150,15 @@ VALUE_TEXT_ENDS = "123456789"
 #: ``order_info`` reads it in place (four calls less per order object).
 PARAM_TEXTS: dict[int, tuple[Decimal, str]] = {}
 _FMT_PARAM_MAX = 4096
+
+
+#: The last order object's fee rates and their texts, ``[taker_fee, maker_fee, taker_text,
+#: maker_text]``, by the objects' identity (``order_info`` and ``orderjson`` read and set it in
+#: place).  Why: a market's orders nearly all carry the same two fee rate objects (parse's cache
+#: and the methods' tables share them), and two identity checks spare two ``PARAM_TEXTS``
+#: lookups, each of which makes and hashes an int of ``id()``.  It holds its objects, so an
+#: identity that matches is that very object.
+LAST_FEE_TEXTS: list[Any] = [None, None, "", ""]
 
 
 def fmt_param(value: Decimal) -> str:

@@ -174,6 +174,22 @@ def test_order_info_is_the_plain_order_object(drawn: list[tuple[Order, list[int]
             assert list(info) == [*list(expected)[1:], "extra"]
 
 
+def test_fee_texts_follow_their_objects() -> None:
+    """The last fee rates' texts are kept by identity (decimals.LAST_FEE_TEXTS): orders taking
+    turns with equal rates of other exponents (``10`` and ``1E+1``), the same pair and ZERO each
+    get their own texts."""
+    rates = [Decimal("10"), Decimal("1E+1"), Decimal("0.0020"), Decimal("0.002"), ZERO]
+    pairs = [(a, b) for a in rates for b in rates]
+    for n, (taker, maker) in enumerate(pairs + pairs[::-1] + pairs[::3] * 2):
+        order = Order.fresh(id=n, market="BTCBCH", source=None, type=1, side=1, user=1,
+                            now=1.5, price=Decimal("1.5"), amount=Decimal("2"),
+                            taker_fee=taker, maker_fee=maker, option=0, client_id=None)
+        for o in (order, order.snapshot()):
+            expected = _plain_order_object(o)
+            assert list(order_info(o).items()) == list(expected.items())
+            assert order_json(o) == jsonfmt.dumps(expected)
+
+
 @settings(max_examples=1000)
 @given(decimals, st.integers(0, 30))
 def test_a_value_text_is_every_equal_value_s(value: Decimal, zeros: int) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Final, Literal, NamedTuple
 
 from exchange_server.common.decimals import (
     CONTEXT,
+    LAST_FEE_TEXTS,
     PARAM_TEXTS,
     VALUE_TEXT_ENDS,
     ZERO,
@@ -371,13 +372,20 @@ def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
     price_text = hit[1] if hit is not None and hit[0] is price else fmt_param(price)
     hit = texts.get(id(amount))
     amount_text = hit[1] if hit is not None and hit[0] is amount else fmt_param(amount)
-    hit = texts.get(id(taker_fee))
-    taker_text = hit[1] if hit is not None and hit[0] is taker_fee else fmt_param(taker_fee)
-    if maker_fee is ZERO:
-        maker_text = "0"
+    fees = LAST_FEE_TEXTS
+    if taker_fee is fees[0] and maker_fee is fees[1]:
+        taker_text = fees[2]
+        maker_text = fees[3]
     else:
-        hit = texts.get(id(maker_fee))
-        maker_text = hit[1] if hit is not None and hit[0] is maker_fee else fmt_param(maker_fee)
+        hit = texts.get(id(taker_fee))
+        taker_text = hit[1] if hit is not None and hit[0] is taker_fee else fmt_param(taker_fee)
+        if maker_fee is ZERO:
+            maker_text = "0"
+        else:
+            hit = texts.get(id(maker_fee))
+            maker_text = (hit[1] if hit is not None and hit[0] is maker_fee
+                          else fmt_param(maker_fee))
+        fees[:] = taker_fee, maker_fee, taker_text, maker_text
     # the keys in their order (see _OrderObject), source's in its place when there is one
     info = _OrderObject()
     info.id = id_
