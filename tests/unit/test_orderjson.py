@@ -4,7 +4,7 @@ values."""
 
 from __future__ import annotations
 
-from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any
 
 import pytest
@@ -198,7 +198,7 @@ def test_a_value_text_is_every_equal_value_s(value: Decimal, zeros: int) -> None
     sign, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)
     padded = Decimal((sign, (*digits, *(0,) * zeros), exponent - zeros))
-    stripped = padded.normalize(Context(prec=100, Emax=MAX_EMAX, Emin=MIN_EMIN))
+    stripped = padded.normalize(Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN))
     text = fmt(value)
     if text[-1] in VALUE_TEXT_ENDS and "e" not in text:
         assert fmt(padded) == fmt(stripped) == text
@@ -216,7 +216,7 @@ def test_an_order_all_dealt_writes_its_amount_s_text(order: Order, zeros: int,
     assert isinstance(exponent, int)
     order.deal_stock = Decimal((sign, (*digits, *(0,) * zeros), exponent - zeros))
     if strip:
-        order.deal_stock = order.deal_stock.normalize(Context(prec=100, Emax=MAX_EMAX,
+        order.deal_stock = order.deal_stock.normalize(Context(prec=MAX_PREC, Emax=MAX_EMAX,
                                                               Emin=MIN_EMIN))
     order.left = Decimal((0, (0,), -left_zeros))
     snapshot = order.snapshot()
