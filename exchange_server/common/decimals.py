@@ -11,6 +11,7 @@ from __future__ import annotations
 import decimal
 import re
 from decimal import ROUND_DOWN, Decimal
+from typing import Any
 
 CONTEXT = decimal.Context(
     prec=60,
@@ -134,11 +135,30 @@ def fmt(value: Decimal) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+#: The last characters of the ``fmt`` texts that only the value decides: a text without ``e``
+#: ending in one of these is ``str(normalize(value))`` (``fmt``'s first path), so every equal
+#: value has it, whatever its exponent.  (``fmt``'s other texts without ``e`` end in ``0``: an
+#: integer whose normalized form has an exponent, ``100`` for ``1E+2``; a zero is ``0``.)
+#: Why: an order all of whose amount is dealt has ``deal_stock`` equal to its amount, and the
+#: amount's text is at hand where the order object is written: a comparison is a third of
+#: ``fmt``.
+VALUE_TEXT_ENDS = "123456789"
+
+
 #: ``fmt``'s text of request params' decimals, by the object's identity (see ``fmt_param``).  An
 #: entry holds its object, so no other object can have that id while the entry is there.  Public:
 #: ``order_info`` reads it in place (four calls less per order object).
 PARAM_TEXTS: dict[int, tuple[Decimal, str]] = {}
 _FMT_PARAM_MAX = 4096
+
+
+#: The last order object's fee rates and their texts, ``[taker_fee, maker_fee, taker_text,
+#: maker_text]``, by the objects' identity (``order_info`` and ``orderjson`` read and set it in
+#: place).  Why: a market's orders nearly all carry the same two fee rate objects (parse's cache
+#: and the methods' tables share them), and two identity checks spare two ``PARAM_TEXTS``
+#: lookups, each of which makes and hashes an int of ``id()``.  It holds its objects, so an
+#: identity that matches is that very object.
+LAST_FEE_TEXTS: list[Any] = [None, None, "", ""]
 
 
 def fmt_param(value: Decimal) -> str:

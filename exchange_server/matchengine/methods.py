@@ -26,11 +26,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from decimal import getcontext as _getcontext
 from functools import partial
 from typing import Any
 
 from exchange_server.common.config import ConfigError
-from exchange_server.common.decimals import ONE, ZERO, fmt, parse, truncate
+from exchange_server.common.decimals import CONTEXT, ONE, ZERO, fmt, parse, truncate
 from exchange_server.common.errors import invalid_argument
 from exchange_server.matchengine.configured import read_asset_detail, read_market_detail
 from exchange_server.matchengine.core.balance import AVAILABLE
@@ -349,7 +350,10 @@ class MatchEngineMethods:
         self.by_log_name: dict[str, WriteMethod] = {
             w.log_name: replace(w, run=replays[w.name]) if w.name in replays else w
             for w in writes}
-        #: the core's put_limit without its context wrapper (``_quiet_put_limit`` only)
+        #: the core's put_limit without its context wrapper: for ``_quiet_put_limit``, and for
+        #: ``order_put_limit`` when the engine's context is the thread's already (the service's
+        #: thread, ``configured.Engine``), where the wrapper would only check that and call it
+        #: (a Python frame of twelve arguments more for every order placed)
         self._unwrapped_put_limit = inspect.unwrap(type(engine).put_limit)
 
     def _market(self, value: Any) -> Market:
@@ -397,8 +401,12 @@ class MatchEngineMethods:
         stp = self.engine.self_trade_prevention if live else 0  # self._stp(0, live)
         # _put_limit(now, params, stp), written out (the call is a few percent of an order)
         user, market, side, amount, price, taker_fee, maker_fee, source = self._read_limit(params)
-        result = self.engine.put_limit(now, market, user, side, amount, price, taker_fee,
-                                       maker_fee, source, stp)
+        if _getcontext() is CONTEXT:  # the context wrapper's own check, without its call
+            result = self._unwrapped_put_limit(self.engine, now, market, user, side, amount,
+                                               price, taker_fee, maker_fee, source, stp)
+        else:
+            result = self.engine.put_limit(now, market, user, side, amount, price, taker_fee,
+                                           maker_fee, source, stp)
         if stp:
             params.append(stp)
         return result

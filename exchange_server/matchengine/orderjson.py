@@ -20,7 +20,15 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from exchange_server.common import jsonfmt
-from exchange_server.common.decimals import PARAM_TEXTS, ZERO, fmt, fmt_param, fmt_raw
+from exchange_server.common.decimals import (
+    LAST_FEE_TEXTS,
+    PARAM_TEXTS,
+    VALUE_TEXT_ENDS,
+    ZERO,
+    fmt,
+    fmt_param,
+    fmt_raw,
+)
 from exchange_server.matchengine.core.model import (
     Deal,
     Order,
@@ -145,15 +153,28 @@ def _order_json(o: Order | OrderSnapshot) -> str:
     price_text = hit[1] if hit is not None and hit[0] is price else fmt_param(price)
     hit = texts.get(id(amount))
     amount_text = hit[1] if hit is not None and hit[0] is amount else fmt_param(amount)
-    hit = texts.get(id(taker_fee))
-    taker_text = hit[1] if hit is not None and hit[0] is taker_fee else fmt_param(taker_fee)
-    if maker_fee is ZERO:
-        maker_text = "0"
+    fees = LAST_FEE_TEXTS
+    if taker_fee is fees[0] and maker_fee is fees[1]:
+        taker_text = fees[2]
+        maker_text = fees[3]
     else:
-        hit = texts.get(id(maker_fee))
-        maker_text = hit[1] if hit is not None and hit[0] is maker_fee else fmt_param(maker_fee)
+        hit = texts.get(id(taker_fee))
+        taker_text = hit[1] if hit is not None and hit[0] is taker_fee else fmt_param(taker_fee)
+        if maker_fee is ZERO:
+            maker_text = "0"
+        else:
+            hit = texts.get(id(maker_fee))
+            maker_text = (hit[1] if hit is not None and hit[0] is maker_fee
+                          else fmt_param(maker_fee))
+        fees[:] = taker_fee, maker_fee, taker_text, maker_text
     left_text = amount_text if left is amount else fmt(left)
-    stock_text = "0" if deal_stock is ZERO else fmt(deal_stock)
+    if deal_stock is ZERO:
+        stock_text = "0"
+    elif (not left and amount_text[-1] in VALUE_TEXT_ENDS and "e" not in amount_text
+          and deal_stock == amount):  # all of it dealt: its amount's text (see VALUE_TEXT_ENDS)
+        stock_text = amount_text
+    else:
+        stock_text = fmt(deal_stock)
     money_text = "0" if deal_money is ZERO else fmt(deal_money)
     fee_text = "0" if deal_fee is ZERO else fmt(deal_fee)
     tail = "" if client_id is None and not stp_cancelled and not stp_orders else _tail(

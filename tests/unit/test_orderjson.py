@@ -4,7 +4,8 @@ values."""
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -12,10 +13,16 @@ from hypothesis import strategies as st
 
 from exchange_server.bus.messages import deal_message, order_message
 from exchange_server.common import jsonfmt
-from exchange_server.common.decimals import ZERO, fmt, fmt_param, fmt_raw
+from exchange_server.common.decimals import VALUE_TEXT_ENDS, ZERO, fmt, fmt_param, fmt_raw
 from exchange_server.marketprice.state import deal_text
 from exchange_server.matchengine import orderjson
-from exchange_server.matchengine.core.model import Deal, Order, OrderChanged, order_info
+from exchange_server.matchengine.core.model import (
+    Deal,
+    Order,
+    OrderChanged,
+    OrderSnapshot,
+    order_info,
+)
 from exchange_server.matchengine.orderjson import (
     deal_json,
     keep_order_texts,
@@ -123,6 +130,98 @@ def orders(draw: st.DrawFn) -> Order:
     order.deal_stock, order.deal_money, order.deal_fee = (draw(decimals) for _ in range(3))
     order.stp_cancelled = draw(st.booleans())
     return order
+
+
+def _plain_order_object(o: Order | OrderSnapshot) -> dict[str, Any]:
+    """rpc.md's order object written out plainly, every decimal through ``fmt``: what
+    ``order_info`` builds (as an instance's attribute dict, with texts looked up)."""
+    info: dict[str, Any] = {"id": o.id, "market": o.market}
+    if o.source is not None:
+        info["source"] = o.source
+    info.update({"type": o.type, "side": o.side, "user": o.user, "ctime": o.ctime,
+                 "mtime": o.mtime, "price": fmt(o.price), "amount": fmt(o.amount),
+                 "taker_fee": fmt(o.taker_fee), "maker_fee": fmt(o.maker_fee),
+                 "left": fmt(o.left), "deal_stock": fmt(o.deal_stock),
+                 "deal_money": fmt(o.deal_money), "deal_fee": fmt(o.deal_fee)})
+    if o.client_id is not None:
+        info["option"] = o.option
+        info["client_id"] = o.client_id
+    if o.stp_cancelled:
+        info["stp_cancelled"] = True
+    stp_orders = getattr(o, "stp_cancelled_orders", ())
+    if stp_orders:
+        info["stp_cancelled_orders"] = list(stp_orders)
+    return info
+
+
+@settings(max_examples=400)
+@given(st.lists(st.tuples(orders(), st.lists(ints, max_size=3)), min_size=1, max_size=4))
+def test_order_info_is_the_plain_order_object(drawn: list[tuple[Order, list[int]]]) -> None:
+    """Keys, their order, values and their types, for orders and snapshots with and without
+    a source, a client id and cancelled makers, built one after another (the attribute dicts
+    share one class's keys); the dict is a plain one, free to change."""
+    for order, stp in drawn:
+        snapshot = order.snapshot()._replace(stp_cancelled_orders=tuple(stp))
+        for o in (order, snapshot):
+            info = order_info(o)
+            expected = _plain_order_object(o)
+            assert type(info) is dict
+            assert list(info.items()) == list(expected.items())
+            assert [type(v) for v in info.values()] == [type(v) for v in expected.values()]
+            assert jsonfmt.dumps(info) == jsonfmt.dumps(expected)
+            info["extra"] = 1
+            del info["id"]
+            assert list(info) == [*list(expected)[1:], "extra"]
+
+
+def test_fee_texts_follow_their_objects() -> None:
+    """The last fee rates' texts are kept by identity (decimals.LAST_FEE_TEXTS): orders taking
+    turns with equal rates of other exponents (``10`` and ``1E+1``), the same pair and ZERO each
+    get their own texts."""
+    rates = [Decimal("10"), Decimal("1E+1"), Decimal("0.0020"), Decimal("0.002"), ZERO]
+    pairs = [(a, b) for a in rates for b in rates]
+    for n, (taker, maker) in enumerate(pairs + pairs[::-1] + pairs[::3] * 2):
+        order = Order.fresh(id=n, market="BTCBCH", source=None, type=1, side=1, user=1,
+                            now=1.5, price=Decimal("1.5"), amount=Decimal("2"),
+                            taker_fee=taker, maker_fee=maker, option=0, client_id=None)
+        for o in (order, order.snapshot()):
+            expected = _plain_order_object(o)
+            assert list(order_info(o).items()) == list(expected.items())
+            assert order_json(o) == jsonfmt.dumps(expected)
+
+
+@settings(max_examples=1000)
+@given(decimals, st.integers(0, 30))
+def test_a_value_text_is_every_equal_value_s(value: Decimal, zeros: int) -> None:
+    """VALUE_TEXT_ENDS: a ``fmt`` text without ``e`` ending in one of them is the text of every
+    value equal to it (more trailing zeros, or none); the texts left out are not."""
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    padded = Decimal((sign, (*digits, *(0,) * zeros), exponent - zeros))
+    stripped = padded.normalize(Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN))
+    text = fmt(value)
+    if text[-1] in VALUE_TEXT_ENDS and "e" not in text:
+        assert fmt(padded) == fmt(stripped) == text
+    assert fmt(Decimal("100")) != fmt(Decimal("1E+2"))  # why texts ending in 0 are left out
+
+
+@settings(max_examples=300)
+@given(orders(), st.integers(0, 12), st.integers(0, 12), st.booleans())
+def test_an_order_all_dealt_writes_its_amount_s_text(order: Order, zeros: int,
+                                                     left_zeros: int, strip: bool) -> None:
+    """The order object of an order whose amount is all dealt (left zero, deal_stock equal to
+    the amount, exponents of their own: more zeros, or none at all): each field as ``fmt``
+    writes it."""
+    sign, digits, exponent = order.amount.as_tuple()
+    assert isinstance(exponent, int)
+    order.deal_stock = Decimal((sign, (*digits, *(0,) * zeros), exponent - zeros))
+    if strip:
+        order.deal_stock = order.deal_stock.normalize(Context(prec=MAX_PREC, Emax=MAX_EMAX,
+                                                              Emin=MIN_EMIN))
+    order.left = Decimal((0, (0,), -left_zeros))
+    snapshot = order.snapshot()
+    assert list(order_info(snapshot).items()) == list(_plain_order_object(snapshot).items())
+    assert order_json(snapshot) == jsonfmt.dumps(_plain_order_object(snapshot))
 
 
 @settings(max_examples=400)

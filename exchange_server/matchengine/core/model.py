@@ -13,7 +13,15 @@ from itertools import compress
 from operator import attrgetter
 from typing import Any, Final, Literal, NamedTuple
 
-from exchange_server.common.decimals import CONTEXT, PARAM_TEXTS, ZERO, fmt, fmt_param
+from exchange_server.common.decimals import (
+    CONTEXT,
+    LAST_FEE_TEXTS,
+    PARAM_TEXTS,
+    VALUE_TEXT_ENDS,
+    ZERO,
+    fmt,
+    fmt_param,
+)
 
 # Sides, types and roles are plain ints at run time (they are ints on the wire, in the log and in
 # every table); the Literal types name them in signatures, and mypy checks every value passed.
@@ -312,6 +320,37 @@ def order_values(o: Order | OrderSnapshot) -> tuple[Any, ...]:
     return (*_order_fields(o), getattr(o, "stp_cancelled_orders", ()))
 
 
+class _OrderObject:
+    """An order object (``order_info``) written as an instance's attributes: its ``__dict__``
+    is the object, a plain dict with the keys in the order they were set.
+
+    Why not a dict display: the instances of a class share one table of keys, so the dict of
+    an instance's attributes holds only its values; a sixteen-key display builds and fills a
+    table of its own (and frees it again) for every reply: 4,600 instructions against 2,700
+    for the attributes and their dict (cachegrind, the bench's reply snapshots)."""
+
+    id: int
+    market: str
+    source: str
+    type: int
+    side: int
+    user: int
+    ctime: float
+    mtime: float
+    price: str
+    amount: str
+    taker_fee: str
+    maker_fee: str
+    left: str
+    deal_stock: str
+    deal_money: str
+    deal_fee: str
+    option: int
+    client_id: str
+    stp_cancelled: bool
+    stp_cancelled_orders: list[int]
+
+
 def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
     """The order object of rpc.md section 3.1, keys in the original's order.
 
@@ -336,42 +375,53 @@ def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
     price_text = hit[1] if hit is not None and hit[0] is price else fmt_param(price)
     hit = texts.get(id(amount))
     amount_text = hit[1] if hit is not None and hit[0] is amount else fmt_param(amount)
-    hit = texts.get(id(taker_fee))
-    taker_text = hit[1] if hit is not None and hit[0] is taker_fee else fmt_param(taker_fee)
-    if maker_fee is ZERO:
-        maker_text = "0"
+    fees = LAST_FEE_TEXTS
+    if taker_fee is fees[0] and maker_fee is fees[1]:
+        taker_text = fees[2]
+        maker_text = fees[3]
     else:
-        hit = texts.get(id(maker_fee))
-        maker_text = hit[1] if hit is not None and hit[0] is maker_fee else fmt_param(maker_fee)
-    # one dict display (no growing step by step), source's key in its place when there is one
-    if source is None:
-        info: dict[str, Any] = {
-            "id": id_, "market": market, "type": type_, "side": side, "user": user,
-            "ctime": ctime, "mtime": mtime, "price": price_text, "amount": amount_text,
-            "taker_fee": taker_text, "maker_fee": maker_text,
-            "left": amount_text if left is amount else fmt(left),
-            "deal_stock": "0" if deal_stock is ZERO else fmt(deal_stock),
-            "deal_money": "0" if deal_money is ZERO else fmt(deal_money),
-            "deal_fee": "0" if deal_fee is ZERO else fmt(deal_fee),
-        }
+        hit = texts.get(id(taker_fee))
+        taker_text = hit[1] if hit is not None and hit[0] is taker_fee else fmt_param(taker_fee)
+        if maker_fee is ZERO:
+            maker_text = "0"
+        else:
+            hit = texts.get(id(maker_fee))
+            maker_text = (hit[1] if hit is not None and hit[0] is maker_fee
+                          else fmt_param(maker_fee))
+        fees[:] = taker_fee, maker_fee, taker_text, maker_text
+    # the keys in their order (see _OrderObject), source's in its place when there is one
+    info = _OrderObject()
+    info.id = id_
+    info.market = market
+    if source is not None:
+        info.source = source
+    info.type = type_
+    info.side = side
+    info.user = user
+    info.ctime = ctime
+    info.mtime = mtime
+    info.price = price_text
+    info.amount = amount_text
+    info.taker_fee = taker_text
+    info.maker_fee = maker_text
+    info.left = amount_text if left is amount else fmt(left)
+    if deal_stock is ZERO:
+        info.deal_stock = "0"
+    elif (not left and amount_text[-1] in VALUE_TEXT_ENDS and "e" not in amount_text
+          and deal_stock == amount):  # all of it dealt: its amount's text (see VALUE_TEXT_ENDS)
+        info.deal_stock = amount_text
     else:
-        info = {
-            "id": id_, "market": market, "source": source, "type": type_, "side": side,
-            "user": user, "ctime": ctime, "mtime": mtime, "price": price_text,
-            "amount": amount_text, "taker_fee": taker_text, "maker_fee": maker_text,
-            "left": amount_text if left is amount else fmt(left),
-            "deal_stock": "0" if deal_stock is ZERO else fmt(deal_stock),
-            "deal_money": "0" if deal_money is ZERO else fmt(deal_money),
-            "deal_fee": "0" if deal_fee is ZERO else fmt(deal_fee),
-        }
+        info.deal_stock = fmt(deal_stock)
+    info.deal_money = "0" if deal_money is ZERO else fmt(deal_money)
+    info.deal_fee = "0" if deal_fee is ZERO else fmt(deal_fee)
     if client_id is not None:
-        info["option"] = option
-        info["client_id"] = client_id
+        info.option = option
+        info.client_id = client_id
     if stp_cancelled:
-        info["stp_cancelled"] = True
+        info.stp_cancelled = True
     if stp_orders:
-        info["stp_cancelled_orders"] = list(stp_orders)
-    return info
+        info.stp_cancelled_orders = list(stp_orders)
+    return info.__dict__
 
 
 class Stop:
