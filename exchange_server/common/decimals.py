@@ -152,13 +152,14 @@ PARAM_TEXTS: dict[int, tuple[Decimal, str]] = {}
 _FMT_PARAM_MAX = 4096
 
 
-#: The last order object's fee rates and their texts, ``[taker_fee, maker_fee, taker_text,
-#: maker_text]``, by the objects' identity (``order_info`` and ``orderjson`` read and set it in
-#: place).  Why: a market's orders nearly all carry the same two fee rate objects (parse's cache
-#: and the methods' tables share them), and two identity checks spare two ``PARAM_TEXTS``
-#: lookups, each of which makes and hashes an int of ``id()``.  It holds its objects, so an
-#: identity that matches is that very object.
-LAST_FEE_TEXTS: list[Any] = [None, None, "", ""]
+#: The last order object's fee rates and their texts, ``(taker_fee, maker_fee, taker_text,
+#: maker_text)`` in its one slot, by the objects' identity (``order_info`` and ``orderjson``
+#: read the slot once and replace the tuple whole, so a reader in another thread never sees
+#: one order's rates with another's texts).  Why: a market's orders nearly all carry the same
+#: two fee rate objects (parse's cache and the methods' tables share them), and two identity
+#: checks spare two ``PARAM_TEXTS`` lookups, each of which makes and hashes an int of
+#: ``id()``.  It holds its objects, so an identity that matches is that very object.
+LAST_FEE_TEXTS: list[tuple[Any, Any, str, str]] = [(None, None, "", "")]
 
 
 def fmt_param(value: Decimal) -> str:

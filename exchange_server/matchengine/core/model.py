@@ -375,7 +375,7 @@ def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
     price_text = hit[1] if hit is not None and hit[0] is price else fmt_param(price)
     hit = texts.get(id(amount))
     amount_text = hit[1] if hit is not None and hit[0] is amount else fmt_param(amount)
-    fees = LAST_FEE_TEXTS
+    fees = LAST_FEE_TEXTS[0]  # one read: the four entries are of one order, in any thread
     if taker_fee is fees[0] and maker_fee is fees[1]:
         taker_text = fees[2]
         maker_text = fees[3]
@@ -388,7 +388,7 @@ def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
             hit = texts.get(id(maker_fee))
             maker_text = (hit[1] if hit is not None and hit[0] is maker_fee
                           else fmt_param(maker_fee))
-        fees[:] = taker_fee, maker_fee, taker_text, maker_text
+        LAST_FEE_TEXTS[0] = (taker_fee, maker_fee, taker_text, maker_text)
     # the keys in their order (see _OrderObject), source's in its place when there is one
     info = _OrderObject()
     info.id = id_
