@@ -138,9 +138,11 @@ async def _complete_aiohttp() -> None:
     """Import aiohttp's client side if ``exchange-server run`` left it out
     (common/aiohttp_lazy.py): in a thread, so the loop keeps answering the listeners; inside
     the fork guard, so a slice child never starts while that thread holds an import lock.
-    Its import error fails the start as it did when it came first."""
+    Its import error fails the start as it did when it came first, also when a request asked
+    for the client side first and got that error (``check``)."""
     if aiohttp_lazy.is_deferred():
         await asyncio.to_thread(_complete_guarded)
+    aiohttp_lazy.check()
 
 
 def _complete_guarded() -> None:

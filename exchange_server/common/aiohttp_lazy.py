@@ -33,6 +33,9 @@ VERSION_LINE = re.compile(rb'\A__version__ = "([^"\\]+)"\n')
 #: same thread (the ``__init__``'s own imports) sees the partial package as a plain import does.
 _completing = threading.RLock()
 _bare: ModuleType | None = None
+#: What the completion raised, wherever it ran (a request's thread may run it before the start's
+#: last step): :func:`check` raises it again, so that step fails the start all the same.
+_failure: BaseException | None = None
 
 
 def defer_client() -> bool:
@@ -68,7 +71,7 @@ def is_deferred() -> bool:
 def complete() -> None:
     """Run aiohttp's real ``__init__`` in the bare package (imports the client side), once;
     nothing when the package was imported the ordinary way.  Raises what that import raises."""
-    global _bare
+    global _bare, _failure
     with _completing:
         module = _bare
         if module is None or sys.modules.get("aiohttp") is not module:
@@ -78,12 +81,21 @@ def complete() -> None:
         _bare = None  # the __init__'s own lookups now fail as in a partial package
         try:
             spec.loader.exec_module(module)
-        except BaseException:
+        except BaseException as error:
             # as after a failed plain import: no half-run package is left for the next import
             sys.modules.pop("aiohttp", None)
+            _failure = error
             raise
         if module.__dict__.get("__getattr__") is _attribute:  # aiohttp 3.14 defines its own
             del module.__dict__["__getattr__"]
+
+
+def check() -> None:
+    """Raise what the completion raised, if it failed (nothing if it did not run or
+    succeeded).  Why: the completion runs where the package is first asked for a client name,
+    which may be a request before the start's last step; that step must fail all the same."""
+    if _failure is not None:
+        raise _failure
 
 
 def _attribute(name: str) -> object:

@@ -142,3 +142,29 @@ print("ok")
 """)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_a_client_side_that_failed_under_a_request_still_fails_the_start() -> None:
+    """A request that asks for a client name before the start's last step (accessws's auth
+    client reading ``aiohttp.TCPConnector``) runs the completion itself; if that import fails,
+    the request gets the error and the last step fails the start with it all the same."""
+    out = run_python("""
+import asyncio, sys
+from exchange_server.common import aiohttp_lazy
+assert aiohttp_lazy.defer_client()
+import aiohttp.web
+sys.modules["aiohttp.client"] = None  # as if the client side could not be imported
+from exchange_server.embedded import _complete_aiohttp
+try:
+    aiohttp.TCPConnector  # what a request before the last step asks for
+except ImportError as e:
+    print("request:", type(e).__name__)
+try:
+    asyncio.run(_complete_aiohttp())
+    print("start: succeeded")
+except ImportError as e:
+    print("start:", type(e).__name__)
+""")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["request: ModuleNotFoundError",
+                                       "start: ModuleNotFoundError"], out.stdout
