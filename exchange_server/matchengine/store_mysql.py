@@ -3,18 +3,19 @@ layout (storage.md section 1).
 
 Operation log: template ``operlog_example`` and one table ``operlog_YYYYMMDD`` per local day,
 created with ``CREATE TABLE IF NOT EXISTS ... LIKE operlog_example`` when a day first appears.
-The day of a record is the local date of its ``time`` (a batch spanning midnight is split between
-the two days' tables).  ``append`` is one transaction of multi-row INSERTs (1000 rows per
-statement) and returns after ``COMMIT``, sent in one query with the last INSERT (no BEGIN
-either), so a batch is one round trip to the server.  If the commit's outcome was lost (connection dropped),
-retrying the batch is safe: records already stored identically are skipped.  ``read_operlog``
-reads every day table that holds newer ids (not only today's as the original did), 1000 rows per
-query, merged in id order.  ``detail`` is MEDIUMTEXT rather than the original's TEXT: a
-balance.update detail is client-supplied, and a row over 64 KiB would otherwise make every retry
-of the append fail.  Each record also carries ``checksum INT UNSIGNED NULL`` (CRC-32, see
-:func:`~exchange_server.matchengine.store.record_checksum`), verified on read; ``open()`` adds
-the column to day tables made before it, and a table or row without it (the original's) is read
-unverified.  ``slice_history.checksum`` likewise holds each published slice's checksum.
+The day of a record is the local date of its ``time`` (a batch spanning midnight is split
+between the two days' tables).  ``append`` is one transaction of multi-row INSERTs (1000 rows
+per statement) and returns after ``COMMIT``, sent in one query with the last INSERT (and no
+BEGIN), so a batch of up to 1000 records is one round trip to the server.  If the commit's
+outcome was lost (connection dropped), retrying the batch is safe: records already stored
+identically are skipped.  ``read_operlog`` reads every day table that holds newer ids (not only
+today's as the original did), 1000 rows per query, merged in id order.  ``detail`` is MEDIUMTEXT
+rather than the original's TEXT: a balance.update detail is client-supplied, and a row over 64
+KiB would otherwise make every retry of the append fail.  Each record also carries ``checksum
+INT UNSIGNED NULL`` (CRC-32, see :func:`~exchange_server.matchengine.store.record_checksum`),
+verified on read; ``open()`` adds the column to day tables made before it, and a table or row
+without it (the original's) is read unverified.  ``slice_history.checksum`` likewise holds
+each published slice's checksum.
 
 Slices: ``slice_history`` as in the original; ``slice_order_T``, ``slice_balance_T`` and
 ``slice_update_T`` (the balance.update dedup window, new), ``slice_stop_T`` (pending stop
