@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.bench_http import LUA, ensure_wrk, fund
 from bench.common import report
-from bench.cpu import CpuMeter, settle
+from bench.cpu import CpuMeter, SharedMeter, settle
 from exchange_server.common.config import MysqlConfig
 from exchange_server.storage import mysql as mysql_db
 from tests.support.topology import Topology
@@ -71,10 +71,12 @@ def run(seconds: int = 10, connections: int = 64) -> dict[str, object]:
             script = Path(tmp) / "orders.lua"
             script.write_text(LUA)
             meter = CpuMeter({name: topo.wait_worker(name) for name in SERVICES}).begin()
+            shared = SharedMeter({"mariadbd": "mariadbd", "kafka": "java"}).begin()
             out = subprocess.run(
                 [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s",
                  str(script), f"http://127.0.0.1:{topo.http_port}/"],
                 check=True, capture_output=True, text=True).stdout
+            shared.load_done()
             t0 = time.monotonic()
             while True:
                 reply = _post(topo.http_port, {"method": "order.put_limit", "params": [
@@ -85,6 +87,7 @@ def run(seconds: int = 10, connections: int = 64) -> dict[str, object]:
                 time.sleep(0.1)
             catch_up = time.monotonic() - t0
             settle(meter)  # until the follower and marketprice are idle: their catch-up counts
+            shared.end()
             accepted = int(reply["result"]["id"]) - 1
         finally:
             for name in reversed(SERVICES):
@@ -108,6 +111,7 @@ def run(seconds: int = 10, connections: int = 64) -> dict[str, object]:
         "p99 latency (ms)": float(lat.group(2)) / 1000 if lat else 0.0,
     }
     figures.update(meter.per_order(accepted))
+    figures.update(shared.per_order(accepted, float(figures["CPU us/order total"])))
     report("production topology: HTTP put_limit via accesshttp -> matchengine (MariaDB log, "
            "Kafka, history follower)", figures)  # type: ignore[arg-type]
     return figures

@@ -129,3 +129,69 @@ def settle(meter: CpuMeter, timeout: float = 60.0, idle: float = 0.03) -> None:
         meter.end()
         if sum(meter.last.values()) - before < idle:
             return
+
+
+def pids_named(name: str) -> list[int]:
+    """Every process whose command name (``/proc/<pid>/comm``) is ``name``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() == name:
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far (/proc/stat; idle and iowait are
+    not busy)."""
+    with open("/proc/stat") as f:
+        ticks = [int(t) for t in f.readline().split()[1:]]
+    total = sum(ticks)
+    return (total - ticks[3] - ticks[4]) / _TICKS, total / _TICKS
+
+
+@dataclass
+class SharedMeter:
+    """CPU of the servers a topology shares with whatever else runs (MariaDB, Kafka's JVM), and
+    how busy the whole machine was during the load.  Why: the per-service budget leaves them
+    out, yet on the 2-core machine they took about a third of the topology's CPU per order
+    (bench/README.md, "where requests wait"), and a machine busy near 100% says the throughput
+    was bound by CPU, not by waiting.  Other jobs' use of the same servers counts too, hence
+    "shared"."""
+
+    names: dict[str, str]  # label -> process command name
+    start: dict[str, float] = field(default_factory=dict)
+    last: dict[str, float] = field(default_factory=dict)
+    machine: tuple[float, float] = (0.0, 0.0)
+    busy: float = 0.0
+
+    def _read(self) -> dict[str, float]:
+        return {label: sum(cpu_seconds(pid) or 0.0 for pid in pids_named(comm))
+                for label, comm in self.names.items()}
+
+    def begin(self) -> SharedMeter:
+        self.start = self.last = self._read()
+        self.machine = machine_cpu()
+        return self
+
+    def load_done(self) -> None:
+        """The load ended: the machine's busy share (%) since ``begin``."""
+        busy, total = machine_cpu()
+        spent = total - self.machine[1]
+        self.busy = 100.0 * (busy - self.machine[0]) / spent if spent else 0.0
+
+    def end(self) -> None:
+        self.last = self._read()
+
+    def per_order(self, orders: int, services_total: float) -> dict[str, float]:
+        """``CPU us/order <label> (shared)``, the services' total with them, the machine's
+        busy share."""
+        figures = {f"CPU us/order {label} (shared)": (self.last[label] - self.start[label])
+                   * 1e6 / max(orders, 1) for label in self.names}
+        figures["CPU us/order total with shared"] = services_total + sum(figures.values())
+        figures["machine CPU busy during load (%)"] = self.busy
+        return figures

@@ -11,6 +11,7 @@ truncated row, and PyMySQL's backslash escaping is always valid.
 from __future__ import annotations
 
 import pymysql
+from pymysql.constants import CLIENT
 
 from exchange_server.common.config import MysqlConfig
 
@@ -34,8 +35,12 @@ def connect(
     connect_timeout: int = CONNECT_TIMEOUT,
     read_timeout: int = READ_TIMEOUT,
     write_timeout: int = WRITE_TIMEOUT,
+    multi_statements: bool = False,
 ) -> pymysql.Connection:
-    """Connect to ``cfg``'s server, using database ``cfg.name`` unless ``database`` is False."""
+    """Connect to ``cfg``'s server, using database ``cfg.name`` unless ``database`` is False.
+    ``multi_statements``: one query may hold several statements separated by ``;`` (the
+    operation log sends its last INSERT and the COMMIT in one round trip); only for callers
+    whose SQL is built from escaped values, never from a client's text."""
     return pymysql.connect(
         host=cfg.host,
         port=cfg.port,
@@ -48,6 +53,7 @@ def connect(
         read_timeout=read_timeout,
         write_timeout=write_timeout,
         init_command=f"SET SESSION sql_mode = '{SQL_MODE}'",
+        client_flag=CLIENT.MULTI_STATEMENTS if multi_statements else 0,
     )
 
 

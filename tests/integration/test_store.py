@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pymysql.cursors
 import pytest
 
 from exchange_server.matchengine.core.engine import EngineState
@@ -604,3 +605,112 @@ def test_mysql_takes_over_the_original_layout(mysql_config: Callable[..., Any]) 
             assert "exact" in {r[0] for r in cur.fetchall()}
     finally:
         conn.close()
+
+
+def _count_queries(monkeypatch: pytest.MonkeyPatch, store: MysqlEngineStore) -> list[bytes]:
+    """The commands the store's connection sends from now on (as bytes): every query, BEGIN,
+    COMMIT and ROLLBACK goes through ``_execute_command``."""
+    conn = store._connection()
+    sent: list[bytes] = []
+    real = conn._execute_command
+
+    def execute_command(command: int, sql: str | bytes) -> None:
+        sent.append(sql if isinstance(sql, bytes) else sql.encode())
+        real(command, sql)
+
+    monkeypatch.setattr(conn, "_execute_command", execute_command)
+    return sent
+
+
+def _stored_ids(cfg: Any) -> list[int]:
+    """The operlog ids another connection sees committed."""
+    other = MysqlEngineStore(cfg)
+    try:
+        return [r.id for r in other.read_operlog(0)]
+    finally:
+        other.close()
+
+
+@pytest.mark.mysql
+def test_mysql_append_is_one_round_trip(mysql_config: Callable[..., Any],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of up to 1,000 records is one query, its INSERT and the COMMIT (no BEGIN): each
+    round trip waited milliseconds on the loaded topology.  Committed when append returns."""
+    cfg = mysql_config("test_trade_log")
+    store = MysqlEngineStore(cfg)
+    store.open()
+    try:
+        store.append([rec(1)])  # creates the day's table
+        sent = _count_queries(monkeypatch, store)
+        store.append([rec(i) for i in range(2, 1002)])
+        assert len(sent) == 1 and sent[0].endswith(b"; COMMIT")
+        assert _stored_ids(cfg) == list(range(1, 1002))
+        sent.clear()
+        store.append([rec(i) for i in range(1002, 2503)])  # 1,501 rows: two statements
+        assert len(sent) == 2 and sent[-1].endswith(b"; COMMIT")
+        assert not sent[0].endswith(b"COMMIT")
+        assert _stored_ids(cfg) == list(range(1, 2503))
+    finally:
+        store.close()
+
+
+@pytest.mark.mysql
+def test_mysql_append_splits_statements_at_max_stmt_length(
+        mysql_config: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Statements stay within the cursor's ``max_stmt_length`` as ``executemany``'s did."""
+    cfg = mysql_config("test_trade_log")
+    store = MysqlEngineStore(cfg)
+    store.open()
+    try:
+        store.append([rec(1)])
+        sent = _count_queries(monkeypatch, store)
+        monkeypatch.setattr(pymysql.cursors.Cursor, "max_stmt_length", 2000)
+        store.append([rec(i) for i in range(2, 52)])
+        assert len(sent) > 2
+        assert all(len(sql) <= 2000 for sql in sent[:-1])
+        assert len(sent[-1]) <= 2000 + len(b"; COMMIT")
+        assert list(store.read_operlog(0)) == [rec(i) for i in range(1, 52)]
+    finally:
+        store.close()
+
+
+@pytest.mark.mysql
+def test_mysql_failed_last_statement_commits_nothing(mysql_config: Callable[..., Any]) -> None:
+    """The COMMIT rides on the last INSERT: when that INSERT fails, the batch's earlier
+    statements (1,000 new rows) are rolled back with it, and the connection stays usable."""
+    cfg = mysql_config("test_trade_log")
+    store = MysqlEngineStore(cfg)
+    store.open()
+    try:
+        store.append([rec(2000)])
+        with pytest.raises(StoreError, match="different"):
+            store.append([rec(i) for i in range(1, 1001)] + [rec(2000, params=["other"])])
+        assert _stored_ids(cfg) == [2000]
+        store.append([rec(1)])
+        assert _stored_ids(cfg) == [1, 2000]
+    finally:
+        store.close()
+
+
+@pytest.mark.mysql
+def test_mysql_append_without_multi_statements(mysql_config: Callable[..., Any],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection made without the multi-statement flag commits with a second query."""
+    cfg = mysql_config("test_trade_log")
+    real = mysql_db.connect
+
+    def single(*args: Any, **kwargs: Any) -> Any:
+        kwargs["multi_statements"] = False
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mysql_db, "connect", single)
+    store = MysqlEngineStore(cfg)
+    store.open()
+    try:
+        store.append([rec(1)])
+        sent = _count_queries(monkeypatch, store)
+        store.append([rec(2), rec(3)])
+        assert len(sent) == 2 and sent[0].startswith(b"INSERT") and sent[1] == b"COMMIT"
+        assert _stored_ids(cfg) == [1, 2, 3]
+    finally:
+        store.close()
