@@ -154,11 +154,12 @@ _FMT_PARAM_MAX = 4096
 
 #: The last order object's fee rates and their texts, ``(taker_fee, maker_fee, taker_text,
 #: maker_text)`` in its one slot, by the objects' identity (``order_info`` and ``orderjson``
-#: read the slot once and replace the tuple whole, so a reader in another thread never sees
-#: one order's rates with another's texts).  Why: a market's orders nearly all carry the same
-#: two fee rate objects (parse's cache and the methods' tables share them), and two identity
-#: checks spare two ``PARAM_TEXTS`` lookups, each of which makes and hashes an int of
-#: ``id()``.  It holds its objects, so an identity that matches is that very object.
+#: read the slot once, inline, and on a miss take :func:`fee_texts`, which replaces the tuple
+#: whole, so a reader in another thread never sees one order's rates with another's texts).
+#: Why: a market's orders nearly all carry the same two fee rate objects (parse's cache and
+#: the methods' tables share them), and two identity checks spare two ``PARAM_TEXTS``
+#: lookups, each of which makes and hashes an int of ``id()``.  It holds its objects, so an
+#: identity that matches is that very object.
 LAST_FEE_TEXTS: list[tuple[Any, Any, str, str]] = [(None, None, "", "")]
 
 
@@ -176,6 +177,17 @@ def fmt_param(value: Decimal) -> str:
         PARAM_TEXTS.clear()
     PARAM_TEXTS[id(value)] = (value, text)
     return text
+
+
+def fee_texts(taker_fee: Decimal, maker_fee: Decimal) -> tuple[Any, Any, str, str]:
+    """The texts of an order's fee rates, put in ``LAST_FEE_TEXTS``' slot and returned as it
+    holds them.  The miss path of the slot, shared by the two writers of order objects
+    (``order_info``, ``orderjson``), which test the slot inline: a market's orders nearly all
+    carry the same two rate objects, so this runs when they change, not per order."""
+    texts = (taker_fee, maker_fee, fmt_param(taker_fee),
+             "0" if maker_fee is ZERO else fmt_param(maker_fee))
+    LAST_FEE_TEXTS[0] = texts
+    return texts
 
 
 def fmt_raw(value: Decimal) -> str:

@@ -19,6 +19,7 @@ from exchange_server.common.decimals import (
     PARAM_TEXTS,
     VALUE_TEXT_ENDS,
     ZERO,
+    fee_texts,
     fmt,
     fmt_param,
 )
@@ -376,19 +377,10 @@ def order_info(o: Order | OrderSnapshot) -> dict[str, Any]:
     hit = texts.get(id(amount))
     amount_text = hit[1] if hit is not None and hit[0] is amount else fmt_param(amount)
     fees = LAST_FEE_TEXTS[0]  # one read: the four entries are of one order, in any thread
-    if taker_fee is fees[0] and maker_fee is fees[1]:
-        taker_text = fees[2]
-        maker_text = fees[3]
-    else:
-        hit = texts.get(id(taker_fee))
-        taker_text = hit[1] if hit is not None and hit[0] is taker_fee else fmt_param(taker_fee)
-        if maker_fee is ZERO:
-            maker_text = "0"
-        else:
-            hit = texts.get(id(maker_fee))
-            maker_text = (hit[1] if hit is not None and hit[0] is maker_fee
-                          else fmt_param(maker_fee))
-        LAST_FEE_TEXTS[0] = (taker_fee, maker_fee, taker_text, maker_text)
+    if taker_fee is not fees[0] or maker_fee is not fees[1]:
+        fees = fee_texts(taker_fee, maker_fee)
+    taker_text = fees[2]
+    maker_text = fees[3]
     # the keys in their order (see _OrderObject), source's in its place when there is one
     info = _OrderObject()
     info.id = id_
