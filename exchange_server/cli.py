@@ -38,11 +38,6 @@ def embedded_metrics_port(given: int | None, http_port: int) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from exchange_server.common import aiohttp_lazy
-
-    # before anything imports aiohttp: its client side is imported after the listeners
-    # (the last start step), not between a restart and the first order
-    aiohttp_lazy.defer_client()
     from exchange_server.accessws.config import load_accessws
     from exchange_server.embedded import DataDirLocked, EmbeddedOptions, EmbeddedSystem
     from exchange_server.matchengine.store import StoreError

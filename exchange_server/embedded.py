@@ -28,7 +28,7 @@ from exchange_server.accessws.server import AccessWs
 from exchange_server.bus.mark import MarkFile
 from exchange_server.bus.memory import InProcessBus
 from exchange_server.bus.publisher import BusPublisher
-from exchange_server.common import aiohttp_lazy, metrics
+from exchange_server.common import metrics
 from exchange_server.common.backend import Backend, LocalBackend
 from exchange_server.common.config import ConfigError, MatchEngineConfig, MysqlConfig
 from exchange_server.common.looplag import LoopLagProbe
@@ -52,7 +52,6 @@ from exchange_server.readhistory.service import ReadHistoryService
 from exchange_server.rpc.addr import SockAddr
 from exchange_server.status.page import local_status
 from exchange_server.status.page import routes as status_routes
-from exchange_server.storage.forkguard import FORK_GUARD
 
 log = logging.getLogger("exchange_server")
 
@@ -134,22 +133,6 @@ def make_history_reader(config: MatchEngineConfig, options: EmbeddedOptions) -> 
     return SqliteHistoryReader(options.data_dir)
 
 
-async def _complete_aiohttp() -> None:
-    """Import aiohttp's client side if ``exchange-server run`` left it out
-    (common/aiohttp_lazy.py): in a thread, so the loop keeps answering the listeners; inside
-    the fork guard, so a slice child never starts while that thread holds an import lock.
-    Its import error fails the start as it did when it came first, also when a request asked
-    for the client side first and got that error (``check``)."""
-    if aiohttp_lazy.is_deferred():
-        await asyncio.to_thread(_complete_guarded)
-    aiohttp_lazy.check()
-
-
-def _complete_guarded() -> None:
-    with FORK_GUARD.using():
-        aiohttp_lazy.complete()
-
-
 class EmbeddedSystem(Composite):
     def __init__(self, config: MatchEngineConfig, options: EmbeddedOptions) -> None:
         unknown = options.disabled - set(OPTIONAL_SERVICES)
@@ -225,8 +208,7 @@ class EmbeddedSystem(Composite):
         steps shared with the standalone matchengine (matchprocess/lifecycle.py) with
         marketprice's subscription before the restore (it registers as a durable consumer of
         the deals it has not stored yet), then the listeners, then marketprice's state (loaded
-        while the listeners take orders: the first order does not wait for k-lines), metrics and
-        the console, and last aiohttp's client side (common/aiohttp_lazy.py)."""
+        while the listeners take orders: the first order does not wait for k-lines)."""
         before_restore = [] if self.marketprice is None else [
             step("marketprice", self.marketprice.subscribe, self._stop_marketprice)]
         return [
@@ -255,8 +237,6 @@ class EmbeddedSystem(Composite):
         if options.cli_port:
             steps.append(step("console", partial(self.console.start, SockAddr(
                 "tcp", "127.0.0.1", options.cli_port)), self.console.stop))
-        # last: aiohttp's client side (when `run` deferred it), while the listeners take orders
-        steps.append(step("aiohttp client", _complete_aiohttp))
         return steps
 
     def _lock_data_dir(self) -> None:

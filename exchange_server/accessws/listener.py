@@ -26,8 +26,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from aiohttp import web
-from aiohttp.http import WSCloseCode
+from aiohttp import WSCloseCode, web
 from aiohttp.web_protocol import RequestHandler
 
 log = logging.getLogger("exchange_server.accessws")

@@ -43,8 +43,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
-from aiohttp.http import WSCloseCode, WSMsgType
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from exchange_server.accessws.auth import AuthClient
 from exchange_server.accessws.cache import QueryCache

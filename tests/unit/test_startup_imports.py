@@ -26,16 +26,12 @@ NOT_ON_THE_RUN_PATH = (
     "exchange_server.client.methods", "exchange_server.rpc.client", "exchange_server.rpc.server",
     "exchange_server.process.runner", "exchange_server.accessws.standalone",
     "exchange_server.matchengine.store_mysql", "exchange_server.bus.kafka",
-    # aiohttp's client side (and the SSL contexts its connector builds): after the listeners
-    "aiohttp.client", "aiohttp.connector", "aiohttp.client_reqrep",
 )
 
 IMPORTS_OF_RUN = """
 import json, sys
 from exchange_server import cli
 args = cli.build_parser(cli.command_word(["run"])).parse_args(["run"])
-from exchange_server.common import aiohttp_lazy
-assert aiohttp_lazy.defer_client()  # as cmd_run does first
 import exchange_server.embedded, exchange_server.accessws.config
 print(json.dumps(sorted(sys.modules)))
 """
