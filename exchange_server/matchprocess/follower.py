@@ -139,7 +139,7 @@ def _follow(spec: FollowerSpec, applied: Any, pending: Any,
         log.error("history follower cannot start: %s", e)
         sys.exit(1)
     gctune.tune()
-    service.restore(limit.value)
+    service.restore(limit.value, freeze_loaded=True)
     gctune.freeze_startup_state()
     history.start()
     applied.value = service.oper_id

@@ -10,6 +10,7 @@ a durable bus consumer) and after the service (listeners).  See process/lifecycl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 from exchange_server.bus.publisher import BusPublisher
 from exchange_server.common import gctune
@@ -46,7 +47,7 @@ def engine_steps(service: MatchEngineService, follower: FollowerProcess,
         # checked in a thread while the restore runs; the follower's step waits for it
         step("history schema check", follower.check_schema_soon, follower.forget_schema_check),
         *before_restore,
-        step("restore", service.restore),
+        step("restore", partial(service.restore, freeze_loaded=True)),
         step("gc freeze", gctune.freeze_startup_state),
         Step("history follower", lambda: follower.running(follower_timeout)),
         step("bus publisher", publisher.start, stop_publisher),
