@@ -447,6 +447,12 @@ class ServiceRow:
     dirs: tuple[str, ...] = ()
     #: instance N listens on the base port + (N - 1) * port_step
     port_step: int = PORT_STEP
+    #: systemd ``CPUWeight=`` (its default is 100): the share of a busy host's CPU the unit
+    #: gets against the others.  Why the matchengine gets more: every order waits on it, and a
+    #: restart after a crash (slice load + tail replay, about 1 s of CPU for 100,000 open
+    #: orders) took 2-5x its CPU time in wall time on a 2-core machine shared with other busy
+    #: processes at equal weights (bench/README.md, "Restart after SIGKILL beside two hogs").
+    cpu_weight: int = 100
 
     @property
     def ports(self) -> dict[str, int]:
@@ -472,7 +478,7 @@ SERVICE_TABLE: dict[str, ServiceRow] = {row.name: row for row in (
                          "messages and writes a final slice",
                dirs=("data",),
                # several are an active/standby group; + 100 would be marketprice's 7416
-               multi=True, port_step=MATCHENGINE_PORT_STEP),
+               multi=True, port_step=MATCHENGINE_PORT_STEP, cpu_weight=400),
     ServiceRow(Service.READHISTORY, {"svr": 7424}, _ConfigBuilder.readhistory, multi=True,
                after=("mariadb.service", "alertcenter")),
     ServiceRow(Service.ACCESSHTTP, {"svr": 8080, "monitor": 8081,
@@ -772,7 +778,7 @@ class _Kit:
             "environment": "".join(f"Environment={_systemd_arg(f'{k}={v}')}\n"
                                    for k, v in sorted(self.env.items())),
             "exec_start": " ".join(_systemd_arg(a) for a in args),
-            "timeout_stop": row.stop_timeout,
+            "timeout_stop": row.stop_timeout, "cpu_weight": row.cpu_weight,
             # systemd sets both limits (the service then has nothing left to raise)
             "limit_nofile": f"LimitNOFILE={file_limit}\n" if file_limit else "",
         }

@@ -365,11 +365,16 @@ def test_every_row_of_the_services_table_reaches_the_kit(tmp_path: Path) -> None
             inst.dir / "shell" / "stop.sh").read_text()
         unit = (dep.root / "systemd" / inst.unit).read_text()
         assert f"TimeoutStopSec={row.stop_timeout}\n" in unit
+        assert f"CPUWeight={row.cpu_weight}\n" in unit
         after = re.search(r"^After=network-online.target(.*)$", unit, re.M)
         assert after is not None
         expected = [u for item in row.after for u in (
             [i.unit for i in dep.of(item)] if item in SERVICE_TABLE else [item])]
         assert after.group(1).split() == expected
+    # the matchengine outweighs the others on a busy host (its restart, every order)
+    assert SERVICE_TABLE["matchengine"].cpu_weight > max(
+        row.cpu_weight for name, row in SERVICE_TABLE.items() if name != "matchengine")
+    assert "CPUWeight=400\n" in (dep.root / "systemd" / "exchange-matchengine.service").read_text()
     accesshttp = (dep.root / "systemd" / "exchange-accesshttp.service").read_text()
     assert "exchange-readhistory.service exchange-readhistory-2.service" in accesshttp
 
