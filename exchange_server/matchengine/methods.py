@@ -355,6 +355,8 @@ class MatchEngineMethods:
         #: thread, ``configured.Engine``), where the wrapper would only check that and call it
         #: (a Python frame of twelve arguments more for every order placed)
         self._unwrapped_put_limit = inspect.unwrap(type(engine).put_limit)
+        #: the core's put_limit_quiet without its context wrapper, for ``_quiet_put_limit``
+        self._unwrapped_put_limit_quiet = inspect.unwrap(type(engine).put_limit_quiet)
 
     def _market(self, value: Any) -> Market:
         if type(value) is not str:
@@ -463,8 +465,8 @@ class MatchEngineMethods:
         except (KeyError, TypeError):
             user, market, side, amount, price, taker_fee, maker_fee, source = (
                 self._read_limit(params))
-        self._unwrapped_put_limit(self.engine, now, market, user, side, amount, price,
-                                  taker_fee, maker_fee, source)
+        self._unwrapped_put_limit_quiet(self.engine, now, market, user, side, amount, price,
+                                        taker_fee, maker_fee, source)
 
     def _put_limit(self, now: float, params: Params, option: int) -> Any:
         """The original's 8 params; ``option``: the self-trade prevention mode only."""
