@@ -473,9 +473,39 @@ class Market:
                     trade(maker.user, stock, amount, True, money, deal, ask_fee)
                 self.last = price
                 if not maker_left:
-                    self.remove(maker)
+                    self._remove_filled(maker, level, selling)
         taker.left = left
         return deal_id
+
+    def _remove_filled(self, maker: Order, level: Level, selling: bool) -> None:
+        """``remove`` of a maker a quiet deal filled: the first order of the top level
+        ``level`` of the side the taker takes from (``selling``: the bids)."""
+        del level[maker.id]
+        if not level:  # the emptied top level: the book's last (bids) or first (asks) key
+            if selling:
+                book = self.bids
+                book.popitem(-1)
+                self.bid_top = book.peekitem(-1)[0] if book else None
+            else:
+                book = self.asks
+                book.popitem(0)
+                self.ask_top = book.peekitem(0)[0] if book else None
+        del self.orders[maker.id]
+        user_orders = self.users[maker.user]
+        del user_orders[maker.id]
+        if not user_orders:
+            del self.users[maker.user]
+        freeze = maker.freeze
+        if selling:
+            self.bid_count -= 1
+            self.bid_amount = self.bid_amount - maker.left
+            if freeze and not freeze.is_signed():  # > ZERO, as in Balances.trade
+                self.balances.unfreeze(maker.user, self.money, freeze)
+        else:
+            self.ask_count -= 1
+            self.ask_amount = self.ask_amount - maker.left
+            if freeze and not freeze.is_signed():
+                self.balances.unfreeze(maker.user, self.stock, freeze)
 
     def _self_trade(self, taker: Order, maker: Order, cancelled: list[int]) -> bool:
         """The taker (with a prevention mode) meets an order of its own user.  Cancel the maker
