@@ -432,7 +432,7 @@ class MatchEngineMethods:
         of ``by_log_name``, but ``limit_order`` (nearly every record of a log) through
         :meth:`_quiet_put_limit`.  Only for a caller that holds the engine's decimal context
         installed in its thread for the whole replay (``MatchEngineService.replay_from``):
-        that function calls the core's ``put_limit`` without its context wrapper."""
+        that function calls the core's ``put_limit_quiet`` without its context wrapper."""
         runs = {name: write.run for name, write in self.by_log_name.items()}
         runs["limit_order"] = self._quiet_put_limit
         return runs
@@ -446,9 +446,10 @@ class MatchEngineMethods:
         accepted, so of those checks only what can turn out otherwise now is done again: the
         market (the config may have dropped it) and the decimals (precisions may have changed:
         a text ``_positive``/``_fee`` did not accept at this precision is read in full, with
-        every check).  The user, side and source cannot fail again.  The engine's context
-        wrapper is skipped (see :meth:`quiet_replays`).  Any other layout goes through
-        :meth:`_replay_put_limit`."""
+        every check).  The user, side and source cannot fail again.  The core's
+        ``put_limit_quiet`` runs it (``put_limit`` but while quiet, whose deals then skip what
+        a quiet replay drops), its context wrapper skipped (see :meth:`quiet_replays`).  Any
+        other layout goes through :meth:`_replay_put_limit`."""
         if len(params) != 8:
             self._replay_put_limit(now, params)
             return
