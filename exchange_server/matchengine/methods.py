@@ -454,7 +454,8 @@ class MatchEngineMethods:
             self._replay_put_limit(now, params)
             return
         user, name, side, amount, price, taker_fee, maker_fee, source = params
-        market = self.engine.markets.get(name) if type(name) is str else None
+        engine = self.engine
+        market = engine.markets.get(name) if type(name) is str else None
         if market is None:
             raise invalid_argument()
         try:  # texts accepted before, as _read_limit
@@ -466,8 +467,12 @@ class MatchEngineMethods:
         except (KeyError, TypeError):
             user, market, side, amount, price, taker_fee, maker_fee, source = (
                 self._read_limit(params))
-        self._unwrapped_put_limit_quiet(self.engine, now, market, user, side, amount, price,
-                                        taker_fee, maker_fee, source)
+        if engine.quiet:
+            self._unwrapped_put_limit_quiet(engine, now, market, user, side, amount, price,
+                                            taker_fee, maker_fee, source)
+        else:  # history only (the follower): put_limit itself, without put_limit_quiet's hop
+            self._unwrapped_put_limit(engine, now, market, user, side, amount, price, taker_fee,
+                                      maker_fee, source)
 
     def _put_limit(self, now: float, params: Params, option: int) -> Any:
         """The original's 8 params; ``option``: the self-trade prevention mode only."""
