@@ -355,6 +355,8 @@ class MatchEngineMethods:
         #: thread, ``configured.Engine``), where the wrapper would only check that and call it
         #: (a Python frame of twelve arguments more for every order placed)
         self._unwrapped_put_limit = inspect.unwrap(type(engine).put_limit)
+        #: the core's put_limit_quiet without its context wrapper, for ``_quiet_put_limit``
+        self._unwrapped_put_limit_quiet = inspect.unwrap(type(engine).put_limit_quiet)
 
     def _market(self, value: Any) -> Market:
         if type(value) is not str:
@@ -430,7 +432,7 @@ class MatchEngineMethods:
         of ``by_log_name``, but ``limit_order`` (nearly every record of a log) through
         :meth:`_quiet_put_limit`.  Only for a caller that holds the engine's decimal context
         installed in its thread for the whole replay (``MatchEngineService.replay_from``):
-        that function calls the core's ``put_limit`` without its context wrapper."""
+        that function calls the core's ``put_limit_quiet`` without its context wrapper."""
         runs = {name: write.run for name, write in self.by_log_name.items()}
         runs["limit_order"] = self._quiet_put_limit
         return runs
@@ -444,14 +446,16 @@ class MatchEngineMethods:
         accepted, so of those checks only what can turn out otherwise now is done again: the
         market (the config may have dropped it) and the decimals (precisions may have changed:
         a text ``_positive``/``_fee`` did not accept at this precision is read in full, with
-        every check).  The user, side and source cannot fail again.  The engine's context
-        wrapper is skipped (see :meth:`quiet_replays`).  Any other layout goes through
-        :meth:`_replay_put_limit`."""
+        every check).  The user, side and source cannot fail again.  The core's
+        ``put_limit_quiet`` runs it (``put_limit`` but while quiet, whose deals then skip what
+        a quiet replay drops), its context wrapper skipped (see :meth:`quiet_replays`).  Any
+        other layout goes through :meth:`_replay_put_limit`."""
         if len(params) != 8:
             self._replay_put_limit(now, params)
             return
         user, name, side, amount, price, taker_fee, maker_fee, source = params
-        market = self.engine.markets.get(name) if type(name) is str else None
+        engine = self.engine
+        market = engine.markets.get(name) if type(name) is str else None
         if market is None:
             raise invalid_argument()
         try:  # texts accepted before, as _read_limit
@@ -463,8 +467,12 @@ class MatchEngineMethods:
         except (KeyError, TypeError):
             user, market, side, amount, price, taker_fee, maker_fee, source = (
                 self._read_limit(params))
-        self._unwrapped_put_limit(self.engine, now, market, user, side, amount, price,
-                                  taker_fee, maker_fee, source)
+        if engine.quiet:
+            self._unwrapped_put_limit_quiet(engine, now, market, user, side, amount, price,
+                                            taker_fee, maker_fee, source)
+        else:  # history only (the follower): put_limit itself, without put_limit_quiet's hop
+            self._unwrapped_put_limit(engine, now, market, user, side, amount, price, taker_fee,
+                                      maker_fee, source)
 
     def _put_limit(self, now: float, params: Params, option: int) -> Any:
         """The original's 8 params; ``option``: the self-trade prevention mode only."""

@@ -38,6 +38,7 @@ CLASSES: dict[str, type[MethodErrors]] = {c.__name__: c for c in METHOD_ERRORS}
 RAISERS: dict[str, tuple[str, ...]] = {
     "update_balance": ("balance.update",),
     "put_limit": ("order.put_limit",),
+    "put_limit_quiet": ("order.put_limit",),  # a replayed put_limit: its checks and codes
     "_market": ("order.put_market",),
     "cancel": ("order.cancel",),
     "cancel_batch": ("order.cancel",),  # per-order results with order.cancel's codes

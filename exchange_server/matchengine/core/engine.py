@@ -313,6 +313,47 @@ class Engine:
         return snapshot
 
     @engine_context
+    def put_limit_quiet(self, now: float, market: Market, user: int, side: Side,
+                        amount: Decimal, price: Decimal, taker_fee: Decimal, maker_fee: Decimal,
+                        source: str) -> None:
+        """``put_limit`` of an order placed with the original's parameters (option 0, no
+        client id, no stop) whose reply is not wanted: the same checks, errors and state.
+        While the engine is quiet (a replay no one takes the events of) its deals go through
+        ``Market.execute_quiet``; otherwise it is ``put_limit``.  Why: a restart replays
+        mostly such orders (see ``execute_quiet``)."""
+        if not self.quiet:
+            self.put_limit(now, market, user, side, amount, price, taker_fee, maker_fee, source)
+            return
+        if market.suspended:
+            raise PutLimit.SUSPENDED()
+        if side == ASK:
+            account = self.balances.accounts.get((user, market.stock))
+            if (ZERO if account is None else account[0]) < amount:
+                raise PutLimit.BALANCE_NOT_ENOUGH()
+            top = market.bid_top
+            crosses = top is not None and top >= price
+        else:
+            account = self.balances.accounts.get((user, market.money))
+            if (ZERO if account is None else account[0]) < amount * price:
+                raise PutLimit.BALANCE_NOT_ENOUGH()
+            top = market.ask_top
+            crosses = top is not None and top <= price
+        if amount < market.min_amount:
+            raise PutLimit.AMOUNT_TOO_SMALL()
+        self.order_id += 1
+        order = fresh_order(self.order_id, market.name, source, LIMIT, side, user, now, price,
+                            amount, taker_fee, maker_fee, 0, None)
+        if crosses:  # execute's first test, without its call for an order that only rests
+            before = market.last
+            self.deal_id = market.execute_quiet(order, now, self.deal_id)
+            if order.left:
+                market.put(order)
+            if market.stops and market.last != before:
+                self._trigger(now, market, before)
+        else:
+            market.put(order)
+
+    @engine_context
     def put_market(self, now: float, market: Market, user: int, side: Side, amount: Decimal,
                    taker_fee: Decimal, source: str, option: int = 0,
                    client_id: str | None = None) -> OrderSnapshot:
