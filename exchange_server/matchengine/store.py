@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from exchange_server.common.floattext import known_text
 from exchange_server.matchengine.core.engine import EngineState
 
 
@@ -90,8 +91,9 @@ def record_checksum(oper_id: int, time: float, detail: str) -> int:
     """CRC-32 of an operation log record as stored: ``"<id> <repr(time)> <detail>"``.
 
     ``detail`` is the stored text whatever encoder produced it; the time is a double, stored and
-    read back bit-exact, so ``repr`` gives the same text on both sides."""
-    head = f"{oper_id} {float(time)!r} ".encode()
+    read back bit-exact, so ``repr`` gives the same text on both sides.  A float's text is
+    the one the reply's order object wrote, when it did (floattext: its id looked up)."""
+    head = f"{oper_id} {known_text(time) if type(time) is float else repr(float(time))} ".encode()
     return zlib.crc32(detail.encode(), zlib.crc32(head))
 
 
