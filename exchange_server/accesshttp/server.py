@@ -212,7 +212,15 @@ class _InlineCall:
         self._answered = answered
 
     def reply(self, body: bytes) -> None:
-        self._answer(200, body)
+        """The backend's reply (``_answer(200, body)``, written out: one call less per order)."""
+        if self.answered:
+            return  # timed out before the backend answered
+        self.answered = True
+        metrics.observe("accesshttp", self.method, 200, time.perf_counter() - self.started)
+        try:
+            self._answered(200, body)
+        except Exception:  # called from the engine's commit: never break it
+            log.exception("reply failed")
 
     def expire(self) -> None:
         if not self.answered:
@@ -292,6 +300,9 @@ class AccessHttp:
         #: calls made inline and maybe not answered yet, oldest first (call_inline)
         self._inline: deque[_InlineCall] = deque()
         self._inline_timer: asyncio.TimerHandle | None = None
+        #: routed methods: the backend a request without a token reaches them on ("": not
+        #: allowed); see _nowait
+        self._open_routes: dict[str, str] = {}
 
     def grant(self, authorization: bytes | None) -> Grant:
         """What an ``Authorization`` header value unlocks."""
@@ -370,15 +381,34 @@ class AccessHttp:
     def _nowait(self, method: str, grant: Grant) -> NowaitCall | None:
         """How to call ``method`` without a task (its backend's ``call_nowait``), or None when
         it cannot be (unknown or not allowed: answered by ``_route``; a backend that has no
-        such call or is down)."""
-        route = ROUTES.get(method)
-        if route is None or not self.trust.allows(method, grant):
-            return None
-        backend = self.backends.get(route[0])
+        such call or is down).  Which backend a routed method without a token may reach is
+        remembered (ROUTES and the trust policy do not change; the backends may)."""
+        if grant is Grant.NONE:
+            name = self._open_routes.get(method)
+            if name is None:
+                name = self._open_route(method)
+            if not name:
+                return None
+        else:
+            route = ROUTES.get(method)
+            if route is None or not self.trust.allows(method, grant):
+                return None
+            name = route[0]
+        backend = self.backends.get(name)
         nowait: NowaitCall | None = getattr(backend, "call_nowait", None)
         if nowait is None or backend is None or not backend.connected():
             return None
         return nowait
+
+    def _open_route(self, method: str) -> str:
+        """The backend a request without a token reaches ``method`` on, "" when it is not
+        routed or not allowed; remembered for routed methods only (a bounded table)."""
+        route = ROUTES.get(method)
+        if route is None:
+            return ""
+        name = route[0] if self.trust.allows(method, Grant.NONE) else ""
+        self._open_routes[method] = name
+        return name
 
     def _expire_later(self, call: _InlineCall, loop: asyncio.AbstractEventLoop) -> None:
         """Answer ``call`` 504 if it is not answered in ``timeout`` seconds: one timer for all
@@ -848,7 +878,7 @@ class HttpProtocol(asyncio.Protocol):
         self._stray = 0
         keep_alive = self.parser.should_keep_alive()
         method = self.parser.get_method()
-        self._cancel_read_timer()
+        self._read_deadline = None  # _cancel_read_timer()
         if not body and method == b"GET":
             # GET /, /openrpc.json, the market pages and their assets (pages.py); other GETs,
             # and any GET with a body (a request sent the wrong way): the original's 400
@@ -868,7 +898,7 @@ class HttpProtocol(asyncio.Protocol):
             self._enqueue(_Request(0, data, keep_alive, grant=self._grant, weight=len(data),
                                    http10=self.parser.get_http_version() == "1.0"))
             return
-        self._enqueue(_Request(0, data, keep_alive, grant=self._grant))
+        self._enqueue(_Request(0, data, keep_alive, None, self._grant))
 
     # -- flow control and time limits -------------------------------------------------------------
 
@@ -984,7 +1014,7 @@ class HttpProtocol(asyncio.Protocol):
         self._respond(status, body, close=not request.keep_alive)
         if self._closing:
             return
-        if self._pending < self.limits.max_pipeline:
+        if not self._reading and self._pending < self.limits.max_pipeline:
             self._resume_reading()  # may start the next call inline
         if self._inline or self._worker is not None or self._closing:
             return
