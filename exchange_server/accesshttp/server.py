@@ -125,6 +125,8 @@ class _DateCache:
 
     second = -1
     value = b""
+    #: a JSON reply's head up to its Content-Length, by status, for ``second``
+    heads: dict[int, bytes] = {}
 
     def get(self) -> bytes:
         now = int(time.time())
@@ -133,10 +135,26 @@ class _DateCache:
             self.value = (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
                           f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT").encode()
             self.second = now
+            self.heads = {}
         return self.value
+
+    def head(self, status: int) -> bytes:
+        """``HTTP/1.1 <status> <reason>`` and ``Date:`` lines of a reply made now (the same
+        text for every reply of a second: made once)."""
+        date = self.get()
+        head = self.heads.get(status)
+        if head is None:
+            head = self.heads[status] = b"HTTP/1.1 %d %s\r\nDate: %s\r\n" % (
+                status, REASONS[status], date)
+        return head
 
 
 _date = _DateCache()
+
+#: The Content-Type of JSON replies, and a keep-alive JSON reply after its status and Date
+#: lines (``_DateCache.head``): the same bytes as HttpProtocol._respond's general path.
+_JSON = b"application/json"
+_JSON_REPLY = b"%sContent-Length: %d\r\nContent-Type: application/json\r\n\r\n%s"
 
 
 def _separated(replies: list[bytes], first: int) -> list[bytes]:
@@ -194,7 +212,15 @@ class _InlineCall:
         self._answered = answered
 
     def reply(self, body: bytes) -> None:
-        self._answer(200, body)
+        """The backend's reply (``_answer(200, body)``, written out: one call less per order)."""
+        if self.answered:
+            return  # timed out before the backend answered
+        self.answered = True
+        metrics.observe("accesshttp", self.method, 200, time.perf_counter() - self.started)
+        try:
+            self._answered(200, body)
+        except Exception:  # called from the engine's commit: never break it
+            log.exception("reply failed")
 
     def expire(self) -> None:
         if not self.answered:
@@ -274,6 +300,9 @@ class AccessHttp:
         #: calls made inline and maybe not answered yet, oldest first (call_inline)
         self._inline: deque[_InlineCall] = deque()
         self._inline_timer: asyncio.TimerHandle | None = None
+        #: routed methods: the backend a request without a token reaches them on ("": not
+        #: allowed); see _nowait
+        self._open_routes: dict[str, str] = {}
 
     def grant(self, authorization: bytes | None) -> Grant:
         """What an ``Authorization`` header value unlocks."""
@@ -352,15 +381,34 @@ class AccessHttp:
     def _nowait(self, method: str, grant: Grant) -> NowaitCall | None:
         """How to call ``method`` without a task (its backend's ``call_nowait``), or None when
         it cannot be (unknown or not allowed: answered by ``_route``; a backend that has no
-        such call or is down)."""
-        route = ROUTES.get(method)
-        if route is None or not self.trust.allows(method, grant):
-            return None
-        backend = self.backends.get(route[0])
+        such call or is down).  Which backend a routed method without a token may reach is
+        remembered (ROUTES and the trust policy do not change; the backends may)."""
+        if grant is Grant.NONE:
+            name = self._open_routes.get(method)
+            if name is None:
+                name = self._open_route(method)
+            if not name:
+                return None
+        else:
+            route = ROUTES.get(method)
+            if route is None or not self.trust.allows(method, grant):
+                return None
+            name = route[0]
+        backend = self.backends.get(name)
         nowait: NowaitCall | None = getattr(backend, "call_nowait", None)
         if nowait is None or backend is None or not backend.connected():
             return None
         return nowait
+
+    def _open_route(self, method: str) -> str:
+        """The backend a request without a token reaches ``method`` on, "" when it is not
+        routed or not allowed; remembered for routed methods only (a bounded table)."""
+        route = ROUTES.get(method)
+        if route is None:
+            return ""
+        name = route[0] if self.trust.allows(method, Grant.NONE) else ""
+        self._open_routes[method] = name
+        return name
 
     def _expire_later(self, call: _InlineCall, loop: asyncio.AbstractEventLoop) -> None:
         """Answer ``call`` 504 if it is not answered in ``timeout`` seconds: one timer for all
@@ -532,6 +580,11 @@ class AccessHttp:
             await server.wait_closed()
 
 
+#: Lengths of the header names HttpProtocol.on_header reads (host, content-length,
+#: x-forwarded-proto).
+_WATCHED_SIZES = frozenset((4, 14, 17))
+
+
 class _Refused(Exception):
     """Raised from a parser callback to stop reading a request over a limit (``status``)."""
 
@@ -585,6 +638,8 @@ class HttpProtocol(asyncio.Protocol):
         self._stray = 0
         self._in_head = False
         self._began = False
+        #: a request began in the slice being parsed: arm its read timer after (_feed_piece)
+        self._arm_due = False
         self._in_message = False
         self._limit_status = 0
         self._body: list[bytes] = []
@@ -700,6 +755,9 @@ class HttpProtocol(asyncio.Protocol):
         if self._closing or self._refused:
             self._linger(len(data))
             return
+        if len(data) <= FEED_SLICE and self._pending < self.limits.max_pipeline:
+            self._feed_piece(data)  # one slice (a request or a few): as _feed, without slicing
+            return
         self._feed(memoryview(data))
 
     def _feed(self, data: memoryview) -> None:
@@ -716,7 +774,7 @@ class HttpProtocol(asyncio.Protocol):
             if not self._feed_piece(piece):
                 return
 
-    def _feed_piece(self, piece: memoryview) -> bool:
+    def _feed_piece(self, piece: memoryview | bytes) -> bool:
         """Parse one slice; False when a request was refused.
 
         The parser reads some things without a callback: a request line or header not ended,
@@ -735,6 +793,10 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             self._refuse(self._limit_status or 400)
             return False
+        if self._arm_due:  # a request began in this slice: reading it is timed from now
+            self._arm_due = False
+            if self._in_message and self._reading:
+                self._arm_read(self.limits.request_timeout)
         if not self._began:
             self._stray += len(piece) - (self._body_size - body_before)
             if self._stray > self._stray_limit():
@@ -767,8 +829,9 @@ class HttpProtocol(asyncio.Protocol):
         self._body = []
         self._body_size = 0
         self._host = self._proto = None
-        if self._reading:
-            self._arm_read(self.limits.request_timeout)
+        # the read timer is armed once the slice is parsed (_feed_piece), if the request is not
+        # complete by then: most come whole in one read, and arming costs a clock read
+        self._arm_due = self._reading
 
     def on_url(self, url: bytes) -> None:
         self._url_size += len(url)
@@ -777,20 +840,24 @@ class HttpProtocol(asyncio.Protocol):
         self._url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value) + 4
+        size = len(name)
+        self._head_size += size + len(value) + 4
         if self._head_size > self.limits.max_header_size:  # headers, then trailers too
             raise self._over(431)
-        if len(name) == 4 and name.lower() == b"host":
-            self._host = value
-        elif len(name) == 17 and name.lower() == b"x-forwarded-proto":
-            self._proto = value
-        elif len(name) == 14 and name.lower() == b"content-length":
+        if size not in _WATCHED_SIZES:  # most headers: one set lookup
+            return
+        lowered = name.lower()
+        if lowered == b"content-length":
             try:
                 too_large = int(value) > self.limits.max_body_size
             except ValueError:
                 too_large = False  # the parser refuses it
             if too_large:
                 raise self._over(413)
+        elif lowered == b"host":
+            self._host = value
+        elif lowered == b"x-forwarded-proto":
+            self._proto = value
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -811,7 +878,7 @@ class HttpProtocol(asyncio.Protocol):
         self._stray = 0
         keep_alive = self.parser.should_keep_alive()
         method = self.parser.get_method()
-        self._cancel_read_timer()
+        self._read_deadline = None  # _cancel_read_timer()
         if not body and method == b"GET":
             # GET /, /openrpc.json, the market pages and their assets (pages.py); other GETs,
             # and any GET with a body (a request sent the wrong way): the original's 400
@@ -831,7 +898,7 @@ class HttpProtocol(asyncio.Protocol):
             self._enqueue(_Request(0, data, keep_alive, grant=self._grant, weight=len(data),
                                    http10=self.parser.get_http_version() == "1.0"))
             return
-        self._enqueue(_Request(0, data, keep_alive, grant=self._grant))
+        self._enqueue(_Request(0, data, keep_alive, None, self._grant))
 
     # -- flow control and time limits -------------------------------------------------------------
 
@@ -947,7 +1014,7 @@ class HttpProtocol(asyncio.Protocol):
         self._respond(status, body, close=not request.keep_alive)
         if self._closing:
             return
-        if self._pending < self.limits.max_pipeline:
+        if not self._reading and self._pending < self.limits.max_pipeline:
             self._resume_reading()  # may start the next call inline
         if self._inline or self._worker is not None or self._closing:
             return
@@ -985,7 +1052,7 @@ class HttpProtocol(asyncio.Protocol):
         if request.status:
             self._respond(request.status, b"", close=True)
             return False
-        content_type = b"application/json"
+        content_type = _JSON
         reply: Body
         try:
             if request.page is not None:
@@ -1099,9 +1166,13 @@ class HttpProtocol(asyncio.Protocol):
             return True
 
     def _respond(self, status: int, body: Body, close: bool,
-                 content_type: bytes = b"application/json") -> None:
+                 content_type: bytes = _JSON) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
+            return
+        if type(body) is bytes and body and not close and content_type is _JSON:
+            # a keep-alive JSON reply (every order placed): one format, one write
+            transport.write(_JSON_REPLY % (_date.head(status), len(body), body))
             return
         size = len(body) if isinstance(body, bytes) else sum(map(len, body))
         head = b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: %d\r\n" % (

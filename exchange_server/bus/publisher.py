@@ -100,6 +100,10 @@ class BusPublisher:
         #: ...and messages not handed to the transport yet.
         self._waiting: dict[str, deque[_Queued]] = {t: deque() for t in ALL_TOPICS}
         self._published = [0] * len(ALL_TOPICS)
+        #: messages that can still be queued before some topic could reach max_pending: a
+        #: lower bound (acknowledgements only raise it), measured again when it runs out
+        #: (see overloaded)
+        self._room = 0
         self._opers: deque[_Oper] = deque()
         self._by_id: dict[int, _Oper] = {}
         self._saved = Mark()
@@ -171,10 +175,12 @@ class BusPublisher:
                     oper.remaining += 1
             if oper is None:
                 return
+            self._room -= oper.remaining
         else:
             messages = published_events(events)
             if not messages:
                 return
+            self._room -= len(messages)
             self._add_oper(oper_id, len(messages))
             for topic, body, event in messages:
                 waiting[topic].append((oper_id, body, event))
@@ -192,14 +198,26 @@ class BusPublisher:
         return oper
 
     def overloaded(self) -> bool:
-        """Checked before every write: a plain loop (no generator)."""
+        """Whether a topic holds ``max_pending`` messages or more.  Checked before every write:
+        while the room measured last is not used up no topic can have reached it (each message
+        queued since took one from it), and the topics are not counted."""
+        if self._room > 0:
+            return False
+        return self._measure_room()
+
+    def _measure_room(self) -> bool:
+        """``overloaded()`` counted topic by topic (a plain loop: no generator); the room left
+        is kept for the next checks."""
         limit = self.max_pending
         inflight = self._inflight
         waiting = self._waiting
-        for t in ALL_TOPICS:  # noqa: SIM110 - any() builds a generator
-            if len(inflight[t]) + len(waiting[t]) >= limit:
-                return True
-        return False
+        most = 0
+        for t in ALL_TOPICS:
+            held = len(inflight[t]) + len(waiting[t])
+            if held > most:
+                most = held
+        self._room = limit - most
+        return self._room <= 0
 
     # -- state ------------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from exchange_server.common.decimals import (
     fmt_param,
     fmt_raw,
 )
+from exchange_server.common.floattext import float_text
 from exchange_server.matchengine.core.model import (
     Deal,
     Order,
@@ -41,12 +42,6 @@ from exchange_server.matchengine.core.model import (
 #: the last time written and its text (the events of one operation share their time object)
 _last_time: object = None
 _last_text = ""
-#: texts of other times by the float object's identity: a maker's order object carries its
-#: creation time (an older operation's clock reading) between texts of the current time, and
-#: float.__repr__ costs five lookups.  An entry holds its object, so no other object can have
-#: that id while the entry is there.
-_TIMES: dict[int, tuple[float, str]] = {}
-_TIMES_MAX = 4096
 
 
 def _number(value: Any) -> str:
@@ -55,14 +50,10 @@ def _number(value: Any) -> str:
     if value is _last_time:
         return _last_text
     if type(value) is float and value - value == 0.0:
-        hit = _TIMES.get(id(value))
-        if hit is not None and hit[0] is value:
-            text = hit[1]
-        else:
-            text = float.__repr__(value)
-            if len(_TIMES) >= _TIMES_MAX:
-                _TIMES.clear()
-            _TIMES[id(value)] = (value, text)
+        # by the float's identity (floattext): a maker's order object carries its creation
+        # time, an older operation's clock reading, between texts of the current time; the
+        # operation log's checksum reads the same table
+        text = float_text(value)
         _last_time, _last_text = value, text
         return text
     if type(value) is int:

@@ -521,7 +521,10 @@ class MatchEngineService:
                                                                 req_id, debug))
 
         self._waiters.append((self.oper_id, settled))
-        self._kick_soon()
+        # _apply scheduled the commit already (a write); a read of state not yet durable waits
+        # for the commit in flight or scheduled (the flag read here saves a call per order)
+        if not self._kick_scheduled:
+            self._kick_soon()
         return None
 
     def _run(self, method: str, params: list[Any], req_id: int | None) -> bytes:
@@ -572,7 +575,8 @@ class MatchEngineService:
         self.oper_id += 1
         self._pending.append(OperRecord(self.oper_id, now, write.log_name, params))
         self._pending_events.append((self.oper_id, self.engine.take_events()))
-        self._kick_soon()
+        if not self._kick_scheduled:  # _kick_soon's first test, without a call per write
+            self._kick_soon()
         return result
 
     def _backpressure(self) -> bool:

@@ -26,18 +26,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
+from exchange_server.common.floattext import known_text
 from exchange_server.matchengine.core.engine import EngineState
 
 
-@dataclass(frozen=True)
-class OperRecord:
+class OperRecord(NamedTuple):
     """One logged operation: the original's operlog row.
 
     ``method`` is the log name (``update_balance``, ``limit_order``, ``market_order``,
     ``cancel_order``) and ``params`` the request params exactly as received.  ``time`` is the
     command's time, which replay feeds back to the engine, so restored orders keep their times.
+
+    A NamedTuple, not a frozen dataclass: one is made per write on the event loop's thread,
+    and a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``.
     """
 
     id: int
@@ -90,9 +93,11 @@ def record_checksum(oper_id: int, time: float, detail: str) -> int:
     """CRC-32 of an operation log record as stored: ``"<id> <repr(time)> <detail>"``.
 
     ``detail`` is the stored text whatever encoder produced it; the time is a double, stored and
-    read back bit-exact, so ``repr`` gives the same text on both sides."""
-    head = f"{oper_id} {float(time)!r} ".encode()
-    return zlib.crc32(detail.encode(), zlib.crc32(head))
+    read back bit-exact, so ``repr`` gives the same text on both sides.  A float's text is
+    the one the reply's order object wrote, when it did (floattext: its id looked up)."""
+    text = known_text(time) if type(time) is float else repr(float(time))
+    # the CRC of the head then the detail is the CRC of the two joined: one text, one encode
+    return zlib.crc32(f"{oper_id} {text} {detail}".encode())
 
 
 def check_record(oper_id: int, time: float, detail: Any, stored: Any) -> None:

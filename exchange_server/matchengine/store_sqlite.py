@@ -197,14 +197,20 @@ class SqliteEngineStore(EngineStore):
     def append(self, records: Sequence[OperRecord]) -> None:
         if not records:
             return
-        rows = [(r.id, r.time, encode_detail(r.method, r.params)) for r in records]
+        # each row with its checksum, in one pass (a second one over the rows made every
+        # row's tuple twice)
+        rows: list[tuple[int, float, str, int]] = []
+        add = rows.append
+        for r in records:
+            detail = encode_detail(r.method, r.params)
+            add((r.id, r.time, detail, record_checksum(r.id, r.time, detail)))
         try:
             with FORK_GUARD.using():
                 self._append(rows)
         except sqlite3.Error as e:
             raise StoreError(f"{self.log_path}: append failed: {e}") from e
 
-    def _append(self, rows: list[tuple[int, float, str]]) -> None:
+    def _append(self, rows: list[tuple[int, float, str, int]]) -> None:
         try:
             self._insert(rows)
         except sqlite3.IntegrityError:
@@ -214,20 +220,22 @@ class SqliteEngineStore(EngineStore):
             if missing:
                 self._insert(missing)
 
-    def _insert(self, rows: list[tuple[int, float, str]]) -> None:
+    def _insert(self, rows: list[tuple[int, float, str, int]]) -> None:
         conn = self._log_conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany("INSERT INTO operlog (id, time, detail, checksum) VALUES (?, ?, ?, ?)",
-                             [(i, t, d, record_checksum(i, t, d)) for i, t, d in rows])
+                             rows)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
 
-    def _unlogged(self, rows: list[tuple[int, float, str]]) -> list[tuple[int, float, str]]:
-        """The rows not in the log yet; StoreError if an id holds a different record."""
+    def _unlogged(self, rows: list[tuple[int, float, str, int]]
+                  ) -> list[tuple[int, float, str, int]]:
+        """The rows (id, time, detail, checksum) not in the log yet; StoreError if an id holds
+        a different record."""
         conn = self._log_conn()
         missing = []
         for start in range(0, len(rows), 500):
@@ -242,7 +250,7 @@ class SqliteEngineStore(EngineStore):
                 old = stored.get(row[0])
                 if old is None:
                     missing.append(row)
-                elif old != row:
+                elif old != row[:3]:
                     raise StoreError(f"operlog id {row[0]} already holds a different record")
         return missing
 

@@ -179,3 +179,29 @@ async def test_a_failing_inline_call_is_500_and_closed() -> None:
         writer.close()
     finally:
         await app.stop()
+
+
+async def test_a_request_trickled_in_is_timed_from_its_start() -> None:
+    """The read timer of a request is armed once, when the slice it began in is parsed
+    (HttpProtocol._feed_piece), not again at each later read: a client sending a byte at a
+    time is closed after ``request_timeout``, however often it sends."""
+    app = AccessHttp({"matchengine": HeldBackend()}, timeout=5,
+                     limits=HttpLimits(keep_alive=3600.0, request_timeout=0.5))
+    await app.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", app.port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+
+        async def trickle() -> None:
+            for _ in range(400):  # 40 s of a byte every 0.1 s, if never closed
+                writer.write(b"a")
+                await asyncio.sleep(0.1)
+
+        sending = asyncio.create_task(trickle())
+        try:
+            assert await closed_within(reader, 20)
+        finally:
+            sending.cancel()
+        writer.close()
+    finally:
+        await app.stop()
