@@ -182,7 +182,8 @@ class SharedMeter:
         """The load ended: the machine's busy share (%) since ``begin``."""
         busy, total = machine_cpu()
         spent = total - self.machine[1]
-        self.busy = 100.0 * (busy - self.machine[0]) / spent if spent else 0.0
+        # busy <= total in /proc/stat's ticks; the seconds' float division may overshoot 100
+        self.busy = min(100.0, 100.0 * (busy - self.machine[0]) / spent) if spent else 0.0
 
     def end(self) -> None:
         self.last = self._read()
