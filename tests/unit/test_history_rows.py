@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import decimal
 import json
+import math
 import random
 import re
 import sqlite3
@@ -323,6 +324,28 @@ def test_time_value_stays_right_past_its_size() -> None:
     values = [T0 + n / 7 for n in range(10_000)]
     for value in values + values[::-1] + values[::3]:
         assert time_value(value) == float(f"{value:.6f}")
+
+
+def test_microseconds_is_the_printed_microsecond_value() -> None:
+    """``microseconds`` gives exactly ``float(f"{value:.6f}")``, sign of a zero included: on
+    random times, on values whose product by 10**6 lies near a half or a quarter (both of its
+    paths), on exact ties (to even), and on every value its fast path leaves."""
+    rng = random.Random(15)
+    values = [0.0, -0.0, 1e-7, -1e-7, 5e-7, 1.5e-6, 2.5e-6, 0.5, 1.0, T0, 2.0 ** 51 / 1e6,
+              2.0 ** 53, 1e300, -1e300, 5e-324, float("inf"), float("-inf")]
+    for _ in range(20_000):
+        values.append(rng.uniform(0, 5e9))
+        values.append(rng.random() * 10.0 ** rng.randint(-9, 12))
+        n = rng.randrange(0, 5 * 10 ** 15)
+        for near in (n / 1e6, (n + 0.5) / 1e6, (n + 0.25) / 1e6, (n + 0.75) / 1e6):
+            values += [near, math.nextafter(near, 0.0), math.nextafter(near, math.inf), -near]
+        # exact ties: an odd number of 128ths is a whole number of microseconds and a half
+        values.append(rng.randrange(0, 2 ** 31) + rng.randrange(1, 128, 2) / 128)
+    for value in values:
+        want = float(f"{value:.6f}")
+        got = R.microseconds(value)
+        assert got == want and math.copysign(1.0, got) == math.copysign(1.0, want), value
+    assert math.isnan(R.microseconds(float("nan")))
 
 
 @pytest.mark.parametrize("asset,business,detail", [
