@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, NamedTuple
 
-from exchange_server.common.decimals import CONTEXT, fmt, fmt_param
+from exchange_server.common.decimals import CONTEXT, ZERO, fmt, fmt_param
 from exchange_server.matchengine.core.model import (
     ASK,
     BID,
@@ -46,7 +46,6 @@ from exchange_server.matchengine.core.model import (
     StopChanged,
     Totals,
     TradeDetail,
-    total_of,
 )
 
 log = logging.getLogger("exchange_server.history")
@@ -149,38 +148,99 @@ class StopRow(NamedTuple):
 AnyRow = BalanceRow | OrderRow | DealRow | UserDealRow | StopRow
 #: (table kind, row)
 Row = tuple[str, AnyRow]
-#: (table kind, the row's stored column values): what ``stored_rows_of`` gives
+#: (table kind, the row's stored column values)
 StoredRow = tuple[str, tuple[Any, ...]]
+#: ``stored_rows_of``'s form of one operation's rows (the SQLite store's): per table, the stored
+#: values of its rows in their order, ready to be bound: balance_history's as a list of
+#: (kind, values) (BALANCE, or a deal's BALANCE_GROUPS), then order_history's (which
+#: order_detail's equal), deal_history's (DEAL_PAIR values), user_deal_history's
+#: (USER_DEAL_PAIR values) and stop_history's values, each flattened into one list.
+StoredRows = tuple[list[StoredRow], list[Any], list[Any], list[Any], list[Any]]
 
 #: ``stored_rows_of``'s kinds for a deal's two deal_history rows (the ask order's, then the bid
 #: order's) and for its two user_deal_history rows: one values tuple for both rows, each value
-#: they share in it once.  Why: the SQLite store inserts such a pair with numbered parameters
+#: they share in it once.  Why: the SQLite store inserts such a group with numbered parameters
 #: (a ``?N`` written twice is bound once; ``sqlite3_bind_text`` copies every text it binds), so
-#: a deal binds 27 values instead of 48.  ``unpaired`` gives the two rows back.
+#: a deal binds 27 values instead of 48.  ``ungrouped`` gives the rows back.
 DEAL_PAIR = "deal_history pair"
 USER_DEAL_PAIR = "user_deal_history pair"
-#: Per pair kind: its table, and for each of its two rows the value of every column: the index
-#: of a value in the pair's tuple, or a constant's SQL text (the side of a user_deal row).
+#: The same for a deal's four to six balance_history rows ("trade" rows, ``Deal.balance_changes``:
+#: the taker's user's, then the maker's, each what it gives, what it receives, then the fee it
+#: pays when not zero), by (taker pays a fee, maker pays a fee): the time, the two users, the
+#: two assets and the details once, "trade" a constant: 21 values bound for six rows instead
+#: of 42 (18 texts instead of 30).  The values: (time, taker_user, maker_user, the asset the
+#: taker gives, the one it receives), then per side, the taker's first: (change given, balance
+#: after, change received, balance after, detail), and with a fee (fee change, balance after,
+#: fee detail).
+BALANCE_GROUPS: dict[tuple[bool, bool], str] = {
+    (taker_fee, maker_fee): f"balance_history deal{' taker fee' * taker_fee}"
+                            f"{' maker fee' * maker_fee}"
+    for taker_fee in (False, True) for maker_fee in (False, True)}
+
+#: An SQL literal in a group's layout (a constant column): its text in the statement, its value
+#: in the row.
+_TRADE = "'trade'"
+_LITERALS: dict[str, Any] = {f"{ASK:d}": ASK, f"{BID:d}": BID, _TRADE: "trade"}
+
+
+def _balance_layouts(taker_fee: bool, maker_fee: bool) -> tuple[tuple[int | str, ...], ...]:
+    """BALANCE_GROUPS' rows of one kind: (time, user_id, asset, business, change, balance,
+    detail) each, as indexes into its values or SQL literals."""
+    rows: list[tuple[int | str, ...]] = []
+    at = 5
+    for user, gives, gets, fee in ((1, 3, 4, taker_fee), (2, 4, 3, maker_fee)):
+        rows.append((0, user, gives, _TRADE, at, at + 1, at + 4))
+        rows.append((0, user, gets, _TRADE, at + 2, at + 3, at + 4))
+        at += 5
+        if fee:
+            rows.append((0, user, gets, _TRADE, at, at + 1, at + 2))
+            at += 3
+    return tuple(rows)
+
+
+#: Per group kind: its table, and for each of its rows the value of every column: the index of
+#: a value in the group's tuple, or a constant's SQL text (_LITERALS).
 #: deal_history pair: (time, ask_user, bid_user, deal_id, ask_order, bid_order, ask_role,
 #: bid_role, price, amount, deal, ask_fee, bid_fee); user_deal_history pair: (time, ask_user,
 #: bid_user, market, deal_id, ask_order, bid_order, ask_role, bid_role, price, amount, deal,
-#: ask_fee, bid_fee).
-PAIRS: dict[str, tuple[str, tuple[tuple[int | str, ...], tuple[int | str, ...]]]] = {
+#: ask_fee, bid_fee); balance groups: see BALANCE_GROUPS.
+GROUPS: dict[str, tuple[str, tuple[tuple[int | str, ...], ...]]] = {
     DEAL_PAIR: (DEAL, ((0, 1, 3, 4, 5, 6, 8, 9, 10, 11, 12),
                        (0, 2, 3, 5, 4, 7, 8, 9, 10, 12, 11))),
     USER_DEAL_PAIR: (USER_DEAL, ((0, 1, 3, 4, 5, 6, f"{ASK:d}", 7, 9, 10, 11, 12, 13),
                                  (0, 2, 3, 4, 6, 5, f"{BID:d}", 8, 9, 10, 11, 13, 12))),
+    **{kind: (BALANCE, _balance_layouts(*fees)) for fees, kind in BALANCE_GROUPS.items()},
 }
 
 
-def unpaired(kind: str, values: tuple[Any, ...]) -> list[StoredRow]:
-    """A stored row as its table's rows: a pair's two (see PAIRS), any other row itself."""
-    pair = PAIRS.get(kind)
-    if pair is None:
-        return [(kind, values)]
-    table, layouts = pair
-    return [(table, tuple(values[v] if type(v) is int else int(v) for v in layout))
+def group_width(kind: str) -> int:
+    """Values in one group of ``kind``: every index its rows name."""
+    return 1 + max(v for layout in GROUPS[kind][1] for v in layout if type(v) is int)
+
+
+def ungrouped(kind: str, values: Sequence[Any]) -> list[StoredRow]:
+    """Stored values as their table's rows: a group's (see GROUPS), any other row itself."""
+    group = GROUPS.get(kind)
+    if group is None:
+        return [(kind, tuple(values))]
+    table, layouts = group
+    return [(table, tuple(values[v] if isinstance(v, int) else _LITERALS[v] for v in layout))
             for layout in layouts]
+
+
+def stored_table_rows(stored: StoredRows) -> list[StoredRow]:
+    """``stored_rows_of``'s rows as (table, stored values) rows: per table, in their order;
+    the tables in the order balance, order, detail, deal, user_deal, stop."""
+    balances, orders, deals, user_deals, stops = stored
+    rows = [row for kind, values in balances for row in ungrouped(kind, values)]
+    for table, kind, flat in ((ORDER, ORDER, orders), (DETAIL, DETAIL, orders),
+                              (DEAL, DEAL_PAIR, deals), (USER_DEAL, USER_DEAL_PAIR, user_deals),
+                              (STOP, STOP, stops)):
+        width = group_width(kind) if kind in GROUPS else len(TABLES[table])
+        for at in range(0, len(flat), width):
+            for _, row in ungrouped(kind, flat[at:at + width]):
+                rows.append((table, row))
+    return rows
 
 
 # -- table descriptions ---------------------------------------------------------------------------
@@ -619,6 +679,8 @@ _LIMIT_8, _LIMIT_16, _LIMIT_4 = 30 - 8 - 1, 30 - 16 - 1, 30 - 4 - 1
 _TEXT_FITS = TEXT_MAX_BYTES // 4
 #: ``-x`` as the engine computes a deal's negative balance changes (model._side_changes)
 _minus = CONTEXT.minus
+#: ``a + b`` as the engine adds an account's parts (model.total_of)
+_add = CONTEXT.add
 
 
 def _dec8(v: Decimal) -> str:
@@ -629,24 +691,25 @@ def _dec16(v: Decimal) -> str:
     return str(v) if not v or v.adjusted() < _LIMIT_16 else _DEC_16(v)
 
 
-def stored_rows_of(events: Iterable[Event]) -> list[StoredRow]:
-    """``rows_of`` with every row already turned into its stored column values: the same
-    (kind, values) as ``ROW_CONVERTERS[kind](row)`` for each of ``rows_of``'s rows, but a
-    deal's two deal_history and two user_deal_history rows each given as one pair (PAIRS;
-    ``unpaired`` gives the rows).
+def stored_rows_of(events: Iterable[Event]) -> StoredRows:
+    """``rows_of``'s rows already turned into their stored column values, per table
+    (:data:`StoredRows`): ``stored_table_rows`` gives, table by table, exactly
+    ``ROW_CONVERTERS[kind](row)`` for each of ``rows_of``'s rows.
 
-    Why: the SQLite store writes those values as they are, and built straight from the events
-    a deal's price, amount, deal and fees are converted once for its four rows (instead of four
-    times), its time once, and no row tuple is built only to be unpacked again.  A finished
-    order's order_history and order_detail rows are one values tuple (the store converts
-    nothing, so it can be given twice).  Balance and order rows are made by generated functions
-    (``_unpacking``) with every check written out, as in the generated converters."""
-    rows: list[StoredRow] = []
-    append = rows.append
+    Why: the SQLite store writes those values as they are.  Built straight from the events, a
+    deal's price, amount, deal and fees are converted once for its rows (instead of four
+    times), its time once, no row tuple is built only to be unpacked again, and a deal's rows
+    go as groups (GROUPS) that bind their shared values once.  Per table, so a flush extends a
+    few lists per operation instead of one per row; a finished order's values are given once,
+    for order_history and order_detail.  Balance and order rows are made by generated
+    functions (``_unpacking``) with every check written out, as in the generated converters."""
+    balances: list[StoredRow] = []
+    orders: list[Any] = []
+    deals: list[Any] = []
+    user_deals: list[Any] = []
+    stops: list[Any] = []
     for e in events:
-        if type(e) is BalanceChanged:
-            append((BALANCE, _stored_balance(e)))
-        elif type(e) is Deal:
+        if type(e) is Deal:
             t = time_value(e.time)
             price, amount, deal = _dec8(e.price), _dec8(e.amount), _dec16(e.deal)
             ask_fee, bid_fee = _dec16(e.ask_fee), _dec16(e.bid_fee)
@@ -656,83 +719,82 @@ def stored_rows_of(events: Iterable[Event]) -> list[StoredRow]:
             market = e.market
             if len(market) > 30:
                 market = _VARCHAR_30(market)
-            append((DEAL_PAIR, (t, ask_user, bid_user, deal_id, ask_order, bid_order, ask_role,
-                                bid_role, price, amount, deal, ask_fee, bid_fee)))
-            append((USER_DEAL_PAIR, (t, ask_user, bid_user, market, deal_id, ask_order,
-                                     bid_order, ask_role, bid_role, price, amount, deal,
-                                     ask_fee, bid_fee)))
-            _stored_deal_balances(append, e, t)
+            deals += (t, ask_user, bid_user, deal_id, ask_order, bid_order, ask_role, bid_role,
+                      price, amount, deal, ask_fee, bid_fee)
+            user_deals += (t, ask_user, bid_user, market, deal_id, ask_order, bid_order,
+                           ask_role, bid_role, price, amount, deal, ask_fee, bid_fee)
+            if e.ask_totals is not None and e.bid_totals is not None:
+                balances.append(_stored_deal_balances(e, t))
         elif type(e) is OrderFinished:
-            values = _stored_order(e.order)
-            append((ORDER, values))
-            append((DETAIL, values))
+            orders += _stored_order(e.order)
+        elif type(e) is BalanceChanged:
+            balances.append((BALANCE, _stored_balance(e)))
         elif type(e) is StopChanged and e.event in (STOP_EVENT_ACTIVE, STOP_EVENT_CANCEL):
-            append((STOP, ROW_CONVERTERS[STOP](stop_row(e))))
-    return rows
+            stops += ROW_CONVERTERS[STOP](stop_row(e))
+    return balances, orders, deals, user_deals, stops
 
 
-def _stored_deal_balances(append: Callable[[StoredRow], None], e: Deal, t: float) -> None:
-    """A deal's balance_history stored values, appended: for each of ``e.balance_changes()``,
-    in its order, exactly ``_stored_balance(change)``, but straight from the deal.  Why: no
-    ``BalanceChanged`` or ``TradeDetail`` is built to be unpacked again, the time is the deal's
-    (converted once, ``t``), and the details' common text (amount, market, price) is written
-    once for the four to six rows (about 5.7 balance rows per e2e order are mostly these)."""
+def _stored_deal_balances(e: Deal, t: float) -> StoredRow:
+    """A deal's balance_history rows as one group (BALANCE_GROUPS): for each of
+    ``e.balance_changes()``, in its order, exactly ``_stored_balance(change)``'s values, but
+    straight from the deal.  Why: no ``BalanceChanged`` or ``TradeDetail`` is built to be
+    unpacked again, the time is the deal's (converted once, ``t``), and the details' common
+    text (amount, market, price) is written once for the four to six rows (about 5.7 balance
+    rows per e2e order are mostly these)."""
     (_, market, _, price, amount, deal, ask_fee, bid_fee, taker_side, ask_id, ask_user, _,
      bid_id, bid_user, _, stock, money, ask_rate, bid_rate, ask_totals, bid_totals) = e
-    if ask_totals is None or bid_totals is None:
-        return
     head = f'{{"a": "{fmt(amount)}", '
     tail = f', "m": {_quoted(market)}, "p": "{fmt_param(price)}"}}'
     if len(stock) > 30:
         stock = _VARCHAR_30(stock)
     if len(money) > 30:
         money = _VARCHAR_30(money)
+    assert ask_totals is not None and bid_totals is not None
+    ask = _deal_side(ask_id, amount, deal, ask_fee, ask_rate, ask_totals, head, tail)
+    bid = _deal_side(bid_id, deal, amount, bid_fee, bid_rate, bid_totals, head, tail)
     if taker_side == ASK:
-        _deal_side(append, t, ask_user, ask_id, stock, amount, money, deal, ask_fee, ask_rate,
-                   ask_totals, head, tail)
-        _deal_side(append, t, bid_user, bid_id, money, deal, stock, amount, bid_fee, bid_rate,
-                   bid_totals, head, tail)
-    else:
-        _deal_side(append, t, bid_user, bid_id, money, deal, stock, amount, bid_fee, bid_rate,
-                   bid_totals, head, tail)
-        _deal_side(append, t, ask_user, ask_id, stock, amount, money, deal, ask_fee, ask_rate,
-                   ask_totals, head, tail)
+        return (BALANCE_GROUPS[len(ask) > 5, len(bid) > 5],
+                (t, ask_user, bid_user, stock, money) + ask + bid)
+    return (BALANCE_GROUPS[len(bid) > 5, len(ask) > 5],
+            (t, bid_user, ask_user, money, stock) + bid + ask)
 
 
-def _deal_side(append: Callable[[StoredRow], None], t: float, user: int, order_id: int,
-               gives: str, given: Decimal, gets: str, got: Decimal, fee: Decimal, rate: Decimal,
-               totals: Totals, head: str, tail: str) -> None:
-    """One side of a deal's balance rows (``model._side_changes``' changes, stored): what its
-    user gives, what it receives, then the fee it pays in the received asset when not zero.
-    The decimals as ``_dec8`` / ``_dec16`` store them, written out; the details as
-    ``trade_detail_json`` writes them (``head`` and ``tail``: the text around the order id)."""
+def _deal_side(order_id: int, given: Decimal, got: Decimal, fee: Decimal, rate: Decimal,
+               totals: Totals, head: str, tail: str) -> tuple[str, ...]:
+    """One side's values in a deal's balance group (``model._side_changes``' changes, stored):
+    what its user gives and the balance after, what it receives and the balance after, their
+    detail, then, when the fee is not zero, the fee and the balance after and its detail.  The
+    decimals as ``_dec8`` / ``_dec16`` store them, written out; the details as
+    ``trade_detail_json`` writes them (``head`` and ``tail``: the text around the order id);
+    the totals as ``total_of`` adds them, inline."""
     out, out_frozen, received, received_frozen, after_fee, after_fee_frozen = totals
-    out = total_of(out, out_frozen)
-    received = total_of(received, received_frozen)
+    if out_frozen is not ZERO:
+        out = _add(out, out_frozen)
+    if received_frozen is not ZERO:
+        received = _add(received, received_frozen)
     detail = f'{head}"i": {order_id}{tail}'
     if len(detail) > _TEXT_FITS:
         detail = text_value(detail)
     change = _minus(given)
-    append((BALANCE, (t, user, gives, "trade",
-                      str(change) if not change or change.adjusted() < _LIMIT_8 else _DEC_8(change),
-                      str(out) if not out or out.adjusted() < _LIMIT_16 else _DEC_16(out),
-                      detail)))
-    append((BALANCE, (t, user, gets, "trade",
-                      str(got) if not got or got.adjusted() < _LIMIT_8 else _DEC_8(got),
-                      str(received) if not received or received.adjusted() < _LIMIT_16
-                      else _DEC_16(received),
-                      detail)))
-    if fee:
-        text = f'{head}"f": "{fmt_param(rate)}", "i": {order_id}{tail}'
-        if len(text) > _TEXT_FITS:
-            text = text_value(text)
-        change = _minus(fee)
-        after_fee = total_of(after_fee, after_fee_frozen)
-        append((BALANCE, (t, user, gets, "trade",
-                          str(change) if not change or change.adjusted() < _LIMIT_8 else _DEC_8(change),
-                          str(after_fee) if not after_fee or after_fee.adjusted() < _LIMIT_16
-                          else _DEC_16(after_fee),
-                          text)))
+    values = (str(change) if not change or change.adjusted() < _LIMIT_8 else _DEC_8(change),
+              str(out) if not out or out.adjusted() < _LIMIT_16 else _DEC_16(out),
+              str(got) if not got or got.adjusted() < _LIMIT_8 else _DEC_8(got),
+              str(received) if not received or received.adjusted() < _LIMIT_16
+              else _DEC_16(received),
+              detail)
+    if not fee:
+        return values
+    text = f'{head}"f": "{fmt_param(rate)}", "i": {order_id}{tail}'
+    if len(text) > _TEXT_FITS:
+        text = text_value(text)
+    change = _minus(fee)
+    if after_fee_frozen is not ZERO:
+        after_fee = _add(after_fee, after_fee_frozen)
+    return values + (
+        str(change) if not change or change.adjusted() < _LIMIT_8 else _DEC_8(change),
+        str(after_fee) if not after_fee or after_fee.adjusted() < _LIMIT_16
+        else _DEC_16(after_fee),
+        text)
 
 
 def _unpacking(name: str, fields: tuple[str, ...], body: str) -> Callable[[Any], tuple[Any, ...]]:

@@ -31,9 +31,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from exchange_server.history.store import HistoryStore, HistoryStoreError, Operation, StoreRow
+from exchange_server.history.store import HistoryStore, HistoryStoreError, Operation, StoreRows
 from exchange_server.matchengine.core.model import BalanceChanged, Deal, Event, OrderFinished, StopChanged
 
 log = logging.getLogger("exchange_server.history")
@@ -66,9 +66,9 @@ class _Op:
         self.oper_id = oper_id
         self.count = count
         self.events: list[Event] | None = events
-        self.rows: Sequence[StoreRow] | None = None
+        self.rows: StoreRows | None = None
 
-    def operation(self, rows_of: Callable[[list[Event]], Sequence[StoreRow]]) -> Operation:
+    def operation(self, rows_of: Callable[[list[Event]], StoreRows]) -> Operation:
         """(id, rows), the rows made by ``rows_of`` (the store's) once, kept for a retry."""
         if self.rows is None:
             assert self.events is not None
@@ -135,7 +135,7 @@ class HistoryWriter:
         if self.durable_mark() >= oper_id:
             return
         with self._write_lock:
-            self.store.write([(oper_id, [])])
+            self.store.write([(oper_id, self.store.rows_of([]))])
         log.warning("history mark raised to operation %d (rows written by the original)",
                     oper_id)
         self.durable_mark()
@@ -387,7 +387,7 @@ class HistoryRecordError(Exception):
     """An operation whose events cannot be turned into history rows (fatal, never retried)."""
 
 
-def _operation(op: _Op, rows_of: Callable[[list[Event]], Sequence[StoreRow]]) -> Operation:
+def _operation(op: _Op, rows_of: Callable[[list[Event]], StoreRows]) -> Operation:
     try:
         return op.operation(rows_of)
     except Exception as e:
