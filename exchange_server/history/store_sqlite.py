@@ -128,14 +128,23 @@ def schema() -> list[str]:
 ROWS_PER_INSERT = 64
 
 
+#: The verb of every INSERT but order rows'.  Why not the default (ABORT): a statement of many
+#: rows that may abort opens a statement journal, so that an error undoes its own rows only,
+#: and SQLite then copies into it every page the statement changes that existed before it
+#: (some 1,500 instructions per e2e order).  A write never keeps part of a
+#: transaction: on any error the store rolls the whole one back (rows and mark), so the rows a
+#: failed statement wrote before the error go with the rest.
+FAIL = "INSERT OR FAIL"
+
+
 def insert_sql(kind: str, rows: int = 1) -> str:
     """The INSERT of ``rows`` rows of ``kind`` (their values in row order, flattened)."""
     names = [name for name, _ in TABLES[kind]]
     columns = ", ".join(f'"{n}"' for n in names)
     marks = "(" + ", ".join("?" for _ in names) + ")"
     # order rows: a second write of an order id (never expected) keeps the first, as the
-    # original ignored MySQL's duplicate-key error.
-    verb = "INSERT OR IGNORE" if kind in (ORDER, DETAIL) else "INSERT"
+    # original ignored MySQL's duplicate-key error.  Any other: OR FAIL (see FAIL).
+    verb = "INSERT OR IGNORE" if kind in (ORDER, DETAIL) else FAIL
     return f'{verb} INTO "{kind}" ({columns}) VALUES {", ".join([marks] * rows)}'
 
 
@@ -149,7 +158,7 @@ def group_insert_sql(kind: str, groups: int = 1) -> str:
     rows = [
         "(" + ", ".join(f"?{base + v + 1}" if type(v) is int else str(v) for v in layout) + ")"
         for base in range(0, groups * width, width) for layout in layouts]
-    return f'INSERT INTO "{table}" ({columns}) VALUES {", ".join(rows)}'
+    return f'{FAIL} INTO "{table}" ({columns}) VALUES {", ".join(rows)}'
 
 
 class _Statements(dict[str, str]):

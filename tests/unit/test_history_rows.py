@@ -39,6 +39,7 @@ from exchange_server.history.rows import (
     text_value,
     time_value,
 )
+from exchange_server.history.store import HistoryStoreError
 from exchange_server.matchengine.core.model import (
     ASK,
     BID,
@@ -559,3 +560,31 @@ def test_the_sqlite_store_writes_the_converted_rows_in_order(tmp_path: Any) -> N
                 expected = [first[order_id] for order_id in sorted(first)]
             assert got == expected, table
         conn.close()
+
+
+@pytest.mark.parametrize("duplicate_at", [0, 40, 70])
+def test_a_failing_row_leaves_nothing_of_its_batch(tmp_path: Any, duplicate_at: int) -> None:
+    """A row the database refuses (here a stop written twice: its id is the stop's) fails the
+    whole batch, whatever the row's place in its statement (INSERT OR FAIL keeps the rows its
+    statement wrote before it, the store's ROLLBACK drops them): no row of any table and no
+    mark, and the batch can be written once the cause is gone."""
+    stop = StopSnapshot(1, "BTCBCH", "api", 1, 1, 4, T0, T0 + 1, D(90), D(100), D("0.5"),
+                        D("0.002"), D("0.001"), 0, "c", 2)
+    deals = [[d] for d in _deals() if d.ask_totals]
+    ops: list[list[Any]] = [deals[i % len(deals)] + [StopChanged(
+        STOP_EVENT_ACTIVE, stop._replace(id=100 + i), 1, 0, "BTC", "BCH")] for i in range(80)]
+    ops[duplicate_at + 1] = [StopChanged(STOP_EVENT_CANCEL, stop._replace(id=100 + duplicate_at),
+                                         0, 0, "BTC", "BCH")]
+    store = S.SqliteHistoryStore(tmp_path)
+    store.open()
+    batch = [(i + 1, store.rows_of(events)) for i, events in enumerate(ops)]
+    with pytest.raises(HistoryStoreError, match="UNIQUE constraint failed: stop_history.id"):
+        store.write(batch)
+    assert store.read_mark() == 0
+    conn = sqlite3.connect(store.path)
+    for table in (BALANCE, ORDER, DEAL, USER_DEAL, STOP):
+        assert conn.execute(f'SELECT count(*) FROM "{table}"').fetchone() == (0,), table
+    conn.close()
+    del batch[duplicate_at + 1]
+    assert store.write(batch) > 0 and store.read_mark() == 80
+    store.close()
