@@ -691,6 +691,38 @@ def _dec16(v: Decimal) -> str:
     return str(v) if not v or v.adjusted() < _LIMIT_16 else _DEC_16(v)
 
 
+def _dec4(v: Decimal) -> str:
+    return str(v) if not v or v.adjusted() < _LIMIT_4 else _DEC_4(v)
+
+
+#: Stored texts of DECIMAL(30, 8) / DECIMAL(30, 4) values by the value object's identity, for
+#: the values rows share: an order row's price and amount are mostly its deal's very objects
+#: (the maker's price, the amount that filled both orders), its fee rates those of every order
+#: of its market (parse's cache and the methods' tables share them).  Why: ``str()`` of a
+#: decimal costs about 570 instructions, a hit here about 150, and some eight of a deal's
+#: fourteen order-row decimals hit.  An entry holds its object, so no other object can have
+#: that id while it is there; cleared whole when full.
+_TEXTS_8: dict[int, tuple[Decimal, str]] = {}
+_TEXTS_4: dict[int, tuple[Decimal, str]] = {}
+_TEXTS_MAX = 4096
+
+
+def _remembered(texts: dict[int, tuple[Decimal, str]], value: Decimal,
+                convert: Callable[[Decimal], str]) -> str:
+    """``convert(value)``, remembered in ``texts`` (a miss of the inline lookups below)."""
+    text = convert(value)
+    if len(texts) >= _TEXTS_MAX:
+        texts.clear()
+    texts[id(value)] = (value, text)
+    return text
+
+
+def _text8(v: Decimal) -> str:
+    """``_dec8(v)`` through ``_TEXTS_8``."""
+    hit = _TEXTS_8.get(id(v))
+    return hit[1] if hit is not None and hit[0] is v else _remembered(_TEXTS_8, v, _dec8)
+
+
 def stored_rows_of(events: Iterable[Event]) -> StoredRows:
     """``rows_of``'s rows already turned into their stored column values, per table
     (:data:`StoredRows`): ``stored_table_rows`` gives, table by table, exactly
@@ -711,7 +743,7 @@ def stored_rows_of(events: Iterable[Event]) -> StoredRows:
     for e in events:
         if type(e) is Deal:
             t = time_value(e.time)
-            price, amount, deal = _dec8(e.price), _dec8(e.amount), _dec16(e.deal)
+            price, amount, deal = _text8(e.price), _text8(e.amount), _dec16(e.deal)
             ask_fee, bid_fee = _dec16(e.ask_fee), _dec16(e.bid_fee)
             ask_user, bid_user, deal_id = e.ask_user, e.bid_user, e.deal_id
             ask_order, bid_order = e.ask_order_id, e.bid_order_id
@@ -807,6 +839,8 @@ def _unpacking(name: str, fields: tuple[str, ...], body: str) -> Callable[[Any],
         "trade_detail_json": trade_detail_json, "TradeDetail": TradeDetail,
         "NULL_SOURCE": NULL_SOURCE, "_VARCHAR_30": _VARCHAR_30, "_DEC_8": _DEC_8,
         "_DEC_16": _DEC_16, "_DEC_4": _DEC_4, "_TEXT_FITS": _TEXT_FITS,
+        "_TEXTS_8": _TEXTS_8, "_TEXTS_4": _TEXTS_4, "_remembered": _remembered,
+        "_dec8": _dec8, "_dec4": _dec4, "_object_id": id,
     }
     code = f"def {name}(e):\n    {', '.join(fields)}, = e\n{body}"
     exec(compile(code, f"<history {name}>", "exec"), names)  # noqa: S102
@@ -831,12 +865,21 @@ _stored_balance = _unpacking("stored_balance", BalanceChanged._fields, f"""\
             text if len(text) <= _TEXT_FITS else text_value(text))
 """)
 
+def _shared(value: str, texts: str, convert: str) -> str:
+    """Statements setting ``value`` to its text through ``texts`` (``_TEXTS_8`` / ``_TEXTS_4``,
+    the hit inline; ``_object_id`` is ``id``, a field name of order snapshots)."""
+    return (f"    hit = {texts}.get(_object_id({value}))\n"
+            f"    {value} = hit[1] if hit is not None and hit[0] is {value} "
+            f"else _remembered({texts}, {value}, {convert})\n")
+
+
 #: order_history's (and order_detail's) stored values of an order snapshot
 _stored_order = _unpacking("stored_order", OrderSnapshot._fields, f"""\
+{_shared("price", "_TEXTS_8", "_dec8")}{_shared("amount", "_TEXTS_8", "_dec8")}\
+{_shared("taker_fee", "_TEXTS_4", "_dec4")}{_shared("maker_fee", "_TEXTS_4", "_dec4")}\
     return (id, time_value(ctime), time_value(mtime), user, {_varchar("market")},
             NULL_SOURCE if source is None else {_varchar("source")}, type, side,
-            {_dec("price", _LIMIT_8, "_DEC_8")}, {_dec("amount", _LIMIT_8, "_DEC_8")},
-            {_dec("taker_fee", _LIMIT_4, "_DEC_4")}, {_dec("maker_fee", _LIMIT_4, "_DEC_4")},
+            price, amount, taker_fee, maker_fee,
             {_dec("deal_stock", _LIMIT_8, "_DEC_8")}, {_dec("deal_money", _LIMIT_16, "_DEC_16")},
             {_dec("deal_fee", _LIMIT_16, "_DEC_16")})
 """)

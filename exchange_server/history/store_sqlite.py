@@ -42,12 +42,10 @@ from exchange_server.history.rows import (
     TABLES,
     USER_DEAL,
     USER_DEAL_PAIR,
-    StoredRows,
     group_width,
     stored_rows_of,
 )
 from exchange_server.history.store import HistoryStoreError, Operation, skip_stored
-from exchange_server.matchengine.core.model import Event
 from exchange_server.storage import sqlite as sqlite_db
 from exchange_server.storage.forkguard import FORK_GUARD
 
@@ -223,10 +221,9 @@ class SqliteHistoryStore:
     def __repr__(self) -> str:
         return f"SqliteHistoryStore({str(self.path)!r})"
 
-    def rows_of(self, events: list[Event]) -> StoredRows:
-        """Rows as their stored column values, per table (``rows.stored_rows_of``): written as
-        they are."""
-        return stored_rows_of(events)
+    #: Rows as their stored column values, per table (``rows.stored_rows_of``): written as
+    #: they are.  The function itself (no method of its own: one call less per operation).
+    rows_of = staticmethod(stored_rows_of)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite_db.connect(self.path)

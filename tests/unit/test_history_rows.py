@@ -469,6 +469,20 @@ def _deals() -> list[Deal]:
     return deals
 
 
+def test_shared_decimal_texts_stay_right_past_their_size() -> None:
+    """An order row's price, amount and fee rates are remembered by identity: every value,
+    asked again in any order, past the number kept, as another order's price or fee rate (a
+    column of another scale: 123456789012345678901234567 fits DECIMAL(30, 4) but not (30, 8)),
+    gives its own column's text."""
+    order = _edge_events()[4].order
+    values = [D(n) / 7 for n in range(5_000)] + [D("123456789012345678901234567"), D("-0E-9")]
+    orders = [order._replace(price=v, amount=values[-1 - i], taker_fee=v, maker_fee=values[i // 2])
+              for i, v in enumerate(values)]
+    for snapshot in orders + orders[::-1] + orders[::3]:
+        assert R.stored_rows_of([OrderFinished(snapshot)])[1] == list(
+            R.ROW_CONVERTERS[ORDER](R.order_row(OrderFinished(snapshot))))
+
+
 def test_every_balance_group_kind_is_made() -> None:
     """The deals of the sessions (and edge deals with a fee on one side or none) make every
     kind of balance group, each binding its shared values once: 15 to 21 values for four to
