@@ -303,7 +303,10 @@ class SqliteHistoryStore:
         deals: list[object] = []
         user_deals: list[object] = []
         stops: list[object] = []
-        for _oper_id, (op_balances, op_orders, op_deals, op_user_deals, op_stops) in todo:
+        for _oper_id, rows in todo:
+            if not rows:  # none in any form (an empty list: a mark raised past rows of others)
+                continue
+            op_balances, op_orders, op_deals, op_user_deals, op_stops = rows
             for kind, values in op_balances:
                 if kind != kind_now:
                     kind_now, run = kind, []

@@ -602,3 +602,14 @@ def test_a_failing_row_leaves_nothing_of_its_batch(tmp_path: Any, duplicate_at: 
     del batch[duplicate_at + 1]
     assert store.write(batch) > 0 and store.read_mark() == 80
     store.close()
+
+
+def test_an_operation_without_rows_in_any_form_only_moves_the_mark(tmp_path: Any) -> None:
+    """An operation given with no rows at all (an empty list, as a mark raised past rows
+    written by others is stored) or with ``rows_of([])``'s empty tables stores no row and
+    moves the mark."""
+    store = S.SqliteHistoryStore(tmp_path)
+    store.open()
+    assert store.write([(7, []), (9, store.rows_of([]))]) == 0
+    assert store.read_mark() == 9
+    store.close()
