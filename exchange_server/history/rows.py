@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, NamedTuple
 
-from exchange_server.common.decimals import CONTEXT, fmt, fmt_param
+from exchange_server.common.decimals import CONTEXT, ZERO, fmt, fmt_param
 from exchange_server.matchengine.core.model import (
     ASK,
     BID,
@@ -46,7 +46,6 @@ from exchange_server.matchengine.core.model import (
     StopChanged,
     Totals,
     TradeDetail,
-    total_of,
 )
 
 log = logging.getLogger("exchange_server.history")
@@ -149,38 +148,99 @@ class StopRow(NamedTuple):
 AnyRow = BalanceRow | OrderRow | DealRow | UserDealRow | StopRow
 #: (table kind, row)
 Row = tuple[str, AnyRow]
-#: (table kind, the row's stored column values): what ``stored_rows_of`` gives
+#: (table kind, the row's stored column values)
 StoredRow = tuple[str, tuple[Any, ...]]
+#: ``stored_rows_of``'s form of one operation's rows (the SQLite store's): per table, the stored
+#: values of its rows in their order, ready to be bound: balance_history's as a list of
+#: (kind, values) (BALANCE, or a deal's BALANCE_GROUPS), then order_history's (which
+#: order_detail's equal), deal_history's (DEAL_PAIR values), user_deal_history's
+#: (USER_DEAL_PAIR values) and stop_history's values, each flattened into one list.
+StoredRows = tuple[list[StoredRow], list[Any], list[Any], list[Any], list[Any]]
 
 #: ``stored_rows_of``'s kinds for a deal's two deal_history rows (the ask order's, then the bid
 #: order's) and for its two user_deal_history rows: one values tuple for both rows, each value
-#: they share in it once.  Why: the SQLite store inserts such a pair with numbered parameters
+#: they share in it once.  Why: the SQLite store inserts such a group with numbered parameters
 #: (a ``?N`` written twice is bound once; ``sqlite3_bind_text`` copies every text it binds), so
-#: a deal binds 27 values instead of 48.  ``unpaired`` gives the two rows back.
+#: a deal binds 27 values instead of 48.  ``ungrouped`` gives the rows back.
 DEAL_PAIR = "deal_history pair"
 USER_DEAL_PAIR = "user_deal_history pair"
-#: Per pair kind: its table, and for each of its two rows the value of every column: the index
-#: of a value in the pair's tuple, or a constant's SQL text (the side of a user_deal row).
+#: The same for a deal's four to six balance_history rows ("trade" rows, ``Deal.balance_changes``:
+#: the taker's user's, then the maker's, each what it gives, what it receives, then the fee it
+#: pays when not zero), by (taker pays a fee, maker pays a fee): the time, the two users, the
+#: two assets and the details once, "trade" a constant: 21 values bound for six rows instead
+#: of 42 (18 texts instead of 30).  The values: (time, taker_user, maker_user, the asset the
+#: taker gives, the one it receives), then per side, the taker's first: (change given, balance
+#: after, change received, balance after, detail), and with a fee (fee change, balance after,
+#: fee detail).
+BALANCE_GROUPS: dict[tuple[bool, bool], str] = {
+    (taker_fee, maker_fee): f"balance_history deal{' taker fee' * taker_fee}"
+                            f"{' maker fee' * maker_fee}"
+    for taker_fee in (False, True) for maker_fee in (False, True)}
+
+#: An SQL literal in a group's layout (a constant column): its text in the statement, its value
+#: in the row.
+_TRADE = "'trade'"
+_LITERALS: dict[str, Any] = {f"{ASK:d}": ASK, f"{BID:d}": BID, _TRADE: "trade"}
+
+
+def _balance_layouts(taker_fee: bool, maker_fee: bool) -> tuple[tuple[int | str, ...], ...]:
+    """BALANCE_GROUPS' rows of one kind: (time, user_id, asset, business, change, balance,
+    detail) each, as indexes into its values or SQL literals."""
+    rows: list[tuple[int | str, ...]] = []
+    at = 5
+    for user, gives, gets, fee in ((1, 3, 4, taker_fee), (2, 4, 3, maker_fee)):
+        rows.append((0, user, gives, _TRADE, at, at + 1, at + 4))
+        rows.append((0, user, gets, _TRADE, at + 2, at + 3, at + 4))
+        at += 5
+        if fee:
+            rows.append((0, user, gets, _TRADE, at, at + 1, at + 2))
+            at += 3
+    return tuple(rows)
+
+
+#: Per group kind: its table, and for each of its rows the value of every column: the index of
+#: a value in the group's tuple, or a constant's SQL text (_LITERALS).
 #: deal_history pair: (time, ask_user, bid_user, deal_id, ask_order, bid_order, ask_role,
 #: bid_role, price, amount, deal, ask_fee, bid_fee); user_deal_history pair: (time, ask_user,
 #: bid_user, market, deal_id, ask_order, bid_order, ask_role, bid_role, price, amount, deal,
-#: ask_fee, bid_fee).
-PAIRS: dict[str, tuple[str, tuple[tuple[int | str, ...], tuple[int | str, ...]]]] = {
+#: ask_fee, bid_fee); balance groups: see BALANCE_GROUPS.
+GROUPS: dict[str, tuple[str, tuple[tuple[int | str, ...], ...]]] = {
     DEAL_PAIR: (DEAL, ((0, 1, 3, 4, 5, 6, 8, 9, 10, 11, 12),
                        (0, 2, 3, 5, 4, 7, 8, 9, 10, 12, 11))),
     USER_DEAL_PAIR: (USER_DEAL, ((0, 1, 3, 4, 5, 6, f"{ASK:d}", 7, 9, 10, 11, 12, 13),
                                  (0, 2, 3, 4, 6, 5, f"{BID:d}", 8, 9, 10, 11, 13, 12))),
+    **{kind: (BALANCE, _balance_layouts(*fees)) for fees, kind in BALANCE_GROUPS.items()},
 }
 
 
-def unpaired(kind: str, values: tuple[Any, ...]) -> list[StoredRow]:
-    """A stored row as its table's rows: a pair's two (see PAIRS), any other row itself."""
-    pair = PAIRS.get(kind)
-    if pair is None:
-        return [(kind, values)]
-    table, layouts = pair
-    return [(table, tuple(values[v] if type(v) is int else int(v) for v in layout))
+def group_width(kind: str) -> int:
+    """Values in one group of ``kind``: every index its rows name."""
+    return 1 + max(v for layout in GROUPS[kind][1] for v in layout if type(v) is int)
+
+
+def ungrouped(kind: str, values: Sequence[Any]) -> list[StoredRow]:
+    """Stored values as their table's rows: a group's (see GROUPS), any other row itself."""
+    group = GROUPS.get(kind)
+    if group is None:
+        return [(kind, tuple(values))]
+    table, layouts = group
+    return [(table, tuple(values[v] if isinstance(v, int) else _LITERALS[v] for v in layout))
             for layout in layouts]
+
+
+def stored_table_rows(stored: StoredRows) -> list[StoredRow]:
+    """``stored_rows_of``'s rows as (table, stored values) rows: per table, in their order;
+    the tables in the order balance, order, detail, deal, user_deal, stop."""
+    balances, orders, deals, user_deals, stops = stored
+    rows = [row for kind, values in balances for row in ungrouped(kind, values)]
+    for table, kind, flat in ((ORDER, ORDER, orders), (DETAIL, DETAIL, orders),
+                              (DEAL, DEAL_PAIR, deals), (USER_DEAL, USER_DEAL_PAIR, user_deals),
+                              (STOP, STOP, stops)):
+        width = group_width(kind) if kind in GROUPS else len(TABLES[table])
+        for at in range(0, len(flat), width):
+            for _, row in ungrouped(kind, flat[at:at + width]):
+                rows.append((table, row))
+    return rows
 
 
 # -- table descriptions ---------------------------------------------------------------------------
@@ -471,12 +531,48 @@ def time_value(value: float) -> float:
     if hit is not None and hit[0] is value:
         result = hit[1]
     else:
-        result = float(f"{value:.6f}")
+        result = microseconds(value)
         if len(_TIMES) >= _TIMES_MAX:
             _TIMES.clear()
         _TIMES[id(value)] = (value, result)
     _last_time = (value, result)
     return result
+
+
+#: 1.5 * 2**52: for 0 <= x < 2**51, ``(x + _ROUNDER) - _ROUNDER`` is an integer nearest x (the
+#: sum lies in [2**52, 2**53), where doubles are the integers)
+_ROUNDER = 6755399441055744.0
+#: 2**51: below it a double's unit in the last place is at most 0.25
+_ROUNDER_MAX = 2251799813685248.0
+
+
+def microseconds(value: float) -> float:
+    """``float(f"{value:.6f}")`` (what printf's ``%f`` wrote, read back), without formatting.
+
+    Why: that text costs some 7,000 instructions (a correctly rounded decimal conversion of 16
+    digits, then its parse), and the follower converts about one new time per order; this is
+    about 2,000.  Exactly the same value, by this argument: ``%.6f`` prints N / 10**6 where N is
+    the integer nearest the exact value * 10**6 (ties to even), and ``float()`` reads back the
+    double nearest N / 10**6.  For 0 < x < 2**51 (times before 2041), ``x = value * 1e6`` is
+    within half a unit in its last place (at most 0.125) of the exact product, ``n`` is an
+    integer nearest x and ``x - n`` is exact, so ``|x - n| < 0.375`` puts the exact product
+    within 0.5 of n: n is N (no tie is possible).  Otherwise (x's fraction is a half, a
+    quarter of the cases) N comes from the exact ratio of the value's integers.  Either way N
+    is below 2**53, so ``N / 1e6`` divides two exact doubles and is the double nearest
+    N / 10**6 (ties to even, as ``float()``).  Anything else (zero, negative, later,
+    infinite or NaN) takes the text."""
+    x = value * 1e6
+    if 0.0 < x < _ROUNDER_MAX:
+        n = (x + _ROUNDER) - _ROUNDER
+        if -0.375 < x - n < 0.375:
+            return n / 1e6
+        p, q = value.as_integer_ratio()  # value = p / q exactly, q a power of two
+        whole, rest = divmod(p * 1_000_000, q)
+        rest += rest
+        if rest > q or (rest == q and whole & 1):
+            whole += 1
+        return whole / 1e6
+    return float(f"{value:.6f}")
 
 
 def varchar_converter(length: int) -> Callable[[str], str]:
@@ -583,6 +679,8 @@ _LIMIT_8, _LIMIT_16, _LIMIT_4 = 30 - 8 - 1, 30 - 16 - 1, 30 - 4 - 1
 _TEXT_FITS = TEXT_MAX_BYTES // 4
 #: ``-x`` as the engine computes a deal's negative balance changes (model._side_changes)
 _minus = CONTEXT.minus
+#: ``a + b`` as the engine adds an account's parts (model.total_of)
+_add = CONTEXT.add
 
 
 def _dec8(v: Decimal) -> str:
@@ -593,26 +691,59 @@ def _dec16(v: Decimal) -> str:
     return str(v) if not v or v.adjusted() < _LIMIT_16 else _DEC_16(v)
 
 
-def stored_rows_of(events: Iterable[Event]) -> list[StoredRow]:
-    """``rows_of`` with every row already turned into its stored column values: the same
-    (kind, values) as ``ROW_CONVERTERS[kind](row)`` for each of ``rows_of``'s rows, but a
-    deal's two deal_history and two user_deal_history rows each given as one pair (PAIRS;
-    ``unpaired`` gives the rows).
+def _dec4(v: Decimal) -> str:
+    return str(v) if not v or v.adjusted() < _LIMIT_4 else _DEC_4(v)
 
-    Why: the SQLite store writes those values as they are, and built straight from the events
-    a deal's price, amount, deal and fees are converted once for its four rows (instead of four
-    times), its time once, and no row tuple is built only to be unpacked again.  A finished
-    order's order_history and order_detail rows are one values tuple (the store converts
-    nothing, so it can be given twice).  Balance and order rows are made by generated functions
-    (``_unpacking``) with every check written out, as in the generated converters."""
-    rows: list[StoredRow] = []
-    append = rows.append
+
+#: Stored texts of DECIMAL(30, 8) / DECIMAL(30, 4) values by the value object's identity, for
+#: the values rows share: an order row's price and amount are mostly its deal's very objects
+#: (the maker's price, the amount that filled both orders), its fee rates those of every order
+#: of its market (parse's cache and the methods' tables share them).  Why: ``str()`` of a
+#: decimal costs about 570 instructions, a hit here about 150, and some eight of a deal's
+#: fourteen order-row decimals hit.  An entry holds its object, so no other object can have
+#: that id while it is there; cleared whole when full.
+_TEXTS_8: dict[int, tuple[Decimal, str]] = {}
+_TEXTS_4: dict[int, tuple[Decimal, str]] = {}
+_TEXTS_MAX = 4096
+
+
+def _remembered(texts: dict[int, tuple[Decimal, str]], value: Decimal,
+                convert: Callable[[Decimal], str]) -> str:
+    """``convert(value)``, remembered in ``texts`` (a miss of the inline lookups below)."""
+    text = convert(value)
+    if len(texts) >= _TEXTS_MAX:
+        texts.clear()
+    texts[id(value)] = (value, text)
+    return text
+
+
+def _text8(v: Decimal) -> str:
+    """``_dec8(v)`` through ``_TEXTS_8``."""
+    hit = _TEXTS_8.get(id(v))
+    return hit[1] if hit is not None and hit[0] is v else _remembered(_TEXTS_8, v, _dec8)
+
+
+def stored_rows_of(events: Iterable[Event]) -> StoredRows:
+    """``rows_of``'s rows already turned into their stored column values, per table
+    (:data:`StoredRows`): ``stored_table_rows`` gives, table by table, exactly
+    ``ROW_CONVERTERS[kind](row)`` for each of ``rows_of``'s rows.
+
+    Why: the SQLite store writes those values as they are.  Built straight from the events, a
+    deal's price, amount, deal and fees are converted once for its rows (instead of four
+    times), its time once, no row tuple is built only to be unpacked again, and a deal's rows
+    go as groups (GROUPS) that bind their shared values once.  Per table, so a flush extends a
+    few lists per operation instead of one per row; a finished order's values are given once,
+    for order_history and order_detail.  Balance and order rows are made by generated
+    functions (``_unpacking``) with every check written out, as in the generated converters."""
+    balances: list[StoredRow] = []
+    orders: list[Any] = []
+    deals: list[Any] = []
+    user_deals: list[Any] = []
+    stops: list[Any] = []
     for e in events:
-        if type(e) is BalanceChanged:
-            append((BALANCE, _stored_balance(e)))
-        elif type(e) is Deal:
+        if type(e) is Deal:
             t = time_value(e.time)
-            price, amount, deal = _dec8(e.price), _dec8(e.amount), _dec16(e.deal)
+            price, amount, deal = _text8(e.price), _text8(e.amount), _dec16(e.deal)
             ask_fee, bid_fee = _dec16(e.ask_fee), _dec16(e.bid_fee)
             ask_user, bid_user, deal_id = e.ask_user, e.bid_user, e.deal_id
             ask_order, bid_order = e.ask_order_id, e.bid_order_id
@@ -620,83 +751,82 @@ def stored_rows_of(events: Iterable[Event]) -> list[StoredRow]:
             market = e.market
             if len(market) > 30:
                 market = _VARCHAR_30(market)
-            append((DEAL_PAIR, (t, ask_user, bid_user, deal_id, ask_order, bid_order, ask_role,
-                                bid_role, price, amount, deal, ask_fee, bid_fee)))
-            append((USER_DEAL_PAIR, (t, ask_user, bid_user, market, deal_id, ask_order,
-                                     bid_order, ask_role, bid_role, price, amount, deal,
-                                     ask_fee, bid_fee)))
-            _stored_deal_balances(append, e, t)
+            deals += (t, ask_user, bid_user, deal_id, ask_order, bid_order, ask_role, bid_role,
+                      price, amount, deal, ask_fee, bid_fee)
+            user_deals += (t, ask_user, bid_user, market, deal_id, ask_order, bid_order,
+                           ask_role, bid_role, price, amount, deal, ask_fee, bid_fee)
+            if e.ask_totals is not None and e.bid_totals is not None:
+                balances.append(_stored_deal_balances(e, t))
         elif type(e) is OrderFinished:
-            values = _stored_order(e.order)
-            append((ORDER, values))
-            append((DETAIL, values))
+            orders += _stored_order(e.order)
+        elif type(e) is BalanceChanged:
+            balances.append((BALANCE, _stored_balance(e)))
         elif type(e) is StopChanged and e.event in (STOP_EVENT_ACTIVE, STOP_EVENT_CANCEL):
-            append((STOP, ROW_CONVERTERS[STOP](stop_row(e))))
-    return rows
+            stops += ROW_CONVERTERS[STOP](stop_row(e))
+    return balances, orders, deals, user_deals, stops
 
 
-def _stored_deal_balances(append: Callable[[StoredRow], None], e: Deal, t: float) -> None:
-    """A deal's balance_history stored values, appended: for each of ``e.balance_changes()``,
-    in its order, exactly ``_stored_balance(change)``, but straight from the deal.  Why: no
-    ``BalanceChanged`` or ``TradeDetail`` is built to be unpacked again, the time is the deal's
-    (converted once, ``t``), and the details' common text (amount, market, price) is written
-    once for the four to six rows (about 5.7 balance rows per e2e order are mostly these)."""
+def _stored_deal_balances(e: Deal, t: float) -> StoredRow:
+    """A deal's balance_history rows as one group (BALANCE_GROUPS): for each of
+    ``e.balance_changes()``, in its order, exactly ``_stored_balance(change)``'s values, but
+    straight from the deal.  Why: no ``BalanceChanged`` or ``TradeDetail`` is built to be
+    unpacked again, the time is the deal's (converted once, ``t``), and the details' common
+    text (amount, market, price) is written once for the four to six rows (about 5.7 balance
+    rows per e2e order are mostly these)."""
     (_, market, _, price, amount, deal, ask_fee, bid_fee, taker_side, ask_id, ask_user, _,
      bid_id, bid_user, _, stock, money, ask_rate, bid_rate, ask_totals, bid_totals) = e
-    if ask_totals is None or bid_totals is None:
-        return
     head = f'{{"a": "{fmt(amount)}", '
     tail = f', "m": {_quoted(market)}, "p": "{fmt_param(price)}"}}'
     if len(stock) > 30:
         stock = _VARCHAR_30(stock)
     if len(money) > 30:
         money = _VARCHAR_30(money)
+    assert ask_totals is not None and bid_totals is not None
+    ask = _deal_side(ask_id, amount, deal, ask_fee, ask_rate, ask_totals, head, tail)
+    bid = _deal_side(bid_id, deal, amount, bid_fee, bid_rate, bid_totals, head, tail)
     if taker_side == ASK:
-        _deal_side(append, t, ask_user, ask_id, stock, amount, money, deal, ask_fee, ask_rate,
-                   ask_totals, head, tail)
-        _deal_side(append, t, bid_user, bid_id, money, deal, stock, amount, bid_fee, bid_rate,
-                   bid_totals, head, tail)
-    else:
-        _deal_side(append, t, bid_user, bid_id, money, deal, stock, amount, bid_fee, bid_rate,
-                   bid_totals, head, tail)
-        _deal_side(append, t, ask_user, ask_id, stock, amount, money, deal, ask_fee, ask_rate,
-                   ask_totals, head, tail)
+        return (BALANCE_GROUPS[len(ask) > 5, len(bid) > 5],
+                (t, ask_user, bid_user, stock, money) + ask + bid)
+    return (BALANCE_GROUPS[len(bid) > 5, len(ask) > 5],
+            (t, bid_user, ask_user, money, stock) + bid + ask)
 
 
-def _deal_side(append: Callable[[StoredRow], None], t: float, user: int, order_id: int,
-               gives: str, given: Decimal, gets: str, got: Decimal, fee: Decimal, rate: Decimal,
-               totals: Totals, head: str, tail: str) -> None:
-    """One side of a deal's balance rows (``model._side_changes``' changes, stored): what its
-    user gives, what it receives, then the fee it pays in the received asset when not zero.
-    The decimals as ``_dec8`` / ``_dec16`` store them, written out; the details as
-    ``trade_detail_json`` writes them (``head`` and ``tail``: the text around the order id)."""
+def _deal_side(order_id: int, given: Decimal, got: Decimal, fee: Decimal, rate: Decimal,
+               totals: Totals, head: str, tail: str) -> tuple[str, ...]:
+    """One side's values in a deal's balance group (``model._side_changes``' changes, stored):
+    what its user gives and the balance after, what it receives and the balance after, their
+    detail, then, when the fee is not zero, the fee and the balance after and its detail.  The
+    decimals as ``_dec8`` / ``_dec16`` store them, written out; the details as
+    ``trade_detail_json`` writes them (``head`` and ``tail``: the text around the order id);
+    the totals as ``total_of`` adds them, inline."""
     out, out_frozen, received, received_frozen, after_fee, after_fee_frozen = totals
-    out = total_of(out, out_frozen)
-    received = total_of(received, received_frozen)
+    if out_frozen is not ZERO:
+        out = _add(out, out_frozen)
+    if received_frozen is not ZERO:
+        received = _add(received, received_frozen)
     detail = f'{head}"i": {order_id}{tail}'
     if len(detail) > _TEXT_FITS:
         detail = text_value(detail)
     change = _minus(given)
-    append((BALANCE, (t, user, gives, "trade",
-                      str(change) if not change or change.adjusted() < _LIMIT_8 else _DEC_8(change),
-                      str(out) if not out or out.adjusted() < _LIMIT_16 else _DEC_16(out),
-                      detail)))
-    append((BALANCE, (t, user, gets, "trade",
-                      str(got) if not got or got.adjusted() < _LIMIT_8 else _DEC_8(got),
-                      str(received) if not received or received.adjusted() < _LIMIT_16
-                      else _DEC_16(received),
-                      detail)))
-    if fee:
-        text = f'{head}"f": "{fmt_param(rate)}", "i": {order_id}{tail}'
-        if len(text) > _TEXT_FITS:
-            text = text_value(text)
-        change = _minus(fee)
-        after_fee = total_of(after_fee, after_fee_frozen)
-        append((BALANCE, (t, user, gets, "trade",
-                          str(change) if not change or change.adjusted() < _LIMIT_8 else _DEC_8(change),
-                          str(after_fee) if not after_fee or after_fee.adjusted() < _LIMIT_16
-                          else _DEC_16(after_fee),
-                          text)))
+    values = (str(change) if not change or change.adjusted() < _LIMIT_8 else _DEC_8(change),
+              str(out) if not out or out.adjusted() < _LIMIT_16 else _DEC_16(out),
+              str(got) if not got or got.adjusted() < _LIMIT_8 else _DEC_8(got),
+              str(received) if not received or received.adjusted() < _LIMIT_16
+              else _DEC_16(received),
+              detail)
+    if not fee:
+        return values
+    text = f'{head}"f": "{fmt_param(rate)}", "i": {order_id}{tail}'
+    if len(text) > _TEXT_FITS:
+        text = text_value(text)
+    change = _minus(fee)
+    if after_fee_frozen is not ZERO:
+        after_fee = _add(after_fee, after_fee_frozen)
+    return values + (
+        str(change) if not change or change.adjusted() < _LIMIT_8 else _DEC_8(change),
+        str(after_fee) if not after_fee or after_fee.adjusted() < _LIMIT_16
+        else _DEC_16(after_fee),
+        text)
 
 
 def _unpacking(name: str, fields: tuple[str, ...], body: str) -> Callable[[Any], tuple[Any, ...]]:
@@ -709,6 +839,8 @@ def _unpacking(name: str, fields: tuple[str, ...], body: str) -> Callable[[Any],
         "trade_detail_json": trade_detail_json, "TradeDetail": TradeDetail,
         "NULL_SOURCE": NULL_SOURCE, "_VARCHAR_30": _VARCHAR_30, "_DEC_8": _DEC_8,
         "_DEC_16": _DEC_16, "_DEC_4": _DEC_4, "_TEXT_FITS": _TEXT_FITS,
+        "_TEXTS_8": _TEXTS_8, "_TEXTS_4": _TEXTS_4, "_remembered": _remembered,
+        "_dec8": _dec8, "_dec4": _dec4, "_object_id": id,
     }
     code = f"def {name}(e):\n    {', '.join(fields)}, = e\n{body}"
     exec(compile(code, f"<history {name}>", "exec"), names)  # noqa: S102
@@ -733,12 +865,21 @@ _stored_balance = _unpacking("stored_balance", BalanceChanged._fields, f"""\
             text if len(text) <= _TEXT_FITS else text_value(text))
 """)
 
+def _shared(value: str, texts: str, convert: str) -> str:
+    """Statements setting ``value`` to its text through ``texts`` (``_TEXTS_8`` / ``_TEXTS_4``,
+    the hit inline; ``_object_id`` is ``id``, a field name of order snapshots)."""
+    return (f"    hit = {texts}.get(_object_id({value}))\n"
+            f"    {value} = hit[1] if hit is not None and hit[0] is {value} "
+            f"else _remembered({texts}, {value}, {convert})\n")
+
+
 #: order_history's (and order_detail's) stored values of an order snapshot
 _stored_order = _unpacking("stored_order", OrderSnapshot._fields, f"""\
+{_shared("price", "_TEXTS_8", "_dec8")}{_shared("amount", "_TEXTS_8", "_dec8")}\
+{_shared("taker_fee", "_TEXTS_4", "_dec4")}{_shared("maker_fee", "_TEXTS_4", "_dec4")}\
     return (id, time_value(ctime), time_value(mtime), user, {_varchar("market")},
             NULL_SOURCE if source is None else {_varchar("source")}, type, side,
-            {_dec("price", _LIMIT_8, "_DEC_8")}, {_dec("amount", _LIMIT_8, "_DEC_8")},
-            {_dec("taker_fee", _LIMIT_4, "_DEC_4")}, {_dec("maker_fee", _LIMIT_4, "_DEC_4")},
+            price, amount, taker_fee, maker_fee,
             {_dec("deal_stock", _LIMIT_8, "_DEC_8")}, {_dec("deal_money", _LIMIT_16, "_DEC_16")},
             {_dec("deal_fee", _LIMIT_16, "_DEC_16")})
 """)

@@ -15,9 +15,12 @@ from typing import Any, Protocol
 
 from exchange_server.matchengine.core.model import Event
 
-#: (table kind, row): a row as the store's ``rows_of`` gives it
+#: (table kind, row): a row as MySQL's ``rows_of`` gives it
 StoreRow = tuple[str, tuple[Any, ...]]
-Operation = tuple[int, Sequence[StoreRow]]
+#: One operation's rows in the form its store's ``rows_of`` gives them (MySQL: a list of
+#: StoreRow; SQLite: ``rows.StoredRows``, its values per table)
+StoreRows = Any
+Operation = tuple[int, StoreRows]
 
 
 class HistoryStoreError(Exception):
@@ -25,10 +28,10 @@ class HistoryStoreError(Exception):
 
 
 class HistoryStore(Protocol):
-    def rows_of(self, events: list[Event]) -> Sequence[StoreRow]:
-        """One operation's events -> the rows ``write`` takes, in ``rows.rows_of``'s order and
-        number (each store takes them in the form it converts fastest).  Pure, and safe in any
-        thread."""
+    def rows_of(self, events: list[Event]) -> StoreRows:
+        """One operation's events -> the rows ``write`` takes: ``rows.rows_of``'s rows, in the
+        form the store writes fastest (each table's in ``rows_of``'s order).  Pure, and safe in
+        any thread."""
         ...
 
     def open(self) -> None:

@@ -34,16 +34,18 @@ from exchange_server.history.rows import (
     AUTO_ID,
     BALANCE,
     DEAL,
+    DEAL_PAIR,
     DETAIL,
+    GROUPS,
     ORDER,
-    PAIRS,
     STOP,
     TABLES,
     USER_DEAL,
+    USER_DEAL_PAIR,
+    group_width,
     stored_rows_of,
 )
-from exchange_server.history.store import HistoryStoreError, Operation, StoreRow, skip_stored
-from exchange_server.matchengine.core.model import Event
+from exchange_server.history.store import HistoryStoreError, Operation, skip_stored
 from exchange_server.storage import sqlite as sqlite_db
 from exchange_server.storage.forkguard import FORK_GUARD
 
@@ -124,51 +126,73 @@ def schema() -> list[str]:
 ROWS_PER_INSERT = 64
 
 
+#: The verb of every INSERT but order rows'.  Why not the default (ABORT): a statement of many
+#: rows that may abort opens a statement journal, so that an error undoes its own rows only,
+#: and SQLite then copies into it every page the statement changes that existed before it
+#: (some 1,500 instructions per e2e order).  A write never keeps part of a
+#: transaction: on any error the store rolls the whole one back (rows and mark), so the rows a
+#: failed statement wrote before the error go with the rest.
+FAIL = "INSERT OR FAIL"
+
+
 def insert_sql(kind: str, rows: int = 1) -> str:
     """The INSERT of ``rows`` rows of ``kind`` (their values in row order, flattened)."""
     names = [name for name, _ in TABLES[kind]]
     columns = ", ".join(f'"{n}"' for n in names)
     marks = "(" + ", ".join("?" for _ in names) + ")"
     # order rows: a second write of an order id (never expected) keeps the first, as the
-    # original ignored MySQL's duplicate-key error.
-    verb = "INSERT OR IGNORE" if kind in (ORDER, DETAIL) else "INSERT"
+    # original ignored MySQL's duplicate-key error.  Any other: OR FAIL (see FAIL).
+    verb = "INSERT OR IGNORE" if kind in (ORDER, DETAIL) else FAIL
     return f'{verb} INTO "{kind}" ({columns}) VALUES {", ".join([marks] * rows)}'
 
 
-def pair_insert_sql(kind: str, pairs: int = 1) -> str:
-    """The INSERT of ``pairs`` pairs of rows (rows.PAIRS): each pair's values given once, in
-    the pair's order, and every row naming its values by number (``?N``)."""
-    table, layouts = PAIRS[kind]
-    width = _pair_width(kind)
+def group_insert_sql(kind: str, groups: int = 1) -> str:
+    """The INSERT of ``groups`` groups of rows (rows.GROUPS): each group's values given once, in
+    the group's order, and every row naming its values by number (``?N``) or holding a
+    constant."""
+    table, layouts = GROUPS[kind]
+    width = group_width(kind)
     columns = ", ".join(f'"{name}"' for name, _ in TABLES[table])
     rows = [
         "(" + ", ".join(f"?{base + v + 1}" if type(v) is int else str(v) for v in layout) + ")"
-        for base in range(0, pairs * width, width) for layout in layouts]
-    return f'INSERT INTO "{table}" ({columns}) VALUES {", ".join(rows)}'
+        for base in range(0, groups * width, width) for layout in layouts]
+    return f'{FAIL} INTO "{table}" ({columns}) VALUES {", ".join(rows)}'
 
 
-def _pair_width(kind: str) -> int:
-    """Values in one pair of ``kind``: every index its rows name."""
-    return 1 + max(v for layout in PAIRS[kind][1] for v in layout if type(v) is int)
+class _Statements(dict[str, str]):
+    """The INSERT per kind, made on its first use.  Why: a multi-row statement of a group
+    writes out some 450 numbered parameters, and a follower that never sees some kinds of
+    groups (no zero fees) would make them at every start for nothing."""
+
+    def __init__(self, multi: bool) -> None:
+        super().__init__()
+        self.multi = multi
+
+    def __missing__(self, kind: str) -> str:
+        if kind in GROUPS:
+            groups = ROWS_PER_INSERT // _ROWS[kind] if self.multi else 1
+            sql = self[kind] = group_insert_sql(kind, groups)
+        else:
+            sql = self[kind] = insert_sql(kind, ROWS_PER_INSERT if self.multi else 1)
+        return sql
 
 
-_INSERTS = {kind: insert_sql(kind) for kind in ALL_KINDS}
-_MULTI_INSERTS = {kind: insert_sql(kind, ROWS_PER_INSERT) for kind in ALL_KINDS}
+_INSERTS = _Statements(multi=False)
+_MULTI_INSERTS = _Statements(multi=True)
+#: values in one unit of a kind's flat list: a row's, or a group's
 _COLUMNS = {kind: len(TABLES[kind]) for kind in ALL_KINDS}
-#: rows each unit of a kind's values stands for: 2 for a pair
+#: rows each unit of a kind's values stands for: a group's rows
 _ROWS = dict.fromkeys(ALL_KINDS, 1)
-for _kind in PAIRS:
-    _INSERTS[_kind] = pair_insert_sql(_kind)
-    _MULTI_INSERTS[_kind] = pair_insert_sql(_kind, ROWS_PER_INSERT // 2)
-    _COLUMNS[_kind] = _pair_width(_kind)
-    _ROWS[_kind] = 2
+for _kind, (_table, _layouts) in GROUPS.items():
+    _ROWS[_kind] = len(_layouts)
+    _COLUMNS[_kind] = group_width(_kind)
 
 
 def insert_rows(conn: sqlite3.Connection, kind: str, values: list[object]) -> int:
-    """Insert rows of ``kind`` given as one flat list of their column values (a pair kind:
-    the pairs' values), in order: ROWS_PER_INSERT rows a statement, then the rest one (one
-    pair) a statement (a statement per size would be compiled again and again: the sqlite3
-    module keeps 128).  Returns how many rows."""
+    """Insert rows of ``kind`` given as one flat list of their column values (a group kind:
+    the groups' values), in order: ROWS_PER_INSERT rows (or the groups that fit) a statement,
+    then the rest one row (one group) a statement (a statement per size would be compiled
+    again and again: the sqlite3 module keeps 128).  Returns how many rows."""
     width = _COLUMNS[kind]
     step = ROWS_PER_INSERT // _ROWS[kind] * width
     full = len(values) - len(values) % step
@@ -197,9 +221,9 @@ class SqliteHistoryStore:
     def __repr__(self) -> str:
         return f"SqliteHistoryStore({str(self.path)!r})"
 
-    def rows_of(self, events: list[Event]) -> list[StoreRow]:
-        """Rows as their stored column values (``rows.stored_rows_of``): written as they are."""
-        return stored_rows_of(events)
+    #: Rows as their stored column values, per table (``rows.stored_rows_of``): written as
+    #: they are.  The function itself (no method of its own: one call less per operation).
+    rows_of = staticmethod(stored_rows_of)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite_db.connect(self.path)
@@ -254,20 +278,7 @@ class SqliteHistoryStore:
                 if not todo:
                     conn.execute("ROLLBACK")
                     return 0
-                # per table (or pair kind), the column values of all its rows in one flat list
-                grouped: dict[str, list[object]] = {}
-                for _oper_id, rows in todo:
-                    for kind, values in rows:
-                        flat = grouped.get(kind)
-                        if flat is None:
-                            flat = grouped[kind] = []
-                        flat.extend(values)
-                count = 0
-                if not self._write_detail:
-                    detail = grouped.pop(DETAIL, None)  # order_history's rows are the view's
-                    count += len(detail or ()) // _COLUMNS[DETAIL]
-                for kind, flat in grouped.items():
-                    count += insert_rows(conn, kind, flat)
+                count = self._insert(conn, todo)
                 conn.execute('INSERT OR REPLACE INTO "history_offset" ("id", "oper_id") '
                              'VALUES (1, ?)', (todo[-1][0],))
                 conn.execute("COMMIT")
@@ -279,6 +290,49 @@ class SqliteHistoryStore:
         except sqlite3.Error as e:
             self.close()
             raise HistoryStoreError(f"{self.path}: {e}") from e
+
+    def _insert(self, conn: sqlite3.Connection, todo: Sequence[Operation]) -> int:
+        """Insert the operations' rows (``stored_rows_of``'s), per table; returns how many
+        (order_detail's counted, whether its table is written or is the view)."""
+        # balance_history: consecutive values of one kind in one list, the lists in order
+        # (their rows get their ids in that order); every other table: one flat list
+        balances: list[tuple[str, list[object]]] = []
+        kind_now = ""
+        run: list[object] = []
+        orders: list[object] = []
+        deals: list[object] = []
+        user_deals: list[object] = []
+        stops: list[object] = []
+        for _oper_id, rows in todo:
+            if not rows:  # none in any form (an empty list: a mark raised past rows of others)
+                continue
+            op_balances, op_orders, op_deals, op_user_deals, op_stops = rows
+            for kind, values in op_balances:
+                if kind != kind_now:
+                    kind_now, run = kind, []
+                    balances.append((kind, run))
+                run += values
+            if op_orders:
+                orders += op_orders
+            if op_deals:
+                deals += op_deals
+                user_deals += op_user_deals
+            if op_stops:
+                stops += op_stops
+        count = 0
+        for kind, values in balances:
+            count += insert_rows(conn, kind, values)
+        if orders:
+            count += 2 * insert_rows(conn, ORDER, orders)
+            if self._write_detail:
+                insert_rows(conn, DETAIL, orders)
+        if deals:
+            count += insert_rows(conn, DEAL_PAIR, deals)
+        if user_deals:
+            count += insert_rows(conn, USER_DEAL_PAIR, user_deals)
+        if stops:
+            count += insert_rows(conn, STOP, stops)
+        return count
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -31,9 +31,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from exchange_server.history.store import HistoryStore, HistoryStoreError, Operation, StoreRow
+from exchange_server.history.store import HistoryStore, HistoryStoreError, Operation, StoreRows
 from exchange_server.matchengine.core.model import BalanceChanged, Deal, Event, OrderFinished, StopChanged
 
 log = logging.getLogger("exchange_server.history")
@@ -58,7 +58,8 @@ ROWS_PER_EVENT: dict[type, int] = {BalanceChanged: 1, Deal: 10, OrderFinished: 2
 
 
 class _Op:
-    """One operation in the queue: its events until the flusher turns them into rows."""
+    """One operation in the queue: its events until the flusher turns them into rows (then its
+    rows, kept for a retry: ``_operations``)."""
 
     __slots__ = ("oper_id", "count", "events", "rows")
 
@@ -66,15 +67,7 @@ class _Op:
         self.oper_id = oper_id
         self.count = count
         self.events: list[Event] | None = events
-        self.rows: Sequence[StoreRow] | None = None
-
-    def operation(self, rows_of: Callable[[list[Event]], Sequence[StoreRow]]) -> Operation:
-        """(id, rows), the rows made by ``rows_of`` (the store's) once, kept for a retry."""
-        if self.rows is None:
-            assert self.events is not None
-            self.rows = rows_of(self.events)
-            self.events = None
-        return self.oper_id, self.rows
+        self.rows: StoreRows | None = None
 
 
 class HistoryWriter:
@@ -92,7 +85,11 @@ class HistoryWriter:
         self.batch_rows = batch_rows
         self.flush_interval = flush_interval
         self.retry_delay = retry_delay
-        self._cond = threading.Condition()
+        #: Guards the queue and counters; ``_cond`` waits on it.  A plain lock, taken directly
+        #: (``with self._lock``) where nothing waits: the Condition's own ``with`` is two
+        #: Python calls per operation queued.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         #: Serialises writes (the flusher thread, or flush_now without a thread).
         self._write_lock = threading.Lock()
         self._queue: deque[_Op] = deque()
@@ -135,7 +132,7 @@ class HistoryWriter:
         if self.durable_mark() >= oper_id:
             return
         with self._write_lock:
-            self.store.write([(oper_id, [])])
+            self.store.write([(oper_id, self.store.rows_of([]))])
         log.warning("history mark raised to operation %d (rows written by the original)",
                     oper_id)
         self.durable_mark()
@@ -150,7 +147,7 @@ class HistoryWriter:
         n = 0
         for e in events:
             n += per_event.get(type(e), 0)
-        with self._cond:
+        with self._lock:
             self._queue.append(_Op(oper_id, n, events))
             self._queued_rows += n
             self._last_id = oper_id
@@ -283,11 +280,12 @@ class HistoryWriter:
     def _write(self, batch: list[_Op]) -> None:
         """One attempt; on success the batch is done, on error it goes back to the queue's
         head and the error is raised.  Events become rows here, off the event loop."""
-        rows = sum(op.count for op in batch)
+        rows = 0
+        for op in batch:
+            rows += op.count
         with self._write_lock:
             try:
-                rows_of = self.store.rows_of
-                written = self.store.write([_operation(op, rows_of) for op in batch])
+                written = self.store.write(_operations(batch, self.store.rows_of))
             except BaseException:
                 with self._cond:
                     self._queue.extendleft(reversed(batch))
@@ -387,10 +385,21 @@ class HistoryRecordError(Exception):
     """An operation whose events cannot be turned into history rows (fatal, never retried)."""
 
 
-def _operation(op: _Op, rows_of: Callable[[list[Event]], Sequence[StoreRow]]) -> Operation:
-    try:
-        return op.operation(rows_of)
-    except Exception as e:
-        raise HistoryRecordError(f"operation {op.oper_id}: its events cannot be turned into "
-                                 f"history rows: {e!r}") from e
+def _operations(batch: list[_Op], rows_of: Callable[[list[Event]], StoreRows]) -> list[Operation]:
+    """The batch's (id, rows), each operation's rows made by ``rows_of`` (the store's) once and
+    kept for a retry (``_Op.operation``, written out: one call per batch, not two per
+    operation); an operation whose events cannot be turned into rows is a HistoryRecordError
+    naming it."""
+    operations: list[Operation] = []
+    for op in batch:
+        rows = op.rows
+        if rows is None:
+            try:
+                rows = rows_of(op.events)  # type: ignore[arg-type]
+            except Exception as e:
+                raise HistoryRecordError(f"operation {op.oper_id}: its events cannot be turned "
+                                         f"into history rows: {e!r}") from e
+            op.rows, op.events = rows, None
+        operations.append((op.oper_id, rows))
+    return operations
 

@@ -24,7 +24,7 @@ from exchange_server.history.rows import (
 )
 from exchange_server.history.store import HistoryStoreError
 from exchange_server.history.store_mysql import MysqlHistoryStore, init_schema
-from exchange_server.history.writer import HistoryWriter
+from exchange_server.history.writer import HistoryWriter, _operations
 from tests.support.history_support import (
     T0,
     FlakyStore,
@@ -158,7 +158,7 @@ def test_crash_and_replay_exactly_once(history_backend: HistoryBackend) -> None:
     feed(first, ops[cut // 2:cut])
     batch = first._take()  # half of what is queued goes in flight...
     # ...committed, then the process dies
-    first.store.write([op.operation(first.store.rows_of) for op in batch])
+    first.store.write(_operations(batch, first.store.rows_of))
     mark = history_backend.mark(location)
     assert ops[cut // 2][0] <= mark < ops[cut - 1][0]
     del first  # crash: queued rows are gone

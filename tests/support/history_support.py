@@ -21,7 +21,7 @@ from typing import Any
 from exchange_server.common.config import MysqlConfig, load_matchengine, read_json
 from exchange_server.common.errors import RpcError
 from exchange_server.history.rows import KINDS, SHARDS, TABLES
-from exchange_server.history.store import HistoryStore, HistoryStoreError, Operation, StoreRow
+from exchange_server.history.store import HistoryStore, HistoryStoreError, Operation, StoreRows
 from exchange_server.history.store_mysql import MysqlHistoryStore
 from exchange_server.history.store_sqlite import FILENAME, SqliteHistoryStore
 from exchange_server.matchengine.configured import Engine
@@ -264,7 +264,7 @@ class FlakyStore:
         self.attempts = 0
         self.lock = threading.Lock()
 
-    def rows_of(self, events: list[Event]) -> Sequence[StoreRow]:
+    def rows_of(self, events: list[Event]) -> StoreRows:
         return self.inner.rows_of(events)
 
     def open(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import decimal
 import json
+import math
 import random
 import re
 import sqlite3
@@ -23,6 +24,7 @@ from exchange_server.history.rows import (
     DEAL,
     DETAIL,
     ORDER,
+    STOP,
     USER_DEAL,
     BalanceRow,
     DealRow,
@@ -37,6 +39,7 @@ from exchange_server.history.rows import (
     text_value,
     time_value,
 )
+from exchange_server.history.store import HistoryStoreError
 from exchange_server.matchengine.core.model import (
     ASK,
     BID,
@@ -325,6 +328,28 @@ def test_time_value_stays_right_past_its_size() -> None:
         assert time_value(value) == float(f"{value:.6f}")
 
 
+def test_microseconds_is_the_printed_microsecond_value() -> None:
+    """``microseconds`` gives exactly ``float(f"{value:.6f}")``, sign of a zero included: on
+    random times, on values whose product by 10**6 lies near a half or a quarter (both of its
+    paths), on exact ties (to even), and on every value its fast path leaves."""
+    rng = random.Random(15)
+    values = [0.0, -0.0, 1e-7, -1e-7, 5e-7, 1.5e-6, 2.5e-6, 0.5, 1.0, T0, 2.0 ** 51 / 1e6,
+              2.0 ** 53, 1e300, -1e300, 5e-324, float("inf"), float("-inf")]
+    for _ in range(20_000):
+        values.append(rng.uniform(0, 5e9))
+        values.append(rng.random() * 10.0 ** rng.randint(-9, 12))
+        n = rng.randrange(0, 5 * 10 ** 15)
+        for near in (n / 1e6, (n + 0.5) / 1e6, (n + 0.25) / 1e6, (n + 0.75) / 1e6):
+            values += [near, math.nextafter(near, 0.0), math.nextafter(near, math.inf), -near]
+        # exact ties: an odd number of 128ths is a whole number of microseconds and a half
+        values.append(rng.randrange(0, 2 ** 31) + rng.randrange(1, 128, 2) / 128)
+    for value in values:
+        want = float(f"{value:.6f}")
+        got = R.microseconds(value)
+        assert got == want and math.copysign(1.0, got) == math.copysign(1.0, want), value
+    assert math.isnan(R.microseconds(float("nan")))
+
+
 @pytest.mark.parametrize("asset,business,detail", [
     ("BTC", "trade", "{}"),
     ("A" * 30, "b" * 30, "x" * (R.TEXT_MAX_BYTES // 4)),  # at the limits: as they are
@@ -404,48 +429,187 @@ def _edge_events() -> list[Any]:
     ]
 
 
+def _per_table(rows: list[tuple[str, tuple[Any, ...]]]) -> dict[str, list[tuple[Any, ...]]]:
+    tables: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for table, values in rows:
+        tables[table].append(values)
+    return dict(tables)
+
+
+def _sessions() -> list[list[Any]]:
+    return [events for _, events in scripted_ops() + golden_ops()] + [_edge_events()]
+
+
 def test_stored_rows_equal_the_converted_rows() -> None:
-    """stored_rows_of builds the stored values straight from the events: the same kinds and
-    values as converting every row of rows_of, for a scripted and a golden session and for
-    values on every converter's slow path."""
-    sessions = [events for _, events in scripted_ops() + golden_ops()] + [_edge_events()]
-    for events in sessions:
-        got = R.stored_rows_of(events)
-        assert [row for kind, values in got for row in R.unpaired(kind, values)] == (
-            _converted(events))
+    """stored_rows_of builds the stored values straight from the events: table by table, the
+    same values in the same order as converting every row of rows_of, for a scripted and a
+    golden session and for values on every converter's slow path."""
+    for events in _sessions():
+        got = R.stored_table_rows(R.stored_rows_of(events))
+        assert _per_table(got) == _per_table(_converted(events))
         assert all(type(values) is tuple for _, values in got)
-    assert sum(len(R.stored_rows_of(events)) for events in sessions) > 50
+    assert sum(len(R.stored_table_rows(R.stored_rows_of(events)))
+               for events in _sessions()) > 50
 
 
-def test_stored_rows_of_a_finished_order_share_one_tuple() -> None:
-    """order_history and order_detail get one values tuple (the store converts nothing, so
-    sharing is safe and builds it once)."""
-    (kind_a, a), (kind_b, b) = R.stored_rows_of([_edge_events()[3]])
-    assert (kind_a, kind_b) == (ORDER, DETAIL) and a is b
-    assert a[4] == "M" * 30 and a[5] == R.NULL_SOURCE and a[8] == "9" * 22 + "." + "9" * 8
+def test_stored_rows_of_a_finished_order_give_its_values_once() -> None:
+    """order_history and order_detail get one list of values (the store inserts it in both
+    tables, or only in order_history when order_detail is its view)."""
+    balances, orders, deals, user_deals, stops = R.stored_rows_of([_edge_events()[3]])
+    assert (balances, deals, user_deals, stops) == ([], [], [], []) and len(orders) == 15
+    rows = R.stored_table_rows((balances, orders, deals, user_deals, stops))
+    assert [table for table, _ in rows] == [ORDER, DETAIL] and rows[0][1] == rows[1][1]
+    assert orders[4] == "M" * 30 and orders[5] == R.NULL_SOURCE
+    assert orders[8] == "9" * 22 + "." + "9" * 8
 
 
-def test_a_deal_pair_inserts_its_two_rows_binding_shared_values_once() -> None:
-    """The SQLite store inserts a deal's pairs (rows.PAIRS) with numbered parameters: the
-    table gets exactly the rows ``unpaired`` gives, in order, one pair per statement or many
-    (a full statement then the rest), with 13 + 14 values bound per deal instead of 48."""
-    deals = [e for _, events in scripted_ops() + golden_ops() for e in events
-             if type(e) is Deal] + [e for e in _edge_events() if type(e) is Deal]
+def _deals() -> list[Deal]:
+    deals = [e for events in _sessions() for e in events if type(e) is Deal]
     assert len(deals) > 3
-    deals = (deals * (S.ROWS_PER_INSERT // len(deals) + 2))[:S.ROWS_PER_INSERT // 2 + 3]
-    stored = [row for d in deals for row in R.stored_rows_of([d]) if row[0] in R.PAIRS]
-    for kind, expected_width in ((R.DEAL_PAIR, 13), (R.USER_DEAL_PAIR, 14)):
-        table = R.PAIRS[kind][0]
-        pairs = [values for k, values in stored if k == kind]
-        assert {len(values) for values in pairs} == {expected_width}
-        assert len(set(re.findall(r"\?(\d+)", S.pair_insert_sql(kind)))) == expected_width
-        for count in (1, len(pairs)):  # one statement of one pair; a full one then the rest
-            conn = sqlite3.connect(":memory:")
-            for statement in S.schema():
-                conn.execute(statement)
-            written = S.insert_rows(conn, kind, [v for values in pairs[:count] for v in values])
+    return deals
+
+
+def test_shared_decimal_texts_stay_right_past_their_size() -> None:
+    """An order row's price, amount and fee rates are remembered by identity: every value,
+    asked again in any order, past the number kept, as another order's price or fee rate (a
+    column of another scale: 123456789012345678901234567 fits DECIMAL(30, 4) but not (30, 8)),
+    gives its own column's text."""
+    order = _edge_events()[4].order
+    values = [D(n) / 7 for n in range(5_000)] + [D("123456789012345678901234567"), D("-0E-9")]
+    orders = [order._replace(price=v, amount=values[-1 - i], taker_fee=v, maker_fee=values[i // 2])
+              for i, v in enumerate(values)]
+    for snapshot in orders + orders[::-1] + orders[::3]:
+        assert R.stored_rows_of([OrderFinished(snapshot)])[1] == list(
+            R.ROW_CONVERTERS[ORDER](R.order_row(OrderFinished(snapshot))))
+
+
+def test_every_balance_group_kind_is_made() -> None:
+    """The deals of the sessions (and edge deals with a fee on one side or none) make every
+    kind of balance group, each binding its shared values once: 15 to 21 values for four to
+    six rows instead of 28 to 42."""
+    zero = {"ask_fee": D(0), "bid_fee": D(0)}
+    deals = _deals() + [d._replace(**{side: D(0)}) for d in _deals() if d.ask_totals
+                        for side in ("ask_fee", "bid_fee")] + [
+        d._replace(**zero) for d in _deals() if d.ask_totals]
+    kinds = {kind for d in deals for kind, _ in R.stored_rows_of([d])[0]}
+    assert kinds == set(R.BALANCE_GROUPS.values())
+    widths = {R.BALANCE_GROUPS[fees]: R.group_width(R.BALANCE_GROUPS[fees])
+              for fees in R.BALANCE_GROUPS}
+    assert widths == {R.BALANCE_GROUPS[False, False]: 15, R.BALANCE_GROUPS[True, False]: 18,
+                      R.BALANCE_GROUPS[False, True]: 18, R.BALANCE_GROUPS[True, True]: 21}
+    for d in deals:
+        assert _per_table(R.stored_table_rows(R.stored_rows_of([d]))) == (
+            _per_table(_converted([d])))
+
+
+@pytest.mark.parametrize("kind", [R.DEAL_PAIR, R.USER_DEAL_PAIR, *R.BALANCE_GROUPS.values()])
+def test_a_group_inserts_its_rows_binding_shared_values_once(kind: str) -> None:
+    """The SQLite store inserts a deal's groups (rows.GROUPS) with numbered parameters: the
+    table gets exactly the rows ``ungrouped`` gives, in order, one group per statement or many
+    (full statements then the rest), each value of a group bound once."""
+    zero = {"ask_fee": D(0), "bid_fee": D(0)}
+    deals = _deals() + [d._replace(**{side: D(0)}) for d in _deals() if d.ask_totals
+                        for side in ("ask_fee", "bid_fee")] + [
+        d._replace(**zero) for d in _deals() if d.ask_totals]
+    groups: list[tuple[Any, ...]] = []
+    for d in deals:
+        balances, _, deal_values, user_deal_values, _ = R.stored_rows_of([d])
+        groups += [values for k, values in balances if k == kind]
+        if kind == R.DEAL_PAIR and deal_values:
+            groups.append(tuple(deal_values))
+        if kind == R.USER_DEAL_PAIR and user_deal_values:
+            groups.append(tuple(user_deal_values))
+    assert groups and {len(values) for values in groups} == {R.group_width(kind)}
+    table, layouts = R.GROUPS[kind]
+    assert len(set(re.findall(r"\?(\d+)", S.group_insert_sql(kind)))) == R.group_width(kind)
+    per_statement = S.ROWS_PER_INSERT // len(layouts)
+    groups = (groups * (2 * per_statement // len(groups) + 2))[:2 * per_statement + 3]
+    for count in (1, per_statement + 1, len(groups)):
+        conn = sqlite3.connect(":memory:")
+        for statement in S.schema():
+            conn.execute(statement)
+        written = S.insert_rows(conn, kind, [v for values in groups[:count] for v in values])
+        names = ", ".join(f'"{name}"' for name, _ in R.TABLES[table])
+        got = conn.execute(f'SELECT {names} FROM "{table}" ORDER BY "id"').fetchall()
+        want = [row for values in groups[:count] for _, row in R.ungrouped(kind, values)]
+        assert written == len(want) == len(layouts) * count and got == want
+        conn.close()
+
+
+def test_the_sqlite_store_writes_the_converted_rows_in_order(tmp_path: Any) -> None:
+    """The SQLite store's tables, read in id order, hold table by table exactly the converted
+    rows of ``rows_of`` in operation order, whatever the mix in one batch: deposits between
+    deals, deals whose balance groups differ (a fee on both sides, one, none), orders, stops;
+    written in one flush, and one operation per flush."""
+    # a stop's id is its row's: each stop row once (the edge session's cancel is dropped)
+    ops: list[list[Any]] = [[e for e in events if type(e) is not StopChanged
+                             or e.event != STOP_EVENT_CANCEL] for events in _sessions()]
+    no_stops = [[e for e in events if type(e) is not StopChanged] for events in ops]
+    no_fee = [[d._replace(ask_fee=D(0), bid_fee=D(0))] for d in _deals() if d.ask_totals]
+    one_fee = [[d._replace(bid_fee=D(0))] for d in _deals() if d.ask_totals]
+    mixed = [x for trio in zip(no_fee, one_fee, no_stops, strict=False) for x in trio]
+    ops = ops + mixed + no_stops
+    want: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for events in ops:
+        for table, values in _converted(events):
+            want[table].append(values)
+    for per_flush in (len(ops), 1):
+        store = S.SqliteHistoryStore(tmp_path / f"flush{per_flush}")
+        store.open()
+        stored = [(i + 1, store.rows_of(events)) for i, events in enumerate(ops)]
+        written = sum(store.write(stored[at:at + per_flush])
+                      for at in range(0, len(stored), per_flush))
+        assert written == sum(len(rows) for rows in want.values())
+        store.close()
+        conn = sqlite3.connect(store.path)
+        for table in R.ALL_KINDS:
             names = ", ".join(f'"{name}"' for name, _ in R.TABLES[table])
             got = conn.execute(f'SELECT {names} FROM "{table}" ORDER BY "id"').fetchall()
-            want = [row for values in pairs[:count] for _, row in R.unpaired(kind, values)]
-            assert written == len(want) == 2 * count and got == want
-            conn.close()
+            expected = want.get(table, [])
+            if table in (ORDER, DETAIL, STOP):  # ids are the orders' and stops' own: the
+                # sessions' orders share ids, the first write of one is kept
+                first: dict[int, tuple[Any, ...]] = {}
+                for values in expected:
+                    first.setdefault(values[0], values)
+                expected = [first[order_id] for order_id in sorted(first)]
+            assert got == expected, table
+        conn.close()
+
+
+@pytest.mark.parametrize("duplicate_at", [0, 40, 70])
+def test_a_failing_row_leaves_nothing_of_its_batch(tmp_path: Any, duplicate_at: int) -> None:
+    """A row the database refuses (here a stop written twice: its id is the stop's) fails the
+    whole batch, whatever the row's place in its statement (INSERT OR FAIL keeps the rows its
+    statement wrote before it, the store's ROLLBACK drops them): no row of any table and no
+    mark, and the batch can be written once the cause is gone."""
+    stop = StopSnapshot(1, "BTCBCH", "api", 1, 1, 4, T0, T0 + 1, D(90), D(100), D("0.5"),
+                        D("0.002"), D("0.001"), 0, "c", 2)
+    deals = [[d] for d in _deals() if d.ask_totals]
+    ops: list[list[Any]] = [deals[i % len(deals)] + [StopChanged(
+        STOP_EVENT_ACTIVE, stop._replace(id=100 + i), 1, 0, "BTC", "BCH")] for i in range(80)]
+    ops[duplicate_at + 1] = [StopChanged(STOP_EVENT_CANCEL, stop._replace(id=100 + duplicate_at),
+                                         0, 0, "BTC", "BCH")]
+    store = S.SqliteHistoryStore(tmp_path)
+    store.open()
+    batch = [(i + 1, store.rows_of(events)) for i, events in enumerate(ops)]
+    with pytest.raises(HistoryStoreError, match="UNIQUE constraint failed: stop_history.id"):
+        store.write(batch)
+    assert store.read_mark() == 0
+    conn = sqlite3.connect(store.path)
+    for table in (BALANCE, ORDER, DEAL, USER_DEAL, STOP):
+        assert conn.execute(f'SELECT count(*) FROM "{table}"').fetchone() == (0,), table
+    conn.close()
+    del batch[duplicate_at + 1]
+    assert store.write(batch) > 0 and store.read_mark() == 80
+    store.close()
+
+
+def test_an_operation_without_rows_in_any_form_only_moves_the_mark(tmp_path: Any) -> None:
+    """An operation given with no rows at all (an empty list, as a mark raised past rows
+    written by others is stored) or with ``rows_of([])``'s empty tables stores no row and
+    moves the mark."""
+    store = S.SqliteHistoryStore(tmp_path)
+    store.open()
+    assert store.write([(7, []), (9, store.rows_of([]))]) == 0
+    assert store.read_mark() == 9
+    store.close()
