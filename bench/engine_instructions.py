@@ -16,12 +16,10 @@ under cachegrind for 0 and for N orders, and prints the difference divided by N.
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
 import sys
 from pathlib import Path
 
+from bench import cachegrind
 from bench.common import report
 
 HERE = Path(__file__).resolve()
@@ -57,15 +55,7 @@ def child(n: int, total: int) -> None:
 
 def instructions(tree: Path, n: int, total: int) -> int:
     """Instructions of one run placing the first ``n`` of ``total`` generated orders."""
-    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=f"{tree}{os.pathsep}{REPO}")
-    out = subprocess.run(
-        ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-         sys.executable, str(HERE), "--child", str(n), str(total)],
-        cwd=tree, env=env, capture_output=True, text=True, check=True).stderr
-    found = re.search(r"I\s+refs:\s+([\d,]+)", out)
-    if found is None:
-        raise RuntimeError(f"no instruction count in valgrind's output:\n{out[-2000:]}")
-    return int(found.group(1).replace(",", ""))
+    return cachegrind.count(HERE, ["--child", str(n), str(total)], tree)
 
 
 def per_order(tree: Path, n: int) -> float:

@@ -32,15 +32,13 @@ the replay, the rows, the inserts (history - rows) and the whole writer (history
 
 from __future__ import annotations
 
-import os
 import random
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench import cachegrind
 from bench.common import report
 
 HERE = Path(__file__).resolve()
@@ -189,15 +187,7 @@ def child(log_dir: str, mode: str, every: int) -> None:
 
 def instructions(tree: Path, log_dir: Path, mode: str, every: int) -> int:
     """Instructions of one start of a service on ``log_dir`` by ``tree`` in ``mode``."""
-    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=f"{tree}{os.pathsep}{REPO}")
-    out = subprocess.run(
-        ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-         sys.executable, str(HERE), "--child", str(log_dir), mode, str(every)],
-        cwd=tree, env=env, capture_output=True, text=True, check=True).stderr
-    found = re.search(r"I\s+refs:\s+([\d,]+)", out)
-    if found is None:
-        raise RuntimeError(f"no instruction count in valgrind's output:\n{out[-2000:]}")
-    return int(found.group(1).replace(",", ""))
+    return cachegrind.count(HERE, ["--child", str(log_dir), mode, str(every)], tree)
 
 
 def main(n: int, trees: list[Path], every: int = FLUSH_EVERY) -> dict[str, float]:

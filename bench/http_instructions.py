@@ -32,14 +32,12 @@ checkout; a tree is a checkout, e.g. ``/work/main``).
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench import cachegrind
 from bench.common import report
 
 HERE = Path(__file__).resolve()
@@ -246,15 +244,7 @@ def run_child(mode: str, n: int, total: int) -> None:
 
 def instructions(tree: Path, mode: str, n: int, total: int) -> int:
     """Instructions of one run in ``mode`` placing the first ``n`` of ``total`` orders."""
-    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=f"{tree}{os.pathsep}{REPO}")
-    out = subprocess.run(
-        ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-         sys.executable, str(HERE), "--child", mode, str(n), str(total)],
-        cwd=tree, env=env, capture_output=True, text=True, check=True).stderr
-    found = re.search(r"I\s+refs:\s+([\d,]+)", out)
-    if found is None:
-        raise RuntimeError(f"no instruction count in valgrind's output:\n{out[-2000:]}")
-    return int(found.group(1).replace(",", ""))
+    return cachegrind.count(HERE, ["--child", mode, str(n), str(total)], tree)
 
 
 def per_order(tree: Path, n: int) -> dict[str, float]:

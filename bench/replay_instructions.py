@@ -14,13 +14,11 @@ difference divided by N.  It needs ``valgrind`` and takes about 2 minutes per tr
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from bench import cachegrind
 from bench.common import report
 
 HERE = Path(__file__).resolve()
@@ -60,15 +58,7 @@ def build(log_dir: Path, n: int) -> int:
 
 def instructions(tree: Path, log_dir: Path, replay: bool) -> int:
     """Instructions of one start of a service on ``log_dir`` by ``tree``, restoring or not."""
-    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=f"{tree}{os.pathsep}{REPO}")
-    out = subprocess.run(
-        ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-         sys.executable, str(HERE), "--child", str(log_dir), "replay" if replay else "start"],
-        cwd=tree, env=env, capture_output=True, text=True, check=True).stderr
-    found = re.search(r"I\s+refs:\s+([\d,]+)", out)
-    if found is None:
-        raise RuntimeError(f"no instruction count in valgrind's output:\n{out[-2000:]}")
-    return int(found.group(1).replace(",", ""))
+    return cachegrind.count(HERE, ["--child", str(log_dir), "replay" if replay else "start"], tree)
 
 
 def main(n: int, trees: list[Path]) -> dict[str, float]:

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import gc
 import os
-import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from bench import cachegrind
 from bench.common import report
 from bench.compare import SCRATCH, make_overlay
 
@@ -69,14 +69,7 @@ def environment(tree: Path) -> dict[str, str]:
 
 def instructions(tree: Path, directory: Path, load: bool) -> int:
     """Instructions of one process opening the slice of ``directory`` (and loading it)."""
-    out = subprocess.run(
-        ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-         sys.executable, str(HERE), "--load", str(directory), str(int(load))],
-        cwd=tree, env=environment(tree), capture_output=True, text=True, check=True).stderr
-    found = re.search(r"I\s+refs:\s+([\d,]+)", out)
-    if found is None:
-        raise RuntimeError(f"no instruction count in valgrind's output:\n{out[-2000:]}")
-    return int(found.group(1).replace(",", ""))
+    return cachegrind.count(HERE, ["--load", str(directory), str(int(load))], tree, environment(tree))
 
 
 def per_order(tree: Path, n: int) -> float:
