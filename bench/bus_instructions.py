@@ -38,7 +38,6 @@ from bench.common import report
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
-MODES = ("engine", "bus")
 #: Orders per second of simulated time (about bench_e2e's rate): one marketprice flush each.
 RATE = 2000
 #: Orders between two turns of the event loop (the consumers run there).
@@ -154,24 +153,8 @@ async def _sink(mode: str, engine: Any, scratch: Path) -> _Drop:
     return _Bus(publisher, marketprice, feeds)
 
 
-def instructions(tree: Path, mode: str, n: int, total: int) -> int:
-    """Instructions of one run in ``mode`` placing the first ``n`` of ``total`` orders."""
-    return cachegrind.count(HERE, ["--child", mode, str(n), str(total)], tree)
-
-
-def per_order(tree: Path, n: int) -> dict[str, float]:
-    """Instructions per order of the engine part and of the bus part (see the docstring)."""
-    counts = {(mode, k): instructions(tree, mode, k, n) for mode in MODES for k in (0, n)}
-    engine = (counts["engine", n] - counts["engine", 0]) / n
-    bus = (counts["bus", n] - counts["bus", 0]) / n - engine
-    return {"engine": engine, "bus": bus}
-
-
 def main(n: int, trees: list[Path]) -> dict[str, float]:
-    figures: dict[str, float] = {"orders": n}
-    for tree in trees:
-        for part, value in per_order(tree, n).items():
-            figures[f"{part} instr/order {tree.name[:20]}"] = value
+    figures = cachegrind.per_tree(n, trees, HERE, "bus")
     report("main process after the engine (bus, marketprice, accessws), instructions per order "
            "(cachegrind)", figures)
     return figures

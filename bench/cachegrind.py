@@ -46,3 +46,24 @@ def count(script: Path, args: Sequence[str], tree: Path,
         cwd=tree, env=dict(env) if env is not None else tree_environment(tree),
         capture_output=True, text=True, check=True).stderr
     return refs(out)
+
+
+def beyond_engine(script: Path, tree: Path, n: int, part: str) -> dict[str, float]:
+    """Instructions per order of a child run in mode ``"engine"`` (the core alone) and of what
+    mode ``part`` adds beyond it: each mode run for 0 and for ``n`` of ``n`` orders
+    (``--child MODE K N``), ``((part N) - (part 0)) - ((engine N) - (engine 0))`` over N.
+    Why 0 and N: start-up and the generated input cost the same in both, and cancel."""
+    counts = {(mode, k): count(script, ["--child", mode, str(k), str(n)], tree)
+              for mode in ("engine", part) for k in (0, n)}
+    engine = (counts["engine", n] - counts["engine", 0]) / n
+    return {"engine": engine, part: (counts[part, n] - counts[part, 0]) / n - engine}
+
+
+def per_tree(n: int, trees: Sequence[Path], script: Path, part: str) -> dict[str, float]:
+    """:func:`beyond_engine` for each tree, as ``<figure> instr/order <tree name>`` figures
+    after ``orders``."""
+    figures: dict[str, float] = {"orders": n}
+    for tree in trees:
+        for figure, value in beyond_engine(script, tree, n, part).items():
+            figures[f"{figure} instr/order {tree.name[:20]}"] = value
+    return figures

@@ -42,7 +42,6 @@ from bench.common import report
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
-MODES = ("engine", "http")
 #: Orders per second of simulated time (about bench_e2e's rate): one marketprice flush each.
 RATE = 2000
 #: Requests in flight, one per connection, answered by one group commit (bench_e2e at 64
@@ -242,24 +241,8 @@ def run_child(mode: str, n: int, total: int) -> None:
         uvloop.run(child(mode, n, total))
 
 
-def instructions(tree: Path, mode: str, n: int, total: int) -> int:
-    """Instructions of one run in ``mode`` placing the first ``n`` of ``total`` orders."""
-    return cachegrind.count(HERE, ["--child", mode, str(n), str(total)], tree)
-
-
-def per_order(tree: Path, n: int) -> dict[str, float]:
-    """Instructions per order of the engine core and of the rest (see the docstring)."""
-    counts = {(mode, k): instructions(tree, mode, k, n) for mode in MODES for k in (0, n)}
-    engine = (counts["engine", n] - counts["engine", 0]) / n
-    http = (counts["http", n] - counts["http", 0]) / n - engine
-    return {"engine": engine, "http": http}
-
-
 def main(n: int, trees: list[Path]) -> dict[str, float]:
-    figures: dict[str, float] = {"orders": n}
-    for tree in trees:
-        for part, value in per_order(tree, n).items():
-            figures[f"{part} instr/order {tree.name[:20]}"] = value
+    figures = cachegrind.per_tree(n, trees, HERE, "http")
     report("main process on the HTTP path beyond the engine core (HTTP, reply, commit, bus), "
            "instructions per order (cachegrind)", figures)
     return figures

@@ -52,3 +52,21 @@ def test_count_runs_the_script_under_cachegrind_in_the_tree(tmp_path: Path,
     seen.clear()
     cachegrind.count(script, [], tmp_path, env={"X": "1"})
     assert seen["env"] == {"X": "1"}
+
+
+def test_beyond_engine_subtracts_start_up_and_the_engine(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per order: what the part adds beyond the engine, start-up (the runs of 0) cancelled."""
+    counts = {("engine", "0"): 1_000, ("engine", "10"): 1_500,  # engine: 50 per order
+              ("http", "0"): 3_000, ("http", "10"): 4_200}  # http: 120 per order in all
+
+    def count(script: Path, args: list[str], tree: Path) -> int:
+        assert args[0] == "--child" and args[3] == "10" and tree == tmp_path
+        return counts[args[1], args[2]]
+
+    monkeypatch.setattr(cachegrind, "count", count)
+    assert cachegrind.beyond_engine(tmp_path / "s.py", tmp_path, 10, "http") == {
+        "engine": 50.0, "http": 70.0}
+    assert cachegrind.per_tree(10, [tmp_path], tmp_path / "s.py", "http") == {
+        "orders": 10, f"engine instr/order {tmp_path.name[:20]}": 50.0,
+        f"http instr/order {tmp_path.name[:20]}": 70.0}
