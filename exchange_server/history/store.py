@@ -18,7 +18,8 @@ from exchange_server.matchengine.core.model import Event
 #: (table kind, row): a row as MySQL's ``rows_of`` gives it
 StoreRow = tuple[str, tuple[Any, ...]]
 #: One operation's rows in the form its store's ``rows_of`` gives them (MySQL: a list of
-#: StoreRow; SQLite: ``rows.StoredRows``, its values per table)
+#: StoreRow; SQLite: ``rows.StoredRows``, its values per table), or an empty list for none
+#: in any store (a mark raised past rows written by someone else)
 StoreRows = Any
 Operation = tuple[int, StoreRows]
 

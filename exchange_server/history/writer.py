@@ -132,7 +132,7 @@ class HistoryWriter:
         if self.durable_mark() >= oper_id:
             return
         with self._write_lock:
-            self.store.write([(oper_id, self.store.rows_of([]))])
+            self.store.write([(oper_id, [])])
         log.warning("history mark raised to operation %d (rows written by the original)",
                     oper_id)
         self.durable_mark()
@@ -280,9 +280,7 @@ class HistoryWriter:
     def _write(self, batch: list[_Op]) -> None:
         """One attempt; on success the batch is done, on error it goes back to the queue's
         head and the error is raised.  Events become rows here, off the event loop."""
-        rows = 0
-        for op in batch:
-            rows += op.count
+        rows = sum(op.count for op in batch)
         with self._write_lock:
             try:
                 written = self.store.write(_operations(batch, self.store.rows_of))
