@@ -16,11 +16,18 @@ from typing import Any
 import pymysql.cursors
 import pytest
 
+from exchange_server.matchengine import store_sqlite
 from exchange_server.matchengine.core.engine import EngineState
 from exchange_server.matchengine.core.model import ASK, BID, LIMIT, Order, Side
 from exchange_server.matchengine.logcodec import decode_detail, encode_detail
 from exchange_server.matchengine.slicerows import SLICE_KINDS
-from exchange_server.matchengine.store import EngineStore, OperRecord, SliceInfo, StoreError
+from exchange_server.matchengine.store import (
+    EngineStore,
+    OperRecord,
+    SliceInfo,
+    StoreError,
+    record_checksum,
+)
 from exchange_server.matchengine.store_mysql import MysqlEngineStore
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 from exchange_server.storage import mysql as mysql_db
@@ -318,6 +325,90 @@ def test_append_retry_is_idempotent(store: EngineStore) -> None:
     assert store.last_oper_id() == 5
     store.append([rec(6)])
     assert [r.id for r in store.read_operlog(0)] == list(range(1, 7))
+
+
+class _Recorder:
+    """Stands for the store's log connection, noting each statement it runs (an INSERT as
+    ``INSERT <rows>``)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.seen: list[str] = []
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        if sql.startswith("INSERT INTO operlog"):
+            assert sql == store_sqlite.insert_sql(len(params) // 4)
+            self.seen.append(f"INSERT {len(params) // 4}")
+        else:
+            self.seen.append(sql)
+        return self.conn.execute(sql, params)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _sqlite_statements(store: SqliteEngineStore) -> list[str]:
+    """Every statement the store's log connection runs from now on."""
+    recorder = _Recorder(store._log_conn())
+    store._log = recorder  # type: ignore[assignment]
+    return recorder.seen
+
+
+def test_sqlite_append_is_one_transaction_of_multi_row_inserts(tmp_path: Path) -> None:
+    """A batch is one BEGIN IMMEDIATE ... COMMIT of INSERTs of at most INSERT_ROWS rows each
+    (not a statement per row: see SqliteEngineStore._insert), and the rows are stored exactly
+    as before: id, time, the detail text and its checksum."""
+    store = SqliteEngineStore(tmp_path / "data")
+    store.open()
+    try:
+        seen = _sqlite_statements(store)
+        size = 2 * store_sqlite.INSERT_ROWS + 5
+        records = [rec(i) for i in range(1, size + 1)]
+        store.append(records)
+        rows = [64, 64, 5] if store_sqlite.INSERT_ROWS == 64 else None
+        assert seen == ["BEGIN IMMEDIATE", *(f"INSERT {n}" for n in rows or []), "COMMIT"]
+        store.append(records[:1] + [rec(size + 1)])  # a retry with one new record
+        assert seen[-1] == "COMMIT" and seen[-2] == "INSERT 1"
+        stored = store._log_conn().execute(
+            "SELECT id, time, detail, checksum FROM operlog ORDER BY id").fetchall()
+        expected = [rec(i) for i in range(1, size + 2)]
+        assert stored == [
+            (r.id, r.time, encode_detail(r.method, r.params),
+             record_checksum(r.id, r.time, encode_detail(r.method, r.params)))
+            for r in expected]
+        assert list(store.read_operlog(0)) == expected
+    finally:
+        store.close()
+
+
+def test_sqlite_append_of_several_inserts_is_all_or_nothing(tmp_path: Path) -> None:
+    """A batch over several INSERTs that fails in its last one leaves none of its rows: the
+    first INSERT's rows roll back with it."""
+    store = SqliteEngineStore(tmp_path / "data")
+    store.open()
+    try:
+        store.append([rec(1), rec(2)])
+        batch = [rec(i) for i in range(3, 3 + store_sqlite.INSERT_ROWS + 10)]
+        with pytest.raises(StoreError, match="different"):
+            store.append([*batch, rec(2, params=["other"])])
+        assert store.last_oper_id() == 2
+        store.append(batch)  # retried without the bad record, across two INSERTs again
+        assert list(store.read_operlog(0)) == [rec(1), rec(2), *batch]
+    finally:
+        store.close()
+
+
+def test_sqlite_insert_sql() -> None:
+    assert store_sqlite.insert_sql(1) == (
+        "INSERT INTO operlog (id, time, detail, checksum) VALUES (?, ?, ?, ?)")
+    assert store_sqlite.insert_sql(3).endswith(" VALUES (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?)")
+    assert store_sqlite.insert_sql(3) is store_sqlite.insert_sql(3)  # made once per size
+    # a full INSERT binds far fewer parameters than SQLite allows (32,766 since 3.32)
+    assert store_sqlite.INSERT_ROWS * 4 <= 32_766
 
 
 def _next_local_midnight() -> float:
