@@ -99,6 +99,7 @@ def insert_sql(rows: int) -> str:
     return ("INSERT INTO operlog (id, time, detail, checksum) VALUES "
             + ", ".join(["(?, ?, ?, ?)"] * rows))
 
+
 class SqliteEngineStore(EngineStore):
     def __init__(self, directory: str | Path, *, _clone: bool = False) -> None:
         self.directory = Path(directory)
