@@ -73,7 +73,9 @@ def loads(data: bytes | bytearray | memoryview | str, *, lenient_depth: bool = F
 def _has_long_digits(data: bytes | str) -> bool:
     if isinstance(data, str):
         return _LONG_DIGITS_TEXT.search(data) is not None
-    return _LONG_ZEROS in data.translate(_DIGITS_AS_ZERO)
+    # find, not ``in``: bytes' ``in`` first reads its operand as an integer (a byte value),
+    # raising and clearing a TypeError: 1,100 more instructions per request body
+    return data.translate(_DIGITS_AS_ZERO).find(_LONG_ZEROS) >= 0
 
 
 def _may_be_deep(data: bytes | str) -> bool:
