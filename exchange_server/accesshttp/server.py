@@ -141,11 +141,12 @@ class _DateCache:
     def head(self, status: int) -> bytes:
         """``HTTP/1.1 <status> <reason>`` and ``Date:`` lines of a reply made now (the same
         text for every reply of a second: made once)."""
-        date = self.get()
+        if int(time.time()) != self.second:  # get()'s test, without its call (every reply)
+            self.get()
         head = self.heads.get(status)
         if head is None:
             head = self.heads[status] = b"HTTP/1.1 %d %s\r\nDate: %s\r\n" % (
-                status, REASONS[status], date)
+                status, REASONS[status], self.value)
         return head
 
 
@@ -707,6 +708,9 @@ class HttpProtocol(asyncio.Protocol):
         self._lingered = 0
         self._writable = asyncio.Event()
         self._writable.set()
+        #: not ``_writable.is_set()`` (kept with it: a plain attribute where each request
+        #: looks, _start_inline; the event's method is a Python call)
+        self._write_paused = False
         self._worker: asyncio.Task[None] | None = None
         #: the request at the head of the queue is being answered inline (_start_inline)
         self._inline = False
@@ -738,6 +742,7 @@ class HttpProtocol(asyncio.Protocol):
         self._url = []
         self._unparsed = None
         self._writable.set()
+        self._write_paused = False
         if self._worker is not None:
             self._worker.cancel()
 
@@ -762,6 +767,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writable.clear()
+        self._write_paused = True
         self._watch_writes(-1)
         self._watch_peer()
 
@@ -793,6 +799,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writable.set()
+        self._write_paused = False
         if self._peer_timer is not None:
             self._peer_timer.cancel()
             self._peer_timer = None
@@ -805,7 +812,10 @@ class HttpProtocol(asyncio.Protocol):
             self._linger(len(data))
             return
         if len(data) <= FEED_SLICE and self._pending < self.limits.max_pipeline:
-            self._feed_piece(data)  # one slice (a request or a few): as _feed, without slicing
+            # one slice (a request or a few): as _feed, without slicing; whole plain calls in a
+            # short one by the quick parser (_feed_quick)
+            if len(data) > self._quick_max or self._in_message or self._feed_quick(data) is None:
+                self._feed_piece(data)
             return
         self._feed(memoryview(data))
 
@@ -832,10 +842,6 @@ class HttpProtocol(asyncio.Protocol):
         counts as "stray" bytes, bounded: while in the head by the URL and header limits
         (431), between requests by the URL limit (400), in a body by the header limit plus
         FRAMING_PER_BYTE per byte of body data (400)."""
-        if len(piece) <= self._quick_max and not self._in_message:
-            taken = self._feed_quick(piece)
-            if taken is not None:
-                return taken
         self._began = False
         body_before = self._body_size
         try:
@@ -858,12 +864,12 @@ class HttpProtocol(asyncio.Protocol):
         return True
 
     def _feed_quick(self, piece: memoryview | bytes) -> bool | None:
-        """Read a short slice with the quick parser (_QuickReader) and answer its requests,
-        as _feed_piece; None (nothing done) when it does not hold only whole plain calls: the
-        full parser then reads it.  What the full parser's callbacks would have done is done
-        here: no request is being read after the slice, its read timer is off, no stray
-        bytes; a request whose answering fails (which on_message_complete would raise
-        through the parser) is refused."""
+        """Read a short slice (no request being read before it) with the quick parser
+        (_QuickReader) and answer its requests, as _feed_piece; None (nothing done) when it
+        does not hold only whole plain calls: the full parser then reads it.  What the full
+        parser's callbacks would have done is done here: no request is being read after the
+        slice, its read timer is off, no stray bytes; a request whose answering fails (which
+        on_message_complete would raise through the parser) is refused."""
         reader = self._quick
         if reader is None:
             reader = self._quick = _QuickReader()
@@ -1078,7 +1084,7 @@ class HttpProtocol(asyncio.Protocol):
         not such a call, for the worker task to answer."""
         transport = self.transport
         if (request.status or request.page is not None or not self._reading
-                or not self._writable.is_set() or transport is None or transport.is_closing()):
+                or self._write_paused or transport is None or transport.is_closing()):
             return False
         self._inline = True
         try:

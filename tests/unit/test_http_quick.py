@@ -258,3 +258,20 @@ def test_a_request_whose_answering_fails_is_refused_as_from_the_full_parser(
     monkeypatch.setattr(server, "parse_body", failing)
     _both([REQUESTS[0] + REQUESTS[1] + REQUESTS[0]])
     _both([REQUESTS[1], REQUESTS[0]])
+
+
+async def test_no_call_is_made_inline_while_writing_is_paused() -> None:
+    engine = Engine()
+    protocol = HttpProtocol(AccessHttp({"matchengine": engine}, limits=LIMITS))
+    wire = Wire()
+    protocol.connection_made(wire)
+    protocol.pause_writing()
+    protocol.data_received(_call("asset.list", 1))
+    assert engine.calls == [] and protocol._worker is not None  # it waits for the client
+    protocol.resume_writing()
+    for _ in range(8):
+        await asyncio.sleep(0)
+    assert [c[2] for c in engine.calls] == [1] and wire.data.count(b"200 OK") == 1
+    protocol.data_received(_call("asset.list", 2))  # inline again: answered at once
+    assert [c[2] for c in engine.calls] == [1, 2] and wire.data.count(b"200 OK") == 2
+    protocol.connection_lost(None)
