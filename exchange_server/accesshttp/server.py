@@ -23,7 +23,8 @@ Hot path: a single call to a backend that answers without a task (the embedded m
 (``HttpProtocol._start_inline``) and its reply written from the commit's callback; the 504 after
 ``timeout`` is one timer for all such calls.  Anything else (batches, pages, pipelined requests
 behind another, other backends) is answered by the connection's worker task, with the same
-replies.
+replies.  A read of whole plain calls too short to break a limit is parsed without the URL and
+header callbacks (``_QuickReader``); any other read, or one it does not take, in full.
 """
 
 from __future__ import annotations
