@@ -895,7 +895,7 @@ class HttpProtocol(asyncio.Protocol):
                     self._enqueue(_Request(400, None, False))
                     continue
                 self._enqueue(_Request(0, data, True, None, grant))
-        except Exception:  # noqa: BLE001 - as an exception out of a parser callback
+        except Exception:  # as an exception out of a parser callback (on_message_complete)
             self._refuse(self._limit_status or 400)
             return False
         return True
