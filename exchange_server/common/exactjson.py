@@ -40,6 +40,9 @@ _LONG_DIGITS_TEXT = re.compile(r"\d{19}")
 #: them: two passes in C, a third of the regex's time on a request body (0.27 against 0.89 us)
 _DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
 _LONG_ZEROS = b"0" * 19
+#: what loads copies to bytes first; a tuple made once (``memoryview | bytearray`` in the call
+#: made a union object at each one: 700 instructions per request body)
+_BUFFERS = (memoryview, bytearray)
 
 
 class JsonTooDeep(ValueError):
@@ -53,7 +56,7 @@ def loads(data: bytes | bytearray | memoryview | str, *, lenient_depth: bool = F
     ``lenient_depth``: then orjson's reading is given as it is (long integers as floats).
     Request readers use that, because such params are refused by the services' much lower depth
     limit anyway, and must be answered with code 1 rather than dropped."""
-    if isinstance(data, memoryview | bytearray):
+    if isinstance(data, _BUFFERS):
         data = bytes(data)
     value = orjson.loads(data)  # orjson.JSONDecodeError is a ValueError
     # a text shorter than 2 * EXACT_MAX_DEPTH cannot nest deeper (the common case: no walk)
@@ -73,7 +76,9 @@ def loads(data: bytes | bytearray | memoryview | str, *, lenient_depth: bool = F
 def _has_long_digits(data: bytes | str) -> bool:
     if isinstance(data, str):
         return _LONG_DIGITS_TEXT.search(data) is not None
-    return _LONG_ZEROS in data.translate(_DIGITS_AS_ZERO)
+    # find, not ``in``: bytes' ``in`` first reads its operand as an integer (a byte value),
+    # raising and clearing a TypeError: 1,100 more instructions per request body
+    return data.translate(_DIGITS_AS_ZERO).find(_LONG_ZEROS) >= 0
 
 
 def _may_be_deep(data: bytes | str) -> bool:

@@ -28,3 +28,9 @@ def test_a_long_integer_is_read_exactly_from_bytes() -> None:
         "a": [18446744073709551616, 1]}
     assert exactjson.loads(b'["1234567890123456789", 123456789012345678]') == [
         "1234567890123456789", 123456789012345678]
+
+
+def test_buffers_are_read_as_their_bytes() -> None:
+    text = b'{"a": [18446744073709551616, 1]}'
+    for data in (memoryview(text), bytearray(text)):
+        assert exactjson.loads(data) == {"a": [18446744073709551616, 1]}
