@@ -145,6 +145,51 @@ REQUESTS = [
 ]
 
 
+
+def _chunked(body: bytes, trailer: bytes = b"", extension: bytes = b"") -> bytes:
+    return (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n%x%s\r\n%s\r\n0\r\n%s\r\n"
+            % (len(body), extension, body, trailer))
+
+
+_PLAIN = b'{"method": "asset.list", "params": [], "id": 20}'
+#: Hostile shapes (smuggling, framing the parser reads without a callback, other protocols,
+#: bodies that look like a call and are not), short enough for the quick parse to try them.
+SHAPES = [
+    _chunked(_PLAIN, trailer=b"Content-Length: 99999\r\n"),  # a trailer the limits read
+    _chunked(_PLAIN, trailer=b"Host: y\r\n"),
+    _chunked(_PLAIN, extension=b";a=b"),
+    _call("asset.list", 21, extra=b"Upgrade: websocket\r\nConnection: Upgrade\r\n"),
+    _call("asset.list", 22, extra=b"Upgrade: websocket\r\n"),
+    _call("asset.list", 23, extra=b"Expect: 100-continue\r\n"),
+    _call("asset.list", 24, extra=b"X: a\r\n b\r\n"),  # obs-fold
+    _call("asset.list", 25).replace(b"\r\n", b"\n"),  # bare LF
+    _call("asset.list", 26, extra=b"Content-Length: 45\r\n"),  # a second, equal length
+    _call("asset.list", 27, extra=b"Transfer-Encoding: chunked\r\n"),
+    b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+    % (len(_PLAIN), _PLAIN),
+    _call("asset.list", 28, version=b"0.9"),
+    _call("asset.list", 29, version=b"2.0"),
+    _call("asset.list", 30, extra=b"connection: CLOSE\r\n"),
+    _call("asset.list", 31, extra=b"Connection: keep-alive, close\r\n"),
+    _call("asset.list", 32, version=b"1.0", extra=b"Connection: keep-alive\r\n"
+          b"Connection: close\r\n"),
+    _call("asset.list", 33).replace(b"POST /", b"POST http://a/b?c"),
+    _call("asset.list", 34).replace(b"POST /", b"CONNECT a:1"),
+    _call("asset.list", 35).replace(b"POST", b"GET"),
+    _call("asset.list", 36, body=b"{" * 40),
+    _call("asset.list", 37, body=b'{"method": "asset.list", "params": %s, "id": 37}'
+          % (b"[" * 60 + b"]" * 60)),
+    _call("asset.list", 38, body=b'{"method": "asset.list", "params": [%s], "id": 38}'
+          % (b"9" * 60)),
+    _call("asset.list", 39, body=b'{"method": "asset.list", "params": [], "id": %s}' % (b"9" * 30)),
+    _call("asset.list", 40, body=b'{"method": "asset.list\xff", "params": [], "id": 40}'),
+    _call("asset.list", 41).replace(b"Content-Length: ", b"Content-Length : "),
+    _call("asset.list", 42).replace(b"Content-Length: ", b"Content-Length: 000"),
+    b"\r\n\r\n" + _call("asset.list", 43) + b"\r\n",
+    _call("asset.list", 44) + b"\r",
+    _call("asset.list", 45) + b"\x00",
+]
+
 def _queued(protocol: HttpProtocol) -> list[tuple[Any, ...]]:
     return [(r.status, r.data, r.keep_alive, r.page is None, r.grant, r.weight, r.http10)
             for r in protocol._queue]
@@ -195,6 +240,22 @@ def test_each_request_alone_and_behind_a_plain_call() -> None:
         _both([request, REQUESTS[0]])
         _both([request[:-1], request[-1:] + REQUESTS[0]])
 
+
+
+def test_hostile_shapes_alone_behind_plain_calls_and_cut_anywhere() -> None:
+    for shape in SHAPES:
+        _both([shape])
+        _both([REQUESTS[0] + shape + REQUESTS[1]])
+        _both([REQUESTS[1], shape, REQUESTS[0]])
+
+    async def cut_everywhere() -> None:
+        for shape in SHAPES:
+            stream = REQUESTS[0] + shape + REQUESTS[0]
+            for cut in range(1, len(stream)):
+                reads = [stream[:cut], stream[cut:]]
+                assert (await _run(reads, True, wait=False)
+                        == await _run(reads, False, wait=False)), (shape, cut)
+    asyncio.run(cut_everywhere())
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(st.sampled_from(REQUESTS), min_size=1, max_size=6), st.data())
