@@ -215,7 +215,8 @@ def test_detail_round_trips_exactly(params: list[Any]) -> None:
 
 
 def _leaves(value: Any) -> list[Any]:
-    stack, out = [value], []
+    stack: list[Any] = [value]
+    out: list[Any] = []
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
