@@ -60,6 +60,44 @@ class Wire(asyncio.Transport):
         return 0
 
 
+
+class PausingWire(Wire):
+    """A socket whose send buffer fills: past ``high_water`` buffered bytes writing is paused
+    (pause_writing), and the client takes it all three loop turns later (resume_writing)."""
+
+    def __init__(self, protocol: HttpProtocol, high_water: int) -> None:
+        super().__init__()
+        self.protocol = protocol
+        self.high_water = high_water
+        self.buffered = 0
+
+    def write(self, data: Any) -> None:
+        super().write(data)
+        self._grow(len(data))
+
+    def writelines(self, list_of_data: Any) -> None:
+        parts = list(list_of_data)
+        super().writelines(parts)
+        self._grow(sum(map(len, parts)))
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def _grow(self, size: int) -> None:
+        paused = self.buffered > self.high_water
+        self.buffered += size
+        if not paused and self.buffered > self.high_water:
+            self.events.append("paused")
+            self.protocol.pause_writing()
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, loop.call_soon, self._drain)
+
+    def _drain(self) -> None:
+        self.buffered = 0
+        if not self.is_closing():
+            self.events.append("drained")
+            self.protocol.resume_writing()
+
 class Engine:
     """A matchengine-like backend: ``asset.list`` is answered at once, other calls on the next
     loop turn (as a write once durable); every call is recorded."""
@@ -196,7 +234,8 @@ def _queued(protocol: HttpProtocol) -> list[tuple[Any, ...]]:
 
 
 async def _run(reads: list[bytes], quick: bool, admin: bool = False,
-               limits: HttpLimits = LIMITS, wait: bool = True) -> tuple[Any, ...]:
+               limits: HttpLimits = LIMITS, wait: bool = True,
+               high_water: int | None = None) -> tuple[Any, ...]:
     """What a connection does with ``reads`` (the loop turning between them when ``wait``):
     the requests queued after each read, the bytes written (Date lines dropped), what it did
     to its socket, the calls made, and its state after."""
@@ -206,7 +245,7 @@ async def _run(reads: list[bytes], quick: bool, admin: bool = False,
     protocol = (AdminHttpProtocol if admin else HttpProtocol)(app)
     if not quick:
         protocol._quick_max = -1
-    wire = Wire()
+    wire = Wire() if high_water is None else PausingWire(protocol, high_water)
     protocol.connection_made(wire)
     for data in reads:
         protocol.data_received(data)
@@ -218,7 +257,8 @@ async def _run(reads: list[bytes], quick: bool, admin: bool = False,
     state = (protocol._closing, protocol._refused, protocol._lingering, protocol._reading,
              protocol._in_message, protocol._in_head, protocol._stray, protocol._pending,
              len(protocol._queue), protocol._read_deadline is None, protocol._limit_status,
-             protocol._unparsed is not None)
+             protocol._unparsed is not None, protocol._write_paused,
+             protocol._writable.is_set(), protocol._worker is None)
     protocol.connection_lost(None)
     return queued, _DATE.sub(b"", wire.data), wire.events, engine.calls, state
 
@@ -256,6 +296,24 @@ def test_hostile_shapes_alone_behind_plain_calls_and_cut_anywhere() -> None:
                 assert (await _run(reads, True, wait=False)
                         == await _run(reads, False, wait=False)), (shape, cut)
     asyncio.run(cut_everywhere())
+
+
+@pytest.mark.parametrize("high_water", [40, 150, 400])
+def test_streams_under_write_pauses_get_what_the_full_parser_gives(high_water: int) -> None:
+    """Replies that fill the send buffer pause writing between (and within) reads: no call is
+    made inline while paused, the same replies go out in the same order.  Each run on a loop
+    of its own (callbacks a run leaves must not shift the other's turns)."""
+    requests = [REQUESTS[0], REQUESTS[1], REQUESTS[0], SHAPES[2], REQUESTS[4], REQUESTS[1],
+                REQUESTS[8], REQUESTS[0], REQUESTS[0], REQUESTS[2], REQUESTS[0]]
+    stream = b"".join(requests)
+    cases = [[b"".join(requests[i:i + n]) for i in range(0, len(requests), n)] for n in (1, 2)]
+    cases += [[stream[:cut], stream[cut:cut + 200], stream[cut + 200:]]
+              for cut in range(0, len(stream), 37)]
+    for reads in cases:
+        for wait in (True, False):
+            runs = [asyncio.run(_run([r for r in reads if r], quick, wait=wait,
+                                     high_water=high_water)) for quick in (True, False)]
+            assert runs[0] == runs[1], (reads, wait)
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(st.sampled_from(REQUESTS), min_size=1, max_size=6), st.data())
