@@ -233,6 +233,15 @@ def _queued(protocol: HttpProtocol) -> list[tuple[Any, ...]]:
             for r in protocol._queue]
 
 
+def _read_timeout(protocol: HttpProtocol) -> str:
+    """Which time limit reading is under: none, the idle one or a request's."""
+    deadline = protocol._read_deadline
+    if deadline is None:
+        return "none"
+    limits = protocol.limits
+    left = deadline - protocol.loop.time()
+    return "keep_alive" if left > (limits.keep_alive + limits.request_timeout) / 2 else "request"
+
 async def _run(reads: list[bytes], quick: bool, admin: bool = False,
                limits: HttpLimits = LIMITS, wait: bool = True,
                high_water: int | None = None) -> tuple[Any, ...]:
@@ -256,9 +265,10 @@ async def _run(reads: list[bytes], quick: bool, admin: bool = False,
         await asyncio.sleep(0)
     state = (protocol._closing, protocol._refused, protocol._lingering, protocol._reading,
              protocol._in_message, protocol._in_head, protocol._stray, protocol._pending,
-             len(protocol._queue), protocol._read_deadline is None, protocol._limit_status,
+             len(protocol._queue), _read_timeout(protocol), protocol._limit_status,
              protocol._unparsed is not None, protocol._write_paused,
-             protocol._writable.is_set(), protocol._worker is None)
+             protocol._writable.is_set(), protocol._worker is None, protocol._read_timer is None,
+             protocol._write_timer is None, protocol._peer_timer is None)
     protocol.connection_lost(None)
     return queued, _DATE.sub(b"", wire.data), wire.events, engine.calls, state
 
