@@ -215,7 +215,8 @@ def test_detail_round_trips_exactly(params: list[Any]) -> None:
 
 
 def _leaves(value: Any) -> list[Any]:
-    stack, out = [value], []
+    stack: list[Any] = [value]
+    out: list[Any] = []
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
@@ -398,6 +399,58 @@ def test_sqlite_append_of_several_inserts_is_all_or_nothing(tmp_path: Path) -> N
         assert store.last_oper_id() == 2
         store.append(batch)  # retried without the bad record, across two INSERTs again
         assert list(store.read_operlog(0)) == [rec(1), rec(2), *batch]
+    finally:
+        store.close()
+
+
+def test_sqlite_multi_row_insert_stores_what_a_row_insert_stored(tmp_path: Path) -> None:
+    """The multi-row INSERTs store each value as the one-row INSERT they replaced did (same
+    types after the columns' affinities, same text): an integer time as REAL, NUL and
+    non-ASCII in the detail, 64-bit checksums.  A retry of a batch over several INSERTs whose
+    first rows had committed stores just the rest."""
+    store = SqliteEngineStore(tmp_path / "data")
+    store.open()
+    try:
+        size = 2 * store_sqlite.INSERT_ROWS + 5
+        records = [rec(i, t=1_700_000_000 + i if i % 3 == 0 else None,
+                       params=[i, "é\u0000\U0001f600", 2**64 - 1, -0.0, 1e300])
+                   for i in range(1, size + 1)]
+        head = store_sqlite.INSERT_ROWS + 6
+        store.append(records[:head])
+        seen = _sqlite_statements(store)
+        store.append(records)  # retried: the first ``head`` records had committed
+        rest = size - head
+        assert seen[-3:] == ["BEGIN IMMEDIATE", f"INSERT {rest}", "COMMIT"]
+        query = ("SELECT id, typeof(time), time, typeof(detail), hex(detail), typeof(checksum),"
+                 " checksum FROM operlog ORDER BY id")
+        stored = store._log_conn().execute(query).fetchall()
+    finally:
+        store.close()
+    reference = sqlite3.connect(":memory:")
+    reference.execute("CREATE TABLE operlog (id INTEGER PRIMARY KEY, time REAL NOT NULL,"
+                      " detail TEXT NOT NULL, checksum INTEGER)")
+    details = [encode_detail(r.method, r.params) for r in records]
+    reference.executemany(
+        "INSERT INTO operlog (id, time, detail, checksum) VALUES (?, ?, ?, ?)",
+        [(r.id, r.time, d, record_checksum(r.id, r.time, d)) for r, d in zip(records, details,
+                                                                             strict=True)])
+    assert stored == reference.execute(query).fetchall()
+    reference.close()
+
+
+def test_sqlite_append_failing_in_its_retry_leaves_nothing(tmp_path: Path) -> None:
+    """A batch refused by a constraint (a NaN time binds as NULL) fails in its first INSERTs
+    and again in the retry's: StoreError, and none of its rows, in any INSERT, is stored."""
+    store = SqliteEngineStore(tmp_path / "data")
+    store.open()
+    try:
+        store.append([rec(1)])
+        batch = [rec(i) for i in range(2, 2 + store_sqlite.INSERT_ROWS + 10)]
+        with pytest.raises(StoreError, match="append failed"):
+            store.append([*batch, rec(len(batch) + 2, t=float("nan"))])
+        assert store.last_oper_id() == 1
+        store.append(batch)
+        assert list(store.read_operlog(0)) == [rec(1), *batch]
     finally:
         store.close()
 

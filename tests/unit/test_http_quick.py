@@ -60,6 +60,44 @@ class Wire(asyncio.Transport):
         return 0
 
 
+
+class PausingWire(Wire):
+    """A socket whose send buffer fills: past ``high_water`` buffered bytes writing is paused
+    (pause_writing), and the client takes it all three loop turns later (resume_writing)."""
+
+    def __init__(self, protocol: HttpProtocol, high_water: int) -> None:
+        super().__init__()
+        self.protocol = protocol
+        self.high_water = high_water
+        self.buffered = 0
+
+    def write(self, data: Any) -> None:
+        super().write(data)
+        self._grow(len(data))
+
+    def writelines(self, list_of_data: Any) -> None:
+        parts = list(list_of_data)
+        super().writelines(parts)
+        self._grow(sum(map(len, parts)))
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def _grow(self, size: int) -> None:
+        paused = self.buffered > self.high_water
+        self.buffered += size
+        if not paused and self.buffered > self.high_water:
+            self.events.append("paused")
+            self.protocol.pause_writing()
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, loop.call_soon, self._drain)
+
+    def _drain(self) -> None:
+        self.buffered = 0
+        if not self.is_closing():
+            self.events.append("drained")
+            self.protocol.resume_writing()
+
 class Engine:
     """A matchengine-like backend: ``asset.list`` is answered at once, other calls on the next
     loop turn (as a write once durable); every call is recorded."""
@@ -145,13 +183,68 @@ REQUESTS = [
 ]
 
 
+
+def _chunked(body: bytes, trailer: bytes = b"", extension: bytes = b"") -> bytes:
+    return (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n%x%s\r\n%s\r\n0\r\n%s\r\n"
+            % (len(body), extension, body, trailer))
+
+
+_PLAIN = b'{"method": "asset.list", "params": [], "id": 20}'
+#: Hostile shapes (smuggling, framing the parser reads without a callback, other protocols,
+#: bodies that look like a call and are not), short enough for the quick parse to try them.
+SHAPES = [
+    _chunked(_PLAIN, trailer=b"Content-Length: 99999\r\n"),  # a trailer the limits read
+    _chunked(_PLAIN, trailer=b"Host: y\r\n"),
+    _chunked(_PLAIN, extension=b";a=b"),
+    _call("asset.list", 21, extra=b"Upgrade: websocket\r\nConnection: Upgrade\r\n"),
+    _call("asset.list", 22, extra=b"Upgrade: websocket\r\n"),
+    _call("asset.list", 23, extra=b"Expect: 100-continue\r\n"),
+    _call("asset.list", 24, extra=b"X: a\r\n b\r\n"),  # obs-fold
+    _call("asset.list", 25).replace(b"\r\n", b"\n"),  # bare LF
+    _call("asset.list", 26, extra=b"Content-Length: 45\r\n"),  # a second, equal length
+    _call("asset.list", 27, extra=b"Transfer-Encoding: chunked\r\n"),
+    b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+    % (len(_PLAIN), _PLAIN),
+    _call("asset.list", 28, version=b"0.9"),
+    _call("asset.list", 29, version=b"2.0"),
+    _call("asset.list", 30, extra=b"connection: CLOSE\r\n"),
+    _call("asset.list", 31, extra=b"Connection: keep-alive, close\r\n"),
+    _call("asset.list", 32, version=b"1.0", extra=b"Connection: keep-alive\r\n"
+          b"Connection: close\r\n"),
+    _call("asset.list", 33).replace(b"POST /", b"POST http://a/b?c"),
+    _call("asset.list", 34).replace(b"POST /", b"CONNECT a:1"),
+    _call("asset.list", 35).replace(b"POST", b"GET"),
+    _call("asset.list", 36, body=b"{" * 40),
+    _call("asset.list", 37, body=b'{"method": "asset.list", "params": %s, "id": 37}'
+          % (b"[" * 60 + b"]" * 60)),
+    _call("asset.list", 38, body=b'{"method": "asset.list", "params": [%s], "id": 38}'
+          % (b"9" * 60)),
+    _call("asset.list", 39, body=b'{"method": "asset.list", "params": [], "id": %s}' % (b"9" * 30)),
+    _call("asset.list", 40, body=b'{"method": "asset.list\xff", "params": [], "id": 40}'),
+    _call("asset.list", 41).replace(b"Content-Length: ", b"Content-Length : "),
+    _call("asset.list", 42).replace(b"Content-Length: ", b"Content-Length: 000"),
+    b"\r\n\r\n" + _call("asset.list", 43) + b"\r\n",
+    _call("asset.list", 44) + b"\r",
+    _call("asset.list", 45) + b"\x00",
+]
+
 def _queued(protocol: HttpProtocol) -> list[tuple[Any, ...]]:
     return [(r.status, r.data, r.keep_alive, r.page is None, r.grant, r.weight, r.http10)
             for r in protocol._queue]
 
 
+def _read_timeout(protocol: HttpProtocol) -> str:
+    """Which time limit reading is under: none, the idle one or a request's."""
+    deadline = protocol._read_deadline
+    if deadline is None:
+        return "none"
+    limits = protocol.limits
+    left = deadline - protocol.loop.time()
+    return "keep_alive" if left > (limits.keep_alive + limits.request_timeout) / 2 else "request"
+
 async def _run(reads: list[bytes], quick: bool, admin: bool = False,
-               limits: HttpLimits = LIMITS, wait: bool = True) -> tuple[Any, ...]:
+               limits: HttpLimits = LIMITS, wait: bool = True,
+               high_water: int | None = None) -> tuple[Any, ...]:
     """What a connection does with ``reads`` (the loop turning between them when ``wait``):
     the requests queued after each read, the bytes written (Date lines dropped), what it did
     to its socket, the calls made, and its state after."""
@@ -161,7 +254,7 @@ async def _run(reads: list[bytes], quick: bool, admin: bool = False,
     protocol = (AdminHttpProtocol if admin else HttpProtocol)(app)
     if not quick:
         protocol._quick_max = -1
-    wire = Wire()
+    wire = Wire() if high_water is None else PausingWire(protocol, high_water)
     protocol.connection_made(wire)
     for data in reads:
         protocol.data_received(data)
@@ -172,8 +265,10 @@ async def _run(reads: list[bytes], quick: bool, admin: bool = False,
         await asyncio.sleep(0)
     state = (protocol._closing, protocol._refused, protocol._lingering, protocol._reading,
              protocol._in_message, protocol._in_head, protocol._stray, protocol._pending,
-             len(protocol._queue), protocol._read_deadline is None, protocol._limit_status,
-             protocol._unparsed is not None)
+             len(protocol._queue), _read_timeout(protocol), protocol._limit_status,
+             protocol._unparsed is not None, protocol._write_paused,
+             protocol._writable.is_set(), protocol._worker is None, protocol._read_timer is None,
+             protocol._write_timer is None, protocol._peer_timer is None)
     protocol.connection_lost(None)
     return queued, _DATE.sub(b"", wire.data), wire.events, engine.calls, state
 
@@ -195,6 +290,40 @@ def test_each_request_alone_and_behind_a_plain_call() -> None:
         _both([request, REQUESTS[0]])
         _both([request[:-1], request[-1:] + REQUESTS[0]])
 
+
+
+def test_hostile_shapes_alone_behind_plain_calls_and_cut_anywhere() -> None:
+    for shape in SHAPES:
+        _both([shape])
+        _both([REQUESTS[0] + shape + REQUESTS[1]])
+        _both([REQUESTS[1], shape, REQUESTS[0]])
+
+    async def cut_everywhere() -> None:
+        for shape in SHAPES:
+            stream = REQUESTS[0] + shape + REQUESTS[0]
+            for cut in range(1, len(stream)):
+                reads = [stream[:cut], stream[cut:]]
+                assert (await _run(reads, True, wait=False)
+                        == await _run(reads, False, wait=False)), (shape, cut)
+    asyncio.run(cut_everywhere())
+
+
+@pytest.mark.parametrize("high_water", [40, 150, 400])
+def test_streams_under_write_pauses_get_what_the_full_parser_gives(high_water: int) -> None:
+    """Replies that fill the send buffer pause writing between (and within) reads: no call is
+    made inline while paused, the same replies go out in the same order.  Each run on a loop
+    of its own (callbacks a run leaves must not shift the other's turns)."""
+    requests = [REQUESTS[0], REQUESTS[1], REQUESTS[0], SHAPES[2], REQUESTS[4], REQUESTS[1],
+                REQUESTS[8], REQUESTS[0], REQUESTS[0], REQUESTS[2], REQUESTS[0]]
+    stream = b"".join(requests)
+    cases = [[b"".join(requests[i:i + n]) for i in range(0, len(requests), n)] for n in (1, 2)]
+    cases += [[stream[:cut], stream[cut:cut + 200], stream[cut + 200:]]
+              for cut in range(0, len(stream), 37)]
+    for reads in cases:
+        for wait in (True, False):
+            runs = [asyncio.run(_run([r for r in reads if r], quick, wait=wait,
+                                     high_water=high_water)) for quick in (True, False)]
+            assert runs[0] == runs[1], (reads, wait)
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(st.sampled_from(REQUESTS), min_size=1, max_size=6), st.data())
