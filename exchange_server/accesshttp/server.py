@@ -153,6 +153,10 @@ class _DateCache:
 
 _date = _DateCache()
 
+#: ``Grant.NONE``, read once: a member read from its enum class goes through a descriptor in
+#: Python 3.11 (ten times a plain class attribute), and every request's grant is compared to it
+_NO_GRANT = Grant.NONE
+
 #: The Content-Type of JSON replies, and a keep-alive JSON reply after its status and Date
 #: lines (``_DateCache.head``): the same bytes as HttpProtocol._respond's general path.
 _JSON = b"application/json"
@@ -377,7 +381,7 @@ class AccessHttp:
         it cannot be (unknown or not allowed: answered by ``_route``; a backend that has no
         such call or is down).  Which backend a routed method without a token may reach is
         remembered (ROUTES and the trust policy do not change; the backends may)."""
-        if grant is Grant.NONE:
+        if grant is _NO_GRANT:
             name = self._open_routes.get(method)
             if name is None:
                 name = self._open_route(method)
