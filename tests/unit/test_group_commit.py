@@ -4,6 +4,7 @@ next one.  A reply waits for its own commit (call_nowait)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,7 +118,8 @@ async def test_a_refused_commit_answers_each_held_reply_and_waiter_code_3(tmp_pa
                                        [1, "BTC", "deposit", req_id, "1", {}], req_id,
                                        replies.append) is None
         with pytest.raises(RpcError) as refused:
-            await service.flush()
+            async with asyncio.timeout(30):  # a waiter never settled fails, not hangs
+                await service.flush()
         assert refused.value.code == SERVICE_UNAVAILABLE
         assert replies == [b'{"error": {"code": 3, "message": "service unavailable"}, '
                            b'"result": null, "id": %d}' % req_id for req_id in (7, 8)]
