@@ -1319,7 +1319,7 @@ class AdminHttpProtocol(HttpProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._grant = Grant.NONE
+        self._grant = _NO_GRANT
 
     def on_header(self, name: bytes, value: bytes) -> None:
         super().on_header(name, value)  # sizes: every header counts
