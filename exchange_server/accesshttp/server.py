@@ -153,6 +153,10 @@ class _DateCache:
 
 _date = _DateCache()
 
+#: ``Grant.NONE``, read once: a member read from its enum class goes through a descriptor in
+#: Python 3.11 (ten times a plain class attribute), and every request's grant is compared to it
+_NO_GRANT = Grant.NONE
+
 #: The Content-Type of JSON replies, and a keep-alive JSON reply after its status and Date
 #: lines (``_DateCache.head``): the same bytes as HttpProtocol._respond's general path.
 _JSON = b"application/json"
@@ -202,14 +206,14 @@ def parse_request(item: Any) -> tuple[str, list[Any], int]:
 class _InlineCall:
     """A call made by AccessHttp.call_inline and answered once: by the backend, or 504."""
 
-    __slots__ = ("method", "req_id", "started", "deadline", "answered", "_answered")
+    __slots__ = ("method", "req_id", "started", "answered", "_answered")
 
     def __init__(self, method: str, req_id: int, started: float,
                  answered: Callable[[int, bytes], None]) -> None:
         self.method = method
         self.req_id = req_id
+        #: ``time.perf_counter()`` when made: its 504 is due ``AccessHttp.timeout`` after
         self.started = started
-        self.deadline = 0.0
         self.answered = False
         self._answered = answered
 
@@ -377,7 +381,7 @@ class AccessHttp:
         it cannot be (unknown or not allowed: answered by ``_route``; a backend that has no
         such call or is down).  Which backend a routed method without a token may reach is
         remembered (ROUTES and the trust policy do not change; the backends may)."""
-        if grant is Grant.NONE:
+        if grant is _NO_GRANT:
             name = self._open_routes.get(method)
             if name is None:
                 name = self._open_route(method)
@@ -406,20 +410,22 @@ class AccessHttp:
 
     def _expire_later(self, call: _InlineCall, loop: asyncio.AbstractEventLoop) -> None:
         """Answer ``call`` 504 if it is not answered in ``timeout`` seconds: one timer for all
-        (calls expire in the order they were made), not one per call."""
-        call.deadline = loop.time() + self.timeout
+        (calls expire in the order they were made), not one per call.  A call's deadline is
+        counted from its ``started`` (no clock read per call: one per order placed)."""
         self._inline.append(call)
         if self._inline_timer is None:
-            self._inline_timer = loop.call_at(call.deadline, self._expire_inline, loop)
+            self._inline_timer = loop.call_later(self.timeout, self._expire_inline, loop)
 
     def _expire_inline(self, loop: asyncio.AbstractEventLoop) -> None:
         self._inline_timer = None
         calls = self._inline
-        now = loop.time()
-        while calls and (calls[0].answered or calls[0].deadline <= now):
+        timeout = self.timeout
+        now = time.perf_counter()
+        while calls and (calls[0].answered or calls[0].started + timeout <= now):
             calls.popleft().expire()
         if calls:
-            self._inline_timer = loop.call_at(calls[0].deadline, self._expire_inline, loop)
+            self._inline_timer = loop.call_later(calls[0].started + timeout - now,
+                                                 self._expire_inline, loop)
 
     async def _batch_parts(self, items: list[Any], grant: Grant = Grant.NONE) -> list[bytes]:
         """The replies of a batch, between ``[``, ``", "`` and ``]``."""
@@ -1313,7 +1319,7 @@ class AdminHttpProtocol(HttpProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._grant = Grant.NONE
+        self._grant = _NO_GRANT
 
     def on_header(self, name: bytes, value: bytes) -> None:
         super().on_header(name, value)  # sizes: every header counts

@@ -106,6 +106,18 @@ PROGRESS_EVERY = 1000
 _record_id = itemgetter(0)
 
 
+#: A reply held until operation ``id`` is durable: ``(id, reply, body, req_id)``.  Durable:
+#: ``reply(body)``.  Refused: ``reply`` is given the error, as a reply body to request ``req_id``
+#: (``call_nowait``), or itself when ``body`` is None (``_wait_durable``'s future, whose
+#: ``reply(None)`` says durable).  Why a tuple of the reply's parts and not a closure: one is
+#: held per order placed, and a closure per order cost its making and a call in between.
+_Waiter = tuple[int, Callable[[Any], None], bytes | None, int | None]
+
+#: an operation log record made from its fields' tuple in C (``OperRecord(...)`` calls the
+#: NamedTuple's ``__new__``, a Python function, once per write)
+_new_record = functools.partial(tuple.__new__, OperRecord)
+
+
 def _settle(fut: asyncio.Future[None], error: RpcError | None) -> None:
     """A durability waiter's future: done, or refused with ``error``."""
     if not fut.done():
@@ -156,8 +168,8 @@ class MatchEngineService:
         self.durable_id = 0
         self._pending: list[OperRecord] = []
         self._pending_events: deque[tuple[int, list[Event]]] = deque()
-        #: (operation id, called with None once it is durable or the error that refused it)
-        self._waiters: deque[tuple[int, Callable[[RpcError | None], None]]] = deque()
+        #: replies held until an operation is durable, in id order (see _Waiter)
+        self._waiters: deque[_Waiter] = deque()
         self._flushing = False
         self._kick_scheduled = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="operlog")
@@ -514,13 +526,7 @@ class MatchEngineService:
             return body
         if self.degraded:
             return jsonfmt.error_body(*_unavailable(), req_id, self.debug)
-        debug = self.debug
-
-        def settled(error: RpcError | None) -> None:
-            reply(body if error is None else jsonfmt.error_body(error.code, error.message,
-                                                                req_id, debug))
-
-        self._waiters.append((self.oper_id, settled))
+        self._waiters.append((self.oper_id, reply, body, req_id))
         # _apply scheduled the commit already (a write); a read of state not yet durable waits
         # for the commit in flight or scheduled (the flag read here saves a call per order)
         if not self._kick_scheduled:
@@ -573,7 +579,7 @@ class MatchEngineService:
             self.engine.take_events()
             raise internal_error() from None
         self.oper_id += 1
-        self._pending.append(OperRecord(self.oper_id, now, write.log_name, params))
+        self._pending.append(_new_record((self.oper_id, now, write.log_name, params)))
         self._pending_events.append((self.oper_id, self.engine.take_events()))
         if not self._kick_scheduled:  # _kick_soon's first test, without a call per write
             self._kick_soon()
@@ -672,9 +678,11 @@ class MatchEngineService:
         # instead of waiting for them (the commit latency bounds the throughput).
         self._kick()
         self._durable_advanced()
+        durable = self.durable_id
         waiters = self._waiters
-        while waiters and waiters[0][0] <= self.durable_id:
-            waiters.popleft()[1](None)
+        while waiters and waiters[0][0] <= durable:
+            _, reply, body, _ = waiters.popleft()
+            reply(body)
         pending_events = self._pending_events
         while pending_events and pending_events[0][0] <= self.durable_id:
             oper_id, events = pending_events.popleft()
@@ -689,7 +697,7 @@ class MatchEngineService:
         if self.degraded:
             raise service_unavailable()
         fut: asyncio.Future[None] = self._loop.create_future()
-        self._waiters.append((oper_id, functools.partial(_settle, fut)))
+        self._waiters.append((oper_id, functools.partial(_settle, fut), None, None))
         self._kick_soon()
         await fut
 
@@ -715,8 +723,10 @@ class MatchEngineService:
         self._slice_requested = False
         self._kill_children(self.durable_id)
         waiters, self._waiters = self._waiters, deque()
-        for _, settle in waiters:
-            settle(service_unavailable())
+        for _, reply, body, req_id in waiters:
+            error = service_unavailable()
+            reply(error if body is None else jsonfmt.error_body(error.code, error.message,
+                                                                req_id, self.debug))
         if recover and self._loop is not None and (self._recovery is None
                                                    or self._recovery.done()):
             self._recovery = self._loop.create_task(self._recover())

@@ -4,12 +4,16 @@ next one.  A reply waits for its own commit (call_nowait)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
+from exchange_server.common.errors import SERVICE_UNAVAILABLE, RpcError
 from exchange_server.matchengine.service import MatchEngineService
-from exchange_server.matchengine.store import OperRecord
+from exchange_server.matchengine.store import OperRecord, StoreError
 from exchange_server.matchengine.store_sqlite import SqliteEngineStore
 from tests.integration.test_methods import config
 from tests.support.waiting import wait_until_async
@@ -89,3 +93,37 @@ def test_no_loop_no_commit(tmp_path: Path) -> None:
     deposit(service, 1)
     assert store.batches == [] and service.oper_id == 1 and service.durable_id == 0
     store.close()
+
+
+class FailingStore(CountingStore):
+    """A log whose commits fail (a full disk, say)."""
+
+    def append(self, records: Sequence[OperRecord]) -> None:
+        self.batches.append([r.id for r in records])
+        raise StoreError("disk full")
+
+
+async def test_a_refused_commit_answers_each_held_reply_and_waiter_code_3(tmp_path: Path) -> None:
+    """Both kinds of reply held for a commit are refused with code 3 when it fails: a reply
+    body to the request it answers (call_nowait, with that request's id), and a waiter's
+    RpcError (flush)."""
+    store = FailingStore(tmp_path / "data")
+    store.open()
+    service = MatchEngineService(config(), store)
+    await service.start()
+    try:
+        replies: list[bytes] = []
+        for req_id in (7, 8):
+            assert service.call_nowait("balance.update",
+                                       [1, "BTC", "deposit", req_id, "1", {}], req_id,
+                                       replies.append) is None
+        with pytest.raises(RpcError) as refused:
+            async with asyncio.timeout(30):  # a waiter never settled fails, not hangs
+                await service.flush()
+        assert refused.value.code == SERVICE_UNAVAILABLE
+        assert replies == [b'{"error": {"code": 3, "message": "service unavailable"}, '
+                           b'"result": null, "id": %d}' % req_id for req_id in (7, 8)]
+        assert store.batches == [[1, 2]] and service.durable_id == 0
+    finally:
+        await service.stop(final_slice=False)
+        store.close()
