@@ -1227,7 +1227,7 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        head = b"HTTP/1.1 200 OK\r\nDate: %s\r\nContent-Type: application/json\r\n" % _date.get()
+        head = _date.head(200) + b"Content-Type: application/json\r\n"
         if request.http10:
             head += b"Connection: close\r\n"
         else:
